@@ -1,0 +1,53 @@
+/*
+ * status.c — status names and messages from the one table in infl.h, the context's
+ * error detail, version and build information.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+const char *infl_status_name(infl_status s) {
+    switch (s) {
+#define X(name, value, msg) \
+    case name:              \
+        return #name;
+        INFL_STATUS_TABLE(X)
+#undef X
+    }
+    return "INFL_E_UNKNOWN";
+}
+
+const char *infl_status_str(infl_status s) {
+    switch (s) {
+#define X(name, value, msg) \
+    case name:              \
+        return msg;
+        INFL_STATUS_TABLE(X)
+#undef X
+    }
+    return "unknown status";
+}
+
+infl_status infl_seterr(infl_ctx *ctx, infl_status st, const char *fmt, ...) {
+    if (!ctx) return st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->detail, sizeof ctx->detail, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void infl_errprefix(infl_ctx *ctx, const char *fmt, ...) {
+    if (!ctx) return;
+    char pre[1024], old[sizeof ctx->detail];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, ctx->detail, sizeof old);
+    snprintf(ctx->detail, sizeof ctx->detail, "%s: %s", pre, old);
+}
+
+unsigned infl_version_number(void) { return INFL_VERSION_NUMBER; }
+const char *infl_version_string(void) { return INFL_VERSION_STRING; }

@@ -1,0 +1,139 @@
+/*
+ * store.h — the HDF5 store: reading and writing infl's `dataset` and `run` files
+ * (schema version 1, DESIGN.md "Files"). Every read checks the root attributes
+ * infl_format and infl_version, the shapes and the values, and every error names the
+ * file, the object and what was expected. Outputs go to a temporary name beside the
+ * final one and are renamed by *_commit; *_abort removes them.
+ *
+ * HDF5 is not thread-safe in the serial build: one thread at a time may call these.
+ */
+#ifndef INFL_STORE_H
+#define INFL_STORE_H
+
+#include <stdint.h>
+
+#include "../core/internal.h"
+#include "../model/spec.h"
+
+// ---- dataset files: reading a split ----
+
+typedef enum { INFL_Y_CLASS = 0, INFL_Y_REAL = 1 } infl_ykind;
+
+typedef struct {
+    int64_t n;            // rows in the selected range
+    int64_t n_total;      // rows in the whole split
+    int64_t begin;        // first row of the range, within the split
+    int64_t d;            // features per row (x is [n_total, d])
+    infl_ykind y_kind;    // class labels y int32 [N], or real targets y float32 [N, k]
+    int64_t k;            // 1 for class labels, else the target width
+    int n_classes;        // entries of /classes when present, else 0
+    int has_image;        // image_shape attribute present on the split group
+    int image_shape[3];   // H, W, C
+    int has_flipped;      // the split has a `flipped` int32 [N] dataset
+} infl_split_info;
+
+typedef struct infl_split infl_split;
+
+// Opens FILE:/split[begin:end] for reading: checks the file is HDF5 with
+// infl_format = "dataset" and infl_version = 1, that /split/x is float32 [N, D] and
+// /split/y is int32 [N] or float32 [N, K] with the same N, and that the range lies in
+// [0, N] and is not empty. *out owns the handle (store_split_close).
+infl_status store_split_open(infl_ctx *ctx, const infl_dataref *ref, infl_split **out);
+const infl_split_info *store_split_info(const infl_split *s);
+// Reads rows [row, row + nrows) of the selected range (row is relative to begin) by a
+// hyperslab: x is (nrows, d) row-major; y (nrows) for class labels or yf (nrows, k)
+// for real targets; either may be NULL to skip. Checks every x and yf value is finite
+// and every class label is >= 0 (and < n_classes when /classes exists):
+// INFL_E_VALUE naming the file, dataset, row and column otherwise.
+infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, float *x,
+                             int32_t *y, float *yf);
+// Reads rows of an extra int32 [N] dataset of the split (e.g. "flipped").
+infl_status store_split_read_int(infl_ctx *ctx, infl_split *s, const char *name, int64_t row,
+                                 int64_t nrows, int32_t *out);
+// Copies class name i of /classes (when present) into buf; "" when absent.
+void store_split_class_name(const infl_split *s, int i, char *buf, size_t size);
+// The reference it was opened with, as text ("f.h5:/test[0:16]"), and the file path.
+const char *store_split_ref(const infl_split *s);
+const char *store_split_path(const infl_split *s);
+void store_split_close(infl_split *s);  // accepts NULL
+
+// ---- dataset files: writing ----
+
+typedef struct infl_dsw infl_dsw;
+
+// Starts a dataset file: fails with INFL_E_EXISTS when `path` exists and !force;
+// writes to a temporary name until store_dataset_commit.
+infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, infl_dsw **out);
+// Adds group /split with x float32 [n, d] (chunked by rows) and y int32 [n]
+// (y_kind class, k must be 1) or float32 [n, k]; image_shape may be NULL.
+infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t n,
+                                    int64_t d, infl_ykind y_kind, int64_t k,
+                                    const int image_shape[3]);
+// Writes rows [row, row + nrows) of a split added before; y or yf as its kind says.
+infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row,
+                                     int64_t nrows, const float *x, const int32_t *y,
+                                     const float *yf);
+// Writes a whole extra int32 [n] dataset into a split (e.g. "flipped", "y_clean").
+infl_status store_dataset_write_int(infl_ctx *ctx, infl_dsw *w, const char *split,
+                                    const char *name, int64_t n, const int32_t *v);
+// Writes /classes as a string array.
+infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *const *names,
+                                      int count);
+// Writes a root string attribute (e.g. "source").
+infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name,
+                                   const char *value);
+// Closes and renames to the final name; frees w (also on failure).
+infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w);
+// Closes, removes the temporary file, frees w. Accepts NULL.
+void store_dataset_abort(infl_dsw *w);
+
+// ---- run files ----
+
+typedef struct {
+    char name[32];   // "NNNNNN" (the step, zero-padded to 6 digits)
+    int64_t step;
+    double epoch;
+    double lr;       // learning rate over the interval that ends here (TracIn's weight)
+} infl_ckpt_info;
+
+typedef struct infl_runw infl_runw;
+
+// Starts a run file with /model attributes: layers int32 [L+1], activation, loss,
+// weight_decay, data (the training data reference), optimizer, seed.
+infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+                             const char *data_ref, const char *optimizer, uint64_t seed,
+                             infl_runw **out);
+// Writes /checkpoints/NNNNNN with W0 [d1,d0], b0 [d1], ... from the flat host vector
+// `params` (layout of spec.h) and attributes step, epoch, lr; grad_norm when finite.
+infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch,
+                                     double lr, double grad_norm, const float *params);
+// Sets /checkpoints attribute `final` to the last checkpoint, closes, renames; frees w.
+infl_status store_run_commit(infl_ctx *ctx, infl_runw *w);
+void store_run_abort(infl_runw *w);  // accepts NULL
+
+typedef struct infl_run infl_run;
+
+// Opens a run file: checks format "run" and version, reads /model (every attribute
+// present and valid, layer widths >= 1) and lists /checkpoints sorted by step;
+// a run without checkpoints is INFL_E_FORMAT.
+infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out);
+const infl_mlp_spec *store_run_spec(const infl_run *r);
+const char *store_run_data(const infl_run *r);  // the training data reference
+int store_run_ncheckpoints(const infl_run *r);
+const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i);
+// Index of the checkpoint named `name`; NULL or "final" gives the one the `final`
+// attribute names (else the last). INFL_E_ARG naming the available ones when absent.
+infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, int *index);
+// Loads checkpoint i into the flat host vector params (infl_mlp_nparams floats):
+// checks every W_l is [d_{l+1}, d_l] and b_l [d_{l+1}] float32 and all finite.
+infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params);
+const char *store_run_path(const infl_run *r);
+void store_run_close(infl_run *r);  // accepts NULL
+
+// ---- inspection ----
+
+// infl_info's body: describes any infl file (dataset, run; unknown formats listed as
+// a plain HDF5 tree) to `out`.
+infl_status store_describe(infl_ctx *ctx, const char *path, FILE *out);
+
+#endif

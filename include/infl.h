@@ -1,0 +1,246 @@
+/*
+ * infl.h — the public API of libinfl, an influence-function engine.
+ *
+ * Everything a program needs to import data, train an MLP with checkpoints and
+ * evaluate it, through an opaque context that carries the chosen backend (CPU or
+ * CUDA), the last error's detail, a progress callback and a cancel flag.
+ *
+ * Conventions (all functions):
+ *  - Every function that can fail returns an infl_status: INFL_OK (0) or a negative
+ *    code. On failure the context's detail string (infl_ctx_error) says what went
+ *    wrong, naming the file, the object and what was expected.
+ *  - The library never calls exit() and never prints unless given a FILE* to print to.
+ *  - Strings passed in are borrowed for the duration of the call; nothing returned
+ *    needs freeing unless the function says so.
+ *  - A context is not thread-safe: use one context per thread. Different contexts may
+ *    be used concurrently, except that HDF5 itself (serial build) is not thread-safe:
+ *    do not read HDF5 files from two contexts at once.
+ */
+#ifndef INFL_H
+#define INFL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- version ----
+
+#define INFL_VERSION_MAJOR 0
+#define INFL_VERSION_MINOR 1
+#define INFL_VERSION_PATCH 0
+#define INFL_VERSION_NUMBER (INFL_VERSION_MAJOR * 10000 + INFL_VERSION_MINOR * 100 + INFL_VERSION_PATCH)
+#define INFL_STR_(x) #x
+#define INFL_STR(x) INFL_STR_(x)
+#define INFL_VERSION_STRING \
+    INFL_STR(INFL_VERSION_MAJOR) "." INFL_STR(INFL_VERSION_MINOR) "." INFL_STR(INFL_VERSION_PATCH)
+
+/* The HDF5 schema version this library reads and writes (DESIGN.md, "Files"). */
+#define INFL_FORMAT_VERSION 1
+
+/* Returns INFL_VERSION_NUMBER of the library actually linked. */
+unsigned infl_version_number(void);
+/* Returns the version string of the library linked ("0.1.0"); static, never NULL. */
+const char *infl_version_string(void);
+/* Returns a static, multi-line description of the build: compiler, BLAS, OpenMP,
+ * HDF5 version, which backends were compiled in. Never NULL. */
+const char *infl_build_info(void);
+
+// ---- status codes ----
+
+/* One table gives the enum, the names and the messages. Values are pinned. */
+#define INFL_STATUS_TABLE(X)                                                          \
+    X(INFL_OK, 0, "success")                                                          \
+    X(INFL_E_NOMEM, -1, "out of memory")                                              \
+    X(INFL_E_ARG, -2, "invalid argument")                                             \
+    X(INFL_E_IO, -3, "input/output error")                                            \
+    X(INFL_E_FORMAT, -4, "file is not in the expected format")                        \
+    X(INFL_E_SHAPE, -5, "shapes do not match")                                        \
+    X(INFL_E_VALUE, -6, "invalid value in data (NaN, Inf or out of range)")           \
+    X(INFL_E_EXISTS, -7, "output exists (use --force to overwrite)")                  \
+    X(INFL_E_BACKEND, -8, "backend unavailable or failed")                            \
+    X(INFL_E_NUMERIC, -9, "numerical failure (divergence, not positive definite)")    \
+    X(INFL_E_UNSUPPORTED, -10, "not supported")                                       \
+    X(INFL_E_INTERRUPTED, -11, "interrupted")                                         \
+    X(INFL_E_INTERNAL, -12, "internal error")
+
+typedef enum {
+#define INFL_X_ENUM(name, value, msg) name = value,
+    INFL_STATUS_TABLE(INFL_X_ENUM)
+#undef INFL_X_ENUM
+} infl_status;
+
+/* Returns the symbolic name of a status ("INFL_E_IO"); "INFL_E_UNKNOWN" for a value
+ * not in the table. Static, never NULL. */
+const char *infl_status_name(infl_status s);
+/* Returns a one-line message for a status; "unknown status" for a value not in the
+ * table. Static, never NULL. */
+const char *infl_status_str(infl_status s);
+
+// ---- context ----
+
+typedef struct infl_ctx infl_ctx;
+
+/* Progress callback: `what` names the phase ("train", "import"), done/total count
+ * its units (examples, steps); `info` is an optional short text (loss, rate) or NULL.
+ * Called from the thread that called the library function. */
+typedef void (*infl_progress_fn)(void *user, const char *what, uint64_t done, uint64_t total,
+                                 const char *info);
+
+typedef struct {
+    const char *backend;  /* "auto" | "cpu" | "cuda" | "cuda:N"; NULL reads the
+                             INFL_BACKEND environment variable, else "auto". */
+    int threads;          /* CPU threads for OpenMP and BLAS; 0 = the runtime default. */
+} infl_ctx_options;
+
+/* Returns the defaults: backend NULL (INFL_BACKEND or auto), threads 0. */
+infl_ctx_options infl_ctx_options_default(void);
+
+/* Creates a context with the backend the options ask for. `opts` may be NULL for the
+ * defaults. On success *out owns the context (free with infl_ctx_free). On failure
+ * *out is still set when a context could be allocated, so that infl_ctx_error can say
+ * why (e.g. "this build has no CUDA backend"); free it too. Also silences HDF5's own
+ * error printing (a process-wide HDF5 setting). */
+infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out);
+/* Frees a context and everything it owns. Accepts NULL. */
+void infl_ctx_free(infl_ctx *ctx);
+/* Returns the detail of the last error on this context ("" when none). The pointer
+ * stays valid until the next call on the context. Accepts NULL (returns ""). */
+const char *infl_ctx_error(const infl_ctx *ctx);
+/* Returns the backend the context runs on, e.g. "cpu (OpenBLAS 0.3.21, 2 threads)".
+ * Static to the context; never NULL. */
+const char *infl_ctx_backend(const infl_ctx *ctx);
+/* Sets the progress callback (NULL to turn progress off). */
+void infl_ctx_set_progress(infl_ctx *ctx, infl_progress_fn fn, void *user);
+/* Sets a flag the library polls during long work; when *flag becomes non-zero the
+ * work stops, leaves no output under its final name and returns INFL_E_INTERRUPTED.
+ * The flag is read only (it may be a signal handler's volatile sig_atomic_t). */
+void infl_ctx_set_cancel(infl_ctx *ctx, const volatile int *flag);
+
+// ---- data references ----
+
+/* A data reference is "FILE:/split" with an optional row range: "f.h5:/test[0:16]",
+ * "f.h5:/train[100:]", "f.h5:/test[7]". Rows are [begin, end). */
+typedef struct {
+    char path[4096];
+    char split[256];  /* without the leading '/' */
+    int64_t begin;    /* first row (0 when no range) */
+    int64_t end;      /* one past the last row; -1 = to the end of the split */
+} infl_dataref;
+
+/* Parses a data reference. Returns INFL_E_ARG with a detail naming what is wrong. */
+infl_status infl_dataref_parse(infl_ctx *ctx, const char *text, infl_dataref *out);
+
+// ---- import ----
+
+typedef struct {
+    const char *dir;      /* folder with the four gzip'd IDX files;
+                             default /usr/share/datasets/fashion-mnist */
+    int64_t limit;        /* keep the first `limit` rows of each split; 0 = all */
+    double flip_labels;   /* fraction of training labels replaced by another class,
+                             chosen by the counter-based generator; 0 = none */
+    uint64_t seed;        /* seed for flip_labels; default 0 */
+    int pool;             /* average-pool factor: 1 (28x28), 2 (14x14), 4 (7x7) */
+    int force;            /* overwrite an existing output */
+} infl_import_fmnist_options;
+
+/* Returns the defaults documented above. */
+infl_import_fmnist_options infl_import_fmnist_options_default(void);
+
+/* Reads Fashion-MNIST's IDX files and writes a `dataset` file with /train and /test
+ * (x float32 [N, D] in [0,1], y int32 [N], image_shape, /classes; /train/flipped
+ * int32 [N] (1 where the label was flipped) and /train/y_clean when flip_labels > 0).
+ * The output is written to a temporary name and renamed when complete. */
+infl_status infl_import_fashion_mnist(infl_ctx *ctx, const infl_import_fmnist_options *opts,
+                                      const char *out_path);
+
+typedef struct {
+    const char *label;     /* label column: a header name, or a 0-based index; required */
+    char delimiter;        /* ',' default */
+    int header;            /* 1: first row is a header (default); 0: no header */
+    int regression;        /* 1: label is a float target (y float32 [N,1]);
+                              0: integer class labels (y int32 [N]), default */
+    double test_fraction;  /* share of rows put in /test (seeded shuffle); 0 = all train */
+    uint64_t seed;         /* for test_fraction; default 0 */
+    int force;             /* overwrite an existing output */
+} infl_import_csv_options;
+
+infl_import_csv_options infl_import_csv_options_default(void);
+
+/* Reads a numeric CSV file (every column a number) into a `dataset` file: /train
+ * (and /test with test_fraction > 0). Errors name the line and column. */
+infl_status infl_import_csv(infl_ctx *ctx, const char *csv_path, const infl_import_csv_options *opts,
+                            const char *out_path);
+
+// ---- models and training ----
+
+typedef enum { INFL_ACT_RELU = 0, INFL_ACT_TANH = 1, INFL_ACT_GELU = 2 } infl_activation;
+typedef enum { INFL_LOSS_SOFTMAX_CE = 0, INFL_LOSS_SIGMOID_CE = 1, INFL_LOSS_MSE = 2 } infl_loss;
+typedef enum { INFL_SCHED_CONSTANT = 0, INFL_SCHED_COSINE = 1 } infl_schedule;
+typedef enum { INFL_OPT_AUTO = 0, INFL_OPT_SGD = 1, INFL_OPT_NEWTON = 2 } infl_optimizer;
+
+#define INFL_MAX_LAYERS 16
+
+typedef struct {
+    const char *data;            /* data reference of the training split; required */
+    int nlayers;                 /* number of weight layers L (widths has L+1 entries) */
+    int widths[INFL_MAX_LAYERS + 1]; /* d0 (input width), d1, ..., dL (outputs) */
+    infl_activation activation;  /* between layers; default relu */
+    infl_loss loss;              /* default softmax_ce */
+    infl_optimizer optimizer;    /* auto: newton for a convex model (L = 1), else sgd */
+    int epochs;                  /* default 5 */
+    int batch;                   /* default 128 */
+    double lr;                   /* default 0.1 */
+    double momentum;             /* default 0.9 */
+    double weight_decay;         /* wd of R(w) = mean loss + wd/2 |w|^2 (all params); 1e-4 */
+    infl_schedule schedule;      /* default constant */
+    uint64_t seed;               /* initialisation and shuffling; default 1 */
+    int checkpoint_every;        /* steps between checkpoints; 0 = final only; default 500 */
+    int64_t shard_rows;          /* rows read at once; 0 = from shard_mb */
+    double shard_mb;             /* memory budget of one shard in MiB; default 256 */
+    double tol;                  /* newton: gradient-norm target; default 1e-8 */
+    int max_iters;               /* newton: iteration cap; default 100 */
+    int force;                   /* overwrite an existing output */
+} infl_train_options;
+
+infl_train_options infl_train_options_default(void);
+
+typedef struct {
+    int64_t steps;          /* optimiser steps taken */
+    int checkpoints;        /* checkpoints written */
+    double final_loss;      /* training objective R(w) (sgd: mean over the last epoch) */
+    double grad_norm;       /* newton: |grad R| at the end; sgd: NaN */
+    double seconds;         /* wall time of the optimisation */
+    double examples_per_s;  /* sgd: examples processed per second */
+} infl_train_report;
+
+/* Trains the MLP the options describe and writes a `run` file with its checkpoints.
+ * The output is written to a temporary name and renamed when complete. `rep` may be
+ * NULL. */
+infl_status infl_train(infl_ctx *ctx, const infl_train_options *opts, const char *out_path,
+                       infl_train_report *rep);
+
+typedef struct {
+    int64_t n;          /* examples evaluated */
+    double loss;        /* mean loss (no weight-decay term) */
+    double accuracy;    /* share correct; NaN for mse */
+} infl_eval_result;
+
+/* Evaluates a checkpoint ("final" or NULL for the last one, or its name) of a run on
+ * a data reference, streaming it in shards. */
+infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
+                      infl_eval_result *res);
+
+// ---- inspection ----
+
+/* Writes a human-readable description of an infl file (format, splits, shapes,
+ * layers, checkpoints, attributes) to `out`. */
+infl_status infl_info(infl_ctx *ctx, const char *path, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INFL_H */

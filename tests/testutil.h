@@ -1,0 +1,34 @@
+/*
+ * testutil.h — helpers shared by the Criterion tests: temporary folders, a CPU
+ * context, file helpers, and running the CLI in-process.
+ */
+#ifndef INFL_TESTUTIL_H
+#define INFL_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "infl.h"
+
+// A fresh temporary folder for this test (mkdtemp under $TMPDIR or /tmp); the path
+// is static storage valid for the test's life. Criterion runs each test in its own
+// process, so the folder is the test's own.
+const char *tu_tmpdir(void);
+// "<tmpdir>/<name>" in a static rotating buffer (8 slots).
+const char *tu_path(const char *name);
+// A context on the CPU backend; asserts on failure.
+infl_ctx *tu_ctx(void);
+// Writes bytes to a file; asserts on failure.
+void tu_write_file(const char *path, const void *data, size_t n);
+// Reads a whole file (malloc'd, NUL-terminated); NULL when it cannot be read.
+char *tu_read_file(const char *path, size_t *n);
+int tu_exists(const char *path);
+// Runs the CLI in-process with argv (NULL-terminated) and returns its exit code;
+// stdout and stderr of the command are captured into tu_out() / tu_err().
+int tu_cli(const char *const *argv);
+const char *tu_out(void);
+const char *tu_err(void);
+// Deterministic uniform [0,1) for fixtures.
+double tu_uniform(uint64_t *state);
+
+#endif
