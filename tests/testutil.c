@@ -106,3 +106,55 @@ double tu_uniform(uint64_t *s) {
     z ^= z >> 31;
     return (double)(z >> 11) * 0x1.0p-53;
 }
+
+#include <math.h>
+
+#include "store/store.h"
+
+static void blobs_split(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t n, int d, int k, const double *mu,
+                        uint64_t *st) {
+    cr_assert_eq(store_dataset_add_split(ctx, w, split, n, d, k ? INFL_Y_CLASS : INFL_Y_REAL, 1, NULL), INFL_OK,
+                 "%s", infl_ctx_error(ctx));
+    float *x = malloc(sizeof(float) * (size_t)n * d), *yf = malloc(sizeof(float) * (size_t)n);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        int c = k ? (int)(tu_uniform(st) * k) : 0;
+        double t = 0;
+        for (int j = 0; j < d; j++) {
+            double g = sqrt(-2 * log(1 - tu_uniform(st))) * cos(6.283185307 * tu_uniform(st));
+            x[i * d + j] = (float)(mu[c * d + j] + 0.7 * g);
+            t += mu[j] * x[i * d + j];
+        }
+        y[i] = c;
+        yf[i] = (float)(t + 0.1 * (tu_uniform(st) - 0.5));
+    }
+    cr_assert_eq(store_dataset_write_rows(ctx, w, split, 0, n, x, k ? y : NULL, k ? NULL : yf), INFL_OK, "%s",
+                 infl_ctx_error(ctx));
+    free(x);
+    free(y);
+    free(yf);
+}
+
+void tu_make_blobs(const char *path, int64_t n, int d, int k, uint64_t seed) {
+    infl_ctx *ctx = tu_ctx();
+    uint64_t st = seed * 7919 + 1;
+    int kk = k ? k : 1;
+    double *mu = malloc(sizeof(double) * (size_t)kk * d);
+    for (int i = 0; i < kk * d; i++) mu[i] = 2 * tu_uniform(&st) - 1;
+    infl_dsw *w = NULL;
+    cr_assert_eq(store_dataset_create(ctx, path, 1, &w), INFL_OK, "%s", infl_ctx_error(ctx));
+    blobs_split(ctx, w, "train", n, d, k, mu, &st);
+    blobs_split(ctx, w, "test", n / 2 > 0 ? n / 2 : 1, d, k, mu, &st);
+    if (k) {
+        char names[64][8];
+        const char *ptr[64];
+        for (int c = 0; c < k && c < 64; c++) {
+            snprintf(names[c], sizeof names[c], "c%d", c);
+            ptr[c] = names[c];
+        }
+        cr_assert_eq(store_dataset_set_classes(ctx, w, ptr, k), INFL_OK);
+    }
+    cr_assert_eq(store_dataset_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    free(mu);
+    infl_ctx_free(ctx);
+}

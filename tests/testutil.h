@@ -32,3 +32,8 @@ const char *tu_err(void);
 double tu_uniform(uint64_t *state);
 
 #endif
+
+// Writes a synthetic dataset file with /train (n rows) and /test (n/2 rows): d
+// features, k classes drawn as Gaussian blobs around random centres (k = 0: real
+// targets y float32 [N, 1], a noisy linear function of x). Asserts on failure.
+void tu_make_blobs(const char *path, int64_t n, int d, int k, uint64_t seed);

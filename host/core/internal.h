@@ -55,6 +55,15 @@ void infl_errprefix(infl_ctx *ctx, const char *fmt, ...) __attribute__((format(p
         }                                                     \
     } while (0)
 
+// After infl_malloc / infl_calloc (which set the detail): jump to done on NULL.
+#define GOTO_NOMEM_IF(cond)         \
+    do {                            \
+        if (cond) {                 \
+            rc = INFL_E_NOMEM;      \
+            goto done;              \
+        }                           \
+    } while (0)
+
 // ---- progress and cancel ----
 
 static inline bool infl_cancelled(const infl_ctx *ctx) { return ctx->cancel && *ctx->cancel; }

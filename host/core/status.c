@@ -46,7 +46,7 @@ void infl_errprefix(infl_ctx *ctx, const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, ctx->detail, sizeof old);
-    snprintf(ctx->detail, sizeof ctx->detail, "%s: %s", pre, old);
+    snprintf(ctx->detail, sizeof ctx->detail, "%.1000s: %.1000s", pre, old);
 }
 
 unsigned infl_version_number(void) { return INFL_VERSION_NUMBER; }

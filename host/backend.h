@@ -1,0 +1,95 @@
+/*
+ * backend.h — the table both backends fill: the only place that knows CPU from GPU.
+ *
+ * Algorithms (model, trainer, estimators) are written once against these primitives.
+ * Pointers called "device" below are backend memory (host memory on the CPU backend,
+ * device memory on CUDA); they come from alloc and are moved with upload/download.
+ * All matrices are row-major. Every primitive returns an infl_status and sets the
+ * context's detail on failure. Calls on one context are ordered; results of a
+ * primitive are visible to the next one (download synchronises).
+ *
+ * A backend is a static const table of function pointers plus a context (ggml's
+ * { iface; context; }). Optional slots are marked and may be NULL.
+ */
+#ifndef INFL_BACKEND_H
+#define INFL_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/internal.h"
+
+typedef enum { INFL_N = 0, INFL_T = 1 } infl_trans;
+
+typedef struct infl_backend {
+    const char *name;  // "cpu", "cuda"
+
+    // ---- lifecycle ----
+    // spec: what came after "name:" ("" when nothing), e.g. the device number.
+    // Writes a one-line description into desc. threads: 0 = default.
+    infl_status (*init)(infl_ctx *ctx, const char *spec, int threads, void **be, char *desc,
+                        size_t desc_size);
+    void (*shutdown)(void *be);
+
+    // ---- memory and copies ----
+    infl_status (*alloc)(infl_ctx *ctx, size_t bytes, void **ptr);  // 64-byte aligned
+    void (*release)(infl_ctx *ctx, void *ptr);                     // accepts NULL
+    infl_status (*upload)(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes);
+    infl_status (*download)(infl_ctx *ctx, void *host_dst, const void *src, size_t bytes);
+    infl_status (*copy)(infl_ctx *ctx, void *dst, const void *src, size_t bytes);
+    // x[i] = v for i < n
+    infl_status (*fill)(infl_ctx *ctx, float *x, float v, size_t n);
+
+    // ---- BLAS ----
+    // C (m, n) = alpha op(A) op(B) + beta C; op(A) is (m, k), op(B) is (k, n).
+    infl_status (*sgemm)(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k,
+                         float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                         float *C, int ldc);
+
+    // ---- row/column operations ----
+    // Z (rows, cols): Z[i, :] += b
+    infl_status (*add_row)(infl_ctx *ctx, float *Z, const float *b, int rows, int cols);
+    // out (cols) = alpha * sum_i X[i, :] + beta * out; X is (rows, cols)
+    infl_status (*col_sum)(infl_ctx *ctx, float *out, const float *X, int rows, int cols,
+                           float alpha, float beta);
+
+    // ---- activations ----
+    // A = φ(Z), n elements
+    infl_status (*act_forward)(infl_ctx *ctx, infl_activation act, float *A, const float *Z,
+                               size_t n);
+    // dZ = dA ∘ φ'(Z), n elements (dZ may alias dA)
+    infl_status (*act_backward)(infl_ctx *ctx, infl_activation act, float *dZ, const float *dA,
+                                const float *Z, size_t n);
+
+    // ---- losses ----
+    // For B examples with logits (B, K): per-example loss into `loss` (B) and
+    // ∂ℓ_i/∂z_i into dlogits (B, K), unscaled (either may be NULL). Targets: y (B)
+    // class labels for softmax_ce / sigmoid_ce (0/1), or yf (B, K) for mse.
+    // correct (B), optional: 1 where the prediction is right (argmax; sigmoid > 0.5).
+    infl_status (*loss_grad)(infl_ctx *ctx, infl_loss loss, const float *logits, const int32_t *y,
+                             const float *yf, int B, int K, float *loss_out, float *dlogits,
+                             int32_t *correct);
+
+    // ---- vector updates ----
+    // y = a x + b y, n elements
+    infl_status (*axpby)(infl_ctx *ctx, float *y, const float *x, float a, float b, size_t n);
+    // SGD with momentum and weight decay on n parameters:
+    // v = mu v + (g + wd w); w -= lr v
+    infl_status (*sgd_step)(infl_ctx *ctx, float *w, float *v, const float *g, float lr, float mu,
+                            float wd, size_t n);
+    // *out = sum_i x_i y_i, accumulated in float64, result on the host
+    infl_status (*dot)(infl_ctx *ctx, const float *x, const float *y, size_t n, double *out);
+} infl_backend;
+
+extern const infl_backend infl_cpu_backend;
+#ifdef INFL_HAVE_CUDA
+extern const infl_backend infl_cuda_backend;
+#endif
+
+// Convenience wrappers: the context's backend and its memory.
+#define BE(ctx) ((ctx)->be)
+// Allocates n floats of backend memory into *p (INFL_E_NOMEM naming `what`).
+infl_status infl_be_alloc_f(infl_ctx *ctx, float **p, size_t n, const char *what);
+void infl_be_free(infl_ctx *ctx, void *p);
+
+#endif

@@ -1,0 +1,413 @@
+/*
+ * cli.c — the infl command line: dispatch, the options every command shares
+ * (--backend, --threads, --quiet, --progress), progress on stderr, Ctrl-C, and the
+ * commands import, train, eval and info. Results go to stdout, progress and errors
+ * to stderr; the library underneath never prints or exits.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <time.h>
+#include "cli.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "infl.h"
+#include "model/spec.h"
+
+// ---- shared state of one command ----
+
+typedef struct {
+    const char *backend;
+    int threads;
+    int quiet;
+    int progress;
+    const char *cmd;
+    double last_print;
+    int printed;
+} common;
+
+#define COMMON_OPTS(c)                                                                                     \
+    {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
+        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)"},                            \
+        {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
+        {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"}
+
+static volatile sig_atomic_t g_interrupt;
+static volatile int g_cancel;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupt = 1;
+    g_cancel = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void progress_cb(void *user, const char *what, uint64_t done, uint64_t total, const char *info) {
+    common *c = user;
+    double t = now_s();
+    if (done < total && t - c->last_print < 0.2) return;
+    c->last_print = t;
+    if (total)
+        fprintf(stderr, "\r%s %llu/%llu (%.0f%%)%s%s\033[K", what, (unsigned long long)done,
+                (unsigned long long)total, 100.0 * (double)done / (double)total, info ? "  " : "", info ? info : "");
+    else
+        fprintf(stderr, "\r%s %llu%s%s\033[K", what, (unsigned long long)done, info ? "  " : "", info ? info : "");
+    c->printed = 1;
+    if (done >= total && total) {
+        fputc('\n', stderr);
+        c->printed = 0;
+    }
+    fflush(stderr);
+}
+
+// Creates the context the common options ask for; prints the error and returns NULL
+// on failure.
+static infl_ctx *open_ctx(common *c) {
+    infl_ctx_options o = infl_ctx_options_default();
+    o.backend = c->backend;
+    o.threads = c->threads;
+    infl_ctx *ctx = NULL;
+    infl_status st = infl_ctx_create(&o, &ctx);
+    if (st != INFL_OK) {
+        fprintf(stderr, "%s: error: %s\n", c->cmd, ctx ? infl_ctx_error(ctx) : infl_status_str(st));
+        infl_ctx_free(ctx);
+        return NULL;
+    }
+    if (!c->quiet && (c->progress || isatty(2))) infl_ctx_set_progress(ctx, progress_cb, c);
+    if (!c->quiet && (!c->backend || strcmp(c->backend, "cpu") != 0) && isatty(2))
+        fprintf(stderr, "%s: backend %s\n", c->cmd, infl_ctx_backend(ctx));
+    g_cancel = 0;
+    g_interrupt = 0;
+    infl_ctx_set_cancel(ctx, &g_cancel);
+    return ctx;
+}
+
+// Prints the failure of a library call and returns the exit code.
+static int fail(common *c, infl_ctx *ctx, infl_status st) {
+    if (c->printed) fputc('\n', stderr);
+    if (st == INFL_E_INTERRUPTED) {
+        fprintf(stderr, "%s: interrupted; no output was written\n", c->cmd);
+        return 130;
+    }
+    const char *detail = infl_ctx_error(ctx);
+    fprintf(stderr, "%s: error: %s\n", c->cmd, *detail ? detail : infl_status_str(st));
+    return 1;
+}
+
+static int finish(common *c, infl_ctx *ctx, infl_status st) {
+    int rc = st == INFL_OK ? 0 : fail(c, ctx, st);
+    infl_ctx_free(ctx);
+    return rc;
+}
+
+#define PARSE_OR_RETURN(spec, argc, argv, pos, maxpos, npos)            \
+    do {                                                                \
+        int r_ = cli_parse(&(spec), (argc), (argv), (pos), (maxpos), (npos)); \
+        if (r_ == 1) return 0;                                          \
+        if (r_ == 2) return 2;                                          \
+    } while (0)
+
+static int usage_error(const char *cmd, const char *msg) {
+    fprintf(stderr, "%s: %s (see %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+// ---- import ----
+
+static int cmd_import(int argc, char **argv) {
+    common c = {.cmd = "infl import"};
+    infl_import_fmnist_options fo = infl_import_fmnist_options_default();
+    infl_import_csv_options co = infl_import_csv_options_default();
+    const char *out = NULL, *delim = NULL;
+    int force = 0, no_header = 0;
+    double flip = 0, test_fraction = 0;
+    uint64_t seed = 0;
+    int64_t limit = 0;
+    int pool = 1;
+    const cli_opt opts[] = {
+        {"output", 'o', ARG_STR, &out, "FILE", "the dataset file to write (required)"},
+        {"force", 'f', ARG_FLAG, &force, NULL, "overwrite the output if it exists"},
+        {"dir", 0, ARG_STR, &fo.dir, "DIR", "fashion-mnist: folder of the IDX .gz files (default /usr/share/datasets/fashion-mnist)"},
+        {"limit", 0, ARG_I64, &limit, "N", "fashion-mnist: keep the first N rows of each split"},
+        {"pool", 0, ARG_INT, &pool, "P", "fashion-mnist: average-pool PxP blocks: 1 (28x28), 2 (14x14), 4 (7x7)"},
+        {"flip-labels", 0, ARG_DOUBLE, &flip, "F", "fashion-mnist: replace a fraction F of training labels (recorded in /train/flipped)"},
+        {"seed", 0, ARG_U64, &seed, "S", "seed for --flip-labels and --test-fraction (default 0)"},
+        {"label", 0, ARG_STR, &co.label, "COL", "csv: the label column, by header name or 0-based index (required)"},
+        {"delimiter", 0, ARG_STR, &delim, "C", "csv: field separator (default ',')"},
+        {"no-header", 0, ARG_FLAG, &no_header, NULL, "csv: the first line is data, not column names"},
+        {"regression", 0, ARG_FLAG, &co.regression, NULL, "csv: the label is a real target (y float32 [N,1])"},
+        {"test-fraction", 0, ARG_DOUBLE, &test_fraction, "F", "csv: put a seeded random share F of rows in /test"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl import", "fashion-mnist|csv [CSVFILE] -o FILE.h5 [options]",
+                     "Imports data into an infl dataset file (HDF5): /train and /test splits with x float32 [N, D]\n"
+                     "and y int32 [N] (classes) or float32 [N, K].\n"
+                     "  infl import fashion-mnist -o fmnist.h5          (Debian package dataset-fashion-mnist)\n"
+                     "  infl import csv data.csv --label target -o data.h5",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[2];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 2, &npos);
+    if (npos < 1) return usage_error(spec.cmd, "which source? fashion-mnist or csv");
+    if (!out) return usage_error(spec.cmd, "no output file (-o FILE.h5)");
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_status st;
+    if (strcmp(pos[0], "fashion-mnist") == 0) {
+        if (npos > 1) {
+            infl_ctx_free(ctx);
+            return usage_error(spec.cmd, "fashion-mnist takes no file argument (use --dir)");
+        }
+        fo.limit = limit;
+        fo.pool = pool;
+        fo.flip_labels = flip;
+        fo.seed = seed;
+        fo.force = force;
+        st = infl_import_fashion_mnist(ctx, &fo, out);
+    } else if (strcmp(pos[0], "csv") == 0) {
+        if (npos < 2) {
+            infl_ctx_free(ctx);
+            return usage_error(spec.cmd, "csv needs the CSV file");
+        }
+        if (!co.label) {
+            infl_ctx_free(ctx);
+            return usage_error(spec.cmd, "csv needs --label COL");
+        }
+        if (delim && strlen(delim) != 1) {
+            infl_ctx_free(ctx);
+            return usage_error(spec.cmd, "--delimiter takes one character");
+        }
+        if (delim) co.delimiter = delim[0];
+        co.header = !no_header;
+        co.test_fraction = test_fraction;
+        co.seed = seed;
+        co.force = force;
+        st = infl_import_csv(ctx, pos[1], &co, out);
+    } else {
+        infl_ctx_free(ctx);
+        return usage_error(spec.cmd, "unknown source; expected fashion-mnist or csv");
+    }
+    if (st == INFL_OK && !c.quiet) fprintf(stdout, "wrote %s\n", out);
+    return finish(&c, ctx, st);
+}
+
+// ---- train ----
+
+static int parse_layers(const char *text, infl_train_options *o) {
+    int n = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > (1 << 24) || n > INFL_MAX_LAYERS) return -1;
+        o->widths[n++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    if (n < 2) return -1;
+    o->nlayers = n - 1;
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    common c = {.cmd = "infl train"};
+    infl_train_options o = infl_train_options_default();
+    const char *out = NULL, *layers = NULL, *act = "relu", *loss = "softmax_ce", *sched = "constant",
+               *optimizer = "auto";
+    double shard_mb = o.shard_mb;
+    const cli_opt opts[] = {
+        {"data", 0, ARG_STR, &o.data, "FILE:/split", "training data, e.g. fmnist.h5:/train (required)"},
+        {"layers", 0, ARG_STR, &layers, "W,W,..", "widths from input to output, e.g. 784,256,128,10 (required)"},
+        {"output", 'o', ARG_STR, &out, "FILE", "the run file to write (required)"},
+        {"force", 'f', ARG_FLAG, &o.force, NULL, "overwrite the output if it exists"},
+        {"activation", 0, ARG_STR, &act, "A", "relu | tanh | gelu (default relu)"},
+        {"loss", 0, ARG_STR, &loss, "L", "softmax_ce | sigmoid_ce | mse (default softmax_ce)"},
+        {"optimizer", 0, ARG_STR, &optimizer, "O", "auto | sgd | newton (auto: newton for a model without hidden layer)"},
+        {"epochs", 0, ARG_INT, &o.epochs, "N", "passes over the data (default 5)"},
+        {"batch", 0, ARG_INT, &o.batch, "N", "minibatch size (default 128)"},
+        {"lr", 0, ARG_DOUBLE, &o.lr, "R", "learning rate (default 0.1)"},
+        {"momentum", 0, ARG_DOUBLE, &o.momentum, "M", "momentum (default 0.9)"},
+        {"wd", 0, ARG_DOUBLE, &o.weight_decay, "W", "weight decay: R(w) = mean loss + W/2 |w|^2 (default 1e-4)"},
+        {"schedule", 0, ARG_STR, &sched, "S", "constant | cosine learning rate (default constant)"},
+        {"seed", 0, ARG_U64, &o.seed, "S", "initialisation and shuffling (default 1)"},
+        {"checkpoint-every", 0, ARG_INT, &o.checkpoint_every, "N", "steps between checkpoints; 0: final only (default 500)"},
+        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows read at once (default: from --shard-mb)"},
+        {"shard-mb", 0, ARG_DOUBLE, &shard_mb, "MB", "memory budget of one shard (default 256)"},
+        {"tol", 0, ARG_DOUBLE, &o.tol, "T", "newton: stop at |grad R| <= T (default 1e-8)"},
+        {"max-iters", 0, ARG_INT, &o.max_iters, "N", "newton: iteration limit (default 100)"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl train", "--data FILE:/split --layers W,W,.. -o run.h5 [options]",
+                     "Trains an MLP (dense layers, the activation between them) and writes a run file with its\n"
+                     "checkpoints: minibatch SGD with momentum and weight decay, or for a model without hidden\n"
+                     "layer (convex) Newton-CG in float64 to the optimum. Each checkpoint records step, epoch\n"
+                     "and lr, the mean learning rate since the previous one (TracIn's weight).",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
+    if (!o.data) return usage_error(spec.cmd, "no training data (--data FILE:/split)");
+    if (!layers) return usage_error(spec.cmd, "no model (--layers W,W,.., e.g. 784,256,128,10)");
+    if (!out) return usage_error(spec.cmd, "no output file (-o run.h5)");
+    if (parse_layers(layers, &o) != 0)
+        return usage_error(spec.cmd, "--layers: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,10");
+    if (infl_act_parse(act, &o.activation) != 0)
+        return usage_error(spec.cmd, "--activation: expected relu, tanh or gelu");
+    if (infl_loss_parse(loss, &o.loss) != 0)
+        return usage_error(spec.cmd, "--loss: expected softmax_ce, sigmoid_ce or mse");
+    if (strcmp(sched, "constant") == 0) o.schedule = INFL_SCHED_CONSTANT;
+    else if (strcmp(sched, "cosine") == 0) o.schedule = INFL_SCHED_COSINE;
+    else return usage_error(spec.cmd, "--schedule: expected constant or cosine");
+    if (strcmp(optimizer, "auto") == 0) o.optimizer = INFL_OPT_AUTO;
+    else if (strcmp(optimizer, "sgd") == 0) o.optimizer = INFL_OPT_SGD;
+    else if (strcmp(optimizer, "newton") == 0) o.optimizer = INFL_OPT_NEWTON;
+    else return usage_error(spec.cmd, "--optimizer: expected auto, sgd or newton");
+    o.shard_mb = shard_mb;
+
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_train_report rep;
+    infl_status st = infl_train(ctx, &o, out, &rep);
+    if (st == INFL_OK) {
+        if (c.printed) fputc('\n', stderr);
+        char w[256] = "";
+        for (int l = 0; l <= o.nlayers; l++)
+            snprintf(w + strlen(w), sizeof w - strlen(w), "%s%d", l ? "-" : "", o.widths[l]);
+        if (isnan(rep.grad_norm))
+            printf("trained %s (%s, %s): %lld steps, %d epochs, %d checkpoints -> %s\n"
+                   "training loss %.4f (last epoch)   %.1f s   %.0f examples/s\n",
+                   w, act, loss, (long long)rep.steps, o.epochs, rep.checkpoints, out, rep.final_loss, rep.seconds,
+                   rep.examples_per_s);
+        else
+            printf("trained %s (%s) by Newton-CG: %lld iterations -> %s\n"
+                   "objective %.10f   |grad| %.3e   %.1f s\n",
+                   w, loss, (long long)rep.steps, out, rep.final_loss, rep.grad_norm, rep.seconds);
+    }
+    return finish(&c, ctx, st);
+}
+
+// ---- eval ----
+
+static int cmd_eval(int argc, char **argv) {
+    common c = {.cmd = "infl eval"};
+    const char *run = NULL, *data = NULL, *ckpt = NULL;
+    const cli_opt opts[] = {
+        {"run", 0, ARG_STR, &run, "FILE", "the run file (required)"},
+        {"data", 0, ARG_STR, &data, "FILE:/split", "data to evaluate on, e.g. fmnist.h5:/test (required)"},
+        {"checkpoint", 0, ARG_STR, &ckpt, "NAME", "final (default), a checkpoint name or step"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl eval", "--run run.h5 --data FILE:/split [--checkpoint NAME]",
+                     "Prints the mean loss and the accuracy of a checkpoint on a data split.", opts,
+                     (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
+    if (!run) return usage_error(spec.cmd, "no run file (--run run.h5)");
+    if (!data) return usage_error(spec.cmd, "no data (--data FILE:/split)");
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_eval_result r;
+    infl_status st = infl_eval(ctx, run, ckpt, data, &r);
+    if (st == INFL_OK) {
+        if (isnan(r.accuracy))
+            printf("%s on %s: loss %.4f (%lld examples)\n", run, data, r.loss, (long long)r.n);
+        else
+            printf("%s on %s: loss %.4f  accuracy %.2f%% (%lld examples)\n", run, data, r.loss, 100.0 * r.accuracy,
+                   (long long)r.n);
+    }
+    return finish(&c, ctx, st);
+}
+
+// ---- info ----
+
+static int cmd_info(int argc, char **argv) {
+    common c = {.cmd = "infl info"};
+    const cli_opt opts[] = {COMMON_OPTS(c)};
+    cli_spec spec = {"infl info", "[FILE]",
+                     "Describes an infl file (format, splits, shapes, layers, checkpoints, attributes); without a\n"
+                     "file, the version, the build and the backend this machine would use.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 1, &npos);
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_status st = INFL_OK;
+    if (npos == 0) {
+        fputs(infl_build_info(), stdout);
+        printf("backend    %s\n", infl_ctx_backend(ctx));
+    } else {
+        st = infl_info(ctx, pos[0], stdout);
+    }
+    return finish(&c, ctx, st);
+}
+
+// ---- dispatch ----
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"import", cmd_import, "import Fashion-MNIST or a CSV file into an HDF5 dataset"},
+    {"train", cmd_train, "train an MLP with checkpoints (SGD; Newton for convex models)"},
+    {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split"},
+    {"info", cmd_info, "describe a file, or the build and backends"},
+};
+
+static void main_help(FILE *out) {
+    fprintf(out,
+            "infl %s — which training examples made the model do this?\n\n"
+            "usage: infl COMMAND [options]     (infl COMMAND --help for its options)\n\ncommands:\n",
+            infl_version_string());
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out,
+            "\ncommon options: --backend auto|cpu|cuda[:N] (or $INFL_BACKEND), --threads N, --quiet, --progress\n"
+            "data references: FILE:/split with an optional row range, e.g. fmnist.h5:/test[0:16]\n");
+}
+
+int infl_cli_main(int argc, char **argv) {
+    if (argc < 2) {
+        main_help(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        main_help(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("infl %s\n", infl_version_string());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0) {
+            struct sigaction sa, old;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_sigint;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGINT, &sa, &old);
+            struct sigaction oldterm;
+            sigaction(SIGTERM, &sa, &oldterm);
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            sigaction(SIGINT, &old, NULL);
+            sigaction(SIGTERM, &oldterm, NULL);
+            fflush(stdout);
+            return rc;
+        }
+    fprintf(stderr, "infl: unknown command '%s' (see infl --help)\n", cmd);
+    return 2;
+}

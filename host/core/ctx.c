@@ -1,0 +1,119 @@
+/*
+ * ctx.c — the context: backend selection (--backend auto|cpu|cuda[:N] and
+ * INFL_BACKEND), progress and cancel hooks, build information.
+ */
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "build_config.h"
+#include "internal.h"
+
+infl_ctx_options infl_ctx_options_default(void) {
+    infl_ctx_options o = {.backend = NULL, .threads = 0};
+    return o;
+}
+
+static infl_status try_backend(infl_ctx *ctx, const infl_backend *be, const char *spec, int threads) {
+    void *bc = NULL;
+    infl_status st = be->init(ctx, spec, threads, &bc, ctx->backend_desc, sizeof ctx->backend_desc);
+    if (st != INFL_OK) return st;
+    ctx->be = be;
+    ctx->be_ctx = bc;
+    return INFL_OK;
+}
+
+infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out) {
+    infl_ctx_options o = opts ? *opts : infl_ctx_options_default();
+    *out = NULL;
+    infl_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return INFL_E_NOMEM;
+    *out = ctx;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);  // we translate HDF5 errors ourselves
+
+    const char *want = o.backend;
+    if (!want || !*want) want = getenv("INFL_BACKEND");
+    if (!want || !*want) want = "auto";
+    char name[64];
+    const char *colon = strchr(want, ':');
+    size_t nlen = colon ? (size_t)(colon - want) : strlen(want);
+    RETURN_IF(ctx, nlen >= sizeof name, INFL_E_ARG, "backend '%s': expected auto, cpu or cuda[:N]", want);
+    memcpy(name, want, nlen);
+    name[nlen] = 0;
+    const char *spec = colon ? colon + 1 : "";
+
+    if (strcmp(name, "cpu") == 0) return try_backend(ctx, &infl_cpu_backend, spec, o.threads);
+    if (strcmp(name, "cuda") == 0) {
+#ifdef INFL_HAVE_CUDA
+        return try_backend(ctx, &infl_cuda_backend, spec, o.threads);
+#else
+        return infl_seterr(ctx, INFL_E_BACKEND,
+                           "backend cuda: this build of infl has no CUDA backend; use --backend cpu or auto");
+#endif
+    }
+    if (strcmp(name, "auto") == 0) {
+#ifdef INFL_HAVE_CUDA
+        if (try_backend(ctx, &infl_cuda_backend, spec, o.threads) == INFL_OK) return INFL_OK;
+        // A failing CUDA init counts as no device.
+#endif
+        return try_backend(ctx, &infl_cpu_backend, "", o.threads);
+    }
+    return infl_seterr(ctx, INFL_E_ARG, "backend '%s': expected auto, cpu or cuda[:N]", want);
+}
+
+void infl_ctx_free(infl_ctx *ctx) {
+    if (!ctx) return;
+    if (ctx->be && ctx->be->shutdown) ctx->be->shutdown(ctx->be_ctx);
+    free(ctx);
+}
+
+const char *infl_ctx_error(const infl_ctx *ctx) { return ctx ? ctx->detail : ""; }
+
+const char *infl_ctx_backend(const infl_ctx *ctx) {
+    return ctx && ctx->be ? ctx->backend_desc : "none";
+}
+
+void infl_ctx_set_progress(infl_ctx *ctx, infl_progress_fn fn, void *user) {
+    ctx->progress = fn;
+    ctx->progress_user = user;
+}
+
+void infl_ctx_set_cancel(infl_ctx *ctx, const volatile int *flag) { ctx->cancel = flag; }
+
+infl_status infl_be_alloc_f(infl_ctx *ctx, float **p, size_t n, const char *what) {
+    void *v = NULL;
+    infl_status st = ctx->be->alloc(ctx, n * sizeof(float), &v);
+    if (st != INFL_OK) {
+        infl_errprefix(ctx, "%s (%zu floats)", what, n);
+        return st;
+    }
+    *p = v;
+    return INFL_OK;
+}
+
+void infl_be_free(infl_ctx *ctx, void *p) {
+    if (p) ctx->be->release(ctx, p);
+}
+
+const char *infl_build_info(void) {
+    static const char info[] =
+        "infl " INFL_VERSION_STRING " (" INFL_BUILD_TYPE ")\n"
+        "compiler   " INFL_BUILD_COMPILER "\n"
+        "HDF5       " INFL_BUILD_HDF5 "\n"
+        "BLAS       OpenBLAS " INFL_BUILD_OPENBLAS " + LAPACKE\n"
+        "OpenMP     " INFL_BUILD_OPENMP "\n"
+#if INFL_SANITIZE
+        "sanitizers ASan+UBSan\n"
+#else
+        "sanitizers off\n"
+#endif
+#ifdef INFL_HAVE_CUDA
+        "backends   cpu cuda\n"
+#else
+        "backends   cpu (this build has no CUDA backend)\n"
+#endif
+        "schema     version " INFL_STR(INFL_FORMAT_VERSION) "\n";
+    return info;
+}

@@ -1,0 +1,219 @@
+/*
+ * cpu_backend.c — the CPU backend: OpenBLAS for GEMMs, OpenMP loops for the rest.
+ * It is the reference oracle every CUDA primitive is tested against, so each function
+ * is the plain loop of what it computes.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "../core/mathfn.h"
+#include "../model/spec.h"
+
+// ---- lifecycle ----
+
+typedef struct {
+    int threads;
+} cpu_ctx;
+
+static infl_status cpu_init(infl_ctx *ctx, const char *spec, int threads, void **be, char *desc,
+                            size_t desc_size) {
+    RETURN_IF(ctx, spec && *spec, INFL_E_ARG, "backend cpu takes no device number (got 'cpu:%s')", spec);
+    cpu_ctx *c = calloc(1, sizeof *c);
+    RETURN_IF(ctx, !c, INFL_E_NOMEM, "out of memory creating the CPU backend");
+    if (threads > 0) {
+        omp_set_num_threads(threads);
+        openblas_set_num_threads(threads);
+    }
+    c->threads = threads > 0 ? threads : omp_get_max_threads();
+    char *cfg = openblas_get_config();
+    int par = openblas_get_parallel();  // 0 sequential, 1 pthreads, 2 OpenMP
+    snprintf(desc, desc_size, "cpu (%s; %s; %d threads)", cfg ? cfg : "OpenBLAS",
+             par == 2 ? "OpenMP BLAS" : par == 1 ? "pthreads BLAS" : "sequential BLAS", c->threads);
+    *be = c;
+    return INFL_OK;
+}
+
+static void cpu_shutdown(void *be) { free(be); }
+
+// ---- memory and copies ----
+
+static infl_status cpu_alloc(infl_ctx *ctx, size_t bytes, void **ptr) {
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    RETURN_IF(ctx, !p, INFL_E_NOMEM, "out of memory allocating %zu bytes", bytes);
+    *ptr = p;
+    return INFL_OK;
+}
+
+static void cpu_release(infl_ctx *ctx, void *ptr) {
+    (void)ctx;
+    free(ptr);
+}
+
+static infl_status cpu_copy(infl_ctx *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
+    if (bytes && dst != src) memmove(dst, src, bytes);
+    return INFL_OK;
+}
+
+static infl_status cpu_fill(infl_ctx *ctx, float *x, float v, size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = v;
+    return INFL_OK;
+}
+
+// ---- BLAS ----
+
+static infl_status cpu_sgemm(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
+                             const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    RETURN_IF(ctx, m < 0 || n < 0 || k < 0, INFL_E_ARG, "sgemm: negative size (%d, %d, %d)", m, n, k);
+    if (m == 0 || n == 0) return INFL_OK;
+    cblas_sgemm(CblasRowMajor, ta == INFL_T ? CblasTrans : CblasNoTrans, tb == INFL_T ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return INFL_OK;
+}
+
+// ---- row/column operations ----
+
+static infl_status cpu_add_row(infl_ctx *ctx, float *Z, const float *b, int rows, int cols) {
+    (void)ctx;
+    // Z is (rows, cols): every row gets b
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) Z[(size_t)i * cols + j] += b[j];
+    return INFL_OK;
+}
+
+static infl_status cpu_col_sum(infl_ctx *ctx, float *out, const float *X, int rows, int cols, float alpha,
+                               float beta) {
+    (void)ctx;
+    // out (cols) = alpha * sum over rows of X + beta * out; each column summed in
+    // double, in row order, so the result does not depend on the thread count.
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
+    for (int j = 0; j < cols; j++) {
+        double s = 0;
+        for (int i = 0; i < rows; i++) s += X[(size_t)i * cols + j];
+        out[j] = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * out[j]));
+    }
+    return INFL_OK;
+}
+
+// ---- activations ----
+
+static infl_status cpu_act_forward(infl_ctx *ctx, infl_activation act, float *A, const float *Z, size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) A[i] = infl_act_f(act, Z[i]);
+    return INFL_OK;
+}
+
+static infl_status cpu_act_backward(infl_ctx *ctx, infl_activation act, float *dZ, const float *dA,
+                                    const float *Z, size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) dZ[i] = dA[i] * infl_act_df(act, Z[i]);
+    return INFL_OK;
+}
+
+// ---- losses ----
+
+static infl_status cpu_loss_grad(infl_ctx *ctx, infl_loss loss, const float *logits, const int32_t *y,
+                                 const float *yf, int B, int K, float *loss_out, float *dlogits,
+                                 int32_t *correct) {
+    int bad = -1;
+    if (loss != INFL_LOSS_MSE) {
+        RETURN_IF(ctx, !y, INFL_E_ARG, "loss %s needs class labels", infl_loss_name(loss));
+        int hi = loss == INFL_LOSS_SIGMOID_CE ? 2 : K;
+        for (int i = 0; i < B && bad < 0; i++)
+            if (y[i] < 0 || y[i] >= hi) bad = i;
+        RETURN_IF(ctx, bad >= 0, INFL_E_VALUE, "label %d of example %d is out of range [0, %d)", (int)y[bad], bad,
+                  hi);
+    } else {
+        RETURN_IF(ctx, !yf, INFL_E_ARG, "loss mse needs real targets");
+    }
+#pragma omp parallel for schedule(static) if ((size_t)B * K > 16384)
+    for (int i = 0; i < B; i++) {
+        const float *z = logits + (size_t)i * K;
+        float *g = dlogits ? dlogits + (size_t)i * K : NULL;
+        double l = 0;
+        int ok = 0;
+        switch (loss) {
+        case INFL_LOSS_SOFTMAX_CE: l = infl_softmax_ce_row(z, y[i], K, g, &ok); break;
+        case INFL_LOSS_SIGMOID_CE: l = infl_sigmoid_ce_row(z[0], y[i], g, &ok); break;
+        case INFL_LOSS_MSE: l = infl_mse_row(z, yf + (size_t)i * K, K, g); break;
+        }
+        if (loss_out) loss_out[i] = (float)l;
+        if (correct) correct[i] = ok;
+    }
+    return INFL_OK;
+}
+
+// ---- vector updates ----
+
+static infl_status cpu_axpby(infl_ctx *ctx, float *y, const float *x, float a, float b, size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = a * x[i] + (b == 0.0f ? 0.0f : b * y[i]);
+    return INFL_OK;
+}
+
+static infl_status cpu_sgd_step(infl_ctx *ctx, float *w, float *v, const float *g, float lr, float mu, float wd,
+                                size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        v[i] = mu * v[i] + (g[i] + wd * w[i]);
+        w[i] -= lr * v[i];
+    }
+    return INFL_OK;
+}
+
+static infl_status cpu_dot(infl_ctx *ctx, const float *x, const float *y, size_t n, double *out) {
+    (void)ctx;
+    // Blocks of fixed size summed in a fixed order: the result does not depend on
+    // the thread count.
+    enum { BLK = 4096 };
+    size_t nb = (n + BLK - 1) / BLK;
+    double total = 0;
+    for (size_t b0 = 0; b0 < nb; b0 += 256) {
+        double part[256];
+        size_t bend = b0 + 256 < nb ? b0 + 256 : nb;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t b = b0; b < bend; b++) {
+            double s = 0;
+            size_t e = (b + 1) * BLK < n ? (b + 1) * BLK : n;
+            for (size_t i = b * BLK; i < e; i++) s += (double)x[i] * y[i];
+            part[b - b0] = s;
+        }
+        for (size_t b = b0; b < bend; b++) total += part[b - b0];
+    }
+    *out = total;
+    return INFL_OK;
+}
+
+const infl_backend infl_cpu_backend = {
+    .name = "cpu",
+    .init = cpu_init,
+    .shutdown = cpu_shutdown,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .sgemm = cpu_sgemm,
+    .add_row = cpu_add_row,
+    .col_sum = cpu_col_sum,
+    .act_forward = cpu_act_forward,
+    .act_backward = cpu_act_backward,
+    .loss_grad = cpu_loss_grad,
+    .axpby = cpu_axpby,
+    .sgd_step = cpu_sgd_step,
+    .dot = cpu_dot,
+};

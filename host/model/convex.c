@@ -1,0 +1,292 @@
+/*
+ * convex.c — the float64 optimiser for models without a hidden layer (softmax,
+ * logistic or linear regression): Newton-CG with exact Hessian-vector products and a
+ * backtracking line search. Leave-one-out retraining needs the true optimum (a
+ * gradient norm of 1e-6 or better), which float32 SGD cannot reach, so this path
+ * runs in double on the host with OpenBLAS, streaming the split in shards (a split
+ * that fits in one shard is read once and kept).
+ *
+ * Model: z = W x + b, W (K, D), b (K); R(w) = (1/n') Σ_i ℓ(z_i, y_i) + wd/2 |w|²,
+ * n' the rows not excluded. Hessian-vector product for v = (V, v_b):
+ *   r_i = V x_i + v_b,  s_i = H_out(z_i) r_i,  Hv = (1/n') Σ_i [s_i x_iᵀ | s_i] + wd v
+ * with H_out = diag(p) − p pᵀ (softmax), σ(1−σ) (sigmoid), I (mse).
+ */
+#include <cblas.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+typedef struct {
+    infl_ctx *ctx;
+    infl_split *split;
+    const infl_mlp_spec *spec;
+    int64_t n, S, nshards;
+    int D, K;
+    const int64_t *exclude;
+    int64_t nexclude;
+    double n_eff;
+    // one shard in double
+    float *fx, *fyf;
+    int32_t *y;
+    double *x, *yf, *wrow;  // x (S, D), yf (S, K), wrow (S): 1 or 0 (excluded)
+    double *Z, *G;          // (S, K)
+    int64_t loaded;         // shard index held in x, or -1
+} cvx;
+
+// Loads shard s into c->x (double), c->y / c->yf and the row weights.
+static infl_status load_shard(cvx *c, int64_t s, int64_t *len_out) {
+    int64_t row0 = s * c->S, len = row0 + c->S <= c->n ? c->S : c->n - row0;
+    *len_out = len;
+    if (c->loaded == s) return INFL_OK;
+    const infl_split_info *in = store_split_info(c->split);
+    FORWARD_IF_ERROR(store_split_read(c->ctx, c->split, row0, len, c->fx, c->y, c->fyf));
+    if (c->y) {
+        int hi = c->spec->loss == INFL_LOSS_SIGMOID_CE ? 2 : c->K;
+        for (int64_t i = 0; i < len; i++)
+            RETURN_IF(c->ctx, c->y[i] < 0 || c->y[i] >= hi, INFL_E_VALUE,
+                      "%s: row %" PRId64 ": label %d is out of range for a model with %d classes",
+                      store_split_ref(c->split), in->begin + row0 + i, (int)c->y[i], hi);
+    }
+    for (int64_t i = 0; i < len * c->D; i++) c->x[i] = c->fx[i];
+    if (c->fyf)
+        for (int64_t i = 0; i < len * c->K; i++) c->yf[i] = c->fyf[i];
+    for (int64_t i = 0; i < len; i++) c->wrow[i] = 1.0;
+    // excluded rows in this shard (exclude is sorted)
+    for (int64_t e = 0; e < c->nexclude; e++)
+        if (c->exclude[e] >= row0 && c->exclude[e] < row0 + len) c->wrow[c->exclude[e] - row0] = 0.0;
+    c->loaded = s;
+    return INFL_OK;
+}
+
+// Z (len, K) = X Wᵀ + b for the loaded shard and parameters w (spec.h layout).
+static void logits(cvx *c, const double *w, const double *vb_or_b, int64_t len, double *Z) {
+    const double *W = w;  // (K, D)
+    for (int64_t i = 0; i < len; i++) memcpy(Z + i * c->K, vb_or_b, (size_t)c->K * sizeof(double));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)len, c->K, c->D, 1.0, c->x, c->D, W, c->D, 1.0, Z,
+                c->K);
+}
+
+// Accumulates into out (nparams) += scale · Σ_i wrow_i [G_i x_iᵀ | G_i].
+static void accumulate(cvx *c, const double *G, int64_t len, double scale, double *out) {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->K, c->D, (int)len, scale, G, c->K, c->x, c->D, 1.0, out,
+                c->D);
+    double *ob = out + (size_t)c->K * c->D;
+    for (int64_t i = 0; i < len; i++)
+        for (int j = 0; j < c->K; j++) ob[j] += scale * G[i * c->K + j];
+}
+
+// Per-row loss and gradient dℓ/dz into G (weighted by wrow); returns Σ wrow ℓ.
+static double loss_rows(cvx *c, const double *Z, int64_t len, double *G) {
+    double total = 0;
+    int K = c->K;
+    for (int64_t i = 0; i < len; i++) {
+        const double *z = Z + i * K;
+        double *g = G + i * K, wr = c->wrow[i], l = 0;
+        switch (c->spec->loss) {
+        case INFL_LOSS_SOFTMAX_CE: {
+            double m = z[0];
+            for (int j = 1; j < K; j++) m = z[j] > m ? z[j] : m;
+            double s = 0;
+            for (int j = 0; j < K; j++) s += exp(z[j] - m);
+            double lse = m + log(s);
+            for (int j = 0; j < K; j++) g[j] = wr * (exp(z[j] - lse) - (j == c->y[i] ? 1.0 : 0.0));
+            l = lse - z[c->y[i]];
+            break;
+        }
+        case INFL_LOSS_SIGMOID_CE: {
+            double zz = z[0], yy = c->y[i];
+            l = (zz > 0 ? zz : 0) + log1p(exp(-fabs(zz))) - yy * zz;
+            g[0] = wr * (1.0 / (1.0 + exp(-zz)) - yy);
+            break;
+        }
+        case INFL_LOSS_MSE:
+            for (int j = 0; j < K; j++) {
+                double dd = z[j] - c->yf[i * K + j];
+                l += 0.5 * dd * dd;
+                g[j] = wr * dd;
+            }
+            break;
+        }
+        total += wr * l;
+    }
+    return total;
+}
+
+static double dotv(const double *a, const double *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// f = R(w), g = ∇R(w): one pass over the data.
+static infl_status fg(cvx *c, const double *w, double *f, double *g) {
+    size_t np = infl_mlp_nparams(c->spec);
+    memset(g, 0, np * sizeof(double));
+    double total = 0;
+    for (int64_t s = 0; s < c->nshards; s++) {
+        RETURN_IF_CANCELLED(c->ctx);
+        int64_t len;
+        FORWARD_IF_ERROR(load_shard(c, s, &len));
+        logits(c, w, w + (size_t)c->K * c->D, len, c->Z);
+        total += loss_rows(c, c->Z, len, c->G);
+        accumulate(c, c->G, len, 1.0 / c->n_eff, g);
+    }
+    for (size_t i = 0; i < np; i++) g[i] += c->spec->wd * w[i];
+    *f = total / c->n_eff + 0.5 * c->spec->wd * dotv(w, w, np);
+    return INFL_OK;
+}
+
+// hv = H(w) v: one pass (logits of w recomputed per shard).
+static infl_status hvp(cvx *c, const double *w, const double *v, double *hv) {
+    size_t np = infl_mlp_nparams(c->spec);
+    int K = c->K;
+    memset(hv, 0, np * sizeof(double));
+    for (int64_t s = 0; s < c->nshards; s++) {
+        RETURN_IF_CANCELLED(c->ctx);
+        int64_t len;
+        FORWARD_IF_ERROR(load_shard(c, s, &len));
+        logits(c, w, w + (size_t)K * c->D, len, c->Z);  // z_i
+        logits(c, v, v + (size_t)K * c->D, len, c->G);  // r_i = V x_i + v_b
+        for (int64_t i = 0; i < len; i++) {
+            double *z = c->Z + i * K, *r = c->G + i * K, wr = c->wrow[i];
+            switch (c->spec->loss) {
+            case INFL_LOSS_SOFTMAX_CE: {
+                double m = z[0];
+                for (int j = 1; j < K; j++) m = z[j] > m ? z[j] : m;
+                double sum = 0;
+                for (int j = 0; j < K; j++) sum += (z[j] = exp(z[j] - m));
+                double pr = 0;
+                for (int j = 0; j < K; j++) pr += (z[j] /= sum) * r[j];
+                for (int j = 0; j < K; j++) r[j] = wr * z[j] * (r[j] - pr);
+                break;
+            }
+            case INFL_LOSS_SIGMOID_CE: {
+                double p = 1.0 / (1.0 + exp(-z[0]));
+                r[0] *= wr * p * (1.0 - p);
+                break;
+            }
+            case INFL_LOSS_MSE:
+                for (int j = 0; j < K; j++) r[j] *= wr;
+                break;
+            }
+        }
+        accumulate(c, c->G, len, 1.0 / c->n_eff, hv);
+    }
+    for (size_t i = 0; i < np; i++) hv[i] += c->spec->wd * v[i];
+    return INFL_OK;
+}
+
+infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec, const int64_t *exclude,
+                            int64_t nexclude, const infl_convex_options *o, double *w, infl_convex_report *rep) {
+    RETURN_IF(ctx, spec->L != 1, INFL_E_ARG, "the convex optimiser takes models with one layer, not %d", spec->L);
+    RETURN_IF(ctx, !(spec->wd > 0), INFL_E_ARG, "the convex optimiser needs weight decay > 0");
+    const infl_split_info *in = store_split_info(split);
+    cvx c = {.ctx = ctx, .split = split, .spec = spec, .n = in->n, .D = spec->widths[0], .K = spec->widths[1],
+             .exclude = exclude, .nexclude = nexclude, .loaded = -1};
+    c.S = o->shard_rows > 0 && o->shard_rows < c.n ? o->shard_rows : c.n;
+    c.nshards = (c.n + c.S - 1) / c.S;
+    c.n_eff = (double)(c.n - nexclude);
+    RETURN_IF(ctx, c.n_eff < 1, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
+    size_t np = infl_mlp_nparams(spec), S = (size_t)c.S;
+    infl_status rc = INFL_OK;
+    double *g = NULL, *p = NULL, *r = NULL, *d = NULL, *hd = NULL, *wt = NULL, *gt = NULL;
+    c.fx = infl_malloc(ctx, S * c.D * sizeof(float), "a shard");
+    c.x = infl_malloc(ctx, S * c.D * sizeof(double), "a shard in double");
+    c.wrow = infl_malloc(ctx, S * sizeof(double), "row weights");
+    c.Z = infl_malloc(ctx, S * c.K * sizeof(double), "logits");
+    c.G = infl_malloc(ctx, S * c.K * sizeof(double), "logit gradients");
+    GOTO_NOMEM_IF(!c.fx || !c.x || !c.wrow || !c.Z || !c.G);
+    if (in->y_kind == INFL_Y_REAL) {
+        c.fyf = infl_malloc(ctx, S * c.K * sizeof(float), "targets");
+        c.yf = infl_malloc(ctx, S * c.K * sizeof(double), "targets in double");
+        GOTO_NOMEM_IF(!c.fyf || !c.yf);
+    } else {
+        c.y = infl_malloc(ctx, S * sizeof(int32_t), "labels");
+        GOTO_NOMEM_IF(!c.y);
+    }
+    g = infl_malloc(ctx, np * sizeof(double), "the gradient");
+    p = infl_malloc(ctx, np * sizeof(double), "the Newton step");
+    r = infl_malloc(ctx, np * sizeof(double), "CG residual");
+    d = infl_malloc(ctx, np * sizeof(double), "CG direction");
+    hd = infl_malloc(ctx, np * sizeof(double), "CG product");
+    wt = infl_malloc(ctx, np * sizeof(double), "trial point");
+    gt = infl_malloc(ctx, np * sizeof(double), "trial gradient");
+    GOTO_NOMEM_IF(!g || !p || !r || !d || !hd || !wt || !gt);
+
+    double f, gn;
+    int it = 0, cg_total = 0;
+    CHECK(fg(&c, w, &f, g));
+    gn = sqrt(dotv(g, g, np));
+    while (gn > o->tol) {
+        GOTO_IF(ctx, it >= o->max_iters, INFL_E_NUMERIC,
+                "Newton did not reach |grad| <= %g in %d iterations (|grad| = %.3g); raise --max-iters or --tol",
+                o->tol, o->max_iters, gn);
+        // CG on H p = −g to relative residual eta (Eisenstat–Walker: superlinear near the optimum)
+        double eta = fmin(0.5, sqrt(gn));
+        for (size_t i = 0; i < np; i++) {
+            p[i] = 0;
+            r[i] = -g[i];
+            d[i] = r[i];
+        }
+        double rr = dotv(r, r, np);
+        for (int j = 0; j < 500 && sqrt(rr) > eta * gn; j++) {
+            CHECK(hvp(&c, w, d, hd));
+            cg_total++;
+            double dhd = dotv(d, hd, np);
+            GOTO_IF(ctx, !(dhd > 0), INFL_E_NUMERIC, "the Hessian is not positive definite (d'Hd = %g)", dhd);
+            double alpha = rr / dhd;
+            for (size_t i = 0; i < np; i++) {
+                p[i] += alpha * d[i];
+                r[i] -= alpha * hd[i];
+            }
+            double rr2 = dotv(r, r, np);
+            for (size_t i = 0; i < np; i++) d[i] = r[i] + (rr2 / rr) * d[i];
+            rr = rr2;
+        }
+        // Backtracking: accept sufficient decrease of f, or (where f no longer resolves
+        // the change) a smaller gradient at no larger f.
+        double gp = dotv(g, p, np), t = 1, ft = 0, gnt = 0;
+        int accepted = 0;
+        for (int ls = 0; ls < 40 && !accepted; ls++, t *= 0.5) {
+            for (size_t i = 0; i < np; i++) wt[i] = w[i] + t * p[i];
+            CHECK(fg(&c, wt, &ft, gt));
+            gnt = sqrt(dotv(gt, gt, np));
+            accepted = ft <= f + 1e-4 * t * gp || (ft <= f + 1e-12 * fabs(f) && gnt < gn);
+        }
+        GOTO_IF(ctx, !accepted, INFL_E_NUMERIC, "Newton line search failed at |grad| = %.3g", gn);
+        memcpy(w, wt, np * sizeof(double));
+        memcpy(g, gt, np * sizeof(double));
+        f = ft;
+        gn = gnt;
+        it++;
+        char info[96];
+        snprintf(info, sizeof info, "objective %.8f  |grad| %.2e", f, gn);
+        infl_progress(ctx, "newton", (uint64_t)it, (uint64_t)o->max_iters, info);
+    }
+    if (rep) {
+        rep->iters = it;
+        rep->cg_iters = cg_total;
+        rep->objective = f;
+        rep->grad_norm = gn;
+    }
+done:
+    free(c.fx);
+    free(c.x);
+    free(c.wrow);
+    free(c.Z);
+    free(c.G);
+    free(c.fyf);
+    free(c.yf);
+    free(c.y);
+    free(g);
+    free(p);
+    free(r);
+    free(d);
+    free(hd);
+    free(wt);
+    free(gt);
+    return rc;
+}

@@ -1,0 +1,412 @@
+/*
+ * train.c — `infl train` and `infl eval`: minibatch SGD with momentum and weight
+ * decay over a split streamed in shards, checkpoints into a run file; the convex
+ * case goes to the Newton optimiser (convex.c). Evaluation streams a split through
+ * the forward pass.
+ *
+ * Shuffling without holding N: each epoch visits the shards in a random order and
+ * shuffles the rows inside each shard, both from the counter-based generator keyed by
+ * (seed, epoch, shard), so memory is bounded by the shard, and a split that fits in
+ * one shard (the default budget holds Fashion-MNIST) gets a full shuffle.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/rng.h"
+#include "mlp.h"
+#include "train.h"
+
+infl_train_options infl_train_options_default(void) {
+    infl_train_options o;
+    memset(&o, 0, sizeof o);
+    o.activation = INFL_ACT_RELU;
+    o.loss = INFL_LOSS_SOFTMAX_CE;
+    o.optimizer = INFL_OPT_AUTO;
+    o.epochs = 5;
+    o.batch = 128;
+    o.lr = 0.1;
+    o.momentum = 0.9;
+    o.weight_decay = 1e-4;
+    o.schedule = INFL_SCHED_CONSTANT;
+    o.seed = 1;
+    o.checkpoint_every = 500;
+    o.shard_mb = 256;
+    o.tol = 1e-8;
+    o.max_iters = 100;
+    return o;
+}
+
+// ---- shared checks ----
+
+infl_status infl_check_data_for_model(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec) {
+    const infl_split_info *in = store_split_info(split);
+    const char *ref = store_split_ref(split);
+    int dL = spec->widths[spec->L];
+    RETURN_IF(ctx, in->d != spec->widths[0], INFL_E_SHAPE,
+              "%s: rows have %" PRId64 " features but the model's input width is %d", ref, in->d, spec->widths[0]);
+    if (spec->loss == INFL_LOSS_MSE) {
+        RETURN_IF(ctx, in->y_kind != INFL_Y_REAL, INFL_E_SHAPE,
+                  "%s: loss mse needs real targets (y float32 [N, %d]) but y holds class labels", ref, dL);
+        RETURN_IF(ctx, in->k != dL, INFL_E_SHAPE, "%s: targets have width %" PRId64 " but the model has %d outputs",
+                  ref, in->k, dL);
+    } else {
+        RETURN_IF(ctx, in->y_kind != INFL_Y_CLASS, INFL_E_SHAPE,
+                  "%s: loss %s needs class labels (y int32 [N]) but y holds real targets", ref,
+                  infl_loss_name(spec->loss));
+        int outs = spec->loss == INFL_LOSS_SIGMOID_CE ? 2 : dL;
+        RETURN_IF(ctx, in->n_classes > outs, INFL_E_SHAPE,
+                  "%s: the data has %d classes but the model's %s output covers %d", ref, in->n_classes,
+                  infl_loss_name(spec->loss), outs);
+    }
+    return INFL_OK;
+}
+
+int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64_t min_rows) {
+    double bytes_per_row = 4.0 * (double)(d + k + 1);
+    int64_t rows = (int64_t)(budget_mb * 1048576.0 / bytes_per_row);
+    if (rows < min_rows) rows = min_rows;
+    if (rows > n) rows = n;
+    return rows < 1 ? 1 : rows;
+}
+
+// Labels of a shard checked against the model: the per-row error names the file.
+static infl_status check_labels(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec,
+                                const int32_t *y, int64_t row0, int64_t n) {
+    if (spec->loss == INFL_LOSS_MSE) return INFL_OK;
+    int hi = spec->loss == INFL_LOSS_SIGMOID_CE ? 2 : spec->widths[spec->L];
+    for (int64_t i = 0; i < n; i++)
+        RETURN_IF(ctx, y[i] < 0 || y[i] >= hi, INFL_E_VALUE,
+                  "%s: row %" PRId64 ": label %d is out of range for a model with %d classes", store_split_ref(split),
+                  store_split_info(split)->begin + row0 + i, (int)y[i], hi);
+    return INFL_OK;
+}
+
+// Fisher-Yates permutation of [0, n) keyed by (seed, SHUFFLE, key).
+static void permute(int64_t *p, int64_t n, uint64_t seed, uint64_t key) {
+    for (int64_t i = 0; i < n; i++) p[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)infl_rng_below(seed, INFL_RNG_SHUFFLE, key, (uint32_t)i, (uint64_t)(i + 1));
+        int64_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+}
+
+static double lr_at(const infl_train_options *o, int64_t step, int64_t total) {
+    if (o->schedule == INFL_SCHED_COSINE && total > 0)
+        return o->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)step / (double)total));
+    return o->lr;
+}
+
+static infl_status check_options(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec) {
+    FORWARD_IF_ERROR(infl_mlp_spec_check(ctx, spec));
+    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
+    if (o->optimizer == INFL_OPT_NEWTON) {
+        RETURN_IF(ctx, spec->L != 1, INFL_E_ARG,
+                  "optimizer newton is for convex models (no hidden layer); this model has %d layers", spec->L);
+    }
+    RETURN_IF(ctx, !(o->tol > 0), INFL_E_ARG, "--tol: expected a value > 0");
+    RETURN_IF(ctx, o->max_iters < 1, INFL_E_ARG, "--max-iters: expected at least 1");
+    RETURN_IF(ctx, o->epochs < 1, INFL_E_ARG, "--epochs: expected at least 1, got %d", o->epochs);
+    RETURN_IF(ctx, o->batch < 1, INFL_E_ARG, "--batch: expected at least 1, got %d", o->batch);
+    RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
+    RETURN_IF(ctx, !(o->momentum >= 0 && o->momentum < 1), INFL_E_ARG, "--momentum: expected a value in [0, 1)");
+    RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
+    RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
+    return INFL_OK;
+}
+
+// ---- SGD ----
+
+static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec,
+                             infl_split *split, infl_runw *rw, infl_train_report *rep) {
+    const infl_backend *be = ctx->be;
+    const infl_split_info *in = store_split_info(split);
+    const int64_t n = in->n, d = in->d, k = in->y_kind == INFL_Y_REAL ? in->k : 0;
+    const int64_t S = o->shard_rows > 0 ? (o->shard_rows < n ? o->shard_rows : n)
+                                        : infl_shard_rows(n, d, k, o->shard_mb, o->batch);
+    const int64_t nshards = (n + S - 1) / S;
+    const int B = (int)(o->batch < S ? o->batch : S);
+    const size_t np = infl_mlp_nparams(spec);
+
+    // Steps per epoch: ceil(len / B) for each shard (the last batch of a shard may be short).
+    int64_t steps_per_epoch = 0;
+    for (int64_t s = 0; s < nshards; s++) {
+        int64_t len = (s + 1) * S <= n ? S : n - s * S;
+        steps_per_epoch += (len + B - 1) / B;
+    }
+    const int64_t total = steps_per_epoch * o->epochs;
+
+    infl_status rc = INFL_OK;
+    float *hx = NULL, *hyf = NULL, *bx = NULL, *byf = NULL, *hp = NULL;
+    int32_t *hy = NULL, *by = NULL;
+    int64_t *order = NULL, *perm = NULL;
+    float *dX = NULL, *dyf = NULL, *dW = NULL, *dV = NULL, *dG = NULL, *hloss = NULL;
+    int32_t *dy = NULL;
+    infl_mlp_work *work = NULL;
+
+    hx = infl_malloc(ctx, (size_t)S * d * sizeof(float), "a training shard");
+    bx = infl_malloc(ctx, (size_t)B * d * sizeof(float), "a minibatch");
+    hp = infl_malloc(ctx, np * sizeof(float), "the parameters");
+    hloss = infl_malloc(ctx, (size_t)B * sizeof(float), "batch losses");
+    order = infl_malloc(ctx, (size_t)nshards * sizeof(int64_t), "the shard order");
+    perm = infl_malloc(ctx, (size_t)S * sizeof(int64_t), "a shard permutation");
+    GOTO_NOMEM_IF(!hx || !bx || !hp || !hloss || !order || !perm);
+    if (k) {
+        hyf = infl_malloc(ctx, (size_t)S * k * sizeof(float), "shard targets");
+        byf = infl_malloc(ctx, (size_t)B * k * sizeof(float), "batch targets");
+        GOTO_NOMEM_IF(!hyf || !byf);
+        CHECK(infl_be_alloc_f(ctx, &dyf, (size_t)B * k, "batch targets"));
+    } else {
+        hy = infl_malloc(ctx, (size_t)S * sizeof(int32_t), "shard labels");
+        by = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "batch labels");
+        GOTO_NOMEM_IF(!hy || !by);
+        CHECK(be->alloc(ctx, (size_t)B * sizeof(int32_t), (void **)&dy));
+    }
+    CHECK(infl_be_alloc_f(ctx, &dX, (size_t)B * d, "a minibatch"));
+    CHECK(infl_be_alloc_f(ctx, &dW, np, "the parameters"));
+    CHECK(infl_be_alloc_f(ctx, &dV, np, "the momentum"));
+    CHECK(infl_be_alloc_f(ctx, &dG, np, "the gradient"));
+    CHECK(infl_mlp_work_create(ctx, spec, B, &work));
+
+    infl_mlp_init(spec, o->seed, 0, hp);
+    CHECK(be->upload(ctx, dW, hp, np * sizeof(float)));
+    CHECK(be->fill(ctx, dV, 0.0f, np));
+
+    double t0 = infl_now();
+    int64_t step = 0, last_ckpt = 0;
+    double lr_sum = 0;  // Σ lr over the steps since the last checkpoint
+    double epoch_loss = 0;
+    int64_t epoch_seen = 0;
+    for (int ep = 0; ep < o->epochs; ep++) {
+        permute(order, nshards, o->seed, (uint64_t)ep);
+        epoch_loss = 0;
+        epoch_seen = 0;
+        for (int64_t si = 0; si < nshards; si++) {
+            int64_t s = order[si], row0 = s * S, len = row0 + S <= n ? S : n - row0;
+            CHECK(store_split_read(ctx, split, row0, len, hx, hy, hyf));
+            if (hy) CHECK(check_labels(ctx, split, spec, hy, row0, len));
+            permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
+            for (int64_t b0 = 0; b0 < len; b0 += B) {
+                GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
+                int nb = (int)(b0 + B <= len ? B : len - b0);
+                // gather the minibatch rows in shuffled order
+                for (int i = 0; i < nb; i++) {
+                    int64_t r = perm[b0 + i];
+                    memcpy(bx + (size_t)i * d, hx + (size_t)r * d, (size_t)d * sizeof(float));
+                    if (hy) by[i] = hy[r];
+                    if (hyf) memcpy(byf + (size_t)i * k, hyf + (size_t)r * k, (size_t)k * sizeof(float));
+                }
+                CHECK(be->upload(ctx, dX, bx, (size_t)nb * d * sizeof(float)));
+                if (hy) CHECK(be->upload(ctx, dy, by, (size_t)nb * sizeof(int32_t)));
+                if (hyf) CHECK(be->upload(ctx, dyf, byf, (size_t)nb * k * sizeof(float)));
+
+                double lr = lr_at(o, step, total);
+                CHECK(infl_mlp_forward(ctx, dW, dX, nb, work));
+                CHECK(infl_mlp_backward(ctx, dW, dy, dyf, work, dG, 1.0f / (float)nb));
+                CHECK(be->sgd_step(ctx, dW, dV, dG, (float)lr, (float)o->momentum, (float)spec->wd, np));
+                CHECK(be->download(ctx, hloss, work->loss, (size_t)nb * sizeof(float)));
+                double bl = 0;
+                for (int i = 0; i < nb; i++) bl += hloss[i];
+                GOTO_IF(ctx, !isfinite(bl), INFL_E_NUMERIC,
+                        "training diverged at step %" PRId64 " (epoch %d): the loss is %s; lower --lr", step + 1,
+                        ep + 1, isnan(bl) ? "NaN" : "infinite");
+                epoch_loss += bl;
+                epoch_seen += nb;
+                lr_sum += lr;
+                step++;
+
+                bool last = step == total;
+                if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
+                    CHECK(be->download(ctx, hp, dW, np * sizeof(float)));
+                    double epoch = (double)ep + (double)(si * S + b0 + nb) / (double)n;
+                    if (last) epoch = o->epochs;
+                    CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
+                                                   hp));
+                    rep->checkpoints++;
+                    last_ckpt = step;
+                    lr_sum = 0;
+                }
+                if ((step & 15) == 0 || last) {
+                    char info[96];
+                    snprintf(info, sizeof info, "epoch %d/%d  loss %.4f", ep + 1, o->epochs,
+                             epoch_loss / (double)epoch_seen);
+                    infl_progress(ctx, "train", (uint64_t)step, (uint64_t)total, info);
+                }
+            }
+        }
+    }
+    rep->seconds = infl_now() - t0;
+    rep->steps = step;
+    rep->examples_per_s = (double)n * o->epochs / rep->seconds;
+    rep->final_loss = epoch_loss / (double)epoch_seen;
+    rep->grad_norm = NAN;
+done:
+    free(hx);
+    free(hyf);
+    free(hy);
+    free(bx);
+    free(byf);
+    free(by);
+    free(hp);
+    free(hloss);
+    free(order);
+    free(perm);
+    infl_be_free(ctx, dX);
+    infl_be_free(ctx, dy);
+    infl_be_free(ctx, dyf);
+    infl_be_free(ctx, dW);
+    infl_be_free(ctx, dV);
+    infl_be_free(ctx, dG);
+    infl_mlp_work_free(ctx, work);
+    return rc;
+}
+
+// ---- Newton (convex models) ----
+
+static infl_status train_newton(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec,
+                                infl_split *split, infl_runw *rw, infl_train_report *rep) {
+    const infl_split_info *in = store_split_info(split);
+    size_t np = infl_mlp_nparams(spec);
+    RETURN_IF(ctx, !(spec->wd > 0), INFL_E_ARG,
+              "optimizer newton needs --wd > 0 so that the objective is strictly convex (or use --optimizer sgd)");
+    double *w = calloc(np, sizeof *w);
+    float *hp = calloc(np, sizeof *hp);
+    infl_status rc = INFL_OK;
+    GOTO_IF(ctx, !w || !hp, INFL_E_NOMEM, "out of memory for %zu parameters", np);
+    infl_convex_options co = {.tol = o->tol, .max_iters = o->max_iters,
+                              .shard_rows = o->shard_rows > 0 ? o->shard_rows
+                                                              : infl_shard_rows(in->n, in->d, in->k, o->shard_mb / 2, 1)};
+    infl_convex_report cr;
+    double t0 = infl_now();
+    CHECK(infl_convex_fit(ctx, split, spec, NULL, 0, &co, w, &cr));
+    rep->seconds = infl_now() - t0;
+    for (size_t i = 0; i < np; i++) hp[i] = (float)w[i];
+    CHECK(store_run_add_checkpoint(ctx, rw, cr.iters, 0.0, 0.0, cr.grad_norm, hp));
+    rep->checkpoints = 1;
+    rep->steps = cr.iters;
+    rep->final_loss = cr.objective;
+    rep->grad_norm = cr.grad_norm;
+    rep->examples_per_s = NAN;
+done:
+    free(w);
+    free(hp);
+    return rc;
+}
+
+infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *out_path, infl_train_report *rep) {
+    infl_train_report dummy;
+    if (!rep) rep = &dummy;
+    memset(rep, 0, sizeof *rep);
+    infl_mlp_spec spec = {.L = o->nlayers, .act = o->activation, .loss = o->loss, .wd = o->weight_decay};
+    memcpy(spec.widths, o->widths, sizeof spec.widths);
+    FORWARD_IF_ERROR(check_options(ctx, o, &spec));
+
+    infl_dataref ref;
+    FORWARD_IF_ERROR(infl_dataref_parse(ctx, o->data, &ref));
+    infl_split *split = NULL;
+    infl_runw *rw = NULL;
+    infl_status rc = INFL_OK;
+    CHECK(store_split_open(ctx, &ref, &split));
+    CHECK(infl_check_data_for_model(ctx, split, &spec));
+    bool newton = o->optimizer == INFL_OPT_NEWTON || (o->optimizer == INFL_OPT_AUTO && spec.L == 1);
+    CHECK(store_run_create(ctx, out_path, o->force, &spec, o->data, newton ? "newton" : "sgd", o->seed, &rw));
+    if (newton)
+        CHECK(train_newton(ctx, o, &spec, split, rw, rep));
+    else
+        CHECK(train_sgd(ctx, o, &spec, split, rw, rep));
+    rc = store_run_commit(ctx, rw);
+    rw = NULL;
+done:
+    store_run_abort(rw);
+    store_split_close(split);
+    return rc;
+}
+
+// ---- evaluation ----
+
+infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
+                      infl_eval_result *res) {
+    const infl_backend *be = ctx->be;
+    infl_run *run = NULL;
+    infl_split *split = NULL;
+    infl_mlp_work *work = NULL;
+    float *hp = NULL, *hx = NULL, *hyf = NULL, *hloss = NULL, *dW = NULL, *dX = NULL, *dyf = NULL;
+    int32_t *hy = NULL, *hcor = NULL, *dy = NULL;
+    infl_dataref ref;
+    infl_status rc = INFL_OK;
+    memset(res, 0, sizeof *res);
+    CHECK(infl_dataref_parse(ctx, data, &ref));
+    CHECK(store_run_open(ctx, run_path, &run));
+    const infl_mlp_spec *spec = store_run_spec(run);
+    int ci;
+    CHECK(store_run_find(ctx, run, checkpoint, &ci));
+    CHECK(store_split_open(ctx, &ref, &split));
+    CHECK(infl_check_data_for_model(ctx, split, spec));
+    const infl_split_info *in = store_split_info(split);
+    const int64_t n = in->n, d = in->d, k = in->y_kind == INFL_Y_REAL ? in->k : 0;
+    const int B = (int)(n < 4096 ? n : 4096);
+    size_t np = infl_mlp_nparams(spec);
+
+    hp = infl_malloc(ctx, np * sizeof(float), "the parameters");
+    hx = infl_malloc(ctx, (size_t)B * d * sizeof(float), "a batch");
+    hloss = infl_malloc(ctx, (size_t)B * sizeof(float), "losses");
+    hcor = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "predictions");
+    GOTO_NOMEM_IF(!hp || !hx || !hloss || !hcor);
+    if (k) {
+        hyf = infl_malloc(ctx, (size_t)B * k * sizeof(float), "targets");
+        GOTO_NOMEM_IF(!hyf);
+        CHECK(infl_be_alloc_f(ctx, &dyf, (size_t)B * k, "targets"));
+    } else {
+        hy = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "labels");
+        GOTO_NOMEM_IF(!hy);
+        CHECK(be->alloc(ctx, (size_t)B * sizeof(int32_t), (void **)&dy));
+    }
+    CHECK(store_run_load(ctx, run, ci, hp));
+    CHECK(infl_be_alloc_f(ctx, &dW, np, "the parameters"));
+    CHECK(infl_be_alloc_f(ctx, &dX, (size_t)B * d, "a batch"));
+    CHECK(be->upload(ctx, dW, hp, np * sizeof(float)));
+    CHECK(infl_mlp_work_create(ctx, spec, B, &work));
+
+    double loss = 0;
+    int64_t correct = 0;
+    for (int64_t r0 = 0; r0 < n; r0 += B) {
+        GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
+        int nb = (int)(r0 + B <= n ? B : n - r0);
+        CHECK(store_split_read(ctx, split, r0, nb, hx, hy, hyf));
+        if (hy) CHECK(check_labels(ctx, split, spec, hy, r0, nb));
+        CHECK(be->upload(ctx, dX, hx, (size_t)nb * d * sizeof(float)));
+        if (hy) CHECK(be->upload(ctx, dy, hy, (size_t)nb * sizeof(int32_t)));
+        if (hyf) CHECK(be->upload(ctx, dyf, hyf, (size_t)nb * k * sizeof(float)));
+        CHECK(infl_mlp_forward(ctx, dW, dX, nb, work));
+        CHECK(infl_mlp_loss(ctx, dy, dyf, work));
+        CHECK(be->download(ctx, hloss, work->loss, (size_t)nb * sizeof(float)));
+        CHECK(be->download(ctx, hcor, work->correct, (size_t)nb * sizeof(int32_t)));
+        for (int i = 0; i < nb; i++) {
+            loss += hloss[i];
+            correct += hcor[i];
+        }
+        infl_progress(ctx, "eval", (uint64_t)(r0 + nb), (uint64_t)n, NULL);
+    }
+    res->n = n;
+    res->loss = loss / (double)n;
+    res->accuracy = spec->loss == INFL_LOSS_MSE ? NAN : (double)correct / (double)n;
+done:
+    free(hp);
+    free(hx);
+    free(hy);
+    free(hyf);
+    free(hloss);
+    free(hcor);
+    infl_be_free(ctx, dW);
+    infl_be_free(ctx, dX);
+    infl_be_free(ctx, dy);
+    infl_be_free(ctx, dyf);
+    infl_mlp_work_free(ctx, work);
+    store_split_close(split);
+    store_run_close(run);
+    return rc;
+}

@@ -1,0 +1,44 @@
+/*
+ * train.h — what the trainer shares with other modules: checking that a data split
+ * fits a model, choosing shard sizes, and the float64 convex optimiser used for
+ * models without a hidden layer (and by leave-one-out retraining).
+ */
+#ifndef INFL_TRAIN_H
+#define INFL_TRAIN_H
+
+#include "../store/store.h"
+#include "spec.h"
+
+// Checks that a split can feed the model: x width = d_0; class labels for
+// softmax_ce / sigmoid_ce (and no more classes than outputs), real targets of width
+// d_L for mse. Errors name the data reference.
+infl_status infl_check_data_for_model(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec);
+
+// Rows per shard for a budget in MiB (at least min_rows, at most n).
+int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64_t min_rows);
+
+// ---- convex optimiser (L = 1), float64 ----
+
+typedef struct {
+    double tol;        // stop when |∇R| <= tol (2-norm)
+    int max_iters;     // Newton iterations
+    int64_t shard_rows;
+} infl_convex_options;
+
+typedef struct {
+    int iters;         // Newton iterations
+    int cg_iters;      // CG iterations in all
+    double objective;  // R(w) at the end
+    double grad_norm;  // |∇R(w)| at the end
+} infl_convex_report;
+
+// Minimises R(w) = (1/n') Σ_{i ∉ exclude} ℓ_i(w) + wd/2 |w|² for a model with one
+// layer (a generalised linear model) by Newton-CG with exact Hessian-vector products
+// and backtracking, in float64. w (nparams, host, spec.h layout) is the start and the
+// result. exclude: sorted row indices (of the split's range) left out, may be NULL.
+// Needs wd > 0 (strictly convex). INFL_E_NUMERIC when the target is not reached.
+infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
+                            const int64_t *exclude, int64_t nexclude, const infl_convex_options *o,
+                            double *w, infl_convex_report *rep);
+
+#endif

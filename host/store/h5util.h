@@ -1,0 +1,126 @@
+/*
+ * h5util.h — the small HDF5 layer the store is built on (host/store/ only; not part
+ * of the store's API): opening a file and checking infl_format / infl_version,
+ * reading and writing attributes (strings fixed or variable length), reading string
+ * arrays, listing a group, and naming types and shapes for error messages.
+ *
+ * Conventions: `path` is the file name as the user gave it and `where` the object
+ * ("/model", "/train/x", or "root" for the file's root group); every failure sets
+ * the context's detail naming both, and every H5* call is checked.
+ */
+#ifndef INFL_H5UTIL_H
+#define INFL_H5UTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "../core/internal.h"
+
+// ---- types and shapes as text ----
+
+// "float32", "int64", "uint8", "string", "string (variable length)", "compound"...
+void h5u_type_str(hid_t type, char *buf, size_t size);
+// "[100, 3]", "scalar" or "empty".
+void h5u_shape_str(hid_t space, char *buf, size_t size);
+// "float64 [100]" for a dataset or an attribute.
+void h5u_dset_desc(hid_t dset, char *buf, size_t size);
+void h5u_attr_desc(hid_t attr, char *buf, size_t size);
+// The innermost message of HDF5's error stack ("truncated file: eof = ..."), or "".
+void h5u_errmsg(char *buf, size_t size);
+
+// What a dataset holds: its type class, element size, sign and dimensions.
+typedef struct {
+    H5T_class_t cls;
+    size_t size;
+    int is_signed;
+    int rank;  // -1 for a null dataspace
+    hsize_t dims[H5S_MAX_RANK];
+    char desc[160];  // "float64 [100, 3]"
+} h5u_dinfo;
+
+// Fills `info` for an open dataset; < 0 on an HDF5 failure.
+int h5u_dset_info(hid_t dset, h5u_dinfo *info);
+// 1 for float32, 1 for int32 (signed), else 0.
+static inline int h5u_is_f32(const h5u_dinfo *i) { return i->cls == H5T_FLOAT && i->size == 4; }
+static inline int h5u_is_i32(const h5u_dinfo *i) {
+    return i->cls == H5T_INTEGER && i->size == 4 && i->is_signed;
+}
+
+// ---- objects ----
+
+// The type of the object that the link `name` (one path component) under `loc`
+// points to: H5O_TYPE_GROUP, H5O_TYPE_DATASET, ...; -1 when there is no such link
+// (or it dangles); -2 on an HDF5 failure.
+int h5u_obj_type(hid_t loc, const char *name);
+
+// Lists the names of the links in a group in name order. *names is malloc'd (free
+// with h5u_list_free); *n may be 0.
+infl_status h5u_list(infl_ctx *ctx, const char *path, hid_t group, const char *where, char ***names,
+                     int *n);
+void h5u_list_free(char **names, int n);
+
+// ---- files ----
+
+// Opens an existing file read-only: names the file when it is missing, unreadable,
+// not HDF5 (H5Fis_hdf5), or damaged/truncated.
+infl_status h5u_open_ro(infl_ctx *ctx, const char *path, hid_t *out);
+// Checks the root attributes: infl_format equal to `want` and infl_version equal to
+// INFL_FORMAT_VERSION. INFL_E_FORMAT naming the field that is wrong.
+infl_status h5u_check_format(infl_ctx *ctx, const char *path, hid_t file, const char *want);
+// h5u_open_ro + h5u_check_format; on failure the file is closed.
+infl_status h5u_open_infl(infl_ctx *ctx, const char *path, const char *want, hid_t *out);
+// Creates (truncates) `tmp` and writes infl_format = format, infl_version. Messages
+// name `path`, the final name.
+infl_status h5u_create_infl(infl_ctx *ctx, const char *path, const char *tmp, const char *format,
+                            hid_t *out);
+
+// ---- attributes: reading ----
+
+// 1 when `obj` has attribute `name`, 0 when not, < 0 on failure.
+int h5u_has_attr(hid_t obj, const char *name);
+// A string attribute, fixed or variable length, scalar or of one element; copied
+// (truncated) into buf.
+infl_status h5u_attr_str(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                         const char *name, char *buf, size_t size);
+// An integer attribute (any integer type), scalar or of one element.
+infl_status h5u_attr_i64(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                         const char *name, int64_t *v);
+// Same, read as unsigned (a negative signed value is stored as its two's complement).
+infl_status h5u_attr_u64(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                         const char *name, uint64_t *v);
+// A number attribute (float or integer), scalar or of one element.
+infl_status h5u_attr_f64(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                         const char *name, double *v);
+// A 1-D integer attribute of min_n to max_n entries, into v (max_n entries).
+infl_status h5u_attr_ints(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                          const char *name, int min_n, int max_n, int64_t *v, int *n);
+// The value of an attribute as short text: "'relu'", "0.0001", "[784, 256, 10]", or
+// its type and shape when it is long or not a number or string.
+void h5u_attr_value_str(hid_t attr, char *buf, size_t size);
+
+// ---- attributes: writing (an existing attribute of the name is replaced) ----
+// h5u_wattr_i32s writes int32 [n], or a scalar when n is 0.
+
+infl_status h5u_wattr_str(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                          const char *name, const char *value);
+infl_status h5u_wattr_i32s(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                           const char *name, const int32_t *v, int n);
+infl_status h5u_wattr_i64(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                          const char *name, int64_t v);
+infl_status h5u_wattr_u64(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                          const char *name, uint64_t v);
+infl_status h5u_wattr_f64(infl_ctx *ctx, const char *path, hid_t obj, const char *where,
+                          const char *name, double v);
+
+// ---- string datasets ----
+
+// Reads a 1-D string dataset (fixed or variable length): *count gets its length and
+// the first min(count, max) entries are copied into names, each truncated to 63
+// bytes. names may be NULL (max 0) to count only.
+infl_status h5u_read_strings(infl_ctx *ctx, const char *path, hid_t dset, const char *where,
+                             char (*names)[64], int max, int64_t *count);
+// Writes a 1-D fixed-length (null-terminated) string dataset `name` under loc.
+infl_status h5u_write_strings(infl_ctx *ctx, const char *path, hid_t loc, const char *where,
+                              const char *name, const char *const *v, int n);
+
+#endif

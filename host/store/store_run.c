@@ -1,0 +1,439 @@
+/*
+ * store_run.c — `run` files (DESIGN.md "Files"): a model's spec in /model and its
+ * checkpoints in /checkpoints/NNNNNN (W0 [d1,d0], b0 [d1], ... float32 with
+ * attributes step, epoch, lr). The writer (used by the trainer) goes to a temporary
+ * name; the reader validates the spec, lists the checkpoints sorted by step and
+ * loads one into the flat parameter layout of spec.h.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5util.h"
+#include "store.h"
+
+static void close_if(hid_t id, herr_t (*fn)(hid_t)) {
+    if (id >= 0) fn(id);
+}
+
+static const char *nonfinite_name(float v) {
+    return isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf";
+}
+
+// ---- writing ----
+
+struct infl_runw {
+    char path[4096];
+    char tmp[4096 + 64];
+    hid_t file, ckpts;
+    infl_mlp_spec spec;
+    char last[32];
+    int count;
+};
+
+infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+                             const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
+    RETURN_IF(ctx, !out, INFL_E_ARG, "store_run_create: out is NULL");
+    *out = NULL;
+    RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no output file given");
+    RETURN_IF(ctx, strlen(path) >= 4096, INFL_E_ARG, "%s: path too long", path);
+    RETURN_IF(ctx, !spec, INFL_E_ARG, "%s: no model spec given", path);
+    if (infl_mlp_spec_check(ctx, spec) < 0) {
+        infl_errprefix(ctx, "%s: /model", path);
+        return INFL_E_ARG;
+    }
+    infl_runw *w = infl_calloc(ctx, 1, sizeof *w, "a run writer");
+    if (!w) return INFL_E_NOMEM;
+    w->file = w->ckpts = H5I_INVALID_HID;
+    w->spec = *spec;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    infl_status rc = infl_out_begin(ctx, path, force, w->tmp, sizeof w->tmp);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    hid_t model = H5I_INVALID_HID;
+    CHECK(h5u_create_infl(ctx, path, w->tmp, "run", &w->file));
+    model = H5Gcreate2(w->file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    GOTO_IF(ctx, model < 0, INFL_E_IO, "%s: /model: cannot create the group", path);
+    int32_t widths[INFL_MAX_LAYERS + 1];
+    for (int l = 0; l <= spec->L; l++) widths[l] = spec->widths[l];
+    CHECK(h5u_wattr_i32s(ctx, path, model, "/model", "layers", widths, spec->L + 1));
+    CHECK(h5u_wattr_str(ctx, path, model, "/model", "activation", infl_act_name(spec->act)));
+    CHECK(h5u_wattr_str(ctx, path, model, "/model", "loss", infl_loss_name(spec->loss)));
+    CHECK(h5u_wattr_f64(ctx, path, model, "/model", "weight_decay", spec->wd));
+    CHECK(h5u_wattr_str(ctx, path, model, "/model", "data", data_ref ? data_ref : ""));
+    CHECK(h5u_wattr_str(ctx, path, model, "/model", "optimizer", optimizer ? optimizer : ""));
+    CHECK(h5u_wattr_u64(ctx, path, model, "/model", "seed", seed));
+    w->ckpts = H5Gcreate2(w->file, "checkpoints", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    GOTO_IF(ctx, w->ckpts < 0, INFL_E_IO, "%s: /checkpoints: cannot create the group", path);
+done:
+    close_if(model, H5Gclose);
+    if (rc < 0) {
+        store_run_abort(w);
+        return rc;
+    }
+    *out = w;
+    return INFL_OK;
+}
+
+// Writes a float32 dataset of rank 1 or 2 under loc from v.
+static infl_status write_f32(infl_ctx *ctx, const char *path, hid_t loc, const char *where, const char *name,
+                             int rank, const hsize_t *dims, const float *v) {
+    infl_status rc = INFL_OK;
+    hid_t s = H5Screate_simple(rank, dims, NULL), d = H5I_INVALID_HID;
+    GOTO_IF(ctx, s < 0, INFL_E_INTERNAL, "%s: %s/%s: cannot make a dataspace", path, where, name);
+    d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    GOTO_IF(ctx, d < 0, INFL_E_IO, "%s: %s/%s: cannot create the dataset", path, where, name);
+    GOTO_IF(ctx, H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0, INFL_E_IO,
+            "%s: %s/%s: cannot write", path, where, name);
+done:
+    close_if(d, H5Dclose);
+    close_if(s, H5Sclose);
+    return rc;
+}
+
+infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch, double lr,
+                                     double grad_norm, const float *params) {
+    RETURN_IF(ctx, !w, INFL_E_ARG, "store_run_add_checkpoint: no writer");
+    const char *path = w->path;
+    const infl_mlp_spec *sp = &w->spec;
+    RETURN_IF(ctx, !params, INFL_E_ARG, "%s: checkpoint at step %" PRId64 ": no parameters given", path, step);
+    RETURN_IF(ctx, step < 0 || step > 999999999999LL, INFL_E_ARG,
+              "%s: checkpoint step %" PRId64 ": expected 0 to 999999999999", path, step);
+    RETURN_IF(ctx, !isfinite(epoch) || !isfinite(lr), INFL_E_ARG,
+              "%s: checkpoint at step %" PRId64 ": epoch %g and lr %g must be finite", path, step, epoch, lr);
+    char name[32], where[64];
+    snprintf(name, sizeof name, "%06lld", (long long)step);
+    snprintf(where, sizeof where, "/checkpoints/%s", name);
+    int ex = h5u_obj_type(w->ckpts, name);
+    RETURN_IF(ctx, ex != -1, INFL_E_ARG, "%s: %s: a checkpoint at step %" PRId64 " was already written", path, where,
+              step);
+    // Refuse to write weights that no reader would accept.
+    for (int l = 0; l < sp->L; l++) {
+        int64_t dout = sp->widths[l + 1], din = sp->widths[l];
+        const float *W = params + infl_mlp_woff(sp, l), *b = params + infl_mlp_boff(sp, l);
+        for (int64_t i = 0; i < dout * din; i++)
+            RETURN_IF(ctx, !isfinite(W[i]), INFL_E_VALUE,
+                      "%s: %s/W%d row %" PRId64 " column %" PRId64 ": %s; not writing it", path, where, l, i / din,
+                      i % din, nonfinite_name(W[i]));
+        for (int64_t i = 0; i < dout; i++)
+            RETURN_IF(ctx, !isfinite(b[i]), INFL_E_VALUE, "%s: %s/b%d entry %" PRId64 ": %s; not writing it", path,
+                      where, l, i, nonfinite_name(b[i]));
+    }
+    infl_status rc = INFL_OK;
+    hid_t g = H5Gcreate2(w->ckpts, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    GOTO_IF(ctx, g < 0, INFL_E_IO, "%s: %s: cannot create the group", path, where);
+    for (int l = 0; l < sp->L; l++) {
+        char dn[16];
+        hsize_t dims[2] = {(hsize_t)sp->widths[l + 1], (hsize_t)sp->widths[l]};
+        snprintf(dn, sizeof dn, "W%d", l);
+        CHECK(write_f32(ctx, path, g, where, dn, 2, dims, params + infl_mlp_woff(sp, l)));
+        snprintf(dn, sizeof dn, "b%d", l);
+        CHECK(write_f32(ctx, path, g, where, dn, 1, dims, params + infl_mlp_boff(sp, l)));
+    }
+    CHECK(h5u_wattr_i64(ctx, path, g, where, "step", step));
+    CHECK(h5u_wattr_f64(ctx, path, g, where, "epoch", epoch));
+    CHECK(h5u_wattr_f64(ctx, path, g, where, "lr", lr));
+    if (isfinite(grad_norm)) CHECK(h5u_wattr_f64(ctx, path, g, where, "grad_norm", grad_norm));
+    snprintf(w->last, sizeof w->last, "%s", name);
+    w->count++;
+done:
+    close_if(g, H5Gclose);
+    return rc;
+}
+
+infl_status store_run_commit(infl_ctx *ctx, infl_runw *w) {
+    RETURN_IF(ctx, !w, INFL_E_ARG, "store_run_commit: no writer");
+    infl_status rc = INFL_OK;
+    GOTO_IF(ctx, w->count == 0, INFL_E_ARG, "%s: no checkpoint was written; a run needs at least one", w->path);
+    CHECK(h5u_wattr_str(ctx, w->path, w->ckpts, "/checkpoints", "final", w->last));
+    herr_t e1 = H5Gclose(w->ckpts);
+    w->ckpts = H5I_INVALID_HID;
+    herr_t e2 = H5Fclose(w->file);
+    w->file = H5I_INVALID_HID;
+    if (e1 < 0 || e2 < 0) {
+        char why[256];
+        h5u_errmsg(why, sizeof why);
+        GOTO_IF(ctx, 1, INFL_E_IO, "%s: cannot finish writing %s%s%s%s", w->path, w->tmp, why[0] ? " (" : "", why,
+                why[0] ? ")" : "");
+    }
+    rc = infl_out_commit(ctx, w->tmp, w->path);
+    free(w);
+    return rc;
+done:
+    store_run_abort(w);
+    return rc;
+}
+
+void store_run_abort(infl_runw *w) {
+    if (!w) return;
+    close_if(w->ckpts, H5Gclose);
+    close_if(w->file, H5Fclose);
+    infl_out_abort(w->tmp);
+    free(w);
+}
+
+// ---- reading ----
+
+struct infl_run {
+    char path[4096];
+    hid_t file;
+    infl_mlp_spec spec;
+    char data[4096];
+    int n, final_idx;
+    infl_ckpt_info *ck;  // (n), sorted by step
+};
+
+static int ckpt_cmp(const void *a, const void *b) {
+    const infl_ckpt_info *x = a, *y = b;
+    if (x->step != y->step) return x->step < y->step ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static infl_status read_model(infl_ctx *ctx, infl_run *r) {
+    const char *path = r->path;
+    int ty = h5u_obj_type(r->file, "model");
+    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /model: cannot read the link", path);
+    RETURN_IF(ctx, ty != H5O_TYPE_GROUP, INFL_E_FORMAT,
+              "%s: /model: missing; expected a group with the model's attributes", path);
+    hid_t g = H5Gopen2(r->file, "model", H5P_DEFAULT);
+    RETURN_IF(ctx, g < 0, INFL_E_FORMAT, "%s: /model: cannot open the group", path);
+    infl_status rc = INFL_OK;
+    infl_mlp_spec *sp = &r->spec;
+    int64_t widths[INFL_MAX_LAYERS + 1];
+    int n = 0;
+    char s[64], opt[64];
+    uint64_t seed;
+    CHECK(h5u_attr_ints(ctx, path, g, "/model", "layers", 2, INFL_MAX_LAYERS + 1, widths, &n));
+    sp->L = n - 1;
+    for (int l = 0; l < n; l++) {
+        GOTO_IF(ctx, widths[l] < 1 || widths[l] > (1 << 24), INFL_E_FORMAT,
+                "%s: /model attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, l, widths[l]);
+        sp->widths[l] = (int)widths[l];
+    }
+    CHECK(h5u_attr_str(ctx, path, g, "/model", "activation", s, sizeof s));
+    GOTO_IF(ctx, infl_act_parse(s, &sp->act) != 0, INFL_E_FORMAT,
+            "%s: /model attribute activation is '%s', expected relu, tanh or gelu", path, s);
+    CHECK(h5u_attr_str(ctx, path, g, "/model", "loss", s, sizeof s));
+    GOTO_IF(ctx, infl_loss_parse(s, &sp->loss) != 0, INFL_E_FORMAT,
+            "%s: /model attribute loss is '%s', expected softmax_ce, sigmoid_ce or mse", path, s);
+    CHECK(h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd));
+    CHECK(h5u_attr_str(ctx, path, g, "/model", "data", r->data, sizeof r->data));
+    CHECK(h5u_attr_str(ctx, path, g, "/model", "optimizer", opt, sizeof opt));
+    CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
+    if (infl_mlp_spec_check(ctx, sp) < 0) {
+        infl_errprefix(ctx, "%s: /model", path);
+        rc = INFL_E_FORMAT;
+    }
+done:
+    H5Gclose(g);
+    return rc;
+}
+
+static infl_status read_checkpoint_list(infl_ctx *ctx, infl_run *r) {
+    const char *path = r->path;
+    int ty = h5u_obj_type(r->file, "checkpoints");
+    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /checkpoints: cannot read the link", path);
+    RETURN_IF(ctx, ty != H5O_TYPE_GROUP, INFL_E_FORMAT, "%s: /checkpoints: missing; expected a group of checkpoints",
+              path);
+    infl_status rc = INFL_OK;
+    char **names = NULL;
+    int n = 0;
+    hid_t c = H5Gopen2(r->file, "checkpoints", H5P_DEFAULT), g = H5I_INVALID_HID;
+    GOTO_IF(ctx, c < 0, INFL_E_FORMAT, "%s: /checkpoints: cannot open the group", path);
+    CHECK(h5u_list(ctx, path, c, "/checkpoints", &names, &n));
+    GOTO_IF(ctx, n == 0, INFL_E_FORMAT, "%s: /checkpoints: no checkpoints", path);
+    r->ck = infl_calloc(ctx, (size_t)n, sizeof *r->ck, "the checkpoint list");
+    if (!r->ck) {
+        rc = INFL_E_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        char where[320];
+        snprintf(where, sizeof where, "/checkpoints/%.300s", names[i]);
+        GOTO_IF(ctx, strlen(names[i]) >= sizeof r->ck[i].name, INFL_E_FORMAT,
+                "%s: %s: checkpoint names are at most %zu characters", path, where, sizeof r->ck[i].name - 1);
+        ty = h5u_obj_type(c, names[i]);
+        GOTO_IF(ctx, ty != H5O_TYPE_GROUP, INFL_E_FORMAT, "%s: %s: expected a checkpoint group", path, where);
+        g = H5Gopen2(c, names[i], H5P_DEFAULT);
+        GOTO_IF(ctx, g < 0, INFL_E_FORMAT, "%s: %s: cannot open the group", path, where);
+        infl_ckpt_info *ck = &r->ck[i];
+        snprintf(ck->name, sizeof ck->name, "%s", names[i]);
+        CHECK(h5u_attr_i64(ctx, path, g, where, "step", &ck->step));
+        CHECK(h5u_attr_f64(ctx, path, g, where, "epoch", &ck->epoch));
+        CHECK(h5u_attr_f64(ctx, path, g, where, "lr", &ck->lr));
+        GOTO_IF(ctx, ck->step < 0, INFL_E_FORMAT, "%s: %s attribute step is %" PRId64 "; expected >= 0", path, where,
+                ck->step);
+        GOTO_IF(ctx, !isfinite(ck->epoch) || ck->epoch < 0, INFL_E_FORMAT,
+                "%s: %s attribute epoch is %g; expected a finite number >= 0", path, where, ck->epoch);
+        GOTO_IF(ctx, !isfinite(ck->lr), INFL_E_FORMAT, "%s: %s attribute lr is %g; expected a finite number", path,
+                where, ck->lr);
+        H5Gclose(g);
+        g = H5I_INVALID_HID;
+    }
+    r->n = n;
+    qsort(r->ck, (size_t)n, sizeof *r->ck, ckpt_cmp);
+    r->final_idx = n - 1;
+    int has = h5u_has_attr(c, "final");
+    GOTO_IF(ctx, has < 0, INFL_E_FORMAT, "%s: /checkpoints: cannot read its attributes", path);
+    if (has) {
+        char fin[64];
+        CHECK(h5u_attr_str(ctx, path, c, "/checkpoints", "final", fin, sizeof fin));
+        int found = -1;
+        for (int i = 0; i < n; i++)
+            if (strcmp(r->ck[i].name, fin) == 0) found = i;
+        GOTO_IF(ctx, found < 0, INFL_E_FORMAT,
+                "%s: /checkpoints attribute final names '%s', which is not a checkpoint (the last is %s)", path, fin,
+                r->ck[n - 1].name);
+        r->final_idx = found;
+    }
+done:
+    close_if(g, H5Gclose);
+    close_if(c, H5Gclose);
+    h5u_list_free(names, n);
+    return rc;
+}
+
+infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
+    RETURN_IF(ctx, !out, INFL_E_ARG, "store_run_open: out is NULL");
+    *out = NULL;
+    RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no run file given");
+    RETURN_IF(ctx, strlen(path) >= 4096, INFL_E_ARG, "%s: path too long", path);
+    infl_run *r = infl_calloc(ctx, 1, sizeof *r, "a run handle");
+    if (!r) return INFL_E_NOMEM;
+    r->file = H5I_INVALID_HID;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    infl_status rc = INFL_OK;
+    CHECK(h5u_open_infl(ctx, path, "run", &r->file));
+    CHECK(read_model(ctx, r));
+    CHECK(read_checkpoint_list(ctx, r));
+done:
+    if (rc < 0) {
+        store_run_close(r);
+        return rc;
+    }
+    *out = r;
+    return INFL_OK;
+}
+
+const infl_mlp_spec *store_run_spec(const infl_run *r) { return &r->spec; }
+const char *store_run_data(const infl_run *r) { return r->data; }
+int store_run_ncheckpoints(const infl_run *r) { return r ? r->n : 0; }
+const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i) {
+    return r && i >= 0 && i < r->n ? &r->ck[i] : NULL;
+}
+const char *store_run_path(const infl_run *r) { return r->path; }
+
+infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, int *index) {
+    RETURN_IF(ctx, !r || !index, INFL_E_ARG, "store_run_find: no run or index");
+    if (!name || !*name || strcmp(name, "final") == 0) {
+        *index = r->final_idx;
+        return INFL_OK;
+    }
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->ck[i].name, name) == 0) {
+            *index = i;
+            return INFL_OK;
+        }
+    // A plain step number: "500" finds 000500.
+    size_t len = strlen(name);
+    if (len <= 18 && strspn(name, "0123456789") == len) {
+        int64_t step = strtoll(name, NULL, 10);
+        for (int i = 0; i < r->n; i++)
+            if (r->ck[i].step == step) {
+                *index = i;
+                return INFL_OK;
+            }
+    }
+    char have[512];
+    size_t at = 0;
+    have[0] = 0;
+    int shown = r->n < 8 ? r->n : 8;
+    for (int i = 0; i < shown && at < sizeof have; i++)
+        at += (size_t)snprintf(have + at, sizeof have - at, "%s%s", i ? ", " : "", r->ck[i].name);
+    if (r->n > shown && at < sizeof have)
+        snprintf(have + at, sizeof have - at, ", ... %s (%d in all)", r->ck[r->n - 1].name, r->n);
+    return infl_seterr(ctx, INFL_E_ARG, "%s: no checkpoint '%s'; available: %s, or final (%s)", r->path, name, have,
+                       r->ck[r->final_idx].name);
+}
+
+// Reads float32 dataset `name` of group g, which must have the given shape, into v
+// and checks every value is finite.
+static infl_status load_f32(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name, int rank,
+                            const hsize_t *dims, float *v) {
+    char where[128], expected[96];
+    snprintf(where, sizeof where, "%s/%s", gwhere, name);
+    if (rank == 2)
+        snprintf(expected, sizeof expected, "float32 [%llu, %llu]", (unsigned long long)dims[0],
+                 (unsigned long long)dims[1]);
+    else
+        snprintf(expected, sizeof expected, "float32 [%llu]", (unsigned long long)dims[0]);
+    int ty = h5u_obj_type(g, name);
+    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: %s: cannot read the link", path, where);
+    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: %s: missing; expected %s", path, where, expected);
+    infl_status rc = INFL_OK;
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: %s: cannot open the dataset", path, where);
+    h5u_dinfo di;
+    GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", path, where);
+    int shape_ok = di.rank == rank;
+    for (int i = 0; shape_ok && i < rank; i++) shape_ok = di.dims[i] == dims[i];
+    if (!h5u_is_f32(&di) || !shape_ok) {
+        // "found [128, 255]" when only the shape differs, else the type too.
+        const char *found = di.desc;
+        if (h5u_is_f32(&di)) {
+            const char *sp = strchr(di.desc, ' ');
+            if (sp) found = sp + 1;
+        }
+        GOTO_IF(ctx, 1, INFL_E_SHAPE, "%s: %s: expected %s, found %s", path, where, expected, found);
+    }
+    GOTO_IF(ctx, H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0, INFL_E_FORMAT,
+            "%s: %s: cannot read the values (damaged file?)", path, where);
+    size_t total = rank == 2 ? (size_t)(dims[0] * dims[1]) : (size_t)dims[0];
+    for (size_t i = 0; i < total; i++) {
+        if (isfinite(v[i])) continue;
+        if (rank == 2)
+            rc = infl_seterr(ctx, INFL_E_VALUE, "%s: %s row %zu column %zu: %s", path, where, i / (size_t)dims[1],
+                             i % (size_t)dims[1], nonfinite_name(v[i]));
+        else
+            rc = infl_seterr(ctx, INFL_E_VALUE, "%s: %s entry %zu: %s", path, where, i, nonfinite_name(v[i]));
+        goto done;
+    }
+done:
+    H5Dclose(d);
+    return rc;
+}
+
+infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params) {
+    RETURN_IF(ctx, !r || !params, INFL_E_ARG, "store_run_load: no run or parameter buffer");
+    RETURN_IF(ctx, i < 0 || i >= r->n, INFL_E_ARG, "%s: checkpoint index %d out of range (the run has %d)", r->path,
+              i, r->n);
+    const infl_mlp_spec *sp = &r->spec;
+    char gwhere[64];
+    snprintf(gwhere, sizeof gwhere, "/checkpoints/%s", r->ck[i].name);
+    hid_t g = H5Gopen2(r->file, gwhere, H5P_DEFAULT);
+    RETURN_IF(ctx, g < 0, INFL_E_FORMAT, "%s: %s: cannot open the group", r->path, gwhere);
+    infl_status rc = INFL_OK;
+    for (int l = 0; l < sp->L; l++) {
+        char name[16];
+        hsize_t dims[2] = {(hsize_t)sp->widths[l + 1], (hsize_t)sp->widths[l]};
+        snprintf(name, sizeof name, "W%d", l);
+        CHECK(load_f32(ctx, r->path, g, gwhere, name, 2, dims, params + infl_mlp_woff(sp, l)));
+        snprintf(name, sizeof name, "b%d", l);
+        CHECK(load_f32(ctx, r->path, g, gwhere, name, 1, dims, params + infl_mlp_boff(sp, l)));
+    }
+done:
+    H5Gclose(g);
+    return rc;
+}
+
+void store_run_close(infl_run *r) {
+    if (!r) return;
+    close_if(r->file, H5Fclose);
+    free(r->ck);
+    free(r);
+}

@@ -1,0 +1,151 @@
+/*
+ * test_cli.c — the command line end to end, in-process: help and version, import,
+ * train, eval and info on small data, and the exits of bad input (1 for a failure of
+ * the work, 2 for usage), with messages on stderr and nothing half-written.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "testutil.h"
+
+#define CLI(...)                                        \
+    ({                                                  \
+        const char *argv_[] = {"infl", __VA_ARGS__, NULL}; \
+        tu_cli(argv_);                                  \
+    })
+
+Test(cli, help_and_version) {
+    cr_assert_eq(CLI("--version"), 0);
+    cr_assert(strstr(tu_out(), INFL_VERSION_STRING) != NULL);
+    cr_assert_eq(CLI("--help"), 0);
+    cr_assert(strstr(tu_out(), "train") != NULL);
+    const char *cmds[] = {"import", "train", "eval", "info"};
+    for (int i = 0; i < 4; i++) {
+        const char *argv[] = {"infl", cmds[i], "--help", NULL};
+        cr_assert_eq(tu_cli(argv), 0);
+        cr_assert(strstr(tu_out(), "usage: infl") != NULL, "%s --help: %s", cmds[i], tu_out());
+        cr_assert(strstr(tu_out(), "--backend") != NULL);
+    }
+    cr_assert_eq(CLI("info"), 0);
+    cr_assert(strstr(tu_out(), "backend") != NULL);
+    cr_assert(strstr(tu_out(), "HDF5") != NULL);
+}
+
+Test(cli, usage_errors_exit_2) {
+    cr_assert_eq(CLI("frobnicate"), 2);
+    cr_assert(strstr(tu_err(), "unknown command") != NULL);
+    cr_assert_eq(CLI("train", "--layers", "4,2", "-o", "x.h5"), 2);
+    cr_assert(strstr(tu_err(), "--data") != NULL, "%s", tu_err());
+    cr_assert_eq(CLI("train", "--data", "a.h5:/train", "--layers", "4", "-o", "x.h5"), 2);
+    cr_assert_eq(CLI("train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--epochs", "many"), 2);
+    cr_assert(strstr(tu_err(), "--epochs") != NULL);
+    cr_assert_eq(CLI("train", "--bogus"), 2);
+    cr_assert_eq(CLI("eval", "--run", "r.h5"), 2);
+    cr_assert_eq(CLI("import", "-o", "x.h5"), 2);
+    cr_assert_eq(CLI("import", "csv", "-o", "x.h5"), 2);
+    cr_assert_eq(CLI("info", "--backend", "tpu"), 1);
+}
+
+Test(cli, train_eval_info_end_to_end) {
+    const char *data = tu_path("blobs.h5"), *run = tu_path("run.h5");
+    tu_make_blobs(data, 400, 8, 3, 9);
+    char train_ref[1200], test_ref[1200];
+    snprintf(train_ref, sizeof train_ref, "%s:/train", data);
+    snprintf(test_ref, sizeof test_ref, "%s:/test", data);
+    cr_assert_eq(CLI("train", "--data", train_ref, "--layers", "8,12,3", "--epochs", "3", "--batch", "16", "--lr",
+                     "0.05", "--checkpoint-every", "25", "-o", run, "--quiet"),
+                 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "checkpoints") != NULL, "%s", tu_out());
+    cr_assert_str_eq(tu_err(), "");  // no progress when stderr is not a terminal
+    cr_assert_eq(CLI("eval", "--run", run, "--data", test_ref), 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "accuracy") != NULL);
+    double acc = 0;
+    const char *p = strstr(tu_out(), "accuracy ");
+    cr_assert(p && sscanf(p, "accuracy %lf", &acc) == 1);
+    cr_assert(acc > 80, "accuracy %g%%", acc);
+    cr_assert_eq(CLI("eval", "--run", run, "--data", test_ref, "--checkpoint", "25"), 0, "%s", tu_err());
+    cr_assert_eq(CLI("info", run), 0);
+    cr_assert(strstr(tu_out(), "relu") != NULL, "%s", tu_out());
+    cr_assert(strstr(tu_out(), "000025") != NULL, "%s", tu_out());
+    cr_assert_eq(CLI("info", data), 0);
+    cr_assert(strstr(tu_out(), "train") != NULL);
+
+    // --progress shows progress on stderr even when it is not a terminal
+    cr_assert_eq(CLI("eval", "--run", run, "--data", test_ref, "--progress"), 0);
+    cr_assert(strstr(tu_err(), "eval") != NULL, "%s", tu_err());
+
+    // the output exists: refused without --force, replaced with it
+    cr_assert_eq(CLI("train", "--data", train_ref, "--layers", "8,3", "-o", run), 1);
+    cr_assert(strstr(tu_err(), "--force") != NULL, "%s", tu_err());
+    cr_assert_eq(CLI("train", "--data", train_ref, "--layers", "8,3", "-o", run, "--force", "--wd", "1e-3"), 0,
+                 "%s", tu_err());
+    cr_assert(strstr(tu_out(), "Newton") != NULL, "%s", tu_out());
+}
+
+Test(cli, bad_files_exit_1_with_a_message) {
+    const char *junk = tu_path("junk.h5");
+    tu_write_file(junk, "not hdf5 at all", 15);
+    char ref[1200];
+    snprintf(ref, sizeof ref, "%s:/train", junk);
+    cr_assert_eq(CLI("train", "--data", ref, "--layers", "4,2", "-o", tu_path("r.h5")), 1);
+    cr_assert(strstr(tu_err(), "junk.h5") != NULL, "%s", tu_err());
+    cr_assert(!tu_exists(tu_path("r.h5")));
+    cr_assert_eq(CLI("info", junk), 1);
+    cr_assert(strstr(tu_err(), "junk.h5") != NULL);
+    cr_assert_eq(CLI("eval", "--run", tu_path("missing.h5"), "--data", ref), 1);
+    cr_assert(strstr(tu_err(), "missing.h5") != NULL, "%s", tu_err());
+    const char *data = tu_path("blobs.h5");
+    tu_make_blobs(data, 50, 4, 2, 1);
+    snprintf(ref, sizeof ref, "%s:/train", data);
+    // a data set is not a run
+    cr_assert_eq(CLI("eval", "--run", data, "--data", ref), 1);
+    cr_assert(strstr(tu_err(), "infl_format") != NULL || strstr(tu_err(), "run") != NULL, "%s", tu_err());
+}
+
+Test(cli, csv_import_and_train) {
+    const char *csv = tu_path("d.csv");
+    FILE *f = fopen(csv, "w");
+    fprintf(f, "a,b,label\n");
+    uint64_t s = 3;
+    for (int i = 0; i < 200; i++) {
+        int c = i % 2;
+        fprintf(f, "%.4f,%.4f,%d\n", c * 2.0 + tu_uniform(&s), -c * 1.5 + tu_uniform(&s), c);
+    }
+    fclose(f);
+    const char *out = tu_path("d.h5");
+    cr_assert_eq(CLI("import", "csv", csv, "--label", "label", "--test-fraction", "0.25", "-o", out), 0, "%s",
+                 tu_err());
+    char ref[1200];
+    snprintf(ref, sizeof ref, "%s:/train", out);
+    cr_assert_eq(CLI("train", "--data", ref, "--layers", "2,2", "--wd", "1e-3", "-o", tu_path("r.h5")), 0, "%s",
+                 tu_err());
+    snprintf(ref, sizeof ref, "%s:/test", out);
+    cr_assert_eq(CLI("eval", "--run", tu_path("r.h5"), "--data", ref), 0, "%s", tu_err());
+    double acc = 0;
+    const char *p = strstr(tu_out(), "accuracy ");
+    cr_assert(p && sscanf(p, "accuracy %lf", &acc) == 1);
+    cr_assert(acc > 90, "accuracy %g%%", acc);
+}
+
+// The real Fashion-MNIST, small: import a pooled subset, train, evaluate.
+Test(cli, fashion_mnist_subset, .timeout = 600) {
+    struct stat st;
+    if (stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) != 0)
+        cr_skip_test("dataset-fashion-mnist is not installed");
+    const char *data = tu_path("fm.h5"), *run = tu_path("fm-run.h5");
+    cr_assert_eq(CLI("import", "fashion-mnist", "--limit", "3000", "--pool", "2", "-o", data), 0, "%s", tu_err());
+    char tr[1200], te[1200];
+    snprintf(tr, sizeof tr, "%s:/train", data);
+    snprintf(te, sizeof te, "%s:/test[0:1000]", data);
+    cr_assert_eq(CLI("train", "--data", tr, "--layers", "196,64,10", "--epochs", "5", "--batch", "64", "--lr", "0.05",
+                     "--checkpoint-every", "100", "-o", run),
+                 0, "%s", tu_err());
+    cr_assert_eq(CLI("eval", "--run", run, "--data", te), 0, "%s", tu_err());
+    double acc = 0;
+    const char *p = strstr(tu_out(), "accuracy ");
+    cr_assert(p && sscanf(p, "accuracy %lf", &acc) == 1);
+    cr_assert(acc > 70, "accuracy %g%% on 1000 test images", acc);
+}
