@@ -79,6 +79,23 @@ typedef struct infl_backend {
                             float wd, size_t n);
     // *out = sum_i x_i y_i, accumulated in float64, result on the host
     infl_status (*dot)(infl_ctx *ctx, const float *x, const float *y, size_t n, double *out);
+
+    // ---- second-order and attribution primitives ----
+    // out = a ∘ b, n elements (out may alias a or b)
+    infl_status (*mul)(infl_ctx *ctx, float *out, const float *a, const float *b, size_t n);
+    // out = x ∘ φ''(Z), n elements (out may alias x)
+    infl_status (*act_second)(infl_ctx *ctx, infl_activation act, float *out, const float *x, const float *Z,
+                              size_t n);
+    // Hessian of the loss in the logits times a vector, per row: out_i = H_out(z_i) r_i;
+    // logits, R and out are (B, K). softmax_ce: diag(p) − p pᵀ; sigmoid_ce: σ(1−σ); mse: I.
+    infl_status (*loss_hvp)(infl_ctx *ctx, infl_loss loss, const float *logits, const float *R, int B, int K,
+                            float *out);
+    // out (n) = alpha · (row-wise dots of A and B, both (n, w)) + beta · out
+    infl_status (*row_dot)(infl_ctx *ctx, float *out, const float *A, const float *B, int n, int w, float alpha,
+                           float beta);
+    // Per-example gradients of one layer in the flat layout [vec(δ aᵀ) | δ]:
+    // G (b, dout·(din+1)), row i = [δ_i ⊗ a_i, δ_i]; Delta (b, dout), A (b, din)
+    infl_status (*outer_rows)(infl_ctx *ctx, float *G, const float *Delta, const float *A, int b, int dout, int din);
 } infl_backend;
 
 extern const infl_backend infl_cpu_backend;

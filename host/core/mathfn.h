@@ -102,4 +102,28 @@ static inline INFL_HD double infl_mse_row(const float *z, const float *t, int K,
     return l;
 }
 
+// Hessian of one example's loss in its logits times r: out = H_out(z) r.
+// softmax_ce: p ∘ r − p (p·r); sigmoid_ce: σ(z)(1−σ(z)) r; mse: r.
+static inline INFL_HD void infl_loss_hvp_row(infl_loss loss, const float *z, const float *r, int K, float *out) {
+    switch (loss) {
+    case INFL_LOSS_SOFTMAX_CE: {
+        float m = z[0];
+        for (int j = 1; j < K; j++) m = z[j] > m ? z[j] : m;
+        double s = 0, pr = 0;
+        for (int j = 0; j < K; j++) s += exp((double)z[j] - m);
+        for (int j = 0; j < K; j++) pr += exp((double)z[j] - m) / s * r[j];
+        for (int j = 0; j < K; j++) out[j] = (float)(exp((double)z[j] - m) / s * (r[j] - pr));
+        break;
+    }
+    case INFL_LOSS_SIGMOID_CE: {
+        double p = 1.0 / (1.0 + exp(-(double)z[0]));
+        out[0] = (float)(p * (1.0 - p) * r[0]);
+        break;
+    }
+    case INFL_LOSS_MSE:
+        for (int j = 0; j < K; j++) out[j] = r[j];
+        break;
+    }
+}
+
 #endif

@@ -197,6 +197,59 @@ static infl_status cpu_dot(infl_ctx *ctx, const float *x, const float *y, size_t
     return INFL_OK;
 }
 
+// ---- second-order and attribution primitives ----
+
+static infl_status cpu_mul(infl_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+    return INFL_OK;
+}
+
+static infl_status cpu_act_second(infl_ctx *ctx, infl_activation act, float *out, const float *x, const float *Z,
+                                  size_t n) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) out[i] = x[i] * infl_act_d2f(act, Z[i]);
+    return INFL_OK;
+}
+
+static infl_status cpu_loss_hvp(infl_ctx *ctx, infl_loss loss, const float *logits, const float *R, int B, int K,
+                                float *out) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if ((size_t)B * K > 16384)
+    for (int i = 0; i < B; i++)
+        infl_loss_hvp_row(loss, logits + (size_t)i * K, R + (size_t)i * K, K, out + (size_t)i * K);
+    return INFL_OK;
+}
+
+static infl_status cpu_row_dot(infl_ctx *ctx, float *out, const float *A, const float *B, int n, int w, float alpha,
+                               float beta) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if ((size_t)n * w > 65536)
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int j = 0; j < w; j++) s += (double)A[(size_t)i * w + j] * B[(size_t)i * w + j];
+        out[i] = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * out[i]));
+    }
+    return INFL_OK;
+}
+
+static infl_status cpu_outer_rows(infl_ctx *ctx, float *G, const float *Delta, const float *A, int b, int dout,
+                                  int din) {
+    (void)ctx;
+    size_t row = (size_t)dout * (din + 1);
+#pragma omp parallel for schedule(static) if ((size_t)b * row > 65536)
+    for (int i = 0; i < b; i++) {
+        float *g = G + (size_t)i * row;
+        const float *d = Delta + (size_t)i * dout, *a = A + (size_t)i * din;
+        for (int o = 0; o < dout; o++)
+            for (int j = 0; j < din; j++) g[(size_t)o * din + j] = d[o] * a[j];
+        for (int o = 0; o < dout; o++) g[(size_t)dout * din + o] = d[o];
+    }
+    return INFL_OK;
+}
+
 const infl_backend infl_cpu_backend = {
     .name = "cpu",
     .init = cpu_init,
@@ -216,4 +269,9 @@ const infl_backend infl_cpu_backend = {
     .axpby = cpu_axpby,
     .sgd_step = cpu_sgd_step,
     .dot = cpu_dot,
+    .mul = cpu_mul,
+    .act_second = cpu_act_second,
+    .loss_hvp = cpu_loss_hvp,
+    .row_dot = cpu_row_dot,
+    .outer_rows = cpu_outer_rows,
 };
