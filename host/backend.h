@@ -96,6 +96,8 @@ typedef struct infl_backend {
     // Per-example gradients of one layer in the flat layout [vec(δ aᵀ) | δ]:
     // G (b, dout·(din+1)), row i = [δ_i ⊗ a_i, δ_i]; Delta (b, dout), A (b, din)
     infl_status (*outer_rows)(infl_ctx *ctx, float *G, const float *Delta, const float *A, int b, int dout, int din);
+    // 2-D copy: rows × cols floats from src (leading dimension lds) to dst (ldd)
+    infl_status (*copy_2d)(infl_ctx *ctx, float *dst, int ldd, const float *src, int lds, int rows, int cols);
 } infl_backend;
 
 extern const infl_backend infl_cpu_backend;

@@ -234,6 +234,112 @@ typedef struct {
 infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
                       infl_eval_result *res);
 
+// ---- attribution ----
+
+typedef enum {
+    INFL_METHOD_GRADDOT = 0,  /* ∇L_qᵀ ∇ℓ_z at one checkpoint */
+    INFL_METHOD_GRADCOS = 1,  /* the same, both gradients normalised */
+    INFL_METHOD_TRACIN = 2,   /* Σ_c lr_c ∇L_q(w_c)ᵀ ∇ℓ_z(w_c) over checkpoints */
+    INFL_METHOD_IF = 3,       /* ∇L_qᵀ (H + λI)⁻¹ ∇ℓ_z at one checkpoint */
+} infl_method;
+
+typedef struct {
+    const char *run;          /* run file; required */
+    const char *train;        /* training data reference; NULL: the run's own data attribute */
+    const char *query;        /* query data reference, e.g. "fmnist.h5:/test[0:16]" (rank, loo) */
+    infl_method method;       /* default tracin */
+    const char *checkpoint;   /* graddot, gradcos, if: NULL or "final", a name or a step */
+    const char *checkpoints;  /* tracin: NULL or "all", else comma-separated names or steps */
+    int top;                  /* k proponents and k opponents per query; default 10 */
+    int hessian;              /* if: 0 exact (R-operator), 1 Gauss-Newton; default 0 */
+    int solver;               /* if: 0 direct (Cholesky), 1 cg, 2 lissa; default 1 */
+    double damping;           /* if: λ added to H (which already has the weight decay); default 0.001 */
+    int64_t hessian_samples;  /* if: rows of the train split H averages over; 0 = all */
+    int cg_iters;             /* default 100 */
+    double cg_tol;            /* relative residual; default 1e-6 */
+    int lissa_depth;          /* default 1000 */
+    double lissa_scale;       /* default 10 */
+    int lissa_repeats;        /* default 1 */
+    uint64_t seed;            /* lissa batches, loo's random sample; default 0 */
+    int64_t shard_rows;       /* train rows per shard; 0 = from shard_mb */
+    double shard_mb;          /* memory budget of one shard (x rows) in MiB; default 64 */
+    const char *output;       /* scores HDF5 to write, or NULL */
+    int save_scores;          /* also write the full score matrix /scores [M, N] */
+    int force;                /* overwrite outputs */
+} infl_rank_options;
+
+/* Returns the defaults documented above. */
+infl_rank_options infl_rank_options_default(void);
+
+typedef struct {
+    int M;                    /* queries */
+    int k;                    /* entries per side (min(top, N)) */
+    int64_t N;                /* training examples scored */
+    int64_t query_begin;      /* first query row within its split */
+    int64_t *top_index;       /* (M, k): proponents, highest score first */
+    float *top_score;
+    int64_t *bottom_index;    /* (M, k): opponents, lowest score first */
+    float *bottom_score;
+    int32_t *query_label;     /* (M) class label, -1 for real targets */
+    int32_t *query_pred;      /* (M) predicted class at the (last) checkpoint, -1 for mse */
+    double *query_loss;       /* (M) loss at the (last) checkpoint */
+    int checkpoints;          /* checkpoints used */
+    double seconds_prepare;   /* query gradients (and the iHVP solve for if) */
+    double seconds_score;     /* streaming the train split and scoring */
+    double seconds_wait;      /* of which waiting for the reader */
+    double flops;             /* floating-point operations of the score phase, counted from shapes */
+} infl_rank_result;
+
+/* Ranks the training examples by their influence on each query (DESIGN.md, "The
+ * math": positive = proponent). Streams the train split in shards on a reader
+ * thread and keeps a running top-k and bottom-k per query; with opts->output writes
+ * a scores file. *out is owned by the caller (infl_rank_result_free). */
+infl_status infl_rank(infl_ctx *ctx, const infl_rank_options *opts, infl_rank_result **out);
+void infl_rank_result_free(infl_rank_result *r);  /* accepts NULL */
+
+typedef struct {
+    int64_t N;                /* training examples */
+    float *self;              /* (N) self-influence */
+    int64_t *order;           /* (N) indices by decreasing self-influence */
+    int has_flipped;          /* the train split has /flipped */
+    int64_t flipped;          /* how many are flipped */
+    double recall[3];         /* share of the flipped found in the top 5%, 10%, 20% */
+    double seconds;
+} infl_self_result;
+
+/* Self-influence of every training example: tracin Σ_c lr_c |∇ℓ_z(w_c)|², graddot
+ * |∇ℓ_z|², if ∇ℓ_zᵀ (H + λI)⁻¹ ∇ℓ_z (solver direct only: one factorisation serves
+ * every example). opts->output writes /self and /self_order. */
+infl_status infl_self(infl_ctx *ctx, const infl_rank_options *opts, infl_self_result **out);
+void infl_self_result_free(infl_self_result *r);  /* accepts NULL */
+
+typedef struct {
+    int remove_top;           /* per query: the top-scored training examples removed; default 20 */
+    int remove_bottom;        /* ... the bottom-scored; default 20 */
+    int remove_random;        /* ... a seeded random sample (opts->seed); default 20 */
+    double tol;               /* retraining: gradient-norm target; default 1e-10 */
+} infl_loo_options;
+
+infl_loo_options infl_loo_options_default(void);
+
+typedef struct {
+    int n;                    /* (query, removed example) pairs */
+    int32_t *query;           /* (n) query number */
+    int64_t *removed;         /* (n) training index removed */
+    double *predicted;        /* (n) score / N: the predicted change of the query loss */
+    double *actual;           /* (n) the change after retraining without the example */
+    double pearson, spearman;
+    double seconds;
+} infl_loo_result;
+
+/* Leave-one-out check of influence functions on a convex model (no hidden layer,
+ * weight decay > 0): for each query, removes training examples one at a time,
+ * retrains from the optimum to the gradient-norm target, and compares the actual
+ * change of the query loss with the prediction score/N (DESIGN.md sign convention). */
+infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_loo_options *lo,
+                     infl_loo_result **out);
+void infl_loo_result_free(infl_loo_result *r);  /* accepts NULL */
+
 // ---- inspection ----
 
 /* Writes a human-readable description of an infl file (format, splits, shapes,

@@ -19,108 +19,7 @@
 #include "infl.h"
 #include "model/spec.h"
 
-// ---- shared state of one command ----
-
-typedef struct {
-    const char *backend;
-    int threads;
-    int quiet;
-    int progress;
-    const char *cmd;
-    double last_print;
-    int printed;
-} common;
-
-#define COMMON_OPTS(c)                                                                                     \
-    {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
-        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)"},                            \
-        {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
-        {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"}
-
-static volatile sig_atomic_t g_interrupt;
-static volatile int g_cancel;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    g_interrupt = 1;
-    g_cancel = 1;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void progress_cb(void *user, const char *what, uint64_t done, uint64_t total, const char *info) {
-    common *c = user;
-    double t = now_s();
-    if (done < total && t - c->last_print < 0.2) return;
-    c->last_print = t;
-    if (total)
-        fprintf(stderr, "\r%s %llu/%llu (%.0f%%)%s%s\033[K", what, (unsigned long long)done,
-                (unsigned long long)total, 100.0 * (double)done / (double)total, info ? "  " : "", info ? info : "");
-    else
-        fprintf(stderr, "\r%s %llu%s%s\033[K", what, (unsigned long long)done, info ? "  " : "", info ? info : "");
-    c->printed = 1;
-    if (done >= total && total) {
-        fputc('\n', stderr);
-        c->printed = 0;
-    }
-    fflush(stderr);
-}
-
-// Creates the context the common options ask for; prints the error and returns NULL
-// on failure.
-static infl_ctx *open_ctx(common *c) {
-    infl_ctx_options o = infl_ctx_options_default();
-    o.backend = c->backend;
-    o.threads = c->threads;
-    infl_ctx *ctx = NULL;
-    infl_status st = infl_ctx_create(&o, &ctx);
-    if (st != INFL_OK) {
-        fprintf(stderr, "%s: error: %s\n", c->cmd, ctx ? infl_ctx_error(ctx) : infl_status_str(st));
-        infl_ctx_free(ctx);
-        return NULL;
-    }
-    if (!c->quiet && (c->progress || isatty(2))) infl_ctx_set_progress(ctx, progress_cb, c);
-    if (!c->quiet && (!c->backend || strcmp(c->backend, "cpu") != 0) && isatty(2))
-        fprintf(stderr, "%s: backend %s\n", c->cmd, infl_ctx_backend(ctx));
-    g_cancel = 0;
-    g_interrupt = 0;
-    infl_ctx_set_cancel(ctx, &g_cancel);
-    return ctx;
-}
-
-// Prints the failure of a library call and returns the exit code.
-static int fail(common *c, infl_ctx *ctx, infl_status st) {
-    if (c->printed) fputc('\n', stderr);
-    if (st == INFL_E_INTERRUPTED) {
-        fprintf(stderr, "%s: interrupted; no output was written\n", c->cmd);
-        return 130;
-    }
-    const char *detail = infl_ctx_error(ctx);
-    fprintf(stderr, "%s: error: %s\n", c->cmd, *detail ? detail : infl_status_str(st));
-    return 1;
-}
-
-static int finish(common *c, infl_ctx *ctx, infl_status st) {
-    int rc = st == INFL_OK ? 0 : fail(c, ctx, st);
-    infl_ctx_free(ctx);
-    return rc;
-}
-
-#define PARSE_OR_RETURN(spec, argc, argv, pos, maxpos, npos)            \
-    do {                                                                \
-        int r_ = cli_parse(&(spec), (argc), (argv), (pos), (maxpos), (npos)); \
-        if (r_ == 1) return 0;                                          \
-        if (r_ == 2) return 2;                                          \
-    } while (0)
-
-static int usage_error(const char *cmd, const char *msg) {
-    fprintf(stderr, "%s: %s (see %s --help)\n", cmd, msg, cmd);
-    return 2;
-}
+#include "cliutil.h"
 
 // ---- import ----
 
@@ -364,6 +263,9 @@ static const struct {
     {"import", cmd_import, "import Fashion-MNIST or a CSV file into an HDF5 dataset"},
     {"train", cmd_train, "train an MLP with checkpoints (SGD; Newton for convex models)"},
     {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split"},
+    {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if)"},
+    {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
+    {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
     {"info", cmd_info, "describe a file, or the build and backends"},
 };
 
@@ -395,16 +297,9 @@ int infl_cli_main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(cmd, commands[i].name) == 0) {
-            struct sigaction sa, old;
-            memset(&sa, 0, sizeof sa);
-            sa.sa_handler = on_sigint;
-            sigemptyset(&sa.sa_mask);
-            sigaction(SIGINT, &sa, &old);
-            struct sigaction oldterm;
-            sigaction(SIGTERM, &sa, &oldterm);
+            cli_signals_install();
             int rc = commands[i].fn(argc - 1, argv + 1);
-            sigaction(SIGINT, &old, NULL);
-            sigaction(SIGTERM, &oldterm, NULL);
+            cli_signals_restore();
             fflush(stdout);
             return rc;
         }

@@ -250,6 +250,12 @@ static infl_status cpu_outer_rows(infl_ctx *ctx, float *G, const float *Delta, c
     return INFL_OK;
 }
 
+static infl_status cpu_copy_2d(infl_ctx *ctx, float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    (void)ctx;
+    for (int i = 0; i < rows; i++) memmove(dst + (size_t)i * ldd, src + (size_t)i * lds, (size_t)cols * sizeof(float));
+    return INFL_OK;
+}
+
 const infl_backend infl_cpu_backend = {
     .name = "cpu",
     .init = cpu_init,
@@ -274,4 +280,5 @@ const infl_backend infl_cpu_backend = {
     .loss_hvp = cpu_loss_hvp,
     .row_dot = cpu_row_dot,
     .outer_rows = cpu_outer_rows,
+    .copy_2d = cpu_copy_2d,
 };

@@ -72,8 +72,7 @@ int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64
     return rows < 1 ? 1 : rows;
 }
 
-// Labels of a shard checked against the model: the per-row error names the file.
-static infl_status check_labels(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec,
+infl_status infl_check_labels(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec,
                                 const int32_t *y, int64_t row0, int64_t n) {
     if (spec->loss == INFL_LOSS_MSE) return INFL_OK;
     int hi = spec->loss == INFL_LOSS_SIGMOID_CE ? 2 : spec->widths[spec->L];
@@ -188,7 +187,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
         for (int64_t si = 0; si < nshards; si++) {
             int64_t s = order[si], row0 = s * S, len = row0 + S <= n ? S : n - row0;
             CHECK(store_split_read(ctx, split, row0, len, hx, hy, hyf));
-            if (hy) CHECK(check_labels(ctx, split, spec, hy, row0, len));
+            if (hy) CHECK(infl_check_labels(ctx, split, spec, hy, row0, len));
             permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
             for (int64_t b0 = 0; b0 < len; b0 += B) {
                 GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
@@ -377,7 +376,7 @@ infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoin
         GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
         int nb = (int)(r0 + B <= n ? B : n - r0);
         CHECK(store_split_read(ctx, split, r0, nb, hx, hy, hyf));
-        if (hy) CHECK(check_labels(ctx, split, spec, hy, r0, nb));
+        if (hy) CHECK(infl_check_labels(ctx, split, spec, hy, r0, nb));
         CHECK(be->upload(ctx, dX, hx, (size_t)nb * d * sizeof(float)));
         if (hy) CHECK(be->upload(ctx, dy, hy, (size_t)nb * sizeof(int32_t)));
         if (hyf) CHECK(be->upload(ctx, dyf, hyf, (size_t)nb * k * sizeof(float)));

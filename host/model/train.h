@@ -14,6 +14,11 @@
 // d_L for mse. Errors name the data reference.
 infl_status infl_check_data_for_model(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec);
 
+// Checks class labels y (n) of rows [row0, row0 + n) against the model's classes;
+// INFL_E_VALUE naming the file and the row.
+infl_status infl_check_labels(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec, const int32_t *y,
+                              int64_t row0, int64_t n);
+
 // Rows per shard for a budget in MiB (at least min_rows, at most n).
 int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64_t min_rows);
 

@@ -10,10 +10,36 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+// ---- the store lock ----
+
+// The one piece of global mutable state in infl, and on purpose: HDF5's library state
+// (open ids, the error stack, caches) is process-wide and the serial build has no lock
+// of its own, so the lock that guards it must be process-wide too. Taken by every
+// public store_* function that calls HDF5, from entry to return; recursive so that
+// those functions may call one another.
+static pthread_once_t h5u_lock_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t h5u_mutex;
+
+static void h5u_lock_init(void) {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&h5u_mutex, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+void h5u_lock(void) {
+    pthread_once(&h5u_lock_once, h5u_lock_init);
+    pthread_mutex_lock(&h5u_mutex);
+}
+
+void h5u_unlock(void) { pthread_mutex_unlock(&h5u_mutex); }
 
 // Closes an id of any kind when it is valid (for `done:` labels).
 static void close_id(hid_t id) {

@@ -16,6 +16,15 @@
 
 #include "../core/internal.h"
 
+// ---- the store lock ----
+
+// One process-wide recursive mutex around every public store_* function that touches
+// HDF5: Debian's serial HDF5 is not thread-safe, and the scheduler's reader thread
+// reads shards while the main thread may write other files. Recursive, so a locked
+// store function may call another (store_describe closes a run it opened).
+void h5u_lock(void);
+void h5u_unlock(void);
+
 // ---- types and shapes as text ----
 
 // "float32", "int64", "uint8", "string", "string (variable length)", "compound"...

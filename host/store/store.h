@@ -130,6 +130,28 @@ infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params);
 const char *store_run_path(const infl_run *r);
 void store_run_close(infl_run *r);  // accepts NULL
 
+// ---- scores files ----
+
+typedef struct infl_scw infl_scw;
+
+// Starts a `scores` file for M queries, top/bottom k: /topk/index int64 [M, k],
+// /topk/score float32 [M, k], likewise /bottomk; with full = 1 also /scores float32
+// [M, N] chunked, filled block by block. Written under a temporary name until commit.
+infl_status store_scores_create(infl_ctx *ctx, const char *path, int force, int M, int k, int64_t N, int full,
+                                infl_scw **out);
+// Writes columns [col0, col0 + nb) of /scores from a block (M, nb) with leading dimension ld.
+infl_status store_scores_write_block(infl_ctx *ctx, infl_scw *w, const float *scores, int nb, int ld, int64_t col0);
+// Writes /topk and /bottomk from (M, k) arrays.
+infl_status store_scores_write_topk(infl_ctx *ctx, infl_scw *w, const int64_t *top_idx, const float *top_score,
+                                    const int64_t *bot_idx, const float *bot_score);
+// Writes /self float32 [N] (self-influence) and /self_order int64 [N] (descending).
+infl_status store_scores_write_self(infl_ctx *ctx, infl_scw *w, const float *self, const int64_t *order, int64_t N);
+// Root attributes (method, parameters, inputs).
+infl_status store_scores_attr_str(infl_ctx *ctx, infl_scw *w, const char *name, const char *value);
+infl_status store_scores_attr_f64(infl_ctx *ctx, infl_scw *w, const char *name, double value);
+infl_status store_scores_commit(infl_ctx *ctx, infl_scw *w);  // closes, renames, frees
+void store_scores_abort(infl_scw *w);                          // accepts NULL
+
 // ---- inspection ----
 
 // infl_info's body: describes any infl file (dataset, run; unknown formats listed as

@@ -98,6 +98,9 @@ static infl_status check_finite(infl_ctx *ctx, const char *path, const char *whe
 }
 
 // ---- reading ----
+//
+// Each public function below that calls HDF5 is a thin wrapper that holds the store
+// lock (h5u_lock, h5util.h) around its *_impl body.
 
 // "a, b, c" of the groups at the root (for "no such split"), into buf.
 static void list_groups(hid_t file, char *buf, size_t size) {
@@ -176,7 +179,7 @@ static infl_status read_image_shape(infl_ctx *ctx, infl_split *s) {
     return INFL_OK;
 }
 
-infl_status store_split_open(infl_ctx *ctx, const infl_dataref *ref, infl_split **out) {
+static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref, infl_split **out) {
     infl_status rc = INFL_OK;
     hid_t dapl = H5I_INVALID_HID;
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_split_open: out is NULL");
@@ -259,12 +262,19 @@ done:
     return INFL_OK;
 }
 
+infl_status store_split_open(infl_ctx *ctx, const infl_dataref *ref, infl_split **out) {
+    h5u_lock();
+    infl_status rc = store_split_open_impl(ctx, ref, out);
+    h5u_unlock();
+    return rc;
+}
+
 const infl_split_info *store_split_info(const infl_split *s) { return &s->info; }
 const char *store_split_ref(const infl_split *s) { return s->ref; }
 const char *store_split_path(const infl_split *s) { return s->path; }
 
-infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, float *x, int32_t *y,
-                             float *yf) {
+static infl_status store_split_read_impl(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, float *x, int32_t *y,
+                                         float *yf) {
     RETURN_IF(ctx, !s, INFL_E_ARG, "store_split_read: no split");
     const char *path = s->path, *sp = s->split;
     const infl_split_info *in = &s->info;
@@ -302,8 +312,16 @@ infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t 
     return INFL_OK;
 }
 
-infl_status store_split_read_int(infl_ctx *ctx, infl_split *s, const char *name, int64_t row, int64_t nrows,
-                                 int32_t *out) {
+infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, float *x, int32_t *y,
+                             float *yf) {
+    h5u_lock();
+    infl_status rc = store_split_read_impl(ctx, s, row, nrows, x, y, yf);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_split_read_int_impl(infl_ctx *ctx, infl_split *s, const char *name, int64_t row, int64_t nrows,
+                                             int32_t *out) {
     RETURN_IF(ctx, !s, INFL_E_ARG, "store_split_read_int: no split");
     RETURN_IF(ctx, !name || !*name || strchr(name, '/'), INFL_E_ARG, "%s: expected a dataset name in /%s, got '%s'",
               s->path, s->split, name ? name : "");
@@ -327,6 +345,14 @@ done:
     return rc;
 }
 
+infl_status store_split_read_int(infl_ctx *ctx, infl_split *s, const char *name, int64_t row, int64_t nrows,
+                                 int32_t *out) {
+    h5u_lock();
+    infl_status rc = store_split_read_int_impl(ctx, s, name, row, nrows, out);
+    h5u_unlock();
+    return rc;
+}
+
 void store_split_class_name(const infl_split *s, int i, char *buf, size_t size) {
     if (!size) return;
     if (!s || i < 0 || i >= s->n_names)
@@ -335,7 +361,7 @@ void store_split_class_name(const infl_split *s, int i, char *buf, size_t size) 
         snprintf(buf, size, "%s", s->names[i]);
 }
 
-void store_split_close(infl_split *s) {
+static void store_split_close_impl(infl_split *s) {
     if (!s) return;
     close_if(s->y, H5Dclose);
     close_if(s->x, H5Dclose);
@@ -343,6 +369,12 @@ void store_split_close(infl_split *s) {
     close_if(s->file, H5Fclose);
     free(s->names);
     free(s);
+}
+
+void store_split_close(infl_split *s) {
+    h5u_lock();
+    store_split_close_impl(s);
+    h5u_unlock();
 }
 
 // ---- writing ----
@@ -363,7 +395,7 @@ struct infl_dsw {
     int has_classes;
 };
 
-infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, infl_dsw **out) {
+static infl_status store_dataset_create_impl(infl_ctx *ctx, const char *path, int force, infl_dsw **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_dataset_create: out is NULL");
     *out = NULL;
     RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no output file given");
@@ -385,6 +417,13 @@ infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, inf
     }
     *out = w;
     return INFL_OK;
+}
+
+infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, infl_dsw **out) {
+    h5u_lock();
+    infl_status rc = store_dataset_create_impl(ctx, path, force, out);
+    h5u_unlock();
+    return rc;
 }
 
 static dsw_split *find_split(infl_dsw *w, const char *name) {
@@ -413,8 +452,8 @@ static hid_t create_i32(hid_t loc, const char *name, int64_t n) {
     return d;
 }
 
-infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t n, int64_t d,
-                                    infl_ykind y_kind, int64_t k, const int image_shape[3]) {
+static infl_status store_dataset_add_split_impl(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t n, int64_t d,
+                                                infl_ykind y_kind, int64_t k, const int image_shape[3]) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_add_split: no writer");
     const char *path = w->path;
     RETURN_IF(ctx, !split || !*split || strchr(split, '/') || strlen(split) >= 256 || strcmp(split, "classes") == 0,
@@ -473,8 +512,16 @@ infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *spli
     return INFL_OK;
 }
 
-infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row, int64_t nrows,
-                                     const float *x, const int32_t *y, const float *yf) {
+infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t n, int64_t d,
+                                    infl_ykind y_kind, int64_t k, const int image_shape[3]) {
+    h5u_lock();
+    infl_status rc = store_dataset_add_split_impl(ctx, w, split, n, d, y_kind, k, image_shape);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_dataset_write_rows_impl(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row,
+                                                 int64_t nrows, const float *x, const int32_t *y, const float *yf) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_write_rows: no writer");
     dsw_split *sp = split ? find_split(w, split) : NULL;
     RETURN_IF(ctx, !sp, INFL_E_ARG, "%s: split /%s was not added", w->path, split ? split : "");
@@ -494,8 +541,16 @@ infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *spl
     return rows_io(ctx, w->path, sp->y, where, H5T_NATIVE_FLOAT, row, nrows, sp->k, (void *)yf, 1);
 }
 
-infl_status store_dataset_write_int(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, int64_t n,
-                                    const int32_t *v) {
+infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row, int64_t nrows,
+                                     const float *x, const int32_t *y, const float *yf) {
+    h5u_lock();
+    infl_status rc = store_dataset_write_rows_impl(ctx, w, split, row, nrows, x, y, yf);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_dataset_write_int_impl(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name,
+                                                int64_t n, const int32_t *v) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_write_int: no writer");
     dsw_split *sp = split ? find_split(w, split) : NULL;
     RETURN_IF(ctx, !sp, INFL_E_ARG, "%s: split /%s was not added", w->path, split ? split : "");
@@ -515,7 +570,15 @@ infl_status store_dataset_write_int(infl_ctx *ctx, infl_dsw *w, const char *spli
     return rc;
 }
 
-infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
+infl_status store_dataset_write_int(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, int64_t n,
+                                    const int32_t *v) {
+    h5u_lock();
+    infl_status rc = store_dataset_write_int_impl(ctx, w, split, name, n, v);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_dataset_set_classes_impl(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_set_classes: no writer");
     RETURN_IF(ctx, w->has_classes, INFL_E_ARG, "%s: /classes was already written", w->path);
     RETURN_IF(ctx, count < 1 || !names, INFL_E_ARG, "%s: /classes: expected at least one class name, got %d", w->path,
@@ -527,12 +590,26 @@ infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *co
     return INFL_OK;
 }
 
-infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
+infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
+    h5u_lock();
+    infl_status rc = store_dataset_set_classes_impl(ctx, w, names, count);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_dataset_set_attr_impl(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_set_attr: no writer");
     RETURN_IF(ctx, !name || !*name, INFL_E_ARG, "%s: an attribute needs a name", w->path);
     RETURN_IF(ctx, strcmp(name, "infl_format") == 0 || strcmp(name, "infl_version") == 0, INFL_E_ARG,
               "%s: root attribute %s is written by the store itself", w->path, name);
     return h5u_wattr_str(ctx, w->path, w->file, "root", name, value ? value : "");
+}
+
+infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
+    h5u_lock();
+    infl_status rc = store_dataset_set_attr_impl(ctx, w, name, value);
+    h5u_unlock();
+    return rc;
 }
 
 // Closes every id of the writer; < 0 when any close failed.
@@ -550,7 +627,7 @@ static int dsw_close(infl_dsw *w) {
     return bad ? -1 : 0;
 }
 
-infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w) {
+static infl_status store_dataset_commit_impl(infl_ctx *ctx, infl_dsw *w) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_commit: no writer");
     infl_status rc = INFL_OK;
     if (dsw_close(w) < 0) {
@@ -567,11 +644,24 @@ infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w) {
     return rc;
 }
 
-void store_dataset_abort(infl_dsw *w) {
+infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w) {
+    h5u_lock();
+    infl_status rc = store_dataset_commit_impl(ctx, w);
+    h5u_unlock();
+    return rc;
+}
+
+static void store_dataset_abort_impl(infl_dsw *w) {
     if (!w) return;
     int created = w->file >= 0;
     dsw_close(w);
     if (created) infl_out_abort(w->tmp);
     free(w->splits);
     free(w);
+}
+
+void store_dataset_abort(infl_dsw *w) {
+    h5u_lock();
+    store_dataset_abort_impl(w);
+    h5u_unlock();
 }

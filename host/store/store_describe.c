@@ -332,7 +332,9 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
 
 // ---- entry ----
 
-infl_status store_describe(infl_ctx *ctx, const char *path, FILE *out) {
+// The body; store_describe holds the store lock (h5u_lock, h5util.h) around it.
+
+static infl_status store_describe_impl(infl_ctx *ctx, const char *path, FILE *out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_describe: no output stream");
     hid_t f;
     FORWARD_IF_ERROR(h5u_open_ro(ctx, path, &f));
@@ -373,5 +375,12 @@ infl_status store_describe(infl_ctx *ctx, const char *path, FILE *out) {
     }
 done:
     H5Fclose(f);
+    return rc;
+}
+
+infl_status store_describe(infl_ctx *ctx, const char *path, FILE *out) {
+    h5u_lock();
+    infl_status rc = store_describe_impl(ctx, path, out);
+    h5u_unlock();
     return rc;
 }

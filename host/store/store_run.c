@@ -23,6 +23,9 @@ static const char *nonfinite_name(float v) {
     return isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf";
 }
 
+// Each public function that calls HDF5 is a thin wrapper holding the store lock
+// (h5u_lock, h5util.h) around its *_impl body.
+
 // ---- writing ----
 
 struct infl_runw {
@@ -34,8 +37,8 @@ struct infl_runw {
     int count;
 };
 
-infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
-                             const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
+static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+                                         const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_run_create: out is NULL");
     *out = NULL;
     RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no output file given");
@@ -80,6 +83,14 @@ done:
     return INFL_OK;
 }
 
+infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+                             const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
+    h5u_lock();
+    infl_status rc = store_run_create_impl(ctx, path, force, spec, data_ref, optimizer, seed, out);
+    h5u_unlock();
+    return rc;
+}
+
 // Writes a float32 dataset of rank 1 or 2 under loc from v.
 static infl_status write_f32(infl_ctx *ctx, const char *path, hid_t loc, const char *where, const char *name,
                              int rank, const hsize_t *dims, const float *v) {
@@ -96,8 +107,8 @@ done:
     return rc;
 }
 
-infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch, double lr,
-                                     double grad_norm, const float *params) {
+static infl_status store_run_add_checkpoint_impl(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch, double lr,
+                                                 double grad_norm, const float *params) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_run_add_checkpoint: no writer");
     const char *path = w->path;
     const infl_mlp_spec *sp = &w->spec;
@@ -146,7 +157,15 @@ done:
     return rc;
 }
 
-infl_status store_run_commit(infl_ctx *ctx, infl_runw *w) {
+infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch, double lr,
+                                     double grad_norm, const float *params) {
+    h5u_lock();
+    infl_status rc = store_run_add_checkpoint_impl(ctx, w, step, epoch, lr, grad_norm, params);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_run_commit_impl(infl_ctx *ctx, infl_runw *w) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_run_commit: no writer");
     infl_status rc = INFL_OK;
     GOTO_IF(ctx, w->count == 0, INFL_E_ARG, "%s: no checkpoint was written; a run needs at least one", w->path);
@@ -169,12 +188,25 @@ done:
     return rc;
 }
 
-void store_run_abort(infl_runw *w) {
+infl_status store_run_commit(infl_ctx *ctx, infl_runw *w) {
+    h5u_lock();
+    infl_status rc = store_run_commit_impl(ctx, w);
+    h5u_unlock();
+    return rc;
+}
+
+static void store_run_abort_impl(infl_runw *w) {
     if (!w) return;
     close_if(w->ckpts, H5Gclose);
     close_if(w->file, H5Fclose);
     infl_out_abort(w->tmp);
     free(w);
+}
+
+void store_run_abort(infl_runw *w) {
+    h5u_lock();
+    store_run_abort_impl(w);
+    h5u_unlock();
 }
 
 // ---- reading ----
@@ -298,7 +330,7 @@ done:
     return rc;
 }
 
-infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
+static infl_status store_run_open_impl(infl_ctx *ctx, const char *path, infl_run **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_run_open: out is NULL");
     *out = NULL;
     RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no run file given");
@@ -318,6 +350,13 @@ done:
     }
     *out = r;
     return INFL_OK;
+}
+
+infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
+    h5u_lock();
+    infl_status rc = store_run_open_impl(ctx, path, out);
+    h5u_unlock();
+    return rc;
 }
 
 const infl_mlp_spec *store_run_spec(const infl_run *r) { return &r->spec; }
@@ -408,7 +447,7 @@ done:
     return rc;
 }
 
-infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params) {
+static infl_status store_run_load_impl(infl_ctx *ctx, infl_run *r, int i, float *params) {
     RETURN_IF(ctx, !r || !params, INFL_E_ARG, "store_run_load: no run or parameter buffer");
     RETURN_IF(ctx, i < 0 || i >= r->n, INFL_E_ARG, "%s: checkpoint index %d out of range (the run has %d)", r->path,
               i, r->n);
@@ -431,9 +470,22 @@ done:
     return rc;
 }
 
-void store_run_close(infl_run *r) {
+infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params) {
+    h5u_lock();
+    infl_status rc = store_run_load_impl(ctx, r, i, params);
+    h5u_unlock();
+    return rc;
+}
+
+static void store_run_close_impl(infl_run *r) {
     if (!r) return;
     close_if(r->file, H5Fclose);
     free(r->ck);
     free(r);
+}
+
+void store_run_close(infl_run *r) {
+    h5u_lock();
+    store_run_close_impl(r);
+    h5u_unlock();
 }

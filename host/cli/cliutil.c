@@ -1,0 +1,112 @@
+/*
+ * cliutil.c — what every CLI command shares (see cliutil.h).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cliutil.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_interrupt;
+static volatile int g_cancel;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupt = 1;
+    g_cancel = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void progress_cb(void *user, const char *what, uint64_t done, uint64_t total, const char *info) {
+    common *c = user;
+    double t = now_s();
+    if (done < total && t - c->last_print < 0.2) return;
+    c->last_print = t;
+    if (total)
+        fprintf(stderr, "\r%s %llu/%llu (%.0f%%)%s%s\033[K", what, (unsigned long long)done,
+                (unsigned long long)total, 100.0 * (double)done / (double)total, info ? "  " : "", info ? info : "");
+    else
+        fprintf(stderr, "\r%s %llu%s%s\033[K", what, (unsigned long long)done, info ? "  " : "", info ? info : "");
+    c->printed = 1;
+    if (done >= total && total) {
+        fputc('\n', stderr);
+        c->printed = 0;
+    }
+    fflush(stderr);
+}
+
+// Creates the context the common options ask for; prints the error and returns NULL
+// on failure.
+infl_ctx *open_ctx(common *c) {
+    infl_ctx_options o = infl_ctx_options_default();
+    o.backend = c->backend;
+    o.threads = c->threads;
+    infl_ctx *ctx = NULL;
+    infl_status st = infl_ctx_create(&o, &ctx);
+    if (st != INFL_OK) {
+        fprintf(stderr, "%s: error: %s\n", c->cmd, ctx ? infl_ctx_error(ctx) : infl_status_str(st));
+        infl_ctx_free(ctx);
+        return NULL;
+    }
+    if (!c->quiet && (c->progress || isatty(2))) infl_ctx_set_progress(ctx, progress_cb, c);
+    if (!c->quiet && (!c->backend || strcmp(c->backend, "cpu") != 0) && isatty(2))
+        fprintf(stderr, "%s: backend %s\n", c->cmd, infl_ctx_backend(ctx));
+    g_cancel = 0;
+    g_interrupt = 0;
+    infl_ctx_set_cancel(ctx, &g_cancel);
+    return ctx;
+}
+
+// Prints the failure of a library call and returns the exit code.
+int fail(common *c, infl_ctx *ctx, infl_status st) {
+    if (c->printed) fputc('\n', stderr);
+    if (st == INFL_E_INTERRUPTED) {
+        fprintf(stderr, "%s: interrupted; no output was written\n", c->cmd);
+        return 130;
+    }
+    const char *detail = infl_ctx_error(ctx);
+    fprintf(stderr, "%s: error: %s\n", c->cmd, *detail ? detail : infl_status_str(st));
+    return 1;
+}
+
+int finish(common *c, infl_ctx *ctx, infl_status st) {
+    int rc = st == INFL_OK ? 0 : fail(c, ctx, st);
+    infl_ctx_free(ctx);
+    return rc;
+}
+
+int usage_error(const char *cmd, const char *msg) {
+    fprintf(stderr, "%s: %s (see %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+
+void end_progress(common *c) {
+    if (c->printed) fputc('\n', stderr);
+    c->printed = 0;
+}
+
+static struct sigaction g_old_int, g_old_term;
+
+void cli_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &g_old_int);
+    sigaction(SIGTERM, &sa, &g_old_term);
+}
+
+void cli_signals_restore(void) {
+    sigaction(SIGINT, &g_old_int, NULL);
+    sigaction(SIGTERM, &g_old_term, NULL);
+}

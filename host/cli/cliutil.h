@@ -1,0 +1,57 @@
+/*
+ * cliutil.h — what every CLI command shares: the common options (--backend,
+ * --threads, --quiet, --progress), the context they open, progress on stderr,
+ * Ctrl-C, and the error exits.
+ */
+#ifndef INFL_CLIUTIL_H
+#define INFL_CLIUTIL_H
+
+#include <stdio.h>
+
+#include "args.h"
+#include "infl.h"
+
+typedef struct {
+    const char *backend;
+    int threads;
+    int quiet;
+    int progress;
+    const char *cmd;
+    double last_print;
+    int printed;
+} common;
+
+#define COMMON_OPTS(c)                                                                                     \
+    {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
+        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)"},                            \
+        {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
+        {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"}
+
+// Creates the context the common options ask for, with progress and Ctrl-C wired;
+// prints the error and returns NULL on failure.
+infl_ctx *open_ctx(common *c);
+// Prints the failure of a library call and returns the exit code (1, or 130).
+int fail(common *c, infl_ctx *ctx, infl_status st);
+// Frees the context and returns 0, or fail()'s code.
+int finish(common *c, infl_ctx *ctx, infl_status st);
+// Prints a usage error and returns 2.
+int usage_error(const char *cmd, const char *msg);
+// Ends the progress line when one is open.
+void end_progress(common *c);
+// Ctrl-C and SIGTERM set the cancel flag while a command runs.
+void cli_signals_install(void);
+void cli_signals_restore(void);
+
+#define PARSE_OR_RETURN(spec, argc, argv, pos, maxpos, npos)                   \
+    do {                                                                       \
+        int r_ = cli_parse(&(spec), (argc), (argv), (pos), (maxpos), (npos));  \
+        if (r_ == 1) return 0;                                                 \
+        if (r_ == 2) return 2;                                                 \
+    } while (0)
+
+// The commands of cmd_attrib.c.
+int cmd_rank(int argc, char **argv);
+int cmd_self(int argc, char **argv);
+int cmd_loo(int argc, char **argv);
+
+#endif

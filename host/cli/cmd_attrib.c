@@ -1,0 +1,512 @@
+/*
+ * cmd_attrib.c — the attribution commands: `infl rank` (a table per query on stdout,
+ * and on request a scores HDF5, CSV, JSON and a PNG contact sheet), `infl self`
+ * (self-influence, with the recall of flipped labels when the data record them) and
+ * `infl loo` (influence functions against leave-one-out retraining, with a scatter
+ * plot).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cliutil.h"
+#include "core/internal.h"
+#include "render.h"
+#include "store/store.h"
+
+static const char *method_name(infl_method m) {
+    static const char *const names[] = {"graddot", "gradcos", "tracin", "if"};
+    return (unsigned)m < 4 ? names[m] : "?";
+}
+
+// ---- options shared by rank, self and loo ----
+
+typedef struct {
+    infl_rank_options o;
+    const char *method, *hessian, *solver;
+    double shard_mb;
+} attrib_args;
+
+#define ATTRIB_OPTS(A)                                                                                                 \
+    {"run", 0, ARG_STR, &(A).o.run, "FILE", "the run file (required)"},                                                \
+        {"train", 0, ARG_STR, &(A).o.train, "FILE:/split", "training data (default: the data the run was trained on)"}, \
+        {"checkpoint", 0, ARG_STR, &(A).o.checkpoint, "NAME", "graddot, gradcos, if: final (default), a name or step"},  \
+        {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
+        {"hessian", 0, ARG_STR, &(A).hessian, "H", "if: exact (R-operator, default) or ggn (Gauss-Newton)"},            \
+        {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
+        {"damping", 0, ARG_DOUBLE, &(A).o.damping, "L", "if: λ added to H, on top of the run's weight decay"},           \
+        {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
+        {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
+        {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)"},                           \
+        {"lissa-depth", 0, ARG_INT, &(A).o.lissa_depth, "N", "lissa: recursion depth (default 1000)"},                   \
+        {"lissa-scale", 0, ARG_DOUBLE, &(A).o.lissa_scale, "S", "lissa: scale, above H's largest eigenvalue (default 10)"}, \
+        {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)"},                 \
+        {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
+        {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
+        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"}
+
+// Resolves the text options into the enum fields. Returns 0 or a usage exit code.
+static int resolve(attrib_args *A, const char *cmd) {
+    infl_rank_options *o = &A->o;
+    if (!o->run) return usage_error(cmd, "no run file (--run run.h5)");
+    if (A->method) {
+        if (!strcmp(A->method, "graddot")) o->method = INFL_METHOD_GRADDOT;
+        else if (!strcmp(A->method, "gradcos")) o->method = INFL_METHOD_GRADCOS;
+        else if (!strcmp(A->method, "tracin")) o->method = INFL_METHOD_TRACIN;
+        else if (!strcmp(A->method, "if")) o->method = INFL_METHOD_IF;
+        else return usage_error(cmd, "--method: expected tracin, graddot, gradcos or if");
+    }
+    if (A->hessian) {
+        if (!strcmp(A->hessian, "exact")) o->hessian = 0;
+        else if (!strcmp(A->hessian, "ggn")) o->hessian = 1;
+        else return usage_error(cmd, "--hessian: expected exact or ggn");
+    }
+    if (A->solver) {
+        if (!strcmp(A->solver, "direct")) o->solver = 0;
+        else if (!strcmp(A->solver, "cg")) o->solver = 1;
+        else if (!strcmp(A->solver, "lissa")) o->solver = 2;
+        else return usage_error(cmd, "--solver: expected direct, cg or lissa");
+    }
+    o->shard_mb = A->shard_mb;
+    return 0;
+}
+
+// The train reference the command will use: --train or the run's data attribute.
+static infl_status train_ref(infl_ctx *ctx, const infl_rank_options *o, char *buf, size_t size) {
+    if (o->train && *o->train) {
+        snprintf(buf, size, "%s", o->train);
+        return INFL_OK;
+    }
+    infl_run *r;
+    FORWARD_IF_ERROR(store_run_open(ctx, o->run, &r));
+    snprintf(buf, size, "%s", store_run_data(r));
+    store_run_close(r);
+    return INFL_OK;
+}
+
+static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {
+    infl_dataref d;
+    FORWARD_IF_ERROR(infl_dataref_parse(ctx, ref, &d));
+    return store_split_open(ctx, &d, s);
+}
+
+// Label of row `idx` (index within the split) as text: class name, number or value.
+static infl_status row_label(infl_ctx *ctx, infl_split *s, int64_t idx, float *x, char *buf, size_t size) {
+    const infl_split_info *in = store_split_info(s);
+    int32_t y = 0;
+    float yf[64];
+    float *pyf = in->y_kind == INFL_Y_REAL && in->k <= 64 ? yf : NULL;
+    FORWARD_IF_ERROR(store_split_read(ctx, s, idx - in->begin, 1, x, in->y_kind == INFL_Y_CLASS ? &y : NULL, pyf));
+    if (in->y_kind == INFL_Y_CLASS) {
+        char name[64];
+        store_split_class_name(s, y, name, sizeof name);
+        if (name[0]) snprintf(buf, size, "%s", name);
+        else snprintf(buf, size, "%d", (int)y);
+    } else {
+        snprintf(buf, size, "%.4g", pyf ? pyf[0] : NAN);
+    }
+    return INFL_OK;
+}
+
+static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
+    if (c < 0) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    char name[64];
+    store_split_class_name(s, c, name, sizeof name);
+    if (name[0]) snprintf(buf, size, "%s", name);
+    else snprintf(buf, size, "%d", (int)c);
+}
+
+// ---- rank ----
+
+typedef struct {
+    char label[64];
+    float *x;  // (d) pixels, when kept for the picture
+} rowinfo;
+
+static int write_text_outputs(common *c, infl_ctx *ctx, const infl_rank_result *r, const infl_rank_options *o,
+                              infl_split *train, infl_split *query, rowinfo *top, rowinfo *bot, const char *csv,
+                              const char *json, int force) {
+    const char *paths[2] = {csv, json};
+    for (int f = 0; f < 2; f++) {
+        if (!paths[f]) continue;
+        char tmp[4200];
+        infl_status st = infl_out_begin(ctx, paths[f], force, tmp, sizeof tmp);
+        if (st < 0) return fail(c, ctx, st);
+        FILE *fp = fopen(tmp, "w");
+        if (!fp) return fail(c, ctx, infl_seterr(ctx, INFL_E_IO, "%s: cannot write", paths[f]));
+        if (f == 0) fprintf(fp, "query,query_label,query_pred,side,rank,train_index,train_label,score\n");
+        else
+            fprintf(fp, "{\"method\": \"%s\", \"run\": \"%s\", \"train\": \"%s\", \"query\": \"%s\", \"queries\": [",
+                    method_name(o->method), o->run, store_split_ref(train), store_split_ref(query));
+        for (int q = 0; q < r->M; q++) {
+            char ql[64], qp[64];
+            class_text(query, r->query_label[q], ql, sizeof ql);
+            class_text(query, r->query_pred[q], qp, sizeof qp);
+            int64_t qidx = r->query_begin + q;
+            if (f == 1)
+                fprintf(fp, "%s\n {\"index\": %" PRId64 ", \"label\": \"%s\", \"pred\": \"%s\", \"loss\": %.6g, ",
+                        q ? "," : "", qidx, ql, qp, r->query_loss[q]);
+            for (int side = 0; side < 2; side++) {
+                const int64_t *idx = side ? r->bottom_index : r->top_index;
+                const float *sc = side ? r->bottom_score : r->top_score;
+                rowinfo *ri = side ? bot : top;
+                if (f == 1) fprintf(fp, "%s\"%s\": [", side ? ", " : "", side ? "opponents" : "proponents");
+                for (int j = 0; j < r->k; j++) {
+                    size_t at = (size_t)q * r->k + j;
+                    if (f == 0)
+                        fprintf(fp, "%" PRId64 ",%s,%s,%s,%d,%" PRId64 ",%s,%.9g\n", qidx, ql, qp,
+                                side ? "opponent" : "proponent", j + 1, idx[(size_t)q * o->top + j], ri[at].label,
+                                sc[(size_t)q * o->top + j]);
+                    else
+                        fprintf(fp, "%s{\"index\": %" PRId64 ", \"label\": \"%s\", \"score\": %.9g}", j ? ", " : "",
+                                idx[(size_t)q * o->top + j], ri[at].label, sc[(size_t)q * o->top + j]);
+                }
+                if (f == 1) fprintf(fp, "]");
+            }
+            if (f == 1) fprintf(fp, "}");
+        }
+        if (f == 1) fprintf(fp, "\n]}\n");
+        int bad = ferror(fp);
+        bad |= fclose(fp) != 0;
+        if (bad) {
+            infl_out_abort(tmp);
+            return fail(c, ctx, infl_seterr(ctx, INFL_E_IO, "%s: write failed", paths[f]));
+        }
+        st = infl_out_commit(ctx, tmp, paths[f]);
+        if (st < 0) return fail(c, ctx, st);
+    }
+    return 0;
+}
+
+static infl_status write_png(infl_ctx *ctx, const char *path, int force, const infl_rank_result *r,
+                             const infl_rank_options *o, infl_split *train, infl_split *query, rowinfo *top,
+                             rowinfo *bot, float *qx) {
+    const infl_split_info *ti = store_split_info(train);
+    RETURN_IF(ctx, !ti->has_image, INFL_E_ARG,
+              "--png: %s has no image_shape attribute; pictures need image data", store_split_ref(train));
+    int kp = r->k < 8 ? r->k : 8, cols = 1 + 2 * kp;
+    infl_tile *tiles = calloc((size_t)r->M * cols, sizeof(infl_tile));
+    const char **hdr = calloc((size_t)cols, sizeof(char *));
+    char (*cap)[2][40] = calloc((size_t)r->M * cols, sizeof *cap);
+    if (!tiles || !hdr || !cap) {
+        free(tiles);
+        free(hdr);
+        free(cap);
+        return infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+    }
+    int h = ti->image_shape[0], w = ti->image_shape[1], ch = ti->image_shape[2];
+    hdr[0] = "query";
+    for (int j = 0; j < kp; j++) {
+        hdr[1 + j] = "proponents (help)";
+        hdr[1 + kp + j] = "opponents (hurt)";
+    }
+    for (int q = 0; q < r->M; q++) {
+        infl_tile *t = tiles + (size_t)q * cols;
+        char ql[64], qp[64];
+        class_text(query, r->query_label[q], ql, sizeof ql);
+        class_text(query, r->query_pred[q], qp, sizeof qp);
+        int right = r->query_label[q] == r->query_pred[q];
+        snprintf(cap[(size_t)q * cols][0], 40, "#%" PRId64 " %.20s", r->query_begin + q, ql);
+        snprintf(cap[(size_t)q * cols][1], 40, "%s %.20s", right ? "ok:" : "predicted", qp);
+        t[0] = (infl_tile){qx + (size_t)q * ti->d, h, w, ch, cap[(size_t)q * cols][0], cap[(size_t)q * cols][1],
+                           right ? 0x2E9E4Fu : 0xD62728u};
+        for (int side = 0; side < 2; side++)
+            for (int j = 0; j < kp; j++) {
+                size_t at = (size_t)q * r->k + j, ci = (size_t)q * cols + 1 + side * kp + j;
+                rowinfo *ri = side ? &bot[at] : &top[at];
+                const int64_t idx = (side ? r->bottom_index : r->top_index)[(size_t)q * o->top + j];
+                const float sc = (side ? r->bottom_score : r->top_score)[(size_t)q * o->top + j];
+                snprintf(cap[ci][0], 40, "#%" PRId64 " %.20s", idx, ri->label);
+                snprintf(cap[ci][1], 40, "%+.3g", sc);
+                tiles[ci] = (infl_tile){ri->x, h, w, ch, cap[ci][0], cap[ci][1], side ? 0xE8893Au : 0x3A78C8u};
+            }
+    }
+    char title[256];
+    snprintf(title, sizeof title, "infl rank --method %s   (%s)", method_name(o->method), store_split_ref(train));
+    infl_status st = infl_png_contact_sheet(ctx, path, force, tiles, r->M, cols, title, hdr);
+    free(tiles);
+    free(hdr);
+    free(cap);
+    return st;
+}
+
+// Prints the table of one query: proponents beside opponents.
+static void print_query(const infl_rank_result *r, const infl_rank_options *o, infl_split *query, int q,
+                        rowinfo *top, rowinfo *bot) {
+    char ql[64], qp[64];
+    class_text(query, r->query_label[q], ql, sizeof ql);
+    class_text(query, r->query_pred[q], qp, sizeof qp);
+    printf("\nquery %" PRId64 ": label %s, predicted %s%s, loss %.4g\n", r->query_begin + q, ql, qp,
+           r->query_label[q] >= 0 && r->query_label[q] != r->query_pred[q] ? " (wrong)" : "", r->query_loss[q]);
+    printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    printf("  %3s  %8s %-14s %12s  %8s %-14s %12s\n", "#", "train", "label", "score", "train", "label", "score");
+    for (int j = 0; j < r->k; j++) {
+        size_t at = (size_t)q * r->k + j, oi = (size_t)q * o->top + j;
+        printf("  %3d  %8" PRId64 " %-14.14s %+12.4e  %8" PRId64 " %-14.14s %+12.4e\n", j + 1, r->top_index[oi],
+               top[at].label, r->top_score[oi], r->bottom_index[oi], bot[at].label, r->bottom_score[oi]);
+    }
+}
+
+int cmd_rank(int argc, char **argv) {
+    common c = {.cmd = "infl rank"};
+    attrib_args A = {.o = infl_rank_options_default()};
+    A.shard_mb = A.o.shard_mb;
+    const char *csv = NULL, *json = NULL, *png = NULL;
+    const cli_opt opts[] = {
+        ATTRIB_OPTS(A),
+        {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries, e.g. fmnist.h5:/test[0:16] (required)"},
+        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos or if"},
+        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)"},
+        {"output", 'o', ARG_STR, &A.o.output, "FILE", "write a scores HDF5 (/topk, /bottomk)"},
+        {"save-scores", 0, ARG_FLAG, &A.o.save_scores, NULL, "with -o: also the full matrix /scores [M, N]"},
+        {"csv", 0, ARG_STR, &csv, "FILE", "write the rankings as CSV"},
+        {"json", 0, ARG_STR, &json, "FILE", "write the rankings as JSON"},
+        {"png", 0, ARG_STR, &png, "FILE", "write a contact sheet: each query beside its proponents and opponents"},
+        {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite outputs that exist"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl rank", "--run run.h5 --query FILE:/split[a:b] [--method M] [--top K] [options]",
+                     "Ranks the training examples by their influence on each query's loss:\n"
+                     "  score(q, z) = grad L_q' (H + lambda I)^-1 grad l_z   (if; H = I for graddot)\n"
+                     "  tracin: sum over checkpoints of lr_c grad L_q(w_c)' grad l_z(w_c)\n"
+                     "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
+                     "about score/N). Train indices are rows of the train split.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
+    int u = resolve(&A, spec.cmd);
+    if (u) return u;
+    if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
+    if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    // Refuse existing outputs before the work, not after it.
+    const char *outs[] = {A.o.output, csv, json, png};
+    for (int i = 0; i < 4; i++) {
+        char tmp[4200];
+        if (outs[i]) {
+            infl_status st = infl_out_begin(ctx, outs[i], A.o.force, tmp, sizeof tmp);
+            if (st < 0) return finish(&c, ctx, st);
+        }
+    }
+    infl_rank_result *r = NULL;
+    infl_status st = infl_rank(ctx, &A.o, &r);
+    end_progress(&c);
+    if (st < 0) return finish(&c, ctx, st);
+
+    // Labels (and pixels for the picture) of the ranked training examples.
+    char tref[4096];
+    infl_split *train = NULL, *query = NULL;
+    rowinfo *top = calloc((size_t)r->M * r->k, sizeof(rowinfo)), *bot = calloc((size_t)r->M * r->k, sizeof(rowinfo));
+    float *qx = NULL;
+    int rc = 0;
+    st = train_ref(ctx, &A.o, tref, sizeof tref);
+    if (st == INFL_OK) st = open_split(ctx, tref, &train);
+    if (st == INFL_OK) st = open_split(ctx, A.o.query, &query);
+    if (st == INFL_OK && (!top || !bot)) st = infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+    int64_t d = st == INFL_OK ? store_split_info(train)->d : 0;
+    for (int q = 0; q < r->M && st == INFL_OK; q++)
+        for (int j = 0; j < r->k && st == INFL_OK; j++)
+            for (int side = 0; side < 2 && st == INFL_OK; side++) {
+                rowinfo *ri = side ? &bot[(size_t)q * r->k + j] : &top[(size_t)q * r->k + j];
+                int64_t idx = (side ? r->bottom_index : r->top_index)[(size_t)q * A.o.top + j];
+                ri->x = malloc((size_t)d * sizeof(float));
+                if (!ri->x) st = infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+                else st = row_label(ctx, train, idx, ri->x, ri->label, sizeof ri->label);
+            }
+    if (st == INFL_OK) {
+        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
+               method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+        for (int q = 0; q < r->M; q++) print_query(r, &A.o, query, q, top, bot);
+        rc = write_text_outputs(&c, ctx, r, &A.o, train, query, top, bot, csv, json, A.o.force);
+        if (rc == 0 && png) {
+            qx = malloc((size_t)r->M * d * sizeof(float));
+            st = qx ? store_split_read(ctx, query, 0, r->M, qx, NULL, NULL)
+                    : infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+            if (st == INFL_OK) st = write_png(ctx, png, A.o.force, r, &A.o, train, query, top, bot, qx);
+            if (st == INFL_OK && !c.quiet) fprintf(stderr, "wrote %s\n", png);
+        }
+    }
+    for (int i = 0; top && bot && i < r->M * r->k; i++) {
+        free(top[i].x);
+        free(bot[i].x);
+    }
+    free(top);
+    free(bot);
+    free(qx);
+    store_split_close(train);
+    store_split_close(query);
+    infl_rank_result_free(r);
+    if (rc) {
+        infl_ctx_free(ctx);
+        return rc;
+    }
+    return finish(&c, ctx, st);
+}
+
+// ---- self ----
+
+int cmd_self(int argc, char **argv) {
+    common c = {.cmd = "infl self"};
+    attrib_args A = {.o = infl_rank_options_default()};
+    A.shard_mb = A.o.shard_mb;
+    const char *csv = NULL;
+    int top = 20;
+    const cli_opt opts[] = {
+        ATTRIB_OPTS(A),
+        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot or if (if: --solver direct)"},
+        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)"},
+        {"output", 'o', ARG_STR, &A.o.output, "FILE", "write /self and /self_order to an HDF5 file"},
+        {"csv", 0, ARG_STR, &csv, "FILE", "write rank,train_index,label,self_influence for every example"},
+        {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite outputs that exist"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl self", "--run run.h5 [--method M] [options]",
+                     "Self-influence of every training example, grad l_z' (H + lambda I)^-1 grad l_z (tracin: sum of\n"
+                     "lr_c |grad l_z(w_c)|^2): mislabelled or atypical examples pull hardest on themselves. When the\n"
+                     "data record flipped labels (/train/flipped, from infl import --flip-labels), prints the share\n"
+                     "of them found among the top 5%, 10% and 20%.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
+    int u = resolve(&A, spec.cmd);
+    if (u) return u;
+    if (top < 0) return usage_error(spec.cmd, "--top: expected 0 or more");
+    if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    const char *outs[] = {A.o.output, csv};
+    for (int i = 0; i < 2; i++) {
+        char tmp[4200];
+        if (outs[i]) {
+            infl_status st = infl_out_begin(ctx, outs[i], A.o.force, tmp, sizeof tmp);
+            if (st < 0) return finish(&c, ctx, st);
+        }
+    }
+    infl_self_result *r = NULL;
+    infl_status st = infl_self(ctx, &A.o, &r);
+    end_progress(&c);
+    if (st < 0) return finish(&c, ctx, st);
+    char tref[4096];
+    infl_split *train = NULL;
+    float *x = NULL;
+    st = train_ref(ctx, &A.o, tref, sizeof tref);
+    if (st == INFL_OK) st = open_split(ctx, tref, &train);
+    if (st == INFL_OK) {
+        x = malloc((size_t)store_split_info(train)->d * sizeof(float));
+        if (!x) st = infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+    }
+    if (st == INFL_OK) {
+        int64_t begin = store_split_info(train)->begin;
+        printf("self-influence by %s of %" PRId64 " training examples (%.2f s)\n", method_name(A.o.method), r->N,
+               r->seconds);
+        if (r->has_flipped)
+            printf("flipped labels: %" PRId64 " (%.1f%%); found in the top 5%%: %.1f%%, top 10%%: %.1f%%, top 20%%: "
+                   "%.1f%% (random: 5, 10, 20%%)\n",
+                   r->flipped, 100.0 * (double)r->flipped / (double)r->N, 100 * r->recall[0], 100 * r->recall[1],
+                   100 * r->recall[2]);
+        printf("%5s %8s %-14s %14s\n", "rank", "train", "label", "self");
+        for (int64_t i = 0; i < top && i < r->N && st == INFL_OK; i++) {
+            char lab[64];
+            st = row_label(ctx, train, r->order[i], x, lab, sizeof lab);
+            if (st == INFL_OK)
+                printf("%5" PRId64 " %8" PRId64 " %-14.14s %14.6e\n", i + 1, r->order[i], lab,
+                       r->self[r->order[i] - begin]);
+        }
+        if (st == INFL_OK && csv) {
+            char tmp[4200];
+            st = infl_out_begin(ctx, csv, A.o.force, tmp, sizeof tmp);
+            FILE *fp = st == INFL_OK ? fopen(tmp, "w") : NULL;
+            if (st == INFL_OK && !fp) st = infl_seterr(ctx, INFL_E_IO, "%s: cannot write", csv);
+            if (fp) {
+                fprintf(fp, "rank,train_index,label,self_influence\n");
+                for (int64_t i = 0; i < r->N && st == INFL_OK; i++) {
+                    char lab[64];
+                    st = row_label(ctx, train, r->order[i], x, lab, sizeof lab);
+                    fprintf(fp, "%" PRId64 ",%" PRId64 ",%s,%.9g\n", i + 1, r->order[i], lab,
+                            r->self[r->order[i] - begin]);
+                }
+                int bad = ferror(fp) | (fclose(fp) != 0);
+                if (st == INFL_OK && bad) st = infl_seterr(ctx, INFL_E_IO, "%s: write failed", csv);
+                if (st == INFL_OK) st = infl_out_commit(ctx, tmp, csv);
+                else infl_out_abort(tmp);
+            }
+        }
+    }
+    free(x);
+    store_split_close(train);
+    infl_self_result_free(r);
+    return finish(&c, ctx, st);
+}
+
+// ---- loo ----
+
+int cmd_loo(int argc, char **argv) {
+    common c = {.cmd = "infl loo"};
+    attrib_args A = {.o = infl_rank_options_default()};
+    A.o.damping = 0;
+    A.o.solver = 0;
+    A.shard_mb = A.o.shard_mb;
+    infl_loo_options lo = infl_loo_options_default();
+    const char *png = NULL;
+    const cli_opt opts[] = {
+        ATTRIB_OPTS(A),
+        {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries (required)"},
+        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)"},
+        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)"},
+        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)"},
+        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)"},
+        {"png", 0, ARG_STR, &png, "FILE", "scatter plot of predicted against actual loss changes"},
+        {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite the picture if it exists"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl loo", "--run run.h5 --query FILE:/split[a:b] [options]",
+                     "Checks influence functions against the truth they predict, on a convex model (no hidden\n"
+                     "layer, weight decay > 0, trained by Newton to its optimum): removes training examples one at a\n"
+                     "time, retrains from the optimum, and correlates the actual change of each query's loss with\n"
+                     "the predicted score/N. Defaults here: --solver direct --damping 0 (the exact Hessian).",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
+    A.method = "if";
+    int u = resolve(&A, spec.cmd);
+    if (u) return u;
+    if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    if (png) {
+        char tmp[4200];
+        infl_status st = infl_out_begin(ctx, png, A.o.force, tmp, sizeof tmp);
+        if (st < 0) return finish(&c, ctx, st);
+    }
+    infl_loo_result *r = NULL;
+    infl_status st = infl_loo(ctx, &A.o, &lo, &r);
+    end_progress(&c);
+    if (st < 0) return finish(&c, ctx, st);
+    printf("leave-one-out: %d removals, %.1f s (hessian %s, solver %s, damping %g)\n", r->n, r->seconds,
+           A.o.hessian ? "ggn" : "exact", A.o.solver == 0 ? "direct" : A.o.solver == 1 ? "cg" : "lissa",
+           A.o.damping);
+    printf("%6s %8s %14s %14s\n", "query", "removed", "predicted", "actual");
+    for (int i = 0; i < r->n; i++)
+        printf("%6d %8" PRId64 " %+14.6e %+14.6e\n", r->query[i], r->removed[i], r->predicted[i], r->actual[i]);
+    printf("Pearson %.4f  Spearman %.4f  (predicted = score/N against the actual change in query loss)\n",
+           r->pearson, r->spearman);
+    if (png) {
+        char sub[128];
+        snprintf(sub, sizeof sub, "Pearson %.3f   Spearman %.3f   n = %d", r->pearson, r->spearman, r->n);
+        st = infl_png_scatter(ctx, png, A.o.force, r->actual, r->predicted, r->n, "actual change of query loss",
+                              "predicted (score / N)", "influence functions vs leave-one-out retraining", sub, 1);
+        if (st == INFL_OK && !c.quiet) fprintf(stderr, "wrote %s\n", png);
+    }
+    infl_loo_result_free(r);
+    return finish(&c, ctx, st);
+}

@@ -1,0 +1,74 @@
+/*
+ * attrib.h — what the attribution pipelines share (rank.c, self.c, loo.c): an open
+ * run with the checkpoints a method uses resident on the backend, the train split,
+ * the queries' state, and the per-sub-batch scoring buffers.
+ */
+#ifndef INFL_ATTRIB_H
+#define INFL_ATTRIB_H
+
+#include "../model/mlp.h"
+#include "../sched/reader.h"
+#include "../store/store.h"
+#include "hvp.h"
+
+typedef struct {
+    infl_ctx *ctx;
+    const infl_rank_options *o;
+    infl_run *run;
+    const infl_mlp_spec *spec;
+    size_t P;   // parameters
+    int L;      // layers
+    int nck;    // checkpoints used
+    int *ck;    // (nck) their indices in the run
+    double *weight;  // (nck) lr for tracin, 1 otherwise
+    float **Wd;      // (nck) weights on the backend
+    infl_split *train, *query;
+    int64_t N;       // train rows
+    int64_t D;       // features
+    int64_t Kt;      // real-target width (0: class labels)
+    int M;           // queries
+    // query state
+    float **qD, **qA;  // (nck * L) factors Δ_Q (M, d_out) and A_Q (M, d_in)
+    double *qinv;      // (M) 1/|∇L_q| for gradcos
+    float *V;          // (M, P) preconditioned query gradients for if
+    // scoring buffers for sub-batches of B train rows
+    int B;
+    infl_mlp_work *work;
+    float *bX, *byf;
+    int32_t *by;
+    float *Sd, *T1, *T2;  // (M, B)
+    float *Gz;            // (B, max P_l)
+    float *rn;            // (2B) row norms
+    float *hrow, *hrow2;  // (B) host
+    double flops;
+} attrib;
+
+const char *infl_method_name(infl_method m);
+// Opens the run, picks checkpoints, opens the train split (and the queries when
+// need_query), uploads the checkpoints' weights. On failure everything is closed.
+infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, int need_query);
+void attrib_close(attrib *a);
+// Scoring buffers for M queries (M = 0: none), with per-example layer gradients
+// when `influence`.
+infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
+int64_t attrib_shard_rows(const attrib *a);
+infl_status attrib_upload_rows(infl_ctx *ctx, attrib *a, const infl_shard *sh, int64_t r0, int b);
+infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const float *X, const int32_t *y, const float *yf,
+                           int b, infl_mlp_work *work);
+infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b, double wgt, double *out,
+                           int accumulate);
+// Per-example gradients (b, P) in the flat layout; tmp holds (b, max P_l).
+infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b, float *G, float *tmp);
+// X (nv, P) = (H + λI)⁻¹ G at the method's checkpoint; *op is created on first use
+// and may be reused by the caller (free with infl_hvp_free).
+infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, infl_hvp **op);
+
+// Receives each shard's score block (M, n) with leading dimension ld; col0 is the
+// shard's first row within the split's range.
+typedef infl_status (*attrib_block_fn)(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld,
+                                       int64_t col0);
+// infl_rank with an optional block callback.
+infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,
+                        infl_rank_result **out);
+
+#endif

@@ -1,0 +1,179 @@
+/*
+ * self.c — `infl self`: the self-influence of every training example, the classic
+ * detector of mislabelled data (a wrong label makes an example pull hard on itself).
+ *   tracin   Σ_c lr_c |∇ℓ_z(w_c)|²   (ghost: Σ_l |δ_l|² (|a_{l-1}|² + 1) per checkpoint)
+ *   graddot  |∇ℓ_z|² at one checkpoint
+ *   if       ∇ℓ_zᵀ (H + λI)⁻¹ ∇ℓ_z, per sub-batch of materialised gradients
+ * With /train/flipped in the data, reports the share of flipped labels found among
+ * the top 5%, 10% and 20% by self-influence.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "attrib.h"
+
+void infl_self_result_free(infl_self_result *r) {
+    if (!r) return;
+    free(r->self);
+    free(r->order);
+    free(r);
+}
+
+typedef struct {
+    float s;
+    int64_t i;
+} scored;
+
+// Decreasing score, ties by index.
+static int by_score_desc(const void *x, const void *y) {
+    const scored *a = x, *b = y;
+    if (a->s != b->s) return a->s > b->s ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+// order (N) = indices of self by decreasing value.
+static infl_status sort_order(infl_ctx *ctx, const float *self, int64_t N, int64_t *order) {
+    scored *t = infl_malloc(ctx, (size_t)N * sizeof(scored), "sorting");
+    if (!t) return INFL_E_NOMEM;
+    for (int64_t i = 0; i < N; i++) t[i] = (scored){self[i], i};
+    qsort(t, (size_t)N, sizeof(scored), by_score_desc);
+    for (int64_t i = 0; i < N; i++) order[i] = t[i].i;
+    free(t);
+    return INFL_OK;
+}
+
+// Recall of the flipped labels in the top shares of the order.
+static infl_status flipped_recall(infl_ctx *ctx, attrib *a, infl_self_result *r) {
+    int64_t N = a->N, chunk = 65536;
+    uint8_t *fl = calloc((size_t)N, 1);
+    int32_t *buf = malloc((size_t)chunk * sizeof(int32_t));
+    infl_status rc = INFL_OK;
+    GOTO_IF(ctx, !fl || !buf, INFL_E_NOMEM, "out of memory");
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        int64_t n = r0 + chunk <= N ? chunk : N - r0;
+        CHECK(store_split_read_int(ctx, a->train, "flipped", r0, n, buf));
+        for (int64_t i = 0; i < n; i++) {
+            fl[r0 + i] = buf[i] != 0;
+            r->flipped += buf[i] != 0;
+        }
+    }
+    const double shares[3] = {0.05, 0.10, 0.20};
+    for (int s = 0; s < 3; s++) {
+        int64_t top = (int64_t)ceil(shares[s] * (double)N), found = 0;
+        for (int64_t i = 0; i < top && i < N; i++) found += fl[r->order[i]];
+        r->recall[s] = r->flipped ? (double)found / (double)r->flipped : NAN;
+    }
+done:
+    free(fl);
+    free(buf);
+    return rc;
+}
+
+infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out) {
+    *out = NULL;
+    attrib a;
+    infl_status rc = attrib_open(ctx, &a, o, 0);
+    if (rc < 0) return rc;
+    infl_self_result *r = calloc(1, sizeof *r);
+    infl_reader *rd = NULL;
+    infl_hvp *op = NULL;
+    infl_scw *scw = NULL;
+    double *acc = NULL;
+    float *G = NULL, *X = NULL, *tmp = NULL, *d = NULL;
+    GOTO_IF(ctx, !r, INFL_E_NOMEM, "out of memory");
+    GOTO_IF(ctx, o->method == INFL_METHOD_GRADCOS, INFL_E_ARG,
+            "self-influence by gradcos is 1 for every example; use tracin, graddot or if");
+    bool influence = o->method == INFL_METHOD_IF;
+    r->N = a.N;
+    r->self = malloc((size_t)a.N * sizeof(float));
+    r->order = malloc((size_t)a.N * sizeof(int64_t));
+    GOTO_IF(ctx, !r->self || !r->order, INFL_E_NOMEM, "out of memory for %" PRId64 " self-influences", a.N);
+    CHECK(attrib_alloc_scoring(ctx, &a, 0, influence));
+    acc = infl_malloc(ctx, (size_t)a.B * sizeof(double), "self-influence");
+    GOTO_NOMEM_IF(!acc);
+    if (influence) {
+        size_t maxpl = 0;
+        for (int l = 0; l < a.L; l++) {
+            size_t pl = (size_t)a.spec->widths[l + 1] * (a.spec->widths[l] + 1);
+            maxpl = pl > maxpl ? pl : maxpl;
+        }
+        // full gradients of a sub-batch: keep (b, P) within the budget
+        int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)a.P));
+        if (cap < a.B) a.B = cap < 1 ? 1 : (int)cap;
+        CHECK(infl_be_alloc_f(ctx, &G, (size_t)a.B * a.P, "per-example gradients"));
+        CHECK(infl_be_alloc_f(ctx, &X, (size_t)a.B * a.P, "preconditioned gradients"));
+        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)a.B * maxpl, "layer gradients"));
+        CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
+    }
+    double t0 = infl_now();
+    int64_t S = attrib_shard_rows(&a);
+    CHECK(infl_reader_start(ctx, a.train, S, 2, 0, -1, NULL, NULL, NULL, &rd));
+    int64_t done_rows = 0;
+    for (;;) {
+        infl_shard *sh;
+        CHECK(infl_reader_next(ctx, rd, &sh));
+        if (sh->n == 0) break;
+        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B) {
+            int b = (int)(r0 + a.B <= sh->n ? a.B : sh->n - r0);
+            CHECK(attrib_upload_rows(ctx, &a, sh, r0, b));
+            for (int c = 0; c < a.nck; c++) {
+                CHECK(attrib_factors(ctx, &a, c, a.bX, a.by, a.byf, b, a.work));
+                if (!influence) {
+                    CHECK(attrib_sqnorms(ctx, &a, a.work, b, a.weight[c], acc, c > 0));
+                } else {
+                    CHECK(attrib_full_grads(ctx, &a, a.work, b, G, tmp));
+                    CHECK(attrib_solve(ctx, &a, G, X, b, &op));
+                    CHECK(ctx->be->row_dot(ctx, d, G, X, b, (int)a.P, 1.0f, 0.0f));
+                    CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
+                    for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
+                }
+            }
+            for (int i = 0; i < b; i++) {
+                int64_t row = sh->row0 + r0 + i;
+                GOTO_IF(ctx, !isfinite(acc[i]), INFL_E_NUMERIC,
+                        "training example %" PRId64 ": self-influence is not finite: a checkpoint may have diverged",
+                        store_split_info(a.train)->begin + row);
+                r->self[row] = (float)acc[i];
+            }
+        }
+        done_rows += sh->n;
+        infl_reader_release(rd, sh);
+        infl_progress(ctx, "self", (uint64_t)done_rows, (uint64_t)a.N, infl_method_name(o->method));
+    }
+    infl_reader_stop(rd);
+    rd = NULL;
+    CHECK(sort_order(ctx, r->self, a.N, r->order));
+    r->has_flipped = store_split_info(a.train)->has_flipped;
+    if (r->has_flipped) CHECK(flipped_recall(ctx, &a, r));
+    r->seconds = infl_now() - t0;
+    // indices reported within the split, like rank's
+    int64_t begin = store_split_info(a.train)->begin;
+    for (int64_t i = 0; i < a.N; i++) r->order[i] += begin;
+    if (o->output) {
+        CHECK(store_scores_create(ctx, o->output, o->force, 1, 0, a.N, 0, &scw));
+        CHECK(store_scores_attr_str(ctx, scw, "method", infl_method_name(o->method)));
+        CHECK(store_scores_attr_str(ctx, scw, "run", o->run));
+        CHECK(store_scores_attr_str(ctx, scw, "train", store_split_ref(a.train)));
+        CHECK(store_scores_write_self(ctx, scw, r->self, r->order, a.N));
+        rc = store_scores_commit(ctx, scw);
+        scw = NULL;
+        CHECK(rc);
+    }
+    *out = r;
+    r = NULL;
+done:
+    infl_reader_stop(rd);
+    store_scores_abort(scw);
+    infl_hvp_free(ctx, op);
+    infl_be_free(ctx, G);
+    infl_be_free(ctx, X);
+    infl_be_free(ctx, tmp);
+    infl_be_free(ctx, d);
+    free(acc);
+    infl_self_result_free(r);
+    attrib_close(&a);
+    return rc;
+}
