@@ -10,9 +10,11 @@
 #include <dirent.h>
 #include <gd.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/render.h"
 #include "infl.h"
@@ -317,6 +319,25 @@ Test(render, existing_output_and_temp_files) {
     ASSERT_ERR(ctx, infl_png_scatter(ctx, bad, 0, x, y, 2, NULL, NULL, NULL, NULL, 0), INFL_E_IO, bad);
     cr_assert_eq(count_files(&tmps), 1);
     cr_assert_eq(tmps, 0);
+    infl_ctx_free(ctx);
+}
+
+Test(render, write_failure_leaves_nothing) {
+    // a file size limit makes writing the temporary file fail part-way (EFBIG); the
+    // test runs in its own process, so the limit ends with it
+    infl_ctx *ctx = tu_ctx();
+    static sheet_fixture f;
+    make_sheet(&f);
+    const char *path = tu_path("big.png");
+    (void)tu_tmpdir();
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {100, 100};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    ASSERT_ERR(ctx, infl_png_contact_sheet(ctx, path, 0, f.t, ROWS, COLS, "t", HEADERS), INFL_E_IO, path);
+    double x[2] = {0, 1}, y[2] = {1, 0};
+    ASSERT_ERR(ctx, infl_png_scatter(ctx, path, 0, x, y, 2, "x", "y", "t", "s", 1), INFL_E_IO, path);
+    int tmps;
+    cr_assert_eq(count_files(&tmps), 0, "a failed write left %d files (%d temporary)", count_files(&tmps), tmps);
     infl_ctx_free(ctx);
 }
 

@@ -228,7 +228,8 @@ static double softmax_reg_gradnorm(infl_ctx *ctx, const char *data, int D, int K
     int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
     cr_assert_eq(store_split_read(ctx, sp, 0, n, x, y, NULL), INFL_OK);
     size_t np = (size_t)K * (D + 1);
-    double *g = calloc(np, sizeof(double)), z[16], neff = (double)(n - nskip);
+    // removed rows keep the others at weight 1/n (convex.c)
+    double *g = calloc(np, sizeof(double)), z[16], neff = (double)n;
     for (int64_t i = 0; i < n; i++) {
         int skipped = 0;
         for (int s = 0; s < nskip; s++) skipped |= skip[s] == i;

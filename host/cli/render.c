@@ -110,6 +110,7 @@ static infl_status png_begin(infl_ctx *ctx, const char *path, int force, char **
 static infl_status png_finish(infl_ctx *ctx, gdImagePtr im, const char *path, const char *tmp) {
     infl_status rc = png_write(ctx, im, path, tmp);
     if (rc == INFL_OK) return infl_out_commit(ctx, tmp, path);
+    infl_out_abort(tmp);
     return rc;
 }
 
@@ -245,8 +246,9 @@ static infl_status sheet_layout_compute(infl_ctx *ctx, const infl_tile *tiles, i
     int64_t height = (int64_t)y + (int64_t)rows * l->row_pitch - INFL_SHEET_ROW_GAP + INFL_SHEET_MARGIN;
     if (width > INFL_PNG_MAX_SIDE || height > INFL_PNG_MAX_SIDE) {
         sheet_layout_free(l);
-        return infl_seterr(ctx, INFL_E_ARG, "contact sheet: %d x %d tiles of %d x %d px make a picture over %d px a side",
-                           rows, cols, l->cell_w, l->img_h, INFL_PNG_MAX_SIDE);
+        return infl_seterr(ctx, INFL_E_ARG,
+                           "contact sheet: %d x %d tiles of %d x %d px make a picture over %d px a side", rows, cols,
+                           l->cell_w, l->img_h, INFL_PNG_MAX_SIDE);
     }
     l->width = (int)width;
     l->height = (int)height;
@@ -493,6 +495,15 @@ infl_status infl_scatter_place(infl_ctx *ctx, const double *x, const double *y, 
 
 // ---- scatter: drawing ----
 
+// Draws s centred on cx, moved (and cut) as needed to stay within the picture's margins.
+static void text_centred_clamped(gdImagePtr im, gdFontPtr f, int cx, int y, const char *s, int colour) {
+    int maxc = (INFL_SCATTER_W - 2 * SC_MARGIN) / f->w;
+    int half = (textlen(s) < maxc ? textlen(s) : maxc) * f->w / 2;
+    if (cx - half < SC_MARGIN) cx = SC_MARGIN + half;
+    if (cx + half > INFL_SCATTER_W - SC_MARGIN) cx = INFL_SCATTER_W - SC_MARGIN - half;
+    text_centred(im, f, cx, y, s, maxc, colour);
+}
+
 static void scatter_draw(gdImagePtr im, const scatter_geom *g, const double *x, const double *y, int n,
                          const char *xlabel, const char *ylabel, const char *title, const char *subtitle,
                          int diagonal) {
@@ -503,22 +514,11 @@ static void scatter_draw(gdImagePtr im, const scatter_geom *g, const double *x, 
 
     // title and subtitle, centred over the plot area
     int ty = SC_MARGIN;
-    int maxc_large = (INFL_SCATTER_W - 2 * SC_MARGIN) / flarge->w, maxc_small = (INFL_SCATTER_W - 2 * SC_MARGIN) / fsmall->w;
     if (nonempty(title)) {
-        int n_ = textlen(title) < maxc_large ? textlen(title) : maxc_large;
-        int cx = pcx;  // centred on the plot, unless that would push it off the picture
-        if (cx - n_ * flarge->w / 2 < SC_MARGIN) cx = SC_MARGIN + n_ * flarge->w / 2;
-        if (cx + n_ * flarge->w / 2 > INFL_SCATTER_W - SC_MARGIN) cx = INFL_SCATTER_W / 2;
-        text_centred(im, flarge, cx, ty, title, maxc_large, RGB(C_TEXT));
+        text_centred_clamped(im, flarge, pcx, ty, title, RGB(C_TEXT));
         ty += flarge->h + 6;
     }
-    if (nonempty(subtitle)) {
-        int n_ = textlen(subtitle) < maxc_small ? textlen(subtitle) : maxc_small;
-        int cx = pcx;
-        if (cx - n_ * fsmall->w / 2 < SC_MARGIN) cx = SC_MARGIN + n_ * fsmall->w / 2;
-        if (cx + n_ * fsmall->w / 2 > INFL_SCATTER_W - SC_MARGIN) cx = INFL_SCATTER_W / 2;
-        text_centred(im, fsmall, cx, ty, subtitle, maxc_small, RGB(C_TEXT_SOFT));
-    }
+    if (nonempty(subtitle)) text_centred_clamped(im, fsmall, pcx, ty, subtitle, RGB(C_TEXT_SOFT));
 
     // grid, ticks and tick labels
     for (int i = 0; i < g->nx; i++) {

@@ -6,9 +6,9 @@
  * runs in double on the host with OpenBLAS, streaming the split in shards (a split
  * that fits in one shard is read once and kept).
  *
- * Model: z = W x + b, W (K, D), b (K); R(w) = (1/n') Σ_i ℓ(z_i, y_i) + wd/2 |w|²,
- * n' the rows not excluded. Hessian-vector product for v = (V, v_b):
- *   r_i = V x_i + v_b,  s_i = H_out(z_i) r_i,  Hv = (1/n') Σ_i [s_i x_iᵀ | s_i] + wd v
+ * Model: z = W x + b, W (K, D), b (K); R(w) = (1/n) Σ_{i ∉ excluded} ℓ(z_i, y_i)
+ * + wd/2 |w|², n the rows of the split (excluded rows keep the others' weight 1/n). Hessian-vector product for v = (V, v_b):
+ *   r_i = V x_i + v_b,  s_i = H_out(z_i) r_i,  Hv = (1/n) Σ_i [s_i x_iᵀ | s_i] + wd v
  * with H_out = diag(p) − p pᵀ (softmax), σ(1−σ) (sigmoid), I (mse).
  */
 #include <cblas.h>
@@ -188,8 +188,11 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
              .exclude = exclude, .nexclude = nexclude, .loaded = -1};
     c.S = o->shard_rows > 0 && o->shard_rows < c.n ? o->shard_rows : c.n;
     c.nshards = (c.n + c.S - 1) / c.S;
-    c.n_eff = (double)(c.n - nexclude);
-    RETURN_IF(ctx, c.n_eff < 1, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
+    // The rows kept keep their weight 1/n: removing z is up-weighting it by −1/n, the
+    // perturbation influence functions predict (renormalising by n − 1 would also
+    // shift the balance with the weight decay, moving every query loss a little).
+    c.n_eff = (double)c.n;
+    RETURN_IF(ctx, nexclude >= c.n, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
     size_t np = infl_mlp_nparams(spec), S = (size_t)c.S;
     infl_status rc = INFL_OK;
     double *g = NULL, *p = NULL, *r = NULL, *d = NULL, *hd = NULL, *wt = NULL, *gt = NULL;

@@ -37,9 +37,10 @@ typedef struct {
     double grad_norm;  // |∇R(w)| at the end
 } infl_convex_report;
 
-// Minimises R(w) = (1/n') Σ_{i ∉ exclude} ℓ_i(w) + wd/2 |w|² for a model with one
+// Minimises R(w) = (1/n) Σ_{i ∉ exclude} ℓ_i(w) + wd/2 |w|² for a model with one
 // layer (a generalised linear model) by Newton-CG with exact Hessian-vector products
-// and backtracking, in float64. w (nparams, host, spec.h layout) is the start and the
+// and backtracking, in float64. n is the split's row count also when rows are
+// excluded: removing z is up-weighting it by −1/n, as influence functions predict. w (nparams, host, spec.h layout) is the start and the
 // result. exclude: sorted row indices (of the split's range) left out, may be NULL.
 // Needs wd > 0 (strictly convex). INFL_E_NUMERIC when the target is not reached.
 infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
