@@ -39,89 +39,6 @@ static infl_mlp_spec spec_of(const shape *s) {
     return sp;
 }
 
-// ---- the float64 reference ----
-
-static double ract(infl_activation a, double z) {
-    switch (a) {
-    case INFL_ACT_RELU: return z > 0 ? z : 0;
-    case INFL_ACT_TANH: return tanh(z);
-    case INFL_ACT_GELU: return 0.5 * z * (1 + erf(z / sqrt(2.0)));
-    }
-    return z;
-}
-
-static double rdact(infl_activation a, double z) {
-    switch (a) {
-    case INFL_ACT_RELU: return z > 0 ? 1 : 0;
-    case INFL_ACT_TANH: return 1 - tanh(z) * tanh(z);
-    case INFL_ACT_GELU: return 0.5 * (1 + erf(z / sqrt(2.0))) + z * exp(-0.5 * z * z) / sqrt(2 * M_PI);
-    }
-    return 1;
-}
-
-// Loss of one example; when g != NULL adds ∇_w ℓ into g (nparams) and, when
-// delta != NULL, stores δ_l (concatenated over layers) and a_{l-1}.
-static double ref_example(const infl_mlp_spec *s, const double *w, const double *x, int y, const double *yf,
-                          double *g, double *delta) {
-    double z[8][64], a[9][64];
-    for (int j = 0; j < s->widths[0]; j++) a[0][j] = x[j];
-    for (int l = 0; l < s->L; l++) {
-        int din = s->widths[l], dout = s->widths[l + 1];
-        const double *W = w + infl_mlp_woff(s, l), *b = w + infl_mlp_boff(s, l);
-        for (int o = 0; o < dout; o++) {
-            double t = b[o];
-            for (int i = 0; i < din; i++) t += W[o * din + i] * a[l][i];
-            z[l][o] = t;
-            a[l + 1][o] = l < s->L - 1 ? ract(s->act, t) : t;
-        }
-    }
-    int K = s->widths[s->L];
-    double *zl = z[s->L - 1], d[8][64], loss = 0;
-    switch (s->loss) {
-    case INFL_LOSS_SOFTMAX_CE: {
-        double m = zl[0], sum = 0;
-        for (int j = 1; j < K; j++) m = fmax(m, zl[j]);
-        for (int j = 0; j < K; j++) sum += exp(zl[j] - m);
-        double lse = m + log(sum);
-        loss = lse - zl[y];
-        for (int j = 0; j < K; j++) d[s->L - 1][j] = exp(zl[j] - lse) - (j == y);
-        break;
-    }
-    case INFL_LOSS_SIGMOID_CE:
-        loss = log1p(exp(-fabs(zl[0]))) + fmax(zl[0], 0) - y * zl[0];
-        d[s->L - 1][0] = 1 / (1 + exp(-zl[0])) - y;
-        break;
-    case INFL_LOSS_MSE:
-        for (int j = 0; j < K; j++) {
-            loss += 0.5 * (zl[j] - yf[j]) * (zl[j] - yf[j]);
-            d[s->L - 1][j] = zl[j] - yf[j];
-        }
-        break;
-    }
-    if (!g) return loss;
-    for (int l = s->L - 1; l >= 0; l--) {
-        int din = s->widths[l], dout = s->widths[l + 1];
-        double *gW = g + infl_mlp_woff(s, l), *gb = g + infl_mlp_boff(s, l);
-        const double *W = w + infl_mlp_woff(s, l);
-        for (int o = 0; o < dout; o++) {
-            gb[o] += d[l][o];
-            for (int i = 0; i < din; i++) gW[o * din + i] += d[l][o] * a[l][i];
-        }
-        if (l > 0)
-            for (int i = 0; i < din; i++) {
-                double t = 0;
-                for (int o = 0; o < dout; o++) t += d[l][o] * W[o * din + i];
-                d[l - 1][i] = t * rdact(s->act, z[l - 1][i]);
-            }
-    }
-    if (delta) {
-        size_t off = 0;
-        for (int l = 0; l < s->L; l++)
-            for (int o = 0; o < s->widths[l + 1]; o++) delta[off++] = d[l][o];
-    }
-    return loss;
-}
-
 // Random fixture: params, inputs, labels (float32-representable values).
 typedef struct {
     infl_mlp_spec spec;
@@ -172,7 +89,7 @@ static double ref_mean_loss(const fixture *f, const double *w, double *g) {
     int d0 = f->spec.widths[0], K = f->spec.widths[f->spec.L];
     double total = 0;
     if (g) memset(g, 0, f->np * sizeof(double));
-    for (int i = 0; i < f->B; i++) total += ref_example(&f->spec, w, f->x + i * d0, f->y[i], f->yf + i * K, g, NULL);
+    for (int i = 0; i < f->B; i++) total += tu_ref_example(&f->spec, w, f->x + i * d0, f->y[i], f->yf + i * K, g, NULL);
     if (g)
         for (size_t j = 0; j < f->np; j++) g[j] /= f->B;
     return total / f->B;
@@ -259,7 +176,7 @@ ParameterizedTest(const shape *sh, mlp, backend_matches_reference) {
     double *gi = malloc(f.np * sizeof(double));
     for (int i = 0; i < f.B; i++) {
         memset(gi, 0, f.np * sizeof(double));
-        ref_example(&f.spec, f.w, f.x + i * d0, f.y[i], f.yf + i * K, gi, NULL);
+        tu_ref_example(&f.spec, f.w, f.x + i * d0, f.y[i], f.yf + i * K, gi, NULL);
         for (int l = 0; l < f.spec.L; l++) {
             int din = f.spec.widths[l], dout = f.spec.widths[l + 1];
             const float *Delta, *Aprev;
@@ -301,12 +218,12 @@ Test(mlp, activation_derivatives) {
     for (int a = 0; a < 3; a++)
         for (double z = -3.05; z < 3.0; z += 0.1) {
             double h = 1e-2;
-            double fd1 = (ract(acts[a], z + h) - ract(acts[a], z - h)) / (2 * h);
-            double fd2 = (rdact(acts[a], z + h) - rdact(acts[a], z - h)) / (2 * h);
+            double fd1 = (tu_ref_act(acts[a], z + h) - tu_ref_act(acts[a], z - h)) / (2 * h);
+            double fd2 = (tu_ref_dact(acts[a], z + h) - tu_ref_dact(acts[a], z - h)) / (2 * h);
             cr_assert(fabs(fd1 - infl_act_df(acts[a], (float)z)) < 1e-3, "act %d phi'(%g)", a, z);
             cr_assert(fabs(fd2 - infl_act_d2f(acts[a], (float)z)) < 1e-3, "act %d phi''(%g): fd %g got %g", a, z,
                       fd2, infl_act_d2f(acts[a], (float)z));
-            cr_assert(fabs(ract(acts[a], z) - infl_act_f(acts[a], (float)z)) < 1e-6);
+            cr_assert(fabs(tu_ref_act(acts[a], z) - infl_act_f(acts[a], (float)z)) < 1e-6);
         }
 }
 

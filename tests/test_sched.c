@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <math.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "infl.h"
 #include "sched/reader.h"
@@ -172,7 +174,8 @@ ParameterizedTest(const topk_case *c, topk, matches_full_sort) {
     infl_ctx_free(ctx);
 }
 
-// Block boundaries never change the result: random cuts, compared entry for entry.
+// Neither block boundaries nor block order change the result: random cuts pushed in
+// random order, compared entry for entry.
 Test(topk, same_result_for_every_blocking) {
     infl_ctx *ctx = tu_ctx();
     int M = 5, N = 3000, k = 40;
@@ -184,13 +187,27 @@ Test(topk, same_result_for_every_blocking) {
     for (int trial = 0; trial < 20; trial++) {
         infl_topk *t = NULL;
         ASSERT_OK(ctx, infl_topk_create(ctx, M, k, &t));
-        float *blk = malloc(sizeof(float) * (size_t)M * N);
+        // cut [0, N) at random, then push the blocks in a random order
+        int cut[3001], nblk = 0;
         for (int j0 = 0; j0 < N;) {
             int w = trial == 0 ? N : 1 + (int)(tu_uniform(&st) * 300);
             if (w > N - j0) w = N - j0;
+            cut[nblk++] = j0;
+            j0 += w;
+        }
+        cut[nblk] = N;
+        int order[3000];
+        for (int b = 0; b < nblk; b++) order[b] = b;
+        for (int b = nblk - 1; b > 0 && trial > 0; b--) {
+            int o = (int)(tu_uniform(&st) * (b + 1)), tmp = order[b];
+            order[b] = order[o];
+            order[o] = tmp;
+        }
+        float *blk = malloc(sizeof(float) * (size_t)M * N);
+        for (int b = 0; b < nblk; b++) {
+            int j0 = cut[order[b]], w = cut[order[b] + 1] - j0;
             for (int q = 0; q < M; q++) memcpy(blk + (size_t)q * w, all + (size_t)q * N + j0, sizeof(float) * w);
             ASSERT_OK(ctx, infl_topk_push(ctx, t, blk, M, w, w, j0));
-            j0 += w;
         }
         free(blk);
         for (int q = 0; q < M; q++) {
@@ -631,8 +648,11 @@ Test(reader, bad_row_surfaces_in_order) {
 
     int64_t shards[] = {7, 100, 501, 1000};
     const char *ranges[] = {"", "[100:]"};
-    for (size_t ir = 0; ir < 2; ir++)
+    // A slow consumer lets the thread run into the bad row while earlier shards still
+    // wait in the ring: those must come out before the error.
+    for (int c = 0; c < 4; c++)
         for (size_t is = 0; is < sizeof shards / sizeof shards[0]; is++) {
+            int slow = c / 2, ir = c % 2;
             char ref[4200];
             snprintf(ref, sizeof ref, "%s:/train%s", path, ranges[ir]);
             int64_t base = ir ? 100 : 0;
@@ -648,17 +668,19 @@ Test(reader, bad_row_surfaces_in_order) {
                 cr_assert(memcmp(sh->x, x + (base + row) * RD, sizeof(float) * (size_t)(sh->n * RD)) == 0);
                 row += sh->n;
                 infl_reader_release(r, sh);
+                if (slow) nanosleep(&(struct timespec){0, 2000000}, NULL);
             }
-            cr_assert_eq(st, INFL_E_VALUE, "%s shards of %" PRId64 ": got %s (%s)", ref, shards[is],
-                         infl_status_name(st), infl_ctx_error(ctx));
+            cr_assert_eq(st, INFL_E_VALUE, "%s shards of %" PRId64 "%s: got %s (%s)", ref, shards[is],
+                         slow ? ", slow" : "", infl_status_name(st), infl_ctx_error(ctx));
             ASSERT_HAS(ctx, "row 500");
             ASSERT_HAS(ctx, "column 2");
             ASSERT_HAS(ctx, "NaN");
             ASSERT_HAS(ctx, "/train/x");
             // every shard before the one holding row 500 came through
             int64_t bad_rel = 500 - base;
-            cr_assert_eq(row, bad_rel / shards[is] * shards[is], "%s shards of %" PRId64 ": delivered %" PRId64 " rows",
-                         ref, shards[is], row);
+            cr_assert_eq(row, bad_rel / shards[is] * shards[is],
+                         "%s shards of %" PRId64 "%s: delivered %" PRId64 " rows before the error", ref, shards[is],
+                         slow ? ", slow" : "", row);
             ASSERT_ERR(ctx, infl_reader_next(ctx, r, &sh), INFL_E_VALUE, "row 500");
             infl_reader_stop(r);
             store_split_close(s);
@@ -682,7 +704,7 @@ Test(reader, store_used_meanwhile) {
     whole ow = read_whole(ctx, oref);
     infl_split *s = open_ref(ctx, ref);
     infl_reader *r = NULL;
-    ASSERT_OK(ctx, infl_reader_start(ctx, s, 3, 2, 0, -1, NULL, NULL, NULL, &r));
+    ASSERT_OK(ctx, infl_reader_start(ctx, s, 1, 2, 0, -1, NULL, NULL, NULL, &r));
     infl_dsw *dw = NULL;
     ASSERT_OK(ctx, store_dataset_create(ctx, out, 1, &dw));
     ASSERT_OK(ctx, store_dataset_add_split(ctx, dw, "train", RN, RD, INFL_Y_CLASS, 1, NULL));
@@ -715,6 +737,59 @@ Test(reader, store_used_meanwhile) {
     whole_free(&w);
     whole_free(&ow);
     whole_free(&cw);
+    infl_ctx_free(ctx);
+}
+
+// ---- the store lock: HDF5 stays quiet on other threads ----
+
+typedef struct {
+    infl_ctx *ctx;
+    const char *ref;
+    infl_status st;
+} open_job;
+
+static void *open_on_thread(void *arg) {
+    open_job *j = arg;
+    infl_dataref dr;
+    j->st = infl_dataref_parse(j->ctx, j->ref, &dr);
+    infl_split *s = NULL;
+    if (j->st == INFL_OK) j->st = store_split_open(j->ctx, &dr, &s);
+    store_split_close(s);
+    return NULL;
+}
+
+// A thread-safe HDF5 keeps its error printing per thread: a store call that fails
+// inside HDF5 on a thread other than the context's (the reader's) must not print.
+Test(reader, hdf5_silent_on_other_threads) {
+    infl_ctx *ctx = tu_ctx();
+    const char *path = tu_path("blobs.h5"), *trunc = tu_path("trunc.h5"), *errf = tu_path("stderr.txt");
+    tu_make_blobs(path, 200, RD, 3, 15);
+    size_t n = 0;
+    char *bytes = tu_read_file(path, &n);
+    cr_assert(bytes && n > 4096);
+    tu_write_file(trunc, bytes, n / 2);  // the superblock survives, the rest does not
+    free(bytes);
+    char ref[4200];
+    snprintf(ref, sizeof ref, "%s:/train", trunc);
+    open_job job = {ctx, ref, INFL_OK};
+    fflush(stderr);
+    int saved = dup(2), fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    pthread_t th;
+    int e = pthread_create(&th, NULL, open_on_thread, &job);
+    if (e == 0) pthread_join(th, NULL);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    cr_assert_eq(e, 0);
+    cr_assert_eq(job.st, INFL_E_FORMAT, "got %s (%s)", infl_status_name(job.st), infl_ctx_error(ctx));
+    ASSERT_HAS(ctx, "trunc.h5");
+    char *printed = tu_read_file(errf, NULL);
+    cr_assert_not_null(printed);
+    cr_assert(printed[0] == 0, "HDF5 printed on the other thread:\n%.600s", printed);
+    free(printed);
     infl_ctx_free(ctx);
 }
 

@@ -31,6 +31,17 @@ const char *tu_err(void);
 // Deterministic uniform [0,1) for fixtures.
 double tu_uniform(uint64_t *state);
 
+// ---- a float64 reference MLP (plain loops), checked against finite differences in
+// test_mlp.c and used as the oracle of other tests ----
+#include "model/spec.h"
+double tu_ref_act(infl_activation a, double z);
+double tu_ref_dact(infl_activation a, double z);
+// Loss of one example (x (d_0), class y or targets yf (d_L)); when g != NULL adds
+// ∇_w ℓ into g (nparams, spec.h layout); when delta != NULL stores δ_l of every
+// layer, concatenated.
+double tu_ref_example(const infl_mlp_spec *s, const double *w, const double *x, int y, const double *yf, double *g,
+                      double *delta);
+
 #endif
 
 // Writes a synthetic dataset file with /train (n rows) and /test (n/2 rows): d

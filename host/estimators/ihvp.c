@@ -94,7 +94,7 @@ static infl_status solve_direct(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_opt
     float *hE = NULL, *hHV = NULL, *dE = NULL, *dHV = NULL;
     H = infl_malloc(ctx, P * P * sizeof(double), "the Hessian (float64)");
     hE = infl_calloc(ctx, blk * P, sizeof(float), "unit vectors");
-    hHV = infl_malloc(ctx, (nv > (int)blk ? (size_t)nv : blk) * P * sizeof(float), "Hessian columns");
+    hHV = infl_malloc(ctx, ((size_t)nv > blk ? (size_t)nv : blk) * P * sizeof(float), "Hessian columns");
     Bh = infl_malloc(ctx, (size_t)nv * P * sizeof(double), "right-hand sides (float64)");
     GOTO_NOMEM_IF(!H || !hE || !hHV || !Bh);
     CHECK(infl_be_alloc_f(ctx, &dE, blk * P, "unit vectors"));
@@ -118,32 +118,30 @@ static infl_status solve_direct(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_opt
             double m = 0.5 * (H[i * P + j] + H[j * P + i]);
             H[i * P + j] = H[j * P + i] = m;
         }
-        GOTO_IF(ctx, !isfinite(H[i * P + i]), INFL_E_NUMERIC, "the Hessian has a non-finite entry in row %zu", i);
         H[i * P + i] += o->damping;
     }
     for (size_t i = 0; i < P * P; i++)
-        GOTO_IF(ctx, !isfinite(H[i]), INFL_E_NUMERIC, "the Hessian has a non-finite entry in row %zu", i / P);
+        GOTO_IF(ctx, !isfinite(H[i]), INFL_E_NUMERIC, "the Hessian has a non-finite entry (row %zu, column %zu)", i / P,
+                i % P);
     // H is symmetric: its row-major and column-major layouts are the same matrix
     lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)P, H, (lapack_int)P);
     GOTO_IF(ctx, info > 0, INFL_E_NUMERIC,
-            "the Hessian plus damping (lambda = %g) is not positive definite (Cholesky failed at column %d of %zu); "
+            "the Hessian plus damping (λ = %g) is not positive definite (Cholesky failed at column %d of %zu); "
             NOT_PD_ADVICE, o->damping, (int)info, P);
     GOTO_IF(ctx, info < 0, INFL_E_INTERNAL, "dpotrf: argument %d is invalid", (int)-info);
-    if (nv > 0) {
-        // G (nv, P) row-major is P × nv column-major: one right-hand side per column
-        CHECK(be->download(ctx, hHV, G, (size_t)nv * P * sizeof(float)));
-        for (size_t i = 0; i < (size_t)nv * P; i++) Bh[i] = hHV[i];
-        info = LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', (lapack_int)P, nv, H, (lapack_int)P, Bh, (lapack_int)P);
-        GOTO_IF(ctx, info != 0, INFL_E_INTERNAL, "dpotrs failed (info %d)", (int)info);
-        for (size_t i = 0; i < (size_t)nv * P; i++) {
-            GOTO_IF(ctx, !isfinite(Bh[i]) || fabs(Bh[i]) > 3.0e38, INFL_E_NUMERIC,
-                    "the direct solve gave a value out of float range for vector %zu; the Hessian plus damping "
-                    "(lambda = %g) is too close to singular: " NOT_PD_ADVICE,
-                    i / P, o->damping);
-            hHV[i] = (float)Bh[i];
-        }
-        CHECK(be->upload(ctx, X, hHV, (size_t)nv * P * sizeof(float)));
+    // G (nv, P) row-major is P × nv column-major: one right-hand side per column
+    CHECK(be->download(ctx, hHV, G, (size_t)nv * P * sizeof(float)));
+    for (size_t i = 0; i < (size_t)nv * P; i++) Bh[i] = hHV[i];
+    info = LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', (lapack_int)P, nv, H, (lapack_int)P, Bh, (lapack_int)P);
+    GOTO_IF(ctx, info != 0, INFL_E_INTERNAL, "dpotrs failed (info %d)", (int)info);
+    for (size_t i = 0; i < (size_t)nv * P; i++) {
+        GOTO_IF(ctx, !isfinite(Bh[i]) || fabs(Bh[i]) > 3.0e38, INFL_E_NUMERIC,
+                "the direct solve gave a value out of float range for vector %zu; the Hessian plus damping "
+                "(λ = %g) is too close to singular: " NOT_PD_ADVICE,
+                i / P, o->damping);
+        hHV[i] = (float)Bh[i];
     }
+    CHECK(be->upload(ctx, X, hHV, (size_t)nv * P * sizeof(float)));
 done:
     free(H);
     free(Bh);
@@ -205,14 +203,15 @@ static infl_status solve_cg(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_options
             double dhd, rr2;
             CHECK(be->dot(ctx, d, hd, P, &dhd));
             GOTO_IF(ctx, !(dhd > 0), INFL_E_NUMERIC,
-                    "the Hessian plus damping (lambda = %g) is not positive definite: conjugate gradient found a "
-                    "direction d with d'(H + lambda I)d = %g <= 0 (vector %d, iteration %d); " NOT_PD_ADVICE,
+                    "the Hessian plus damping (λ = %g) is not positive definite: conjugate gradient found a "
+                    "direction d with dᵀ(H + λI)d = %g <= 0 (vector %d, iteration %d); " NOT_PD_ADVICE,
                     o->damping, dhd, v, it);
             double alpha = rr[v] / dhd;
             CHECK(be->axpby(ctx, x, d, (float)alpha, 1.0f, P));    // x += α d
             CHECK(be->axpby(ctx, r, hd, (float)-alpha, 1.0f, P));  // r −= α (H + λI) d
             CHECK(be->dot(ctx, r, r, P, &rr2));
-            GOTO_IF(ctx, !isfinite(rr2), INFL_E_NUMERIC, "conjugate gradient produced non-finite values (vector %d)", v);
+            GOTO_IF(ctx, !isfinite(rr2), INFL_E_NUMERIC, "conjugate gradient produced non-finite values (vector %d)",
+                    v);
             CHECK(be->axpby(ctx, dv, r, 1.0f, (float)(rr2 / rr[v]), P));  // d = r + β d
             rr[v] = rr2;
             double rel = sqrt(rr2) / gnorm[v];
@@ -316,23 +315,21 @@ infl_status infl_ihvp_solve(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_options
     FORWARD_IF_ERROR(check_options(ctx, o, nv));
     double t0 = infl_now();
     infl_ihvp_report r = {0, 0.0, 0.0};
+    if (rep) *rep = r;
+    if (nv == 0) return INFL_OK;
     if (o->solver == INFL_SOLVER_DIRECT) {
         FORWARD_IF_ERROR(solve_direct(ctx, op, o, G, X, nv));
-    } else if (nv > 0) {
-        if (o->solver == INFL_SOLVER_CG) {
-            FORWARD_IF_ERROR(solve_cg(ctx, op, o, G, X, nv, &r.iters));
-        } else {
-            FORWARD_IF_ERROR(solve_lissa(ctx, op, o, G, X, nv));
-            r.iters = o->lissa_depth * o->lissa_repeats;
-        }
+    } else if (o->solver == INFL_SOLVER_CG) {
+        FORWARD_IF_ERROR(solve_cg(ctx, op, o, G, X, nv, &r.iters));
+    } else {
+        FORWARD_IF_ERROR(solve_lissa(ctx, op, o, G, X, nv));
+        r.iters = o->lissa_depth * o->lissa_repeats;
     }
-    if (nv > 0) {
-        float *T = NULL;
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &T, (size_t)nv * infl_hvp_nparams(op), "residual check"));
-        infl_status rc = true_residual(ctx, op, o->damping, G, X, T, nv, &r.max_rel_residual);
-        infl_be_free(ctx, T);
-        FORWARD_IF_ERROR(rc);
-    }
+    float *T = NULL;
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &T, (size_t)nv * infl_hvp_nparams(op), "residual check"));
+    infl_status rc = true_residual(ctx, op, o->damping, G, X, T, nv, &r.max_rel_residual);
+    infl_be_free(ctx, T);
+    FORWARD_IF_ERROR(rc);
     r.seconds = infl_now() - t0;
     if (rep) *rep = r;
     return INFL_OK;

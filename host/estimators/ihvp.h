@@ -46,10 +46,10 @@ typedef struct {
 } infl_ihvp_report;
 
 // X (nv, P) = (H + λI)⁻¹ G (nv, P), backend memory, row-major (X must not overlap G);
-// rep may be NULL. Errors: INFL_E_ARG for invalid options; INFL_E_UNSUPPORTED when
-// direct is asked for more than direct_max_params parameters; INFL_E_NUMERIC when
-// H + λI is not positive definite (direct, cg) or LiSSA diverges; INFL_E_INTERRUPTED
-// when cancelled. Progress: "hessian" (direct, columns done of P), "cg" (iterations),
+// o NULL: the defaults; rep may be NULL; nv = 0 does nothing. Errors: INFL_E_ARG for
+// invalid options; INFL_E_UNSUPPORTED when direct is asked for more than
+// direct_max_params parameters; INFL_E_NUMERIC when H + λI is not positive definite
+// (direct, cg) or LiSSA diverges; INFL_E_INTERRUPTED when cancelled. Progress: "hessian" (direct, columns done of P), "cg" (iterations),
 // "lissa" (steps done of depth × repeats).
 infl_status infl_ihvp_solve(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_options *o, const float *G, float *X, int nv,
                             infl_ihvp_report *rep);

@@ -19,10 +19,11 @@
 // ---- the store lock ----
 
 // The one piece of global mutable state in infl, and on purpose: HDF5's library state
-// (open ids, the error stack, caches) is process-wide and the serial build has no lock
-// of its own, so the lock that guards it must be process-wide too. Taken by every
-// public store_* function that calls HDF5, from entry to return; recursive so that
-// those functions may call one another.
+// (open ids, the error stack, caches) is process-wide, and an HDF5 built without
+// --enable-threadsafe has no lock of its own, so the lock that guards it must be
+// process-wide too (with a thread-safe HDF5 it costs one uncontended lock a call).
+// Taken by every public store_* function that calls HDF5, from entry to return;
+// recursive so that those functions may call one another.
 static pthread_once_t h5u_lock_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t h5u_mutex;
 
@@ -34,12 +35,29 @@ static void h5u_lock_init(void) {
     pthread_mutexattr_destroy(&a);
 }
 
+// HDF5 built thread-safe (as Debian's is, despite the name "serial") keeps its error
+// stack and the auto-print setting per thread. So infl_ctx_create's silencing covers
+// only its own thread: a store call on any other thread (the shard reader) silences
+// that thread's once, and HDF5 never prints (its errors reach us as statuses). And a
+// thread that exits with records on its error stack leaks them: the outermost unlock
+// clears the stack once the store call has turned it into a status and a detail.
+static _Thread_local int h5u_thread_silenced;
+static _Thread_local int h5u_depth;  // nesting of h5u_lock on this thread
+
 void h5u_lock(void) {
     pthread_once(&h5u_lock_once, h5u_lock_init);
     pthread_mutex_lock(&h5u_mutex);
+    if (!h5u_thread_silenced) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        h5u_thread_silenced = 1;
+    }
+    h5u_depth++;
 }
 
-void h5u_unlock(void) { pthread_mutex_unlock(&h5u_mutex); }
+void h5u_unlock(void) {
+    if (--h5u_depth == 0) H5Eclear2(H5E_DEFAULT);
+    pthread_mutex_unlock(&h5u_mutex);
+}
 
 // Closes an id of any kind when it is valid (for `done:` labels).
 static void close_id(hid_t id) {

@@ -19,9 +19,12 @@
 // ---- the store lock ----
 
 // One process-wide recursive mutex around every public store_* function that touches
-// HDF5: Debian's serial HDF5 is not thread-safe, and the scheduler's reader thread
-// reads shards while the main thread may write other files. Recursive, so a locked
-// store function may call another (store_describe closes a run it opened).
+// HDF5: an HDF5 built without thread safety must never be entered by two threads, and
+// the scheduler's reader thread reads shards while the main thread may write other
+// files. Recursive, so a locked store function may call another (store_describe
+// closes a run it opened). The first lock on a thread also turns off HDF5's error
+// printing for that thread, and the outermost unlock clears the thread's HDF5 error
+// stack (both per-thread in thread-safe builds; see h5util.c).
 void h5u_lock(void);
 void h5u_unlock(void);
 
