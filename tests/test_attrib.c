@@ -189,7 +189,7 @@ ParameterizedTestParameters(attrib, scores_match_naive_reference) {
     return cr_make_param_array(mcase, (void *)cases, sizeof cases / sizeof cases[0]);
 }
 
-ParameterizedTest(const mcase *mc, attrib, scores_match_naive_reference, .timeout = 120) {
+ParameterizedTest(const mcase *mc, attrib, scores_match_naive_reference) {
     const char *data = tu_path("d.h5"), *run = tu_path("r.h5");
     tu_make_blobs(data, 90, 5, 3, 21);
     const int w[] = {5, 6, 3};

@@ -168,19 +168,17 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
 
     // Influence scores of every training example for every query (M, N).
     infl_dataref ref;
-    const char *train_ref = o.train && *o.train ? o.train : NULL;
+    char train_copy[4096];
     {
         attrib a;
         CHECK(attrib_open(ctx, &a, &o, 1));
         fs.N = a.N;
-        if (!train_ref) train_ref = store_run_data(a.run);
+        snprintf(train_copy, sizeof train_copy, "%s", o.train && *o.train ? o.train : store_run_data(a.run));
         int64_t need = (int64_t)a.M * a.N;
         attrib_close(&a);
         fs.S = infl_malloc(ctx, (size_t)need * sizeof(float), "the full score matrix");
         GOTO_NOMEM_IF(!fs.S);
     }
-    char train_copy[4096];
-    snprintf(train_copy, sizeof train_copy, "%s", train_ref);
     o.top = 1;
     CHECK(attrib_rank(ctx, &o, keep_block, &fs, &rr));
     int M = rr->M;

@@ -11,8 +11,9 @@
  *    (Δ_Q Δ_Zᵀ) ∘ (A_Q A_Zᵀ + 1), two GEMMs and a Hadamard product; per-example
  *    gradients are never formed. gradcos divides by |∇L_q| |∇ℓ_z|, where
  *    |∇ℓ_z|² = Σ_l |δ|² (|a|² + 1).
- *  - if: the train rows' layer gradients G_l (b, P_l) are formed a sub-batch at a
- *    time and multiplied by the preconditioned queries: S += V_l G_lᵀ.
+ *  - if: by contraction with the preconditioned queries V_q (DESIGN.md, EK-FAC
+ *    scores): S[q, z] += Σ_l δ_lᵀ V_q,l ã_{l-1}, one GEMM (b, d_out)·(d_out, d_in) and
+ *    a row dot per query and layer; train gradients are never formed.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -191,26 +192,9 @@ done:
     return rc;
 }
 
-// Sub-batch rows: the forward/backward buffers, and for influence functions the
-// per-example layer gradients (b, max P_l), within a budget.
-static int sub_batch(const attrib *a, int influence) {
-    size_t maxpl = 0;
-    for (int l = 0; l < a->L; l++) {
-        size_t pl = (size_t)a->spec->widths[l + 1] * (a->spec->widths[l] + 1);
-        maxpl = pl > maxpl ? pl : maxpl;
-    }
-    int64_t b = 1024;
-    if (influence) {
-        int64_t cap = (int64_t)((64.0 * 1048576.0) / (4.0 * (double)maxpl));
-        b = cap < b ? cap : b;
-    }
-    if (b < 16) b = 16;
-    return (int)b;
-}
-
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence) {
     const infl_backend *be = ctx->be;
-    a->B = sub_batch(a, influence);
+    a->B = 1024;  // train rows per forward/backward and score block
     int B = a->B;
     FORWARD_IF_ERROR(infl_mlp_work_create(ctx, a->spec, B, &a->work));
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->bX, (size_t)B * a->D, "a train sub-batch"));
@@ -228,12 +212,9 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     a->hrow2 = infl_malloc(ctx, (size_t)B * sizeof(float), "row norms");
     if (!a->hrow || !a->hrow2) return INFL_E_NOMEM;
     if (influence) {
-        size_t maxpl = 0;
-        for (int l = 0; l < a->L; l++) {
-            size_t pl = (size_t)a->spec->widths[l + 1] * (a->spec->widths[l] + 1);
-            maxpl = pl > maxpl ? pl : maxpl;
-        }
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->Gz, (size_t)B * maxpl, "per-example layer gradients"));
+        int maxin = 0;
+        for (int l = 0; l < a->L; l++) maxin = a->spec->widths[l] > maxin ? a->spec->widths[l] : maxin;
+        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->Gz, (size_t)B * maxin, "a contraction block"));
     }
     return INFL_OK;
 }
@@ -302,7 +283,8 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
     int M = a->M, L = a->L, K = a->spec->widths[L];
     int64_t kt = qi->y_kind == INFL_Y_REAL ? qi->k : 0;
     infl_status rc = INFL_OK;
-    float *hx = NULL, *hyf = NULL, *qX = NULL, *qyf = NULL, *hl = NULL, *G = NULL, *tmp = NULL;
+    float *hx = NULL, *hyf = NULL, *qX = NULL, *qyf = NULL, *hl = NULL, *G = NULL, *tmp = NULL, *ql = NULL;
+    double *qn = NULL;
     int32_t *hy = NULL, *qy = NULL;
     infl_mlp_work *qw = NULL;
     infl_hvp *op = NULL;
@@ -334,8 +316,8 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         a->qA = calloc((size_t)a->nck * L, sizeof(float *));
         GOTO_IF(ctx, !a->qD || !a->qA, INFL_E_NOMEM, "out of memory");
     }
-    double *qn = calloc((size_t)M, sizeof(double));
-    GOTO_IF(ctx, !qn, INFL_E_NOMEM, "out of memory");
+    qn = infl_calloc(ctx, (size_t)M, sizeof(double), "query gradient norms");
+    GOTO_NOMEM_IF(!qn);
     for (int c = 0; c < a->nck; c++) {
         CHECK(attrib_factors(ctx, a, c, qX, qy, qyf, M, qw));
         // gradient norms: finite, or the checkpoint diverged
@@ -362,10 +344,9 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
                 CHECK(be->copy(ctx, *qa, Al, (size_t)M * din * sizeof(float)));
             }
     }
-    free(qn);
     // labels, predictions and losses at the last checkpoint (qw holds its forward)
     CHECK(be->download(ctx, hl, qw->Z[L - 1], (size_t)M * K * sizeof(float)));
-    float *ql = infl_malloc(ctx, (size_t)M * sizeof(float), "query losses");
+    ql = infl_malloc(ctx, (size_t)M * sizeof(float), "query losses");
     GOTO_NOMEM_IF(!ql);
     rc = be->download(ctx, ql, qw->loss, (size_t)M * sizeof(float));
     for (int q = 0; q < M && rc == INFL_OK; q++) {
@@ -378,7 +359,6 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
                              : a->spec->loss == INFL_LOSS_SIGMOID_CE ? (hl[q] > 0)
                                                                      : -1;
     }
-    free(ql);
     CHECK(rc);
 
     if (influence) {
@@ -396,6 +376,8 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
     }
 done:
     infl_hvp_free(ctx, op);
+    free(qn);
+    free(ql);
     free(hx);
     free(hy);
     free(hyf);
@@ -443,12 +425,16 @@ static infl_status score_block(infl_ctx *ctx, attrib *a, int c, int b) {
         const float *Dl, *Al;
         infl_mlp_factors(a->work, l, &Dl, &Al);
         if (a->o->method == INFL_METHOD_IF) {
-            // S += V_l (M, P_l; ld P) · G_lᵀ (P_l, b)
-            size_t pl = (size_t)dout * (din + 1);
-            FORWARD_IF_ERROR(be->outer_rows(ctx, a->Gz, Dl, Al, b, dout, din));
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, (int)pl, 1.0f, a->V + infl_mlp_woff(a->spec, l),
-                                       (int)a->P, a->Gz, (int)pl, 1.0f, a->Sd, b));
-            a->flops += 2.0 * M * b * (double)pl;
+            // By contraction, without forming the train gradients: for each query q,
+            // S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b  (V_q,W (dout, din), v_q,b (dout))
+            const float *Vw = a->V + infl_mlp_woff(a->spec, l), *Vb = a->V + infl_mlp_boff(a->spec, l);
+            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, Vb, (int)a->P, Dl, dout, 1.0f, a->Sd, b));
+            for (int q = 0; q < M; q++) {
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, din, dout, 1.0f, Dl, dout, Vw + (size_t)q * a->P,
+                                           din, 0.0f, a->Gz, din));
+                FORWARD_IF_ERROR(be->row_dot(ctx, a->Sd + (size_t)q * b, a->Gz, Al, b, din, 1.0f, 1.0f));
+            }
+            a->flops += 2.0 * M * b * (double)dout * (din + 2);
         } else {
             // S += w_c (Δ_Q Δ_Zᵀ) ∘ (A_Q A_Zᵀ + 1)
             FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, a->qD[c * a->L + l], dout, Dl, dout,
