@@ -54,6 +54,11 @@ static double sgemm_rate(int m, int n, int k, int tb, int reps) {
 }
 
 int main(int argc, char **argv) {
+    // as the CLI does (host/cli/main.c): idle OpenMP workers sleep instead of spinning
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv);
+    }
     int64_t n = 60000;
     int batch = 128, epochs = 1;
     const char *layers = "784,256,128,10", *json = NULL;

@@ -87,7 +87,8 @@ static void ref_grad_R(const infl_mlp_spec *s, const double *w, const double *x,
 }
 
 // The naive reference score matrix (M, N) of a method.
-static double *reference(const char *data, const char *run, const infl_rank_options *o, int M, int64_t *Nout) {
+static double *reference(const char *data, const char *run, const infl_rank_options *o, int M, int64_t *Nout,
+                         const char *qsplit) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK);
@@ -97,7 +98,7 @@ static double *reference(const char *data, const char *run, const infl_rank_opti
     int64_t N, Mq;
     int32_t *y, *yq;
     double *x = read_rows(ctx, ref(0, data, "train"), &N, d, &y);
-    double *xq = read_rows(ctx, ref(1, data, "test"), &Mq, d, &yq);
+    double *xq = read_rows(ctx, ref(1, data, qsplit), &Mq, d, &yq);
     *Nout = N;
     double *S = calloc((size_t)M * N, sizeof(double));
     double *gz = malloc(sizeof(double) * P * N), *gq = malloc(sizeof(double) * P * M), *w = malloc(sizeof(double) * P);
@@ -212,7 +213,7 @@ ParameterizedTest(const mcase *mc, attrib, scores_match_naive_reference) {
     infl_rank_result *res;
     cr_assert_eq(attrib_rank(ctx, &o, keep, &f, &res), INFL_OK, "%s", infl_ctx_error(ctx));
     int64_t N;
-    double *R = reference(data, run, &o, 4, &N);
+    double *R = reference(data, run, &o, 4, &N, "test");
     cr_assert_eq(N, 90);
     double num = 0, den = 0;
     for (int i = 0; i < 4 * 90; i++) {
@@ -238,6 +239,45 @@ ParameterizedTest(const mcase *mc, attrib, scores_match_naive_reference) {
     free(R);
     free(f.S);
     infl_rank_result_free(res);
+    infl_ctx_free(ctx);
+}
+
+// Self-influence against the diagonal of the naive reference with the train rows as queries.
+Test(attrib, self_influence_matches_reference) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5");
+    tu_make_blobs(data, 60, 5, 3, 8);
+    const int w[] = {5, 6, 3};
+    make_run(data, run, INFL_ACT_TANH, 2, w, 1e-2);
+    infl_ctx *ctx = tu_ctx();
+    const infl_method methods[] = {INFL_METHOD_GRADDOT, INFL_METHOD_TRACIN, INFL_METHOD_IF};
+    for (int m = 0; m < 3; m++) {
+        infl_rank_options o = infl_rank_options_default();
+        o.run = run;
+        o.method = methods[m];
+        o.solver = 0;
+        o.damping = 1.0;
+        o.shard_rows = 17;
+        infl_self_result *r;
+        cr_assert_eq(infl_self(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+        int64_t N;
+        double *R = reference(data, run, &o, 60, &N, "train");
+        cr_assert_eq(r->N, 60);
+        double num = 0, den = 0;
+        for (int i = 0; i < 60; i++) {
+            num += (r->self[i] - R[i * 60 + i]) * (r->self[i] - R[i * 60 + i]);
+            den += R[i * 60 + i] * R[i * 60 + i];
+        }
+        cr_assert(sqrt(num / den) < 2e-3, "method %d: self-influence relative error %g", m, sqrt(num / den));
+        free(R);
+        infl_self_result_free(r);
+    }
+    infl_rank_options o = infl_rank_options_default();
+    o.run = run;
+    o.method = INFL_METHOD_IF;
+    o.solver = 1;
+    infl_self_result *r;
+    cr_assert_eq(infl_self(ctx, &o, &r), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "direct") != NULL);
     infl_ctx_free(ctx);
 }
 

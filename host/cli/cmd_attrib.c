@@ -331,6 +331,7 @@ int cmd_rank(int argc, char **argv) {
             st = qx ? store_split_read(ctx, query, 0, r->M, qx, NULL, NULL)
                     : infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
             if (st == INFL_OK) st = write_png(ctx, png, A.o.force, r, &A.o, train, query, top, bot, qx);
+            fflush(stdout);
             if (st == INFL_OK && !c.quiet) fprintf(stderr, "wrote %s\n", png);
         }
     }
@@ -505,6 +506,7 @@ int cmd_loo(int argc, char **argv) {
         snprintf(sub, sizeof sub, "Pearson %.3f   Spearman %.3f   n = %d", r->pearson, r->spearman, r->n);
         st = infl_png_scatter(ctx, png, A.o.force, r->actual, r->predicted, r->n, "actual change of query loss",
                               "predicted (score / N)", "influence functions vs leave-one-out retraining", sub, 1);
+        fflush(stdout);
         if (st == INFL_OK && !c.quiet) fprintf(stderr, "wrote %s\n", png);
     }
     infl_loo_result_free(r);

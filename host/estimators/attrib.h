@@ -60,8 +60,9 @@ infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b,
 // Per-example gradients (b, P) in the flat layout; tmp holds (b, max P_l).
 infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b, float *G, float *tmp);
 // X (nv, P) = (H + λI)⁻¹ G at the method's checkpoint; *op is created on first use
-// and may be reused by the caller (free with infl_hvp_free).
-infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, infl_hvp **op);
+// and may be reused by the caller (free with infl_hvp_free; the direct solver keeps
+// its factorisation on it). check: measure the true residual (one more HVP).
+infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, int check, infl_hvp **op);
 
 // Receives each shard's score block (M, n) with leading dimension ld; col0 is the
 // shard's first row within the split's range.

@@ -64,7 +64,21 @@ struct infl_hvp {
     float *Phi[INFL_MAX_LAYERS];  // l < L-1, only when `second`: φ''(Z_l) ∘ (Δ_{l+1} W_{l+1})
     float *RD[2];                 // (S, maxw) ping-pong for RΔ
     float *T;                     // (S, maxw) scratch
+
+    // the direct solver's Cholesky factor of H + λI (host, P × P), kept for reuse
+    double *chol;
+    double chol_lambda;
 };
+
+const double *infl_hvp_factor(const infl_hvp *op, double lambda) {
+    return op->chol && op->chol_lambda == lambda ? op->chol : NULL;
+}
+
+void infl_hvp_set_factor(infl_hvp *op, double lambda, double *L) {
+    free(op->chol);
+    op->chol = L;
+    op->chol_lambda = lambda;
+}
 
 // ---- set-up ----
 
@@ -102,6 +116,7 @@ void infl_hvp_free(infl_ctx *ctx, infl_hvp *op) {
     infl_be_free(ctx, op->RD[0]);
     infl_be_free(ctx, op->RD[1]);
     infl_be_free(ctx, op->T);
+    free(op->chol);
     free(op);
 }
 

@@ -59,4 +59,10 @@ infl_status infl_hvp_apply(infl_ctx *ctx, infl_hvp *op, const float *V, float *H
 infl_status infl_hvp_apply_rows(infl_ctx *ctx, infl_hvp *op, int64_t row0, int64_t nrows, const float *V, float *HV,
                                 int nv);
 
+// The direct solver's Cholesky factor of H + λI (P × P, float64, host), kept on the
+// operator so that later solves with the same λ skip the assembly: NULL when none is
+// kept for this λ. set_factor takes ownership of L (malloc'd), replacing any other.
+const double *infl_hvp_factor(const infl_hvp *op, double lambda);
+void infl_hvp_set_factor(infl_hvp *op, double lambda, double *L);
+
 #endif

@@ -33,6 +33,8 @@ typedef struct {
     int64_t lissa_batch;       // rows per minibatch HVP (clamped to the rows); default 256
     uint64_t seed;             // minibatch positions; default 0
     size_t direct_max_params;  // direct refuses larger P; default 12000
+    int check_residual;        // measure the true residual for the report (one more HVP of
+                               // all nv vectors); default 1
 } infl_ihvp_options;
 
 // Returns the defaults documented above.

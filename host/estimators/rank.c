@@ -372,7 +372,7 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         }
         CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)M * maxpl, "query layer gradients"));
         CHECK(attrib_full_grads(ctx, a, qw, M, G, tmp));
-        CHECK(attrib_solve(ctx, a, G, a->V, M, &op));
+        CHECK(attrib_solve(ctx, a, G, a->V, M, 1, &op));
     }
 done:
     infl_hvp_free(ctx, op);
@@ -391,7 +391,7 @@ done:
     return rc;
 }
 
-infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, infl_hvp **opp) {
+infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, int check, infl_hvp **opp) {
     const infl_rank_options *o = a->o;
     RETURN_IF(ctx, !(o->damping >= 0) || !isfinite(o->damping), INFL_E_ARG, "--damping: expected a value >= 0");
     RETURN_IF(ctx, (unsigned)o->hessian > 1, INFL_E_ARG, "--hessian: expected exact or ggn");
@@ -409,6 +409,7 @@ infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int
     io.lissa_scale = o->lissa_scale;
     io.lissa_repeats = o->lissa_repeats;
     io.seed = o->seed;
+    io.check_residual = check;
     infl_ihvp_report rep;
     return infl_ihvp_solve(ctx, *opp, &io, G, X, nv, &rep);
 }

@@ -84,6 +84,9 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     double *acc = NULL;
     float *G = NULL, *X = NULL, *tmp = NULL, *d = NULL;
     GOTO_IF(ctx, !r, INFL_E_NOMEM, "out of memory");
+    GOTO_IF(ctx, o->method == INFL_METHOD_IF && o->solver != 0, INFL_E_ARG,
+            "self-influence by if needs --solver direct: one factorisation serves every example, where cg or "
+            "lissa would solve once per training example");
     GOTO_IF(ctx, o->method == INFL_METHOD_GRADCOS, INFL_E_ARG,
             "self-influence by gradcos is 1 for every example; use tracin, graddot or if");
     bool influence = o->method == INFL_METHOD_IF;
@@ -125,7 +128,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
                     CHECK(attrib_sqnorms(ctx, &a, a.work, b, a.weight[c], acc, c > 0));
                 } else {
                     CHECK(attrib_full_grads(ctx, &a, a.work, b, G, tmp));
-                    CHECK(attrib_solve(ctx, &a, G, X, b, &op));
+                    CHECK(attrib_solve(ctx, &a, G, X, b, 0, &op));
                     CHECK(ctx->be->row_dot(ctx, d, G, X, b, (int)a.P, 1.0f, 0.0f));
                     CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
                     for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
