@@ -227,15 +227,23 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
         GOTO_IF(ctx, it >= o->max_iters, INFL_E_NUMERIC,
                 "Newton did not reach |grad| <= %g in %d iterations (|grad| = %.3g); raise --max-iters or --tol",
                 o->tol, o->max_iters, gn);
-        // CG on H p = −g to relative residual eta (Eisenstat–Walker: superlinear near the optimum)
-        double eta = fmin(0.5, sqrt(gn));
-        for (size_t i = 0; i < np; i++) {
-            p[i] = 0;
-            r[i] = -g[i];
-            d[i] = r[i];
+        if (o->chol) {
+            // chord step: p = −H₀⁻¹ g with the given factor
+            // (two triangular solves; dpotrs would re-check and re-pack the whole factor)
+            for (size_t i = 0; i < np; i++) p[i] = -g[i];
+            cblas_dtrsv(CblasColMajor, CblasLower, CblasNoTrans, CblasNonUnit, (int)np, o->chol, (int)np, p, 1);
+            cblas_dtrsv(CblasColMajor, CblasLower, CblasTrans, CblasNonUnit, (int)np, o->chol, (int)np, p, 1);
         }
-        double rr = dotv(r, r, np);
-        for (int j = 0; j < 500 && sqrt(rr) > eta * gn; j++) {
+        // else CG on H p = −g to relative residual eta (Eisenstat–Walker: superlinear near the optimum)
+        double eta = fmin(0.5, sqrt(gn));
+        if (!o->chol)
+            for (size_t i = 0; i < np; i++) {
+                p[i] = 0;
+                r[i] = -g[i];
+                d[i] = r[i];
+            }
+        double rr = o->chol ? 0 : dotv(r, r, np);
+        for (int j = 0; !o->chol && j < 500 && sqrt(rr) > eta * gn; j++) {
             CHECK(hvp(&c, w, d, hd));
             cg_total++;
             double dhd = dotv(d, hd, np);
@@ -291,5 +299,95 @@ done:
     free(hd);
     free(wt);
     free(gt);
+    return rc;
+}
+
+infl_status infl_convex_hessian(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
+                                const infl_convex_options *o, const double *w, double *H) {
+    RETURN_IF(ctx, spec->L != 1, INFL_E_ARG, "the convex Hessian takes models with one layer, not %d", spec->L);
+    const infl_split_info *in = store_split_info(split);
+    cvx c = {.ctx = ctx, .split = split, .spec = spec, .n = in->n, .D = spec->widths[0], .K = spec->widths[1],
+             .loaded = -1, .n_eff = (double)in->n};
+    c.S = o->shard_rows > 0 && o->shard_rows < c.n ? o->shard_rows : c.n;
+    c.nshards = (c.n + c.S - 1) / c.S;
+    const int D1 = c.D + 1, K = c.K;
+    const size_t np = infl_mlp_nparams(spec), S = (size_t)c.S;
+    infl_status rc = INFL_OK;
+    double *xt = NULL, *cx = NULL, *blk = NULL;
+    c.fx = infl_malloc(ctx, S * c.D * sizeof(float), "a shard");
+    c.x = infl_malloc(ctx, S * c.D * sizeof(double), "a shard in double");
+    c.wrow = infl_malloc(ctx, S * sizeof(double), "row weights");
+    c.Z = infl_malloc(ctx, S * K * sizeof(double), "logits");
+    c.G = infl_malloc(ctx, S * K * sizeof(double), "logit gradients");
+    xt = infl_malloc(ctx, S * D1 * sizeof(double), "rows with their constant 1");
+    cx = infl_malloc(ctx, S * D1 * sizeof(double), "weighted rows");
+    blk = infl_malloc(ctx, (size_t)D1 * D1 * sizeof(double), "a Hessian block");
+    GOTO_NOMEM_IF(!c.fx || !c.x || !c.wrow || !c.Z || !c.G || !xt || !cx || !blk);
+    if (in->y_kind == INFL_Y_REAL) {
+        c.fyf = infl_malloc(ctx, S * K * sizeof(float), "targets");
+        c.yf = infl_malloc(ctx, S * K * sizeof(double), "targets in double");
+        GOTO_NOMEM_IF(!c.fyf || !c.yf);
+    } else {
+        c.y = infl_malloc(ctx, S * sizeof(int32_t), "labels");
+        GOTO_NOMEM_IF(!c.y);
+    }
+    // Parameter index of (class k, input j): W row-major (K, D), then b (K) for j = D.
+#define PIDX(k, j) ((j) < c.D ? (size_t)(k) * c.D + (size_t)(j) : (size_t)K * c.D + (size_t)(k))
+    memset(H, 0, np * np * sizeof(double));
+    for (int64_t s = 0; s < c.nshards; s++) {
+        int64_t len;
+        CHECK(load_shard(&c, s, &len));
+        logits(&c, w, w + (size_t)K * c.D, len, c.Z);
+        // probabilities (softmax) or σ(1−σ) (sigmoid) per row in Z
+        for (int64_t i = 0; i < len; i++) {
+            double *z = c.Z + i * K;
+            if (spec->loss == INFL_LOSS_SOFTMAX_CE) {
+                double m = z[0], sum = 0;
+                for (int k = 1; k < K; k++) m = z[k] > m ? z[k] : m;
+                for (int k = 0; k < K; k++) sum += (z[k] = exp(z[k] - m));
+                for (int k = 0; k < K; k++) z[k] /= sum;
+            } else if (spec->loss == INFL_LOSS_SIGMOID_CE) {
+                double p = 1.0 / (1.0 + exp(-z[0]));
+                z[0] = p * (1 - p);
+            }
+            for (int j = 0; j < c.D; j++) xt[i * D1 + j] = c.x[i * c.D + j];
+            xt[i * D1 + c.D] = 1.0;
+        }
+        // block (k, l) += (1/n) X̃ᵀ diag(h_kl) X̃ with h_kl = p_k δ_kl − p_k p_l (softmax)
+        for (int k = 0; k < K; k++)
+            for (int l = k; l < K; l++) {
+                if (spec->loss == INFL_LOSS_MSE && l != k) continue;
+                for (int64_t i = 0; i < len; i++) {
+                    const double *pz = c.Z + i * K;
+                    double h = spec->loss == INFL_LOSS_SOFTMAX_CE ? pz[k] * ((k == l) - pz[l])
+                               : spec->loss == INFL_LOSS_SIGMOID_CE ? pz[0]
+                                                                      : 1.0;
+                    for (int j = 0; j < D1; j++) cx[i * D1 + j] = h * xt[i * D1 + j];
+                }
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D1, D1, (int)len, 1.0 / c.n_eff, xt, D1, cx, D1,
+                            0.0, blk, D1);
+                for (int a = 0; a < D1; a++)
+                    for (int b2 = 0; b2 < D1; b2++) {
+                        double v = blk[(size_t)a * D1 + b2];
+                        H[PIDX(k, a) * np + PIDX(l, b2)] += v;
+                        if (l != k) H[PIDX(l, b2) * np + PIDX(k, a)] += v;
+                    }
+            }
+        infl_progress(ctx, "hessian", (uint64_t)(s + 1), (uint64_t)c.nshards, NULL);
+    }
+#undef PIDX
+    for (size_t i = 0; i < np; i++) H[i * np + i] += spec->wd;
+done:
+    free(c.fx);
+    free(c.x);
+    free(c.wrow);
+    free(c.Z);
+    free(c.G);
+    free(c.fyf);
+    free(c.yf);
+    free(c.y);
+    free(xt);
+    free(cx);
+    free(blk);
     return rc;
 }

@@ -28,6 +28,11 @@ typedef struct {
     double tol;        // stop when |∇R| <= tol (2-norm)
     int max_iters;     // Newton iterations
     int64_t shard_rows;
+    // Optional: the Cholesky factor (lower, P × P column-major, float64) of the
+    // Hessian of R at a nearby point (infl_convex_hessian + dpotrf). Then the steps
+    // are −H₀⁻¹ ∇R (a chord method) instead of Newton-CG: for a small change of the
+    // problem (leave-one-out) each retraining costs a few gradient passes.
+    const double *chol;
 } infl_convex_options;
 
 typedef struct {
@@ -46,5 +51,11 @@ typedef struct {
 infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
                             const int64_t *exclude, int64_t nexclude, const infl_convex_options *o,
                             double *w, infl_convex_report *rep);
+
+// H (P × P, float64, row-major = column-major: it is symmetric) = ∇²R(w) of a
+// one-layer model on the split's rows: (1/n) Σ_i H_out(z_i) ⊗ x̃_i x̃_iᵀ + wd I,
+// streamed in shards (o->shard_rows).
+infl_status infl_convex_hessian(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
+                                const infl_convex_options *o, const double *w, double *H);
 
 #endif
