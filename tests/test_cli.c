@@ -149,3 +149,68 @@ Test(cli, fashion_mnist_subset, .timeout = 600) {
     cr_assert(p && sscanf(p, "accuracy %lf", &acc) == 1);
     cr_assert(acc > 70, "accuracy %g%% on 1000 test images", acc);
 }
+
+Test(cli, rank_self_loo_end_to_end) {
+    // tu_path's buffers rotate: keep copies of the paths used throughout
+    char data[1100], run[1100], cvx[1100], csv[1100], json[1100], h5[1100];
+    snprintf(data, sizeof data, "%s", tu_path("blobs.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("run.h5"));
+    snprintf(cvx, sizeof cvx, "%s", tu_path("cvx.h5"));
+    snprintf(csv, sizeof csv, "%s", tu_path("r.csv"));
+    snprintf(json, sizeof json, "%s", tu_path("r.json"));
+    snprintf(h5, sizeof h5, "%s", tu_path("s.h5"));
+    tu_make_blobs(data, 300, 6, 3, 4);
+    char tr[1200], te[1200];
+    snprintf(tr, sizeof tr, "%s:/train", data);
+    snprintf(te, sizeof te, "%s:/test[0:5]", data);
+    cr_assert_eq(CLI("train", "--data", tr, "--layers", "6,8,3", "--epochs", "2", "--batch", "32",
+                     "--checkpoint-every", "5", "-o", run),
+                 0, "%s", tu_err());
+    cr_assert_eq(CLI("rank", "--run", run, "--query", te, "--top", "4", "--csv", csv, "--json", json, "-o", h5,
+                     "--save-scores"),
+                 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "proponents") != NULL);
+    cr_assert(strstr(tu_out(), "query 4:") != NULL, "%s", tu_out());
+    char *s = tu_read_file(csv, NULL);
+    int lines = 0;
+    for (char *p = s; *p; p++) lines += *p == '\n';
+    cr_assert_eq(lines, 1 + 5 * 2 * 4, "%d CSV lines", lines);
+    free(s);
+    s = tu_read_file(json, NULL);
+    cr_assert(strstr(s, "\"opponents\"") != NULL && strstr(s, "\"method\": \"tracin\"") != NULL);
+    free(s);
+    cr_assert_eq(CLI("info", h5), 0);
+    cr_assert(strstr(tu_out(), "scores") != NULL, "%s", tu_out());
+    // outputs that exist are refused before the work; --force replaces them
+    cr_assert_eq(CLI("rank", "--run", run, "--query", te, "--csv", csv), 1);
+    cr_assert(strstr(tu_err(), "--force") != NULL);
+    cr_assert_eq(CLI("rank", "--run", run, "--query", te, "--csv", csv, "--force", "--method", "gradcos"), 0, "%s",
+                 tu_err());
+    // pictures need image data
+    cr_assert_eq(CLI("rank", "--run", run, "--query", te, "--png", tu_path("x.png")), 1);
+    cr_assert(strstr(tu_err(), "image_shape") != NULL, "%s", tu_err());
+    cr_assert(!tu_exists(tu_path("x.png")));
+    cr_assert_eq(CLI("rank", "--run", run, "--query", te, "--method", "magic"), 2);
+    cr_assert_eq(CLI("rank", "--run", run), 2);
+    cr_assert_eq(CLI("rank", "--run", run, "--query", te, "--top", "301"), 1);
+
+    cr_assert_eq(CLI("self", "--run", run, "--top", "3", "--csv", tu_path("self.csv")), 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "self-influence by tracin") != NULL);
+    s = tu_read_file(tu_path("self.csv"), NULL);
+    lines = 0;
+    for (char *p = s; *p; p++) lines += *p == '\n';
+    cr_assert_eq(lines, 301);
+    free(s);
+
+    cr_assert_eq(CLI("train", "--data", tr, "--layers", "6,3", "--wd", "1e-2", "-o", cvx), 0, "%s", tu_err());
+    cr_assert_eq(CLI("loo", "--run", cvx, "--query", te, "--remove-top", "3", "--remove-bottom", "3", "--remove-random",
+                     "3", "--png", tu_path("loo.png")),
+                 0, "%s", tu_err());
+    double pearson = 0;
+    const char *p = strstr(tu_out(), "Pearson ");
+    cr_assert(p && sscanf(p, "Pearson %lf", &pearson) == 1);
+    cr_assert(pearson > 0.9, "Pearson %g", pearson);
+    cr_assert(tu_exists(tu_path("loo.png")));
+    cr_assert_eq(CLI("loo", "--run", run, "--query", te), 1);
+    cr_assert(strstr(tu_err(), "convex") != NULL, "%s", tu_err());
+}

@@ -143,29 +143,6 @@ static double ref_loss(const infl_mlp_spec *s, const double *zl, int y, const do
     return loss;
 }
 
-// Adds ∇_w ℓ of one example into g (nparams).
-static void ref_grad_example(const infl_mlp_spec *s, const double *w, const double *x, int y, const double *yf,
-                             double *g) {
-    double z[8][MAXW], a[9][MAXW], d[8][MAXW];
-    ref_forward(s, w, x, z, a);
-    ref_loss(s, z[s->L - 1], y, yf, d[s->L - 1], NULL, NULL);
-    for (int l = s->L - 1; l >= 0; l--) {
-        int din = s->widths[l], dout = s->widths[l + 1];
-        double *gW = g + infl_mlp_woff(s, l), *gb = g + infl_mlp_boff(s, l);
-        const double *W = w + infl_mlp_woff(s, l);
-        for (int o = 0; o < dout; o++) {
-            gb[o] += d[l][o];
-            for (int i = 0; i < din; i++) gW[o * din + i] += d[l][o] * a[l][i];
-        }
-        if (l > 0)
-            for (int i = 0; i < din; i++) {
-                double t = 0;
-                for (int o = 0; o < dout; o++) t += d[l][o] * W[o * din + i];
-                d[l - 1][i] = t * rdact(s->act, z[l - 1][i]);
-            }
-    }
-}
-
 typedef enum { REF_EXACT, REF_GGN, REF_EXACT_NO_SECOND } ref_kind;
 
 // Adds H_i v of one example into hv (nparams) by the R-operator in float64: the
@@ -286,7 +263,7 @@ static void free_fixture(fixture *f) {
 // ∇R(w) = mean over the rows of ∇ℓ + wd w.
 static void ref_grad(const fixture *f, const double *w, double *g) {
     memset(g, 0, f->np * sizeof(double));
-    for (int i = 0; i < f->n; i++) ref_grad_example(&f->spec, w, f->x + i * f->d0, f->y[i], f->yf + i * f->K, g);
+    for (int i = 0; i < f->n; i++) tu_ref_example(&f->spec, w, f->x + i * f->d0, f->y[i], f->yf + i * f->K, g, NULL);
     for (size_t j = 0; j < f->np; j++) g[j] = g[j] / f->n + f->spec.wd * w[j];
 }
 

@@ -122,6 +122,15 @@ static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
     else snprintf(buf, size, "%d", (int)c);
 }
 
+// Refuses existing outputs (NULL entries skipped) before the work, not after it.
+static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
+    for (int i = 0; i < n; i++) {
+        char tmp[4200];
+        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
+    }
+    return INFL_OK;
+}
+
 // ---- rank ----
 
 typedef struct {
@@ -287,15 +296,9 @@ int cmd_rank(int argc, char **argv) {
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
-    // Refuse existing outputs before the work, not after it.
     const char *outs[] = {A.o.output, csv, json, png};
-    for (int i = 0; i < 4; i++) {
-        char tmp[4200];
-        if (outs[i]) {
-            infl_status st = infl_out_begin(ctx, outs[i], A.o.force, tmp, sizeof tmp);
-            if (st < 0) return finish(&c, ctx, st);
-        }
-    }
+    infl_status ost = refuse_existing(ctx, outs, 4, A.o.force);
+    if (ost < 0) return finish(&c, ctx, ost);
     infl_rank_result *r = NULL;
     infl_status st = infl_rank(ctx, &A.o, &r);
     end_progress(&c);
@@ -385,13 +388,8 @@ int cmd_self(int argc, char **argv) {
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     const char *outs[] = {A.o.output, csv};
-    for (int i = 0; i < 2; i++) {
-        char tmp[4200];
-        if (outs[i]) {
-            infl_status st = infl_out_begin(ctx, outs[i], A.o.force, tmp, sizeof tmp);
-            if (st < 0) return finish(&c, ctx, st);
-        }
-    }
+    infl_status ost = refuse_existing(ctx, outs, 2, A.o.force);
+    if (ost < 0) return finish(&c, ctx, ost);
     infl_self_result *r = NULL;
     infl_status st = infl_self(ctx, &A.o, &r);
     end_progress(&c);
@@ -484,11 +482,8 @@ int cmd_loo(int argc, char **argv) {
     if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
-    if (png) {
-        char tmp[4200];
-        infl_status st = infl_out_begin(ctx, png, A.o.force, tmp, sizeof tmp);
-        if (st < 0) return finish(&c, ctx, st);
-    }
+    infl_status ost = refuse_existing(ctx, &png, 1, A.o.force);
+    if (ost < 0) return finish(&c, ctx, ost);
     infl_loo_result *r = NULL;
     infl_status st = infl_loo(ctx, &A.o, &lo, &r);
     end_progress(&c);

@@ -179,37 +179,58 @@ static infl_status hvp(cvx *c, const double *w, const double *v, double *hv) {
     return INFL_OK;
 }
 
+// Sets up c for a split (shards of o->shard_rows) and allocates its shard buffers.
+static infl_status cvx_open(cvx *c, infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
+                            const infl_convex_options *o) {
+    const infl_split_info *in = store_split_info(split);
+    *c = (cvx){.ctx = ctx, .split = split, .spec = spec, .n = in->n, .D = spec->widths[0], .K = spec->widths[1],
+               .loaded = -1, .n_eff = (double)in->n};
+    c->S = o->shard_rows > 0 && o->shard_rows < c->n ? o->shard_rows : c->n;
+    c->nshards = (c->n + c->S - 1) / c->S;
+    size_t S = (size_t)c->S;
+    c->fx = infl_malloc(ctx, S * c->D * sizeof(float), "a shard");
+    c->x = infl_malloc(ctx, S * c->D * sizeof(double), "a shard in double");
+    c->wrow = infl_malloc(ctx, S * sizeof(double), "row weights");
+    c->Z = infl_malloc(ctx, S * c->K * sizeof(double), "logits");
+    c->G = infl_malloc(ctx, S * c->K * sizeof(double), "logit gradients");
+    if (!c->fx || !c->x || !c->wrow || !c->Z || !c->G) return INFL_E_NOMEM;
+    if (in->y_kind == INFL_Y_REAL) {
+        c->fyf = infl_malloc(ctx, S * c->K * sizeof(float), "targets");
+        c->yf = infl_malloc(ctx, S * c->K * sizeof(double), "targets in double");
+        if (!c->fyf || !c->yf) return INFL_E_NOMEM;
+    } else {
+        c->y = infl_malloc(ctx, S * sizeof(int32_t), "labels");
+        if (!c->y) return INFL_E_NOMEM;
+    }
+    return INFL_OK;
+}
+
+static void cvx_close(cvx *c) {
+    free(c->fx);
+    free(c->x);
+    free(c->wrow);
+    free(c->Z);
+    free(c->G);
+    free(c->fyf);
+    free(c->yf);
+    free(c->y);
+}
+
 infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec, const int64_t *exclude,
                             int64_t nexclude, const infl_convex_options *o, double *w, infl_convex_report *rep) {
     RETURN_IF(ctx, spec->L != 1, INFL_E_ARG, "the convex optimiser takes models with one layer, not %d", spec->L);
     RETURN_IF(ctx, !(spec->wd > 0), INFL_E_ARG, "the convex optimiser needs weight decay > 0");
-    const infl_split_info *in = store_split_info(split);
-    cvx c = {.ctx = ctx, .split = split, .spec = spec, .n = in->n, .D = spec->widths[0], .K = spec->widths[1],
-             .exclude = exclude, .nexclude = nexclude, .loaded = -1};
-    c.S = o->shard_rows > 0 && o->shard_rows < c.n ? o->shard_rows : c.n;
-    c.nshards = (c.n + c.S - 1) / c.S;
+    cvx c;
+    infl_status rc = cvx_open(&c, ctx, split, spec, o);
+    c.exclude = exclude;
+    c.nexclude = nexclude;
     // The rows kept keep their weight 1/n: removing z is up-weighting it by −1/n, the
     // perturbation influence functions predict (renormalising by n − 1 would also
     // shift the balance with the weight decay, moving every query loss a little).
-    c.n_eff = (double)c.n;
-    RETURN_IF(ctx, nexclude >= c.n, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
-    size_t np = infl_mlp_nparams(spec), S = (size_t)c.S;
-    infl_status rc = INFL_OK;
+    size_t np = infl_mlp_nparams(spec);
     double *g = NULL, *p = NULL, *r = NULL, *d = NULL, *hd = NULL, *wt = NULL, *gt = NULL;
-    c.fx = infl_malloc(ctx, S * c.D * sizeof(float), "a shard");
-    c.x = infl_malloc(ctx, S * c.D * sizeof(double), "a shard in double");
-    c.wrow = infl_malloc(ctx, S * sizeof(double), "row weights");
-    c.Z = infl_malloc(ctx, S * c.K * sizeof(double), "logits");
-    c.G = infl_malloc(ctx, S * c.K * sizeof(double), "logit gradients");
-    GOTO_NOMEM_IF(!c.fx || !c.x || !c.wrow || !c.Z || !c.G);
-    if (in->y_kind == INFL_Y_REAL) {
-        c.fyf = infl_malloc(ctx, S * c.K * sizeof(float), "targets");
-        c.yf = infl_malloc(ctx, S * c.K * sizeof(double), "targets in double");
-        GOTO_NOMEM_IF(!c.fyf || !c.yf);
-    } else {
-        c.y = infl_malloc(ctx, S * sizeof(int32_t), "labels");
-        GOTO_NOMEM_IF(!c.y);
-    }
+    CHECK(rc);
+    GOTO_IF(ctx, nexclude >= c.n, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
     g = infl_malloc(ctx, np * sizeof(double), "the gradient");
     p = infl_malloc(ctx, np * sizeof(double), "the Newton step");
     r = infl_malloc(ctx, np * sizeof(double), "CG residual");
@@ -284,14 +305,7 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
         rep->grad_norm = gn;
     }
 done:
-    free(c.fx);
-    free(c.x);
-    free(c.wrow);
-    free(c.Z);
-    free(c.G);
-    free(c.fyf);
-    free(c.yf);
-    free(c.y);
+    cvx_close(&c);
     free(g);
     free(p);
     free(r);
@@ -305,32 +319,16 @@ done:
 infl_status infl_convex_hessian(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
                                 const infl_convex_options *o, const double *w, double *H) {
     RETURN_IF(ctx, spec->L != 1, INFL_E_ARG, "the convex Hessian takes models with one layer, not %d", spec->L);
-    const infl_split_info *in = store_split_info(split);
-    cvx c = {.ctx = ctx, .split = split, .spec = spec, .n = in->n, .D = spec->widths[0], .K = spec->widths[1],
-             .loaded = -1, .n_eff = (double)in->n};
-    c.S = o->shard_rows > 0 && o->shard_rows < c.n ? o->shard_rows : c.n;
-    c.nshards = (c.n + c.S - 1) / c.S;
+    cvx c;
+    infl_status rc = cvx_open(&c, ctx, split, spec, o);
     const int D1 = c.D + 1, K = c.K;
     const size_t np = infl_mlp_nparams(spec), S = (size_t)c.S;
-    infl_status rc = INFL_OK;
     double *xt = NULL, *cx = NULL, *blk = NULL;
-    c.fx = infl_malloc(ctx, S * c.D * sizeof(float), "a shard");
-    c.x = infl_malloc(ctx, S * c.D * sizeof(double), "a shard in double");
-    c.wrow = infl_malloc(ctx, S * sizeof(double), "row weights");
-    c.Z = infl_malloc(ctx, S * K * sizeof(double), "logits");
-    c.G = infl_malloc(ctx, S * K * sizeof(double), "logit gradients");
+    CHECK(rc);
     xt = infl_malloc(ctx, S * D1 * sizeof(double), "rows with their constant 1");
     cx = infl_malloc(ctx, S * D1 * sizeof(double), "weighted rows");
     blk = infl_malloc(ctx, (size_t)D1 * D1 * sizeof(double), "a Hessian block");
-    GOTO_NOMEM_IF(!c.fx || !c.x || !c.wrow || !c.Z || !c.G || !xt || !cx || !blk);
-    if (in->y_kind == INFL_Y_REAL) {
-        c.fyf = infl_malloc(ctx, S * K * sizeof(float), "targets");
-        c.yf = infl_malloc(ctx, S * K * sizeof(double), "targets in double");
-        GOTO_NOMEM_IF(!c.fyf || !c.yf);
-    } else {
-        c.y = infl_malloc(ctx, S * sizeof(int32_t), "labels");
-        GOTO_NOMEM_IF(!c.y);
-    }
+    GOTO_NOMEM_IF(!xt || !cx || !blk);
     // Parameter index of (class k, input j): W row-major (K, D), then b (K) for j = D.
 #define PIDX(k, j) ((j) < c.D ? (size_t)(k) * c.D + (size_t)(j) : (size_t)K * c.D + (size_t)(k))
     memset(H, 0, np * np * sizeof(double));
@@ -378,14 +376,7 @@ infl_status infl_convex_hessian(infl_ctx *ctx, infl_split *split, const infl_mlp
 #undef PIDX
     for (size_t i = 0; i < np; i++) H[i * np + i] += spec->wd;
 done:
-    free(c.fx);
-    free(c.x);
-    free(c.wrow);
-    free(c.Z);
-    free(c.G);
-    free(c.fyf);
-    free(c.yf);
-    free(c.y);
+    cvx_close(&c);
     free(xt);
     free(cx);
     free(blk);
