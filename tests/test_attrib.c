@@ -307,6 +307,32 @@ Test(attrib, shard_size_does_not_change_results) {
     infl_ctx_free(ctx);
 }
 
+// More queries than rows in a scoring sub-batch (1024): the query state is sized by M.
+Test(attrib, more_queries_than_a_sub_batch) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5");
+    tu_make_blobs(data, 1100, 4, 3, 5);
+    const int w[] = {4, 5, 3};
+    make_run(data, run, INFL_ACT_TANH, 2, w, 1e-3);
+    infl_ctx *ctx = tu_ctx();
+    infl_rank_options o = infl_rank_options_default();
+    o.run = run;
+    o.method = INFL_METHOD_GRADCOS;
+    o.top = 3;
+    o.query = ref(1, data, "train[0:1100]");
+    infl_rank_result *a, *b;
+    cr_assert_eq(infl_rank(ctx, &o, &a), INFL_OK, "%s", infl_ctx_error(ctx));
+    o.query = ref(1, data, "train[1090:1100]");
+    cr_assert_eq(infl_rank(ctx, &o, &b), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(a->M, 1100);
+    for (int i = 0; i < 10 * 3; i++) {
+        cr_assert_eq(a->top_index[1090 * 3 + i], b->top_index[i]);
+        cr_assert_float_eq(a->top_score[1090 * 3 + i], b->top_score[i], 1e-5);
+    }
+    infl_rank_result_free(a);
+    infl_rank_result_free(b);
+    infl_ctx_free(ctx);
+}
+
 static int have_fmnist(void) {
     struct stat st;
     return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
@@ -405,6 +431,12 @@ Test(attrib, bad_inputs_are_refused) {
     o.checkpoints = "000005,nosuch";
     cr_assert_neq(infl_rank(ctx, &o, &r), INFL_OK);
     cr_assert(strstr(infl_ctx_error(ctx), "nosuch") != NULL, "%s", infl_ctx_error(ctx));
+    // a list that names no checkpoint at all is refused, not ranked with zero scores
+    o.checkpoints = ",";
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "--checkpoints") != NULL, "%s", infl_ctx_error(ctx));
+    infl_self_result *sr = NULL;
+    cr_assert_eq(infl_self(ctx, &o, &sr), INFL_E_ARG);
     o.checkpoints = NULL;
 
     // A diverged checkpoint: finite but enormous weights overflow the logits.

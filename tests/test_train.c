@@ -129,6 +129,38 @@ Test(train, same_seed_same_checkpoints) {
     infl_ctx_free(ctx);
 }
 
+// The epoch attribute is the share of rows seen, also when the short last shard is
+// visited before others: strictly increasing, and a whole number at each epoch's end.
+Test(train, checkpoint_epoch_counts_rows_seen) {
+    const char *data = tu_path("blobs.h5");
+    tu_make_blobs(data, 10, 4, 2, 3);
+    const int w[] = {4, 5, 2};
+    infl_ctx *ctx = tu_ctx();
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        infl_train_options o = opts_for(ref(data, "train"), 2, w);
+        o.shard_rows = 4;  // shards of 4, 4 and 2 rows, visited in a random order
+        o.batch = 4;       // one step per shard: 3 steps an epoch
+        o.epochs = 3;
+        o.checkpoint_every = 1;
+        o.seed = seed;
+        const char *run = tu_path("epochs.h5");
+        o.force = 1;
+        cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+        infl_run *r;
+        cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK);
+        cr_assert_eq(store_run_ncheckpoints(r), 9);
+        double prev = 0;
+        for (int i = 0; i < 9; i++) {
+            double e = store_run_checkpoint(r, i)->epoch;
+            cr_assert(e > prev, "seed %d: checkpoint %d has epoch %g after %g", (int)seed, i, e, prev);
+            if (i % 3 == 2) cr_assert_float_eq(e, i / 3 + 1, 1e-9, "seed %d: epoch %g at an epoch's end", (int)seed, e);
+            prev = e;
+        }
+        store_run_close(r);
+    }
+    infl_ctx_free(ctx);
+}
+
 Test(train, sigmoid_and_mse_losses_train) {
     const char *d2 = tu_path("bin.h5"), *dr = tu_path("reg.h5");
     tu_make_blobs(d2, 400, 5, 2, 3);

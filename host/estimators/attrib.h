@@ -38,8 +38,8 @@ typedef struct {
     int32_t *by;
     float *Sd, *T1, *T2;  // (M, B)
     float *Gz;            // (B, max P_l)
-    float *rn;            // (2B) row norms
-    float *hrow, *hrow2;  // (B) host
+    float *rn;            // (2 max(B, M)) row norms
+    float *hrow, *hrow2;  // (max(B, M)) host
     double flops;
 } attrib;
 

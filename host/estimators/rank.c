@@ -92,6 +92,7 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
             a->ck[a->nck] = i;
             a->weight[a->nck++] = store_run_checkpoint(a->run, i)->lr;
         }
+        RETURN_IF(ctx, a->nck == 0, INFL_E_ARG, "--checkpoints '%s' names no checkpoint", o->checkpoints);
     }
     for (int i = 0; i < a->nck; i++)
         RETURN_IF(ctx, !(a->weight[i] > 0) || !isfinite(a->weight[i]), INFL_E_FORMAT,
@@ -207,9 +208,11 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
         FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->T1, (size_t)M * B, "a score block"));
         FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->T2, (size_t)M * B, "a score block"));
     }
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->rn, (size_t)2 * B, "row norms"));
-    a->hrow = infl_malloc(ctx, (size_t)B * sizeof(float), "row norms");
-    a->hrow2 = infl_malloc(ctx, (size_t)B * sizeof(float), "row norms");
+    // row norms serve the train sub-batches (B rows) and the M queries (prepare_queries)
+    size_t nr = (size_t)(M > B ? M : B);
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->rn, 2 * nr, "row norms"));
+    a->hrow = infl_malloc(ctx, nr * sizeof(float), "row norms");
+    a->hrow2 = infl_malloc(ctx, nr * sizeof(float), "row norms");
     if (!a->hrow || !a->hrow2) return INFL_E_NOMEM;
     if (influence) {
         int maxin = 0;

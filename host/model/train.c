@@ -184,6 +184,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
         permute(order, nshards, o->seed, (uint64_t)ep);
         epoch_loss = 0;
         epoch_seen = 0;
+        int64_t ep_rows = 0;  // rows of the shards visited before this one, this epoch
         for (int64_t si = 0; si < nshards; si++) {
             int64_t s = order[si], row0 = s * S, len = row0 + S <= n ? S : n - row0;
             CHECK(store_split_read(ctx, split, row0, len, hx, hy, hyf));
@@ -221,7 +222,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
                 bool last = step == total;
                 if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
                     CHECK(be->download(ctx, hp, dW, np * sizeof(float)));
-                    double epoch = (double)ep + (double)(si * S + b0 + nb) / (double)n;
+                    double epoch = (double)ep + (double)(ep_rows + b0 + nb) / (double)n;
                     if (last) epoch = o->epochs;
                     CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
                                                    hp));
@@ -236,6 +237,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
                     infl_progress(ctx, "train", (uint64_t)step, (uint64_t)total, info);
                 }
             }
+            ep_rows += len;
         }
     }
     rep->seconds = infl_now() - t0;
