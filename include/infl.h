@@ -324,7 +324,8 @@ infl_loo_options infl_loo_options_default(void);
 
 typedef struct {
     int n;                    /* (query, removed example) pairs */
-    int32_t *query;           /* (n) query number */
+    int32_t *query;           /* (n) query number (0-based within the query range) */
+    int64_t query_begin;      /* first query row within its split */
     int64_t *removed;         /* (n) training index removed */
     double *predicted;        /* (n) score / N: the predicted change of the query loss */
     double *actual;           /* (n) the change after retraining without the example */

@@ -71,6 +71,10 @@ static int resolve(attrib_args *A, const char *cmd) {
         else return usage_error(cmd, "--solver: expected direct, cg or lissa");
     }
     o->shard_mb = A->shard_mb;
+    if (o->shard_rows < 0) return usage_error(cmd, "--shard: expected a number of rows >= 1");
+    if (!(o->shard_mb > 0)) return usage_error(cmd, "--shard-mb: expected a value > 0");
+    if (!(o->damping >= 0)) return usage_error(cmd, "--damping: expected a value >= 0");
+    if (o->hessian_samples < 0) return usage_error(cmd, "--hessian-samples: expected 0 (all) or more");
     return 0;
 }
 
@@ -131,6 +135,31 @@ static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int 
     return INFL_OK;
 }
 
+// A CSV field: quoted (with "" for ") when it holds a separator, quote or newline.
+static void put_csv(FILE *f, const char *v) {
+    if (!strpbrk(v, ",\"\n\r")) {
+        fputs(v, f);
+        return;
+    }
+    fputc('"', f);
+    for (const char *p = v; *p; p++) {
+        if (*p == '"') fputc('"', f);
+        fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+// A JSON string with its quotes.
+static void put_json(FILE *f, const char *v) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
 // ---- rank ----
 
 typedef struct {
@@ -149,32 +178,51 @@ static int write_text_outputs(common *c, infl_ctx *ctx, const infl_rank_result *
         if (st < 0) return fail(c, ctx, st);
         FILE *fp = fopen(tmp, "w");
         if (!fp) return fail(c, ctx, infl_seterr(ctx, INFL_E_IO, "%s: cannot write", paths[f]));
-        if (f == 0) fprintf(fp, "query,query_label,query_pred,side,rank,train_index,train_label,score\n");
-        else
-            fprintf(fp, "{\"method\": \"%s\", \"run\": \"%s\", \"train\": \"%s\", \"query\": \"%s\", \"queries\": [",
-                    method_name(o->method), o->run, store_split_ref(train), store_split_ref(query));
+        if (f == 0) {
+            fprintf(fp, "query,query_label,query_pred,side,rank,train_index,train_label,score\n");
+        } else {
+            fprintf(fp, "{\"method\": ");
+            put_json(fp, method_name(o->method));
+            fprintf(fp, ", \"run\": ");
+            put_json(fp, o->run);
+            fprintf(fp, ", \"train\": ");
+            put_json(fp, store_split_ref(train));
+            fprintf(fp, ", \"query\": ");
+            put_json(fp, store_split_ref(query));
+            fprintf(fp, ", \"queries\": [");
+        }
         for (int q = 0; q < r->M; q++) {
             char ql[64], qp[64];
             class_text(query, r->query_label[q], ql, sizeof ql);
             class_text(query, r->query_pred[q], qp, sizeof qp);
             int64_t qidx = r->query_begin + q;
-            if (f == 1)
-                fprintf(fp, "%s\n {\"index\": %" PRId64 ", \"label\": \"%s\", \"pred\": \"%s\", \"loss\": %.6g, ",
-                        q ? "," : "", qidx, ql, qp, r->query_loss[q]);
+            if (f == 1) {
+                fprintf(fp, "%s\n {\"index\": %" PRId64 ", \"label\": ", q ? "," : "", qidx);
+                put_json(fp, ql);
+                fprintf(fp, ", \"pred\": ");
+                put_json(fp, qp);
+                fprintf(fp, ", \"loss\": %.6g, ", r->query_loss[q]);
+            }
             for (int side = 0; side < 2; side++) {
                 const int64_t *idx = side ? r->bottom_index : r->top_index;
                 const float *sc = side ? r->bottom_score : r->top_score;
                 rowinfo *ri = side ? bot : top;
                 if (f == 1) fprintf(fp, "%s\"%s\": [", side ? ", " : "", side ? "opponents" : "proponents");
                 for (int j = 0; j < r->k; j++) {
-                    size_t at = (size_t)q * r->k + j;
-                    if (f == 0)
-                        fprintf(fp, "%" PRId64 ",%s,%s,%s,%d,%" PRId64 ",%s,%.9g\n", qidx, ql, qp,
-                                side ? "opponent" : "proponent", j + 1, idx[(size_t)q * o->top + j], ri[at].label,
-                                sc[(size_t)q * o->top + j]);
-                    else
-                        fprintf(fp, "%s{\"index\": %" PRId64 ", \"label\": \"%s\", \"score\": %.9g}", j ? ", " : "",
-                                idx[(size_t)q * o->top + j], ri[at].label, sc[(size_t)q * o->top + j]);
+                    size_t at = (size_t)q * r->k + j, oi = (size_t)q * o->top + j;
+                    if (f == 0) {
+                        fprintf(fp, "%" PRId64 ",", qidx);
+                        put_csv(fp, ql);
+                        fputc(',', fp);
+                        put_csv(fp, qp);
+                        fprintf(fp, ",%s,%d,%" PRId64 ",", side ? "opponent" : "proponent", j + 1, idx[oi]);
+                        put_csv(fp, ri[at].label);
+                        fprintf(fp, ",%.9g\n", sc[oi]);
+                    } else {
+                        fprintf(fp, "%s{\"index\": %" PRId64 ", \"label\": ", j ? ", " : "", idx[oi]);
+                        put_json(fp, ri[at].label);
+                        fprintf(fp, ", \"score\": %.9g}", sc[oi]);
+                    }
                 }
                 if (f == 1) fprintf(fp, "]");
             }
@@ -293,11 +341,23 @@ int cmd_rank(int argc, char **argv) {
     int u = resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
+    if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     const char *outs[] = {A.o.output, csv, json, png};
     infl_status ost = refuse_existing(ctx, outs, 4, A.o.force);
+    if (ost == INFL_OK && png) {
+        // pictures need image data: say so before the work, not after it
+        char tref0[4096];
+        infl_split *t0 = NULL;
+        ost = train_ref(ctx, &A.o, tref0, sizeof tref0);
+        if (ost == INFL_OK) ost = open_split(ctx, tref0, &t0);
+        if (ost == INFL_OK && !store_split_info(t0)->has_image)
+            ost = infl_seterr(ctx, INFL_E_ARG, "--png: %s has no image_shape attribute; pictures need image data",
+                              tref0);
+        store_split_close(t0);
+    }
     if (ost < 0) return finish(&c, ctx, ost);
     infl_rank_result *r = NULL;
     infl_status st = infl_rank(ctx, &A.o, &r);
@@ -430,8 +490,10 @@ int cmd_self(int argc, char **argv) {
                 for (int64_t i = 0; i < r->N && st == INFL_OK; i++) {
                     char lab[64];
                     st = row_label(ctx, train, r->order[i], x, lab, sizeof lab);
-                    fprintf(fp, "%" PRId64 ",%" PRId64 ",%s,%.9g\n", i + 1, r->order[i], lab,
-                            r->self[r->order[i] - begin]);
+                    if (st != INFL_OK) break;
+                    fprintf(fp, "%" PRId64 ",%" PRId64 ",", i + 1, r->order[i]);
+                    put_csv(fp, lab);
+                    fprintf(fp, ",%.9g\n", r->self[r->order[i] - begin]);
                 }
                 int bad = ferror(fp) | (fclose(fp) != 0);
                 if (st == INFL_OK && bad) st = infl_seterr(ctx, INFL_E_IO, "%s: write failed", csv);
@@ -493,7 +555,8 @@ int cmd_loo(int argc, char **argv) {
            A.o.damping);
     printf("%6s %8s %14s %14s\n", "query", "removed", "predicted", "actual");
     for (int i = 0; i < r->n; i++)
-        printf("%6d %8" PRId64 " %+14.6e %+14.6e\n", r->query[i], r->removed[i], r->predicted[i], r->actual[i]);
+        printf("%6" PRId64 " %8" PRId64 " %+14.6e %+14.6e\n", r->query_begin + r->query[i], r->removed[i],
+               r->predicted[i], r->actual[i]);
     printf("Pearson %.4f  Spearman %.4f  (predicted = score/N against the actual change in query loss)\n",
            r->pearson, r->spearman);
     if (png) {

@@ -233,6 +233,7 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
     GOTO_IF(ctx, !res->query || !res->removed || !res->predicted || !res->actual || !chosen, INFL_E_NOMEM,
             "out of memory");
     int64_t begin = store_split_info(train)->begin;
+    res->query_begin = qi->begin;
     for (int q = 0; q < M; q++) {
         const float *S = fs.S + (size_t)q * N;
         int nc = 0;

@@ -94,6 +94,18 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
         }
         RETURN_IF(ctx, a->nck == 0, INFL_E_ARG, "--checkpoints '%s' names no checkpoint", o->checkpoints);
     }
+    // in step order (the TracIn sum does not depend on it; the queries' labels,
+    // predictions and losses are reported at the last one, the latest)
+    for (int i = 1; i < a->nck; i++)
+        for (int j = i; j > 0 && store_run_checkpoint(a->run, a->ck[j])->step <
+                                     store_run_checkpoint(a->run, a->ck[j - 1])->step; j--) {
+            int t = a->ck[j];
+            a->ck[j] = a->ck[j - 1];
+            a->ck[j - 1] = t;
+            double tw = a->weight[j];
+            a->weight[j] = a->weight[j - 1];
+            a->weight[j - 1] = tw;
+        }
     for (int i = 0; i < a->nck; i++)
         RETURN_IF(ctx, !(a->weight[i] > 0) || !isfinite(a->weight[i]), INFL_E_FORMAT,
                   "%s: checkpoint %s has lr = %g; TracIn weighs checkpoints by their learning rate and needs lr > 0 "
@@ -497,7 +509,8 @@ void infl_rank_result_free(infl_rank_result *r) {
 int64_t attrib_shard_rows(const attrib *a) {
     const infl_rank_options *o = a->o;
     if (o->shard_rows > 0) return o->shard_rows < a->N ? o->shard_rows : a->N;
-    return infl_shard_rows(a->N, a->D, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
+    // x rows and the host score block (M floats a row) share the budget
+    return infl_shard_rows(a->N, a->D + a->M, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
 }
 
 static void write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a) {

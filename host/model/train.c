@@ -111,6 +111,10 @@ static infl_status check_options(infl_ctx *ctx, const infl_train_options *o, con
     RETURN_IF(ctx, o->max_iters < 1, INFL_E_ARG, "--max-iters: expected at least 1");
     RETURN_IF(ctx, o->epochs < 1, INFL_E_ARG, "--epochs: expected at least 1, got %d", o->epochs);
     RETURN_IF(ctx, o->batch < 1, INFL_E_ARG, "--batch: expected at least 1, got %d", o->batch);
+    RETURN_IF(ctx, o->shard_rows > 0 && o->shard_rows < o->batch, INFL_E_ARG,
+              "--shard %lld is smaller than --batch %d: a shard must hold at least one batch (batches do not cross "
+              "shards)",
+              (long long)o->shard_rows, o->batch);
     RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
     RETURN_IF(ctx, !(o->momentum >= 0 && o->momentum < 1), INFL_E_ARG, "--momentum: expected a value in [0, 1)");
     RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
