@@ -5,7 +5,10 @@
  * file, the object and what was expected. Outputs go to a temporary name beside the
  * final one and are renamed by *_commit; *_abort removes them.
  *
- * HDF5 is not thread-safe in the serial build: one thread at a time may call these.
+ * Thread safety: every public function that touches HDF5 holds one process-wide
+ * recursive lock (h5util.c), because Debian's serial HDF5 need not be thread-safe and the
+ * shard reader thread reads while the main thread may write a scores file. A handle
+ * (split, run, writer) is still used by one thread at a time.
  */
 #ifndef INFL_STORE_H
 #define INFL_STORE_H
