@@ -26,44 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
 #include "core/internal.h"
 #include "core/rng.h"
 #include "model/mlp.h"
 #include "store/store.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Median GFLOP/s of C (m, n) = A (m, k) Bᵀ over reps after a warm-up.
-static double sgemm_rate(int m, int n, int k, int reps) {
-    float *A = malloc(sizeof(float) * (size_t)m * k), *B = malloc(sizeof(float) * (size_t)k * n),
-          *C = malloc(sizeof(float) * (size_t)m * n);
-    for (size_t i = 0; i < (size_t)m * k; i++) A[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)k * n; i++) B[i] = (float)(i % 5) * 0.1f;
-    double t[64];
-    for (int r = -1; r < reps; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, A, k, B, k, 0.0f, C, n);
-        if (r >= 0) t[r] = now() - t0;
-    }
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * m * n * k / median(t, reps) / 1e9;
-}
 
 static int die(infl_ctx *ctx, const char *what) {
     fprintf(stderr, "bench_rank: %s: %s\n", what, infl_ctx_error(ctx));
@@ -71,11 +38,7 @@ static int die(infl_ctx *ctx, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    // as the CLI does (host/cli/main.c): idle OpenMP workers sleep instead of spinning
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv);
-    }
+    bench_passive_omp(argv);
     int64_t n = 60000;
     int M = 100, C = 5, reps = 3;
     const char *layers = "784,256,128,10", *methods = "tracin,if", *json = NULL, *data = NULL;
@@ -113,7 +76,7 @@ int main(int argc, char **argv) {
     snprintf(runp, sizeof runp, "%s.run", path);
 
     // ---- data ----
-    double tw = now();
+    double tw = bench_now();
     if (!data) {
         infl_dsw *w;
         if (store_dataset_create(ctx, path, 1, &w) != INFL_OK) return die(ctx, "data");
@@ -143,7 +106,7 @@ int main(int argc, char **argv) {
         if (store_dataset_commit(ctx, w) != INFL_OK) return die(ctx, "data");
         data = path;
     }
-    tw = now() - tw;
+    tw = bench_now() - tw;
     snprintf(tref, sizeof tref, "%s:/train", data);
     snprintf(qref, sizeof qref, "%s:/test[0:%d]", data, M);
 
@@ -163,13 +126,13 @@ int main(int argc, char **argv) {
     // ---- ceiling: sgemm at the score phase's GEMM shape (1024 train rows × layer) ----
     double peak_shape = 0;
     for (int l = 0; l < spec.L; l++) {
-        double r = sgemm_rate(1024, spec.widths[l + 1], spec.widths[l], 9);
+        double r = bench_sgemm_rate(1024, spec.widths[l + 1], spec.widths[l], 1, 9);
         peak_shape += r * spec.widths[l] * spec.widths[l + 1];
     }
     double wsum = 0;
     for (int l = 0; l < spec.L; l++) wsum += (double)spec.widths[l] * spec.widths[l + 1];
     peak_shape /= wsum;  // weighted by each layer's share of the work
-    double peak_big = sgemm_rate(2048, 2048, 2048, 5);
+    double peak_big = bench_sgemm_rate(2048, 2048, 2048, 1, 5);
 
     printf("machine: %s\n", infl_ctx_backend(ctx));
     printf("model %s (P = %zu), N = %lld train rows (%.0f MB of x), M = %d queries, %d checkpoints; data written in "
@@ -207,10 +170,10 @@ int main(int argc, char **argv) {
         double tot[64], prep[64], sc[64], wait[64], flops = 0;
         for (int r = -1; r < reps; r++) {
             infl_rank_result *res;
-            double t0 = now();
+            double t0 = bench_now();
             if (infl_rank(ctx, &o, &res) != INFL_OK) return die(ctx, t);
             if (r >= 0) {
-                tot[r] = now() - t0;
+                tot[r] = bench_now() - t0;
                 prep[r] = res->seconds_prepare;
                 sc[r] = res->seconds_score;
                 wait[r] = res->seconds_wait;
@@ -218,7 +181,7 @@ int main(int argc, char **argv) {
             }
             infl_rank_result_free(res);
         }
-        double T = median(tot, reps), Pp = median(prep, reps), S = median(sc, reps), W = median(wait, reps);
+        double T = bench_median(tot, reps), Pp = bench_median(prep, reps), S = bench_median(sc, reps), W = bench_median(wait, reps);
         double rate = flops / S / 1e9;
         printf("| %s | %.2f | %.2f | %.2f | %.2f s (%.1f%%) | %.1f | %.1f | %.2f | %.2f |\n", t, T, Pp, S, W,
                100 * W / S, flops / 1e9, rate, rate / peak_shape, rate / peak_big);

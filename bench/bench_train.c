@@ -19,46 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
 #include "core/internal.h"
 #include "store/store.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-// Median GFLOP/s of C (m,n) = A (m,k) op B over reps after one warm-up.
-static double sgemm_rate(int m, int n, int k, int tb, int reps) {
-    float *A = malloc(sizeof(float) * (size_t)m * k), *B = malloc(sizeof(float) * (size_t)k * n),
-          *C = malloc(sizeof(float) * (size_t)m * n);
-    for (size_t i = 0; i < (size_t)m * k; i++) A[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)k * n; i++) B[i] = (float)(i % 5) * 0.1f;
-    double t[64];
-    for (int r = -1; r < reps; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, A, k, B, tb ? k : n,
-                    0.0f, C, n);
-        if (r >= 0) t[r] = now() - t0;
-    }
-    qsort(t, (size_t)reps, sizeof(double), cmp_d);
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * m * n * k / t[reps / 2] / 1e9;
-}
-
 int main(int argc, char **argv) {
-    // as the CLI does (host/cli/main.c): idle OpenMP workers sleep instead of spinning
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv);
-    }
+    bench_passive_omp(argv);
     int64_t n = 60000;
     int batch = 128, epochs = 1;
     const char *layers = "784,256,128,10", *json = NULL;
@@ -86,13 +52,13 @@ int main(int argc, char **argv) {
     for (int l = 0; l < o.nlayers; l++) {
         int din = o.widths[l], dout = o.widths[l + 1];
         double f = 2.0 * batch * din * dout;
-        step_time += f / sgemm_rate(batch, dout, din, 1, 21);  // forward Z = A Wᵀ
-        step_time += f / sgemm_rate(dout, din, batch, 0, 21);  // ∇W = Δᵀ A (same flops)
-        if (l > 0) step_time += f / sgemm_rate(batch, din, dout, 0, 21);  // Δ W
+        step_time += f / bench_sgemm_rate(batch, dout, din, 1, 21);  // forward Z = A Wᵀ
+        step_time += f / bench_sgemm_rate(dout, din, batch, 0, 21);  // ∇W = Δᵀ A (same flops)
+        if (l > 0) step_time += f / bench_sgemm_rate(batch, din, dout, 0, 21);  // Δ W
         step_flops += (l > 0 ? 3 : 2) * f;
     }
     double shape_peak = step_flops / step_time;  // GFLOP/s of the step's GEMMs alone
-    double big_peak = sgemm_rate(2048, 2048, 2048, 0, 5);
+    double big_peak = bench_sgemm_rate(2048, 2048, 2048, 0, 5);
 
     // ---- synthetic data and training ----
     infl_ctx *ctx = NULL;

@@ -57,24 +57,6 @@ static infl_mlp_spec spec_of(const shape *s) {
 
 // ---- the float64 reference ----
 
-static double ract(infl_activation a, double z) {
-    switch (a) {
-    case INFL_ACT_RELU: return z > 0 ? z : 0;
-    case INFL_ACT_TANH: return tanh(z);
-    case INFL_ACT_GELU: return 0.5 * z * (1 + erf(z / sqrt(2.0)));
-    }
-    return z;
-}
-
-static double rdact(infl_activation a, double z) {
-    switch (a) {
-    case INFL_ACT_RELU: return z > 0 ? 1 : 0;
-    case INFL_ACT_TANH: return 1 - tanh(z) * tanh(z);
-    case INFL_ACT_GELU: return 0.5 * (1 + erf(z / sqrt(2.0))) + z * exp(-0.5 * z * z) / sqrt(2 * M_PI);
-    }
-    return 1;
-}
-
 static double rd2act(infl_activation a, double z) {
     switch (a) {
     case INFL_ACT_RELU: return 0;
@@ -98,7 +80,7 @@ static void ref_forward(const infl_mlp_spec *s, const double *w, const double *x
             double t = b[o];
             for (int i = 0; i < din; i++) t += W[o * din + i] * a[l][i];
             z[l][o] = t;
-            a[l + 1][o] = l < s->L - 1 ? ract(s->act, t) : t;
+            a[l + 1][o] = l < s->L - 1 ? tu_ref_act(s->act, t) : t;
         }
     }
 }
@@ -160,7 +142,7 @@ static void ref_hvp_example(const infl_mlp_spec *s, const double *w, const doubl
             double t = vb[o];
             for (int i = 0; i < din; i++) t += VW[o * din + i] * a[l][i] + W[o * din + i] * Ra[l][i];
             Rz[l][o] = t;
-            Ra[l + 1][o] = l < s->L - 1 ? rdact(s->act, z[l][o]) * t : t;
+            Ra[l + 1][o] = l < s->L - 1 ? tu_ref_dact(s->act, z[l][o]) * t : t;
         }
     }
     ref_loss(s, z[s->L - 1], y, yf, d[s->L - 1], Rz[s->L - 1], Rd[s->L - 1]);
@@ -181,10 +163,10 @@ static void ref_hvp_example(const infl_mlp_spec *s, const double *w, const doubl
                 sr += Rd[l][o] * W[o * din + i];
                 sv += d[l][o] * VW[o * din + i];
             }
-            d[l - 1][i] = rdact(s->act, zz) * sd;
-            if (kind == REF_GGN) Rd[l - 1][i] = rdact(s->act, zz) * sr;
+            d[l - 1][i] = tu_ref_dact(s->act, zz) * sd;
+            if (kind == REF_GGN) Rd[l - 1][i] = tu_ref_dact(s->act, zz) * sr;
             else
-                Rd[l - 1][i] = rdact(s->act, zz) * (sr + sv) +
+                Rd[l - 1][i] = tu_ref_dact(s->act, zz) * (sr + sv) +
                                (kind == REF_EXACT ? rd2act(s->act, zz) * Rz[l - 1][i] * sd : 0);
         }
     }

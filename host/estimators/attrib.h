@@ -37,7 +37,7 @@ typedef struct {
     float *bX, *byf;
     int32_t *by;
     float *Sd, *T1, *T2;  // (M, B)
-    float *Gz;            // (B, max P_l)
+    float *Gz;            // (B, max d_in) contraction block (if)
     float *rn;            // (2 max(B, M)) row norms
     float *hrow, *hrow2;  // (max(B, M)) host
     double flops;
@@ -48,8 +48,8 @@ const char *infl_method_name(infl_method m);
 // need_query), uploads the checkpoints' weights. On failure everything is closed.
 infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, int need_query);
 void attrib_close(attrib *a);
-// Scoring buffers for M queries (M = 0: none), with per-example layer gradients
-// when `influence`.
+// Scoring buffers for M queries (M = 0: none), with the contraction block of
+// influence-function scoring when `influence`.
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
 int64_t attrib_shard_rows(const attrib *a);
 infl_status attrib_upload_rows(infl_ctx *ctx, attrib *a, const infl_shard *sh, int64_t r0, int b);
@@ -57,6 +57,8 @@ infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const float *X, cons
                            int b, infl_mlp_work *work);
 infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b, double wgt, double *out,
                            int accumulate);
+// Parameters of the largest layer, d_out (d_in + 1).
+size_t attrib_max_layer_params(const attrib *a);
 // Per-example gradients (b, P) in the flat layout; tmp holds (b, max P_l).
 infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b, float *G, float *tmp);
 // X (nv, P) = (H + λI)⁻¹ G at the method's checkpoint; *op is created on first use

@@ -116,6 +116,15 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
 
 // ---- opening ----
 
+size_t attrib_max_layer_params(const attrib *a) {
+    size_t maxpl = 0;
+    for (int l = 0; l < a->L; l++) {
+        size_t pl = (size_t)a->spec->widths[l + 1] * (a->spec->widths[l] + 1);
+        maxpl = pl > maxpl ? pl : maxpl;
+    }
+    return maxpl;
+}
+
 void attrib_close(attrib *a) {
     infl_ctx *ctx = a->ctx;
     if (!ctx) return;
@@ -380,12 +389,7 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         // V = (H + λI)⁻¹ G_Q: query gradients, then the solver
         CHECK(infl_be_alloc_f(ctx, &G, (size_t)M * a->P, "query gradients"));
         CHECK(infl_be_alloc_f(ctx, &a->V, (size_t)M * a->P, "preconditioned query gradients"));
-        size_t maxpl = 0;
-        for (int l = 0; l < L; l++) {
-            size_t pl = (size_t)a->spec->widths[l + 1] * (a->spec->widths[l] + 1);
-            maxpl = pl > maxpl ? pl : maxpl;
-        }
-        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)M * maxpl, "query layer gradients"));
+        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)M * attrib_max_layer_params(a), "query layer gradients"));
         CHECK(attrib_full_grads(ctx, a, qw, M, G, tmp));
         CHECK(attrib_solve(ctx, a, G, a->V, M, 1, &op));
     }

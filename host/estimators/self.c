@@ -94,21 +94,16 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     r->self = malloc((size_t)a.N * sizeof(float));
     r->order = malloc((size_t)a.N * sizeof(int64_t));
     GOTO_IF(ctx, !r->self || !r->order, INFL_E_NOMEM, "out of memory for %" PRId64 " self-influences", a.N);
-    CHECK(attrib_alloc_scoring(ctx, &a, 0, influence));
+    CHECK(attrib_alloc_scoring(ctx, &a, 0, 0));
     acc = infl_malloc(ctx, (size_t)a.B * sizeof(double), "self-influence");
     GOTO_NOMEM_IF(!acc);
     if (influence) {
-        size_t maxpl = 0;
-        for (int l = 0; l < a.L; l++) {
-            size_t pl = (size_t)a.spec->widths[l + 1] * (a.spec->widths[l] + 1);
-            maxpl = pl > maxpl ? pl : maxpl;
-        }
         // full gradients of a sub-batch: keep (b, P) within the budget
         int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)a.P));
         if (cap < a.B) a.B = cap < 1 ? 1 : (int)cap;
         CHECK(infl_be_alloc_f(ctx, &G, (size_t)a.B * a.P, "per-example gradients"));
         CHECK(infl_be_alloc_f(ctx, &X, (size_t)a.B * a.P, "preconditioned gradients"));
-        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)a.B * maxpl, "layer gradients"));
+        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)a.B * attrib_max_layer_params(&a), "layer gradients"));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
     double t0 = infl_now();
