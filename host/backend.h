@@ -98,6 +98,18 @@ typedef struct infl_backend {
     infl_status (*outer_rows)(infl_ctx *ctx, float *G, const float *Delta, const float *A, int b, int dout, int din);
     // 2-D copy: rows × cols floats from src (leading dimension lds) to dst (ldd)
     infl_status (*copy_2d)(infl_ctx *ctx, float *dst, int ldd, const float *src, int lds, int rows, int cols);
+
+    // ---- EK-FAC ----
+    // Targets for B examples drawn from the model's predictive distribution at logits
+    // (B, K) (infl_sample_label_row of core/mathfn.h, keyed by seed and example index
+    // index0 + i): class labels into y (B) for softmax_ce / sigmoid_ce, real targets
+    // into yf (B, K) for mse. Bit-identical on every backend.
+    infl_status (*sample_labels)(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
+                                 int64_t index0, int32_t *y, float *yf);
+    // Symmetric eigendecomposition in float64 of A (n, n), row-major, in place: on
+    // return row i of A is the eigenvector of w[i], eigenvalues ascending (A and w are
+    // backend memory). INFL_E_NUMERIC when it does not converge.
+    infl_status (*syevd)(infl_ctx *ctx, double *A, double *w, int n);
 } infl_backend;
 
 extern const infl_backend infl_cpu_backend;

@@ -126,4 +126,42 @@ static inline INFL_HD void infl_loss_hvp_row(infl_loss loss, const float *z, con
     }
 }
 
+// ---- labels sampled from the model (true Fisher) ----
+
+// Draws one example's target from the model's predictive distribution at logits z
+// (K), by the counter-based generator keyed by (seed, INFL_RNG_LABELS, index, 0):
+// softmax_ce: a class y ~ softmax(z) by inversion of one uniform; sigmoid_ce: y ~
+// Bernoulli(σ(z)); mse: t = z + ε, ε ~ N(0, I) (the Gaussian whose negative log-
+// likelihood is ½|z − t|²), one normal per output (draw j).
+static inline INFL_HD void infl_sample_label_row(infl_loss loss, const float *z, int K, uint64_t seed,
+                                                 uint64_t index, int32_t *y, float *t) {
+    switch (loss) {
+    case INFL_LOSS_SOFTMAX_CE: {
+        float m = z[0];
+        for (int j = 1; j < K; j++) m = z[j] > m ? z[j] : m;
+        double s = 0;
+        for (int j = 0; j < K; j++) s += exp((double)z[j] - m);
+        double u = infl_rng_uniform(seed, INFL_RNG_LABELS, index, 0) * s, c = 0;
+        int32_t k = K - 1;
+        for (int j = 0; j < K; j++) {
+            c += exp((double)z[j] - m);
+            if (u < c) {
+                k = j;
+                break;
+            }
+        }
+        *y = k;
+        break;
+    }
+    case INFL_LOSS_SIGMOID_CE: {
+        double p = 1.0 / (1.0 + exp(-(double)z[0]));
+        *y = infl_rng_uniform(seed, INFL_RNG_LABELS, index, 0) < p;
+        break;
+    }
+    case INFL_LOSS_MSE:
+        for (int j = 0; j < K; j++) t[j] = (float)(z[j] + infl_rng_normal(seed, INFL_RNG_LABELS, index, (uint32_t)j));
+        break;
+    }
+}
+
 #endif

@@ -4,6 +4,7 @@
  * is the plain loop of what it computes.
  */
 #include <cblas.h>
+#include <lapacke.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -256,6 +257,26 @@ static infl_status cpu_copy_2d(infl_ctx *ctx, float *dst, int ldd, const float *
     return INFL_OK;
 }
 
+static infl_status cpu_sample_labels(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
+                                     int64_t index0, int32_t *y, float *yf) {
+    (void)ctx;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++)
+        infl_sample_label_row(loss, logits + (size_t)i * K, K, seed, (uint64_t)(index0 + i), y ? y + i : NULL,
+                              yf ? yf + (size_t)i * K : NULL);
+    return INFL_OK;
+}
+
+static infl_status cpu_syevd(infl_ctx *ctx, double *A, double *w, int n) {
+    // Row-major A is its own transpose (symmetric); LAPACK's column-major eigenvectors
+    // in columns are, read row-major, eigenvectors in rows.
+    lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, A, (lapack_int)n, w);
+    RETURN_IF(ctx, info < 0, INFL_E_INTERNAL, "dsyevd: argument %d is invalid", (int)-info);
+    RETURN_IF(ctx, info > 0, INFL_E_NUMERIC, "dsyevd: the eigendecomposition of a %d x %d matrix did not converge "
+              "(NaN or Inf in it?)", n, n);
+    return INFL_OK;
+}
+
 const infl_backend infl_cpu_backend = {
     .name = "cpu",
     .init = cpu_init,
@@ -281,4 +302,6 @@ const infl_backend infl_cpu_backend = {
     .row_dot = cpu_row_dot,
     .outer_rows = cpu_outer_rows,
     .copy_2d = cpu_copy_2d,
+    .sample_labels = cpu_sample_labels,
+    .syevd = cpu_syevd,
 };
