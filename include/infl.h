@@ -241,6 +241,9 @@ typedef enum {
     INFL_METHOD_GRADCOS = 1,  /* the same, both gradients normalised */
     INFL_METHOD_TRACIN = 2,   /* Σ_c lr_c ∇L_q(w_c)ᵀ ∇ℓ_z(w_c) over checkpoints */
     INFL_METHOD_IF = 3,       /* ∇L_qᵀ (H + λI)⁻¹ ∇ℓ_z at one checkpoint */
+    INFL_METHOD_EKFAC = 4,    /* ∇L_qᵀ P(∇ℓ_z), P the EK-FAC inverse of fitted factors (infl_fit) */
+    INFL_METHOD_KFAC = 5,     /* the same with the KFAC eigenvalues λ_S ⊗ λ_A */
+    INFL_METHOD_DIAGONAL = 6, /* the same with the diagonal Fisher */
 } infl_method;
 
 typedef struct {
@@ -253,7 +256,11 @@ typedef struct {
     int top;                  /* k proponents and k opponents per query; default 10 */
     int hessian;              /* if: 0 exact (R-operator), 1 Gauss-Newton; default 0 */
     int solver;               /* if: 0 direct (Cholesky), 1 cg, 2 lissa; default 1 */
-    double damping;           /* if: λ added to H (which already has the weight decay); default 0.001 */
+    double damping;           /* if, ekfac: λ added to H (which already has the weight decay); default 0.001 */
+    int damping_auto;         /* ekfac, kfac, diagonal: λ_l = 0.1 × mean(Λ_l) per layer instead of damping */
+    const char *factors;      /* ekfac, kfac, diagonal: factors file from infl_fit; required */
+    int query_rank;           /* ekfac, kfac, diagonal: rank-r SVD of each preconditioned query matrix per
+                                 layer (layers of smaller rank keep their full rank); 0 = full */
     int64_t hessian_samples;  /* if: rows of the train split H averages over; 0 = all */
     int cg_iters;             /* default 100 */
     double cg_tol;            /* relative residual; default 1e-6 */
@@ -288,6 +295,8 @@ typedef struct {
     double seconds_score;     /* streaming the train split and scoring */
     double seconds_wait;      /* of which waiting for the reader */
     double flops;             /* floating-point operations of the score phase, counted from shapes */
+    double query_rank_energy; /* with query_rank: share of the preconditioned queries' squared Frobenius
+                                 norm the rank-r factors keep (mean over queries and layers); else 1 */
 } infl_rank_result;
 
 /* Ranks the training examples by their influence on each query (DESIGN.md, "The
@@ -340,6 +349,46 @@ typedef struct {
 infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_loo_options *lo,
                      infl_loo_result **out);
 void infl_loo_result_free(infl_loo_result *r);  /* accepts NULL */
+
+// ---- EK-FAC factors ----
+
+typedef enum {
+    INFL_STRATEGY_EKFAC = 0,    /* Kronecker eigenbases of A = E[ã ãᵀ], S = E[δ δᵀ], corrected eigenvalues Λ */
+    INFL_STRATEGY_KFAC = 1,     /* the same eigenbases, Λ = λ_S ⊗ λ_A */
+    INFL_STRATEGY_DIAGONAL = 2, /* the diagonal of the Fisher, E[(δ ãᵀ)^∘2] */
+    INFL_STRATEGY_IDENTITY = 3, /* no curvature: Λ = 1 (scores are grad-dot) */
+} infl_strategy;
+
+typedef struct {
+    const char *run;          /* run file; required */
+    const char *checkpoint;   /* NULL or "final", a name or a step */
+    const char *data;         /* training data reference; NULL: the run's own */
+    infl_strategy strategy;   /* default ekfac */
+    int fisher_empirical;     /* 0: labels sampled from the model (true Fisher, default); 1: the data's labels */
+    uint64_t seed;            /* label sampling; default 0 */
+    int samples;              /* true Fisher: labels drawn per example (Monte Carlo); default 1 */
+    int64_t shard_rows;       /* rows per shard; 0 = from shard_mb */
+    double shard_mb;          /* default 64 */
+    int force;                /* overwrite the output */
+} infl_fit_options;
+
+infl_fit_options infl_fit_options_default(void);
+
+typedef struct {
+    int64_t examples;         /* rows seen per pass */
+    double seconds_cov;       /* pass 1: covariances A and S */
+    double seconds_eig;       /* eigendecompositions (float64) */
+    double seconds_lambda;    /* pass 2: eigenvalue correction Λ */
+    double flops_cov;         /* floating-point operations of pass 1 (forward/backward included) */
+    double flops_lambda;      /* ... of pass 2 */
+    double seconds_wait;      /* of the passes, waiting for the reader */
+} infl_fit_report;
+
+/* Fits EK-FAC (or KFAC, diagonal, identity) factors of a checkpoint over a training
+ * split (DESIGN.md): one streamed pass accumulates per layer A = E[ã ãᵀ] and
+ * S = E[δ δᵀ] in float64, eigendecomposes them, a second pass accumulates the
+ * eigenvalue correction Λ; writes a `factors` file. `rep` may be NULL. */
+infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *opts, const char *out_path, infl_fit_report *rep);
 
 // ---- inspection ----
 

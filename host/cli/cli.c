@@ -265,6 +265,7 @@ static const struct {
     {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split"},
     {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if)"},
     {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
+    {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
     {"info", cmd_info, "describe a file, or the build and backends"},
 };

@@ -53,5 +53,10 @@ void cli_signals_restore(void);
 int cmd_rank(int argc, char **argv);
 int cmd_self(int argc, char **argv);
 int cmd_loo(int argc, char **argv);
+// cmd_fit.c
+int cmd_fit(int argc, char **argv);
+// cmd_bench.c
+int cmd_synth(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -18,15 +18,15 @@
 #include "store/store.h"
 
 static const char *method_name(infl_method m) {
-    static const char *const names[] = {"graddot", "gradcos", "tracin", "if"};
-    return (unsigned)m < 4 ? names[m] : "?";
+    static const char *const names[] = {"graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal"};
+    return (unsigned)m < 7 ? names[m] : "?";
 }
 
 // ---- options shared by rank, self and loo ----
 
 typedef struct {
     infl_rank_options o;
-    const char *method, *hessian, *solver;
+    const char *method, *hessian, *solver, *damping;
     double shard_mb;
 } attrib_args;
 
@@ -37,7 +37,10 @@ typedef struct {
         {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
         {"hessian", 0, ARG_STR, &(A).hessian, "H", "if: exact (R-operator, default) or ggn (Gauss-Newton)"},            \
         {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
-        {"damping", 0, ARG_DOUBLE, &(A).o.damping, "L", "if: λ added to H, on top of the run's weight decay"},           \
+        {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
+         "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
+         "0.1 x mean eigenvalue per layer) or a value"},                                                             \
+        {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
         {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
         {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
         {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)"},                           \
@@ -57,7 +60,25 @@ static int resolve(attrib_args *A, const char *cmd) {
         else if (!strcmp(A->method, "gradcos")) o->method = INFL_METHOD_GRADCOS;
         else if (!strcmp(A->method, "tracin")) o->method = INFL_METHOD_TRACIN;
         else if (!strcmp(A->method, "if")) o->method = INFL_METHOD_IF;
-        else return usage_error(cmd, "--method: expected tracin, graddot, gradcos or if");
+        else if (!strcmp(A->method, "ekfac")) o->method = INFL_METHOD_EKFAC;
+        else if (!strcmp(A->method, "kfac")) o->method = INFL_METHOD_KFAC;
+        else if (!strcmp(A->method, "diagonal")) o->method = INFL_METHOD_DIAGONAL;
+        else return usage_error(cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac or diagonal");
+    }
+    bool ek = o->method >= INFL_METHOD_EKFAC;
+    if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
+    if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
+    o->damping_auto = ek;
+    if (A->damping) {
+        char *end = NULL;
+        if (!strcmp(A->damping, "auto")) {
+            if (!ek) return usage_error(cmd, "--damping auto goes with --method ekfac, kfac or diagonal");
+        } else {
+            o->damping = strtod(A->damping, &end);
+            if (!*A->damping || *end || !(o->damping >= 0) || !isfinite(o->damping))
+                return usage_error(cmd, "--damping: expected auto or a value >= 0");
+            o->damping_auto = 0;
+        }
     }
     if (A->hessian) {
         if (!strcmp(A->hessian, "exact")) o->hessian = 0;
@@ -73,7 +94,6 @@ static int resolve(attrib_args *A, const char *cmd) {
     o->shard_mb = A->shard_mb;
     if (o->shard_rows < 0) return usage_error(cmd, "--shard: expected a number of rows >= 1");
     if (!(o->shard_mb > 0)) return usage_error(cmd, "--shard-mb: expected a value > 0");
-    if (!(o->damping >= 0)) return usage_error(cmd, "--damping: expected a value >= 0");
     if (o->hessian_samples < 0) return usage_error(cmd, "--hessian-samples: expected 0 (all) or more");
     return 0;
 }
@@ -318,7 +338,9 @@ int cmd_rank(int argc, char **argv) {
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
         {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries, e.g. fmnist.h5:/test[0:16] (required)"},
-        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos or if"},
+        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
+        {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
+         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
         {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write a scores HDF5 (/topk, /bottomk)"},
         {"save-scores", 0, ARG_FLAG, &A.o.save_scores, NULL, "with -o: also the full matrix /scores [M, N]"},
@@ -332,6 +354,7 @@ int cmd_rank(int argc, char **argv) {
                      "Ranks the training examples by their influence on each query's loss:\n"
                      "  score(q, z) = grad L_q' (H + lambda I)^-1 grad l_z   (if; H = I for graddot)\n"
                      "  tracin: sum over checkpoints of lr_c grad L_q(w_c)' grad l_z(w_c)\n"
+                     "  ekfac, kfac, diagonal: H from the factors of infl fit, (H + lambda I)^-1 in their eigenbasis\n"
                      "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
                      "about score/N). Train indices are rows of the train split.",
                      opts, (int)(sizeof opts / sizeof opts[0])};
@@ -387,6 +410,10 @@ int cmd_rank(int argc, char **argv) {
     if (st == INFL_OK) {
         printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
                method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+        if (A.o.query_rank > 0)
+            printf("query rank %d: the rank-%d factors keep %.2f%% of the preconditioned queries' squared norm "
+                   "(mean over queries and layers)\n",
+                   A.o.query_rank, A.o.query_rank, 100.0 * r->query_rank_energy);
         for (int q = 0; q < r->M; q++) print_query(r, &A.o, query, q, top, bot);
         rc = write_text_outputs(&c, ctx, r, &A.o, train, query, top, bot, csv, json, A.o.force);
         if (rc == 0 && png) {
@@ -425,7 +452,8 @@ int cmd_self(int argc, char **argv) {
     int top = 20;
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
-        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot or if (if: --solver direct)"},
+        {"method", 'm', ARG_STR, &A.method, "M",
+         "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors)"},
         {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write /self and /self_order to an HDF5 file"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write rank,train_index,label,self_influence for every example"},

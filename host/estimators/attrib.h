@@ -9,6 +9,7 @@
 #include "../model/mlp.h"
 #include "../sched/reader.h"
 #include "../store/store.h"
+#include "ekfac.h"
 #include "hvp.h"
 
 typedef struct {
@@ -30,7 +31,16 @@ typedef struct {
     // query state
     float **qD, **qA;  // (nck * L) factors Δ_Q (M, d_out) and A_Q (M, d_in)
     double *qinv;      // (M) 1/|∇L_q| for gradcos
-    float *V;          // (M, P) preconditioned query gradients for if
+    float *V;          // (M, P) preconditioned query gradients for if and ekfac
+    // ekfac, kfac, diagonal
+    infl_factors *fac;
+    ekfac_pre *pre;
+    int lowrank;                     // --query-rank given: score by the rank-r factors
+    int rl[INFL_MAX_LAYERS];         // rank kept per layer
+    float *LF[INFL_MAX_LAYERS];      // (d_out, M rl) left factors of the preconditioned queries
+    float *RF[INFL_MAX_LAYERS];      // (d_in+1, M rl) right factors
+    float *X1, *X2;                  // (B, M max rl) low-rank score blocks
+    double energy;
     // scoring buffers for sub-batches of B train rows
     int B;
     infl_mlp_work *work;
@@ -44,6 +54,9 @@ typedef struct {
 } attrib;
 
 const char *infl_method_name(infl_method m);
+// Methods scored by contraction with preconditioned queries: if, ekfac, kfac, diagonal.
+static inline int attrib_contracts(infl_method m) { return m == INFL_METHOD_IF || m >= INFL_METHOD_EKFAC; }
+static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC; }
 // Opens the run, picks checkpoints, opens the train split (and the queries when
 // need_query), uploads the checkpoints' weights. On failure everything is closed.
 infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, int need_query);

@@ -54,6 +54,9 @@ const char *infl_method_name(infl_method m) {
     case INFL_METHOD_GRADCOS: return "gradcos";
     case INFL_METHOD_TRACIN: return "tracin";
     case INFL_METHOD_IF: return "if";
+    case INFL_METHOD_EKFAC: return "ekfac";
+    case INFL_METHOD_KFAC: return "kfac";
+    case INFL_METHOD_DIAGONAL: return "diagonal";
     }
     return "?";
 }
@@ -68,7 +71,10 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
     a->weight = calloc((size_t)n, sizeof(double));
     RETURN_IF(ctx, !a->ck || !a->weight, INFL_E_NOMEM, "out of memory");
     if (o->method != INFL_METHOD_TRACIN) {
-        FORWARD_IF_ERROR(store_run_find(ctx, a->run, o->checkpoint, &a->ck[0]));
+        // ekfac: the checkpoint the factors were fitted on, unless one is named
+        const char *name = o->checkpoint;
+        if (a->fac && (!name || !*name)) name = a->fac->checkpoint;
+        FORWARD_IF_ERROR(store_run_find(ctx, a->run, name, &a->ck[0]));
         a->weight[0] = 1.0;
         a->nck = 1;
         return INFL_OK;
@@ -147,6 +153,14 @@ void attrib_close(attrib *a) {
     infl_be_free(ctx, a->T2);
     infl_be_free(ctx, a->Gz);
     infl_be_free(ctx, a->rn);
+    for (int l = 0; l < INFL_MAX_LAYERS; l++) {
+        infl_be_free(ctx, a->LF[l]);
+        infl_be_free(ctx, a->RF[l]);
+    }
+    infl_be_free(ctx, a->X1);
+    infl_be_free(ctx, a->X2);
+    ekfac_pre_free(ctx, a->pre);
+    infl_factors_free(a->fac);
     infl_mlp_work_free(ctx, a->work);
     free(a->ck);
     free(a->weight);
@@ -165,10 +179,20 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->o = o;
     infl_status rc = INFL_OK;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
-    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_IF, INFL_E_ARG, "unknown method %d", (int)o->method);
+    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_DIAGONAL, INFL_E_ARG, "unknown method %d", (int)o->method);
+    if (attrib_is_ekfac(o->method)) {
+        RETURN_IF(ctx, !o->factors || !*o->factors, INFL_E_ARG,
+                  "--method %s needs --factors factors.h5 (made by infl fit --strategy %s)", infl_method_name(o->method),
+                  o->method == INFL_METHOD_DIAGONAL ? "diagonal" : "ekfac");
+        RETURN_IF(ctx, o->query_rank < 0, INFL_E_ARG, "--query-rank: expected a rank >= 1");
+    } else {
+        RETURN_IF(ctx, o->query_rank != 0, INFL_E_ARG, "--query-rank goes with --method ekfac, kfac or diagonal");
+    }
+    if (attrib_is_ekfac(o->method)) CHECK(store_factors_read(ctx, o->factors, &a->fac));
     CHECK(store_run_open(ctx, o->run, &a->run));
     a->spec = store_run_spec(a->run);
     a->L = a->spec->L;
+    if (a->fac) CHECK(ekfac_check_shape(ctx, a->fac, o->factors, a->spec));
     a->P = infl_mlp_nparams(a->spec);
     CHECK(pick_checkpoints(ctx, a, o));
 
@@ -202,12 +226,37 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     GOTO_NOMEM_IF(!a->Wd || !hp);
     for (int c = 0; c < a->nck; c++) {
         rc = store_run_load(ctx, a->run, a->ck[c], hp);
+        if (rc == INFL_OK && a->fac && infl_weights_hash(hp, a->P) != a->fac->weights_hash) {
+            const infl_ckpt_info *ci = store_run_checkpoint(a->run, a->ck[c]);
+            rc = infl_seterr(ctx, INFL_E_ARG,
+                             "%s: the factors were fitted on %s checkpoint %s (step %" PRId64 "), whose weights differ "
+                             "from %s checkpoint %s: fit factors for this run and checkpoint (infl fit --run %s "
+                             "--checkpoint %s)",
+                             o->factors, a->fac->run, a->fac->checkpoint, a->fac->step, o->run, ci->name, o->run,
+                             ci->name);
+        }
         if (rc == INFL_OK) rc = infl_be_alloc_f(ctx, &a->Wd[c], a->P, "checkpoint weights");
         if (rc == INFL_OK) rc = ctx->be->upload(ctx, a->Wd[c], hp, a->P * sizeof(float));
         if (rc < 0) break;
     }
     free(hp);
     CHECK(rc);
+    if (a->fac) {
+        // the model's shape, the method's strategy, the damping
+        CHECK(ekfac_pre_create(ctx, a->fac, o->factors, a->spec, o->method, o->damping, o->damping_auto, &a->pre));
+        if (o->query_rank > 0) {
+            int maxr = 0;
+            for (int l = 0; l < a->L; l++) {
+                int g = a->spec->widths[l + 1] < a->spec->widths[l] + 1 ? a->spec->widths[l + 1] : a->spec->widths[l] + 1;
+                maxr = g > maxr ? g : maxr;
+            }
+            GOTO_IF(ctx, o->query_rank > maxr, INFL_E_ARG,
+                    "--query-rank %d: the largest layer of this model has rank %d (min(d_out, d_in + 1)); expected "
+                    "1 to %d",
+                    o->query_rank, maxr, maxr);
+            a->lowrank = 1;
+        }
+    }
     return INFL_OK;
 done:
     attrib_close(a);
@@ -334,7 +383,7 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
     CHECK(infl_mlp_work_create(ctx, a->spec, M, &qw));
 
     res->query_begin = qi->begin;
-    bool influence = o->method == INFL_METHOD_IF;
+    bool influence = attrib_contracts(o->method);
     if (!influence) {
         a->qD = calloc((size_t)a->nck * L, sizeof(float *));
         a->qA = calloc((size_t)a->nck * L, sizeof(float *));
@@ -391,7 +440,17 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         CHECK(infl_be_alloc_f(ctx, &a->V, (size_t)M * a->P, "preconditioned query gradients"));
         CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)M * attrib_max_layer_params(a), "query layer gradients"));
         CHECK(attrib_full_grads(ctx, a, qw, M, G, tmp));
-        CHECK(attrib_solve(ctx, a, G, a->V, M, 1, &op));
+        if (a->pre)
+            CHECK(ekfac_precondition(ctx, a->pre, a->spec, G, a->V, M));
+        else
+            CHECK(attrib_solve(ctx, a, G, a->V, M, 1, &op));
+        if (a->lowrank) {
+            // V_q,l ≈ LF_q RF_qᵀ; the full V is not needed any more
+            CHECK(ekfac_lowrank(ctx, a->spec, a->V, M, o->query_rank, a->LF, a->RF, a->rl, &a->energy));
+            infl_be_free(ctx, a->V);
+            a->V = NULL;
+            res->query_rank_energy = a->energy;
+        }
     }
 done:
     infl_hvp_free(ctx, op);
@@ -444,7 +503,17 @@ static infl_status score_block(infl_ctx *ctx, attrib *a, int c, int b) {
         int din = a->spec->widths[l], dout = a->spec->widths[l + 1];
         const float *Dl, *Al;
         infl_mlp_factors(a->work, l, &Dl, &Al);
-        if (a->o->method == INFL_METHOD_IF) {
+        if (a->lowrank) {
+            // Rank-r contraction: Σ_k (δᵀ LF_q)_k (ãᵀ RF_q)_k for all queries at once:
+            // X1 = Δ LF (b, M r), X2 = Ã RF (b, M r), then row dots of r-wide groups,
+            // which are the rows of the (b·M, r) views: Sd holds (b, M) here.
+            int r = a->rl[l], ld = M * r;
+            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, dout, 1.0f, Dl, dout, a->LF[l], ld, 0.0f, a->X1, ld));
+            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, din, 1.0f, Al, din, a->RF[l], ld, 0.0f, a->X2, ld));
+            FORWARD_IF_ERROR(be->add_row(ctx, a->X2, a->RF[l] + (size_t)din * ld, b, ld));
+            FORWARD_IF_ERROR(be->row_dot(ctx, a->Sd, a->X1, a->X2, b * M, r, 1.0f, 1.0f));
+            a->flops += 2.0 * b * (double)ld * (dout + din + 2);
+        } else if (attrib_contracts(a->o->method)) {
             // By contraction, without forming the train gradients: for each query q,
             // S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b  (V_q,W (dout, din), v_q,b (dout))
             const float *Vw = a->V + infl_mlp_woff(a->spec, l), *Vb = a->V + infl_mlp_boff(a->spec, l);
@@ -482,6 +551,7 @@ static infl_rank_result *result_new(int M, int k) {
     if (!r) return NULL;
     r->M = M;
     r->k = k;
+    r->query_rank_energy = 1.0;
     size_t mk = (size_t)M * (k > 0 ? k : 1);
     r->top_index = calloc(mk, sizeof(int64_t));
     r->bottom_index = calloc(mk, sizeof(int64_t));
@@ -535,6 +605,13 @@ static void write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, 
         store_scores_attr_f64(ctx, w, "weight_decay", a->spec->wd);
         store_scores_attr_f64(ctx, w, "hessian_samples", (double)o->hessian_samples);
     }
+    if (a->pre) {
+        store_scores_attr_str(ctx, w, "factors", o->factors);
+        store_scores_attr_str(ctx, w, "damping_rule", o->damping_auto ? "auto: 0.1 x mean(lambda) per layer" : "fixed");
+        store_scores_attr_f64(ctx, w, "damping", a->pre->damping[0]);
+        store_scores_attr_f64(ctx, w, "weight_decay", a->spec->wd);
+        store_scores_attr_f64(ctx, w, "query_rank", (double)o->query_rank);
+    }
 }
 
 infl_status infl_rank(infl_ctx *ctx, const infl_rank_options *o, infl_rank_result **out) {
@@ -560,8 +637,18 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     GOTO_IF(ctx, !res, INFL_E_NOMEM, "out of memory for the results");
     res->N = a.N;
     res->checkpoints = a.nck;
-    bool influence = o->method == INFL_METHOD_IF;
+    bool influence = attrib_contracts(o->method);
+    if (a.lowrank) {
+        // the low-rank blocks (B, M r) within ~8 Mi floats each
+        int64_t per = (int64_t)M * o->query_rank;
+        a.B = (int)(8388608 / per < 1024 ? 8388608 / per : 1024);
+        a.B = a.B < 16 ? 16 : a.B;
+    }
     CHECK(attrib_alloc_scoring(ctx, &a, M, influence));
+    if (a.lowrank) {
+        CHECK(infl_be_alloc_f(ctx, &a.X1, (size_t)a.B * M * o->query_rank, "a low-rank score block"));
+        CHECK(infl_be_alloc_f(ctx, &a.X2, (size_t)a.B * M * o->query_rank, "a low-rank score block"));
+    }
 
     double t0 = infl_now();
     CHECK(prepare_queries(ctx, &a, res));
@@ -604,6 +691,8 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
                 if (o->method == INFL_METHOD_GRADCOS)
                     for (int j = 0; j < b; j++)
                         dst[j] = (float)(src[j] * a.qinv[q] * (zn[j] > 0 ? 1.0 / sqrt(zn[j]) : 0.0));
+                else if (a.lowrank)  // (b, M) on the backend
+                    for (int j = 0; j < b; j++) dst[j] = hsub[(size_t)j * M + q];
                 else
                     memcpy(dst, src, (size_t)b * sizeof(float));
             }

@@ -4,6 +4,10 @@
  *   tracin   Σ_c lr_c |∇ℓ_z(w_c)|²   (ghost: Σ_l |δ_l|² (|a_{l-1}|² + 1) per checkpoint)
  *   graddot  |∇ℓ_z|² at one checkpoint
  *   if       ∇ℓ_zᵀ (H + λI)⁻¹ ∇ℓ_z, per sub-batch of materialised gradients
+ *   ekfac    ∇ℓ_zᵀ P(∇ℓ_z) without forming gradients: in the eigenbases the
+ *            gradient δ ãᵀ is u vᵀ with u = Q_Sᵀ δ, v = Q_Aᵀ ã, so the score is
+ *            Σ_ij u_i² v_j² / (Λ_ij + wd + λ) = rowdot((u^∘2) Inv, v^∘2) per layer
+ *            (kfac and diagonal likewise)
  * With /train/flipped in the data, reports the share of flipped labels found among
  * the top 5%, 10% and 20% by self-influence.
  */
@@ -82,11 +86,12 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     infl_hvp *op = NULL;
     infl_scw *scw = NULL;
     double *acc = NULL;
-    float *G = NULL, *X = NULL, *tmp = NULL, *d = NULL;
+    float *G = NULL, *X = NULL, *tmp = NULL, *d = NULL, *DQ = NULL, *AQ = NULL, *T = NULL;
     GOTO_IF(ctx, !r, INFL_E_NOMEM, "out of memory");
     GOTO_IF(ctx, o->method == INFL_METHOD_IF && o->solver != 0, INFL_E_ARG,
             "self-influence by if needs --solver direct: one factorisation serves every example, where cg or "
             "lissa would solve once per training example");
+    GOTO_IF(ctx, o->query_rank != 0, INFL_E_ARG, "--query-rank applies to rank, not self");
     GOTO_IF(ctx, o->method == INFL_METHOD_GRADCOS, INFL_E_ARG,
             "self-influence by gradcos is 1 for every example; use tracin, graddot or if");
     bool influence = o->method == INFL_METHOD_IF;
@@ -106,6 +111,17 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
         CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)a.B * attrib_max_layer_params(&a), "layer gradients"));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
+    if (a.pre) {
+        int maxo = 0, maxi = 0;
+        for (int l = 0; l < a.L; l++) {
+            maxo = a.spec->widths[l + 1] > maxo ? a.spec->widths[l + 1] : maxo;
+            maxi = a.spec->widths[l] + 1 > maxi ? a.spec->widths[l] + 1 : maxi;
+        }
+        CHECK(infl_be_alloc_f(ctx, &DQ, (size_t)a.B * maxo, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &AQ, (size_t)a.B * maxi, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &T, (size_t)a.B * maxi, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
+    }
     double t0 = infl_now();
     int64_t S = attrib_shard_rows(&a);
     CHECK(infl_reader_start(ctx, a.train, S, 2, 0, -1, NULL, NULL, NULL, &rd));
@@ -119,7 +135,21 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
             CHECK(attrib_upload_rows(ctx, &a, sh, r0, b));
             for (int c = 0; c < a.nck; c++) {
                 CHECK(attrib_factors(ctx, &a, c, a.bX, a.by, a.byf, b, a.work));
-                if (!influence) {
+                if (a.pre) {
+                    for (int l = 0; l < a.L; l++) {
+                        int ni = a.spec->widths[l] + 1, dout = a.spec->widths[l + 1];
+                        const float *Dl, *Al;
+                        infl_mlp_factors(a.work, l, &Dl, &Al);
+                        CHECK(ekfac_rotate(ctx, a.pre, l, Dl, Al, b, DQ, AQ));
+                        CHECK(ctx->be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
+                        CHECK(ctx->be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
+                        CHECK(ctx->be->sgemm(ctx, INFL_N, INFL_N, b, ni, dout, 1.0f, DQ, dout, a.pre->inv[l], ni, 0.0f,
+                                             T, ni));
+                        CHECK(ctx->be->row_dot(ctx, d, T, AQ, b, ni, 1.0f, l > 0 ? 1.0f : 0.0f));
+                    }
+                    CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
+                    for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
+                } else if (!influence) {
                     CHECK(attrib_sqnorms(ctx, &a, a.work, b, a.weight[c], acc, c > 0));
                 } else {
                     CHECK(attrib_full_grads(ctx, &a, a.work, b, G, tmp));
@@ -170,6 +200,9 @@ done:
     infl_be_free(ctx, X);
     infl_be_free(ctx, tmp);
     infl_be_free(ctx, d);
+    infl_be_free(ctx, DQ);
+    infl_be_free(ctx, AQ);
+    infl_be_free(ctx, T);
     free(acc);
     infl_self_result_free(r);
     attrib_close(&a);

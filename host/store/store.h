@@ -155,6 +155,43 @@ infl_status store_scores_attr_f64(infl_ctx *ctx, infl_scw *w, const char *name, 
 infl_status store_scores_commit(infl_ctx *ctx, infl_scw *w);  // closes, renames, frees
 void store_scores_abort(infl_scw *w);                          // accepts NULL
 
+// ---- factors files (EK-FAC) ----
+
+// Per layer l (d_in = widths[l], d_out = widths[l+1]), all float64 row-major:
+// A_vecs (d_in+1, d_in+1) with ROW i the eigenvector of A_vals[i] (ascending), S_vecs
+// (d_out, d_out) and S_vals likewise, lambda (d_out, d_in+1) the eigenvalues of the
+// Kronecker-factored curvature in the basis Q_S ⊗ Q_A (last column: the bias).
+// Written as /layerL/{A_vecs, A_vals, S_vecs, S_vals, lambda} with the attributes below.
+typedef struct {
+    int L;
+    int widths[INFL_MAX_LAYERS + 1];
+    double *A_vecs[INFL_MAX_LAYERS], *A_vals[INFL_MAX_LAYERS];
+    double *S_vecs[INFL_MAX_LAYERS], *S_vals[INFL_MAX_LAYERS];
+    double *lambda[INFL_MAX_LAYERS];
+    char strategy[16];      // ekfac | kfac | diagonal | identity
+    char fisher[16];        // true | empirical
+    char run[1024];         // the run file they were fitted on
+    char checkpoint[32];    // its checkpoint's name
+    int64_t step;           // and step
+    uint64_t weights_hash;  // FNV-1a of the checkpoint's float32 parameters (infl_weights_hash)
+    char data[1024];        // the training data reference
+    int64_t examples;       // rows seen
+    uint64_t seed;          // label sampling
+    int64_t samples;        // labels drawn per example (true Fisher)
+} infl_factors;
+
+// Allocates the per-layer arrays for widths (L layers); fields otherwise zero.
+infl_status infl_factors_alloc(infl_ctx *ctx, int L, const int *widths, infl_factors **out);
+void infl_factors_free(infl_factors *f);  // accepts NULL
+// FNV-1a 64 of n floats' bytes: ties factors to the exact checkpoint they came from.
+uint64_t infl_weights_hash(const float *params, size_t n);
+// Writes a factors file (temporary name, then rename; INFL_E_EXISTS without force).
+infl_status store_factors_write(infl_ctx *ctx, const char *path, int force, const infl_factors *f);
+// Reads and checks a factors file: format, version, every attribute, every layer's
+// datasets with their shapes from /layers, finite values. INFL_E_FORMAT / SHAPE /
+// VALUE naming the file, the object and what was expected.
+infl_status store_factors_read(infl_ctx *ctx, const char *path, infl_factors **out);
+
 // ---- inspection ----
 
 // infl_info's body: describes any infl file (dataset, run; unknown formats listed as
