@@ -203,6 +203,10 @@ typedef struct {
     double shard_mb;             /* memory budget of one shard in MiB; default 256 */
     double tol;                  /* newton: gradient-norm target; default 1e-8 */
     int max_iters;               /* newton: iteration cap; default 100 */
+    double subset_fraction;      /* > 0: train on a seeded random subset: row i of the split is kept when
+                                    uniform(subset_seed, i, subset_draw) < subset_fraction (LDS); 0 = all */
+    uint64_t subset_seed;
+    int subset_draw;
     int force;                   /* overwrite an existing output */
 } infl_train_options;
 
@@ -389,6 +393,47 @@ typedef struct {
  * S = E[δ δᵀ] in float64, eigendecomposes them, a second pass accumulates the
  * eigenvalue correction Λ; writes a `factors` file. `rep` may be NULL. */
 infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *opts, const char *out_path, infl_fit_report *rep);
+
+// ---- linear datamodeling score ----
+
+typedef struct {
+    const char *run;          /* the run whose training is repeated on subsets; required */
+    const char *query;        /* the queries the scores files were made for; required */
+    const char *state;        /* state file: the retrained outputs, resumable; required */
+    int models;               /* subsets (one model each); default 20 */
+    double fraction;          /* share of the train split in each subset; default 0.5 */
+    uint64_t seed;            /* subsets; default 0 */
+    int output_margin;        /* 0: the query's loss (default); 1: its margin (true logit − best other) */
+    int epochs;               /* 0: the run's own training options (train_epochs), else this */
+    const char *const *scores;/* scores files with /scores [M, N] (infl rank -o F --save-scores) */
+    int nscores;
+    int force;                /* start the state file afresh */
+} infl_lds_options;
+
+infl_lds_options infl_lds_options_default(void);
+
+typedef struct {
+    int models;               /* subsets trained and evaluated */
+    int trained_now;          /* of which trained in this call (the rest came from the state file) */
+    int M;                    /* queries */
+    double *outputs;          /* (models, M) the retrained query outputs */
+    int nmethods;
+    char (*method)[64];       /* (nmethods) the scores files' method attribute */
+    double *lds;              /* (nmethods) mean over queries of the Spearman correlation */
+    double *ci;               /* (nmethods) half-width of its 95% interval (1.96 sd / sqrt(M)) */
+    double *per_query;        /* (nmethods, M) */
+    double seconds_train;     /* training in this call */
+} infl_lds_result;
+
+/* The linear datamodeling score (Park et al. 2023): trains `models` copies of the
+ * run's model on random subsets of its training split (each row in with probability
+ * `fraction`, seeded), records each query's output, and scores each method by the
+ * Spearman correlation over subsets between the retrained output and the sum of the
+ * method's scores over the subset (predicted loss: −Σ score; margin: +Σ score), mean
+ * over queries. Models already in the state file are not trained again: an
+ * interrupted call resumes. */
+infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *opts, infl_lds_result **out);
+void infl_lds_result_free(infl_lds_result *r);  /* accepts NULL */
 
 // ---- inspection ----
 

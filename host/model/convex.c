@@ -27,6 +27,7 @@ typedef struct {
     int D, K;
     const int64_t *exclude;
     int64_t nexclude;
+    const infl_train_options *subset;  // rows outside get weight 0; n_eff counts the rows kept
     double n_eff;
     // one shard in double
     float *fx, *fyf;
@@ -53,7 +54,7 @@ static infl_status load_shard(cvx *c, int64_t s, int64_t *len_out) {
     for (int64_t i = 0; i < len * c->D; i++) c->x[i] = c->fx[i];
     if (c->fyf)
         for (int64_t i = 0; i < len * c->K; i++) c->yf[i] = c->fyf[i];
-    for (int64_t i = 0; i < len; i++) c->wrow[i] = 1.0;
+    for (int64_t i = 0; i < len; i++) c->wrow[i] = c->subset ? infl_subset_keeps(c->subset, in->begin + row0 + i) : 1.0;
     // excluded rows in this shard (exclude is sorted)
     for (int64_t e = 0; e < c->nexclude; e++)
         if (c->exclude[e] >= row0 && c->exclude[e] < row0 + len) c->wrow[c->exclude[e] - row0] = 0.0;
@@ -224,6 +225,14 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
     infl_status rc = cvx_open(&c, ctx, split, spec, o);
     c.exclude = exclude;
     c.nexclude = nexclude;
+    if (rc == INFL_OK && o->subset && o->subset->subset_fraction > 0) {
+        c.subset = o->subset;
+        int64_t kept = 0, b0 = store_split_info(split)->begin;
+        for (int64_t i = 0; i < c.n; i++) kept += infl_subset_keeps(o->subset, b0 + i);
+        c.n_eff = (double)kept;
+        if (kept == 0) rc = infl_seterr(ctx, INFL_E_ARG, "the training subset is empty (fraction %g of %" PRId64 " rows)",
+                                        o->subset->subset_fraction, c.n);
+    }
     // The rows kept keep their weight 1/n: removing z is up-weighting it by −1/n, the
     // perturbation influence functions predict (renormalising by n − 1 would also
     // shift the balance with the weight decay, moving every query loss a little).

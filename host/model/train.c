@@ -117,6 +117,8 @@ static infl_status check_options(infl_ctx *ctx, const infl_train_options *o, con
               (long long)o->shard_rows, o->batch);
     RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
     RETURN_IF(ctx, !(o->momentum >= 0 && o->momentum < 1), INFL_E_ARG, "--momentum: expected a value in [0, 1)");
+    RETURN_IF(ctx, !(o->subset_fraction >= 0 && o->subset_fraction <= 1), INFL_E_ARG,
+              "subset fraction: expected a value in [0, 1]");
     RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
     RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
     return INFL_OK;
@@ -135,12 +137,18 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
     const int B = (int)(o->batch < S ? o->batch : S);
     const size_t np = infl_mlp_nparams(spec);
 
-    // Steps per epoch: ceil(len / B) for each shard (the last batch of a shard may be short).
-    int64_t steps_per_epoch = 0;
+    // Steps per epoch: ceil(len / B) for each shard (the last batch of a shard may be
+    // short), len counting the rows of the subset when there is one.
+    const int64_t begin = in->begin;
+    int64_t steps_per_epoch = 0, n_used = 0;
     for (int64_t s = 0; s < nshards; s++) {
-        int64_t len = (s + 1) * S <= n ? S : n - s * S;
-        steps_per_epoch += (len + B - 1) / B;
+        int64_t len = (s + 1) * S <= n ? S : n - s * S, kept = 0;
+        for (int64_t r = 0; r < len; r++) kept += infl_subset_keeps(o, begin + s * S + r);
+        steps_per_epoch += (kept + B - 1) / B;
+        n_used += kept;
     }
+    RETURN_IF(ctx, n_used == 0, INFL_E_ARG, "the training subset is empty (fraction %g of %" PRId64 " rows)",
+              o->subset_fraction, n);
     const int64_t total = steps_per_epoch * o->epochs;
 
     infl_status rc = INFL_OK;
@@ -193,6 +201,20 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
             int64_t s = order[si], row0 = s * S, len = row0 + S <= n ? S : n - row0;
             CHECK(store_split_read(ctx, split, row0, len, hx, hy, hyf));
             if (hy) CHECK(infl_check_labels(ctx, split, spec, hy, row0, len));
+            if (o->subset_fraction > 0) {
+                // keep the subset's rows, in order, at the front of the shard
+                int64_t m = 0;
+                for (int64_t r = 0; r < len; r++) {
+                    if (!infl_subset_keeps(o, begin + row0 + r)) continue;
+                    if (m != r) {
+                        memcpy(hx + (size_t)m * d, hx + (size_t)r * d, (size_t)d * sizeof(float));
+                        if (hy) hy[m] = hy[r];
+                        if (hyf) memcpy(hyf + (size_t)m * k, hyf + (size_t)r * k, (size_t)k * sizeof(float));
+                    }
+                    m++;
+                }
+                len = m;
+            }
             permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
             for (int64_t b0 = 0; b0 < len; b0 += B) {
                 GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
@@ -226,7 +248,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
                 bool last = step == total;
                 if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
                     CHECK(be->download(ctx, hp, dW, np * sizeof(float)));
-                    double epoch = (double)ep + (double)(ep_rows + b0 + nb) / (double)n;
+                    double epoch = (double)ep + (double)(ep_rows + b0 + nb) / (double)n_used;
                     if (last) epoch = o->epochs;
                     CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
                                                    hp));
@@ -246,7 +268,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
     }
     rep->seconds = infl_now() - t0;
     rep->steps = step;
-    rep->examples_per_s = (double)n * o->epochs / rep->seconds;
+    rep->examples_per_s = (double)n_used * o->epochs / rep->seconds;
     rep->final_loss = epoch_loss / (double)epoch_seen;
     rep->grad_norm = NAN;
 done:
@@ -282,7 +304,7 @@ static infl_status train_newton(infl_ctx *ctx, const infl_train_options *o, cons
     float *hp = calloc(np, sizeof *hp);
     infl_status rc = INFL_OK;
     GOTO_IF(ctx, !w || !hp, INFL_E_NOMEM, "out of memory for %zu parameters", np);
-    infl_convex_options co = {.tol = o->tol, .max_iters = o->max_iters,
+    infl_convex_options co = {.tol = o->tol, .max_iters = o->max_iters, .subset = o,
                               .shard_rows = o->shard_rows > 0 ? o->shard_rows
                                                               : infl_shard_rows(in->n, in->d, in->k, o->shard_mb / 2, 1)};
     infl_convex_report cr;
@@ -319,6 +341,19 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *o
     CHECK(infl_check_data_for_model(ctx, split, &spec));
     bool newton = o->optimizer == INFL_OPT_NEWTON || (o->optimizer == INFL_OPT_AUTO && spec.L == 1);
     CHECK(store_run_create(ctx, out_path, o->force, &spec, o->data, newton ? "newton" : "sgd", o->seed, &rw));
+    // the training options, so that the training can be repeated (infl lds)
+    CHECK(store_run_attr_f64(ctx, rw, "train_epochs", o->epochs));
+    CHECK(store_run_attr_f64(ctx, rw, "train_batch", o->batch));
+    CHECK(store_run_attr_f64(ctx, rw, "train_lr", o->lr));
+    CHECK(store_run_attr_f64(ctx, rw, "train_momentum", o->momentum));
+    CHECK(store_run_attr_str(ctx, rw, "train_schedule", o->schedule == INFL_SCHED_COSINE ? "cosine" : "constant"));
+    CHECK(store_run_attr_f64(ctx, rw, "train_tol", o->tol));
+    CHECK(store_run_attr_f64(ctx, rw, "train_max_iters", o->max_iters));
+    if (o->subset_fraction > 0) {
+        CHECK(store_run_attr_f64(ctx, rw, "subset_fraction", o->subset_fraction));
+        CHECK(store_run_attr_f64(ctx, rw, "subset_seed", (double)o->subset_seed));
+        CHECK(store_run_attr_f64(ctx, rw, "subset_draw", o->subset_draw));
+    }
     if (newton)
         CHECK(train_newton(ctx, o, &spec, split, rw, rep));
     else

@@ -6,6 +6,7 @@
 #ifndef INFL_TRAIN_H
 #define INFL_TRAIN_H
 
+#include "../core/rng.h"
 #include "../store/store.h"
 #include "spec.h"
 
@@ -24,6 +25,14 @@ int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64
 
 // ---- convex optimiser (L = 1), float64 ----
 
+// Whether row `index` of a split (absolute within the split) is in the seeded subset
+// of the training options (always when subset_fraction is 0).
+static inline int infl_subset_keeps(const infl_train_options *o, int64_t index) {
+    return !(o->subset_fraction > 0) ||
+           infl_rng_uniform(o->subset_seed, INFL_RNG_SUBSET, (uint64_t)index, (uint32_t)o->subset_draw) <
+               o->subset_fraction;
+}
+
 typedef struct {
     double tol;        // stop when |∇R| <= tol (2-norm)
     int max_iters;     // Newton iterations
@@ -33,6 +42,9 @@ typedef struct {
     // are −H₀⁻¹ ∇R (a chord method) instead of Newton-CG: for a small change of the
     // problem (leave-one-out) each retraining costs a few gradient passes.
     const double *chol;
+    // Optional: train on the subset of these training options only (rows outside get
+    // weight 0 and the mean runs over the rows kept).
+    const infl_train_options *subset;
 } infl_convex_options;
 
 typedef struct {

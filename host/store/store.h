@@ -110,6 +110,9 @@ infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const i
 // `params` (layout of spec.h) and attributes step, epoch, lr; grad_norm when finite.
 infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch,
                                      double lr, double grad_norm, const float *params);
+// Root attributes of a run being written (the training options, e.g. "train_lr").
+infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v);
+infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v);
 // Sets /checkpoints attribute `final` to the last checkpoint, closes, renames; frees w.
 infl_status store_run_commit(infl_ctx *ctx, infl_runw *w);
 void store_run_abort(infl_runw *w);  // accepts NULL
@@ -131,6 +134,9 @@ infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, i
 // checks every W_l is [d_{l+1}, d_l] and b_l [d_{l+1}] float32 and all finite.
 infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params);
 const char *store_run_path(const infl_run *r);
+// Optional root attributes: 1 and the value when present, 0 when absent.
+int store_run_get_f64(infl_run *r, const char *name, double *v);
+int store_run_get_str(infl_run *r, const char *name, char *buf, size_t size);
 void store_run_close(infl_run *r);  // accepts NULL
 
 // ---- scores files ----
@@ -191,6 +197,20 @@ infl_status store_factors_write(infl_ctx *ctx, const char *path, int force, cons
 // datasets with their shapes from /layers, finite values. INFL_E_FORMAT / SHAPE /
 // VALUE naming the file, the object and what was expected.
 infl_status store_factors_read(infl_ctx *ctx, const char *path, infl_factors **out);
+
+// ---- scores files: reading the full matrix ----
+
+typedef struct infl_scr infl_scr;
+
+// Opens a scores file that has /scores float32 [M, N]: checks format and version;
+// INFL_E_FORMAT naming the file when /scores is missing ("made without
+// --save-scores?"). method, query and train are its attributes ("" when absent).
+infl_status store_scores_open(infl_ctx *ctx, const char *path, infl_scr **out);
+void store_scores_shape(const infl_scr *r, int *M, int64_t *N);
+const char *store_scores_attr(const infl_scr *r, const char *name);  // "method", "query", "train"
+// Reads columns [col0, col0 + n) of /scores into out (M, n).
+infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int64_t n, float *out);
+void store_scores_close(infl_scr *r);  // accepts NULL
 
 // ---- inspection ----
 

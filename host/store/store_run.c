@@ -489,3 +489,38 @@ void store_run_close(infl_run *r) {
     store_run_close_impl(r);
     h5u_unlock();
 }
+
+// ---- optional root attributes ----
+
+infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v) {
+    h5u_lock();
+    infl_status rc = h5u_wattr_f64(ctx, w->path, w->file, "root", name, v);
+    h5u_unlock();
+    return rc;
+}
+
+infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v) {
+    h5u_lock();
+    infl_status rc = h5u_wattr_str(ctx, w->path, w->file, "root", name, v);
+    h5u_unlock();
+    return rc;
+}
+
+int store_run_get_f64(infl_run *r, const char *name, double *v) {
+    infl_ctx scratch;  // for the detail of a failure nobody reads
+    memset(&scratch, 0, sizeof scratch);
+    h5u_lock();
+    int ok = h5u_has_attr(r->file, name) == 1 && h5u_attr_f64(&scratch, r->path, r->file, "root", name, v) == INFL_OK;
+    h5u_unlock();
+    return ok;
+}
+
+int store_run_get_str(infl_run *r, const char *name, char *buf, size_t size) {
+    infl_ctx scratch;
+    memset(&scratch, 0, sizeof scratch);
+    h5u_lock();
+    int ok = h5u_has_attr(r->file, name) == 1 &&
+             h5u_attr_str(&scratch, r->path, r->file, "root", name, buf, size) == INFL_OK;
+    h5u_unlock();
+    return ok;
+}

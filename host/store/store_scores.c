@@ -177,3 +177,93 @@ void store_scores_abort(infl_scw *w) {
     free(w);
     h5u_unlock();
 }
+
+// ---- reading ----
+
+struct infl_scr {
+    char path[4096];
+    hid_t file, scores;
+    int M;
+    int64_t N;
+    char method[64], query[4096], train[4096];
+};
+
+static infl_status scr_open(infl_ctx *ctx, const char *path, infl_scr **out) {
+    *out = NULL;
+    RETURN_IF(ctx, strlen(path) >= 4096, INFL_E_ARG, "%s: path too long", path);
+    infl_scr *r = infl_calloc(ctx, 1, sizeof *r, "a scores reader");
+    if (!r) return INFL_E_NOMEM;
+    r->file = r->scores = H5I_INVALID_HID;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    infl_status rc = INFL_OK;
+    CHECK(h5u_open_infl(ctx, path, "scores", &r->file));
+    GOTO_IF(ctx, h5u_obj_type(r->file, "scores") != H5O_TYPE_DATASET, INFL_E_FORMAT,
+            "%s: /scores: missing; expected the full score matrix float32 [M, N] (infl rank -o FILE --save-scores)",
+            path);
+    r->scores = H5Dopen2(r->file, "scores", H5P_DEFAULT);
+    h5u_dinfo di;
+    GOTO_IF(ctx, r->scores < 0 || h5u_dset_info(r->scores, &di) < 0, INFL_E_FORMAT, "%s: /scores: cannot open", path);
+    GOTO_IF(ctx, !h5u_is_f32(&di) || di.rank != 2 || di.dims[0] < 1 || di.dims[1] < 1, INFL_E_FORMAT,
+            "%s: /scores: expected float32 [M, N], found %s", path, di.desc);
+    r->M = (int)di.dims[0];
+    r->N = (int64_t)di.dims[1];
+    const char *names[3] = {"method", "query", "train"};
+    char *dst[3] = {r->method, r->query, r->train};
+    size_t sz[3] = {sizeof r->method, sizeof r->query, sizeof r->train};
+    for (int i = 0; i < 3; i++)
+        if (h5u_has_attr(r->file, names[i]) == 1) CHECK(h5u_attr_str(ctx, path, r->file, "root", names[i], dst[i], sz[i]));
+    *out = r;
+    return INFL_OK;
+done:
+    if (r->scores >= 0) H5Dclose(r->scores);
+    if (r->file >= 0) H5Fclose(r->file);
+    free(r);
+    return rc;
+}
+
+infl_status store_scores_open(infl_ctx *ctx, const char *path, infl_scr **out) {
+    h5u_lock();
+    infl_status rc = scr_open(ctx, path, out);
+    h5u_unlock();
+    return rc;
+}
+
+void store_scores_shape(const infl_scr *r, int *M, int64_t *N) {
+    *M = r->M;
+    *N = r->N;
+}
+
+const char *store_scores_attr(const infl_scr *r, const char *name) {
+    if (!strcmp(name, "method")) return r->method;
+    if (!strcmp(name, "query")) return r->query;
+    if (!strcmp(name, "train")) return r->train;
+    return "";
+}
+
+infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int64_t n, float *out) {
+    RETURN_IF(ctx, col0 < 0 || n < 1 || col0 + n > r->N, INFL_E_ARG, "%s: /scores columns [%" PRId64 ", %" PRId64
+              ") outside [0, %" PRId64 ")", r->path, col0, col0 + n, r->N);
+    h5u_lock();
+    infl_status rc = INFL_OK;
+    hid_t fs = H5Dget_space(r->scores), ms = H5I_INVALID_HID;
+    hsize_t start[2] = {0, (hsize_t)col0}, count[2] = {(hsize_t)r->M, (hsize_t)n};
+    GOTO_IF(ctx, fs < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0, INFL_E_IO,
+            "%s: /scores: cannot select columns", r->path);
+    ms = H5Screate_simple(2, count, NULL);
+    GOTO_IF(ctx, ms < 0 || H5Dread(r->scores, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0, INFL_E_IO,
+            "%s: /scores: cannot read columns [%" PRId64 ", %" PRId64 ") (damaged file?)", r->path, col0, col0 + n);
+done:
+    close_id(ms, H5Sclose);
+    close_id(fs, H5Sclose);
+    h5u_unlock();
+    return rc;
+}
+
+void store_scores_close(infl_scr *r) {
+    if (!r) return;
+    h5u_lock();
+    close_id(r->scores, H5Dclose);
+    close_id(r->file, H5Fclose);
+    h5u_unlock();
+    free(r);
+}

@@ -1,0 +1,73 @@
+/*
+ * cmd_lds.c — `infl lds`: the linear datamodeling score of one or more methods'
+ * scores files, from models retrained on random subsets (resumable through a state
+ * file).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cliutil.h"
+
+int cmd_lds(int argc, char **argv) {
+    common c = {.cmd = "infl lds"};
+    infl_lds_options o = infl_lds_options_default();
+    const char *output = NULL;
+    const cli_opt opts[] = {
+        {"run", 0, ARG_STR, &o.run, "FILE", "the run whose training is repeated on subsets (required)"},
+        {"query", 0, ARG_STR, &o.query, "FILE:/split[a:b]", "the queries the scores were made for (required)"},
+        {"state", 0, ARG_STR, &o.state, "FILE", "state file of the retrained outputs; an interrupted run resumes"},
+        {"models", 0, ARG_INT, &o.models, "K", "subsets, one model each (default 20)"},
+        {"fraction", 0, ARG_DOUBLE, &o.fraction, "A", "share of the training rows in a subset (default 0.5)"},
+        {"seed", 0, ARG_U64, &o.seed, "S", "subsets and the models' initialisations (default 0)"},
+        {"output", 0, ARG_STR, &output, "O", "loss (default) or margin of each query"},
+        {"epochs", 0, ARG_INT, &o.epochs, "E", "epochs per model (default: the run's own)"},
+        {"force", 'f', ARG_FLAG, &o.force, NULL, "start the state file afresh"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl lds", "--run run.h5 --query FILE:/split[a:b] --state lds.h5 [options] SCORES.h5 ...",
+                     "The linear datamodeling score (Park et al. 2023): trains K models on random subsets of the\n"
+                     "run's training split (its recorded training options), records each query's loss or margin,\n"
+                     "and for each scores file (infl rank -o F --save-scores, same queries) reports the mean over\n"
+                     "queries of the Spearman correlation between the summed scores of a subset and the retrained\n"
+                     "output, with a 95% interval (1.96 sd / sqrt(queries)). Models already in the state file are\n"
+                     "not trained again.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[64];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 64, &npos);
+    if (!o.run) return usage_error(spec.cmd, "no run file (--run run.h5)");
+    if (!o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[a:b])");
+    if (!o.state) return usage_error(spec.cmd, "no state file (--state lds.h5)");
+    if (o.models < 2) return usage_error(spec.cmd, "--models: expected at least 2");
+    if (!(o.fraction > 0 && o.fraction < 1)) return usage_error(spec.cmd, "--fraction: expected a value in (0, 1)");
+    if (o.epochs < 0) return usage_error(spec.cmd, "--epochs: expected at least 1");
+    if (output) {
+        if (!strcmp(output, "loss")) o.output_margin = 0;
+        else if (!strcmp(output, "margin")) o.output_margin = 1;
+        else return usage_error(spec.cmd, "--output: expected loss or margin");
+    }
+    o.scores = pos;
+    o.nscores = npos;
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_lds_result *r = NULL;
+    infl_status st = infl_lds(ctx, &o, &r);
+    end_progress(&c);
+    if (st == INFL_OK) {
+        printf("LDS over %d models (%.0f%% subsets, query %s), %d queries; %d model(s) trained now (%.1f s), the rest "
+               "from %s\n",
+               r->models, 100 * o.fraction, o.output_margin ? "margin" : "loss", r->M, r->trained_now,
+               r->seconds_train, o.state);
+        if (r->nmethods) printf("  %-24s %8s %10s\n", "method (scores file)", "LDS", "95% CI");
+        for (int m = 0; m < r->nmethods; m++) {
+            char name[40];
+            snprintf(name, sizeof name, "%s", r->method[m]);
+            printf("  %-24s %8.4f   ±%.4f   %s\n", name, r->lds[m], r->ci[m], pos[m]);
+        }
+    }
+    infl_lds_result_free(r);
+    return finish(&c, ctx, st);
+}

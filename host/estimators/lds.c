@@ -1,0 +1,503 @@
+/*
+ * lds.c — `infl lds`: the linear datamodeling score (Park et al. 2023, TRAK), the
+ * measure the field uses to compare attribution methods.
+ *
+ * Model k (k < models) is the run's model trained again, with the run's recorded
+ * training options, on the subset S_k of its train split that keeps row i when
+ * uniform(seed, SUBSET, i, k) < fraction (the counter generator: no subset is ever
+ * stored). Its output on each query (loss, or margin) is recorded in a state file
+ * that is rewritten (temporary name, then rename) after every model, so a killed run
+ * resumes where it stopped. A method's prediction for model k and query q is the sum
+ * of its scores over S_k (−Σ for the loss: proponents lower it); the LDS is the
+ * Spearman correlation over k of prediction and truth, averaged over queries.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../backend.h"
+#include "../core/rng.h"
+#include "../model/mlp.h"
+#include "../model/train.h"
+#include "../store/h5util.h"
+#include "../store/store.h"
+
+infl_lds_options infl_lds_options_default(void) {
+    infl_lds_options o;
+    memset(&o, 0, sizeof o);
+    o.models = 20;
+    o.fraction = 0.5;
+    return o;
+}
+
+void infl_lds_result_free(infl_lds_result *r) {
+    if (!r) return;
+    free(r->outputs);
+    free(r->method);
+    free(r->lds);
+    free(r->ci);
+    free(r->per_query);
+    free(r);
+}
+
+// ---- the state file ----
+
+typedef struct {
+    char run[4096], query[4096];
+    int models, M, output_margin, epochs;
+    double fraction;
+    uint64_t seed;
+    double *outputs;  // (models, M)
+    int32_t *done;    // (models)
+} lds_state;
+
+static infl_status state_write(infl_ctx *ctx, const char *path, const lds_state *s) {
+    char tmp[4200];
+    FORWARD_IF_ERROR(infl_out_begin(ctx, path, 1, tmp, sizeof tmp));
+    h5u_lock();
+    hid_t f = H5I_INVALID_HID;
+    infl_status rc = INFL_OK;
+    CHECK(h5u_create_infl(ctx, path, tmp, "lds", &f));
+    CHECK(h5u_wattr_str(ctx, path, f, "root", "run", s->run));
+    CHECK(h5u_wattr_str(ctx, path, f, "root", "query", s->query));
+    CHECK(h5u_wattr_i64(ctx, path, f, "root", "models", s->models));
+    CHECK(h5u_wattr_f64(ctx, path, f, "root", "fraction", s->fraction));
+    CHECK(h5u_wattr_u64(ctx, path, f, "root", "seed", s->seed));
+    CHECK(h5u_wattr_str(ctx, path, f, "root", "output", s->output_margin ? "margin" : "loss"));
+    CHECK(h5u_wattr_i64(ctx, path, f, "root", "epochs", s->epochs));
+    hsize_t d2[2] = {(hsize_t)s->models, (hsize_t)s->M}, d1[1] = {(hsize_t)s->models};
+    for (int i = 0; i < 2; i++) {
+        hid_t sp = H5Screate_simple(i ? 1 : 2, i ? d1 : d2, NULL);
+        hid_t d = sp >= 0 ? H5Dcreate2(f, i ? "done" : "outputs", i ? H5T_STD_I32LE : H5T_IEEE_F64LE, sp, H5P_DEFAULT,
+                                       H5P_DEFAULT, H5P_DEFAULT)
+                          : -1;
+        herr_t e = d >= 0 ? H5Dwrite(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                     i ? (const void *)s->done : (const void *)s->outputs)
+                          : -1;
+        if (d >= 0) H5Dclose(d);
+        if (sp >= 0) H5Sclose(sp);
+        GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot write /%s", path, i ? "done" : "outputs");
+    }
+    herr_t e = H5Fclose(f);
+    f = H5I_INVALID_HID;
+    GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);
+    rc = infl_out_commit(ctx, tmp, path);
+    h5u_unlock();
+    return rc;
+done:
+    if (f >= 0) H5Fclose(f);
+    infl_out_abort(tmp);
+    h5u_unlock();
+    return rc;
+}
+
+// Reads an existing state file into s (whose settings are filled): the settings must
+// match, else INFL_E_ARG naming the one that differs.
+static infl_status state_read(infl_ctx *ctx, const char *path, lds_state *s) {
+    h5u_lock();
+    hid_t f = H5I_INVALID_HID;
+    infl_status rc = INFL_OK;
+    CHECK(h5u_open_infl(ctx, path, "lds", &f));
+    char run[4096], query[4096], output[16];
+    int64_t models, epochs;
+    double fraction;
+    uint64_t seed;
+    CHECK(h5u_attr_str(ctx, path, f, "root", "run", run, sizeof run));
+    CHECK(h5u_attr_str(ctx, path, f, "root", "query", query, sizeof query));
+    CHECK(h5u_attr_i64(ctx, path, f, "root", "models", &models));
+    CHECK(h5u_attr_f64(ctx, path, f, "root", "fraction", &fraction));
+    CHECK(h5u_attr_u64(ctx, path, f, "root", "seed", &seed));
+    CHECK(h5u_attr_str(ctx, path, f, "root", "output", output, sizeof output));
+    CHECK(h5u_attr_i64(ctx, path, f, "root", "epochs", &epochs));
+    const char *what = strcmp(run, s->run)                                         ? "--run"
+                       : strcmp(query, s->query)                                   ? "--query"
+                       : models != s->models                                       ? "--models"
+                       : fraction != s->fraction                                   ? "--fraction"
+                       : seed != s->seed                                           ? "--seed"
+                       : strcmp(output, s->output_margin ? "margin" : "loss") != 0 ? "--output"
+                       : epochs != s->epochs                                       ? "--epochs"
+                                                                                   : NULL;
+    GOTO_IF(ctx, what, INFL_E_ARG,
+            "%s: this state file was made with another %s (run %s, query %s, %" PRId64 " models, fraction %g, seed "
+            "%" PRIu64 ", output %s, epochs %" PRId64 "); use another --state, or --force to start afresh",
+            path, what, run, query, models, fraction, seed, output, epochs);
+    const char *names[2] = {"outputs", "done"};
+    for (int i = 0; i < 2; i++) {
+        GOTO_IF(ctx, h5u_obj_type(f, names[i]) != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: missing", path,
+                names[i]);
+        hid_t d = H5Dopen2(f, names[i], H5P_DEFAULT);
+        h5u_dinfo di;
+        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.dims[0] == (hsize_t)s->models &&
+                 (i == 1 || (di.rank == 2 && di.dims[1] == (hsize_t)s->M));
+        herr_t e = ok ? H5Dread(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                i ? (void *)s->done : (void *)s->outputs)
+                      : -1;
+        if (d >= 0) H5Dclose(d);
+        GOTO_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: expected [%d%s] values", path, names[i], s->models,
+                i ? "" : ", M");
+    }
+done:
+    if (f >= 0) H5Fclose(f);
+    h5u_unlock();
+    return rc;
+}
+
+// ---- retraining ----
+
+// The run's recorded training options, for training again on a subset.
+static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds_options *o, infl_train_options *t) {
+    *t = infl_train_options_default();
+    const infl_mlp_spec *s = store_run_spec(run);
+    t->data = store_run_data(run);
+    t->nlayers = s->L;
+    for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
+    t->activation = s->act;
+    t->loss = s->loss;
+    t->weight_decay = s->wd;
+    double v;
+    char sched[32];
+    RETURN_IF(ctx, !store_run_get_f64(run, "train_epochs", &v), INFL_E_FORMAT,
+              "%s: the run has no recorded training options (train_epochs ...): it was written by an older infl; "
+              "train it again to use lds",
+              store_run_path(run));
+    t->epochs = o->epochs > 0 ? o->epochs : (int)v;
+    if (store_run_get_f64(run, "train_batch", &v)) t->batch = (int)v;
+    if (store_run_get_f64(run, "train_lr", &v)) t->lr = v;
+    if (store_run_get_f64(run, "train_momentum", &v)) t->momentum = v;
+    if (store_run_get_f64(run, "train_tol", &v)) t->tol = v;
+    if (store_run_get_f64(run, "train_max_iters", &v)) t->max_iters = (int)v;
+    if (store_run_get_str(run, "train_schedule", sched, sizeof sched))
+        t->schedule = strcmp(sched, "cosine") == 0 ? INFL_SCHED_COSINE : INFL_SCHED_CONSTANT;
+    t->checkpoint_every = 0;
+    t->subset_fraction = o->fraction;
+    t->subset_seed = o->seed;
+    t->force = 1;
+    return INFL_OK;
+}
+
+// The queries' outputs (M) at the final weights of a run: loss or margin.
+static infl_status query_outputs(infl_ctx *ctx, const char *run_path, const float *qx, const int32_t *qy,
+                                 const float *qyf, int M, int64_t D, int64_t kt, int margin, double *out) {
+    const infl_backend *be = ctx->be;
+    infl_run *run = NULL;
+    float *hp = NULL, *dW = NULL, *dX = NULL, *dyf = NULL, *hl = NULL, *hz = NULL;
+    int32_t *dy = NULL;
+    infl_mlp_work *w = NULL;
+    infl_status rc = INFL_OK;
+    CHECK(store_run_open(ctx, run_path, &run));
+    const infl_mlp_spec *s = store_run_spec(run);
+    size_t P = infl_mlp_nparams(s);
+    int K = s->widths[s->L], fin, B = M < 1024 ? M : 1024;
+    CHECK(store_run_find(ctx, run, NULL, &fin));
+    hp = infl_malloc(ctx, P * sizeof(float), "the parameters");
+    hl = infl_malloc(ctx, (size_t)B * sizeof(float), "query losses");
+    hz = infl_malloc(ctx, (size_t)B * K * sizeof(float), "query logits");
+    GOTO_NOMEM_IF(!hp || !hl || !hz);
+    CHECK(store_run_load(ctx, run, fin, hp));
+    CHECK(infl_be_alloc_f(ctx, &dW, P, "the parameters"));
+    CHECK(be->upload(ctx, dW, hp, P * sizeof(float)));
+    CHECK(infl_be_alloc_f(ctx, &dX, (size_t)B * D, "queries"));
+    if (kt)
+        CHECK(infl_be_alloc_f(ctx, &dyf, (size_t)B * kt, "query targets"));
+    else
+        CHECK(be->alloc(ctx, (size_t)B * sizeof(int32_t), (void **)&dy));
+    CHECK(infl_mlp_work_create(ctx, s, B, &w));
+    for (int q0 = 0; q0 < M; q0 += B) {
+        int b = q0 + B <= M ? B : M - q0;
+        CHECK(be->upload(ctx, dX, qx + (size_t)q0 * D, (size_t)b * D * sizeof(float)));
+        if (dy) CHECK(be->upload(ctx, dy, qy + q0, (size_t)b * sizeof(int32_t)));
+        if (dyf) CHECK(be->upload(ctx, dyf, qyf + (size_t)q0 * kt, (size_t)b * kt * sizeof(float)));
+        CHECK(infl_mlp_forward(ctx, dW, dX, b, w));
+        CHECK(infl_mlp_loss(ctx, dy, dyf, w));
+        CHECK(be->download(ctx, hl, w->loss, (size_t)b * sizeof(float)));
+        CHECK(be->download(ctx, hz, w->Z[s->L - 1], (size_t)b * K * sizeof(float)));
+        for (int i = 0; i < b; i++) {
+            const float *z = hz + (size_t)i * K;
+            if (!margin) {
+                out[q0 + i] = hl[i];
+            } else if (s->loss == INFL_LOSS_SIGMOID_CE) {
+                out[q0 + i] = qy[q0 + i] ? z[0] : -z[0];
+            } else {
+                int y = qy[q0 + i];
+                double best = -INFINITY;
+                for (int j = 0; j < K; j++)
+                    if (j != y && z[j] > best) best = z[j];
+                out[q0 + i] = z[y] - best;
+            }
+            GOTO_IF(ctx, !isfinite(out[q0 + i]), INFL_E_NUMERIC, "%s: query %d: the output is not finite (diverged?)",
+                    run_path, q0 + i);
+        }
+    }
+done:
+    infl_mlp_work_free(ctx, w);
+    infl_be_free(ctx, dW);
+    infl_be_free(ctx, dX);
+    infl_be_free(ctx, dy);
+    infl_be_free(ctx, dyf);
+    free(hp);
+    free(hl);
+    free(hz);
+    store_run_close(run);
+    return rc;
+}
+
+// ---- scoring the methods ----
+
+// Average ranks (ties share their mean rank) of v (n) into r.
+static void ranks(const double *v, int n, double *r, int *idx) {
+    for (int i = 0; i < n; i++) idx[i] = i;
+    // insertion sort: n is the number of models (tens to hundreds)
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[idx[j]] < v[idx[j - 1]]; j--) {
+            int t = idx[j];
+            idx[j] = idx[j - 1];
+            idx[j - 1] = t;
+        }
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j + 1 < n && v[idx[j + 1]] == v[idx[i]]) j++;
+        for (int k = i; k <= j; k++) r[idx[k]] = 0.5 * (i + j);
+        i = j + 1;
+    }
+}
+
+static double spearman(const double *a, const double *b, int n, double *ra, double *rb, int *idx) {
+    ranks(a, n, ra, idx);
+    ranks(b, n, rb, idx);
+    double ma = 0, mb = 0;
+    for (int i = 0; i < n; i++) {
+        ma += ra[i];
+        mb += rb[i];
+    }
+    ma /= n;
+    mb /= n;
+    double sab = 0, saa = 0, sbb = 0;
+    for (int i = 0; i < n; i++) {
+        sab += (ra[i] - ma) * (rb[i] - mb);
+        saa += (ra[i] - ma) * (ra[i] - ma);
+        sbb += (rb[i] - mb) * (rb[i] - mb);
+    }
+    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
+}
+
+// pred (models, M) = Σ_{i ∈ S_k} scores[q, i], streamed by columns.
+static infl_status predictions(infl_ctx *ctx, infl_scr *sc, int models, int M, int64_t N, int64_t begin,
+                               double fraction, uint64_t seed, double *pred) {
+    const int64_t C = 4096;
+    float *blk = infl_malloc(ctx, (size_t)M * C * sizeof(float), "a block of scores");
+    if (!blk) return INFL_E_NOMEM;
+    memset(pred, 0, (size_t)models * M * sizeof(double));
+    infl_status rc = INFL_OK;
+    for (int64_t c0 = 0; c0 < N; c0 += C) {
+        int64_t n = c0 + C <= N ? C : N - c0;
+        CHECK(store_scores_read_cols(ctx, sc, c0, n, blk));
+        for (int64_t j = 0; j < n; j++)
+            for (int k = 0; k < models; k++) {
+                if (!(infl_rng_uniform(seed, INFL_RNG_SUBSET, (uint64_t)(begin + c0 + j), (uint32_t)k) < fraction))
+                    continue;
+                double *pk = pred + (size_t)k * M;
+                for (int q = 0; q < M; q++) pk[q] += blk[(size_t)q * n + j];
+            }
+    }
+done:
+    free(blk);
+    return rc;
+}
+
+// The query ranges of two references agree (same split and rows).
+static int same_rows(const char *a, const char *b) {
+    infl_dataref ra, rb;
+    infl_ctx scratch;
+    memset(&scratch, 0, sizeof scratch);
+    if (infl_dataref_parse(&scratch, a, &ra) != INFL_OK || infl_dataref_parse(&scratch, b, &rb) != INFL_OK) return 0;
+    return strcmp(ra.split, rb.split) == 0 && ra.begin == rb.begin && ra.end == rb.end;
+}
+
+infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out) {
+    *out = NULL;
+    RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
+    RETURN_IF(ctx, !o->query || !*o->query, INFL_E_ARG, "no queries given (--query FILE:/split[a:b])");
+    RETURN_IF(ctx, !o->state || !*o->state, INFL_E_ARG, "no state file given (--state lds.h5)");
+    RETURN_IF(ctx, o->models < 2, INFL_E_ARG, "--models: expected at least 2 (a correlation over models)");
+    RETURN_IF(ctx, !(o->fraction > 0 && o->fraction < 1), INFL_E_ARG, "--fraction: expected a value in (0, 1)");
+    RETURN_IF(ctx, o->nscores < 0 || (o->nscores > 0 && !o->scores), INFL_E_ARG, "scores files: bad list");
+    infl_lds_result *res = infl_calloc(ctx, 1, sizeof *res, "the result");
+    if (!res) return INFL_E_NOMEM;
+    infl_run *run = NULL;
+    infl_split *qs = NULL, *train = NULL;
+    infl_scr *sc = NULL;
+    lds_state st;
+    memset(&st, 0, sizeof st);
+    float *qx = NULL, *qyf = NULL;
+    int32_t *qy = NULL;
+    double *pred = NULL, *ra = NULL, *rb = NULL, *col = NULL, *tru = NULL;
+    int *idx = NULL;
+    char tmprun[4200] = "";
+    infl_status rc = INFL_OK;
+
+    CHECK(store_run_open(ctx, o->run, &run));
+    const infl_mlp_spec *s = store_run_spec(run);
+    GOTO_IF(ctx, o->output_margin && s->loss == INFL_LOSS_MSE, INFL_E_ARG,
+            "--output margin needs class labels; this model's loss is mse (use --output loss)");
+    infl_train_options to;
+    CHECK(training_options(ctx, run, o, &to));
+    infl_dataref ref;
+    CHECK(infl_dataref_parse(ctx, to.data, &ref));
+    CHECK(store_split_open(ctx, &ref, &train));
+    const int64_t N = store_split_info(train)->n, tbegin = store_split_info(train)->begin;
+    CHECK(infl_dataref_parse(ctx, o->query, &ref));
+    CHECK(store_split_open(ctx, &ref, &qs));
+    CHECK(infl_check_data_for_model(ctx, qs, s));
+    const infl_split_info *qi = store_split_info(qs);
+    GOTO_IF(ctx, qi->n > 100000, INFL_E_ARG, "%" PRId64 " queries; lds takes at most 100000", qi->n);
+    const int M = (int)qi->n;
+    const int64_t kt = qi->y_kind == INFL_Y_REAL ? qi->k : 0;
+    qx = infl_malloc(ctx, (size_t)M * qi->d * sizeof(float), "the queries");
+    GOTO_NOMEM_IF(!qx);
+    if (kt) {
+        qyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
+        GOTO_NOMEM_IF(!qyf);
+    } else {
+        qy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
+        GOTO_NOMEM_IF(!qy);
+    }
+    CHECK(store_split_read(ctx, qs, 0, M, qx, qy, qyf));
+    if (qy) CHECK(infl_check_labels(ctx, qs, s, qy, 0, M));
+
+    // the scores files first: a wrong one is found before hours of training
+    for (int m = 0; m < o->nscores; m++) {
+        CHECK(store_scores_open(ctx, o->scores[m], &sc));
+        int sm;
+        int64_t sn;
+        store_scores_shape(sc, &sm, &sn);
+        GOTO_IF(ctx, sm != M || sn != N, INFL_E_SHAPE,
+                "%s: /scores is [%d, %" PRId64 "], but lds has %d queries (%s) and %" PRId64
+                " training rows (%s)",
+                o->scores[m], sm, sn, M, o->query, N, to.data);
+        const char *sq = store_scores_attr(sc, "query");
+        GOTO_IF(ctx, *sq && !same_rows(sq, o->query), INFL_E_ARG,
+                "%s: the scores are for queries %s, not %s", o->scores[m], sq, o->query);
+        store_scores_close(sc);
+        sc = NULL;
+    }
+
+    // the state: resume or start
+    snprintf(st.run, sizeof st.run, "%s", o->run);
+    snprintf(st.query, sizeof st.query, "%s", o->query);
+    st.models = o->models;
+    st.M = M;
+    st.fraction = o->fraction;
+    st.seed = o->seed;
+    st.output_margin = o->output_margin;
+    st.epochs = to.epochs;
+    st.outputs = infl_calloc(ctx, (size_t)o->models * M, sizeof(double), "the outputs");
+    st.done = infl_calloc(ctx, (size_t)o->models, sizeof(int32_t), "the state");
+    GOTO_NOMEM_IF(!st.outputs || !st.done);
+    if (!o->force && access(o->state, F_OK) == 0) CHECK(state_read(ctx, o->state, &st));
+    else CHECK(state_write(ctx, o->state, &st));
+    snprintf(tmprun, sizeof tmprun, "%s.model.%ld.h5", o->state, (long)getpid());
+
+    double t0 = infl_now();
+    int have = 0;
+    for (int k = 0; k < o->models; k++) have += st.done[k] != 0;
+    for (int k = 0; k < o->models; k++) {
+        if (st.done[k]) continue;
+        char info[96];
+        snprintf(info, sizeof info, "training model %d of %d on a %.0f%% subset", k + 1, o->models,
+                 100 * o->fraction);
+        infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);
+        infl_train_options tk = to;
+        tk.subset_draw = k;
+        tk.seed = o->seed * 1000003ull + (uint64_t)k + 1;  // another initialisation and order per model
+        infl_progress_fn saved = ctx->progress;  // the trainer's progress would replace ours
+        ctx->progress = NULL;
+        rc = infl_train(ctx, &tk, tmprun, NULL);
+        ctx->progress = saved;
+        CHECK(rc);
+        rc = query_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, st.outputs + (size_t)k * M);
+        unlink(tmprun);
+        CHECK(rc);
+        st.done[k] = 1;
+        CHECK(state_write(ctx, o->state, &st));
+        res->trained_now++;
+        have++;
+        infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);
+        GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED,
+                "interrupted after %d of %d models; run the same command again to go on", have, o->models);
+    }
+    res->seconds_train = infl_now() - t0;
+    res->models = o->models;
+    res->M = M;
+    res->outputs = st.outputs;
+    st.outputs = NULL;
+
+    // the methods
+    res->nmethods = o->nscores;
+    if (o->nscores > 0) {
+        res->method = calloc((size_t)o->nscores, sizeof *res->method);
+        res->lds = calloc((size_t)o->nscores, sizeof(double));
+        res->ci = calloc((size_t)o->nscores, sizeof(double));
+        res->per_query = calloc((size_t)o->nscores * M, sizeof(double));
+        pred = infl_malloc(ctx, (size_t)o->models * M * sizeof(double), "predictions");
+        ra = infl_malloc(ctx, (size_t)o->models * sizeof(double), "ranks");
+        rb = infl_malloc(ctx, (size_t)o->models * sizeof(double), "ranks");
+        col = infl_malloc(ctx, (size_t)o->models * sizeof(double), "a column");
+        tru = infl_malloc(ctx, (size_t)o->models * sizeof(double), "a column");
+        idx = infl_malloc(ctx, (size_t)o->models * sizeof(int), "ranks");
+        GOTO_IF(ctx, !res->method || !res->lds || !res->ci || !res->per_query || !pred || !ra || !rb || !col || !tru ||
+                         !idx,
+                INFL_E_NOMEM, "out of memory");
+    }
+    for (int m = 0; m < o->nscores; m++) {
+        CHECK(store_scores_open(ctx, o->scores[m], &sc));
+        snprintf(res->method[m], sizeof res->method[m], "%s",
+                 *store_scores_attr(sc, "method") ? store_scores_attr(sc, "method") : o->scores[m]);
+        CHECK(predictions(ctx, sc, o->models, M, N, tbegin, o->fraction, o->seed, pred));
+        store_scores_close(sc);
+        sc = NULL;
+        double sum = 0, sum2 = 0;
+        int valid = 0;
+        for (int q = 0; q < M; q++) {
+            for (int k = 0; k < o->models; k++) {
+                // loss: proponents in the subset lower it (−Σ); margin: they raise it
+                col[k] = (o->output_margin ? 1.0 : -1.0) * pred[(size_t)k * M + q];
+                tru[k] = res->outputs[(size_t)k * M + q];
+            }
+            double r = spearman(col, tru, o->models, ra, rb, idx);
+            res->per_query[(size_t)m * M + q] = r;
+            if (isfinite(r)) {
+                sum += r;
+                sum2 += r * r;
+                valid++;
+            }
+        }
+        res->lds[m] = valid ? sum / valid : NAN;
+        double var = valid > 1 ? (sum2 - sum * sum / valid) / (valid - 1) : NAN;
+        res->ci[m] = valid > 1 ? 1.96 * sqrt(var > 0 ? var : 0) / sqrt((double)valid) : NAN;
+    }
+    *out = res;
+    res = NULL;
+done:
+    if (tmprun[0]) unlink(tmprun);
+    store_scores_close(sc);
+    store_split_close(qs);
+    store_split_close(train);
+    store_run_close(run);
+    free(st.outputs);
+    free(st.done);
+    free(qx);
+    free(qy);
+    free(qyf);
+    free(pred);
+    free(ra);
+    free(rb);
+    free(col);
+    free(tru);
+    free(idx);
+    infl_lds_result_free(res);
+    return rc;
+}

@@ -1,0 +1,326 @@
+/*
+ * test_lds.c — training on subsets and the linear datamodeling score:
+ *  - a convex model trained on a seeded subset has the optimum of the same model
+ *    trained on that subset written out as its own dataset; SGD on a subset sees
+ *    only the subset's rows (steps per epoch);
+ *  - on a logistic regression over 7×7 Fashion-MNIST, influence functions with the
+ *    exact Hessian reach a high LDS, above grad-dot;
+ *  - an interrupted run resumes: models missing from the state file are trained
+ *    again, to the same outputs; a finished run trains nothing;
+ *  - the sign convention, with scores built from the retrained outputs;
+ *  - bad input: a scores file without /scores or for other queries, a state file
+ *    of other settings, a run without training options.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/rng.h"
+#include "model/train.h"
+#include "store/store.h"
+#include "testutil.h"
+
+static char g_refs[4][1200];
+static const char *ref(int slot, const char *file, const char *split) {
+    snprintf(g_refs[slot], sizeof g_refs[slot], "%s:/%s", file, split);
+    return g_refs[slot];
+}
+
+static int have_fmnist(void) {
+    struct stat st;
+    return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
+}
+
+static double *load_final(const char *run, size_t *P) {
+    infl_ctx *ctx = tu_ctx();
+    infl_run *r;
+    cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    *P = infl_mlp_nparams(store_run_spec(r));
+    float *w = malloc(sizeof(float) * *P);
+    int fin;
+    cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);
+    cr_assert_eq(store_run_load(ctx, r, fin, w), INFL_OK);
+    double *d = malloc(sizeof(double) * *P);
+    for (size_t i = 0; i < *P; i++) d[i] = w[i];
+    free(w);
+    store_run_close(r);
+    infl_ctx_free(ctx);
+    return d;
+}
+
+Test(lds, convex_subset_equals_training_on_the_subset_dataset) {
+    const char *data = tu_path("d.h5"), *sub = tu_path("sub.h5"), *r1 = tu_path("r1.h5"), *r2 = tu_path("r2.h5");
+    tu_make_blobs(data, 80, 4, 3, 1);
+    infl_ctx *ctx = tu_ctx();
+    // the subset written out
+    infl_dataref dr;
+    infl_split *sp;
+    cr_assert_eq(infl_dataref_parse(ctx, ref(0, data, "train"), &dr), INFL_OK);
+    cr_assert_eq(store_split_open(ctx, &dr, &sp), INFL_OK);
+    float x[80 * 4], xs[80 * 4];
+    int32_t y[80], ys[80];
+    cr_assert_eq(store_split_read(ctx, sp, 0, 80, x, y, NULL), INFL_OK);
+    store_split_close(sp);
+    int m = 0;
+    for (int i = 0; i < 80; i++)
+        if (infl_rng_uniform(17, INFL_RNG_SUBSET, (uint64_t)i, 3) < 0.6) {
+            memcpy(xs + m * 4, x + i * 4, sizeof(float) * 4);
+            ys[m++] = y[i];
+        }
+    cr_assert(m > 30 && m < 70, "%d rows kept", m);
+    infl_dsw *w;
+    cr_assert_eq(store_dataset_create(ctx, sub, 1, &w), INFL_OK);
+    cr_assert_eq(store_dataset_add_split(ctx, w, "train", m, 4, INFL_Y_CLASS, 1, NULL), INFL_OK);
+    cr_assert_eq(store_dataset_write_rows(ctx, w, "train", 0, m, xs, ys, NULL), INFL_OK);
+    cr_assert_eq(store_dataset_commit(ctx, w), INFL_OK);
+    infl_train_options o = infl_train_options_default();
+    o.data = ref(1, data, "train");
+    o.nlayers = 1;
+    o.widths[0] = 4;
+    o.widths[1] = 3;
+    o.weight_decay = 1e-2;
+    o.tol = 1e-10;
+    o.subset_fraction = 0.6;
+    o.subset_seed = 17;
+    o.subset_draw = 3;
+    o.shard_rows = 13;
+    o.batch = 4;
+    cr_assert_eq(infl_train(ctx, &o, r1, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    o.data = ref(2, sub, "train");
+    o.subset_fraction = 0;
+    cr_assert_eq(infl_train(ctx, &o, r2, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    size_t P;
+    double *a = load_final(r1, &P), *b = load_final(r2, &P);
+    for (size_t i = 0; i < P; i++) cr_assert(fabs(a[i] - b[i]) < 1e-5, "parameter %zu: %g vs %g", i, a[i], b[i]);
+    free(a);
+    free(b);
+    // SGD: the steps count the subset's rows only (batch 4: ceil(kept / 4) per shard of 80)
+    o.data = ref(1, data, "train");
+    o.subset_fraction = 0.6;
+    o.shard_rows = 0;
+    o.nlayers = 2;
+    o.widths[1] = 5;
+    o.widths[2] = 3;
+    o.optimizer = INFL_OPT_SGD;
+    o.epochs = 2;
+    o.batch = 4;
+    o.force = 1;
+    infl_train_report rep;
+    cr_assert_eq(infl_train(ctx, &o, r1, &rep), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(rep.steps, 2 * ((m + 3) / 4), "%ld steps for %d rows", (long)rep.steps, m);
+    infl_ctx_free(ctx);
+}
+
+static void write_scores(const char *path, const char *query, int M, int64_t N, const float *S) {
+    infl_ctx *ctx = tu_ctx();
+    infl_scw *w;
+    cr_assert_eq(store_scores_create(ctx, path, 1, M, 1, N, 1, &w), INFL_OK);
+    cr_assert_eq(store_scores_write_block(ctx, w, S, (int)N, (int)N, 0), INFL_OK);
+    int64_t idx[64] = {0};
+    float sc[64] = {0};
+    cr_assert_eq(store_scores_write_topk(ctx, w, idx, sc, idx, sc), INFL_OK);
+    store_scores_attr_str(ctx, w, "method", "oracle");
+    store_scores_attr_str(ctx, w, "query", query);
+    cr_assert_eq(store_scores_commit(ctx, w), INFL_OK);
+    infl_ctx_free(ctx);
+}
+
+static infl_lds_result *run_lds(infl_lds_options *o) {
+    infl_ctx *ctx = tu_ctx();
+    infl_lds_result *r = NULL;
+    cr_assert_eq(infl_lds(ctx, o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+    return r;
+}
+
+// A run to repeat: a small MLP on blobs, trained by SGD.
+static void small_run(const char *data, const char *run) {
+    tu_make_blobs(data, 60, 4, 3, 2);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options o = infl_train_options_default();
+    o.data = ref(0, data, "train");
+    o.nlayers = 2;
+    o.widths[0] = 4;
+    o.widths[1] = 6;
+    o.widths[2] = 3;
+    o.epochs = 2;
+    o.batch = 8;
+    o.lr = 0.05;
+    o.checkpoint_every = 0;
+    cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}
+
+Test(lds, resumes_and_scores_an_oracle) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5"), *state = tu_path("lds.h5");
+    small_run(data, run);
+    infl_lds_options o = infl_lds_options_default();
+    o.run = run;
+    o.query = ref(1, data, "test[0:4]");
+    o.state = state;
+    o.models = 6;
+    o.seed = 5;
+    infl_lds_result *a = run_lds(&o);
+    cr_assert_eq(a->trained_now, 6);
+    // mark models 1 and 4 undone, as a killed run would have left them
+    hid_t f = H5Fopen(state, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "done", H5P_DEFAULT);
+    int32_t done[6] = {1, 0, 1, 1, 0, 1};
+    cr_assert(H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, done) >= 0);
+    H5Dclose(d);
+    H5Fclose(f);
+    infl_lds_result *b = run_lds(&o);
+    cr_assert_eq(b->trained_now, 2);
+    for (int i = 0; i < 6 * 4; i++) cr_assert_eq(a->outputs[i], b->outputs[i], "output %d differs after resuming", i);
+    infl_lds_result *c = run_lds(&o);
+    cr_assert_eq(c->trained_now, 0);
+    const int64_t N = 60;
+    const int M = 4;
+    float *S = calloc((size_t)M * N, sizeof(float));
+    // An oracle that has seen the models: row i's score = −(mean loss of the models
+    // whose subset holds i), so −Σ_{i ∈ S_k} score carries model k's own loss with
+    // weight ~1/3 per row. Its LDS must be clearly positive and its negation's exactly
+    // opposite: the prediction of the loss is −Σ score.
+    for (int q = 0; q < M; q++)
+        for (int64_t i = 0; i < N; i++) {
+            double s = 0;
+            int n = 0;
+            for (int k = 0; k < 6; k++)
+                if (infl_rng_uniform(5, INFL_RNG_SUBSET, (uint64_t)i, (uint32_t)k) < 0.5) {
+                    s += a->outputs[(size_t)k * M + q];
+                    n++;
+                }
+            S[(size_t)q * N + i] = n ? (float)(-s / n) : 0.0f;
+        }
+    const char *sp = tu_path("s.h5"), *sn = tu_path("n.h5");
+    write_scores(sp, o.query, M, N, S);
+    for (int64_t i = 0; i < M * N; i++) S[i] = -S[i];
+    write_scores(sn, o.query, M, N, S);
+    const char *files[2] = {sp, sn};
+    o.scores = files;
+    o.nscores = 2;
+    infl_lds_result *e = run_lds(&o);
+    cr_assert_eq(e->trained_now, 0);
+    cr_assert_str_eq(e->method[0], "oracle");
+    cr_assert(e->lds[0] > 0.3, "oracle LDS %g", e->lds[0]);
+    cr_assert(fabs(e->lds[0] + e->lds[1]) < 1e-9, "negated scores: %g vs %g", e->lds[0], e->lds[1]);
+    for (int q = 0; q < M; q++) cr_assert(e->per_query[q] >= -1 && e->per_query[q] <= 1);
+    free(S);
+    infl_lds_result_free(a);
+    infl_lds_result_free(b);
+    infl_lds_result_free(c);
+    infl_lds_result_free(e);
+}
+
+Test(lds, influence_functions_on_logistic_regression, .timeout = 600) {
+    if (!have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
+    infl_ctx *ctx = tu_ctx();
+    const char *data = tu_path("fm.h5"), *run = tu_path("lr.h5"), *state = tu_path("lds.h5");
+    infl_import_fmnist_options io = infl_import_fmnist_options_default();
+    io.limit = 1000;
+    io.pool = 4;
+    cr_assert_eq(infl_import_fashion_mnist(ctx, &io, data), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_train_options to = infl_train_options_default();
+    to.data = ref(0, data, "train");
+    to.nlayers = 1;
+    to.widths[0] = 49;
+    to.widths[1] = 10;
+    to.weight_decay = 1e-2;
+    cr_assert_eq(infl_train(ctx, &to, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    const char *sif = tu_path("if.h5"), *sgd = tu_path("gd.h5");
+    infl_rank_options o = infl_rank_options_default();
+    o.run = run;
+    o.query = ref(1, data, "test[0:16]");
+    o.method = INFL_METHOD_IF;
+    o.solver = 0;
+    o.damping = 0;
+    o.output = sif;
+    o.save_scores = 1;
+    o.force = 1;
+    infl_rank_result *r;
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_rank_result_free(r);
+    o.method = INFL_METHOD_GRADDOT;
+    o.output = sgd;
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_rank_result_free(r);
+    infl_ctx_free(ctx);
+    infl_lds_options lo = infl_lds_options_default();
+    lo.run = run;
+    lo.query = o.query;
+    lo.state = state;
+    lo.models = 40;
+    const char *files[2] = {sif, sgd};
+    lo.scores = files;
+    lo.nscores = 2;
+    infl_lds_result *e = run_lds(&lo);
+    cr_log_info("LDS on logistic regression (40 half subsets, 16 queries): if %.3f ± %.3f, graddot %.3f ± %.3f",
+                e->lds[0], e->ci[0], e->lds[1], e->ci[1]);
+    cr_assert(e->lds[0] > 0.6, "if: LDS %g", e->lds[0]);
+    cr_assert(e->lds[0] > e->lds[1], "if %g vs graddot %g", e->lds[0], e->lds[1]);
+    infl_lds_result_free(e);
+}
+
+Test(lds, bad_inputs_are_refused) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5"), *state = tu_path("lds.h5");
+    small_run(data, run);
+    infl_lds_options o = infl_lds_options_default();
+    o.run = run;
+    o.query = ref(1, data, "test[0:4]");
+    o.state = state;
+    o.models = 3;
+    infl_lds_result_free(run_lds(&o));
+    infl_ctx *ctx = tu_ctx();
+    infl_lds_result *r = NULL;
+    // another setting for the same state file
+    o.fraction = 0.3;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "another --fraction"), "%s", infl_ctx_error(ctx));
+    o.fraction = 0.5;
+    // scores for other queries, or without /scores
+    float S[3 * 60] = {0};
+    const char *s3 = tu_path("s3.h5"), *top = tu_path("top.h5");
+    write_scores(s3, ref(2, data, "test[0:3]"), 3, 60, S);
+    const char *files[1] = {s3};
+    o.scores = files;
+    o.nscores = 1;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_SHAPE);
+    cr_assert(strstr(infl_ctx_error(ctx), "[3, 60]"), "%s", infl_ctx_error(ctx));
+    infl_rank_options ro = infl_rank_options_default();
+    ro.run = run;
+    ro.query = o.query;
+    ro.output = top;
+    infl_rank_result *rr;
+    cr_assert_eq(infl_rank(ctx, &ro, &rr), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_rank_result_free(rr);
+    files[0] = top;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_FORMAT);
+    cr_assert(strstr(infl_ctx_error(ctx), "--save-scores"), "%s", infl_ctx_error(ctx));
+    // a run without recorded training options
+    const char *old = tu_path("old.h5");
+    size_t n;
+    char *b = tu_read_file(run, &n);
+    tu_write_file(old, b, n);
+    free(b);
+    hid_t f = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(H5Adelete(f, "train_epochs") >= 0);
+    H5Fclose(f);
+    o.run = old;
+    o.nscores = 0;
+    o.force = 1;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_FORMAT);
+    cr_assert(strstr(infl_ctx_error(ctx), "no recorded training options"), "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+    // the CLI
+    char q[1200];
+    snprintf(q, sizeof q, "%s:/test[0:4]", data);
+    const char *argv[] = {"infl", "lds", "--run", run, "--query", q, "--state", state, "--models", "3", NULL};
+    cr_assert_eq(tu_cli(argv), 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "LDS over 3 models"), "%s", tu_out());
+    const char *bad[] = {"infl", "lds", "--run", run, "--query", q, "--state", state, "--fraction", "1.5", NULL};
+    cr_assert_eq(tu_cli(bad), 2);
+}
