@@ -435,6 +435,25 @@ typedef struct {
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *opts, infl_lds_result **out);
 void infl_lds_result_free(infl_lds_result *r);  /* accepts NULL */
 
+// ---- comparing two methods ----
+
+typedef struct {
+    int M;                    /* queries */
+    int64_t N;                /* training examples */
+    int k;                    /* top-k of the overlaps */
+    double *pearson, *spearman;       /* (M) per query, over the N training examples */
+    double *top_overlap, *bottom_overlap; /* (M) share of the k proponents (opponents) in common */
+    double mean_pearson, mean_spearman, mean_top, mean_bottom;
+    char method_a[64], method_b[64];
+} infl_compare_result;
+
+/* Compares the full score matrices (/scores [M, N]) of two scores files of the same
+ * queries and training data, query by query: Pearson, Spearman (ties share their
+ * mean rank), and the overlap of the top-k proponents and opponents. Memory: two
+ * rows of N. */
+infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, infl_compare_result **out);
+void infl_compare_result_free(infl_compare_result *r);  /* accepts NULL */
+
 // ---- inspection ----
 
 /* Writes a human-readable description of an infl file (format, splits, shapes,

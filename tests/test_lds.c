@@ -8,6 +8,7 @@
  *  - an interrupted run resumes: models missing from the state file are trained
  *    again, to the same outputs; a finished run trains nothing;
  *  - the sign convention, with scores built from the retrained outputs;
+ *  - infl compare: identical, negated and mismatched scores files;
  *  - bad input: a scores file without /scores or for other queries, a state file
  *    of other settings, a run without training options.
  */
@@ -322,5 +323,44 @@ Test(lds, bad_inputs_are_refused) {
     cr_assert_eq(tu_cli(argv), 0, "%s", tu_err());
     cr_assert(strstr(tu_out(), "LDS over 3 models"), "%s", tu_out());
     const char *bad[] = {"infl", "lds", "--run", run, "--query", q, "--state", state, "--fraction", "1.5", NULL};
+    cr_assert_eq(tu_cli(bad), 2);
+}
+
+Test(lds, compare_two_scores_files) {
+    const int M = 3;
+    const int64_t N = 50;
+    float A[3 * 50], B[3 * 50];
+    uint64_t st = 3;
+    for (int i = 0; i < M * N; i++) {
+        A[i] = (float)tu_uniform(&st);
+        B[i] = -A[i];
+    }
+    B[7] = 100.0f;  // query 0: one change at the top
+    const char *a = tu_path("a.h5"), *b = tu_path("b.h5"), *c = tu_path("c.h5");
+    write_scores(a, "x.h5:/test[0:3]", M, N, A);
+    write_scores(b, "x.h5:/test[0:3]", M, N, B);
+    infl_ctx *ctx = tu_ctx();
+    infl_compare_result *r;
+    cr_assert_eq(infl_compare(ctx, a, a, 5, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert(fabs(r->mean_pearson - 1) < 1e-12 && fabs(r->mean_spearman - 1) < 1e-12);
+    cr_assert_eq(r->mean_top, 1.0);
+    cr_assert_eq(r->mean_bottom, 1.0);
+    infl_compare_result_free(r);
+    cr_assert_eq(infl_compare(ctx, a, b, 5, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert(fabs(r->spearman[1] + 1) < 1e-12 && fabs(r->pearson[2] + 1) < 1e-6, "%g %g", r->spearman[1],
+              r->pearson[2]);
+    cr_assert_eq(r->top_overlap[1], 0.0);
+    cr_assert(r->spearman[0] > -1 + 1e-6 && r->spearman[0] < -0.8, "%g", r->spearman[0]);
+    infl_compare_result_free(r);
+    float C[2 * 50] = {0};
+    write_scores(c, "x.h5:/test[0:2]", 2, N, C);
+    cr_assert_eq(infl_compare(ctx, a, c, 5, &r), INFL_E_SHAPE);
+    cr_assert(strstr(infl_ctx_error(ctx), "[3, 50]") && strstr(infl_ctx_error(ctx), "[2, 50]"), "%s",
+              infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+    const char *argv[] = {"infl", "compare", a, b, "--top", "5", NULL};
+    cr_assert_eq(tu_cli(argv), 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "mean: pearson"), "%s", tu_out());
+    const char *bad[] = {"infl", "compare", a, NULL};
     cr_assert_eq(tu_cli(bad), 2);
 }

@@ -267,6 +267,7 @@ static const struct {
     {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
     {"lds", cmd_lds, "linear datamodeling score of methods' scores, by retraining on subsets"},
+    {"compare", cmd_compare, "how two scores files agree: Pearson, Spearman, top-k overlap per query"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
     {"info", cmd_info, "describe a file, or the build and backends"},
 };

@@ -57,6 +57,7 @@ int cmd_loo(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
 // cmd_lds.c
 int cmd_lds(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 // cmd_bench.c
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -1,7 +1,7 @@
 /*
- * cmd_lds.c — `infl lds`: the linear datamodeling score of one or more methods'
- * scores files, from models retrained on random subsets (resumable through a state
- * file).
+ * cmd_lds.c — judging attributions: `infl lds` (the linear datamodeling score of one
+ * or more methods' scores files, from models retrained on random subsets, resumable
+ * through a state file) and `infl compare` (how two scores files agree).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
@@ -69,5 +69,43 @@ int cmd_lds(int argc, char **argv) {
         }
     }
     infl_lds_result_free(r);
+    return finish(&c, ctx, st);
+}
+
+// ---- compare ----
+
+int cmd_compare(int argc, char **argv) {
+    common c = {.cmd = "infl compare"};
+    int top = 10, per_query = 0;
+    const cli_opt opts[] = {
+        {"top", 'k', ARG_INT, &top, "K", "overlap of the top-K proponents and opponents (default 10)"},
+        {"per-query", 0, ARG_FLAG, &per_query, NULL, "a line per query, not only the means"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl compare", "A.h5 B.h5 [--top K]",
+                     "How two scores files (infl rank -o F --save-scores, the same queries and training data)\n"
+                     "agree, query by query: Pearson and Spearman over the training examples, and the share of\n"
+                     "the top-K proponents and opponents they have in common.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[2];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 2, &npos);
+    if (npos != 2) return usage_error(spec.cmd, "expected two scores files");
+    if (top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_compare_result *r = NULL;
+    infl_status st = infl_compare(ctx, pos[0], pos[1], top, &r);
+    if (st == INFL_OK) {
+        printf("%s (%s) vs %s (%s): %d queries, %lld training examples\n", pos[0], r->method_a, pos[1], r->method_b,
+               r->M, (long long)r->N);
+        if (per_query)
+            for (int q = 0; q < r->M; q++)
+                printf("  query %4d  pearson %.4f  spearman %.4f  top-%d %.2f  bottom-%d %.2f\n", q, r->pearson[q],
+                       r->spearman[q], top, r->top_overlap[q], top, r->bottom_overlap[q]);
+        printf("mean: pearson %.4f  spearman %.4f  top-%d overlap %.3f  bottom-%d overlap %.3f\n", r->mean_pearson,
+               r->mean_spearman, top, r->mean_top, top, r->mean_bottom);
+    }
+    infl_compare_result_free(r);
     return finish(&c, ctx, st);
 }

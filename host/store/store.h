@@ -210,6 +210,8 @@ void store_scores_shape(const infl_scr *r, int *M, int64_t *N);
 const char *store_scores_attr(const infl_scr *r, const char *name);  // "method", "query", "train"
 // Reads columns [col0, col0 + n) of /scores into out (M, n).
 infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int64_t n, float *out);
+// Reads row q of /scores (N floats).
+infl_status store_scores_read_row(infl_ctx *ctx, infl_scr *r, int q, float *out);
 void store_scores_close(infl_scr *r);  // accepts NULL
 
 // ---- inspection ----

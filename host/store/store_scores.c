@@ -259,6 +259,24 @@ done:
     return rc;
 }
 
+infl_status store_scores_read_row(infl_ctx *ctx, infl_scr *r, int q, float *out) {
+    RETURN_IF(ctx, q < 0 || q >= r->M, INFL_E_ARG, "%s: /scores row %d outside [0, %d)", r->path, q, r->M);
+    h5u_lock();
+    infl_status rc = INFL_OK;
+    hid_t fs = H5Dget_space(r->scores), ms = H5I_INVALID_HID;
+    hsize_t start[2] = {(hsize_t)q, 0}, count[2] = {1, (hsize_t)r->N};
+    GOTO_IF(ctx, fs < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0, INFL_E_IO,
+            "%s: /scores: cannot select row %d", r->path, q);
+    ms = H5Screate_simple(2, count, NULL);
+    GOTO_IF(ctx, ms < 0 || H5Dread(r->scores, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0, INFL_E_IO,
+            "%s: /scores: cannot read row %d (damaged file?)", r->path, q);
+done:
+    close_id(ms, H5Sclose);
+    close_id(fs, H5Sclose);
+    h5u_unlock();
+    return rc;
+}
+
 void store_scores_close(infl_scr *r) {
     if (!r) return;
     h5u_lock();

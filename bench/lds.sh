@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The linear datamodeling score of every method on the 784-256-128-10 MLP over the
+# 60,000 Fashion-MNIST training images (the README's model and training), 100 test
+# queries, and models retrained on random halves. Resumable: the state file keeps the
+# retrained outputs, so a second call trains nothing it already has.
+#   bash bench/lds.sh OUTDIR [MODELS]        (default 50 models)
+set -euo pipefail
+out=${1:?usage: bench/lds.sh OUTDIR [MODELS]}
+models=${2:-50}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+B=${INFL:-build/infl}
+[ -x $B ] || { echo "build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build" >&2; exit 1; }
+Q="$out/fmnist.h5:/test[0:100]"
+t() { local s=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $s" | bc > "$out/.last_seconds"; }
+[ -f "$out/fmnist.h5" ] || $B import fashion-mnist -o "$out/fmnist.h5" -q
+[ -f "$out/run.h5" ] || $B train --data "$out/fmnist.h5:/train" --layers 784,256,128,10 --epochs 5 --batch 128 \
+  --lr 0.1 --momentum 0.9 --wd 1e-4 --seed 1 --schedule cosine --checkpoint-every 500 -o "$out/run.h5" -q
+$B eval --run "$out/run.h5" --data "$out/fmnist.h5:/test" | tee "$out/eval.txt"
+: > "$out/times.txt"
+rank() {  # name, then rank options
+  local name=$1; shift
+  t $B rank --run "$out/run.h5" --query "$Q" -o "$out/s_$name.h5" --save-scores --force -q "$@" > /dev/null
+  echo "$name $(cat "$out/.last_seconds") s: infl rank $*" >> "$out/times.txt"
+}
+rank tracin --method tracin
+rank graddot --method graddot
+t $B fit --run "$out/run.h5" --strategy ekfac -o "$out/ekfac.h5" --force -q
+echo "fit-ekfac $(cat "$out/.last_seconds") s" >> "$out/times.txt"
+rank ekfac --method ekfac --factors "$out/ekfac.h5"
+rank kfac --method kfac --factors "$out/ekfac.h5"
+rank ekfac-r32 --method ekfac --factors "$out/ekfac.h5" --query-rank 32
+rank if-ggn-cg --method if --hessian ggn --solver cg --hessian-samples 5000 --damping 0.01 --cg-iters 100
+t $B lds --run "$out/run.h5" --query "$Q" --state "$out/lds_state.h5" --models "$models" --fraction 0.5 --seed 1 \
+  "$out"/s_tracin.h5 "$out"/s_graddot.h5 "$out"/s_ekfac.h5 "$out"/s_kfac.h5 "$out"/s_ekfac-r32.h5 \
+  "$out"/s_if-ggn-cg.h5 | tee "$out/lds.txt"
+echo "lds $(cat "$out/.last_seconds") s" >> "$out/times.txt"
+cat "$out/times.txt"

@@ -1,0 +1,143 @@
+/*
+ * compare.c — `infl compare`: how two methods' (or two settings') score matrices
+ * agree, query by query: Pearson and Spearman over the training examples, and the
+ * overlap of their top-k proponents and opponents. Used to report what a cheaper
+ * setting (a low query rank, fewer samples, a peer library) changes.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../store/store.h"
+
+void infl_compare_result_free(infl_compare_result *r) {
+    if (!r) return;
+    free(r->pearson);
+    free(r->spearman);
+    free(r->top_overlap);
+    free(r->bottom_overlap);
+    free(r);
+}
+
+typedef struct {
+    float v;
+    int64_t i;
+} vi;
+
+static int by_value(const void *x, const void *y) {
+    const vi *a = x, *b = y;
+    if (a->v != b->v) return a->v < b->v ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+// Average ranks of v (N) into r; t is scratch (N).
+static void ranks(const float *v, int64_t N, double *r, vi *t) {
+    for (int64_t i = 0; i < N; i++) t[i] = (vi){v[i], i};
+    qsort(t, (size_t)N, sizeof(vi), by_value);
+    for (int64_t i = 0; i < N;) {
+        int64_t j = i;
+        while (j + 1 < N && t[j + 1].v == t[i].v) j++;
+        for (int64_t k = i; k <= j; k++) r[t[k].i] = 0.5 * (double)(i + j);
+        i = j + 1;
+    }
+}
+
+static double pearson_d(const double *a, const double *b, int64_t n) {
+    double ma = 0, mb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ma += a[i];
+        mb += b[i];
+    }
+    ma /= (double)n;
+    mb /= (double)n;
+    double sab = 0, saa = 0, sbb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        sab += (a[i] - ma) * (b[i] - mb);
+        saa += (a[i] - ma) * (a[i] - ma);
+        sbb += (b[i] - mb) * (b[i] - mb);
+    }
+    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
+}
+
+// Shares of the k highest (top) and k lowest (bottom) in common, from the rank arrays.
+static void overlaps(const double *ra, const double *rb, int64_t N, int k, double *top, double *bot) {
+    int64_t t = 0, b = 0;
+    for (int64_t i = 0; i < N; i++) {
+        t += ra[i] >= (double)(N - k) && rb[i] >= (double)(N - k);
+        b += ra[i] < (double)k && rb[i] < (double)k;
+    }
+    *top = (double)t / k;
+    *bot = (double)b / k;
+}
+
+infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, infl_compare_result **out) {
+    *out = NULL;
+    RETURN_IF(ctx, k < 1, INFL_E_ARG, "--top: expected at least 1");
+    infl_scr *sa = NULL, *sb = NULL;
+    infl_compare_result *r = NULL;
+    float *ra = NULL, *rb = NULL;
+    double *xa = NULL, *xb = NULL, *ka = NULL, *kb = NULL;
+    vi *t = NULL;
+    infl_status rc = INFL_OK;
+    CHECK(store_scores_open(ctx, a, &sa));
+    CHECK(store_scores_open(ctx, b, &sb));
+    int M, Mb;
+    int64_t N, Nb;
+    store_scores_shape(sa, &M, &N);
+    store_scores_shape(sb, &Mb, &Nb);
+    GOTO_IF(ctx, M != Mb || N != Nb, INFL_E_SHAPE, "%s has /scores [%d, %lld] but %s has [%d, %lld]", a, M,
+            (long long)N, b, Mb, (long long)Nb);
+    GOTO_IF(ctx, k > N, INFL_E_ARG, "--top %d is larger than the %lld training examples", k, (long long)N);
+    r = infl_calloc(ctx, 1, sizeof *r, "the comparison");
+    GOTO_NOMEM_IF(!r);
+    r->M = M;
+    r->N = N;
+    r->k = k;
+    snprintf(r->method_a, sizeof r->method_a, "%s", store_scores_attr(sa, "method"));
+    snprintf(r->method_b, sizeof r->method_b, "%s", store_scores_attr(sb, "method"));
+    r->pearson = calloc((size_t)M, sizeof(double));
+    r->spearman = calloc((size_t)M, sizeof(double));
+    r->top_overlap = calloc((size_t)M, sizeof(double));
+    r->bottom_overlap = calloc((size_t)M, sizeof(double));
+    ra = malloc((size_t)N * sizeof(float));
+    rb = malloc((size_t)N * sizeof(float));
+    xa = malloc((size_t)N * sizeof(double));
+    xb = malloc((size_t)N * sizeof(double));
+    ka = malloc((size_t)N * sizeof(double));
+    kb = malloc((size_t)N * sizeof(double));
+    t = malloc((size_t)N * sizeof(vi));
+    GOTO_IF(ctx, !r->pearson || !r->spearman || !r->top_overlap || !r->bottom_overlap || !ra || !rb || !xa || !xb ||
+                     !ka || !kb || !t,
+            INFL_E_NOMEM, "out of memory for rows of %lld scores", (long long)N);
+    for (int q = 0; q < M; q++) {
+        CHECK(store_scores_read_row(ctx, sa, q, ra));
+        CHECK(store_scores_read_row(ctx, sb, q, rb));
+        for (int64_t i = 0; i < N; i++) {
+            xa[i] = ra[i];
+            xb[i] = rb[i];
+        }
+        r->pearson[q] = pearson_d(xa, xb, N);
+        ranks(ra, N, ka, t);
+        ranks(rb, N, kb, t);
+        r->spearman[q] = pearson_d(ka, kb, N);
+        overlaps(ka, kb, N, k, &r->top_overlap[q], &r->bottom_overlap[q]);
+        r->mean_pearson += r->pearson[q] / M;
+        r->mean_spearman += r->spearman[q] / M;
+        r->mean_top += r->top_overlap[q] / M;
+        r->mean_bottom += r->bottom_overlap[q] / M;
+    }
+    *out = r;
+    r = NULL;
+done:
+    store_scores_close(sa);
+    store_scores_close(sb);
+    infl_compare_result_free(r);
+    free(ra);
+    free(rb);
+    free(xa);
+    free(xb);
+    free(ka);
+    free(kb);
+    free(t);
+    return rc;
+}
