@@ -113,6 +113,11 @@ const char *infl_ctx_error(const infl_ctx *ctx);
 /* Returns the backend the context runs on, e.g. "cpu (OpenBLAS 0.3.21, 2 threads)".
  * Static to the context; never NULL. */
 const char *infl_ctx_backend(const infl_ctx *ctx);
+/* Returns what backend "auto" chose and why, one line without a newline (e.g.
+ * "backend auto: no CUDA device (...): using the CPU backend"), for the caller to
+ * show; "" when the context was not created with "auto" or the build has no CUDA
+ * backend. Static to the context; never NULL. Accepts NULL (returns ""). */
+const char *infl_ctx_backend_note(const infl_ctx *ctx);
 /* Sets the progress callback (NULL to turn progress off). */
 void infl_ctx_set_progress(infl_ctx *ctx, infl_progress_fn fn, void *user);
 /* Sets a flag the library polls during long work; when *flag becomes non-zero the

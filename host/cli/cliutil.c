@@ -58,7 +58,12 @@ infl_ctx *open_ctx(common *c) {
         return NULL;
     }
     if (!c->quiet && (c->progress || isatty(2))) infl_ctx_set_progress(ctx, progress_cb, c);
-    if (!c->quiet && (!c->backend || strcmp(c->backend, "cpu") != 0) && isatty(2))
+    // What `auto` chose and why (e.g. no CUDA device): the library records it, the CLI
+    // says it; otherwise the backend is named on a terminal unless it is the CPU asked for.
+    const char *note = infl_ctx_backend_note(ctx);
+    if (!c->quiet && *note)
+        fprintf(stderr, "%s: %s\n", c->cmd, note);
+    else if (!c->quiet && (!c->backend || strcmp(c->backend, "cpu") != 0) && isatty(2))
         fprintf(stderr, "%s: backend %s\n", c->cmd, infl_ctx_backend(ctx));
     g_cancel = 0;
     g_interrupt = 0;

@@ -55,8 +55,19 @@ infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out) {
     }
     if (strcmp(name, "auto") == 0) {
 #ifdef INFL_HAVE_CUDA
-        if (try_backend(ctx, &infl_cuda_backend, spec, o.threads) == INFL_OK) return INFL_OK;
-        // A failing CUDA init counts as no device.
+        if (try_backend(ctx, &infl_cuda_backend, spec, o.threads) == INFL_OK) {
+            snprintf(ctx->backend_note, sizeof ctx->backend_note, "backend auto: using %s", ctx->backend_desc);
+            return INFL_OK;
+        }
+        // A failing CUDA init counts as no device: say why in the note (without the
+        // hints after "; "), not as an error.
+        const char *why = ctx->detail;
+        int nodev = strncmp(why, "no CUDA device: ", 16) == 0;
+        if (nodev) why += 16;
+        int len = (int)strcspn(why, ";");
+        snprintf(ctx->backend_note, sizeof ctx->backend_note, "backend auto: %s (%.*s): using the CPU backend",
+                 nodev ? "no CUDA device" : "CUDA unavailable", len > 400 ? 400 : len, why);
+        ctx->detail[0] = 0;
 #endif
         return try_backend(ctx, &infl_cpu_backend, "", o.threads);
     }
@@ -74,6 +85,8 @@ const char *infl_ctx_error(const infl_ctx *ctx) { return ctx ? ctx->detail : "";
 const char *infl_ctx_backend(const infl_ctx *ctx) {
     return ctx && ctx->be ? ctx->backend_desc : "none";
 }
+
+const char *infl_ctx_backend_note(const infl_ctx *ctx) { return ctx ? ctx->backend_note : ""; }
 
 void infl_ctx_set_progress(infl_ctx *ctx, infl_progress_fn fn, void *user) {
     ctx->progress = fn;

@@ -17,6 +17,7 @@ struct infl_backend;
 struct infl_ctx {
     char detail[2048];              // last error's detail
     char backend_desc[256];         // "cpu (OpenBLAS ..., 2 threads)"
+    char backend_note[512];         // what `auto` chose and why ("" when not asked for auto)
     const struct infl_backend *be;  // the backend table
     void *be_ctx;                   // its context
     infl_progress_fn progress;

@@ -26,6 +26,7 @@ enum {
     INFL_RNG_LABELS = 4,    // labels sampled from the model (true Fisher)
     INFL_RNG_SPLIT = 5,     // train/test split at import
     INFL_RNG_SUBSET = 6,    // subsets (LDS, LOO samples)
+    INFL_RNG_SYNTH = 7,     // synthetic data sets (infl synth): class means, labels, noise
 };
 
 typedef struct {
@@ -77,7 +78,11 @@ static inline INFL_HD uint64_t infl_rng_below(uint64_t seed, uint32_t stream, ui
                                               uint32_t draw, uint64_t n) {
     infl_rng4 w = infl_rng_words(seed, stream, index, draw);
     uint64_t x = ((uint64_t)w.v[2] << 32) | w.v[3];
+#ifdef __CUDA_ARCH__
+    return __umul64hi(x, n);  // the same high word, without a 128-bit type on the device
+#else
     return (uint64_t)(((unsigned __int128)x * n) >> 64);
+#endif
 }
 
 // A standard normal by Box-Muller from two uniforms of the same counter.

@@ -1,0 +1,189 @@
+/*
+ * cuda_internal.h — what the files of the CUDA backend share: the backend context
+ * (device, streams, cuBLAS and cuSOLVER handles, the caching memory pool, small
+ * scratch buffers), the macros that check every CUDA, cuBLAS and cuSOLVER call and
+ * turn a failure into an infl_status with the call, file and line in the context's
+ * detail, and the primitives each .cu file defines for the table in backend.cu.
+ *
+ * Where it sits: host/backend.h is the table; host/cpu/cpu_backend.c is the CPU twin
+ * and test oracle of every function here; tests/test_cuda_backend.c compares them.
+ *
+ * All work of a context runs on its compute stream, in call order. Memory returned to
+ * the pool is handed out again only to later work on the same stream, so stream order
+ * makes the reuse safe without synchronising (work on another stream, e.g. the copy
+ * stream, must record an event before it releases or reuses pool memory).
+ */
+#ifndef INFL_CUDA_INTERNAL_H
+#define INFL_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/mathfn.h"  // INFL_HD scalar math shared with the CPU backend (C++-clean)
+
+extern "C" {
+#include "backend.h"
+#include "model/spec.h"
+}
+
+// ---- the caching memory pool (pool.cu) ----
+
+// One device block the pool knows: handed out (live) or cached for reuse.
+typedef struct {
+    void *ptr;     // NULL: empty slot; CU_TOMB: deleted slot
+    size_t bytes;  // rounded size actually allocated
+    int state;     // CU_BLOCK_LIVE or CU_BLOCK_CACHED
+} cu_block;
+
+enum { CU_BLOCK_LIVE = 1, CU_BLOCK_CACHED = 2 };
+
+// A stack of cached blocks of one size class.
+typedef struct {
+    void **ptr;
+    size_t n, cap;
+} cu_stack;
+
+// Size classes: 512 bytes, then four steps per octave (2^e · {1.25, 1.5, 1.75, 2}) up
+// to CU_POOL_LARGE; larger blocks are rounded to 2 MiB and cached in one list that is
+// searched best-fit (a block at most 1/8 larger than asked for is reused).
+#define CU_POOL_CLASSES 128
+#define CU_POOL_LARGE ((size_t)32 << 20)
+#define CU_POOL_LARGE_ROUND ((size_t)2 << 20)
+
+typedef struct {
+    cu_block *tab;  // open-addressing hash of every block, keyed by pointer
+    size_t cap;     // power of two
+    size_t used;    // live + cached + deleted slots
+    cu_stack cls[CU_POOL_CLASSES];
+    cu_stack large;
+    size_t bytes_live, bytes_cached;
+    size_t n_malloc;  // cudaMalloc calls made (for tests and the description)
+} cu_pool;
+
+// ---- the backend context ----
+
+// Scratch for reductions: dot's per-block partial sums (float64).
+#define CU_DOT_BLOCKS 1024
+
+typedef struct {
+    int dev;
+    int sm_count;
+    cudaStream_t stream;       // compute stream: every primitive runs here
+    cudaStream_t copy_stream;  // for the scheduler's overlapped H2D copies (later)
+    cublasHandle_t blas;
+    cusolverDnHandle_t solver;
+    cu_pool pool;
+    double *d_partial;  // (CU_DOT_BLOCKS + 1) device doubles: dot partials and result
+    int *d_flag;        // (4) device ints: label check, syevd info
+    void *h_pinned;     // 64 bytes of pinned host memory for small results
+    int tf32;           // sgemm math mode: 0 fp32 (default), 1 tf32, 2 pedantic fp32
+} cu_ctx;
+
+static inline cu_ctx *cu_of(infl_ctx *ctx) { return (cu_ctx *)ctx->be_ctx; }
+
+// ---- error checking ----
+
+infl_status cu_fail_rt(infl_ctx *ctx, cudaError_t e, const char *call, const char *file, int line);
+infl_status cu_fail_blas(infl_ctx *ctx, cublasStatus_t e, const char *call, const char *file, int line);
+infl_status cu_fail_solver(infl_ctx *ctx, cusolverStatus_t e, const char *call, const char *file, int line);
+
+// Each returns from the calling function with an infl_status on failure: INFL_E_NOMEM
+// for out-of-memory, INFL_E_BACKEND otherwise; the detail names the call, the error,
+// the file and the line.
+#define CU_CHECK(ctx, call)                                                          \
+    do {                                                                             \
+        cudaError_t e_cu_ = (call);                                                  \
+        if (e_cu_ != cudaSuccess) return cu_fail_rt((ctx), e_cu_, #call, __FILE__, __LINE__); \
+    } while (0)
+#define CUBLAS_CHECK(ctx, call)                                                      \
+    do {                                                                             \
+        cublasStatus_t e_cb_ = (call);                                               \
+        if (e_cb_ != CUBLAS_STATUS_SUCCESS) return cu_fail_blas((ctx), e_cb_, #call, __FILE__, __LINE__); \
+    } while (0)
+#define CUSOLVER_CHECK(ctx, call)                                                    \
+    do {                                                                             \
+        cusolverStatus_t e_cs_ = (call);                                             \
+        if (e_cs_ != CUSOLVER_STATUS_SUCCESS) return cu_fail_solver((ctx), e_cs_, #call, __FILE__, __LINE__); \
+    } while (0)
+// In functions with `infl_status rc` and a `done:` label.
+#define CU_GOTO(ctx, call)                                                           \
+    do {                                                                             \
+        cudaError_t e_cu_ = (call);                                                  \
+        if (e_cu_ != cudaSuccess) {                                                  \
+            rc = cu_fail_rt((ctx), e_cu_, #call, __FILE__, __LINE__);                \
+            goto done;                                                               \
+        }                                                                            \
+    } while (0)
+#define CUSOLVER_GOTO(ctx, call)                                                     \
+    do {                                                                             \
+        cusolverStatus_t e_cs_ = (call);                                             \
+        if (e_cs_ != CUSOLVER_STATUS_SUCCESS) {                                      \
+            rc = cu_fail_solver((ctx), e_cs_, #call, __FILE__, __LINE__);            \
+            goto done;                                                               \
+        }                                                                            \
+    } while (0)
+// Launches a kernel on the context's compute stream and checks the launch.
+#define CU_LAUNCH(ctx, kernel, grid, block, shmem, ...)                                  \
+    do {                                                                                 \
+        kernel<<<(grid), (block), (shmem), cu_of(ctx)->stream>>>(__VA_ARGS__);           \
+        cudaError_t e_cl_ = cudaGetLastError();                                          \
+        if (e_cl_ != cudaSuccess) return cu_fail_rt((ctx), e_cl_, "launch of " #kernel, __FILE__, __LINE__); \
+    } while (0)
+
+// Makes the context's device current for the calling thread (several contexts on
+// different devices may share a thread). Called first by every primitive.
+infl_status cu_enter(infl_ctx *ctx);
+
+// Blocks of CU_THREADS threads for a grid-stride loop over n elements (n > 0).
+#define CU_THREADS 256
+static inline unsigned cu_grid(size_t n) {
+    size_t g = (n + CU_THREADS - 1) / CU_THREADS;
+    return (unsigned)(g < 65536 ? g : 65536);
+}
+
+// ---- pool.cu ----
+void cu_pool_init(cu_pool *p);
+// Returns a block of at least `bytes` (256-byte aligned) from the pool, or
+// cudaMalloc's; INFL_E_NOMEM naming the bytes when the device has no room even after
+// the cached blocks are given back.
+infl_status cu_pool_alloc(infl_ctx *ctx, cu_pool *p, size_t bytes, void **out);
+// Returns a block to the pool (NULL is ignored; unknown pointers are ignored).
+void cu_pool_release(cu_pool *p, void *ptr);
+// Frees the cached blocks (cudaFree; synchronises the device).
+void cu_pool_trim(cu_pool *p);
+// Frees every block, live or cached, and the pool's own arrays.
+void cu_pool_destroy(cu_pool *p);
+
+// ---- kernels.cu: the elementwise, reduction and loss primitives ----
+infl_status cu_fill(infl_ctx *ctx, float *x, float v, size_t n);
+infl_status cu_scale_2d(infl_ctx *ctx, float *C, int ldc, int rows, int cols, float beta);
+infl_status cu_add_row(infl_ctx *ctx, float *Z, const float *b, int rows, int cols);
+infl_status cu_col_sum(infl_ctx *ctx, float *out, const float *X, int rows, int cols, float alpha, float beta);
+infl_status cu_act_forward(infl_ctx *ctx, infl_activation act, float *A, const float *Z, size_t n);
+infl_status cu_act_backward(infl_ctx *ctx, infl_activation act, float *dZ, const float *dA, const float *Z,
+                            size_t n);
+infl_status cu_act_second(infl_ctx *ctx, infl_activation act, float *out, const float *x, const float *Z,
+                          size_t n);
+infl_status cu_loss_grad(infl_ctx *ctx, infl_loss loss, const float *logits, const int32_t *y, const float *yf,
+                         int B, int K, float *loss_out, float *dlogits, int32_t *correct);
+infl_status cu_loss_hvp(infl_ctx *ctx, infl_loss loss, const float *logits, const float *R, int B, int K,
+                        float *out);
+infl_status cu_axpby(infl_ctx *ctx, float *y, const float *x, float a, float b, size_t n);
+infl_status cu_sgd_step(infl_ctx *ctx, float *w, float *v, const float *g, float lr, float mu, float wd, size_t n);
+infl_status cu_dot(infl_ctx *ctx, const float *x, const float *y, size_t n, double *out);
+infl_status cu_mul(infl_ctx *ctx, float *out, const float *a, const float *b, size_t n);
+infl_status cu_row_dot(infl_ctx *ctx, float *out, const float *A, const float *B, int n, int w, float alpha,
+                       float beta);
+infl_status cu_outer_rows(infl_ctx *ctx, float *G, const float *Delta, const float *A, int b, int dout, int din);
+
+// ---- sample_kernels.cu (compiled without FMA contraction: bit-identical to CPU) ----
+infl_status cu_sample_labels(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
+                             int64_t index0, int32_t *y, float *yf);
+
+#endif
