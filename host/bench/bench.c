@@ -1,0 +1,986 @@
+/*
+ * bench.c — `infl bench` (see bench.h): ceilings first, then a table of phases, each
+ * timed as the median of repetitions after a warm-up and set beside the ceiling of
+ * its own work, all on the context's backend.
+ *
+ * Structure:
+ *  - a fixture shared by the phases (bench_fix): the model (a run file of C
+ *    checkpoints of seeded random weights, their weights on the backend), `rows`
+ *    train rows and the M queries on the backend, the per-example factors of the
+ *    queries at every checkpoint and of one train sub-batch (B rows) at every
+ *    checkpoint, and the score buffers;
+ *  - a table of phases (phase_table below). Each entry has a setup that allocates
+ *    what only it needs and counts its work into a bench_work (FLOPs, bytes, examples,
+ *    and the ceiling: the GEMM shapes it calls with their counts, the bytes it reads
+ *    from HDF5, or a measured ceiling body), a run (the timed body; it returns with
+ *    its results complete, i.e. synchronised) and a teardown.
+ *
+ * Ceilings: a phase's ceiling time is the largest of (a) Σ count · (seconds of one
+ * sgemm at that shape, measured here through the backend), (b) its HDF5 bytes at the
+ * HDF5 read rate of the same file measured here, (c) its ceiling body (e.g. a streaming
+ * read of the same score blocks for the top-k merge). Ceilings take the best of their
+ * samples (what the machine can do), phases the median. The ratio is ceiling time /
+ * measured time: 1 would be "as fast as its GEMMs alone".
+ *
+ * The score loops of the tracin/graddot and if phases call the same backend primitives
+ * in the same order as rank.c's score_block (ghost dot product; contraction with the
+ * preconditioned queries), on train factors that are computed once, so that they time
+ * scoring alone; the "rank" phase times the whole streamed pipeline (infl_rank).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "bench/bench.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "core/rng.h"
+#include "data/synth.h"
+#include "estimators/hvp.h"
+#include "estimators/ihvp.h"
+#include "model/mlp.h"
+#include "model/train.h"
+#include "sched/topk.h"
+#include "store/store.h"
+
+#define BENCH_B 1024            // train rows per sub-batch, as rank.c uses
+#define BENCH_MAX_GEMMS 64      // GEMM shapes one phase may list
+#define BENCH_GEMM_SAMPLE 5e-4  // seconds one timing sample of a GEMM shape lasts at least
+#define BENCH_GEMM_BUDGET 0.3   // seconds of samples per GEMM shape (at least 3 samples)
+#define BENCH_READ_MB 64.0      // shard of the HDF5 read ceiling, as rank reads
+#define BENCH_TOPK_MB 256.0     // most host memory the top-k phase's score blocks take
+
+infl_bench_options infl_bench_options_default(void) {
+    infl_bench_options o;
+    memset(&o, 0, sizeof o);
+    o.data = NULL;  // synthesise
+    o.workdir = NULL;
+    o.nlayers = 3;
+    o.widths[0] = 784;
+    o.widths[1] = 256;
+    o.widths[2] = 128;
+    o.widths[3] = 10;
+    o.n = 60000;
+    o.queries = 100;
+    o.reps = 3;
+    o.checkpoints = 5;
+    o.rows = 0;  // min(n, 8192)
+    o.hessian_samples = 1000;
+    o.cg_iters = 10;
+    o.top = 10;
+    o.seed = 1;
+    o.phases = NULL;  // all
+    return o;
+}
+
+// ---- small helpers ----
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// "1,234,567" into buf.
+static const char *group_digits(char *buf, size_t size, int64_t v) {
+    char raw[32];
+    snprintf(raw, sizeof raw, "%" PRId64, v < 0 ? -v : v);
+    size_t len = strlen(raw), at = 0;
+    if (v < 0 && at + 1 < size) buf[at++] = '-';
+    for (size_t i = 0; i < len && at + 2 < size; i++) {
+        if (i > 0 && (len - i) % 3 == 0) buf[at++] = ',';
+        buf[at++] = raw[i];
+    }
+    buf[at] = 0;
+    return buf;
+}
+
+// ---- what a phase declares ----
+
+typedef struct {
+    int m, n, k;
+    infl_trans ta, tb;
+    double count;  // calls at this shape (may be fractional: an average)
+} bench_gemm;
+
+typedef struct bench_fix bench_fix;
+
+typedef struct {
+    char what[160];     // sizes, for the report
+    double flops;       // counted from the shapes
+    double bytes;       // bytes it must move
+    double examples;    // examples (or queries) processed
+    bench_gemm gemm[BENCH_MAX_GEMMS];  // its GEMMs: ceiling (a)
+    int ngemm;
+    double io_bytes;    // bytes read from HDF5: ceiling (b)
+    // ceiling (c): a body timed like run (the best of reps after a warm-up), or NULL
+    infl_status (*ceiling_run)(infl_ctx *ctx, bench_fix *f);
+    const char *ceiling_name;  // overrides the generated name of the ceiling, or NULL
+    int rate_is_flops;  // report GFLOP/s (1) or GB/s (0)
+} bench_work;
+
+typedef struct {
+    const char *name;
+    const char *title;
+    // Allocates what the phase needs and counts its work into w.
+    infl_status (*setup)(infl_ctx *ctx, bench_fix *f, bench_work *w);
+    // The timed body: returns with its results complete (synchronised).
+    infl_status (*run)(infl_ctx *ctx, bench_fix *f);
+    // Frees what setup allocated (may be NULL); called also after a failed setup.
+    void (*teardown)(infl_ctx *ctx, bench_fix *f);
+} bench_phase_def;
+
+static void add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count) {
+    for (int i = 0; i < w->ngemm; i++) {
+        bench_gemm *g = &w->gemm[i];
+        if (g->m == m && g->n == n && g->k == k && g->ta == ta && g->tb == tb) {
+            g->count += count;
+            return;
+        }
+    }
+    if (w->ngemm < BENCH_MAX_GEMMS)
+        w->gemm[w->ngemm++] = (bench_gemm){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .count = count};
+}
+
+// ---- the fixture ----
+
+typedef struct {
+    int m, n, k;
+    infl_trans ta, tb;
+    double seconds;  // one call
+} gemm_rate;
+
+struct bench_fix {
+    const infl_bench_options *o;
+    infl_mlp_spec spec;
+    size_t P;
+    int L, C, M, B;
+    int b;                    // rows of a sub-batch of the in-memory phases: min(R, B)
+    int64_t N, R, D;          // train rows, rows of the in-memory phases, features
+    char data[4096], run[4200], train_ref[4300], query_ref[4300], synth_path[4200];
+    infl_split *train, *query;
+    float **Wd;               // (C) weights on the backend
+    float *X;                 // (R, D) train rows
+    int32_t *y;               // (R) their labels
+    float *qX;                // (M, D) queries
+    int32_t *qy;              // (M)
+    infl_mlp_work *work;      // B rows
+    infl_mlp_work *qwork;     // M rows
+    float **qD, **qA;         // (C·L) query factors Δ_Q (M, d_out), A_Q (M, d_in)
+    float **tD, **tA;         // (C·L) factors of train sub-batch 0: (B, d_out), (B, d_in)
+    float *Sd, *T1, *T2;      // (M, B) score block and temporaries
+    float *one;               // (1) for synchronising
+    // phase-owned
+    float *V, *Gz;            // if_score: (M, P) queries, (B, max d_in) contraction block
+    infl_hvp *op;             // if_prepare: the GGN operator
+    float *G, *Xs;            // if_prepare: (M, P) query gradients and solutions
+    float *hs;                // topk: (G, M, S) host score blocks
+    int64_t S;                // topk: columns per block
+    int nblocks;              // topk: distinct blocks
+    volatile double sink;     // topk ceiling: keeps the reads
+    double timed;             // a run may set this (>= 0) to the seconds of its part of a
+                              // larger call (e.g. one pass of infl_fit from its report);
+                              // reset to -1 before each run, when < 0 the wall time counts
+    gemm_rate rates[128];     // measured GEMM shapes
+    int nrates;
+};
+
+// Waits for the backend's queued work (a download synchronises).
+static infl_status sync_be(infl_ctx *ctx, bench_fix *f) {
+    float v;
+    return ctx->be->download(ctx, &v, f->one, sizeof v);
+}
+
+// Median seconds of one sgemm at shape g through the backend (cached per shape).
+static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k, infl_trans ta, infl_trans tb,
+                                double *out) {
+    for (int i = 0; i < f->nrates; i++) {
+        gemm_rate *r = &f->rates[i];
+        if (r->m == m && r->n == n && r->k == k && r->ta == ta && r->tb == tb) {
+            *out = r->seconds;
+            return INFL_OK;
+        }
+    }
+    const infl_backend *be = ctx->be;
+    infl_status rc = INFL_OK;
+    float *A = NULL, *B = NULL, *Cm = NULL;
+    CHECK(infl_be_alloc_f(ctx, &A, (size_t)m * k, "a GEMM ceiling operand"));
+    CHECK(infl_be_alloc_f(ctx, &B, (size_t)k * n, "a GEMM ceiling operand"));
+    CHECK(infl_be_alloc_f(ctx, &Cm, (size_t)m * n, "a GEMM ceiling operand"));
+    CHECK(be->fill(ctx, A, 0.01f, (size_t)m * k));
+    CHECK(be->fill(ctx, B, 0.01f, (size_t)k * n));
+    CHECK(be->fill(ctx, Cm, 0.0f, (size_t)m * n));
+    int lda = ta == INFL_N ? k : m, ldb = tb == INFL_N ? n : k;
+    // warm-up, and one call's time to size the samples
+    CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
+    CHECK(sync_be(ctx, f));
+    double t0 = infl_now();
+    CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
+    CHECK(sync_be(ctx, f));
+    double t1 = infl_now() - t0;
+    int inner = t1 > 0 ? (int)ceil(BENCH_GEMM_SAMPLE / t1) : 1000;
+    if (inner < 1) inner = 1;
+    if (inner > 1000) inner = 1000;
+    // the best of many short samples: a ceiling is what the machine can do at this
+    // shape (short samples, so that on a shared machine some miss the other work)
+    double best = INFINITY, start = infl_now();
+    for (int s = 0; s < 31 && (s < 3 || infl_now() - start < BENCH_GEMM_BUDGET); s++) {
+        t0 = infl_now();
+        for (int i = 0; i < inner; i++) CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
+        CHECK(sync_be(ctx, f));
+        double ts = (infl_now() - t0) / inner;
+        best = ts < best ? ts : best;
+    }
+    *out = best;
+    if (f->nrates < (int)(sizeof f->rates / sizeof f->rates[0]))
+        f->rates[f->nrates++] = (gemm_rate){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .seconds = *out};
+done:
+    infl_be_free(ctx, A);
+    infl_be_free(ctx, B);
+    infl_be_free(ctx, Cm);
+    return rc;
+}
+
+// Per-example factors of rows X (b, D) at checkpoint c into work (forward, backward).
+static infl_status factors(infl_ctx *ctx, bench_fix *f, int c, const float *X, const int32_t *y, int b,
+                           infl_mlp_work *work) {
+    FORWARD_IF_ERROR(infl_mlp_forward(ctx, f->Wd[c], X, b, work));
+    return infl_mlp_backward(ctx, f->Wd[c], y, NULL, work, NULL, 1.0f);
+}
+
+// Copies the factors of every layer of `work` (b rows) into new buffers D[l], A[l].
+static infl_status keep_factors(infl_ctx *ctx, bench_fix *f, const infl_mlp_work *work, int b, float **D, float **A) {
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        const float *Dl, *Al;
+        infl_mlp_factors(work, l, &Dl, &Al);
+        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &D[l], (size_t)b * dout, "factors"));
+        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &A[l], (size_t)b * din, "factors"));
+        FORWARD_IF_ERROR(ctx->be->copy(ctx, D[l], Dl, (size_t)b * dout * sizeof(float)));
+        FORWARD_IF_ERROR(ctx->be->copy(ctx, A[l], Al, (size_t)b * din * sizeof(float)));
+    }
+    return INFL_OK;
+}
+
+static void fix_free(infl_ctx *ctx, bench_fix *f) {
+    if (f->Wd)
+        for (int c = 0; c < f->C; c++) infl_be_free(ctx, f->Wd[c]);
+    for (int i = 0; i < f->C * f->L; i++) {
+        if (f->qD) infl_be_free(ctx, f->qD[i]);
+        if (f->qA) infl_be_free(ctx, f->qA[i]);
+        if (f->tD) infl_be_free(ctx, f->tD[i]);
+        if (f->tA) infl_be_free(ctx, f->tA[i]);
+    }
+    free(f->Wd);
+    free(f->qD);
+    free(f->qA);
+    free(f->tD);
+    free(f->tA);
+    infl_be_free(ctx, f->X);
+    infl_be_free(ctx, f->y);
+    infl_be_free(ctx, f->qX);
+    infl_be_free(ctx, f->qy);
+    infl_be_free(ctx, f->Sd);
+    infl_be_free(ctx, f->T1);
+    infl_be_free(ctx, f->T2);
+    infl_be_free(ctx, f->one);
+    infl_mlp_work_free(ctx, f->work);
+    infl_mlp_work_free(ctx, f->qwork);
+    store_split_close(f->train);
+    store_split_close(f->query);
+    if (f->run[0]) unlink(f->run);
+    if (f->synth_path[0]) unlink(f->synth_path);
+}
+
+// Writes the run file: C checkpoints of seeded random weights (He initialisation
+// halved), lr 0.1 each; and uploads them.
+static infl_status make_run(infl_ctx *ctx, bench_fix *f) {
+    infl_status rc = INFL_OK;
+    infl_runw *rw = NULL;
+    float *p = infl_malloc(ctx, f->P * sizeof(float), "the parameters");
+    f->Wd = infl_calloc(ctx, (size_t)f->C, sizeof(float *), "checkpoint weights");
+    GOTO_NOMEM_IF(!p || !f->Wd);
+    CHECK(store_run_create(ctx, f->run, 1, &f->spec, f->train_ref, "sgd", f->o->seed, &rw));
+    for (int c = 0; c < f->C; c++) {
+        infl_mlp_init(&f->spec, f->o->seed + (uint64_t)c, 0, p);
+        for (size_t i = 0; i < f->P; i++) p[i] *= 0.5f;
+        CHECK(store_run_add_checkpoint(ctx, rw, 100 * (int64_t)(c + 1), c + 1, 0.1, NAN, p));
+        CHECK(infl_be_alloc_f(ctx, &f->Wd[c], f->P, "checkpoint weights"));
+        CHECK(ctx->be->upload(ctx, f->Wd[c], p, f->P * sizeof(float)));
+    }
+    rc = store_run_commit(ctx, rw);
+    rw = NULL;
+done:
+    store_run_abort(rw);
+    free(p);
+    return rc;
+}
+
+// Reads rows [0, n) of a split into new backend buffers X (n, D) and y (n).
+static infl_status load_rows(infl_ctx *ctx, bench_fix *f, infl_split *s, int64_t n, float **X, int32_t **y) {
+    infl_status rc = INFL_OK;
+    float *hx = infl_malloc(ctx, (size_t)n * f->D * sizeof(float), "rows");
+    int32_t *hy = infl_malloc(ctx, (size_t)n * sizeof(int32_t), "labels");
+    GOTO_NOMEM_IF(!hx || !hy);
+    CHECK(store_split_read(ctx, s, 0, n, hx, hy, NULL));
+    CHECK(infl_check_labels(ctx, s, &f->spec, hy, 0, n));
+    CHECK(infl_be_alloc_f(ctx, X, (size_t)n * f->D, "rows"));
+    CHECK(ctx->be->alloc(ctx, (size_t)n * sizeof(int32_t), (void **)y));
+    CHECK(ctx->be->upload(ctx, *X, hx, (size_t)n * f->D * sizeof(float)));
+    CHECK(ctx->be->upload(ctx, *y, hy, (size_t)n * sizeof(int32_t)));
+done:
+    free(hx);
+    free(hy);
+    return rc;
+}
+
+static infl_status fix_open(infl_ctx *ctx, bench_fix *f, const infl_bench_options *o, infl_bench_report *rep) {
+    infl_status rc = INFL_OK;
+    const infl_backend *be = ctx->be;
+    f->o = o;
+    f->spec = (infl_mlp_spec){.L = o->nlayers, .act = INFL_ACT_RELU, .loss = INFL_LOSS_SOFTMAX_CE, .wd = 1e-4};
+    for (int l = 0; l <= o->nlayers && l <= INFL_MAX_LAYERS; l++) f->spec.widths[l] = o->widths[l];
+    FORWARD_IF_ERROR(infl_mlp_spec_check(ctx, &f->spec));
+    f->L = f->spec.L;
+    f->P = infl_mlp_nparams(&f->spec);
+    f->C = o->checkpoints;
+    f->M = o->queries;
+    f->B = BENCH_B;
+    f->D = f->spec.widths[0];
+    const int K = f->spec.widths[f->L];
+
+    const char *dir = o->workdir && *o->workdir ? o->workdir : getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    snprintf(f->run, sizeof f->run, "%s/infl-bench-%ld.run.h5", dir, (long)getpid());
+    if (o->data && *o->data) {
+        snprintf(f->data, sizeof f->data, "%s", o->data);
+        snprintf(rep->data, sizeof rep->data, "%s", o->data);
+    } else {
+        // synthesise: n train rows of D features, K classes, M test rows
+        snprintf(f->data, sizeof f->data, "%s/infl-bench-%ld.h5", dir, (long)getpid());
+        infl_synth_options so = infl_synth_options_default();
+        so.n = o->n;
+        so.d = f->D;
+        so.classes = K;
+        so.test = f->M;
+        so.seed = o->seed;
+        so.force = 1;
+        double t0 = infl_now();
+        snprintf(f->synth_path, sizeof f->synth_path, "%s", f->data);
+        FORWARD_IF_ERROR(infl_synth(ctx, &so, f->data));
+        rep->synth_seconds = infl_now() - t0;
+        snprintf(rep->data, sizeof rep->data, "%.3900s (synthesised: %d classes, seed %" PRIu64 ")", f->data, K, o->seed);
+    }
+
+    // the train split (the first n rows) and the queries /test[0:M]
+    infl_dataref ref;
+    snprintf(f->train_ref, sizeof f->train_ref, "%s:/train", f->data);
+    FORWARD_IF_ERROR(infl_dataref_parse(ctx, f->train_ref, &ref));
+    FORWARD_IF_ERROR(store_split_open(ctx, &ref, &f->train));
+    int64_t total = store_split_info(f->train)->n;
+    if (o->n > 0 && o->n < total) {
+        store_split_close(f->train);
+        f->train = NULL;
+        snprintf(f->train_ref, sizeof f->train_ref, "%s:/train[0:%" PRId64 "]", f->data, o->n);
+        FORWARD_IF_ERROR(infl_dataref_parse(ctx, f->train_ref, &ref));
+        FORWARD_IF_ERROR(store_split_open(ctx, &ref, &f->train));
+    }
+    FORWARD_IF_ERROR(infl_check_data_for_model(ctx, f->train, &f->spec));
+    f->N = store_split_info(f->train)->n;
+    RETURN_IF(ctx, store_split_info(f->train)->y_kind != INFL_Y_CLASS, INFL_E_FORMAT,
+              "%s: the benchmark's model is a classifier (softmax_ce) and needs class labels", f->train_ref);
+    snprintf(f->query_ref, sizeof f->query_ref, "%s:/test[0:%d]", f->data, f->M);
+    FORWARD_IF_ERROR(infl_dataref_parse(ctx, f->query_ref, &ref));
+    FORWARD_IF_ERROR(store_split_open(ctx, &ref, &f->query));
+    FORWARD_IF_ERROR(infl_check_data_for_model(ctx, f->query, &f->spec));
+    RETURN_IF(ctx, o->top > f->N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training rows", o->top, f->N);
+
+    f->R = o->rows > 0 ? o->rows : 8192;
+    if (f->R > f->N) f->R = f->N;
+    if (f->R >= f->B) f->R -= f->R % f->B;  // whole sub-batches
+
+    FORWARD_IF_ERROR(be->alloc(ctx, sizeof(float), (void **)&f->one));
+    FORWARD_IF_ERROR(be->fill(ctx, f->one, 0.0f, 1));
+    FORWARD_IF_ERROR(make_run(ctx, f));
+    FORWARD_IF_ERROR(load_rows(ctx, f, f->train, f->R, &f->X, &f->y));
+    FORWARD_IF_ERROR(load_rows(ctx, f, f->query, f->M, &f->qX, &f->qy));
+    FORWARD_IF_ERROR(infl_mlp_work_create(ctx, &f->spec, f->B, &f->work));
+    FORWARD_IF_ERROR(infl_mlp_work_create(ctx, &f->spec, f->M, &f->qwork));
+    size_t cl = (size_t)f->C * f->L;
+    f->qD = infl_calloc(ctx, cl, sizeof(float *), "factors");
+    f->qA = infl_calloc(ctx, cl, sizeof(float *), "factors");
+    f->tD = infl_calloc(ctx, cl, sizeof(float *), "factors");
+    f->tA = infl_calloc(ctx, cl, sizeof(float *), "factors");
+    if (!f->qD || !f->qA || !f->tD || !f->tA) return INFL_E_NOMEM;
+    int b0 = f->b = f->R < f->B ? (int)f->R : f->B;
+    for (int c = 0; c < f->C; c++) {
+        FORWARD_IF_ERROR(factors(ctx, f, c, f->qX, f->qy, f->M, f->qwork));
+        FORWARD_IF_ERROR(keep_factors(ctx, f, f->qwork, f->M, f->qD + c * f->L, f->qA + c * f->L));
+        FORWARD_IF_ERROR(factors(ctx, f, c, f->X, f->y, b0, f->work));
+        FORWARD_IF_ERROR(keep_factors(ctx, f, f->work, b0, f->tD + c * f->L, f->tA + c * f->L));
+    }
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Sd, (size_t)f->M * f->B, "a score block"));
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->T1, (size_t)f->M * f->B, "a score block"));
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->T2, (size_t)f->M * f->B, "a score block"));
+    return rc;
+}
+
+// ---- ceilings of the whole run ----
+
+// Reads the train split in shards of BENCH_READ_MB on this thread: the best seconds
+// of reps reads after a warm-up.
+static infl_status hdf5_read_seconds(infl_ctx *ctx, bench_fix *f, double *out) {
+    infl_status rc = INFL_OK;
+    int64_t S = infl_shard_rows(f->N, f->D, 1, BENCH_READ_MB, 1);
+    float *x = infl_malloc(ctx, (size_t)S * f->D * sizeof(float), "a shard");
+    int32_t *y = infl_malloc(ctx, (size_t)S * sizeof(int32_t), "a shard");
+    double t[64];
+    GOTO_NOMEM_IF(!x || !y);
+    for (int r = -1; r < f->o->reps; r++) {
+        double t0 = infl_now();
+        for (int64_t r0 = 0; r0 < f->N; r0 += S) {
+            GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
+            CHECK(store_split_read(ctx, f->train, r0, r0 + S <= f->N ? S : f->N - r0, x, y, NULL));
+        }
+        if (r >= 0) t[r] = infl_now() - t0;
+    }
+    *out = median(t, f->o->reps);
+    *out = t[0];  // median() sorted t: the best
+done:
+    free(x);
+    free(y);
+    return rc;
+}
+
+// ---- phase: per-example gradient factors (forward + backward) ----
+
+// Forward and backward of `rows` rows in sub-batches of b.
+static void fb_work(const bench_fix *f, bench_work *w, double rows, int b) {
+    double blocks = rows / b;
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        add_gemm(w, b, dout, din, INFL_N, INFL_T, blocks);  // Z_l = A_{l-1} W_lᵀ
+        if (l > 0) add_gemm(w, b, din, dout, INFL_N, INFL_N, blocks);  // Δ_l W_l
+        w->flops += (l > 0 ? 4.0 : 2.0) * rows * din * dout;
+    }
+}
+
+static infl_status grad_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    char r[32];
+    snprintf(w->what, sizeof w->what, "%s rows, 1 checkpoint", group_digits(r, sizeof r, f->R));
+    fb_work(f, w, (double)f->R, f->b);
+    w->examples = (double)f->R;
+    w->bytes = (double)f->R * f->D * 4;
+    return INFL_OK;
+}
+
+static infl_status grad_run(infl_ctx *ctx, bench_fix *f) {
+    for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
+        int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
+        FORWARD_IF_ERROR(factors(ctx, f, 0, f->X + (size_t)r0 * f->D, f->y + r0, b, f->work));
+    }
+    return sync_be(ctx, f);
+}
+
+// ---- phases: TracIn and graddot scoring by the ghost dot product ----
+
+static void ghost_work(const bench_fix *f, bench_work *w, int nck) {
+    char r[32], m[32];
+    double blocks = (double)f->R / f->b;
+    snprintf(w->what, sizeof w->what, "%s rows x %s queries x %d ckpt%s", group_digits(r, sizeof r, f->R),
+             group_digits(m, sizeof m, f->M), nck, nck > 1 ? "s" : "");
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks * nck);  // Δ_Q Δ_Zᵀ
+        add_gemm(w, f->M, f->b, din, INFL_N, INFL_T, blocks * nck);   // A_Q A_Zᵀ
+        w->flops += nck * (double)f->R * (2.0 * f->M * (double)(din + dout) + 3.0 * f->M);
+    }
+    w->examples = (double)f->R;
+}
+
+// Score blocks of all R rows against the queries over nck checkpoints, as rank.c's
+// score_block: S += w_c (Δ_Q Δ_Zᵀ) ∘ (A_Q A_Zᵀ + 1) per layer (train factors of
+// sub-batch 0 stand in for every sub-batch).
+static infl_status ghost_run(infl_ctx *ctx, bench_fix *f, int nck) {
+    const infl_backend *be = ctx->be;
+    const int M = f->M;
+    for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
+        int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
+        FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
+        for (int c = 0; c < nck; c++)
+            for (int l = 0; l < f->L; l++) {
+                int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+                const float *Dz = f->tD[c * f->L + l], *Az = f->tA[c * f->L + l];
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, f->qD[c * f->L + l], dout, Dz, dout,
+                                           0.0f, f->T1, b));
+                FORWARD_IF_ERROR(be->fill(ctx, f->T2, 1.0f, (size_t)M * b));
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, din, 1.0f, f->qA[c * f->L + l], din, Az, din,
+                                           1.0f, f->T2, b));
+                FORWARD_IF_ERROR(be->mul(ctx, f->T1, f->T1, f->T2, (size_t)M * b));
+                FORWARD_IF_ERROR(be->axpby(ctx, f->Sd, f->T1, 0.1f, 1.0f, (size_t)M * b));
+            }
+    }
+    return sync_be(ctx, f);
+}
+
+static infl_status tracin_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    ghost_work(f, w, f->C);
+    return INFL_OK;
+}
+static infl_status tracin_run(infl_ctx *ctx, bench_fix *f) { return ghost_run(ctx, f, f->C); }
+
+static infl_status graddot_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    ghost_work(f, w, 1);
+    return INFL_OK;
+}
+static infl_status graddot_run(infl_ctx *ctx, bench_fix *f) { return ghost_run(ctx, f, 1); }
+
+// ---- phase: IF query preconditioning, (GGN + λI)⁻¹ by CG ----
+
+static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    const infl_backend *be = ctx->be;
+    const int M = f->M;
+    FORWARD_IF_ERROR(infl_hvp_create(ctx, &f->spec, f->Wd[0], f->train, f->o->hessian_samples, INFL_HESS_GGN, 0,
+                                     1024.0, &f->op));
+    // the query gradients G (M, P) at checkpoint 0, in the flat layout
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->G, (size_t)M * f->P, "query gradients"));
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Xs, (size_t)M * f->P, "preconditioned query gradients"));
+    FORWARD_IF_ERROR(factors(ctx, f, 0, f->qX, f->qy, M, f->qwork));
+    size_t maxpl = 0;
+    for (int l = 0; l < f->L; l++) {
+        size_t pl = (size_t)f->spec.widths[l + 1] * (f->spec.widths[l] + 1);
+        maxpl = pl > maxpl ? pl : maxpl;
+    }
+    float *tmp = NULL;
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &tmp, (size_t)M * maxpl, "query layer gradients"));
+    infl_status rc = INFL_OK;
+    for (int l = 0; l < f->L && rc == INFL_OK; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        const float *Dl, *Al;
+        infl_mlp_factors(f->qwork, l, &Dl, &Al);
+        size_t pl = (size_t)dout * (din + 1);
+        rc = be->outer_rows(ctx, tmp, Dl, Al, M, dout, din);
+        if (rc == INFL_OK)
+            rc = be->copy_2d(ctx, f->G + infl_mlp_woff(&f->spec, l), (int)f->P, tmp, (int)pl, M, (int)pl);
+    }
+    infl_be_free(ctx, tmp);
+    FORWARD_IF_ERROR(rc);
+
+    // work: cg_iters batched GGN-vector products of M vectors over h rows; per row and
+    // vector, layer l costs 4 d_in d_out FLOPs (R-forward 2, weight R-gradient 2), plus
+    // 4 more for l > 0 (RA W in the R-forward, RΔ W back)
+    int64_t h = infl_hvp_rows(f->op), sh = infl_hvp_shard_rows(f->op);
+    if (sh > h) sh = h;
+    double shards = ceil((double)h / (double)sh), calls = (double)f->o->cg_iters * M * shards;
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        add_gemm(w, (int)sh, dout, din, INFL_N, INFL_T, calls * (l > 0 ? 2 : 1));
+        add_gemm(w, dout, din, (int)sh, INFL_T, INFL_N, calls);
+        if (l > 0) add_gemm(w, (int)sh, din, dout, INFL_N, INFL_N, calls);
+        w->flops += (double)f->o->cg_iters * M * (double)h * (l > 0 ? 8.0 : 4.0) * din * dout;
+    }
+    char m[32], hr[32];
+    snprintf(w->what, sizeof w->what, "%s queries, GGN on %s rows, %d CG iterations", group_digits(m, sizeof m, M),
+             group_digits(hr, sizeof hr, h), f->o->cg_iters);
+    w->examples = M;
+    return INFL_OK;
+}
+
+static infl_status ifprep_run(infl_ctx *ctx, bench_fix *f) {
+    infl_ihvp_options io = infl_ihvp_options_default();
+    io.solver = INFL_SOLVER_CG;
+    io.damping = 0.01;
+    io.cg_iters = f->o->cg_iters;
+    io.cg_tol = 0;  // every iteration, so that the work is what was counted
+    io.check_residual = 0;
+    FORWARD_IF_ERROR(infl_ihvp_solve(ctx, f->op, &io, f->G, f->Xs, f->M, NULL));
+    return sync_be(ctx, f);
+}
+
+static void ifprep_teardown(infl_ctx *ctx, bench_fix *f) {
+    infl_hvp_free(ctx, f->op);
+    infl_be_free(ctx, f->G);
+    infl_be_free(ctx, f->Xs);
+    f->op = NULL;
+    f->G = f->Xs = NULL;
+}
+
+// ---- phase: IF scoring by contraction with the preconditioned queries ----
+
+static infl_status ifscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    int maxin = 0;
+    for (int l = 0; l < f->L; l++) maxin = f->spec.widths[l] > maxin ? f->spec.widths[l] : maxin;
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->V, (size_t)f->M * f->P, "preconditioned queries"));
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Gz, (size_t)f->B * maxin, "a contraction block"));
+    FORWARD_IF_ERROR(ctx->be->fill(ctx, f->V, 1e-3f, (size_t)f->M * f->P));
+    double blocks = (double)f->R / f->b;
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks);                  // bias: V_b Δ_Zᵀ
+        add_gemm(w, f->b, din, dout, INFL_N, INFL_N, blocks * f->M);             // Δ_Z V_q,W per query
+        w->flops += 2.0 * f->M * (double)f->R * dout * (din + 2);
+    }
+    char r[32], m[32];
+    snprintf(w->what, sizeof w->what, "%s rows x %s queries", group_digits(r, sizeof r, f->R),
+             group_digits(m, sizeof m, f->M));
+    w->examples = (double)f->R;
+    return INFL_OK;
+}
+
+// As rank.c's score_block for if: S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b.
+static infl_status ifscore_run(infl_ctx *ctx, bench_fix *f) {
+    const infl_backend *be = ctx->be;
+    const int M = f->M;
+    for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
+        int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
+        FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
+        for (int l = 0; l < f->L; l++) {
+            int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+            const float *Dz = f->tD[l], *Az = f->tA[l];
+            const float *Vw = f->V + infl_mlp_woff(&f->spec, l), *Vb = f->V + infl_mlp_boff(&f->spec, l);
+            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, Vb, (int)f->P, Dz, dout, 1.0f, f->Sd, b));
+            for (int q = 0; q < M; q++) {
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, din, dout, 1.0f, Dz, dout, Vw + (size_t)q * f->P,
+                                           din, 0.0f, f->Gz, din));
+                FORWARD_IF_ERROR(be->row_dot(ctx, f->Sd + (size_t)q * b, f->Gz, Az, b, din, 1.0f, 1.0f));
+            }
+        }
+    }
+    return sync_be(ctx, f);
+}
+
+static void ifscore_teardown(infl_ctx *ctx, bench_fix *f) {
+    infl_be_free(ctx, f->V);
+    infl_be_free(ctx, f->Gz);
+    f->V = f->Gz = NULL;
+}
+
+// ---- phase: top-k merge ----
+
+static infl_status topk_ceiling(infl_ctx *ctx, bench_fix *f);
+
+// Score blocks (M, S) in host memory, as rank pushes them: S = rank's shard rows;
+// nblocks distinct blocks of N(0,1) scores (at most BENCH_TOPK_MB), pushed in turn
+// until N columns are covered.
+static infl_status topk_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    const int M = f->M;
+    f->S = infl_shard_rows(f->N, f->D + M, 0, 64, f->B);
+    int64_t need = (f->N + f->S - 1) / f->S;
+    int64_t cap = (int64_t)(BENCH_TOPK_MB * 1048576.0 / (4.0 * M * (double)f->S));
+    if (cap < 1) cap = 1;
+    f->nblocks = (int)(need < cap ? need : cap);
+    size_t per = (size_t)M * f->S;
+    f->hs = infl_malloc(ctx, per * f->nblocks * sizeof(float), "top-k score blocks");
+    if (!f->hs) return INFL_E_NOMEM;
+    const uint64_t seed = f->o->seed;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < (int64_t)(per * f->nblocks); i++)
+        f->hs[i] = (float)infl_rng_normal(seed, INFL_RNG_SUBSET, (uint64_t)i, 77);
+    char n[32], m[32], s[32];
+    snprintf(w->what, sizeof w->what, "%s columns x %s queries, k = %d, blocks of %s", group_digits(n, sizeof n, f->N),
+             group_digits(m, sizeof m, M), f->o->top, group_digits(s, sizeof s, f->S));
+    w->bytes = 4.0 * M * (double)f->N;
+    w->examples = (double)f->N;
+    w->ceiling_run = topk_ceiling;
+    w->ceiling_name = "one streaming read of its scores";
+    return INFL_OK;
+}
+
+static infl_status topk_run(infl_ctx *ctx, bench_fix *f) {
+    infl_topk *t = NULL;
+    FORWARD_IF_ERROR(infl_topk_create(ctx, f->M, f->o->top, &t));
+    infl_status rc = INFL_OK;
+    int g = 0;
+    for (int64_t c0 = 0; c0 < f->N && rc == INFL_OK; c0 += f->S) {
+        int nb = (int)(c0 + f->S <= f->N ? f->S : f->N - c0);
+        rc = infl_topk_push(ctx, t, f->hs + (size_t)g * f->M * f->S, f->M, nb, (int)f->S, c0);
+        g = (g + 1) % f->nblocks;
+    }
+    infl_topk_free(t);
+    return rc;
+}
+
+// Its ceiling: one streaming read of the same blocks, parallel over queries when the
+// merge is (topk.c: M·nb >= 2^15 and M > 1): the merge cannot beat reading its input
+// once.
+static infl_status topk_ceiling(infl_ctx *ctx, bench_fix *f) {
+    (void)ctx;
+    double total = 0;
+    int g = 0;
+    for (int64_t c0 = 0; c0 < f->N; c0 += f->S) {
+        int nb = (int)(c0 + f->S <= f->N ? f->S : f->N - c0);
+        const float *blk = f->hs + (size_t)g * f->M * f->S;
+        double sum = 0;
+        int par = (int64_t)f->M * nb >= (1 << 15) && f->M > 1;
+#pragma omp parallel for schedule(static) reduction(+ : sum) if (par)
+        for (int q = 0; q < f->M; q++) {
+            float m = -INFINITY;
+            const float *row = blk + (size_t)q * f->S;
+            for (int j = 0; j < nb; j++) m = row[j] > m ? row[j] : m;
+            sum += m;
+        }
+        total += sum;
+        g = (g + 1) % f->nblocks;
+    }
+    f->sink = total;
+    return INFL_OK;
+}
+
+static void topk_teardown(infl_ctx *ctx, bench_fix *f) {
+    (void)ctx;
+    free(f->hs);
+    f->hs = NULL;
+}
+
+// ---- phase: the whole streamed rank (TracIn over C checkpoints) from HDF5 ----
+
+static infl_status rank_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    // rank.c: per sub-batch of b train rows and per checkpoint, forward + backward and
+    // the ghost-dot score block (as fb_work and ghost_work count them)
+    int b = f->N < f->B ? (int)f->N : f->B;
+    double blocks = (double)f->N / b;
+    for (int c = 0; c < f->C; c++) fb_work(f, w, (double)f->N, b);
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        add_gemm(w, f->M, b, dout, INFL_N, INFL_T, blocks * f->C);
+        add_gemm(w, f->M, b, din, INFL_N, INFL_T, blocks * f->C);
+        w->flops += f->C * (double)f->N * (2.0 * f->M * (double)(din + dout) + 3.0 * f->M);
+    }
+    w->io_bytes = (double)f->N * (f->D + 1) * 4.0;
+    w->bytes = w->io_bytes;
+    w->examples = (double)f->N;
+    char n[32], m[32];
+    snprintf(w->what, sizeof w->what, "tracin, %s rows from HDF5 x %s queries x %d ckpts",
+             group_digits(n, sizeof n, f->N), group_digits(m, sizeof m, f->M), f->C);
+    return INFL_OK;
+}
+
+static infl_status rank_run(infl_ctx *ctx, bench_fix *f) {
+    infl_rank_options ro = infl_rank_options_default();
+    ro.run = f->run;
+    ro.train = f->train_ref;
+    ro.query = f->query_ref;
+    ro.method = INFL_METHOD_TRACIN;
+    ro.top = f->o->top;
+    infl_rank_result *res = NULL;
+    infl_status rc = infl_rank(ctx, &ro, &res);
+    infl_rank_result_free(res);
+    return rc;
+}
+
+// ---- the phase table ----
+//
+// Phases run in this order; `infl bench --phases a,b` picks some. To add a phase,
+// append an entry: setup counts its work into a bench_work (FLOPs and bytes from the
+// shapes, examples processed, and the ceiling: the GEMM shapes it calls with add_gemm,
+// the bytes it reads from HDF5 in io_bytes, and/or a ceiling_run body timed like the
+// phase), run is the timed body (it must end synchronised: sync_be; or it sets
+// f->timed to the seconds of its part of a larger call), teardown frees what setup
+// made. The fixture (bench_fix) offers the random-weight run (f->run, and
+// f->Wd[c] on the backend), the train split (f->train, f->train_ref), R = f->R train
+// rows on the backend (f->X, f->y), the queries (f->qX, f->qy, f->query_ref), the
+// query factors f->qD/f->qA and the factors of train sub-batch 0 f->tD/f->tA at every
+// checkpoint (index c * L + l), and (M, B) score buffers f->Sd, f->T1, f->T2.
+static const bench_phase_def phase_table[] = {
+    {"grad", "per-example gradient factors (forward + backward)", grad_setup, grad_run, NULL},
+    {"tracin", "TracIn scoring (ghost dot)", tracin_setup, tracin_run, NULL},
+    {"graddot", "graddot scoring (ghost dot)", graddot_setup, graddot_run, NULL},
+    {"if_prepare", "IF query preconditioning (GGN + CG)", ifprep_setup, ifprep_run, ifprep_teardown},
+    {"if_score", "IF scoring (contraction)", ifscore_setup, ifscore_run, ifscore_teardown},
+    {"topk", "top-k merge", topk_setup, topk_run, topk_teardown},
+    {"rank", "whole streamed rank from HDF5", rank_setup, rank_run, NULL},
+    // ---- EK-FAC phases: append them here ----
+    // (host/estimators/ekfac.h, infl_fit in include/infl.h). Suggested entries:
+    // {"ekfac_cov", "EK-FAC covariance pass (A, S)", ...}: run = infl_fit on f->run /
+    //     f->train_ref (strategy ekfac) and set f->timed = rep.seconds_cov; work
+    //     rep.flops_cov, GEMMs per layer and sub-batch Ãᵀ Ã ((d_in+1)², k = b) and Δᵀ Δ
+    //     (d_out², k = b) plus fb_work, io_bytes = N (D + 1) 4 (it streams the split);
+    // {"ekfac_eig", "EK-FAC eigendecomposition (float64)", ...}: f->timed =
+    //     rep.seconds_eig, or be->syevd on each layer's A and S directly; work about
+    //     9 n³ per n × n matrix (dsyevd), ceiling a ceiling_run (e.g. dgemm n³ or syevd
+    //     at a reference size) since sgemm is not its floor;
+    // {"ekfac_lambda", "EK-FAC eigenvalue-correction pass", ...}: f->timed =
+    //     rep.seconds_lambda, work rep.flops_lambda; GEMMs Δ Q_S, Ã Q_A and the GEMM of
+    //     squares (Δ Q_S)^∘2ᵀ (Ã Q_A)^∘2 per layer and sub-batch;
+    // {"ekfac_score", "EK-FAC scoring (full)", ...} and {"ekfac_score_r",
+    //     "EK-FAC scoring (--query-rank r)", ...}: setup fits factors once (or reads a
+    //     factors file), ekfac_pre_create, ekfac_precondition of the query gradients
+    //     (as ifprep_setup builds G) and ekfac_lowrank for r; run scores f->tD/f->tA
+    //     sub-batches as rank.c does for --method ekfac (the contraction of if_score,
+    //     B·M·d_out·d_in per layer, or B·M·r·(d_out + d_in) with --query-rank r).
+};
+#define NPHASES ((int)(sizeof phase_table / sizeof phase_table[0]))
+
+const char *infl_bench_phase_names(char *buf, size_t size) {
+    if (!size) return buf;
+    buf[0] = 0;
+    for (int i = 0; i < NPHASES; i++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? "," : "", phase_table[i].name);
+    return buf;
+}
+
+// Which phases to run: sel[i] = 1 for those named in `list` (NULL / "all": every one).
+static infl_status select_phases(infl_ctx *ctx, const char *list, int *sel, int *count) {
+    *count = 0;
+    if (!list || !*list || strcmp(list, "all") == 0) {
+        for (int i = 0; i < NPHASES; i++) sel[i] = 1;
+        *count = NPHASES;
+        return INFL_OK;
+    }
+    for (int i = 0; i < NPHASES; i++) sel[i] = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int i = 0; i < NPHASES; i++)
+            if (strcmp(t, phase_table[i].name) == 0) found = i;
+        char names[512];
+        RETURN_IF(ctx, found < 0, INFL_E_ARG, "--phases: unknown phase '%s'; the phases are %s", t,
+                  infl_bench_phase_names(names, sizeof names));
+        if (!sel[found]) (*count)++;
+        sel[found] = 1;
+    }
+    RETURN_IF(ctx, *count == 0, INFL_E_ARG, "--phases: no phase named");
+    return INFL_OK;
+}
+
+// Seconds of `body` over reps after one warm-up: the median, or the best when `best`
+// (a ceiling is what the machine can do).
+static infl_status time_body(infl_ctx *ctx, bench_fix *f, infl_status (*body)(infl_ctx *, bench_fix *), int best,
+                             double *out) {
+    double t[64];
+    for (int r = -1; r < f->o->reps; r++) {
+        RETURN_IF_CANCELLED(ctx);
+        f->timed = -1;
+        double t0 = infl_now();
+        FORWARD_IF_ERROR(body(ctx, f));
+        double dt = infl_now() - t0;
+        if (r >= 0) t[r] = f->timed >= 0 ? f->timed : dt;
+    }
+    *out = median(t, f->o->reps);
+    if (best) *out = t[0];  // median() sorted t
+    return INFL_OK;
+}
+
+// Sets up, times and tears down one phase into ph.
+static infl_status run_phase(infl_ctx *ctx, bench_fix *f, const bench_phase_def *d, double hdf5_bps,
+                             infl_bench_phase *ph) {
+    bench_work w;
+    memset(&w, 0, sizeof w);
+    snprintf(ph->name, sizeof ph->name, "%s", d->name);
+    snprintf(ph->title, sizeof ph->title, "%s", d->title);
+    infl_status rc = d->setup(ctx, f, &w);
+    double gemm_s = 0, io_s = 0, own_s = 0;
+    if (rc == INFL_OK) rc = time_body(ctx, f, d->run, 0, &ph->seconds);
+    for (int i = 0; i < w.ngemm && rc == INFL_OK; i++) {
+        double s;
+        const bench_gemm *g = &w.gemm[i];
+        rc = gemm_seconds(ctx, f, g->m, g->n, g->k, g->ta, g->tb, &s);
+        gemm_s += g->count * s;
+    }
+    if (rc == INFL_OK && w.ceiling_run) rc = time_body(ctx, f, w.ceiling_run, 1, &own_s);
+    if (d->teardown) d->teardown(ctx, f);
+    FORWARD_IF_ERROR(rc);
+    if (w.io_bytes > 0) io_s = w.io_bytes / hdf5_bps;
+    snprintf(ph->what, sizeof ph->what, "%s", w.what);
+    ph->flops = w.flops;
+    ph->bytes = w.bytes;
+    ph->examples = w.examples;
+    ph->rate_is_flops = w.flops > 0;
+    ph->ceiling_seconds = fmax(gemm_s, fmax(io_s, own_s));
+    ph->ratio = ph->seconds > 0 ? ph->ceiling_seconds / ph->seconds : 0;
+    if (w.ceiling_name)
+        snprintf(ph->ceiling, sizeof ph->ceiling, "%s", w.ceiling_name);
+    else if (gemm_s > 0 && io_s > 0)
+        snprintf(ph->ceiling, sizeof ph->ceiling, "max(sgemm at its shapes %.3g s, HDF5 read %.3g s)", gemm_s, io_s);
+    else if (gemm_s > 0)
+        snprintf(ph->ceiling, sizeof ph->ceiling, "sgemm at its shapes");
+    else if (io_s > 0)
+        snprintf(ph->ceiling, sizeof ph->ceiling, "HDF5 read");
+    else if (own_s > 0)
+        snprintf(ph->ceiling, sizeof ph->ceiling, "its ceiling body");
+    return INFL_OK;
+}
+
+// ---- the pipeline ----
+
+static infl_status check_options(infl_ctx *ctx, const infl_bench_options *o) {
+    RETURN_IF(ctx, !o, INFL_E_ARG, "infl_bench: no options");
+    RETURN_IF(ctx, o->nlayers < 1 || o->nlayers > INFL_MAX_LAYERS, INFL_E_ARG,
+              "--model: expected 2 to %d widths, e.g. 784,256,128,10", INFL_MAX_LAYERS + 1);
+    RETURN_IF(ctx, o->n < 0 || (!o->data && o->n < 1), INFL_E_ARG, "--n: expected at least 1 training row, got %" PRId64,
+              o->n);
+    RETURN_IF(ctx, o->queries < 1 || o->queries > 100000, INFL_E_ARG, "--queries: expected 1 to 100000, got %d",
+              o->queries);
+    RETURN_IF(ctx, o->reps < 1 || o->reps > 64, INFL_E_ARG, "--reps: expected 1 to 64, got %d", o->reps);
+    RETURN_IF(ctx, o->checkpoints < 1 || o->checkpoints > 1000, INFL_E_ARG, "--checkpoints: expected 1 to 1000, got %d",
+              o->checkpoints);
+    RETURN_IF(ctx, o->rows < 0, INFL_E_ARG, "--rows: expected 0 (automatic) or more");
+    RETURN_IF(ctx, o->hessian_samples < 1, INFL_E_ARG, "--hessian-samples: expected at least 1");
+    RETURN_IF(ctx, o->cg_iters < 1, INFL_E_ARG, "--cg-iters: expected at least 1");
+    RETURN_IF(ctx, o->top < 1, INFL_E_ARG, "--top: expected at least 1");
+    return INFL_OK;
+}
+
+infl_status infl_bench(infl_ctx *ctx, const infl_bench_options *o, infl_bench_report **out) {
+    RETURN_IF(ctx, !out, INFL_E_ARG, "infl_bench: out is NULL");
+    *out = NULL;
+    FORWARD_IF_ERROR(check_options(ctx, o));
+    int sel[NPHASES], count = 0;
+    FORWARD_IF_ERROR(select_phases(ctx, o->phases, sel, &count));
+    infl_bench_report *rep = infl_calloc(ctx, 1, sizeof *rep, "the report");
+    bench_fix *f = infl_calloc(ctx, 1, sizeof *f, "the benchmark's state");
+    infl_status rc = INFL_OK;
+    GOTO_NOMEM_IF(!rep || !f);
+    infl_progress(ctx, "bench", 0, (uint64_t)count + 1, "data, model, ceilings");
+    CHECK(fix_open(ctx, f, o, rep));
+
+    snprintf(rep->backend, sizeof rep->backend, "%s", infl_ctx_backend(ctx));
+    for (int l = 0; l <= f->L; l++)
+        snprintf(rep->model + strlen(rep->model), sizeof rep->model - strlen(rep->model), "%s%d", l ? "-" : "",
+                 f->spec.widths[l]);
+    snprintf(rep->model + strlen(rep->model), sizeof rep->model - strlen(rep->model), " relu softmax_ce");
+    rep->params = f->P;
+    rep->n = f->N;
+    rep->queries = f->M;
+    rep->reps = o->reps;
+    rep->checkpoints = f->C;
+    rep->rows = f->R;
+
+    // ceilings of the whole run
+    double s;
+    CHECK(gemm_seconds(ctx, f, 2048, 2048, 2048, INFL_N, INFL_N, &s));
+    rep->sgemm_peak_gflops = 2.0 * 2048.0 * 2048.0 * 2048.0 / s / 1e9;
+    CHECK(hdf5_read_seconds(ctx, f, &s));
+    double hdf5_bps = (double)f->N * (f->D + 1) * 4.0 / s;
+    rep->hdf5_read_gbs = hdf5_bps / 1e9;
+
+    int done = 0;
+    for (int i = 0; i < NPHASES; i++) {
+        if (!sel[i]) continue;
+        infl_progress(ctx, "bench", (uint64_t)done + 1, (uint64_t)count + 1, phase_table[i].name);
+        CHECK(run_phase(ctx, f, &phase_table[i], hdf5_bps, &rep->phase[rep->nphases]));
+        rep->nphases++;
+        done++;
+    }
+    infl_progress(ctx, "bench", (uint64_t)count + 1, (uint64_t)count + 1, "done");
+    *out = rep;
+    rep = NULL;
+done:
+    if (f) fix_free(ctx, f);
+    free(f);
+    free(rep);
+    return rc;
+}
