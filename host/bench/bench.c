@@ -40,6 +40,7 @@
 #include "backend.h"
 #include "core/rng.h"
 #include "data/synth.h"
+#include "estimators/ekfac.h"
 #include "estimators/hvp.h"
 #include "estimators/ihvp.h"
 #include "model/mlp.h"
@@ -72,6 +73,7 @@ infl_bench_options infl_bench_options_default(void) {
     o.hessian_samples = 1000;
     o.cg_iters = 10;
     o.top = 10;
+    o.query_rank = 32;
     o.seed = 1;
     o.phases = NULL;  // all
     return o;
@@ -189,6 +191,13 @@ struct bench_fix {
     double timed;             // a run may set this (>= 0) to the seconds of its part of a
                               // larger call (e.g. one pass of infl_fit from its report);
                               // reset to -1 before each run, when < 0 the wall time counts
+    // EK-FAC phases
+    char factors[4300];       // the factors file the fit phases write (removed at the end)
+    infl_factors *fac;        // identity factors of the model's shapes (preconditioning costs the same)
+    ekfac_pre *pre;
+    float *LF[INFL_MAX_LAYERS], *RF[INFL_MAX_LAYERS];
+    int rl[INFL_MAX_LAYERS];
+    float *X1, *X2;           // (B, M r) low-rank score blocks
     gemm_rate rates[128];     // measured GEMM shapes
     int nrates;
 };
@@ -297,6 +306,7 @@ static void fix_free(infl_ctx *ctx, bench_fix *f) {
     store_split_close(f->train);
     store_split_close(f->query);
     if (f->run[0]) unlink(f->run);
+    if (f->factors[0]) unlink(f->factors);
     if (f->synth_path[0]) unlink(f->synth_path);
 }
 
@@ -360,6 +370,7 @@ static infl_status fix_open(infl_ctx *ctx, bench_fix *f, const infl_bench_option
     const char *dir = o->workdir && *o->workdir ? o->workdir : getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
     snprintf(f->run, sizeof f->run, "%s/infl-bench-%ld.run.h5", dir, (long)getpid());
+    snprintf(f->factors, sizeof f->factors, "%s/infl-bench-%ld.factors.h5", dir, (long)getpid());
     if (o->data && *o->data) {
         snprintf(f->data, sizeof f->data, "%s", o->data);
         snprintf(rep->data, sizeof rep->data, "%s", o->data);
@@ -548,12 +559,11 @@ static infl_status graddot_run(infl_ctx *ctx, bench_fix *f) { return ghost_run(c
 
 // ---- phase: IF query preconditioning, (GGN + λI)⁻¹ by CG ----
 
-static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+// The query gradients f->G (M, P) at checkpoint 0, in the flat layout, and room for
+// their preconditioned versions f->Xs.
+static infl_status query_grads(infl_ctx *ctx, bench_fix *f) {
     const infl_backend *be = ctx->be;
     const int M = f->M;
-    FORWARD_IF_ERROR(infl_hvp_create(ctx, &f->spec, f->Wd[0], f->train, f->o->hessian_samples, INFL_HESS_GGN, 0,
-                                     1024.0, &f->op));
-    // the query gradients G (M, P) at checkpoint 0, in the flat layout
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->G, (size_t)M * f->P, "query gradients"));
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Xs, (size_t)M * f->P, "preconditioned query gradients"));
     FORWARD_IF_ERROR(factors(ctx, f, 0, f->qX, f->qy, M, f->qwork));
@@ -576,6 +586,14 @@ static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     }
     infl_be_free(ctx, tmp);
     FORWARD_IF_ERROR(rc);
+    return INFL_OK;
+}
+
+static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    const int M = f->M;
+    FORWARD_IF_ERROR(infl_hvp_create(ctx, &f->spec, f->Wd[0], f->train, f->o->hessian_samples, INFL_HESS_GGN, 0,
+                                     1024.0, &f->op));
+    FORWARD_IF_ERROR(query_grads(ctx, f));
 
     // work: cg_iters batched GGN-vector products of M vectors over h rows; per row and
     // vector, layer l costs 4 d_in d_out FLOPs (R-forward 2, weight R-gradient 2), plus
@@ -780,6 +798,240 @@ static infl_status rank_run(infl_ctx *ctx, bench_fix *f) {
     return rc;
 }
 
+
+// ---- phases: EK-FAC ----
+//
+// The fit phases run infl_fit over the whole train split streamed from HDF5 and time
+// one pass from its report (f->timed): the covariances and the eigendecomposition
+// from a kfac fit (one pass), the eigenvalue correction from an ekfac fit. The
+// preconditioning and scoring phases use identity factors of the model's shapes: the
+// arithmetic does not depend on the values.
+
+static infl_status fit_run(infl_ctx *ctx, bench_fix *f, infl_strategy st, int which) {
+    infl_fit_options fo = infl_fit_options_default();
+    fo.run = f->run;
+    fo.data = f->train_ref;
+    fo.strategy = st;
+    fo.force = 1;
+    infl_fit_report r;
+    FORWARD_IF_ERROR(infl_fit(ctx, &fo, f->factors, &r));
+    f->timed = which == 0 ? r.seconds_cov : which == 1 ? r.seconds_eig : r.seconds_lambda;
+    return INFL_OK;
+}
+
+static void fit_what(const bench_fix *f, bench_work *w, const char *pass) {
+    char n[32];
+    snprintf(w->what, sizeof w->what, "%s, %s rows from HDF5", pass, group_digits(n, sizeof n, f->N));
+    w->examples = (double)f->N;
+    w->io_bytes = (double)f->N * (f->D + 1) * 4.0;
+    w->bytes = w->io_bytes;
+}
+
+static infl_status ekcov_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    int b = f->N < f->B ? (int)f->N : f->B;
+    double blocks = (double)f->N / b;
+    fb_work(f, w, (double)f->N, b);
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        add_gemm(w, dout, dout, b, INFL_T, INFL_N, blocks);  // Δᵀ Δ
+        add_gemm(w, din, din, b, INFL_T, INFL_N, blocks);    // Aᵀ A
+        w->flops += (double)f->N * (2.0 * ((double)din * din + (double)dout * dout) + din);
+    }
+    fit_what(f, w, "A and S");
+    return INFL_OK;
+}
+
+static infl_status ekcov_run(infl_ctx *ctx, bench_fix *f) { return fit_run(ctx, f, INFL_STRATEGY_KFAC, 0); }
+
+static infl_status ekeig_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    // dsyevd with eigenvectors: ~9 n³ FLOPs (tridiagonal reduction 4/3 n³, divide and
+    // conquer, back-transformation); its ceiling: sgemm at n³ for the same FLOPs
+    for (int l = 0; l < f->L; l++) {
+        int n[2] = {f->spec.widths[l] + 1, f->spec.widths[l + 1]};
+        for (int i = 0; i < 2; i++) {
+            add_gemm(w, n[i], n[i], n[i], INFL_N, INFL_N, 4.5);
+            w->flops += 9.0 * (double)n[i] * n[i] * n[i];
+        }
+    }
+    snprintf(w->what, sizeof w->what, "float64, %d pairs of symmetric matrices", f->L);
+    w->examples = 2.0 * f->L;
+    w->ceiling_name = "sgemm at n^3 (dsyevd ~ 9 n^3 flops, float64)";
+    return INFL_OK;
+}
+
+static infl_status ekeig_run(infl_ctx *ctx, bench_fix *f) { return fit_run(ctx, f, INFL_STRATEGY_KFAC, 1); }
+
+static infl_status eklam_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    (void)ctx;
+    int b = f->N < f->B ? (int)f->N : f->B;
+    double blocks = (double)f->N / b;
+    fb_work(f, w, (double)f->N, b);
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], ni = din + 1, dout = f->spec.widths[l + 1];
+        add_gemm(w, b, dout, dout, INFL_N, INFL_T, blocks);  // Δ Q_S
+        add_gemm(w, b, ni, din, INFL_N, INFL_T, blocks);     // Ã Q_A
+        add_gemm(w, dout, ni, b, INFL_T, INFL_N, blocks);    // (Δ Q_S)^2ᵀ (Ã Q_A)^2
+        w->flops += (double)f->N * (2.0 * ((double)dout * dout + (double)din * ni + (double)dout * ni) + dout + ni);
+    }
+    fit_what(f, w, "eigenvalue correction");
+    return INFL_OK;
+}
+
+static infl_status eklam_run(infl_ctx *ctx, bench_fix *f) { return fit_run(ctx, f, INFL_STRATEGY_EKFAC, 2); }
+
+// Identity factors of the model's shapes and their preconditioner; the query gradients.
+static infl_status ekpre_setup_common(infl_ctx *ctx, bench_fix *f) {
+    infl_fit_options fo = infl_fit_options_default();
+    fo.run = f->run;
+    fo.data = f->train_ref;
+    fo.strategy = INFL_STRATEGY_IDENTITY;
+    fo.force = 1;
+    FORWARD_IF_ERROR(infl_fit(ctx, &fo, f->factors, NULL));
+    FORWARD_IF_ERROR(store_factors_read(ctx, f->factors, &f->fac));
+    snprintf(f->fac->strategy, sizeof f->fac->strategy, "ekfac");  // apply them as EK-FAC
+    FORWARD_IF_ERROR(ekfac_pre_create(ctx, f->fac, f->factors, &f->spec, INFL_METHOD_EKFAC, 0.1, 0, &f->pre));
+    return query_grads(ctx, f);
+}
+
+static void ekpre_teardown(infl_ctx *ctx, bench_fix *f) {
+    ekfac_pre_free(ctx, f->pre);
+    infl_factors_free(f->fac);
+    f->pre = NULL;
+    f->fac = NULL;
+    for (int l = 0; l < INFL_MAX_LAYERS; l++) {
+        infl_be_free(ctx, f->LF[l]);
+        infl_be_free(ctx, f->RF[l]);
+        f->LF[l] = f->RF[l] = NULL;
+    }
+    infl_be_free(ctx, f->X1);
+    infl_be_free(ctx, f->X2);
+    f->X1 = f->X2 = NULL;
+    ifprep_teardown(ctx, f);
+    ifscore_teardown(ctx, f);
+}
+
+static infl_status ekprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
+    // ekfac_precondition: chunks of mc queries; per layer W̃ Q_A and back (chunk GEMMs),
+    // Q_Sᵀ · and Q_S · per query
+    size_t blk = 0;
+    for (int l = 0; l < f->L; l++) {
+        size_t v = (size_t)f->spec.widths[l + 1] * (f->spec.widths[l] + 1);
+        blk = v > blk ? v : blk;
+    }
+    int mc = (int)((16u << 20) / blk);
+    mc = mc < 1 ? 1 : mc > f->M ? f->M : mc;
+    for (int q0 = 0; q0 < f->M; q0 += mc) {
+        int m = q0 + mc <= f->M ? mc : f->M - q0;
+        for (int l = 0; l < f->L; l++) {
+            int ni = f->spec.widths[l] + 1, dout = f->spec.widths[l + 1];
+            add_gemm(w, m * dout, ni, ni, INFL_N, INFL_T, 1);
+            add_gemm(w, m * dout, ni, ni, INFL_N, INFL_N, 1);
+            add_gemm(w, dout, ni, dout, INFL_N, INFL_N, m);
+            add_gemm(w, dout, ni, dout, INFL_T, INFL_N, m);
+            w->flops += (double)m * (4.0 * dout * (double)ni * ni + 4.0 * (double)dout * dout * ni);
+        }
+    }
+    char m[32];
+    snprintf(w->what, sizeof w->what, "%s queries", group_digits(m, sizeof m, f->M));
+    w->examples = f->M;
+    return INFL_OK;
+}
+
+static infl_status ekprep_run(infl_ctx *ctx, bench_fix *f) {
+    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->pre, &f->spec, f->G, f->Xs, f->M));
+    return sync_be(ctx, f);
+}
+
+static int query_rank(const bench_fix *f) { return f->o->query_rank > 0 ? f->o->query_rank : 32; }
+
+// ekfac_lowrank's work: per query and layer, the smaller Gram matrix, its float64
+// eigendecomposition (~9 g³) and the other factor.
+static void lowrank_work(const bench_fix *f, bench_work *w) {
+    for (int l = 0; l < f->L; l++) {
+        int ni = f->spec.widths[l] + 1, dout = f->spec.widths[l + 1];
+        int g = dout <= ni ? dout : ni, o = dout <= ni ? ni : dout;
+        int k = query_rank(f) < g ? query_rank(f) : g;
+        add_gemm(w, g, g, o, dout <= ni ? INFL_N : INFL_T, dout <= ni ? INFL_T : INFL_N, f->M);
+        add_gemm(w, g, g, g, INFL_N, INFL_N, 4.5 * f->M);
+        add_gemm(w, o, k, g, dout <= ni ? INFL_T : INFL_N, INFL_N, f->M);
+        w->flops += f->M * (2.0 * g * (double)g * o + 9.0 * (double)g * g * g + 2.0 * o * (double)k * g);
+    }
+}
+
+static infl_status eklow_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
+    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->pre, &f->spec, f->G, f->Xs, f->M));
+    lowrank_work(f, w);
+    char m[32];
+    snprintf(w->what, sizeof w->what, "%s queries, rank %d", group_digits(m, sizeof m, f->M), query_rank(f));
+    w->examples = f->M;
+    w->ceiling_name = "sgemm at its shapes (eigendecompositions: ~9 g^3 at g^3)";
+    return INFL_OK;
+}
+
+static infl_status eklow_run(infl_ctx *ctx, bench_fix *f) {
+    for (int l = 0; l < f->L; l++) {
+        infl_be_free(ctx, f->LF[l]);
+        infl_be_free(ctx, f->RF[l]);
+        f->LF[l] = f->RF[l] = NULL;
+    }
+    double energy;
+    FORWARD_IF_ERROR(ekfac_lowrank(ctx, &f->spec, f->Xs, f->M, query_rank(f), f->LF, f->RF, f->rl, &energy));
+    return sync_be(ctx, f);
+}
+
+static infl_status ekscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    FORWARD_IF_ERROR(ifscore_setup(ctx, f, w));
+    snprintf(w->what + strlen(w->what), sizeof w->what - strlen(w->what), ", full rank");
+    return INFL_OK;
+}
+
+static infl_status ekscorer_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+    FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
+    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->pre, &f->spec, f->G, f->Xs, f->M));
+    double energy;
+    FORWARD_IF_ERROR(ekfac_lowrank(ctx, &f->spec, f->Xs, f->M, query_rank(f), f->LF, f->RF, f->rl, &energy));
+    int maxr = 0;
+    for (int l = 0; l < f->L; l++) maxr = f->rl[l] > maxr ? f->rl[l] : maxr;
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->X1, (size_t)f->B * f->M * maxr, "a low-rank score block"));
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->X2, (size_t)f->B * f->M * maxr, "a low-rank score block"));
+    double blocks = (double)f->R / f->b;
+    for (int l = 0; l < f->L; l++) {
+        int din = f->spec.widths[l], dout = f->spec.widths[l + 1], ld = f->M * f->rl[l];
+        add_gemm(w, f->b, ld, dout, INFL_N, INFL_N, blocks);  // Δ LF
+        add_gemm(w, f->b, ld, din, INFL_N, INFL_N, blocks);   // A RF
+        w->flops += 2.0 * (double)f->R * ld * (dout + din + 2);
+    }
+    char r[32], m[32];
+    snprintf(w->what, sizeof w->what, "%s rows x %s queries, rank %d", group_digits(r, sizeof r, f->R),
+             group_digits(m, sizeof m, f->M), query_rank(f));
+    w->examples = (double)f->R;
+    return INFL_OK;
+}
+
+// As rank.c's score_block with --query-rank: X1 = Δ LF, X2 = Ã RF, row dots of r-wide groups.
+static infl_status ekscorer_run(infl_ctx *ctx, bench_fix *f) {
+    const infl_backend *be = ctx->be;
+    const int M = f->M;
+    for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
+        int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
+        FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
+        for (int l = 0; l < f->L; l++) {
+            int din = f->spec.widths[l], dout = f->spec.widths[l + 1], r = f->rl[l], ld = M * r;
+            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, dout, 1.0f, f->tD[l], dout, f->LF[l], ld, 0.0f,
+                                       f->X1, ld));
+            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, din, 1.0f, f->tA[l], din, f->RF[l], ld, 0.0f,
+                                       f->X2, ld));
+            FORWARD_IF_ERROR(be->add_row(ctx, f->X2, f->RF[l] + (size_t)din * ld, b, ld));
+            FORWARD_IF_ERROR(be->row_dot(ctx, f->Sd, f->X1, f->X2, b * M, r, 1.0f, 1.0f));
+        }
+    }
+    return sync_be(ctx, f);
+}
+
 // ---- the phase table ----
 //
 // Phases run in this order; `infl bench --phases a,b` picks some. To add a phase,
@@ -801,25 +1053,13 @@ static const bench_phase_def phase_table[] = {
     {"if_score", "IF scoring (contraction)", ifscore_setup, ifscore_run, ifscore_teardown},
     {"topk", "top-k merge", topk_setup, topk_run, topk_teardown},
     {"rank", "whole streamed rank from HDF5", rank_setup, rank_run, NULL},
-    // ---- EK-FAC phases: append them here ----
-    // (host/estimators/ekfac.h, infl_fit in include/infl.h). Suggested entries:
-    // {"ekfac_cov", "EK-FAC covariance pass (A, S)", ...}: run = infl_fit on f->run /
-    //     f->train_ref (strategy ekfac) and set f->timed = rep.seconds_cov; work
-    //     rep.flops_cov, GEMMs per layer and sub-batch Ãᵀ Ã ((d_in+1)², k = b) and Δᵀ Δ
-    //     (d_out², k = b) plus fb_work, io_bytes = N (D + 1) 4 (it streams the split);
-    // {"ekfac_eig", "EK-FAC eigendecomposition (float64)", ...}: f->timed =
-    //     rep.seconds_eig, or be->syevd on each layer's A and S directly; work about
-    //     9 n³ per n × n matrix (dsyevd), ceiling a ceiling_run (e.g. dgemm n³ or syevd
-    //     at a reference size) since sgemm is not its floor;
-    // {"ekfac_lambda", "EK-FAC eigenvalue-correction pass", ...}: f->timed =
-    //     rep.seconds_lambda, work rep.flops_lambda; GEMMs Δ Q_S, Ã Q_A and the GEMM of
-    //     squares (Δ Q_S)^∘2ᵀ (Ã Q_A)^∘2 per layer and sub-batch;
-    // {"ekfac_score", "EK-FAC scoring (full)", ...} and {"ekfac_score_r",
-    //     "EK-FAC scoring (--query-rank r)", ...}: setup fits factors once (or reads a
-    //     factors file), ekfac_pre_create, ekfac_precondition of the query gradients
-    //     (as ifprep_setup builds G) and ekfac_lowrank for r; run scores f->tD/f->tA
-    //     sub-batches as rank.c does for --method ekfac (the contraction of if_score,
-    //     B·M·d_out·d_in per layer, or B·M·r·(d_out + d_in) with --query-rank r).
+    {"ekfac_cov", "EK-FAC covariance pass (A, S), from HDF5", ekcov_setup, ekcov_run, NULL},
+    {"ekfac_eig", "EK-FAC eigendecomposition (float64)", ekeig_setup, ekeig_run, NULL},
+    {"ekfac_lambda", "EK-FAC eigenvalue-correction pass, from HDF5", eklam_setup, eklam_run, NULL},
+    {"ekfac_prepare", "EK-FAC query preconditioning", ekprep_setup, ekprep_run, ekpre_teardown},
+    {"ekfac_lowrank", "EK-FAC rank-r query factors (SVD)", eklow_setup, eklow_run, ekpre_teardown},
+    {"ekfac_score", "EK-FAC scoring, full rank (the IF contraction)", ekscore_setup, ifscore_run, ifscore_teardown},
+    {"ekfac_score_r", "EK-FAC scoring, rank-r queries", ekscorer_setup, ekscorer_run, ekpre_teardown},
 };
 #define NPHASES ((int)(sizeof phase_table / sizeof phase_table[0]))
 

@@ -40,6 +40,7 @@ typedef struct {
     int64_t hessian_samples;  // rows of the GGN of the IF preconditioning; default 1000
     int cg_iters;             // CG iterations of the IF preconditioning (all taken: tolerance 0); default 10
     int top;                  // k of the top-k merge and of the streamed rank; default 10
+    int query_rank;           // r of the EK-FAC low-rank phases; default 32
     uint64_t seed;            // weights and synthetic data; default 1
     const char *phases;       // comma-separated phase names to run; NULL or "all": every phase
 } infl_bench_options;

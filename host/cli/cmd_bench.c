@@ -198,6 +198,7 @@ int cmd_bench(int argc, char **argv) {
         {"rows", 0, ARG_I64, &o.rows, "R", "training rows of the in-memory phases (default min(N, 8192))"},
         {"hessian-samples", 0, ARG_I64, &o.hessian_samples, "N", "rows of the GGN the IF preconditioning uses (default 1000)"},
         {"cg-iters", 0, ARG_INT, &o.cg_iters, "N", "CG iterations of the IF preconditioning (default 10)"},
+        {"query-rank", 0, ARG_INT, &o.query_rank, "R", "rank of the EK-FAC low-rank query phases (default 32)"},
         {"top", 'k', ARG_INT, &o.top, "K", "k of the top-k merge and of the streamed rank (default 10)"},
         {"seed", 0, ARG_U64, &o.seed, "S", "weights and synthetic data (default 1)"},
         {"phases", 0, ARG_STR, &o.phases, "LIST", "comma-separated phases to run (default all)"},
@@ -225,6 +226,7 @@ int cmd_bench(int argc, char **argv) {
     if (o.checkpoints < 1) return usage_error(spec.cmd, "--checkpoints: expected at least 1");
     if (o.rows < 0) return usage_error(spec.cmd, "--rows: expected 1 or more");
     if (o.cg_iters < 1) return usage_error(spec.cmd, "--cg-iters: expected at least 1");
+    if (o.query_rank < 1) return usage_error(spec.cmd, "--query-rank: expected at least 1");
     if (o.hessian_samples < 1) return usage_error(spec.cmd, "--hessian-samples: expected at least 1");
     if (o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     infl_ctx *ctx = open_ctx(&c);
