@@ -17,20 +17,23 @@ t() { local s=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $s" | bc > "$out/.las
 [ -f "$out/run.h5" ] || $B train --data "$out/fmnist.h5:/train" --layers 784,256,128,10 --epochs 5 --batch 128 \
   --lr 0.1 --momentum 0.9 --wd 1e-4 --seed 1 --schedule cosine --checkpoint-every 500 -o "$out/run.h5" -q
 $B eval --run "$out/run.h5" --data "$out/fmnist.h5:/test" | tee "$out/eval.txt"
-: > "$out/times.txt"
-rank() {  # name, then rank options
+touch "$out/times.txt"
+rank() {  # name, then rank options; a scores file already there is kept
   local name=$1; shift
+  [ -f "$out/s_$name.h5" ] && return 0
   t $B rank --run "$out/run.h5" --query "$Q" -o "$out/s_$name.h5" --save-scores --force -q "$@" > /dev/null
   echo "$name $(cat "$out/.last_seconds") s: infl rank $*" >> "$out/times.txt"
 }
 rank tracin --method tracin
 rank graddot --method graddot
-t $B fit --run "$out/run.h5" --strategy ekfac -o "$out/ekfac.h5" --force -q
-echo "fit-ekfac $(cat "$out/.last_seconds") s" >> "$out/times.txt"
+if [ ! -f "$out/ekfac.h5" ]; then
+  t $B fit --run "$out/run.h5" --strategy ekfac -o "$out/ekfac.h5" --force -q
+  echo "fit-ekfac $(cat "$out/.last_seconds") s" >> "$out/times.txt"
+fi
 rank ekfac --method ekfac --factors "$out/ekfac.h5"
 rank kfac --method kfac --factors "$out/ekfac.h5"
 rank ekfac-r32 --method ekfac --factors "$out/ekfac.h5" --query-rank 32
-rank if-ggn-cg --method if --hessian ggn --solver cg --hessian-samples 5000 --damping 0.01 --cg-iters 100
+rank if-ggn-cg --method if --hessian ggn --solver cg --hessian-samples 1000 --damping 0.01 --cg-iters 30
 t $B lds --run "$out/run.h5" --query "$Q" --state "$out/lds_state.h5" --models "$models" --fraction 0.5 --seed 1 \
   "$out"/s_tracin.h5 "$out"/s_graddot.h5 "$out"/s_ekfac.h5 "$out"/s_kfac.h5 "$out"/s_ekfac-r32.h5 \
   "$out"/s_if-ggn-cg.h5 | tee "$out/lds.txt"
