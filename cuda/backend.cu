@@ -74,6 +74,10 @@ static void cu_shutdown(void *be) {
     // Errors cannot be reported from here; each step is attempted regardless.
     if (cudaSetDevice(c->dev) != cudaSuccess) (void)cudaGetLastError();
     if (c->stream && cudaStreamSynchronize(c->stream) != cudaSuccess) (void)cudaGetLastError();
+    if (c->copy_stream && cudaStreamSynchronize(c->copy_stream) != cudaSuccess) (void)cudaGetLastError();
+    for (int s = 0; s < INFL_UPLOAD_SLOTS; s++)
+        if (c->ev_up[s]) cudaEventDestroy(c->ev_up[s]);
+    if (c->ev_compute) cudaEventDestroy(c->ev_compute);
     if (c->solver) cusolverDnDestroy(c->solver);
     if (c->blas) cublasDestroy(c->blas);
     cu_pool_destroy(&c->pool);
@@ -148,6 +152,9 @@ static infl_status cu_init(infl_ctx *ctx, const char *spec, int threads, void **
     c->sm_count = prop.multiProcessorCount;
     CU_GOTO(ctx, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CU_GOTO(ctx, cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+    for (int s = 0; s < INFL_UPLOAD_SLOTS; s++)
+        CU_GOTO(ctx, cudaEventCreateWithFlags(&c->ev_up[s], cudaEventDisableTiming));
+    CU_GOTO(ctx, cudaEventCreateWithFlags(&c->ev_compute, cudaEventDisableTiming));
     CU_GOTO(ctx, cudaMalloc((void **)&c->d_partial, (CU_DOT_BLOCKS + 1) * sizeof(double)));
     CU_GOTO(ctx, cudaMalloc((void **)&c->d_flag, 4 * sizeof(int)));
     CU_GOTO(ctx, cudaMallocHost(&c->h_pinned, 64));
@@ -192,8 +199,90 @@ static infl_status cu_alloc(infl_ctx *ctx, size_t bytes, void **ptr) {
     return cu_pool_alloc(ctx, &cu_of(ctx)->pool, bytes, ptr);
 }
 
+// Before the block goes back to the pool (and to later compute-stream work), the
+// compute stream waits for overlapped uploads still writing into it.
 static void cu_release(infl_ctx *ctx, void *ptr) {
-    if (ptr) cu_pool_release(&cu_of(ctx)->pool, ptr);
+    if (!ptr) return;
+    cu_ctx *c = cu_of(ctx);
+    size_t bytes = 0;
+    for (int s = 0; s < INFL_UPLOAD_SLOTS; s++) {
+        if (!c->n_pending[s]) continue;
+        if (!bytes) bytes = cu_pool_block_bytes(&c->pool, ptr);
+        uintptr_t lo = (uintptr_t)ptr, hi = lo + bytes;
+        int hit = c->n_pending[s] > CU_UPLOAD_RANGES;
+        for (int i = 0; i < c->n_pending[s] && i < CU_UPLOAD_RANGES && !hit; i++)
+            hit = c->pending[s][i].lo < hi && lo < c->pending[s][i].hi;
+        if (!hit) continue;
+        // release cannot report an error: a failure here is sticky and the next call says it
+        if (cudaSetDevice(c->dev) != cudaSuccess || cudaStreamWaitEvent(c->stream, c->ev_up[s], 0) != cudaSuccess)
+            (void)cudaGetLastError();
+        c->n_pending[s] = 0;
+    }
+    cu_pool_release(&c->pool, ptr);
+}
+
+// ---- the scheduler's host memory and overlapped uploads ----
+
+// Page-locked host memory, so that copies from it are DMA without staging and can run
+// asynchronously. When the driver has none to give (pinned memory is a limited
+// resource), ordinary memory serves instead: uploads from it are correct, only slower.
+static infl_status cu_host_alloc(infl_ctx *ctx, size_t bytes, void **p) {
+    FORWARD_IF_ERROR(cu_enter(ctx));
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (!rounded) rounded = 64;
+    cudaError_t e = cudaHostAlloc(p, rounded, cudaHostAllocPortable);
+    if (e == cudaSuccess) return INFL_OK;
+    (void)cudaGetLastError();
+    *p = aligned_alloc(64, rounded);
+    RETURN_IF(ctx, !*p, INFL_E_NOMEM, "out of host memory allocating %zu bytes (pinned: %s)", bytes,
+              cudaGetErrorString(e));
+    return INFL_OK;
+}
+
+// Waits for the copy stream (an overlapped upload may still read p), then frees p
+// by whichever allocator made it.
+static void cu_host_free(infl_ctx *ctx, void *p) {
+    if (!p) return;
+    cu_ctx *c = cu_of(ctx);
+    if (cudaSetDevice(c->dev) != cudaSuccess || cudaStreamSynchronize(c->copy_stream) != cudaSuccess)
+        (void)cudaGetLastError();
+    cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, p) == cudaSuccess && at.type == cudaMemoryTypeHost) {
+        if (cudaFreeHost(p) != cudaSuccess) (void)cudaGetLastError();
+    } else {
+        (void)cudaGetLastError();
+        free(p);
+    }
+}
+
+// On the copy stream, after everything issued so far on the compute stream (which may
+// still read dst); the slot's event marks its end. dst is remembered until the
+// compute stream waits for the slot (cu_wait_upload), for cu_release.
+static infl_status cu_upload_async(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes, int slot) {
+    RETURN_IF(ctx, slot < 0 || slot >= INFL_UPLOAD_SLOTS, INFL_E_ARG, "upload_async: slot %d is not in 0..%d", slot,
+              INFL_UPLOAD_SLOTS - 1);
+    FORWARD_IF_ERROR(cu_enter(ctx));
+    cu_ctx *c = cu_of(ctx);
+    if (!bytes) return INFL_OK;
+    CU_CHECK(ctx, cudaEventRecord(c->ev_compute, c->stream));
+    CU_CHECK(ctx, cudaStreamWaitEvent(c->copy_stream, c->ev_compute, 0));
+    CU_CHECK(ctx, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->copy_stream));
+    CU_CHECK(ctx, cudaEventRecord(c->ev_up[slot], c->copy_stream));
+    int n = c->n_pending[slot];
+    if (n < CU_UPLOAD_RANGES) c->pending[slot][n] = (cu_range){(uintptr_t)dst, (uintptr_t)dst + bytes};
+    c->n_pending[slot] = n + (n <= CU_UPLOAD_RANGES);
+    return INFL_OK;
+}
+
+// The compute stream waits for the slot's uploads issued so far; the host does not.
+static infl_status cu_wait_upload(infl_ctx *ctx, int slot) {
+    RETURN_IF(ctx, slot < 0 || slot >= INFL_UPLOAD_SLOTS, INFL_E_ARG, "wait_upload: slot %d is not in 0..%d", slot,
+              INFL_UPLOAD_SLOTS - 1);
+    FORWARD_IF_ERROR(cu_enter(ctx));
+    cu_ctx *c = cu_of(ctx);
+    CU_CHECK(ctx, cudaStreamWaitEvent(c->stream, c->ev_up[slot], 0));
+    c->n_pending[slot] = 0;
+    return INFL_OK;
 }
 
 // Returns from the host as the CPU twin does: the source may be reused at once. From
@@ -354,4 +443,8 @@ extern "C" const infl_backend infl_cuda_backend = {
     .copy_2d = cu_copy_2d,
     .sample_labels = cu_sample_labels,
     .syevd = cu_syevd,
+    .host_alloc = cu_host_alloc,
+    .host_free = cu_host_free,
+    .upload_async = cu_upload_async,
+    .wait_upload = cu_wait_upload,
 };

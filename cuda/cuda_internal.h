@@ -8,10 +8,11 @@
  * Where it sits: host/backend.h is the table; host/cpu/cpu_backend.c is the CPU twin
  * and test oracle of every function here; tests/test_cuda_backend.c compares them.
  *
- * All work of a context runs on its compute stream, in call order. Memory returned to
- * the pool is handed out again only to later work on the same stream, so stream order
- * makes the reuse safe without synchronising (work on another stream, e.g. the copy
- * stream, must record an event before it releases or reuses pool memory).
+ * All work of a context runs on its compute stream, in call order, except the
+ * overlapped uploads of upload_async on the copy stream. Memory returned to the pool
+ * is handed out again only to later work on the compute stream, so stream order makes
+ * the reuse safe without synchronising; a release of memory an overlapped upload may
+ * still write first makes the compute stream wait for that upload (cu_release).
  */
 #ifndef INFL_CUDA_INTERNAL_H
 #define INFL_CUDA_INTERNAL_H
@@ -71,11 +72,29 @@ typedef struct {
 // Scratch for reductions: dot's per-block partial sums (float64).
 #define CU_DOT_BLOCKS 1024
 
+// A device range an overlapped upload of a slot writes, until the compute stream has
+// waited for it (see cu_upload_async in backend.cu).
+#define CU_UPLOAD_RANGES 8
+typedef struct {
+    uintptr_t lo, hi;  // [lo, hi)
+} cu_range;
+
 typedef struct {
     int dev;
     int sm_count;
     cudaStream_t stream;       // compute stream: every primitive runs here
-    cudaStream_t copy_stream;  // for the scheduler's overlapped H2D copies (later)
+    cudaStream_t copy_stream;  // the scheduler's overlapped H2D copies (upload_async)
+    // upload_async / wait_upload: ev_up[s] marks the end of slot s's copies on the
+    // copy stream; ev_compute is recorded on the compute stream before each copy, so
+    // the copy does not overwrite what earlier primitives still read.
+    cudaEvent_t ev_up[INFL_UPLOAD_SLOTS];
+    cudaEvent_t ev_compute;
+    // Destinations of copies the compute stream has not waited for, per slot: release
+    // of pool memory that overlaps one first makes the compute stream wait (pool reuse
+    // is ordered by the compute stream only). n_pending[s] > CU_UPLOAD_RANGES: too
+    // many to list, every release waits for the slot.
+    cu_range pending[INFL_UPLOAD_SLOTS][CU_UPLOAD_RANGES];
+    int n_pending[INFL_UPLOAD_SLOTS];
     cublasHandle_t blas;
     cusolverDnHandle_t solver;
     cu_pool pool;
@@ -155,6 +174,8 @@ void cu_pool_init(cu_pool *p);
 infl_status cu_pool_alloc(infl_ctx *ctx, cu_pool *p, size_t bytes, void **out);
 // Returns a block to the pool (NULL is ignored; unknown pointers are ignored).
 void cu_pool_release(cu_pool *p, void *ptr);
+// The size of the live block at ptr, 0 when ptr is not one.
+size_t cu_pool_block_bytes(const cu_pool *p, const void *ptr);
 // Frees the cached blocks (cudaFree; synchronises the device).
 void cu_pool_trim(cu_pool *p);
 // Frees every block, live or cached, and the pool's own arrays.

@@ -184,6 +184,11 @@ void cu_pool_release(cu_pool *p, void *ptr) {
     p->bytes_cached += b->bytes;
 }
 
+size_t cu_pool_block_bytes(const cu_pool *p, const void *ptr) {
+    const cu_block *b = ptr ? find(p, ptr) : NULL;
+    return b && b->state == CU_BLOCK_LIVE ? b->bytes : 0;
+}
+
 void cu_pool_trim(cu_pool *p) {
     for (size_t i = 0; i < p->cap; i++) {
         cu_block *b = &p->tab[i];

@@ -110,7 +110,36 @@ typedef struct infl_backend {
     // return row i of A is the eigenvector of w[i], eigenvalues ascending (A and w are
     // backend memory). INFL_E_NUMERIC when it does not converge.
     infl_status (*syevd)(infl_ctx *ctx, double *A, double *w, int n);
+
+    // ---- the scheduler: pinned host memory, overlapped uploads (optional) ----
+    // All four are optional (NULL on the CPU backend); call them through the
+    // infl_be_host_* and infl_be_upload_async / infl_be_wait_upload wrappers below,
+    // which fall back to aligned malloc and to the synchronous upload.
+    //
+    // host_alloc: `bytes` of host memory the device copies from without staging
+    // (CUDA: page-locked, cudaHostAlloc), for the shard reader's ring. host_free
+    // accepts NULL and waits for copies still reading the memory.
+    infl_status (*host_alloc)(infl_ctx *ctx, size_t bytes, void **p);
+    void (*host_free)(infl_ctx *ctx, void *p);
+    // Overlapped uploads, for double-buffered sub-batches (DESIGN.md, the scheduler):
+    //   upload_async(ctx, dst, src, bytes, slot) queues a host-to-device copy on a copy
+    //     stream. The copy starts once every primitive issued before it has finished
+    //     (they may still read dst), and runs while later primitives compute. slot
+    //     (0 .. INFL_UPLOAD_SLOTS-1) names the copy for wait_upload; several uploads
+    //     may share a slot.
+    //   wait_upload(ctx, slot) makes every primitive issued after it wait for the
+    //     uploads of the slot issued so far. It does not block the host.
+    // The host memory src must stay allocated and unchanged until the copy is done:
+    // it is once a download issued after wait_upload(slot) has returned (or
+    // host_free, which waits). dst may be released at any time (release orders the
+    // reuse after the copy). A slot's uploads not waited for are not seen by later
+    // primitives: always wait before use.
+    infl_status (*upload_async)(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes, int slot);
+    infl_status (*wait_upload)(infl_ctx *ctx, int slot);
 } infl_backend;
+
+// Slots of upload_async / wait_upload.
+#define INFL_UPLOAD_SLOTS 4
 
 extern const infl_backend infl_cpu_backend;
 #ifdef INFL_HAVE_CUDA
@@ -122,5 +151,22 @@ extern const infl_backend infl_cuda_backend;
 // Allocates n floats of backend memory into *p (INFL_E_NOMEM naming `what`).
 infl_status infl_be_alloc_f(infl_ctx *ctx, float **p, size_t n, const char *what);
 void infl_be_free(infl_ctx *ctx, void *p);
+// Allocates `bytes` of backend memory into *p. On failure the detail names `what` and
+// its size, and for INFL_E_NOMEM ends with "; to fit: <hint>" (the option that makes
+// it smaller), e.g. "a score block (7.0 MiB): CUDA device out of memory ...; to fit:
+// fewer queries".
+infl_status infl_be_alloc_hint(infl_ctx *ctx, void **p, size_t bytes, const char *what, const char *hint);
+// Host memory for buffers that are uploaded (the backend's host_alloc, else 64-byte
+// aligned malloc); INFL_E_NOMEM naming `what`. infl_be_host_free accepts NULL.
+infl_status infl_be_host_alloc(infl_ctx *ctx, size_t bytes, void **p, const char *what);
+void infl_be_host_free(infl_ctx *ctx, void *p);
+// Allocator hooks for infl_reader_start (user = the infl_ctx): the reader's shard
+// ring in the backend's host memory (pinned on CUDA). Called on the consumer thread.
+void *infl_be_host_alloc_hook(size_t bytes, void *ctx);
+void infl_be_host_free_hook(void *p, void *ctx);
+// The backend's upload_async / wait_upload, else the synchronous upload / nothing
+// (same results: the overlap is the only difference).
+infl_status infl_be_upload_async(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes, int slot);
+infl_status infl_be_wait_upload(infl_ctx *ctx, int slot);
 
 #endif

@@ -4,8 +4,20 @@
  * multiples of a warp or a block), run on a CPU and a CUDA context, compared by
  * ‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-4 (sample_labels: identical; syevd: eigenvalues close,
  * eigenvectors equal up to sign); the caching pool's reuse; backend selection; and
- * end to end, training and ranking (TracIn; influence functions with the Gauss-Newton
- * Hessian and CG) on both backends.
+ * end to end on both backends, on one small model and data set: training (final
+ * loss), rank with every method (graddot, gradcos, tracin, if with exact and GGN
+ * Hessians and the direct and CG solvers, ekfac, kfac, diagonal, ekfac with
+ * --query-rank: every score within 1e-4 of the query's largest, top-k equal up to
+ * near-ties), infl_fit with ekfac, kfac and diagonal on the true Fisher with sampled
+ * labels (eigenvalues and Λ within 1e-4 of the layer's largest, eigenvectors up to
+ * sign where the eigenvalues are apart), infl_self (tracin, if direct, ekfac) and a
+ * tiny infl_lds (the retrained outputs). The train split has more rows than a
+ * sub-batch (1024), so the double-buffered overlapped uploads of the scheduler
+ * (upload_async, stage.h) and the pinned shard buffers are on the path; their
+ * ordering is also tested at the primitive level.
+ *
+ * A dry run of the end-to-end tests on a machine without a GPU: INFL_TEST_E2E_CPU=1
+ * makes them compare the CPU backend with itself (the test logic, not the parity).
  *
  * Every test that needs a device first tries to create the CUDA context and skips
  * (cr_skip_test, with the reason) when it cannot: in builds without the CUDA backend
@@ -21,6 +33,9 @@
 
 #include "backend.h"
 #include "core/mathfn.h"
+#include "estimators/attrib.h"
+#include "sched/stage.h"
+#include "store/store.h"
 #include "testutil.h"
 
 // ---- contexts and buffers ----
@@ -47,6 +62,16 @@ static pair open_pair(void) {
     p.c[0] = tu_ctx();
 #endif
     return p;
+}
+
+// open_pair for the end-to-end tests; with INFL_TEST_E2E_CPU=1 both are CPU contexts.
+static pair open_pair_e2e(void) {
+    const char *dry = getenv("INFL_TEST_E2E_CPU");
+    if (dry && strcmp(dry, "1") == 0) {
+        pair p = {{tu_ctx(), tu_ctx()}};
+        return p;
+    }
+    return open_pair();
 }
 
 static void close_pair(pair *p) {
@@ -750,5 +775,489 @@ Test(cuda_backend, train_and_rank_match_cpu, .timeout = 600) {
         infl_rank_result_free(r[0]);
         infl_rank_result_free(r[1]);
     }
+    close_pair(&P);
+}
+
+// ---- the scheduler's primitives: pinned host memory, overlapped uploads ----
+
+// The wrappers on a backend without the optional slots (the CPU): aligned host
+// memory, uploads that are plain copies, waits that do nothing, slots checked.
+Test(cuda_backend, scheduler_wrappers_without_the_slots) {
+    infl_ctx *ctx = tu_ctx();
+    cr_assert_null(ctx->be->host_alloc);
+    cr_assert_null(ctx->be->upload_async);
+    float *h = NULL, *d = NULL;
+    OK(ctx, infl_be_host_alloc(ctx, 1000 * sizeof(float), (void **)&h, "a test buffer"));
+    cr_assert_eq((uintptr_t)h % 64, 0, "host memory is 64-byte aligned");
+    for (int i = 0; i < 1000; i++) h[i] = (float)i;
+    OK(ctx, infl_be_alloc_f(ctx, &d, 1000, "a test buffer"));
+    OK(ctx, infl_be_upload_async(ctx, d, h, 1000 * sizeof(float), INFL_UPLOAD_SLOTS - 1));
+    OK(ctx, infl_be_wait_upload(ctx, INFL_UPLOAD_SLOTS - 1));
+    cr_assert(memcmp(d, h, 1000 * sizeof(float)) == 0);
+    cr_assert_eq(infl_be_upload_async(ctx, d, h, 4, INFL_UPLOAD_SLOTS), INFL_E_ARG);
+    cr_assert_eq(infl_be_wait_upload(ctx, -1), INFL_E_ARG);
+    void *p = infl_be_host_alloc_hook(4096, ctx);
+    cr_assert_not_null(p);
+    infl_be_host_free_hook(p, ctx);
+    infl_be_host_free(ctx, NULL);
+    infl_be_host_free(ctx, h);
+    infl_be_free(ctx, d);
+#ifndef __SANITIZE_ADDRESS__  // ASan aborts on an allocation this size instead of failing it
+    // a failed allocation names what did not fit and the option that makes it smaller
+    void *big = NULL;
+    cr_assert_eq(infl_be_alloc_hint(ctx, &big, (size_t)1 << 62, "a score block (7 queries x 1024 train rows)",
+                                    "fewer queries"),
+                 INFL_E_NOMEM);
+    cr_assert_null(big);
+    cr_assert(strncmp(infl_ctx_error(ctx), "a score block (7 queries x 1024 train rows) (", 45) == 0, "%s",
+              infl_ctx_error(ctx));
+    cr_assert(strstr(infl_ctx_error(ctx), "; to fit: fewer queries") != NULL, "%s", infl_ctx_error(ctx));
+#endif
+    infl_ctx_free(ctx);
+}
+
+// An overlapped upload does not overwrite what earlier primitives still read; the
+// primitives after wait_upload see it; a destination released before the wait is
+// not handed out to later work until the copy is done; pinned memory round-trips.
+Test(cuda_backend, upload_async_is_ordered) {
+    pair P = open_pair();
+    infl_ctx *ctx = P.c[1];
+    const int n = 1024;  // A (n, n): GEMMs long enough that a racing copy would show
+    size_t nn = (size_t)n * n, bytes = nn * sizeof(float);
+    uint64_t st = 21;
+    float *x0 = rnd(&st, nn, -1, 1), *h1 = NULL;
+    OK(ctx, infl_be_host_alloc(ctx, bytes, (void **)&h1, "a test buffer"));
+    for (size_t i = 0; i < nn; i++) h1[i] = (float)(i % 977) * 0.5f;
+    float *out[2];
+    for (int s = 0; s < 2; s++) {
+        infl_ctx *c = P.c[s];
+        float *A = dev(c, x0, bytes), *C = dev(c, NULL, bytes);
+        OK(c, c->be->fill(c, C, 0.0f, nn));
+        for (int r = 0; r < 4; r++)  // C += A Aᵀ, four times, all reading A
+            OK(c, c->be->sgemm(c, INFL_N, INFL_T, n, n, n, 0.25f, A, n, A, n, 1.0f, C, n));
+        if (s == 1) {
+            // queued behind the GEMMs: A is replaced only after they are done
+            OK(c, infl_be_upload_async(c, A, h1, bytes, 0));
+            OK(c, infl_be_wait_upload(c, 0));
+            float *B = dev(c, NULL, bytes);
+            OK(c, c->be->copy(c, B, A, bytes));
+            float *hb = host(c, B, bytes);
+            cr_assert(memcmp(hb, h1, bytes) == 0, "the primitives after wait_upload see the upload");
+            free(hb);
+            rel(c, B);
+        }
+        out[s] = host(c, C, bytes);
+        rel(c, A);
+        rel(c, C);
+    }
+    EXPECT_CLOSE(out[1], out[0], nn, "GEMMs issued before an overlapped upload into their input");
+    free(out[0]);
+    free(out[1]);
+    // released before the wait: the next user of the block runs after the copy
+    for (int rep = 0; rep < 4; rep++) {
+        float *D = dev(ctx, NULL, bytes);
+        OK(ctx, infl_be_upload_async(ctx, D, h1, bytes, 1));
+        rel(ctx, D);
+        float *E = dev(ctx, NULL, bytes);  // the pool's cached block: D again
+        OK(ctx, ctx->be->fill(ctx, E, 7.0f, nn));
+        float *he = host(ctx, E, bytes);
+        for (size_t i = 0; i < nn; i++) cr_assert_eq(he[i], 7.0f, "rep %d: element %zu overwritten by the copy", rep, i);
+        free(he);
+        rel(ctx, E);
+        OK(ctx, infl_be_wait_upload(ctx, 1));
+    }
+    infl_be_host_free(ctx, h1);
+    free(x0);
+    // out of device memory: what did not fit, and the option that lowers it
+    void *big = NULL;
+    cr_assert_eq(infl_be_alloc_hint(ctx, &big, (size_t)1 << 50, "query gradients", "fewer queries"), INFL_E_NOMEM);
+    cr_assert(strstr(infl_ctx_error(ctx), "query gradients (") == infl_ctx_error(ctx), "%s", infl_ctx_error(ctx));
+    cr_assert(strstr(infl_ctx_error(ctx), "CUDA device out of memory") != NULL, "%s", infl_ctx_error(ctx));
+    cr_assert(strstr(infl_ctx_error(ctx), "; to fit: fewer queries") != NULL, "%s", infl_ctx_error(ctx));
+    close_pair(&P);
+}
+
+// The stager's double-buffered put/take over a shard in pinned memory (sub-batches
+// of 7 rows of 33): every row arrives, on both backends, in order.
+Test(cuda_backend, stage_double_buffers_sub_batches) {
+    pair P = open_pair_e2e();
+    uint64_t st = 22;
+    const int n = 33, D = 5, B = 7;
+    float *x = rnd(&st, (size_t)n * D, -1, 1);
+    float *out[2];
+    for (int s = 0; s < 2; s++) {
+        infl_ctx *ctx = P.c[s];
+        infl_shard sh;
+        memset(&sh, 0, sizeof sh);
+        sh.n = n;
+        OK(ctx, infl_be_host_alloc(ctx, (size_t)n * D * sizeof(float), (void **)&sh.x, "a shard"));
+        memcpy(sh.x, x, (size_t)n * D * sizeof(float));
+        infl_stage sg;
+        OK(ctx, infl_stage_alloc(ctx, &sg, NULL, NULL, B, D, 0, 0));
+        float *all = dev(ctx, NULL, (size_t)n * D * sizeof(float));
+        int cur = 0;
+        OK(ctx, infl_stage_put(ctx, &sg, cur, &sh, 0, B, 0));
+        for (int r0 = 0; r0 < n; r0 += B, cur ^= 1) {
+            int b = r0 + B <= n ? B : n - r0;
+            OK(ctx, infl_stage_take(ctx, &sg, cur));
+            if (r0 + b < n) OK(ctx, infl_stage_put(ctx, &sg, cur ^ 1, &sh, r0 + b, r0 + b + B <= n ? B : n - r0 - b, 0));
+            OK(ctx, ctx->be->copy(ctx, all + (size_t)r0 * D, sg.x[cur], (size_t)b * D * sizeof(float)));
+        }
+        out[s] = host(ctx, all, (size_t)n * D * sizeof(float));
+        rel(ctx, all);
+        infl_stage_free(ctx, &sg);
+        infl_be_host_free(ctx, sh.x);
+    }
+    cr_assert(memcmp(out[0], x, (size_t)n * D * sizeof(float)) == 0, "cpu");
+    cr_assert(memcmp(out[1], x, (size_t)n * D * sizeof(float)) == 0, "cuda");
+    free(out[0]), free(out[1]), free(x);
+    close_pair(&P);
+}
+
+// ---- end to end: every pipeline on both backends ----
+
+// One small model and data set: blobs of 6 features in 3 classes, 2600 train rows
+// (more than a sub-batch of 1024, so sub-batches are double-buffered), an MLP
+// 6-9-3 (tanh) trained on the CPU by SGD with several checkpoints.
+typedef struct {
+    char data[1100], train[1200], query[1200], run[1100];
+    int64_t N;
+    int M;
+} fixture;
+
+#define FX_N 2600
+#define FX_M 7
+#define FX_SHARD 2000  // two shards: 2000 (sub-batches 1024 + 976) and 600
+
+static void make_fixture(fixture *f) {
+    snprintf(f->data, sizeof f->data, "%s", tu_path("d.h5"));
+    snprintf(f->run, sizeof f->run, "%s", tu_path("run.h5"));
+    tu_make_blobs(f->data, FX_N, 6, 3, 7);
+    snprintf(f->train, sizeof f->train, "%s:/train", f->data);
+    snprintf(f->query, sizeof f->query, "%s:/test[0:%d]", f->data, FX_M);
+    f->N = FX_N;
+    f->M = FX_M;
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options o = infl_train_options_default();
+    o.data = f->train;
+    o.nlayers = 2;
+    o.widths[0] = 6;
+    o.widths[1] = 9;
+    o.widths[2] = 3;
+    o.activation = INFL_ACT_TANH;
+    o.epochs = 2;
+    o.batch = 32;
+    o.lr = 0.05;
+    o.weight_decay = 1e-3;
+    o.checkpoint_every = 60;
+    o.optimizer = INFL_OPT_SGD;
+    OK(ctx, infl_train(ctx, &o, f->run, NULL));
+    infl_ctx_free(ctx);
+}
+
+static void fit_on(infl_ctx *ctx, const fixture *f, infl_strategy st, const char *out) {
+    infl_fit_options o = infl_fit_options_default();
+    o.run = f->run;
+    o.strategy = st;
+    o.seed = 3;
+    o.samples = 2;  // two sampled labels per example: the same on both backends
+    o.shard_rows = FX_SHARD;
+    o.force = 1;
+    OK(ctx, infl_fit(ctx, &o, out, NULL));
+}
+
+typedef struct {
+    float *S;  // (M, N)
+    int64_t N;
+} collected;
+
+static infl_status collect_block(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
+    (void)ctx;
+    collected *c = user;
+    for (int q = 0; q < M; q++)
+        memcpy(c->S + (size_t)q * c->N + col0, scores + (size_t)q * ld, (size_t)n * sizeof(float));
+    return INFL_OK;
+}
+
+// Every score within TOL of the query's largest |score| (CPU's).
+static void same_scores(const float *cpu, const float *gpu, int M, int64_t N, const char *what) {
+    for (int q = 0; q < M; q++) {
+        double scale = 0, worst = 0;
+        int64_t at = 0;
+        for (int64_t j = 0; j < N; j++) scale = fmax(scale, fabs(cpu[(size_t)q * N + j]));
+        for (int64_t j = 0; j < N; j++) {
+            double e = fabs((double)gpu[(size_t)q * N + j] - cpu[(size_t)q * N + j]);
+            if (!(e <= worst)) worst = e, at = j;
+        }
+        cr_assert(worst <= TOL * scale, "%s: query %d, train row %lld: %g (cuda) vs %g; largest |score| %g", what, q,
+                  (long long)at, gpu[(size_t)q * N + at], cpu[(size_t)q * N + at], scale);
+    }
+}
+
+typedef struct {
+    const char *name;
+    infl_method method;
+    int hessian;  // 0 exact, 1 ggn
+    int solver;   // 0 direct, 1 cg
+    int query_rank;
+    int factors;  // 0 none, 1 the ekfac fit, 2 the diagonal fit
+} rank_case;
+
+static const rank_case RANK_CASES[] = {
+    {"graddot", INFL_METHOD_GRADDOT, 0, 0, 0, 0},
+    {"gradcos", INFL_METHOD_GRADCOS, 0, 0, 0, 0},
+    {"tracin", INFL_METHOD_TRACIN, 0, 0, 0, 0},
+    {"if (exact, direct)", INFL_METHOD_IF, 0, 0, 0, 0},
+    {"if (exact, cg)", INFL_METHOD_IF, 0, 1, 0, 0},
+    {"if (ggn, direct)", INFL_METHOD_IF, 1, 0, 0, 0},
+    {"if (ggn, cg)", INFL_METHOD_IF, 1, 1, 0, 0},
+    {"ekfac", INFL_METHOD_EKFAC, 0, 0, 0, 1},
+    {"kfac", INFL_METHOD_KFAC, 0, 0, 0, 1},
+    {"diagonal", INFL_METHOD_DIAGONAL, 0, 0, 0, 2},
+    {"ekfac --query-rank 2", INFL_METHOD_EKFAC, 0, 0, 2, 1},
+};
+
+static infl_rank_options rank_options(const fixture *f, const rank_case *c, const char *const *fac) {
+    infl_rank_options o = infl_rank_options_default();
+    o.run = f->run;
+    o.train = f->train;
+    o.query = f->query;
+    o.top = 5;
+    o.shard_rows = FX_SHARD;
+    o.method = c->method;
+    if (c->method == INFL_METHOD_IF) {
+        o.hessian = c->hessian;
+        o.solver = c->solver;
+        o.damping = 0.1;
+        o.cg_tol = 1e-7;
+        o.cg_iters = 300;
+    }
+    if (c->factors) {
+        o.factors = fac[c->factors - 1];
+        o.damping_auto = 1;
+        o.query_rank = c->query_rank;
+    }
+    return o;
+}
+
+// Factors fitted on the CPU serve both backends' rank (the fit's own parity is below).
+Test(cuda_backend, rank_every_method_matches_cpu, .timeout = 900) {
+    pair P = open_pair_e2e();
+    fixture f;
+    make_fixture(&f);
+    char fe[1100], fd[1100];
+    snprintf(fe, sizeof fe, "%s", tu_path("f-ekfac.h5"));
+    snprintf(fd, sizeof fd, "%s", tu_path("f-diag.h5"));
+    fit_on(P.c[0], &f, INFL_STRATEGY_EKFAC, fe);
+    fit_on(P.c[0], &f, INFL_STRATEGY_DIAGONAL, fd);
+    const char *fac[2] = {fe, fd};
+    for (size_t k = 0; k < sizeof RANK_CASES / sizeof RANK_CASES[0]; k++) {
+        const rank_case *c = &RANK_CASES[k];
+        infl_rank_options o = rank_options(&f, c, fac);
+        infl_rank_result *r[2];
+        float *S[2];
+        for (int s = 0; s < 2; s++) {
+            collected col = {calloc((size_t)f.M * f.N, sizeof(float)), f.N};
+            cr_assert_eq(attrib_rank(P.c[s], &o, collect_block, &col, &r[s]), INFL_OK, "%s on %s: %s", c->name,
+                         P.c[s]->be->name, infl_ctx_error(P.c[s]));
+            S[s] = col.S;
+        }
+        cr_assert_eq(r[1]->N, f.N);
+        if (c->method == INFL_METHOD_TRACIN) cr_assert(r[0]->checkpoints >= 3, "%d checkpoints", r[0]->checkpoints);
+        same_scores(S[0], S[1], f.M, f.N, c->name);
+        same_ranking(r[0], r[1], c->name);
+        for (int q = 0; q < f.M; q++) {
+            cr_assert_eq(r[1]->query_label[q], r[0]->query_label[q]);
+            cr_assert_eq(r[1]->query_pred[q], r[0]->query_pred[q]);
+        }
+        if (c->query_rank) cr_assert(fabs(r[1]->query_rank_energy - r[0]->query_rank_energy) <= TOL);
+        infl_rank_result_free(r[0]);
+        infl_rank_result_free(r[1]);
+        free(S[0]);
+        free(S[1]);
+    }
+    close_pair(&P);
+}
+
+static infl_factors *read_factors(const char *path) {
+    infl_ctx *ctx = tu_ctx();
+    infl_factors *f = NULL;
+    OK(ctx, store_factors_read(ctx, path, &f));
+    infl_ctx_free(ctx);
+    return f;
+}
+
+// Eigenvalues w (n) of two fits within TOL of the largest |w|; eigenvectors (rows of
+// Q (n, n)) equal up to sign where the eigenvalue is apart from its neighbours (in a
+// near-degenerate cluster any basis of the eigenspace is right), and Q diag(w) Qᵀ
+// equal throughout.
+static void same_eig(const double *Qc, const double *wc, const double *Qg, const double *wg, int n, const char *what) {
+    double scale = 0;
+    for (int i = 0; i < n; i++) scale = fmax(scale, fabs(wc[i]));
+    for (int i = 0; i < n; i++)
+        cr_assert(fabs(wg[i] - wc[i]) <= TOL * scale, "%s: eigenvalue %d: %.9g (cuda) vs %.9g", what, i, wg[i], wc[i]);
+    for (int i = 0; i < n; i++) {
+        double gap = INFINITY;
+        if (i > 0) gap = fmin(gap, wc[i] - wc[i - 1]);
+        if (i < n - 1) gap = fmin(gap, wc[i + 1] - wc[i]);
+        if (!(gap > 1e-2 * scale)) continue;
+        double dot = 0;
+        for (int j = 0; j < n; j++) dot += Qc[(size_t)i * n + j] * Qg[(size_t)i * n + j];
+        cr_assert(fabs(fabs(dot) - 1.0) <= 1e-3, "%s: eigenvector %d (eigenvalue %g, gap %g): |u.v| = %.9f", what, i,
+                  wc[i], gap, fabs(dot));
+    }
+    double num = 0, den = 0;
+    for (int r = 0; r < n; r++)
+        for (int c = 0; c < n; c++) {
+            double a = 0, b = 0;
+            for (int i = 0; i < n; i++) {
+                a += Qc[(size_t)i * n + r] * wc[i] * Qc[(size_t)i * n + c];
+                b += Qg[(size_t)i * n + r] * wg[i] * Qg[(size_t)i * n + c];
+            }
+            num += (a - b) * (a - b);
+            den += a * a;
+        }
+    cr_assert(sqrt(num) <= TOL * sqrt(den), "%s: Q diag(w) Q' differs by %g (relative)", what, sqrt(num / den));
+}
+
+// infl_fit on both backends: covariances through their eigendecompositions, and Λ
+// (ekfac, diagonal) in the eigenbases: entries whose two eigenvectors are both apart
+// from their neighbours, and every layer's sum (invariant under the choice of basis).
+Test(cuda_backend, fit_matches_cpu, .timeout = 600) {
+    pair P = open_pair_e2e();
+    fixture f;
+    make_fixture(&f);
+    const infl_strategy strat[3] = {INFL_STRATEGY_EKFAC, INFL_STRATEGY_KFAC, INFL_STRATEGY_DIAGONAL};
+    const char *names[3] = {"ekfac", "kfac", "diagonal"};
+    for (int t = 0; t < 3; t++) {
+        char out[2][1100];
+        infl_factors *F[2];
+        for (int s = 0; s < 2; s++) {
+            snprintf(out[s], sizeof out[s], "%s", tu_path(s ? "f-cuda.h5" : "f-cpu.h5"));
+            fit_on(P.c[s], &f, strat[t], out[s]);
+            F[s] = read_factors(out[s]);
+        }
+        cr_assert_eq(F[1]->L, F[0]->L);
+        cr_assert_eq(F[1]->examples, F[0]->examples);
+        for (int l = 0; l < F[0]->L; l++) {
+            int ni = F[0]->widths[l] + 1, no = F[0]->widths[l + 1];
+            char what[128];
+            snprintf(what, sizeof what, "%s layer %d A", names[t], l);
+            same_eig(F[0]->A_vecs[l], F[0]->A_vals[l], F[1]->A_vecs[l], F[1]->A_vals[l], ni, what);
+            snprintf(what, sizeof what, "%s layer %d S", names[t], l);
+            same_eig(F[0]->S_vecs[l], F[0]->S_vals[l], F[1]->S_vecs[l], F[1]->S_vals[l], no, what);
+            // Λ (no, ni)
+            const double *lc = F[0]->lambda[l], *lg = F[1]->lambda[l];
+            double scale = 0, sc = 0, sg = 0;
+            for (size_t i = 0; i < (size_t)no * ni; i++) scale = fmax(scale, fabs(lc[i])), sc += lc[i], sg += lg[i];
+            cr_assert(fabs(sg - sc) <= TOL * fabs(sc), "%s layer %d: sum of lambda %.9g (cuda) vs %.9g", names[t], l,
+                      sg, sc);
+            double sa = 0, ss = 0;
+            for (int j = 0; j < ni; j++) sa = fmax(sa, fabs(F[0]->A_vals[l][j]));
+            for (int i = 0; i < no; i++) ss = fmax(ss, fabs(F[0]->S_vals[l][i]));
+            for (int i = 0; i < no; i++)
+                for (int j = 0; j < ni; j++) {
+                    // apart: both eigenvalues at least 1% of the largest from their neighbours
+                    int apart = 1;
+                    const double *wa = F[0]->A_vals[l], *ws = F[0]->S_vals[l];
+                    if (j > 0) apart &= wa[j] - wa[j - 1] > 1e-2 * sa;
+                    if (j < ni - 1) apart &= wa[j + 1] - wa[j] > 1e-2 * sa;
+                    if (i > 0) apart &= ws[i] - ws[i - 1] > 1e-2 * ss;
+                    if (i < no - 1) apart &= ws[i + 1] - ws[i] > 1e-2 * ss;
+                    if (!apart && strat[t] == INFL_STRATEGY_EKFAC) continue;
+                    size_t k = (size_t)i * ni + j;
+                    cr_assert(fabs(lg[k] - lc[k]) <= TOL * scale, "%s layer %d: lambda[%d, %d] %.9g (cuda) vs %.9g",
+                              names[t], l, i, j, lg[k], lc[k]);
+                }
+        }
+        infl_factors_free(F[0]);
+        infl_factors_free(F[1]);
+    }
+    close_pair(&P);
+}
+
+Test(cuda_backend, self_matches_cpu, .timeout = 600) {
+    pair P = open_pair_e2e();
+    fixture f;
+    make_fixture(&f);
+    char fe[1100];
+    snprintf(fe, sizeof fe, "%s", tu_path("f-ekfac.h5"));
+    fit_on(P.c[0], &f, INFL_STRATEGY_EKFAC, fe);
+    const char *names[3] = {"tracin", "if (ggn, direct)", "ekfac"};
+    for (int m = 0; m < 3; m++) {
+        infl_rank_options o = infl_rank_options_default();
+        o.run = f.run;
+        o.train = f.train;
+        o.shard_rows = FX_SHARD;
+        o.method = m == 0 ? INFL_METHOD_TRACIN : m == 1 ? INFL_METHOD_IF : INFL_METHOD_EKFAC;
+        if (m == 1) {
+            o.hessian = 1;
+            o.solver = 0;
+            o.damping = 0.1;
+        }
+        if (m == 2) {
+            o.factors = fe;
+            o.damping_auto = 1;
+        }
+        infl_self_result *r[2];
+        for (int s = 0; s < 2; s++)
+            cr_assert_eq(infl_self(P.c[s], &o, &r[s]), INFL_OK, "%s on %s: %s", names[m], P.c[s]->be->name,
+                         infl_ctx_error(P.c[s]));
+        cr_assert_eq(r[1]->N, f.N);
+        double scale = 0;
+        for (int64_t i = 0; i < f.N; i++) scale = fmax(scale, fabs(r[0]->self[i]));
+        cr_assert(scale > 0);
+        for (int64_t i = 0; i < f.N; i++)
+            cr_assert(fabs(r[1]->self[i] - r[0]->self[i]) <= TOL * scale, "%s: row %lld: %g (cuda) vs %g; largest %g",
+                      names[m], (long long)i, r[1]->self[i], r[0]->self[i], scale);
+        infl_self_result_free(r[0]);
+        infl_self_result_free(r[1]);
+    }
+    close_pair(&P);
+}
+
+// The linear datamodeling score retrains the model on subsets: the retrained query
+// outputs agree (several epochs of SGD from the same start; rounding differences grow
+// along the way, hence a looser 1e-3 of the largest output).
+Test(cuda_backend, lds_matches_cpu, .timeout = 600) {
+    pair P = open_pair_e2e();
+    char data[1100], run[1100], train[1200], query[1200];
+    snprintf(data, sizeof data, "%s", tu_path("d.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("run.h5"));
+    tu_make_blobs(data, 300, 4, 3, 2);
+    snprintf(train, sizeof train, "%s:/train", data);
+    snprintf(query, sizeof query, "%s:/test[0:5]", data);
+    infl_train_options to = infl_train_options_default();
+    to.data = train;
+    to.nlayers = 2;
+    to.widths[0] = 4;
+    to.widths[1] = 6;
+    to.widths[2] = 3;
+    to.epochs = 2;
+    to.batch = 16;
+    to.lr = 0.05;
+    to.checkpoint_every = 0;
+    OK(P.c[0], infl_train(P.c[0], &to, run, NULL));
+    infl_lds_result *r[2];
+    for (int s = 0; s < 2; s++) {
+        char state[1100];
+        snprintf(state, sizeof state, "%s", tu_path(s ? "lds-cuda.h5" : "lds-cpu.h5"));
+        infl_lds_options o = infl_lds_options_default();
+        o.run = run;
+        o.query = query;
+        o.state = state;
+        o.models = 3;
+        o.seed = 5;
+        OK(P.c[s], infl_lds(P.c[s], &o, &r[s]));
+        cr_assert_eq(r[s]->trained_now, 3);
+    }
+    cr_assert_eq(r[1]->M, r[0]->M);
+    double scale = 0;
+    for (int i = 0; i < 3 * r[0]->M; i++) scale = fmax(scale, fabs(r[0]->outputs[i]));
+    for (int i = 0; i < 3 * r[0]->M; i++)
+        cr_assert(fabs(r[1]->outputs[i] - r[0]->outputs[i]) <= 1e-3 * scale, "output %d: %.9g (cuda) vs %.9g", i,
+                  r[1]->outputs[i], r[0]->outputs[i]);
+    infl_lds_result_free(r[0]);
+    infl_lds_result_free(r[1]);
     close_pair(&P);
 }

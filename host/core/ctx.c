@@ -110,6 +110,59 @@ void infl_be_free(infl_ctx *ctx, void *p) {
     if (p) ctx->be->release(ctx, p);
 }
 
+infl_status infl_be_alloc_hint(infl_ctx *ctx, void **p, size_t bytes, const char *what, const char *hint) {
+    infl_status st = ctx->be->alloc(ctx, bytes, p);
+    if (st == INFL_OK) return INFL_OK;
+    *p = NULL;
+    infl_errprefix(ctx, "%s (%.1f MiB)", what, (double)bytes / 1048576.0);
+    if (st == INFL_E_NOMEM && hint && *hint) {
+        size_t len = strlen(ctx->detail);
+        snprintf(ctx->detail + len, sizeof ctx->detail - len, "; to fit: %s", hint);
+    }
+    return st;
+}
+
+infl_status infl_be_host_alloc(infl_ctx *ctx, size_t bytes, void **p, const char *what) {
+    *p = NULL;
+    if (ctx->be->host_alloc) {
+        infl_status st = ctx->be->host_alloc(ctx, bytes, p);
+        if (st != INFL_OK) infl_errprefix(ctx, "%s (%zu bytes of host memory)", what, bytes);
+        return st;
+    }
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    *p = aligned_alloc(64, rounded ? rounded : 64);
+    RETURN_IF(ctx, !*p, INFL_E_NOMEM, "out of memory allocating %s (%zu bytes)", what, bytes);
+    return INFL_OK;
+}
+
+void infl_be_host_free(infl_ctx *ctx, void *p) {
+    if (!p) return;
+    if (ctx->be->host_free)
+        ctx->be->host_free(ctx, p);
+    else
+        free(p);
+}
+
+void *infl_be_host_alloc_hook(size_t bytes, void *user) {
+    void *p = NULL;
+    return infl_be_host_alloc((infl_ctx *)user, bytes, &p, "a shard buffer") == INFL_OK ? p : NULL;
+}
+
+void infl_be_host_free_hook(void *p, void *user) { infl_be_host_free((infl_ctx *)user, p); }
+
+infl_status infl_be_upload_async(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes, int slot) {
+    RETURN_IF(ctx, slot < 0 || slot >= INFL_UPLOAD_SLOTS, INFL_E_ARG, "upload_async: slot %d is not in 0..%d", slot,
+              INFL_UPLOAD_SLOTS - 1);
+    if (ctx->be->upload_async) return ctx->be->upload_async(ctx, dst, host_src, bytes, slot);
+    return ctx->be->upload(ctx, dst, host_src, bytes);
+}
+
+infl_status infl_be_wait_upload(infl_ctx *ctx, int slot) {
+    RETURN_IF(ctx, slot < 0 || slot >= INFL_UPLOAD_SLOTS, INFL_E_ARG, "wait_upload: slot %d is not in 0..%d", slot,
+              INFL_UPLOAD_SLOTS - 1);
+    return ctx->be->wait_upload ? ctx->be->wait_upload(ctx, slot) : INFL_OK;
+}
+
 const char *infl_build_info(void) {
     static const char info[] =
         "infl " INFL_VERSION_STRING " (" INFL_BUILD_TYPE ")\n"

@@ -8,6 +8,7 @@
 
 #include "../model/mlp.h"
 #include "../sched/reader.h"
+#include "../sched/stage.h"
 #include "../store/store.h"
 #include "ekfac.h"
 #include "hvp.h"
@@ -44,9 +45,8 @@ typedef struct {
     // scoring buffers for sub-batches of B train rows
     int B;
     infl_mlp_work *work;
-    float *bX, *byf;
-    int32_t *by;
-    float *Sd, *T1, *T2;  // (M, B)
+    infl_stage st;        // double-buffered train sub-batches (x, labels or targets)
+    float *Sd, *T1, *T2;  // (M, B); T1, T2 for the ghost dot product only
     float *Gz;            // (B, max d_in) contraction block (if)
     float *rn;            // (2 max(B, M)) row norms
     float *hrow, *hrow2;  // (max(B, M)) host
@@ -62,10 +62,16 @@ static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC
 infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, int need_query);
 void attrib_close(attrib *a);
 // Scoring buffers for M queries (M = 0: none), with the contraction block of
-// influence-function scoring when `influence`.
+// influence-function scoring when `influence`. Sub-batches of a->B rows (1024 unless
+// set before; at most --shard rows, which does not change how rows are batched: a
+// shard is then one sub-batch either way).
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
 int64_t attrib_shard_rows(const attrib *a);
-infl_status attrib_upload_rows(infl_ctx *ctx, attrib *a, const infl_shard *sh, int64_t r0, int b);
+// Queues rows [r0, r0 + b) of a shard into sub-batch buffer i (a->st, stage.h).
+infl_status attrib_put_rows(infl_ctx *ctx, attrib *a, int i, const infl_shard *sh, int64_t r0, int b);
+// infl_reader_start on the train split with shards of S rows in the backend's host
+// memory (pinned on CUDA).
+infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd);
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const float *X, const int32_t *y, const float *yf,
                            int b, infl_mlp_work *work);
 infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int b, double wgt, double *out,

@@ -26,6 +26,7 @@
 #include "../model/mlp.h"
 #include "../model/train.h"
 #include "../sched/reader.h"
+#include "../sched/stage.h"
 #include "../store/store.h"
 #include "ekfac.h"
 
@@ -247,8 +248,11 @@ infl_status ekfac_lowrank(infl_ctx *ctx, const infl_mlp_spec *spec, const float 
         int k = r < g ? r : g;
         rl[l] = k;
         int ld = M * k;
-        CHECK(infl_be_alloc_f(ctx, &LF[l], (size_t)dout * ld, "low-rank query factors"));
-        CHECK(infl_be_alloc_f(ctx, &RF[l], (size_t)ni * ld, "low-rank query factors"));
+        const char *hint = "a lower --query-rank, or fewer queries (--query FILE:/split[begin:end])";
+        CHECK(infl_be_alloc_hint(ctx, (void **)&LF[l], (size_t)dout * ld * sizeof(float), "low-rank query factors",
+                                 hint));
+        CHECK(infl_be_alloc_hint(ctx, (void **)&RF[l], (size_t)ni * ld * sizeof(float), "low-rank query factors",
+                                 hint));
         for (int q = 0; q < M; q++) {
             CHECK(gather(ctx, spec, l, V + (size_t)q * P, Vq));
             // the smaller Gram matrix: V Vᵀ (left singular vectors) or Vᵀ V (right)
@@ -322,8 +326,9 @@ typedef struct {
     int draws;                      // labels per example (1 for the empirical Fisher)
     float *W;                       // checkpoint weights (backend)
     infl_mlp_work *work;
-    float *bX, *byf;
-    int32_t *by;
+    infl_stage st;                  // double-buffered sub-batches (stage.h)
+    float *X, *byf;                 // the current sub-batch: rows, targets (sampled or data)
+    int32_t *by;                    // labels (sampled or data)
     float *accA[INFL_MAX_LAYERS];   // (ni, ni) pass 1; rows < din and row din (column sums)
     float *accS[INFL_MAX_LAYERS];   // (dout, dout)
     float *accL[INFL_MAX_LAYERS];   // (dout, ni) pass 2
@@ -341,13 +346,13 @@ static double fb_flops(const infl_mlp_spec *s, int b) {
 
 static uint64_t draw_seed(uint64_t seed, int draw) { return seed ^ ((uint64_t)draw * 0x9E3779B97F4A7C15ull); }
 
-// Forward (draw 0 only) and backward of b rows uploaded in bX (their first row is
+// Forward (draw 0 only) and backward of b rows uploaded in X (their first row is
 // `index0` within the split), at sampled or data labels.
 static infl_status fit_factors(fitter *F, int b, int64_t index0, int draw) {
     infl_ctx *ctx = F->ctx;
     const infl_mlp_spec *s = F->spec;
     if (draw == 0) {
-        FORWARD_IF_ERROR(infl_mlp_forward(ctx, F->W, F->bX, b, F->work));
+        FORWARD_IF_ERROR(infl_mlp_forward(ctx, F->W, F->X, b, F->work));
         F->flops += fb_flops(s, b) / 2;
     }
     if (!F->o->fisher_empirical)
@@ -388,23 +393,27 @@ static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA
                                      : infl_shard_rows(F->N, F->D, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
     infl_reader *rd = NULL;
     infl_status rc = INFL_OK;
-    CHECK(infl_reader_start(ctx, F->split, S, 2, 0, -1, NULL, NULL, NULL, &rd));
+    // shard buffers in the backend's host memory (pinned on CUDA)
+    CHECK(infl_reader_start(ctx, F->split, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, &rd));
     int64_t done_rows = 0;
+    const int labels = F->o->fisher_empirical;  // else sampled on the backend into F->by / F->byf
     for (;;) {
         infl_shard *sh;
         CHECK(infl_reader_next(ctx, rd, &sh));
         if (sh->n == 0) break;
-        for (int64_t r0 = 0; r0 < sh->n; r0 += F->B) {
+        // sub-batches double-buffered: the upload of the next one overlaps the work on
+        // this one; nothing waits on the host until flush's downloads, once a shard
+        int cur = 0;
+        CHECK(infl_stage_put(ctx, &F->st, cur, sh, 0, (int)(F->B <= sh->n ? F->B : sh->n), labels));
+        for (int64_t r0 = 0; r0 < sh->n; r0 += F->B, cur ^= 1) {
             int b = (int)(r0 + F->B <= sh->n ? F->B : sh->n - r0);
-            CHECK(be->upload(ctx, F->bX, sh->x + (size_t)r0 * F->D, (size_t)b * F->D * sizeof(float)));
-            if (F->o->fisher_empirical) {
-                if (sh->y) {
-                    CHECK(infl_check_labels(ctx, F->split, s, sh->y + r0, sh->row0 + r0, b));
-                    CHECK(be->upload(ctx, F->by, sh->y + r0, (size_t)b * sizeof(int32_t)));
-                }
-                if (sh->yf)
-                    CHECK(be->upload(ctx, F->byf, sh->yf + (size_t)r0 * F->Kt, (size_t)b * F->Kt * sizeof(float)));
-            }
+            CHECK(infl_stage_take(ctx, &F->st, cur));
+            if (r0 + b < sh->n)
+                CHECK(infl_stage_put(ctx, &F->st, cur ^ 1, sh, r0 + b,
+                                     (int)(r0 + b + F->B <= sh->n ? F->B : sh->n - r0 - b), labels));
+            F->X = F->st.x[cur];
+            F->by = F->st.y[cur];
+            F->byf = F->st.yf[cur];
             for (int draw = 0; draw < F->draws; draw++) {
             CHECK(fit_factors(F, b, begin + sh->row0 + r0, draw));
             for (int l = 0; l < s->L; l++) {
@@ -499,9 +508,7 @@ static void fitter_free(fitter *F) {
         infl_be_free(ctx, F->accL[l]);
     }
     infl_be_free(ctx, F->W);
-    infl_be_free(ctx, F->bX);
-    infl_be_free(ctx, F->by);
-    infl_be_free(ctx, F->byf);
+    infl_stage_free(ctx, &F->st);
     infl_be_free(ctx, F->DQ);
     infl_be_free(ctx, F->AQ);
     infl_mlp_work_free(ctx, F->work);
@@ -582,11 +589,13 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     F.Kt = si->y_kind == INFL_Y_REAL ? si->k : 0;
     f->examples = F.N;
     r.examples = F.N;
-    F.B = 1024;
+    // sub-batches of 1024 rows, at most --shard rows (which batches the rows the same:
+    // a shard is then one sub-batch either way)
+    F.B = o->shard_rows > 0 && o->shard_rows < 1024 ? (int)o->shard_rows : 1024;
     CHECK(infl_mlp_work_create(ctx, s, F.B, &F.work));
-    CHECK(infl_be_alloc_f(ctx, &F.bX, (size_t)F.B * F.D, "a sub-batch"));
-    CHECK(be->alloc(ctx, (size_t)F.B * sizeof(int32_t), (void **)&F.by));
-    CHECK(infl_be_alloc_f(ctx, &F.byf, (size_t)F.B * s->widths[s->L], "targets"));
+    // targets: the data's (empirical Fisher) or sampled from the model (K wide)
+    CHECK(infl_stage_alloc(ctx, &F.st, F.split, s, F.B, F.D, F.Kt,
+                           F.Kt > s->widths[s->L] ? F.Kt : s->widths[s->L]));
     int maxo = 0, maxi = 0;
     size_t maxblk = 0;
     for (int l = 0; l < s->L; l++) {

@@ -145,9 +145,7 @@ void attrib_close(attrib *a) {
     free(a->qD);
     free(a->qA);
     infl_be_free(ctx, a->V);
-    infl_be_free(ctx, a->bX);
-    infl_be_free(ctx, a->by);
-    infl_be_free(ctx, a->byf);
+    infl_stage_free(ctx, &a->st);
     infl_be_free(ctx, a->Sd);
     infl_be_free(ctx, a->T1);
     infl_be_free(ctx, a->T2);
@@ -235,7 +233,9 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
                              o->factors, a->fac->run, a->fac->checkpoint, a->fac->step, o->run, ci->name, o->run,
                              ci->name);
         }
-        if (rc == INFL_OK) rc = infl_be_alloc_f(ctx, &a->Wd[c], a->P, "checkpoint weights");
+        if (rc == INFL_OK)
+            rc = infl_be_alloc_hint(ctx, (void **)&a->Wd[c], a->P * sizeof(float), "checkpoint weights",
+                                    a->nck > 1 ? "fewer checkpoints (--checkpoints NAME,NAME,...)" : NULL);
         if (rc == INFL_OK) rc = ctx->be->upload(ctx, a->Wd[c], hp, a->P * sizeof(float));
         if (rc < 0) break;
     }
@@ -264,19 +264,22 @@ done:
 }
 
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence) {
-    const infl_backend *be = ctx->be;
-    a->B = 1024;  // train rows per forward/backward and score block
+    if (a->B <= 0) a->B = 1024;  // train rows per forward/backward and score block
+    if (a->o->shard_rows > 0 && a->o->shard_rows < a->B) a->B = (int)a->o->shard_rows;
     int B = a->B;
+    char what[128], hint[160];
+    snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
     FORWARD_IF_ERROR(infl_mlp_work_create(ctx, a->spec, B, &a->work));
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->bX, (size_t)B * a->D, "a train sub-batch"));
-    if (a->Kt)
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->byf, (size_t)B * a->Kt, "train targets"));
-    else
-        FORWARD_IF_ERROR(be->alloc(ctx, (size_t)B * sizeof(int32_t), (void **)&a->by));
+    FORWARD_IF_ERROR(infl_stage_alloc(ctx, &a->st, a->train, a->spec, B, a->D, a->Kt, a->Kt));
     if (M > 0) {
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->Sd, (size_t)M * B, "a score block"));
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->T1, (size_t)M * B, "a score block"));
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->T2, (size_t)M * B, "a score block"));
+        // (M, B): the queries against a sub-batch
+        snprintf(what, sizeof what, "a score block (%d queries x %d train rows)", M, B);
+        snprintf(hint, sizeof hint, "fewer queries (--query FILE:/split[begin:end]), or --shard ROWS below %d", B);
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Sd, (size_t)M * B * sizeof(float), what, hint));
+        if (!influence) {
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T1, (size_t)M * B * sizeof(float), what, hint));
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T2, (size_t)M * B * sizeof(float), what, hint));
+        }
     }
     // row norms serve the train sub-batches (B rows) and the M queries (prepare_queries)
     size_t nr = (size_t)(M > B ? M : B);
@@ -287,21 +290,19 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     if (influence) {
         int maxin = 0;
         for (int l = 0; l < a->L; l++) maxin = a->spec->widths[l] > maxin ? a->spec->widths[l] : maxin;
-        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->Gz, (size_t)B * maxin, "a contraction block"));
+        snprintf(what, sizeof what, "a contraction block (%d train rows x %d inputs)", B, maxin);
+        snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Gz, (size_t)B * maxin * sizeof(float), what, hint));
     }
     return INFL_OK;
 }
 
-// Uploads rows of a host shard into the sub-batch buffers.
-infl_status attrib_upload_rows(infl_ctx *ctx, attrib *a, const infl_shard *sh, int64_t r0, int b) {
-    const infl_backend *be = ctx->be;
-    FORWARD_IF_ERROR(be->upload(ctx, a->bX, sh->x + (size_t)r0 * a->D, (size_t)b * a->D * sizeof(float)));
-    if (sh->y) {
-        FORWARD_IF_ERROR(infl_check_labels(ctx, a->train, a->spec, sh->y + r0, sh->row0 + r0, b));
-        FORWARD_IF_ERROR(be->upload(ctx, a->by, sh->y + r0, (size_t)b * sizeof(int32_t)));
-    }
-    if (sh->yf) FORWARD_IF_ERROR(be->upload(ctx, a->byf, sh->yf + (size_t)r0 * a->Kt, (size_t)b * a->Kt * sizeof(float)));
-    return INFL_OK;
+infl_status attrib_put_rows(infl_ctx *ctx, attrib *a, int i, const infl_shard *sh, int64_t r0, int b) {
+    return infl_stage_put(ctx, &a->st, i, sh, r0, b, 1);
+}
+
+infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd) {
+    return infl_reader_start(ctx, a->train, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, rd);
 }
 
 // Forward and backward of b rows at checkpoint c: per-example factors in a->work.
@@ -411,8 +412,9 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
                 const float *Dl, *Al;
                 infl_mlp_factors(qw, l, &Dl, &Al);
                 float **qd = &a->qD[c * L + l], **qa = &a->qA[c * L + l];
-                CHECK(infl_be_alloc_f(ctx, qd, (size_t)M * dout, "query factors"));
-                CHECK(infl_be_alloc_f(ctx, qa, (size_t)M * din, "query factors"));
+                const char *hint = "fewer queries (--query FILE:/split[begin:end]) or checkpoints (--checkpoints)";
+                CHECK(infl_be_alloc_hint(ctx, (void **)qd, (size_t)M * dout * sizeof(float), "query factors", hint));
+                CHECK(infl_be_alloc_hint(ctx, (void **)qa, (size_t)M * din * sizeof(float), "query factors", hint));
                 CHECK(be->copy(ctx, *qd, Dl, (size_t)M * dout * sizeof(float)));
                 CHECK(be->copy(ctx, *qa, Al, (size_t)M * din * sizeof(float)));
             }
@@ -436,9 +438,15 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
 
     if (influence) {
         // V = (H + λI)⁻¹ G_Q: query gradients, then the solver
-        CHECK(infl_be_alloc_f(ctx, &G, (size_t)M * a->P, "query gradients"));
-        CHECK(infl_be_alloc_f(ctx, &a->V, (size_t)M * a->P, "preconditioned query gradients"));
-        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)M * attrib_max_layer_params(a), "query layer gradients"));
+        // (M, P) twice: the queries' gradients, whole
+        char what[128];
+        const char *hint = "fewer queries at once (--query FILE:/split[begin:end], several runs)";
+        snprintf(what, sizeof what, "query gradients (%d queries x %zu parameters)", M, a->P);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&G, (size_t)M * a->P * sizeof(float), what, hint));
+        snprintf(what, sizeof what, "preconditioned query gradients (%d queries x %zu parameters)", M, a->P);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&a->V, (size_t)M * a->P * sizeof(float), what, hint));
+        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)M * attrib_max_layer_params(a) * sizeof(float),
+                                 "query layer gradients", hint));
         CHECK(attrib_full_grads(ctx, a, qw, M, G, tmp));
         if (a->pre)
             CHECK(ekfac_precondition(ctx, a->pre, a->spec, G, a->V, M));
@@ -646,8 +654,13 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     }
     CHECK(attrib_alloc_scoring(ctx, &a, M, influence));
     if (a.lowrank) {
-        CHECK(infl_be_alloc_f(ctx, &a.X1, (size_t)a.B * M * o->query_rank, "a low-rank score block"));
-        CHECK(infl_be_alloc_f(ctx, &a.X2, (size_t)a.B * M * o->query_rank, "a low-rank score block"));
+        char what[128];
+        snprintf(what, sizeof what, "a low-rank score block (%d train rows x %d queries x rank %d)", a.B, M,
+                 o->query_rank);
+        const char *hint = "a lower --query-rank, or fewer queries (--query FILE:/split[begin:end])";
+        size_t n = (size_t)a.B * M * o->query_rank * sizeof(float);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&a.X1, n, what, hint));
+        CHECK(infl_be_alloc_hint(ctx, (void **)&a.X2, n, what, hint));
     }
 
     double t0 = infl_now();
@@ -655,8 +668,13 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     res->seconds_prepare = infl_now() - t0;
 
     int64_t S = attrib_shard_rows(&a);
-    hblock = infl_malloc(ctx, (size_t)M * S * sizeof(float), "a score block");
-    hsub = infl_malloc(ctx, (size_t)M * a.B * sizeof(float), "a score block");
+    hblock = malloc((size_t)M * S * sizeof(float));
+    GOTO_IF(ctx, !hblock, INFL_E_NOMEM,
+            "out of memory for a shard's score block (%d queries x %" PRId64 " train rows, %.1f MiB); to fit: a "
+            "smaller --shard-mb or --shard, or fewer queries",
+            M, S, (double)M * S * 4.0 / 1048576.0);
+    // the score download of every sub-batch lands here: pinned on CUDA (a faster copy)
+    CHECK(infl_be_host_alloc(ctx, (size_t)M * a.B * sizeof(float), (void **)&hsub, "a score block"));
     zn = infl_malloc(ctx, (size_t)a.B * sizeof(double), "train gradient norms");
     GOTO_NOMEM_IF(!hblock || !hsub || !zn);
     CHECK(infl_topk_create(ctx, M, o->top, &tk));
@@ -668,18 +686,27 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
 
     double t1 = infl_now();
     a.flops = 0;
-    CHECK(infl_reader_start(ctx, a.train, S, 2, 0, -1, NULL, NULL, NULL, &rd));
+    CHECK(attrib_reader_start(ctx, &a, S, &rd));
     int64_t done_rows = 0;
     for (;;) {
         infl_shard *sh;
         CHECK(infl_reader_next(ctx, rd, &sh));
         if (sh->n == 0) break;
-        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B) {
+        // sub-batches double-buffered (stage.h): the upload of the next one overlaps
+        // the work on this one; the score download is the only synchronisation
+        int cur = 0;
+        CHECK(attrib_put_rows(ctx, &a, cur, sh, 0, (int)(a.B <= sh->n ? a.B : sh->n)));
+        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B, cur ^= 1) {
             int b = (int)(r0 + a.B <= sh->n ? a.B : sh->n - r0);
-            CHECK(attrib_upload_rows(ctx, &a, sh, r0, b));
+            CHECK(infl_stage_take(ctx, &a.st, cur));
+            if (r0 + b < sh->n)
+                CHECK(attrib_put_rows(ctx, &a, cur ^ 1, sh, r0 + b,
+                                      (int)(r0 + b + a.B <= sh->n ? a.B : sh->n - r0 - b)));
+            const float *Xb = a.st.x[cur], *yf = a.Kt ? a.st.yf[cur] : NULL;
+            const int32_t *y = a.Kt ? NULL : a.st.y[cur];
             CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));
             for (int c = 0; c < a.nck; c++) {
-                CHECK(attrib_factors(ctx, &a, c, a.bX, a.by, a.byf, b, a.work));
+                CHECK(attrib_factors(ctx, &a, c, Xb, y, yf, b, a.work));
                 a.flops += fb_flops(&a, b);
                 if (o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, &a, a.work, b, 1.0, zn, 0));
                 CHECK(score_block(ctx, &a, c, b));
@@ -733,7 +760,7 @@ done:
     store_scores_abort(scw);
     infl_topk_free(tk);
     free(hblock);
-    free(hsub);
+    infl_be_host_free(ctx, hsub);
     free(zn);
     infl_rank_result_free(res);
     attrib_close(&a);

@@ -106,9 +106,14 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
         // full gradients of a sub-batch: keep (b, P) within the budget
         int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)a.P));
         if (cap < a.B) a.B = cap < 1 ? 1 : (int)cap;
-        CHECK(infl_be_alloc_f(ctx, &G, (size_t)a.B * a.P, "per-example gradients"));
-        CHECK(infl_be_alloc_f(ctx, &X, (size_t)a.B * a.P, "preconditioned gradients"));
-        CHECK(infl_be_alloc_f(ctx, &tmp, (size_t)a.B * attrib_max_layer_params(&a), "layer gradients"));
+        char what[128], hint[128];
+        snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", a.B);
+        snprintf(what, sizeof what, "per-example gradients (%d train rows x %zu parameters)", a.B, a.P);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&G, (size_t)a.B * a.P * sizeof(float), what, hint));
+        snprintf(what, sizeof what, "preconditioned gradients (%d train rows x %zu parameters)", a.B, a.P);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&X, (size_t)a.B * a.P * sizeof(float), what, hint));
+        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)a.B * attrib_max_layer_params(&a) * sizeof(float),
+                                 "layer gradients", hint));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
     if (a.pre) {
@@ -124,17 +129,26 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     }
     double t0 = infl_now();
     int64_t S = attrib_shard_rows(&a);
-    CHECK(infl_reader_start(ctx, a.train, S, 2, 0, -1, NULL, NULL, NULL, &rd));
+    CHECK(attrib_reader_start(ctx, &a, S, &rd));
     int64_t done_rows = 0;
     for (;;) {
         infl_shard *sh;
         CHECK(infl_reader_next(ctx, rd, &sh));
         if (sh->n == 0) break;
-        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B) {
+        // sub-batches double-buffered (stage.h): the upload of the next one overlaps
+        // the work on this one
+        int cur = 0;
+        CHECK(attrib_put_rows(ctx, &a, cur, sh, 0, (int)(a.B <= sh->n ? a.B : sh->n)));
+        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B, cur ^= 1) {
             int b = (int)(r0 + a.B <= sh->n ? a.B : sh->n - r0);
-            CHECK(attrib_upload_rows(ctx, &a, sh, r0, b));
+            CHECK(infl_stage_take(ctx, &a.st, cur));
+            if (r0 + b < sh->n)
+                CHECK(attrib_put_rows(ctx, &a, cur ^ 1, sh, r0 + b,
+                                      (int)(r0 + b + a.B <= sh->n ? a.B : sh->n - r0 - b)));
+            const float *Xb = a.st.x[cur], *yf = a.Kt ? a.st.yf[cur] : NULL;
+            const int32_t *y = a.Kt ? NULL : a.st.y[cur];
             for (int c = 0; c < a.nck; c++) {
-                CHECK(attrib_factors(ctx, &a, c, a.bX, a.by, a.byf, b, a.work));
+                CHECK(attrib_factors(ctx, &a, c, Xb, y, yf, b, a.work));
                 if (a.pre) {
                     for (int l = 0; l < a.L; l++) {
                         int ni = a.spec->widths[l] + 1, dout = a.spec->widths[l + 1];

@@ -1,0 +1,65 @@
+/*
+ * stage.c — double-buffered sub-batches of a host shard on the backend (stage.h).
+ */
+#include "stage.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "../model/train.h"
+
+infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_mlp_spec *spec,
+                             int B, int64_t D, int64_t Kt, int64_t yf_width) {
+    memset(st, 0, sizeof *st);
+    st->B = B;
+    st->D = D;
+    st->Kt = Kt;
+    st->split = split;
+    st->spec = spec;
+    char hint[128];
+    snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
+    for (int i = 0; i < 2; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "sub-batch buffer %d of 2 (%d train rows x %" PRId64 " features)", i + 1, B, D);
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->x[i], (size_t)B * D * sizeof(float), what, hint));
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->y[i], (size_t)B * sizeof(int32_t), "sub-batch labels", hint));
+        if (yf_width > 0)
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->yf[i], (size_t)B * yf_width * sizeof(float), "sub-batch targets", hint));
+    }
+    return INFL_OK;
+}
+
+void infl_stage_free(infl_ctx *ctx, infl_stage *st) {
+    for (int i = 0; i < 2; i++) {
+        infl_be_free(ctx, st->x[i]);
+        infl_be_free(ctx, st->y[i]);
+        infl_be_free(ctx, st->yf[i]);
+    }
+    memset(st, 0, sizeof *st);
+}
+
+infl_status infl_stage_put(infl_ctx *ctx, infl_stage *st, int i, const infl_shard *sh, int64_t r0, int b,
+                           int labels) {
+    RETURN_IF(ctx, (i != 0 && i != 1) || b < 0 || b > st->B, INFL_E_INTERNAL,
+              "infl_stage_put: buffer %d, %d rows (at most %d)", i, b, st->B);
+    FORWARD_IF_ERROR(infl_be_upload_async(ctx, st->x[i], sh->x + (size_t)r0 * st->D, (size_t)b * st->D * sizeof(float),
+                                          i));
+    if (!labels) return INFL_OK;
+    if (sh->y) {
+        FORWARD_IF_ERROR(infl_check_labels(ctx, st->split, st->spec, sh->y + r0, sh->row0 + r0, b));
+        FORWARD_IF_ERROR(infl_be_upload_async(ctx, st->y[i], sh->y + r0, (size_t)b * sizeof(int32_t), i));
+    }
+    if (sh->yf) {
+        RETURN_IF(ctx, !st->yf[i], INFL_E_INTERNAL, "infl_stage_put: no target buffer");
+        FORWARD_IF_ERROR(infl_be_upload_async(ctx, st->yf[i], sh->yf + (size_t)r0 * st->Kt,
+                                              (size_t)b * st->Kt * sizeof(float), i));
+    }
+    return INFL_OK;
+}
+
+infl_status infl_stage_take(infl_ctx *ctx, infl_stage *st, int i) {
+    (void)st;
+    return infl_be_wait_upload(ctx, i);
+}

@@ -1,0 +1,59 @@
+/*
+ * stage.h — the scheduler's sub-batch stager (DESIGN.md "The scheduler"): rows of a
+ * host shard go to the backend in sub-batches of at most B rows, double-buffered, so
+ * that the upload of sub-batch i+1 runs on the copy stream while sub-batch i is
+ * computed (upload_async / wait_upload of host/backend.h; on the CPU backend the
+ * same calls are plain copies, in the same order, so results do not change).
+ *
+ * Usage, over the sub-batches of one shard sh (n rows):
+ *     int cur = 0;
+ *     CHECK(infl_stage_put(ctx, &st, cur, sh, 0, min(B, n), 1));
+ *     for (int64_t r0 = 0; r0 < n; r0 += B) {
+ *         int b = min(B, n - r0);
+ *         CHECK(infl_stage_take(ctx, &st, cur));         // later work sees buffer cur
+ *         if (r0 + B < n)                                 // prefetch the next one
+ *             CHECK(infl_stage_put(ctx, &st, cur ^ 1, sh, r0 + B, min(B, n - r0 - B), 1));
+ *         ... compute on st.x[cur], st.y[cur], st.yf[cur]; download the results ...
+ *         cur ^= 1;
+ *     }
+ * The put of sub-batch i+1 comes after the take of i and before i's work is issued:
+ * its copy waits for the work issued before it (which may still read the buffer),
+ * so issued later it would wait for sub-batch i's work and not overlap it.
+ * The shard's host memory must stay until the last sub-batch's results are
+ * downloaded (release it to the reader after that).
+ */
+#ifndef INFL_SCHED_STAGE_H
+#define INFL_SCHED_STAGE_H
+
+#include <stdint.h>
+
+#include "../model/spec.h"
+#include "../store/store.h"
+#include "reader.h"
+
+typedef struct {
+    int B;        // rows per buffer
+    int64_t D;    // features
+    int64_t Kt;   // real-target width of the data (0: class labels)
+    float *x[2];      // (B, D) backend
+    int32_t *y[2];    // (B) class labels (always allocated: sampled labels go here too)
+    float *yf[2];     // (B, kf) real targets, kf = max(Kt, K of the model) when asked
+    // for infl_check_labels on the host, before upload
+    const infl_split *split;
+    const infl_mlp_spec *spec;
+} infl_stage;
+
+// Two buffer sets of B rows: x (B, D), y (B) and yf (B, kf) with kf = yf_width
+// (0: none). Failures name the buffer and how to make it smaller (--shard below B).
+// On failure the buffers already made are freed by infl_stage_free (call it always).
+infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_mlp_spec *spec,
+                             int B, int64_t D, int64_t Kt, int64_t yf_width);
+void infl_stage_free(infl_ctx *ctx, infl_stage *st);  // accepts a zeroed stage
+// Queues rows [r0, r0 + b) of sh into buffer i (0 or 1): x, and with `labels` the
+// labels (checked against the model on the host) or real targets.
+infl_status infl_stage_put(infl_ctx *ctx, infl_stage *st, int i, const infl_shard *sh, int64_t r0, int b,
+                           int labels);
+// Makes the backend work issued from now on see buffer i's last put.
+infl_status infl_stage_take(infl_ctx *ctx, infl_stage *st, int i);
+
+#endif
