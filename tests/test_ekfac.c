@@ -686,3 +686,38 @@ Test(ekfac, cli_fit_and_rank) {
                           NULL};
     cr_assert_eq(tu_cli(bad3), 2);
 }
+
+// Labels drawn under different seeds are independent: the count of a class over N
+// rows varies across seeds as a binomial does (a sampler correlated across seeds
+// would vary less), and consecutive seeds agree only by chance.
+Test(ekfac, sampled_labels_are_independent_across_seeds) {
+    const int N = 1000, SEEDS = 300, K = 3;
+    const float z[3] = {0.9162907f, 0.4054651f, 0.0f};  // softmax ≈ (0.5, 0.3, 0.2)
+    double p[3], s = 0;
+    for (int j = 0; j < K; j++) s += exp((double)z[j]);
+    for (int j = 0; j < K; j++) p[j] = exp((double)z[j]) / s;
+    double sum = 0, sum2 = 0, agree = 0;
+    int32_t *prev = malloc(sizeof(int32_t) * N), *cur = malloc(sizeof(int32_t) * N);
+    for (int seed = 0; seed < SEEDS; seed++) {
+        int c0 = 0;
+        for (int i = 0; i < N; i++) {
+            infl_sample_label_row(INFL_LOSS_SOFTMAX_CE, z, K, (uint64_t)seed, (uint64_t)i, &cur[i], NULL);
+            c0 += cur[i] == 0;
+            if (seed > 0) agree += cur[i] == prev[i];
+        }
+        sum += c0;
+        sum2 += (double)c0 * c0;
+        int32_t *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    double mean = sum / SEEDS, var = (sum2 - sum * sum / SEEDS) / (SEEDS - 1), want = N * p[0] * (1 - p[0]);
+    cr_assert(fabs(mean - N * p[0]) < 4 * sqrt(want / SEEDS), "mean count %g, expected %g", mean, N * p[0]);
+    // the sample variance of 300 binomials: within ±4 standard errors (sqrt(2/299) ≈ 0.082)
+    cr_assert(var / want > 0.67 && var / want < 1.33, "variance across seeds %g, binomial %g", var, want);
+    double pa = p[0] * p[0] + p[1] * p[1] + p[2] * p[2], n = (double)N * (SEEDS - 1);
+    cr_assert(fabs(agree / n - pa) < 4 * sqrt(pa * (1 - pa) / n), "consecutive seeds agree on %g, chance %g",
+              agree / n, pa);
+    free(prev);
+    free(cur);
+}

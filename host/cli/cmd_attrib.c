@@ -410,6 +410,13 @@ int cmd_rank(int argc, char **argv) {
     if (st == INFL_OK) {
         printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
                method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+        if (r->layers > 0) {
+            printf("curvature per layer: damping");
+            for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_damping[l]);
+            printf(" (%s); mean eigenvalue", A.o.damping_auto ? "auto: 0.1 x mean eigenvalue" : "given");
+            for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_mean_eigenvalue[l]);
+            printf("; the run's weight decay %g is added to every eigenvalue too\n", r->weight_decay);
+        }
         if (A.o.query_rank > 0)
             printf("query rank %d: the rank-%d factors keep %.2f%% of the preconditioned queries' squared norm "
                    "(mean over queries and layers)\n",

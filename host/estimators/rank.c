@@ -645,6 +645,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     GOTO_IF(ctx, !res, INFL_E_NOMEM, "out of memory for the results");
     res->N = a.N;
     res->checkpoints = a.nck;
+    res->weight_decay = a.spec->wd;
+    if (a.pre) {
+        res->layers = a.L;
+        for (int l = 0; l < a.L && l < 16; l++) {
+            res->layer_damping[l] = a.pre->damping[l];
+            res->layer_mean_eigenvalue[l] = a.pre->mean_lambda[l];
+        }
+    }
     bool influence = attrib_contracts(o->method);
     if (a.lowrank) {
         // the low-rank blocks (B, M r) within ~8 Mi floats each
