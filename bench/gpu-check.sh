@@ -25,6 +25,32 @@ for t in build-gpu/test_cuda_*; do
     "$(grep -c '^\[FAIL\]' "$out/$(basename "$t").log") failed, $(grep -c '^\[SKIP\]' "$out/$(basename "$t").log") skipped" \
     >> "$out/summary.txt"
 done
+# The benchmarks before compute-sanitizer (the slowest step): every phase on the GPU in
+# FP32 and TF32, and on this machine's CPU for the speed-up per phase.
+B=build-gpu/infl
+$B bench --backend cuda --json "$out/bench-cuda-fp32.json" --force > "$out/bench-cuda-fp32.md" 2>&1
+echo "infl bench cuda fp32: exit $?" >> "$out/summary.txt"
+INFL_PRECISION=tf32 $B bench --backend cuda --json "$out/bench-cuda-tf32.json" --force > "$out/bench-cuda-tf32.md" 2>&1
+echo "infl bench cuda tf32: exit $?" >> "$out/summary.txt"
+timeout 600 $B bench --backend cpu --json "$out/bench-cpu.json" --force > "$out/bench-cpu.md" 2>&1
+echo "infl bench cpu: exit $?" >> "$out/summary.txt"
+# TF32 against FP32 on the same scores (tracin and ekfac, 60,000 synthetic rows, 100 queries)
+w="$out/tf32"; mkdir -p "$w"
+$B synth -o "$w/syn.h5" --n 60000 --d 784 --classes 10 --test 100 --seed 1 --force -q &&
+$B train --backend cuda --data "$w/syn.h5:/train" --layers 784,256,128,10 --epochs 1 --checkpoint-every 200 -o "$w/run.h5" --force -q &&
+$B fit --backend cuda --run "$w/run.h5" -o "$w/f.h5" --force -q &&
+for prec in fp32 tf32; do
+  for m in tracin ekfac; do
+    extra=""; [ $m = ekfac ] && extra="--factors $w/f.h5"
+    INFL_PRECISION=$prec $B rank --backend cuda --run "$w/run.h5" --method $m $extra --query "$w/syn.h5:/test[0:100]" \
+      -o "$w/$m-$prec.h5" --save-scores --force > "$w/$m-$prec.txt" 2>&1
+  done
+done &&
+for m in tracin ekfac; do
+  echo "$m tf32 vs fp32: $($B compare "$w/$m-fp32.h5" "$w/$m-tf32.h5" | tail -1)" >> "$out/summary.txt"
+done
+build-gpu/bench_train --epochs 2 --json "$out/bench_train.json" > "$out/bench_train.md" 2>&1
+build-gpu/bench_rank --n 60000 --queries 100 --reps 3 --json "$out/bench_rank.json" > "$out/bench_rank.md" 2>&1
 # compute-sanitizer follows Criterion's forked test processes (--target-processes all)
 # and exits non-zero on any error it reports (--error-exitcode).
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
@@ -32,7 +58,7 @@ if [ -d cuda ] && ls cuda/*.cu >/dev/null 2>&1 && [ -n "$cs" ]; then
   for t in build-gpu/test_cuda_*; do
     [ -x "$t" ] || continue
     for tool in memcheck racecheck; do
-      "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 \
+      timeout 240 "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 \
         > "$out/$(basename "$t").$tool.log" 2>&1
       echo "$(basename "$t") $tool: exit $? ($(grep -m1 'ERROR SUMMARY' "$out/$(basename "$t").$tool.log"))" \
         >> "$out/summary.txt"
@@ -41,6 +67,4 @@ if [ -d cuda ] && ls cuda/*.cu >/dev/null 2>&1 && [ -n "$cs" ]; then
 else
   echo "no CUDA backend built or no compute-sanitizer: compute-sanitizer not run" >> "$out/summary.txt"
 fi
-build-gpu/bench_train --epochs 2 --json "$out/bench_train.json" > "$out/bench_train.md" 2>&1
-build-gpu/bench_rank --n 60000 --queries 100 --reps 3 --json "$out/bench_rank.json" > "$out/bench_rank.md" 2>&1
 cat "$out/summary.txt"
