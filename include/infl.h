@@ -266,7 +266,8 @@ typedef struct {
     int hessian;              /* if: 0 exact (R-operator), 1 Gauss-Newton; default 0 */
     int solver;               /* if: 0 direct (Cholesky), 1 cg, 2 lissa; default 1 */
     double damping;           /* if, ekfac: λ added to H (which already has the weight decay); default 0.001 */
-    int damping_auto;         /* ekfac, kfac, diagonal: λ_l = 0.1 × mean(Λ_l) per layer instead of damping */
+    int damping_auto;         /* ekfac, kfac, diagonal: λ_l = 0.1 × mean(Λ_l) per layer instead of damping
+                                 (default 0 here; the CLI sets it unless --damping VALUE is given) */
     const char *factors;      /* ekfac, kfac, diagonal: factors file from infl_fit; required */
     int query_rank;           /* ekfac, kfac, diagonal: rank-r SVD of each preconditioned query matrix per
                                  layer (layers of smaller rank keep their full rank); 0 = full */
@@ -431,6 +432,8 @@ typedef struct {
     double *lds;              /* (nmethods) mean over queries of the Spearman correlation */
     double *ci;               /* (nmethods) half-width of its 95% interval (1.96 sd / sqrt(M)) */
     double *per_query;        /* (nmethods, M) */
+    int *valid;               /* (nmethods) queries with a defined correlation (the rest have constant
+                                 predictions or outputs and are left out of the mean) */
     double seconds_train;     /* training in this call */
 } infl_lds_result;
 
@@ -458,8 +461,10 @@ typedef struct {
 
 /* Compares the full score matrices (/scores [M, N]) of two scores files of the same
  * queries and training data, query by query: Pearson, Spearman (ties share their
- * mean rank), and the overlap of the top-k proponents and opponents. Memory: two
- * rows of N. */
+ * mean rank), and the overlap of the top-k proponents and opponents (the k first by
+ * score, ties by index). A query whose scores are constant has no correlation: it
+ * counts as 0 in the means. Non-finite scores are INFL_E_VALUE naming the file, row
+ * and column. Memory: two rows of N. */
 infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, infl_compare_result **out);
 void infl_compare_result_free(infl_compare_result *r);  /* accepts NULL */
 

@@ -12,6 +12,8 @@
  *    than identity (grad-dot);
  *  - rank-r query batching equals full rank at full rank; self-influence equals the
  *    diagonal of rank's scores;
+ *  - the rank-r factors are the truncated SVD (LAPACK dgesvd); --samples averages draws;
+ *    identity factors give damped grad-dot;
  *  - bad input: factors of another run, shape, strategy; a missing layer; NaN; zero
  *    eigenvalues without damping; --query-rank beyond the layers.
  */
@@ -720,4 +722,108 @@ Test(ekfac, sampled_labels_are_independent_across_seeds) {
               agree / n, pa);
     free(prev);
     free(cur);
+}
+
+// The rank-r factors are the truncated SVD: |V − LF RFᵀ|² equals the sum of the
+// squared singular values beyond r (Eckart–Young), against LAPACK's dgesvd.
+Test(ekfac, low_rank_factors_are_the_truncated_svd) {
+    const infl_mlp_spec s = {.L = 2, .widths = {6, 9, 4}, .act = INFL_ACT_TANH, .loss = INFL_LOSS_SOFTMAX_CE};
+    const size_t P = infl_mlp_nparams(&s);
+    const int M = 3, r = 2;
+    infl_ctx *ctx = tu_ctx();
+    float *V = malloc(sizeof(float) * M * P);
+    uint64_t st = 21;
+    for (size_t i = 0; i < M * P; i++) V[i] = (float)(tu_uniform(&st) * 2 - 1);
+    float *LF[INFL_MAX_LAYERS], *RF[INFL_MAX_LAYERS];
+    int rl[INFL_MAX_LAYERS];
+    double energy;
+    cr_assert_eq(ekfac_lowrank(ctx, &s, V, M, r, LF, RF, rl, &energy), INFL_OK, "%s", infl_ctx_error(ctx));
+    double esum = 0;
+    for (int l = 0; l < s.L; l++) {
+        int din = s.widths[l], ni = din + 1, dout = s.widths[l + 1], k = rl[l], ld = M * k;
+        cr_assert_eq(k, r);
+        for (int q = 0; q < M; q++) {
+            double A[64 * 64], sv[64], err = 0, tot = 0, tail = 0, head = 0;
+            for (int o = 0; o < dout; o++) {
+                for (int i = 0; i < din; i++) A[o * ni + i] = V[q * P + infl_mlp_woff(&s, l) + o * din + i];
+                A[o * ni + din] = V[q * P + infl_mlp_boff(&s, l) + o];
+            }
+            for (int o = 0; o < dout; o++)
+                for (int i = 0; i < ni; i++) {
+                    double approx = 0;
+                    for (int j = 0; j < k; j++)
+                        approx += (double)LF[l][(size_t)o * ld + q * k + j] * RF[l][(size_t)i * ld + q * k + j];
+                    err += (A[o * ni + i] - approx) * (A[o * ni + i] - approx);
+                }
+            double U[1], VT[1], sup[64];
+            cr_assert_eq(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', 'N', dout, ni, A, ni, sv, U, 1, VT, 1, sup), 0);
+            int g = dout < ni ? dout : ni;
+            for (int i = 0; i < g; i++) {
+                tot += sv[i] * sv[i];
+                if (i >= k) tail += sv[i] * sv[i];
+                else head += sv[i] * sv[i];
+            }
+            cr_assert(fabs(err - tail) <= 1e-4 * tot, "layer %d query %d: error %g, tail %g", l, q, err, tail);
+            esum += head / tot;
+        }
+        infl_be_free(ctx, LF[l]);
+        infl_be_free(ctx, RF[l]);
+    }
+    cr_assert(fabs(energy - esum / (M * s.L)) < 1e-5, "energy %g vs %g", energy, esum / (M * s.L));
+    free(V);
+    infl_ctx_free(ctx);
+}
+
+// --samples K averages K independent draws: draw d uses the key seed ⊕ d·φ.
+Test(ekfac, samples_average_the_draws) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5");
+    tu_make_blobs(data, 40, 5, 3, 9);
+    make_run(data, run, 2, W3, 1e-3, 1);
+    const char *two = tu_path("two.h5"), *d0 = tu_path("d0.h5"), *d1 = tu_path("d1.h5");
+    const uint64_t seed = 4;
+    fit_k(run, two, INFL_STRATEGY_KFAC, 0, seed, 0, 2);
+    fit_k(run, d0, INFL_STRATEGY_KFAC, 0, seed, 0, 1);
+    fit_k(run, d1, INFL_STRATEGY_KFAC, 0, seed ^ 0x9E3779B97F4A7C15ull, 0, 1);
+    infl_factors *f2 = read_factors(two), *f0 = read_factors(d0), *f1 = read_factors(d1);
+    cr_assert_eq(f2->samples, 2);
+    for (int l = 0; l < 2; l++) {
+        int no = W3[l + 1], ni = W3[l] + 1;
+        double *S2 = reconstruct(f2->S_vecs[l], f2->S_vals[l], no), *S0 = reconstruct(f0->S_vecs[l], f0->S_vals[l], no),
+               *S1 = reconstruct(f1->S_vecs[l], f1->S_vals[l], no);
+        for (int i = 0; i < no * no; i++) S0[i] = 0.5 * (S0[i] + S1[i]);
+        cr_assert(rel_err(S2, S0, (size_t)no * no) < 1e-5, "layer %d: %g", l, rel_err(S2, S0, (size_t)no * no));
+        double *A2 = reconstruct(f2->A_vecs[l], f2->A_vals[l], ni), *A0 = reconstruct(f0->A_vecs[l], f0->A_vals[l], ni);
+        cr_assert(rel_err(A2, A0, (size_t)ni * ni) < 1e-6, "A does not depend on the labels");
+        free(S2);
+        free(S0);
+        free(S1);
+        free(A2);
+        free(A0);
+    }
+    infl_factors_free(f2);
+    infl_factors_free(f0);
+    infl_factors_free(f1);
+}
+
+// Identity factors serve every method: scores are grad-dot / (1 + wd + λ).
+Test(ekfac, identity_factors_give_damped_graddot) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5"), *fi = tu_path("fi.h5");
+    tu_make_blobs(data, 30, 5, 3, 10);
+    const double wd = 1e-3, lam = 0.25;
+    make_run(data, run, 2, W3, wd, 1);
+    fit(run, fi, INFL_STRATEGY_IDENTITY, 0, 0, 0);
+    infl_rank_options o = infl_rank_options_default();
+    o.run = run;
+    o.query = ref(1, data, "test[0:3]");
+    o.method = INFL_METHOD_GRADDOT;
+    float *g = scores(&o, 3, 30);
+    o.method = INFL_METHOD_DIAGONAL;
+    o.factors = fi;
+    o.damping = lam;
+    float *d = scores(&o, 3, 30);
+    for (int i = 0; i < 3 * 30; i++)
+        cr_assert(fabs(d[i] * (1 + wd + lam) - g[i]) <= 1e-4 * fabs(g[i]) + 1e-7, "%d: %g vs %g", i,
+                  d[i] * (1 + wd + lam), g[i]);
+    free(g);
+    free(d);
 }

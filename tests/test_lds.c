@@ -364,3 +364,95 @@ Test(lds, compare_two_scores_files) {
     const char *bad[] = {"infl", "compare", a, NULL};
     cr_assert_eq(tu_cli(bad), 2);
 }
+
+// Review follow-ups: the optimizer and the run are those recorded; leftovers of a
+// killed run go; --force replaces only state files; scores of other rows are refused.
+Test(lds, retrains_as_recorded_and_refuses_what_does_not_match) {
+    const char *data = tu_path("d.h5"), *run = tu_path("r.h5"), *state = tu_path("lds.h5");
+    tu_make_blobs(data, 60, 4, 3, 3);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options to = infl_train_options_default();
+    to.data = ref(0, data, "train");
+    to.nlayers = 1;
+    to.widths[0] = 4;
+    to.widths[1] = 3;
+    to.optimizer = INFL_OPT_SGD;  // a one-layer model trained by SGD, without weight decay
+    to.weight_decay = 0;
+    to.epochs = 2;
+    to.batch = 8;
+    to.checkpoint_every = 0;
+    cr_assert_eq(infl_train(ctx, &to, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    // a leftover of a killed run
+    char left[1300];
+    snprintf(left, sizeof left, "%s.model.h5.tmp.12345", state);
+    tu_write_file(left, "x", 1);
+    infl_lds_options o = infl_lds_options_default();
+    o.run = run;
+    o.query = ref(1, data, "test[0:4]");
+    o.state = state;
+    o.models = 3;
+    infl_lds_result *r = NULL;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));  // SGD, as recorded (Newton needs wd)
+    infl_lds_result_free(r);
+    cr_assert(!tu_exists(left), "the leftover model file was not removed");
+    // the run trained again (other weights): the state file is refused
+    to.seed = 9;
+    to.force = 1;
+    cr_assert_eq(infl_train(ctx, &to, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "another model or training"), "%s", infl_ctx_error(ctx));
+    // --force replaces a state file, never another kind of file
+    o.state = data;
+    o.force = 1;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_EXISTS);
+    cr_assert(strstr(infl_ctx_error(ctx), "not an lds state file"), "%s", infl_ctx_error(ctx));
+    o.state = state;
+    // scores of the run's training rows named by a range are accepted; of another file's, refused
+    infl_rank_options ro = infl_rank_options_default();
+    ro.run = run;
+    ro.query = o.query;
+    ro.method = INFL_METHOD_GRADDOT;
+    ro.train = ref(2, data, "train[0:60]");
+    ro.output = tu_path("s.h5");
+    ro.save_scores = 1;
+    infl_rank_result *rr;
+    cr_assert_eq(infl_rank(ctx, &ro, &rr), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_rank_result_free(rr);
+    const char *files[1] = {ro.output};
+    o.scores = files;
+    o.nscores = 1;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));  // the same rows written otherwise
+    infl_lds_result_free(r);
+    o.force = 0;
+    const char *other = tu_path("other.h5");
+    tu_make_blobs(other, 60, 4, 3, 4);  // same shapes, another file
+    ro.train = ref(2, other, "train");
+    ro.output = tu_path("s2.h5");
+    cr_assert_eq(infl_rank(ctx, &ro, &rr), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_rank_result_free(rr);
+    files[0] = ro.output;
+    cr_assert_eq(infl_lds(ctx, &o, &r), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "training rows"), "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}
+
+Test(lds, compare_ties_and_non_finite_scores) {
+    const int64_t N = 6;
+    float A[6] = {3, 3, 3, 1, 0, -1}, B[6] = {3, 3, 3, 1, 0, -1};
+    const char *a = tu_path("a.h5"), *b = tu_path("b.h5"), *c = tu_path("c.h5");
+    write_scores(a, "x.h5:/test[0:1]", 1, N, A);
+    write_scores(b, "x.h5:/test[0:1]", 1, N, B);
+    infl_ctx *ctx = tu_ctx();
+    infl_compare_result *r;
+    for (int k = 1; k <= 3; k++) {
+        cr_assert_eq(infl_compare(ctx, a, b, k, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+        cr_assert_eq(r->top_overlap[0], 1.0, "k = %d: identical files, top overlap %g", k, r->top_overlap[0]);
+        cr_assert_eq(r->bottom_overlap[0], 1.0);
+        infl_compare_result_free(r);
+    }
+    B[4] = NAN;
+    write_scores(c, "x.h5:/test[0:1]", 1, N, B);
+    cr_assert_eq(infl_compare(ctx, a, c, 2, &r), INFL_E_VALUE);
+    cr_assert(strstr(infl_ctx_error(ctx), "row 0 column 4 is NaN"), "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}

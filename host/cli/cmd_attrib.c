@@ -67,6 +67,8 @@ static int resolve(attrib_args *A, const char *cmd) {
     }
     bool ek = o->method >= INFL_METHOD_EKFAC;
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
+    if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
+    if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
     if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
     o->damping_auto = ek;
     if (A->damping) {

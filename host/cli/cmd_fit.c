@@ -31,7 +31,8 @@ int cmd_fit(int argc, char **argv) {
     cli_spec spec = {"infl fit", "--run run.h5 [--strategy ekfac] -o factors.h5 [options]",
                      "Fits Kronecker factors of the curvature at a checkpoint, for influence functions at scale\n"
                      "(EK-FAC: George et al. 2018, Grosse et al. 2023). Per layer, one pass over the data\n"
-                     "accumulates A = E[a a'] and S = E[d d'] (float64), eigendecomposes them, and a second pass\n"
+                     "accumulates A = E[a a'] and S = E[d d'] (float32 within a shard, float64 across shards),\n"
+                     "eigendecomposes them in float64, and a second pass\n"
                      "the eigenvalue correction Lambda = E[(Q_S' d a' Q_A)^2]. Strategies: ekfac; kfac (Lambda =\n"
                      "eig(S) x eig(A), one pass); diagonal (the Fisher's diagonal, one pass); identity (none).\n"
                      "Then: infl rank --method ekfac --factors factors.h5 --query ...",
@@ -54,6 +55,8 @@ int cmd_fit(int argc, char **argv) {
         else return usage_error(spec.cmd, "--fisher: expected true or empirical");
     }
     if (o.samples < 1) return usage_error(spec.cmd, "--samples: expected at least 1");
+    if (o.samples > 1 && o.fisher_empirical)
+        return usage_error(spec.cmd, "--samples draws labels for the true Fisher; --fisher empirical uses the data's");
     if (o.shard_rows < 0) return usage_error(spec.cmd, "--shard: expected a number of rows >= 1");
     if (!(o.shard_mb > 0)) return usage_error(spec.cmd, "--shard-mb: expected a value > 0");
     infl_ctx *ctx = open_ctx(&c);
@@ -61,7 +64,9 @@ int cmd_fit(int argc, char **argv) {
     infl_fit_report r;
     infl_status st = infl_fit(ctx, &o, out, &r);
     end_progress(&c);
-    if (st == INFL_OK) {
+    if (st == INFL_OK && o.strategy == INFL_STRATEGY_IDENTITY) {
+        printf("wrote identity factors (no curvature: every method then scores grad-dot / (1 + wd + damping))\n");
+    } else if (st == INFL_OK) {
         printf("fit %s factors (%s Fisher) over %" PRId64 " examples: covariances %.2f s, eigendecomposition %.2f s, "
                "eigenvalue correction %.2f s\n",
                strategy ? strategy : "ekfac", o.fisher_empirical ? "empirical" : "true", r.examples, r.seconds_cov,

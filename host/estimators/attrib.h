@@ -85,6 +85,10 @@ infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int
 // its factorisation on it). check: measure the true residual (one more HVP).
 infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, int check, infl_hvp **op);
 
+// Writes the attributes of a scores file: method, inputs, checkpoints, and the
+// method's parameters (for ekfac the damping and mean eigenvalue per layer).
+infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a);
+
 // Receives each shard's score block (M, n) with leading dimension ld; col0 is the
 // shard's first row within the split's range.
 typedef infl_status (*attrib_block_fn)(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld,

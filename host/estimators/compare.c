@@ -30,10 +30,16 @@ static int by_value(const void *x, const void *y) {
     return (a->i > b->i) - (a->i < b->i);
 }
 
-// Average ranks of v (N) into r; t is scratch (N).
-static void ranks(const float *v, int64_t N, double *r, vi *t) {
+// Average ranks of v (N) into r; t is scratch (N). mark[i] gets bit 1 when i is among
+// the k highest and bit 2 among the k lowest, by sorted position (ties by index).
+static void ranks(const float *v, int64_t N, double *r, vi *t, unsigned char *mark, int k) {
     for (int64_t i = 0; i < N; i++) t[i] = (vi){v[i], i};
     qsort(t, (size_t)N, sizeof(vi), by_value);
+    if (N > 0) memset(mark, 0, (size_t)N);
+    for (int64_t j = 0; j < k && j < N; j++) {
+        mark[t[N - 1 - j].i] |= 1;
+        mark[t[j].i] |= 2;
+    }
     for (int64_t i = 0; i < N;) {
         int64_t j = i;
         while (j + 1 < N && t[j + 1].v == t[i].v) j++;
@@ -59,12 +65,12 @@ static double pearson_d(const double *a, const double *b, int64_t n) {
     return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
 }
 
-// Shares of the k highest (top) and k lowest (bottom) in common, from the rank arrays.
-static void overlaps(const double *ra, const double *rb, int64_t N, int k, double *top, double *bot) {
+// Shares of the k highest (top) and k lowest (bottom) in common, from the marks.
+static void overlaps(const unsigned char *ma, const unsigned char *mb, int64_t N, int k, double *top, double *bot) {
     int64_t t = 0, b = 0;
     for (int64_t i = 0; i < N; i++) {
-        t += ra[i] >= (double)(N - k) && rb[i] >= (double)(N - k);
-        b += ra[i] < (double)k && rb[i] < (double)k;
+        t += (ma[i] & mb[i] & 1) != 0;
+        b += (ma[i] & mb[i] & 2) != 0;
     }
     *top = (double)t / k;
     *bot = (double)b / k;
@@ -78,6 +84,7 @@ infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, inf
     float *ra = NULL, *rb = NULL;
     double *xa = NULL, *xb = NULL, *ka = NULL, *kb = NULL;
     vi *t = NULL;
+    unsigned char *mka = NULL, *mkb = NULL;
     infl_status rc = INFL_OK;
     CHECK(store_scores_open(ctx, a, &sa));
     CHECK(store_scores_open(ctx, b, &sb));
@@ -106,23 +113,30 @@ infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, inf
     ka = malloc((size_t)N * sizeof(double));
     kb = malloc((size_t)N * sizeof(double));
     t = malloc((size_t)N * sizeof(vi));
+    mka = malloc((size_t)N);
+    mkb = malloc((size_t)N);
     GOTO_IF(ctx, !r->pearson || !r->spearman || !r->top_overlap || !r->bottom_overlap || !ra || !rb || !xa || !xb ||
-                     !ka || !kb || !t,
+                     !ka || !kb || !t || !mka || !mkb,
             INFL_E_NOMEM, "out of memory for rows of %lld scores", (long long)N);
     for (int q = 0; q < M; q++) {
         CHECK(store_scores_read_row(ctx, sa, q, ra));
         CHECK(store_scores_read_row(ctx, sb, q, rb));
+        for (int64_t i = 0; i < N; i++)
+            GOTO_IF(ctx, !isfinite(ra[i]) || !isfinite(rb[i]), INFL_E_VALUE,
+                    "%s: /scores row %d column %lld is %s; expected finite scores", isfinite(ra[i]) ? b : a, q,
+                    (long long)i, isnan(isfinite(ra[i]) ? rb[i] : ra[i]) ? "NaN" : "Inf");
         for (int64_t i = 0; i < N; i++) {
             xa[i] = ra[i];
             xb[i] = rb[i];
         }
         r->pearson[q] = pearson_d(xa, xb, N);
-        ranks(ra, N, ka, t);
-        ranks(rb, N, kb, t);
+        ranks(ra, N, ka, t, mka, k);
+        ranks(rb, N, kb, t, mkb, k);
         r->spearman[q] = pearson_d(ka, kb, N);
-        overlaps(ka, kb, N, k, &r->top_overlap[q], &r->bottom_overlap[q]);
-        r->mean_pearson += r->pearson[q] / M;
-        r->mean_spearman += r->spearman[q] / M;
+        overlaps(mka, mkb, N, k, &r->top_overlap[q], &r->bottom_overlap[q]);
+        // a constant row has no correlation (NaN): it counts as 0 in the means
+        r->mean_pearson += (isfinite(r->pearson[q]) ? r->pearson[q] : 0) / M;
+        r->mean_spearman += (isfinite(r->spearman[q]) ? r->spearman[q] : 0) / M;
         r->mean_top += r->top_overlap[q] / M;
         r->mean_bottom += r->bottom_overlap[q] / M;
     }
@@ -139,5 +153,7 @@ done:
     free(ka);
     free(kb);
     free(t);
+    free(mka);
+    free(mkb);
     return rc;
 }

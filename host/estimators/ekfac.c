@@ -85,7 +85,8 @@ infl_status ekfac_pre_create(infl_ctx *ctx, const infl_factors *f, const char *f
     FORWARD_IF_ERROR(ekfac_check_shape(ctx, f, fpath, spec));
     // the method's strategy
     const char *want = method == INFL_METHOD_EKFAC ? "ekfac" : method == INFL_METHOD_KFAC ? "kfac" : "diagonal";
-    int ok = strcmp(f->strategy, want) == 0 ||
+    // identity factors (Λ = 1, no curvature) serve every method: grad-dot, damped
+    int ok = strcmp(f->strategy, want) == 0 || strcmp(f->strategy, "identity") == 0 ||
              (method == INFL_METHOD_KFAC && strcmp(f->strategy, "ekfac") == 0);
     RETURN_IF(ctx, !ok, INFL_E_ARG,
               "%s: factors fitted with --strategy %s; --method %s needs factors fitted with --strategy %s%s", fpath,

@@ -11,7 +11,8 @@
  * of its scores over S_k (−Σ for the loss: proponents lower it); the LDS is the
  * Spearman correlation over k of prediction and truth, averaged over queries.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
+#include <glob.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ void infl_lds_result_free(infl_lds_result *r) {
     free(r->lds);
     free(r->ci);
     free(r->per_query);
+    free(r->valid);
     free(r);
 }
 
@@ -48,6 +50,7 @@ void infl_lds_result_free(infl_lds_result *r) {
 
 typedef struct {
     char run[4096], query[4096];
+    char fingerprint[512];  // the run's final weights hash, widths and training options
     int models, M, output_margin, epochs;
     double fraction;
     uint64_t seed;
@@ -64,6 +67,7 @@ static infl_status state_write(infl_ctx *ctx, const char *path, const lds_state 
     CHECK(h5u_create_infl(ctx, path, tmp, "lds", &f));
     CHECK(h5u_wattr_str(ctx, path, f, "root", "run", s->run));
     CHECK(h5u_wattr_str(ctx, path, f, "root", "query", s->query));
+    CHECK(h5u_wattr_str(ctx, path, f, "root", "fingerprint", s->fingerprint));
     CHECK(h5u_wattr_i64(ctx, path, f, "root", "models", s->models));
     CHECK(h5u_wattr_f64(ctx, path, f, "root", "fraction", s->fraction));
     CHECK(h5u_wattr_u64(ctx, path, f, "root", "seed", s->seed));
@@ -102,7 +106,7 @@ static infl_status state_read(infl_ctx *ctx, const char *path, lds_state *s) {
     hid_t f = H5I_INVALID_HID;
     infl_status rc = INFL_OK;
     CHECK(h5u_open_infl(ctx, path, "lds", &f));
-    char run[4096], query[4096], output[16];
+    char run[4096], query[4096], output[16], fp[512];
     int64_t models, epochs;
     double fraction;
     uint64_t seed;
@@ -113,6 +117,11 @@ static infl_status state_read(infl_ctx *ctx, const char *path, lds_state *s) {
     CHECK(h5u_attr_u64(ctx, path, f, "root", "seed", &seed));
     CHECK(h5u_attr_str(ctx, path, f, "root", "output", output, sizeof output));
     CHECK(h5u_attr_i64(ctx, path, f, "root", "epochs", &epochs));
+    CHECK(h5u_attr_str(ctx, path, f, "root", "fingerprint", fp, sizeof fp));
+    GOTO_IF(ctx, strcmp(fp, s->fingerprint) != 0, INFL_E_ARG,
+            "%s: this state file was made for another model or training (%s; now %s): the run was retrained or "
+            "replaced; use another --state, or --force to start afresh",
+            path, fp, s->fingerprint);
     const char *what = strcmp(run, s->run)                                         ? "--run"
                        : strcmp(query, s->query)                                   ? "--query"
                        : models != s->models                                       ? "--models"
@@ -164,8 +173,14 @@ static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds
               "%s: the run has no recorded training options (train_epochs ...): it was written by an older infl; "
               "train it again to use lds",
               store_run_path(run));
+    RETURN_IF(ctx, o->epochs <= 0 && !(v >= 1 && v <= 1e6), INFL_E_FORMAT,
+              "%s: attribute train_epochs is %g; expected 1 to 1000000", store_run_path(run), v);
     t->epochs = o->epochs > 0 ? o->epochs : (int)v;
-    if (store_run_get_f64(run, "train_batch", &v)) t->batch = (int)v;
+    const char *opt = store_run_optimizer(run);
+    t->optimizer = strcmp(opt, "newton") == 0 ? INFL_OPT_NEWTON : strcmp(opt, "sgd") == 0 ? INFL_OPT_SGD : INFL_OPT_AUTO;
+    if (store_run_get_f64(run, "train_shard_rows", &v) && v >= 0 && v < 9e15) t->shard_rows = (int64_t)v;
+    if (store_run_get_f64(run, "train_shard_mb", &v) && v > 0) t->shard_mb = v;
+    if (store_run_get_f64(run, "train_batch", &v) && v >= 1 && v <= 1e9) t->batch = (int)v;
     if (store_run_get_f64(run, "train_lr", &v)) t->lr = v;
     if (store_run_get_f64(run, "train_momentum", &v)) t->momentum = v;
     if (store_run_get_f64(run, "train_tol", &v)) t->tol = v;
@@ -308,13 +323,53 @@ done:
     return rc;
 }
 
-// The query ranges of two references agree (same split and rows).
+// Two data references name the same rows: the same file (by its resolved path), split
+// and first row; the row counts are compared by the caller (from the shapes).
 static int same_rows(const char *a, const char *b) {
     infl_dataref ra, rb;
     infl_ctx scratch;
     memset(&scratch, 0, sizeof scratch);
     if (infl_dataref_parse(&scratch, a, &ra) != INFL_OK || infl_dataref_parse(&scratch, b, &rb) != INFL_OK) return 0;
-    return strcmp(ra.split, rb.split) == 0 && ra.begin == rb.begin && ra.end == rb.end;
+    char pa[4096], pb[4096];
+    if (!realpath(ra.path, pa) || !realpath(rb.path, pb)) return 0;
+    return strcmp(pa, pb) == 0 && strcmp(ra.split, rb.split) == 0 && ra.begin == rb.begin;
+}
+
+static int same_file(const char *a, const char *b) {
+    char pa[4096], pb[4096];
+    return realpath(a, pa) && realpath(b, pb) && strcmp(pa, pb) == 0;
+}
+
+// Removes the model file of a state and what a killed trainer left beside it.
+static void remove_model_files(const char *model) {
+    unlink(model);
+    char pat[4300];
+    snprintf(pat, sizeof pat, "%s.tmp.*", model);
+    glob_t g;
+    if (glob(pat, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) unlink(g.gl_pathv[i]);
+        globfree(&g);
+    }
+}
+
+// "hash …, layers …, epochs …" of the run's final checkpoint and training options.
+static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_options *t, char *buf, size_t size) {
+    const infl_mlp_spec *s = store_run_spec(run);
+    size_t P = infl_mlp_nparams(s);
+    float *w = infl_malloc(ctx, P * sizeof(float), "the parameters");
+    if (!w) return INFL_E_NOMEM;
+    int fin;
+    infl_status rc = store_run_find(ctx, run, NULL, &fin);
+    if (rc == INFL_OK) rc = store_run_load(ctx, run, fin, w);
+    if (rc == INFL_OK) {
+        int at = snprintf(buf, size, "weights %016llx, layers", (unsigned long long)infl_weights_hash(w, P));
+        for (int l = 0; l <= s->L && at < (int)size; l++) at += snprintf(buf + at, size - at, "%s%d", l ? "," : " ", s->widths[l]);
+        if (at < (int)size)
+            snprintf(buf + at, size - at, ", optimizer %d, batch %d, lr %g, momentum %g, wd %g, schedule %d",
+                     (int)t->optimizer, t->batch, t->lr, t->momentum, s->wd, (int)t->schedule);
+    }
+    free(w);
+    return rc;
 }
 
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out) {
@@ -378,9 +433,14 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
                 "%s: /scores is [%d, %" PRId64 "], but lds has %d queries (%s) and %" PRId64
                 " training rows (%s)",
                 o->scores[m], sm, sn, M, o->query, N, to.data);
-        const char *sq = store_scores_attr(sc, "query");
+        const char *sq = store_scores_attr(sc, "query"), *st = store_scores_attr(sc, "train"),
+                   *sr = store_scores_attr(sc, "run");
         GOTO_IF(ctx, *sq && !same_rows(sq, o->query), INFL_E_ARG,
                 "%s: the scores are for queries %s, not %s", o->scores[m], sq, o->query);
+        GOTO_IF(ctx, *st && !same_rows(st, to.data), INFL_E_ARG,
+                "%s: the scores are for training rows %s, but the run trains on %s", o->scores[m], st, to.data);
+        GOTO_IF(ctx, *sr && !same_file(sr, o->run), INFL_E_ARG, "%s: the scores were made from run %s, not %s",
+                o->scores[m], sr, o->run);
         store_scores_close(sc);
         sc = NULL;
     }
@@ -394,12 +454,23 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     st.seed = o->seed;
     st.output_margin = o->output_margin;
     st.epochs = to.epochs;
+    CHECK(fingerprint(ctx, run, &to, st.fingerprint, sizeof st.fingerprint));
     st.outputs = infl_calloc(ctx, (size_t)o->models * M, sizeof(double), "the outputs");
     st.done = infl_calloc(ctx, (size_t)o->models, sizeof(int32_t), "the state");
     GOTO_NOMEM_IF(!st.outputs || !st.done);
+    if (access(o->state, F_OK) == 0 && o->force) {
+        // --force starts a state file afresh, but never overwrites another kind of file
+        hid_t f;
+        rc = h5u_open_infl(ctx, o->state, "lds", &f);
+        if (rc == INFL_OK) H5Fclose(f);
+        GOTO_IF(ctx, rc < 0, INFL_E_EXISTS, "%s exists and is not an lds state file; --force replaces only those",
+                o->state);
+    }
     if (!o->force && access(o->state, F_OK) == 0) CHECK(state_read(ctx, o->state, &st));
     else CHECK(state_write(ctx, o->state, &st));
-    snprintf(tmprun, sizeof tmprun, "%s.model.%ld.h5", o->state, (long)getpid());
+    // one model file per state: a killed run's leftovers are removed when it resumes
+    snprintf(tmprun, sizeof tmprun, "%s.model.h5", o->state);
+    remove_model_files(tmprun);
 
     double t0 = infl_now();
     int have = 0;
@@ -419,7 +490,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         ctx->progress = saved;
         CHECK(rc);
         rc = query_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, st.outputs + (size_t)k * M);
-        unlink(tmprun);
+        remove_model_files(tmprun);
         CHECK(rc);
         st.done[k] = 1;
         CHECK(state_write(ctx, o->state, &st));
@@ -442,13 +513,14 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         res->lds = calloc((size_t)o->nscores, sizeof(double));
         res->ci = calloc((size_t)o->nscores, sizeof(double));
         res->per_query = calloc((size_t)o->nscores * M, sizeof(double));
+        res->valid = calloc((size_t)o->nscores, sizeof(int));
         pred = infl_malloc(ctx, (size_t)o->models * M * sizeof(double), "predictions");
         ra = infl_malloc(ctx, (size_t)o->models * sizeof(double), "ranks");
         rb = infl_malloc(ctx, (size_t)o->models * sizeof(double), "ranks");
         col = infl_malloc(ctx, (size_t)o->models * sizeof(double), "a column");
         tru = infl_malloc(ctx, (size_t)o->models * sizeof(double), "a column");
         idx = infl_malloc(ctx, (size_t)o->models * sizeof(int), "ranks");
-        GOTO_IF(ctx, !res->method || !res->lds || !res->ci || !res->per_query || !pred || !ra || !rb || !col || !tru ||
+        GOTO_IF(ctx, !res->method || !res->lds || !res->ci || !res->per_query || !res->valid || !pred || !ra || !rb || !col || !tru ||
                          !idx,
                 INFL_E_NOMEM, "out of memory");
     }
@@ -475,6 +547,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
                 valid++;
             }
         }
+        res->valid[m] = valid;
         res->lds[m] = valid ? sum / valid : NAN;
         double var = valid > 1 ? (sum2 - sum * sum / valid) / (valid - 1) : NAN;
         res->ci[m] = valid > 1 ? 1.96 * sqrt(var > 0 ? var : 0) / sqrt((double)valid) : NAN;
@@ -482,7 +555,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     *out = res;
     res = NULL;
 done:
-    if (tmprun[0]) unlink(tmprun);
+    if (tmprun[0]) remove_model_files(tmprun);
     store_scores_close(sc);
     store_split_close(qs);
     store_split_close(train);

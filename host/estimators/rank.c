@@ -595,31 +595,42 @@ int64_t attrib_shard_rows(const attrib *a) {
     return infl_shard_rows(a->N, a->D + a->M, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
 }
 
-static void write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a) {
-    store_scores_attr_str(ctx, w, "method", infl_method_name(o->method));
-    store_scores_attr_str(ctx, w, "run", o->run);
-    store_scores_attr_str(ctx, w, "train", store_split_ref(a->train));
-    if (a->query) store_scores_attr_str(ctx, w, "query", store_split_ref(a->query));
-    store_scores_attr_str(ctx, w, "infl_version_string", INFL_VERSION_STRING);
-    char ck[4096] = "";
-    for (int c = 0; c < a->nck && strlen(ck) < sizeof ck - 40; c++)
-        snprintf(ck + strlen(ck), sizeof ck - strlen(ck), "%s%s", c ? "," : "",
+infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a) {
+    char buf[4096] = "";
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "method", infl_method_name(o->method)));
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "run", o->run));
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "train", store_split_ref(a->train)));
+    if (a->query) FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "query", store_split_ref(a->query)));
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "infl_version_string", INFL_VERSION_STRING));
+    for (int c = 0; c < a->nck && strlen(buf) < sizeof buf - 40; c++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", c ? "," : "",
                  store_run_checkpoint(a->run, a->ck[c])->name);
-    store_scores_attr_str(ctx, w, "checkpoints", ck);
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "checkpoints", buf));
+    FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "weight_decay", a->spec->wd));
     if (o->method == INFL_METHOD_IF) {
-        store_scores_attr_str(ctx, w, "hessian", o->hessian ? "ggn" : "exact");
-        store_scores_attr_str(ctx, w, "solver", o->solver == 0 ? "direct" : o->solver == 1 ? "cg" : "lissa");
-        store_scores_attr_f64(ctx, w, "damping", o->damping);
-        store_scores_attr_f64(ctx, w, "weight_decay", a->spec->wd);
-        store_scores_attr_f64(ctx, w, "hessian_samples", (double)o->hessian_samples);
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "hessian", o->hessian ? "ggn" : "exact"));
+        FORWARD_IF_ERROR(
+            store_scores_attr_str(ctx, w, "solver", o->solver == 0 ? "direct" : o->solver == 1 ? "cg" : "lissa"));
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "damping", o->damping));
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "hessian_samples", (double)o->hessian_samples));
     }
     if (a->pre) {
-        store_scores_attr_str(ctx, w, "factors", o->factors);
-        store_scores_attr_str(ctx, w, "damping_rule", o->damping_auto ? "auto: 0.1 x mean(lambda) per layer" : "fixed");
-        store_scores_attr_f64(ctx, w, "damping", a->pre->damping[0]);
-        store_scores_attr_f64(ctx, w, "weight_decay", a->spec->wd);
-        store_scores_attr_f64(ctx, w, "query_rank", (double)o->query_rank);
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "factors", o->factors));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "strategy", a->fac->strategy));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "damping_rule",
+                                               o->damping_auto ? "auto: 0.1 x mean(lambda) per layer" : "given"));
+        // per layer, comma-separated: the damping used and the mean eigenvalue
+        char mean[2048] = "";
+        buf[0] = 0;
+        for (int l = 0; l < a->L; l++) {
+            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%.9g", l ? "," : "", a->pre->damping[l]);
+            snprintf(mean + strlen(mean), sizeof mean - strlen(mean), "%s%.9g", l ? "," : "", a->pre->mean_lambda[l]);
+        }
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "damping", buf));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "mean_eigenvalue", mean));
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "query_rank", (double)o->query_rank));
     }
+    return INFL_OK;
 }
 
 infl_status infl_rank(infl_ctx *ctx, const infl_rank_options *o, infl_rank_result **out) {
@@ -688,7 +699,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     CHECK(infl_topk_create(ctx, M, o->top, &tk));
     if (o->output) {
         CHECK(store_scores_create(ctx, o->output, o->force, M, o->top, a.N, o->save_scores, &scw));
-        write_attrs(ctx, scw, o, &a);
+        CHECK(attrib_write_attrs(ctx, scw, o, &a));
     }
     const int64_t begin = store_split_info(a.train)->begin;
 

@@ -196,9 +196,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     for (int64_t i = 0; i < a.N; i++) r->order[i] += begin;
     if (o->output) {
         CHECK(store_scores_create(ctx, o->output, o->force, 1, 0, a.N, 0, &scw));
-        CHECK(store_scores_attr_str(ctx, scw, "method", infl_method_name(o->method)));
-        CHECK(store_scores_attr_str(ctx, scw, "run", o->run));
-        CHECK(store_scores_attr_str(ctx, scw, "train", store_split_ref(a.train)));
+        CHECK(attrib_write_attrs(ctx, scw, o, &a));
         CHECK(store_scores_write_self(ctx, scw, r->self, r->order, a.N));
         rc = store_scores_commit(ctx, scw);
         scw = NULL;

@@ -349,9 +349,13 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *o
     CHECK(store_run_attr_str(ctx, rw, "train_schedule", o->schedule == INFL_SCHED_COSINE ? "cosine" : "constant"));
     CHECK(store_run_attr_f64(ctx, rw, "train_tol", o->tol));
     CHECK(store_run_attr_f64(ctx, rw, "train_max_iters", o->max_iters));
+    CHECK(store_run_attr_f64(ctx, rw, "train_shard_rows", (double)o->shard_rows));
+    CHECK(store_run_attr_f64(ctx, rw, "train_shard_mb", o->shard_mb));
     if (o->subset_fraction > 0) {
         CHECK(store_run_attr_f64(ctx, rw, "subset_fraction", o->subset_fraction));
-        CHECK(store_run_attr_f64(ctx, rw, "subset_seed", (double)o->subset_seed));
+        char sd[32];
+        snprintf(sd, sizeof sd, "%llu", (unsigned long long)o->subset_seed);
+        CHECK(store_run_attr_str(ctx, rw, "subset_seed", sd));
         CHECK(store_run_attr_f64(ctx, rw, "subset_draw", o->subset_draw));
     }
     if (newton)

@@ -125,6 +125,7 @@ typedef struct infl_run infl_run;
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out);
 const infl_mlp_spec *store_run_spec(const infl_run *r);
 const char *store_run_data(const infl_run *r);  // the training data reference
+const char *store_run_optimizer(const infl_run *r);  // "sgd", "newton" (or "" when unrecorded)
 int store_run_ncheckpoints(const infl_run *r);
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i);
 // Index of the checkpoint named `name`; NULL or "final" gives the one the `final`

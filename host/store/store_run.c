@@ -216,6 +216,7 @@ struct infl_run {
     hid_t file;
     infl_mlp_spec spec;
     char data[4096];
+    char optimizer[64];
     int n, final_idx;
     infl_ckpt_info *ck;  // (n), sorted by step
 };
@@ -256,6 +257,7 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     CHECK(h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd));
     CHECK(h5u_attr_str(ctx, path, g, "/model", "data", r->data, sizeof r->data));
     CHECK(h5u_attr_str(ctx, path, g, "/model", "optimizer", opt, sizeof opt));
+    snprintf(r->optimizer, sizeof r->optimizer, "%s", opt);
     CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
     if (infl_mlp_spec_check(ctx, sp) < 0) {
         infl_errprefix(ctx, "%s: /model", path);
@@ -361,6 +363,7 @@ infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
 
 const infl_mlp_spec *store_run_spec(const infl_run *r) { return &r->spec; }
 const char *store_run_data(const infl_run *r) { return r->data; }
+const char *store_run_optimizer(const infl_run *r) { return r->optimizer; }
 int store_run_ncheckpoints(const infl_run *r) { return r ? r->n : 0; }
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i) {
     return r && i >= 0 && i < r->n ? &r->ck[i] : NULL;
