@@ -348,13 +348,16 @@ Test(ekfac, preconditioning_matches_the_dense_inverse) {
     const double wd = 1e-3, lam = 0.05;
     make_run(data, run, 2, W3, wd, 1);
     fit(run, fp, INFL_STRATEGY_EKFAC, 0, 1, 0);
-    infl_factors *f = read_factors(fp);
+    const char *fdp = tu_path("fd.h5");
+    fit(run, fdp, INFL_STRATEGY_DIAGONAL, 0, 1, 0);
+    infl_factors *fe = read_factors(fp), *fdiag = read_factors(fdp), *f = fe;
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK);
     const infl_mlp_spec *s = store_run_spec(r);
     size_t P = infl_mlp_nparams(s);
-    for (int method = INFL_METHOD_EKFAC; method <= INFL_METHOD_KFAC; method++) {
+    for (int method = INFL_METHOD_EKFAC; method <= INFL_METHOD_DIAGONAL; method++) {
+        f = method == INFL_METHOD_DIAGONAL ? fdiag : fe;  // diagonal: identity bases, rotations skipped
         ekfac_pre *pre;
         cr_assert_eq(ekfac_pre_create(ctx, f, fp, s, (infl_method)method, lam, 0, &pre), INFL_OK, "%s",
                      infl_ctx_error(ctx));
@@ -406,7 +409,8 @@ Test(ekfac, preconditioning_matches_the_dense_inverse) {
         ekfac_pre_free(ctx, pre);
     }
     store_run_close(r);
-    infl_factors_free(f);
+    infl_factors_free(fe);
+    infl_factors_free(fdiag);
     infl_ctx_free(ctx);
 }
 
@@ -562,6 +566,18 @@ Test(ekfac, query_rank_at_full_rank_equals_full_and_self_is_the_diagonal) {
         cr_assert(fabs(sr->self[q] - a[(size_t)q * N + q]) <= 1e-4 * fabs(a[(size_t)q * N + q]), "%d: %g vs %g", q,
                   sr->self[q], a[(size_t)q * N + q]);
     infl_self_result_free(sr);
+    // the same for diagonal factors (identity bases: the rotations are skipped)
+    const char *fd = tu_path("fdiag.h5");
+    fit(run, fd, INFL_STRATEGY_DIAGONAL, 0, 3, 0);
+    o.method = INFL_METHOD_DIAGONAL;
+    o.factors = fd;
+    float *dg = scores(&o, M, N);
+    cr_assert_eq(infl_self(ctx, &o, &sr), INFL_OK, "%s", infl_ctx_error(ctx));
+    for (int q = 0; q < M; q++)
+        cr_assert(fabs(sr->self[q] - dg[(size_t)q * N + q]) <= 1e-4 * fabs(dg[(size_t)q * N + q]), "%d: %g vs %g", q,
+                  sr->self[q], dg[(size_t)q * N + q]);
+    infl_self_result_free(sr);
+    free(dg);
     infl_ctx_free(ctx);
     free(a);
     free(b);

@@ -97,6 +97,7 @@ infl_status ekfac_pre_create(infl_ctx *ctx, const infl_factors *f, const char *f
     ekfac_pre *p = infl_calloc(ctx, 1, sizeof *p, "the preconditioner");
     if (!p) return INFL_E_NOMEM;
     p->L = spec->L;
+    p->identity = strcmp(f->strategy, "diagonal") == 0 || strcmp(f->strategy, "identity") == 0;
     for (int l = 0; l <= spec->L; l++) p->widths[l] = spec->widths[l];
     infl_status rc = INFL_OK;
     double *lam = NULL;
@@ -145,6 +146,11 @@ infl_status ekfac_rotate(infl_ctx *ctx, const ekfac_pre *p, int l, const float *
                          float *DQ, float *AQ) {
     const infl_backend *be = ctx->be;
     int din = p->widths[l], ni = din + 1, dout = p->widths[l + 1];
+    if (p->identity) {  // identity bases: DQ = Δ, AQ = [A | 1]
+        FORWARD_IF_ERROR(be->copy(ctx, DQ, Delta, (size_t)b * dout * sizeof(float)));
+        FORWARD_IF_ERROR(be->fill(ctx, AQ, 1.0f, (size_t)b * ni));
+        return be->copy_2d(ctx, AQ, ni, A, din, b, din);
+    }
     // DQ = Δ Q_S = Δ RSᵀ; AQ = Ã Q_A = A RA[:, :din]ᵀ + 1 RA[:, din]ᵀ
     FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, b, dout, dout, 1.0f, Delta, dout, p->RS[l], dout, 0.0f, DQ, dout));
     FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, b, ni, din, 1.0f, A, din, p->RA[l], ni, 0.0f, AQ, ni));
@@ -196,6 +202,13 @@ infl_status ekfac_precondition(infl_ctx *ctx, ekfac_pre *p, const infl_mlp_spec 
             int ni = p->widths[l] + 1, dout = p->widths[l + 1];
             size_t nl = (size_t)dout * ni;
             for (int q = 0; q < m; q++) FORWARD_IF_ERROR(gather(ctx, spec, l, G + (size_t)(q0 + q) * P, p->T1 + q * nl));
+            if (p->identity) {  // identity bases: V = G ⊘ (Λ + wd + λ)
+                for (int q = 0; q < m; q++) {
+                    FORWARD_IF_ERROR(be->mul(ctx, p->T1 + q * nl, p->T1 + q * nl, p->inv[l], nl));
+                    FORWARD_IF_ERROR(scatter(ctx, spec, l, p->T1 + q * nl, V + (size_t)(q0 + q) * P));
+                }
+                continue;
+            }
             // T2 = W̃ Q_A (all queries in one GEMM); T1_q = Q_Sᵀ T2_q ⊘ (Λ + wd + λ)
             FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, m * dout, ni, ni, 1.0f, p->T1, ni, p->RA[l], ni, 0.0f,
                                        p->T2, ni));

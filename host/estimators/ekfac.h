@@ -26,6 +26,7 @@ typedef struct {
     double mean_lambda[INFL_MAX_LAYERS];
     float *T1, *T2;                  // scratch for preconditioning (M·max d_out, max d_in+1)
     int scratch_rows;
+    int identity;                    // diagonal and identity factors: Q_A = Q_S = I, rotations skipped
 } ekfac_pre;
 
 // INFL_E_SHAPE unless the factors were fitted for the model's layer widths.
