@@ -414,6 +414,39 @@ done:
     return rc;
 }
 
+// The k largest eigenpairs (cusolverDnDsyevdx, range by index): the eigenvectors come
+// back in the first k columns of the column-major A, i.e. its first k rows row-major,
+// eigenvalues ascending in w[0..k-1]: the layout of the CPU twin (dsyevr).
+static infl_status cu_syevd_top(infl_ctx *ctx, double *A, double *w, int n, int k) {
+    RETURN_IF(ctx, k < 1 || k > n, INFL_E_ARG, "syevd_top: k = %d for a %d x %d matrix", k, n, n);
+    FORWARD_IF_ERROR(cu_enter(ctx));
+    cu_ctx *c = cu_of(ctx);
+    int lwork = 0, meig = 0;
+    infl_status rc = INFL_OK;
+    double *work = NULL;
+    int *h = (int *)c->h_pinned;
+    CUSOLVER_CHECK(ctx, cusolverDnDsyevdx_bufferSize(c->solver, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
+                                                     CUBLAS_FILL_MODE_LOWER, n, A, n, 0.0, 0.0, n - k + 1, n, &meig, w,
+                                                     &lwork));
+    rc = cu_pool_alloc(ctx, &c->pool, (size_t)(lwork > 0 ? lwork : 1) * sizeof(double), (void **)&work);
+    if (rc < 0) {
+        infl_errprefix(ctx, "workspace of the top-%d eigenpairs of a %d x %d matrix", k, n, n);
+        return rc;
+    }
+    CUSOLVER_GOTO(ctx, cusolverDnDsyevdx(c->solver, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
+                                         CUBLAS_FILL_MODE_LOWER, n, A, n, 0.0, 0.0, n - k + 1, n, &meig, w, work, lwork,
+                                         c->d_flag + 1));
+    CU_GOTO(ctx, cudaMemcpyAsync(h + 1, c->d_flag + 1, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
+    CU_GOTO(ctx, cudaStreamSynchronize(c->stream));
+    GOTO_IF(ctx, h[1] < 0, INFL_E_INTERNAL, "cusolverDnDsyevdx: argument %d is invalid", -h[1]);
+    GOTO_IF(ctx, h[1] > 0 || meig != k, INFL_E_NUMERIC,
+            "cusolverDnDsyevdx: the top %d eigenpairs of a %d x %d matrix did not converge (NaN or Inf in it?)", k, n,
+            n);
+done:
+    cu_pool_release(&c->pool, work);
+    return rc;
+}
+
 // ---- the table ----
 
 extern "C" const infl_backend infl_cuda_backend = {
@@ -443,6 +476,7 @@ extern "C" const infl_backend infl_cuda_backend = {
     .copy_2d = cu_copy_2d,
     .sample_labels = cu_sample_labels,
     .syevd = cu_syevd,
+    .syevd_top = cu_syevd_top,
     .host_alloc = cu_host_alloc,
     .host_free = cu_host_free,
     .upload_async = cu_upload_async,

@@ -110,6 +110,11 @@ typedef struct infl_backend {
     // return row i of A is the eigenvector of w[i], eigenvalues ascending (A and w are
     // backend memory). INFL_E_NUMERIC when it does not converge.
     infl_status (*syevd)(infl_ctx *ctx, double *A, double *w, int n);
+    // Optional (NULL: use syevd): the k largest eigenpairs (1 <= k <= n) of symmetric A
+    // (n, n), row-major, A destroyed: on return rows 0..k-1 of A hold the eigenvectors of
+    // w[0..k-1], ascending (the largest last). Cheaper than syevd when k << n (the
+    // rank-r factors of --query-rank).
+    infl_status (*syevd_top)(infl_ctx *ctx, double *A, double *w, int n, int k);
 
     // ---- the scheduler: pinned host memory, overlapped uploads (optional) ----
     // All four are optional (NULL on the CPU backend); call them through the

@@ -670,6 +670,47 @@ Test(cuda_backend, syevd) {
     close_pair(&P);
 }
 
+// The top-k eigenpairs (syevd_top) on both backends against the full syevd on the CPU.
+Test(cuda_backend, syevd_top) {
+    pair P = open_pair();
+    uint64_t st = 23;
+    const int ns[] = {1, 7, 33, 130}, ks[] = {1, 3, 5, 32};
+    for (int t = 0; t < 4; t++) {
+        int n = ns[t], k = ks[t] < n ? ks[t] : n;
+        size_t nn = (size_t)n * n;
+        double *A = malloc(nn * sizeof(double));
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j <= i; j++) A[(size_t)i * n + j] = A[(size_t)j * n + i] = 2.0 * tu_uniform(&st) - 1.0;
+        // the reference: the full decomposition on the CPU
+        infl_ctx *cpu = P.c[0];
+        double *dA = dev(cpu, A, nn * 8), *dw = dev(cpu, NULL, (size_t)n * 8);
+        OK(cpu, cpu->be->syevd(cpu, dA, dw, n));
+        double *Vf = host(cpu, dA, nn * 8), *wf = host(cpu, dw, (size_t)n * 8);
+        rel(cpu, dA), rel(cpu, dw);
+        double scale = 0;
+        for (int i = 0; i < n; i++) scale = fmax(scale, fabs(wf[i]));
+        for (int s = 0; s < 2; s++) {
+            infl_ctx *ctx = P.c[s];
+            dA = dev(ctx, A, nn * 8), dw = dev(ctx, NULL, (size_t)k * 8);
+            OK(ctx, ctx->be->syevd_top(ctx, dA, dw, n, k));
+            double *V = host(ctx, dA, (size_t)k * n * 8), *w = host(ctx, dw, (size_t)k * 8);
+            rel(ctx, dA), rel(ctx, dw);
+            for (int j = 0; j < k; j++) {
+                int i = n - k + j;  // the same eigenpair in the full decomposition
+                cr_assert(fabs(w[j] - wf[i]) <= 1e-10 * scale, "%s n=%d k=%d: eigenvalue %d: %.17g vs %.17g",
+                          s ? "cuda" : "cpu", n, k, j, w[j], wf[i]);
+                double dot = 0;
+                for (int r = 0; r < n; r++) dot += V[(size_t)j * n + r] * Vf[(size_t)i * n + r];
+                cr_assert(fabs(fabs(dot) - 1.0) <= 1e-8, "%s n=%d: eigenvector %d (|u.v| = %.12f)", s ? "cuda" : "cpu",
+                          n, j, fabs(dot));
+            }
+            free(V), free(w);
+        }
+        free(Vf), free(wf), free(A);
+    }
+    close_pair(&P);
+}
+
 // ---- end to end: train, then rank, on both backends ----
 
 // Top-k lists of two backends: the same indices, except where two scores are so

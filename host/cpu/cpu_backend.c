@@ -277,6 +277,27 @@ static infl_status cpu_syevd(infl_ctx *ctx, double *A, double *w, int n) {
     return INFL_OK;
 }
 
+static infl_status cpu_syevd_top(infl_ctx *ctx, double *A, double *w, int n, int k) {
+    RETURN_IF(ctx, k < 1 || k > n, INFL_E_ARG, "syevd_top: k = %d for a %d x %d matrix", k, n, n);
+    double *Z = malloc((size_t)n * k * sizeof(double));
+    lapack_int *isuppz = malloc(2 * (size_t)k * sizeof(lapack_int));
+    RETURN_IF(ctx, !Z || !isuppz, INFL_E_NOMEM, "syevd_top: out of memory (%d x %d)", n, k);
+    lapack_int m = 0;
+    // column-major on the row-major symmetric A (its own transpose); eigenvector j is
+    // column j of Z (leading dimension n), i.e. n contiguous values: row j row-major
+    lapack_int info = LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', (lapack_int)n, A, (lapack_int)n, 0.0, 0.0,
+                                     (lapack_int)(n - k + 1), (lapack_int)n, 0.0, &m, w, Z, (lapack_int)n, isuppz);
+    infl_status rc = INFL_OK;
+    if (info < 0) rc = infl_seterr(ctx, INFL_E_INTERNAL, "dsyevr: argument %d is invalid", (int)-info);
+    else if (info > 0 || m != k)
+        rc = infl_seterr(ctx, INFL_E_NUMERIC, "dsyevr: the top %d eigenpairs of a %d x %d matrix did not converge "
+                         "(NaN or Inf in it?)", k, n, n);
+    else memcpy(A, Z, (size_t)n * k * sizeof(double));
+    free(Z);
+    free(isuppz);
+    return rc;
+}
+
 const infl_backend infl_cpu_backend = {
     .name = "cpu",
     .init = cpu_init,
@@ -304,4 +325,5 @@ const infl_backend infl_cpu_backend = {
     .copy_2d = cpu_copy_2d,
     .sample_labels = cpu_sample_labels,
     .syevd = cpu_syevd,
+    .syevd_top = cpu_syevd_top,
 };

@@ -276,17 +276,24 @@ infl_status ekfac_lowrank(infl_ctx *ctx, const infl_mlp_spec *spec, const float 
                 CHECK(be->sgemm(ctx, INFL_T, INFL_N, g, g, dout, 1.0f, Vq, ni, Vq, ni, 0.0f, gram, g));
             CHECK(be->download(ctx, hg, gram, (size_t)g * g * sizeof(float)));
             for (size_t i = 0; i < (size_t)g * g; i++) hd[i] = hg[i];
+            double tot = 0, kept = 0;  // |V|²_F = trace of the Gram matrix
+            for (int i = 0; i < g; i++) tot += hd[(size_t)i * g + i];
             CHECK(be->upload(ctx, dg, hd, (size_t)g * g * sizeof(double)));
-            CHECK(be->syevd(ctx, dg, w, g));
-            CHECK(be->download(ctx, hd, dg, (size_t)g * g * sizeof(double)));
-            CHECK(be->download(ctx, hw, w, (size_t)g * sizeof(double)));
-            double tot = 0, kept = 0;
-            for (int i = 0; i < g; i++) tot += hw[i] > 0 ? hw[i] : 0;
-            for (int i = 0; i < k; i++) kept += hw[g - 1 - i] > 0 ? hw[g - 1 - i] : 0;
-            esum += tot > 0 ? kept / tot : 1.0;
-            // U (g, k): the top-k eigenvectors as columns (eigenvalues ascending: rows g-1, g-2, ...)
+            // the top-k eigenpairs: by syevd_top when the backend has it (k < g), else all
+            // of them; either way the eigenvector of the j-th largest lands in row `top(j)`
+            int partial = be->syevd_top && k < g;
+            if (partial)
+                CHECK(be->syevd_top(ctx, dg, w, g, k));
+            else
+                CHECK(be->syevd(ctx, dg, w, g));
+            int nrows = partial ? k : g;
+            CHECK(be->download(ctx, hd, dg, (size_t)nrows * g * sizeof(double)));
+            CHECK(be->download(ctx, hw, w, (size_t)nrows * sizeof(double)));
+            for (int i = 0; i < k; i++) kept += hw[nrows - 1 - i] > 0 ? hw[nrows - 1 - i] : 0;
+            esum += tot > 0 ? (kept < tot ? kept / tot : 1.0) : 1.0;
+            // U (g, k): the top-k eigenvectors as columns (eigenvalues ascending: rows nrows-1, nrows-2, ...)
             for (int i = 0; i < g; i++)
-                for (int j = 0; j < k; j++) hU[(size_t)i * k + j] = (float)hd[(size_t)(g - 1 - j) * g + i];
+                for (int j = 0; j < k; j++) hU[(size_t)i * k + j] = (float)hd[(size_t)(nrows - 1 - j) * g + i];
             CHECK(be->upload(ctx, U, hU, (size_t)g * k * sizeof(float)));
             if (left) {
                 // LF_q = U; RF_q = Vᵀ U
