@@ -443,7 +443,7 @@ typedef struct {
  * Spearman correlation over subsets between the retrained output and the sum of the
  * method's scores over the subset (predicted loss: −Σ score; margin: +Σ score), mean
  * over queries. Models already in the state file are not trained again: an
- * interrupted call resumes. */
+ * interrupted call resumes, and a larger `models` extends a finished state. */
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *opts, infl_lds_result **out);
 void infl_lds_result_free(infl_lds_result *r);  /* accepts NULL */
 

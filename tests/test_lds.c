@@ -179,6 +179,19 @@ Test(lds, resumes_and_scores_an_oracle) {
     for (int i = 0; i < 6 * 4; i++) cr_assert_eq(a->outputs[i], b->outputs[i], "output %d differs after resuming", i);
     infl_lds_result *c = run_lds(&o);
     cr_assert_eq(c->trained_now, 0);
+    // more models extend the state: only the new ones are trained, the old outputs kept
+    o.models = 8;
+    infl_lds_result *g = run_lds(&o);
+    cr_assert_eq(g->trained_now, 2);
+    for (int i = 0; i < 6 * 4; i++) cr_assert_eq(g->outputs[i], a->outputs[i]);
+    infl_lds_result_free(g);
+    o.models = 6;  // fewer than the state holds: refused
+    infl_ctx *cx = tu_ctx();
+    infl_lds_result *h = NULL;
+    cr_assert_eq(infl_lds(cx, &o, &h), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(cx), "--models (smaller)"), "%s", infl_ctx_error(cx));
+    infl_ctx_free(cx);
+    o.state = tu_path("lds6.h5");  // the oracle below reads a state of 6 models
     const int64_t N = 60;
     const int M = 4;
     float *S = calloc((size_t)M * N, sizeof(float));
@@ -205,7 +218,8 @@ Test(lds, resumes_and_scores_an_oracle) {
     o.scores = files;
     o.nscores = 2;
     infl_lds_result *e = run_lds(&o);
-    cr_assert_eq(e->trained_now, 0);
+    cr_assert_eq(e->trained_now, 6);  // a fresh state: the same seed retrains the same models
+    for (int i = 0; i < 6 * 4; i++) cr_assert_eq(e->outputs[i], a->outputs[i]);
     cr_assert_str_eq(e->method[0], "oracle");
     cr_assert(e->lds[0] > 0.3, "oracle LDS %g", e->lds[0]);
     cr_assert(fabs(e->lds[0] + e->lds[1]) < 1e-9, "negated scores: %g vs %g", e->lds[0], e->lds[1]);

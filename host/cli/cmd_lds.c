@@ -18,7 +18,7 @@ int cmd_lds(int argc, char **argv) {
     const cli_opt opts[] = {
         {"run", 0, ARG_STR, &o.run, "FILE", "the run whose training is repeated on subsets (required)"},
         {"query", 0, ARG_STR, &o.query, "FILE:/split[a:b]", "the queries the scores were made for (required)"},
-        {"state", 0, ARG_STR, &o.state, "FILE", "state file of the retrained outputs (required); an interrupted run resumes"},
+        {"state", 0, ARG_STR, &o.state, "FILE", "state file of the retrained outputs (required); an interrupted run resumes, more --models extend it"},
         {"models", 0, ARG_INT, &o.models, "K", "subsets, one model each (default 20)"},
         {"fraction", 0, ARG_DOUBLE, &o.fraction, "A", "share of the training rows in a subset (default 0.5)"},
         {"seed", 0, ARG_U64, &o.seed, "S", "subsets and the models' initialisations (default 0)"},

@@ -124,7 +124,7 @@ static infl_status state_read(infl_ctx *ctx, const char *path, lds_state *s) {
             path, fp, s->fingerprint);
     const char *what = strcmp(run, s->run)                                         ? "--run"
                        : strcmp(query, s->query)                                   ? "--query"
-                       : models != s->models                                       ? "--models"
+                       : models > s->models                                        ? "--models (smaller)"
                        : fraction != s->fraction                                   ? "--fraction"
                        : seed != s->seed                                           ? "--seed"
                        : strcmp(output, s->output_margin ? "margin" : "loss") != 0 ? "--output"
@@ -140,13 +140,14 @@ static infl_status state_read(infl_ctx *ctx, const char *path, lds_state *s) {
                 names[i]);
         hid_t d = H5Dopen2(f, names[i], H5P_DEFAULT);
         h5u_dinfo di;
-        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.dims[0] == (hsize_t)s->models &&
+        // a state of fewer models grows: its rows fill the first ones (model k is keyed by k)
+        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.dims[0] == (hsize_t)models &&
                  (i == 1 || (di.rank == 2 && di.dims[1] == (hsize_t)s->M));
         herr_t e = ok ? H5Dread(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                 i ? (void *)s->done : (void *)s->outputs)
                       : -1;
         if (d >= 0) H5Dclose(d);
-        GOTO_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: expected [%d%s] values", path, names[i], s->models,
+        GOTO_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: expected [%d%s] values", path, names[i], (int)models,
                 i ? "" : ", M");
     }
 done:
