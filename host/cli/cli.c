@@ -263,7 +263,7 @@ static const struct {
     {"import", cmd_import, "import Fashion-MNIST or a CSV file into an HDF5 dataset"},
     {"train", cmd_train, "train an MLP with checkpoints (SGD; Newton for convex models)"},
     {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split"},
-    {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if)"},
+    {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if, ekfac, kfac, diagonal)"},
     {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
     {"lds", cmd_lds, "linear datamodeling score of methods' scores, by retraining on subsets"},
