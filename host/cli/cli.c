@@ -102,23 +102,6 @@ static int cmd_import(int argc, char **argv) {
 
 // ---- train ----
 
-static int parse_layers(const char *text, infl_train_options *o) {
-    int n = 0;
-    const char *p = text;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > (1 << 24) || n > INFL_MAX_LAYERS) return -1;
-        o->widths[n++] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        p = end;
-    }
-    if (n < 2) return -1;
-    o->nlayers = n - 1;
-    return 0;
-}
-
 static int cmd_train(int argc, char **argv) {
     common c = {.cmd = "infl train"};
     infl_train_options o = infl_train_options_default();
@@ -159,7 +142,7 @@ static int cmd_train(int argc, char **argv) {
     if (!o.data) return usage_error(spec.cmd, "no training data (--data FILE:/split)");
     if (!layers) return usage_error(spec.cmd, "no model (--layers W,W,.., e.g. 784,256,128,10)");
     if (!out) return usage_error(spec.cmd, "no output file (-o run.h5)");
-    if (parse_layers(layers, &o) != 0)
+    if (parse_widths(layers, o.widths, &o.nlayers) != 0)
         return usage_error(spec.cmd, "--layers: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,10");
     if (infl_act_parse(act, &o.activation) != 0)
         return usage_error(spec.cmd, "--activation: expected relu, tanh or gelu");

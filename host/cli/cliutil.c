@@ -115,3 +115,20 @@ void cli_signals_restore(void) {
     sigaction(SIGINT, &g_old_int, NULL);
     sigaction(SIGTERM, &g_old_term, NULL);
 }
+
+int parse_widths(const char *text, int *widths, int *nlayers) {
+    int n = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > (1 << 24) || n > INFL_MAX_LAYERS) return -1;
+        widths[n++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    if (n < 2) return -1;
+    *nlayers = n - 1;
+    return 0;
+}

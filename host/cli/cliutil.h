@@ -34,6 +34,9 @@ infl_ctx *open_ctx(common *c);
 int fail(common *c, infl_ctx *ctx, infl_status st);
 // Frees the context and returns 0, or fail()'s code.
 int finish(common *c, infl_ctx *ctx, infl_status st);
+// "784,256,128,10" into widths (INFL_MAX_LAYERS + 1 entries) and *nlayers (entries
+// minus one); -1 when malformed (fewer than 2 widths, a width outside 1..2^24, too many).
+int parse_widths(const char *text, int *widths, int *nlayers);
 // Prints a usage error and returns 2.
 int usage_error(const char *cmd, const char *msg);
 // Ends the progress line when one is open.

@@ -83,24 +83,6 @@ int cmd_synth(int argc, char **argv) {
 
 // ---- bench ----
 
-// "784,256,128,10" into o->widths / o->nlayers; -1 when malformed.
-static int parse_model(const char *text, infl_bench_options *o) {
-    int n = 0;
-    const char *p = text;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > (1 << 24) || n > INFL_MAX_LAYERS) return -1;
-        o->widths[n++] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        p = end;
-    }
-    if (n < 2) return -1;
-    o->nlayers = n - 1;
-    return 0;
-}
-
 // Rate of a phase in its unit (GFLOP/s or GB/s) for `seconds`.
 static double rate_of(const infl_bench_phase *p, double seconds) {
     if (!(seconds > 0)) return 0;
@@ -218,7 +200,7 @@ int cmd_bench(int argc, char **argv) {
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    if (model && parse_model(model, &o) != 0)
+    if (model && parse_widths(model, o.widths, &o.nlayers) != 0)
         return usage_error(spec.cmd, "--model: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,128,10");
     if (o.n < 0 || (o.n == 0 && !o.data)) return usage_error(spec.cmd, "--n: expected at least 1 training row");
     if (o.queries < 1) return usage_error(spec.cmd, "--queries: expected at least 1");
