@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../store/store.h"
+#include "stats.h"
 
 void infl_compare_result_free(infl_compare_result *r) {
     if (!r) return;
@@ -19,50 +20,14 @@ void infl_compare_result_free(infl_compare_result *r) {
     free(r);
 }
 
-typedef struct {
-    float v;
-    int64_t i;
-} vi;
-
-static int by_value(const void *x, const void *y) {
-    const vi *a = x, *b = y;
-    if (a->v != b->v) return a->v < b->v ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-// Average ranks of v (N) into r; t is scratch (N). mark[i] gets bit 1 when i is among
-// the k highest and bit 2 among the k lowest, by sorted position (ties by index).
-static void ranks(const float *v, int64_t N, double *r, vi *t, unsigned char *mark, int k) {
-    for (int64_t i = 0; i < N; i++) t[i] = (vi){v[i], i};
-    qsort(t, (size_t)N, sizeof(vi), by_value);
+// Marks the k highest (bit 1) and k lowest (bit 2) of a row from its sorted order
+// (tmp of stats_ranks: by value, ties by index).
+static void mark_ends(const stats_pair *sorted, int64_t N, int k, unsigned char *mark) {
     if (N > 0) memset(mark, 0, (size_t)N);
     for (int64_t j = 0; j < k && j < N; j++) {
-        mark[t[N - 1 - j].i] |= 1;
-        mark[t[j].i] |= 2;
+        mark[sorted[N - 1 - j].i] |= 1;
+        mark[sorted[j].i] |= 2;
     }
-    for (int64_t i = 0; i < N;) {
-        int64_t j = i;
-        while (j + 1 < N && t[j + 1].v == t[i].v) j++;
-        for (int64_t k = i; k <= j; k++) r[t[k].i] = 0.5 * (double)(i + j);
-        i = j + 1;
-    }
-}
-
-static double pearson_d(const double *a, const double *b, int64_t n) {
-    double ma = 0, mb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        ma += a[i];
-        mb += b[i];
-    }
-    ma /= (double)n;
-    mb /= (double)n;
-    double sab = 0, saa = 0, sbb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        sab += (a[i] - ma) * (b[i] - mb);
-        saa += (a[i] - ma) * (a[i] - ma);
-        sbb += (b[i] - mb) * (b[i] - mb);
-    }
-    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
 }
 
 // Shares of the k highest (top) and k lowest (bottom) in common, from the marks.
@@ -83,7 +48,7 @@ infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, inf
     infl_compare_result *r = NULL;
     float *ra = NULL, *rb = NULL;
     double *xa = NULL, *xb = NULL, *ka = NULL, *kb = NULL;
-    vi *t = NULL;
+    stats_pair *t = NULL;
     unsigned char *mka = NULL, *mkb = NULL;
     infl_status rc = INFL_OK;
     CHECK(store_scores_open(ctx, a, &sa));
@@ -112,7 +77,7 @@ infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, inf
     xb = malloc((size_t)N * sizeof(double));
     ka = malloc((size_t)N * sizeof(double));
     kb = malloc((size_t)N * sizeof(double));
-    t = malloc((size_t)N * sizeof(vi));
+    t = malloc((size_t)N * sizeof(stats_pair));
     mka = malloc((size_t)N);
     mkb = malloc((size_t)N);
     GOTO_IF(ctx, !r->pearson || !r->spearman || !r->top_overlap || !r->bottom_overlap || !ra || !rb || !xa || !xb ||
@@ -129,10 +94,12 @@ infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, inf
             xa[i] = ra[i];
             xb[i] = rb[i];
         }
-        r->pearson[q] = pearson_d(xa, xb, N);
-        ranks(ra, N, ka, t, mka, k);
-        ranks(rb, N, kb, t, mkb, k);
-        r->spearman[q] = pearson_d(ka, kb, N);
+        r->pearson[q] = stats_pearson(xa, xb, N);
+        stats_ranks(xa, N, ka, t);
+        mark_ends(t, N, k, mka);
+        stats_ranks(xb, N, kb, t);
+        mark_ends(t, N, k, mkb);
+        r->spearman[q] = stats_pearson(ka, kb, N);
         overlaps(mka, mkb, N, k, &r->top_overlap[q], &r->bottom_overlap[q]);
         // a constant row has no correlation (NaN): it counts as 0 in the means
         r->mean_pearson += (isfinite(r->pearson[q]) ? r->pearson[q] : 0) / M;

@@ -26,6 +26,7 @@
 #include "../model/train.h"
 #include "../store/h5util.h"
 #include "../store/store.h"
+#include "stats.h"
 
 infl_lds_options infl_lds_options_default(void) {
     infl_lds_options o;
@@ -263,43 +264,6 @@ done:
 
 // ---- scoring the methods ----
 
-// Average ranks (ties share their mean rank) of v (n) into r.
-static void ranks(const double *v, int n, double *r, int *idx) {
-    for (int i = 0; i < n; i++) idx[i] = i;
-    // insertion sort: n is the number of models (tens to hundreds)
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[idx[j]] < v[idx[j - 1]]; j--) {
-            int t = idx[j];
-            idx[j] = idx[j - 1];
-            idx[j - 1] = t;
-        }
-    for (int i = 0; i < n;) {
-        int j = i;
-        while (j + 1 < n && v[idx[j + 1]] == v[idx[i]]) j++;
-        for (int k = i; k <= j; k++) r[idx[k]] = 0.5 * (i + j);
-        i = j + 1;
-    }
-}
-
-static double spearman(const double *a, const double *b, int n, double *ra, double *rb, int *idx) {
-    ranks(a, n, ra, idx);
-    ranks(b, n, rb, idx);
-    double ma = 0, mb = 0;
-    for (int i = 0; i < n; i++) {
-        ma += ra[i];
-        mb += rb[i];
-    }
-    ma /= n;
-    mb /= n;
-    double sab = 0, saa = 0, sbb = 0;
-    for (int i = 0; i < n; i++) {
-        sab += (ra[i] - ma) * (rb[i] - mb);
-        saa += (ra[i] - ma) * (ra[i] - ma);
-        sbb += (rb[i] - mb) * (rb[i] - mb);
-    }
-    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
-}
-
 // pred (models, M) = Σ_{i ∈ S_k} scores[q, i], streamed by columns.
 static infl_status predictions(infl_ctx *ctx, infl_scr *sc, int models, int M, int64_t N, int64_t begin,
                                double fraction, uint64_t seed, double *pred) {
@@ -391,7 +355,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     float *qx = NULL, *qyf = NULL;
     int32_t *qy = NULL;
     double *pred = NULL, *ra = NULL, *rb = NULL, *col = NULL, *tru = NULL;
-    int *idx = NULL;
+    stats_pair *idx = NULL;
     char tmprun[4200] = "";
     infl_status rc = INFL_OK;
 
@@ -520,7 +484,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         rb = infl_malloc(ctx, (size_t)o->models * sizeof(double), "ranks");
         col = infl_malloc(ctx, (size_t)o->models * sizeof(double), "a column");
         tru = infl_malloc(ctx, (size_t)o->models * sizeof(double), "a column");
-        idx = infl_malloc(ctx, (size_t)o->models * sizeof(int), "ranks");
+        idx = infl_malloc(ctx, (size_t)o->models * sizeof(stats_pair), "ranks");
         GOTO_IF(ctx, !res->method || !res->lds || !res->ci || !res->per_query || !res->valid || !pred || !ra || !rb || !col || !tru ||
                          !idx,
                 INFL_E_NOMEM, "out of memory");
@@ -540,7 +504,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
                 col[k] = (o->output_margin ? 1.0 : -1.0) * pred[(size_t)k * M + q];
                 tru[k] = res->outputs[(size_t)k * M + q];
             }
-            double r = spearman(col, tru, o->models, ra, rb, idx);
+            double r = stats_spearman(col, tru, o->models, ra, rb, idx);
             res->per_query[(size_t)m * M + q] = r;
             if (isfinite(r)) {
                 sum += r;

@@ -16,6 +16,7 @@
 #include "../core/rng.h"
 #include "../model/train.h"
 #include "attrib.h"
+#include "stats.h"
 
 infl_loo_options infl_loo_options_default(void) {
     infl_loo_options o = {.remove_top = 20, .remove_bottom = 20, .remove_random = 20, .tol = 1e-10};
@@ -69,59 +70,16 @@ static double glm_loss(const infl_mlp_spec *s, const double *w, const float *x, 
     return NAN;
 }
 
-static double pearson(const double *x, const double *y, int n) {
-    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
-    for (int i = 0; i < n; i++) {
-        mx += x[i];
-        my += y[i];
-    }
-    mx /= n;
-    my /= n;
-    for (int i = 0; i < n; i++) {
-        sxy += (x[i] - mx) * (y[i] - my);
-        sxx += (x[i] - mx) * (x[i] - mx);
-        syy += (y[i] - my) * (y[i] - my);
-    }
-    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
-}
-
-typedef struct {
-    double v;
-    int i;
-} vi;
-static int vi_cmp(const void *a, const void *b) {
-    double x = ((const vi *)a)->v, y = ((const vi *)b)->v;
-    return (x > y) - (x < y);
-}
-
-// Ranks with ties averaged (1-based).
-static void ranks(const double *x, int n, double *r, vi *tmp) {
-    for (int i = 0; i < n; i++) tmp[i] = (vi){x[i], i};
-    qsort(tmp, (size_t)n, sizeof(vi), vi_cmp);
-    for (int i = 0; i < n;) {
-        int j = i;
-        while (j + 1 < n && tmp[j + 1].v == tmp[i].v) j++;
-        for (int t = i; t <= j; t++) r[tmp[t].i] = 0.5 * (i + j) + 1;
-        i = j + 1;
-    }
-}
-
-double infl_spearman(const double *x, const double *y, int n) {
+// Spearman correlation of x and y (n); NaN when out of memory or constant.
+static double spearman(const double *x, const double *y, int n) {
     double *rx = malloc((size_t)n * sizeof(double)), *ry = malloc((size_t)n * sizeof(double));
-    vi *tmp = malloc((size_t)n * sizeof(vi));
-    double s = NAN;
-    if (rx && ry && tmp) {
-        ranks(x, n, rx, tmp);
-        ranks(y, n, ry, tmp);
-        s = pearson(rx, ry, n);
-    }
+    stats_pair *tmp = malloc((size_t)n * sizeof(stats_pair));
+    double s = rx && ry && tmp ? stats_spearman(x, y, n, rx, ry, tmp) : NAN;
     free(rx);
     free(ry);
     free(tmp);
     return s;
 }
-
-double infl_pearson(const double *x, const double *y, int n) { return pearson(x, y, n); }
 
 infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_loo_options *lo, infl_loo_result **out) {
     *out = NULL;
@@ -275,8 +233,8 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
             infl_progress(ctx, "loo", (uint64_t)res->n, (uint64_t)cap, info);
         }
     }
-    res->pearson = pearson(res->predicted, res->actual, res->n);
-    res->spearman = infl_spearman(res->predicted, res->actual, res->n);
+    res->pearson = stats_pearson(res->predicted, res->actual, res->n);
+    res->spearman = spearman(res->predicted, res->actual, res->n);
     res->seconds = infl_now() - t0;
     *out = res;
     res = NULL;
