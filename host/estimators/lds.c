@@ -74,19 +74,9 @@ static infl_status state_write(infl_ctx *ctx, const char *path, const lds_state 
     CHECK(h5u_wattr_u64(ctx, path, f, "root", "seed", s->seed));
     CHECK(h5u_wattr_str(ctx, path, f, "root", "output", s->output_margin ? "margin" : "loss"));
     CHECK(h5u_wattr_i64(ctx, path, f, "root", "epochs", s->epochs));
-    hsize_t d2[2] = {(hsize_t)s->models, (hsize_t)s->M}, d1[1] = {(hsize_t)s->models};
-    for (int i = 0; i < 2; i++) {
-        hid_t sp = H5Screate_simple(i ? 1 : 2, i ? d1 : d2, NULL);
-        hid_t d = sp >= 0 ? H5Dcreate2(f, i ? "done" : "outputs", i ? H5T_STD_I32LE : H5T_IEEE_F64LE, sp, H5P_DEFAULT,
-                                       H5P_DEFAULT, H5P_DEFAULT)
-                          : -1;
-        herr_t e = d >= 0 ? H5Dwrite(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                     i ? (const void *)s->done : (const void *)s->outputs)
-                          : -1;
-        if (d >= 0) H5Dclose(d);
-        if (sp >= 0) H5Sclose(sp);
-        GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot write /%s", path, i ? "done" : "outputs");
-    }
+    CHECK(h5u_write_array(ctx, path, f, "", "outputs", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)s->models,
+                          (hsize_t)s->M, s->outputs));
+    CHECK(h5u_write_array(ctx, path, f, "", "done", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)s->models, 0, s->done));
     herr_t e = H5Fclose(f);
     f = H5I_INVALID_HID;
     GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);

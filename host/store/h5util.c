@@ -726,3 +726,17 @@ done:
     close_id(t);
     return rc;
 }
+
+infl_status h5u_write_array(infl_ctx *ctx, const char *path, hid_t loc, const char *where, const char *name,
+                            hid_t file_type, hid_t mem_type, hsize_t rows, hsize_t cols, const void *data) {
+    hsize_t dims[2] = {rows, cols};
+    hid_t sp = H5Screate_simple(cols ? 2 : 1, dims, NULL);
+    RETURN_IF(ctx, sp < 0, INFL_E_IO, "%s: %s/%s: cannot create the dataspace", path, where, name);
+    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = d >= 0 && rows * (cols ? cols : 1) > 0 ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    RETURN_IF(ctx, d < 0, INFL_E_IO, "%s: %s/%s: cannot create the dataset", path, where, name);
+    RETURN_IF(ctx, e < 0, INFL_E_IO, "%s: %s/%s: cannot write", path, where, name);
+    return INFL_OK;
+}

@@ -131,6 +131,14 @@ infl_status h5u_wattr_f64(infl_ctx *ctx, const char *path, hid_t obj, const char
 // bytes. names may be NULL (max 0) to count only.
 infl_status h5u_read_strings(infl_ctx *ctx, const char *path, hid_t dset, const char *where,
                              char (*names)[64], int max, int64_t *count);
+// ---- numeric datasets ----
+
+// Writes dataset `name` under loc, [rows, cols] (1-D [rows] when cols is 0), stored as
+// file_type, from `data` in mem_type (nothing is written for an empty one). Messages
+// name path, where/name.
+infl_status h5u_write_array(infl_ctx *ctx, const char *path, hid_t loc, const char *where, const char *name,
+                            hid_t file_type, hid_t mem_type, hsize_t rows, hsize_t cols, const void *data);
+
 // Writes a 1-D fixed-length (null-terminated) string dataset `name` under loc.
 infl_status h5u_write_strings(infl_ctx *ctx, const char *path, hid_t loc, const char *where,
                               const char *name, const char *const *v, int n);

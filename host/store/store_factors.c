@@ -61,15 +61,7 @@ uint64_t infl_weights_hash(const float *params, size_t n) {
 
 static infl_status write_f64(infl_ctx *ctx, const char *path, hid_t g, const char *where, const char *name,
                              hsize_t rows, hsize_t cols, const double *v) {
-    hsize_t dims[2] = {rows, cols};
-    hid_t sp = H5Screate_simple(cols ? 2 : 1, dims, NULL);
-    RETURN_IF(ctx, sp < 0, INFL_E_IO, "%s: %s/%s: cannot create the dataspace", path, where, name);
-    hid_t d = H5Dcreate2(g, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = d >= 0 ? H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) : -1;
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    RETURN_IF(ctx, d < 0 || e < 0, INFL_E_IO, "%s: %s/%s: cannot write", path, where, name);
-    return INFL_OK;
+    return h5u_write_array(ctx, path, g, where, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, rows, cols, v);
 }
 
 static infl_status write_impl(infl_ctx *ctx, const char *path, int force, const infl_factors *f) {

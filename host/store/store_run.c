@@ -94,17 +94,8 @@ infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const i
 // Writes a float32 dataset of rank 1 or 2 under loc from v.
 static infl_status write_f32(infl_ctx *ctx, const char *path, hid_t loc, const char *where, const char *name,
                              int rank, const hsize_t *dims, const float *v) {
-    infl_status rc = INFL_OK;
-    hid_t s = H5Screate_simple(rank, dims, NULL), d = H5I_INVALID_HID;
-    GOTO_IF(ctx, s < 0, INFL_E_INTERNAL, "%s: %s/%s: cannot make a dataspace", path, where, name);
-    d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    GOTO_IF(ctx, d < 0, INFL_E_IO, "%s: %s/%s: cannot create the dataset", path, where, name);
-    GOTO_IF(ctx, H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0, INFL_E_IO,
-            "%s: %s/%s: cannot write", path, where, name);
-done:
-    close_if(d, H5Dclose);
-    close_if(s, H5Sclose);
-    return rc;
+    return h5u_write_array(ctx, path, loc, where, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims[0],
+                           rank == 2 ? dims[1] : 0, v);
 }
 
 static infl_status store_run_add_checkpoint_impl(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch, double lr,

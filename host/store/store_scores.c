@@ -23,20 +23,6 @@ static void close_id(hid_t id, herr_t (*fn)(hid_t)) {
     if (id >= 0) fn(id);
 }
 
-// A 2-D (or 1-D when cols is 0) dataset written whole from `data`.
-static infl_status write_whole(infl_ctx *ctx, infl_scw *w, hid_t loc, const char *where, const char *name,
-                               hid_t type, hsize_t rows, hsize_t cols, const void *data) {
-    hsize_t dims[2] = {rows, cols};
-    hid_t sp = H5Screate_simple(cols ? 2 : 1, dims, NULL);
-    RETURN_IF(ctx, sp < 0, INFL_E_IO, "%s: %s/%s: cannot create the dataspace", w->path, where, name);
-    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = d >= 0 && (rows * (cols ? cols : 1)) > 0 ? H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
-    close_id(d, H5Dclose);
-    H5Sclose(sp);
-    RETURN_IF(ctx, d < 0 || e < 0, INFL_E_IO, "%s: %s/%s: cannot write", w->path, where, name);
-    return INFL_OK;
-}
-
 infl_status store_scores_create(infl_ctx *ctx, const char *path, int force, int M, int k, int64_t N, int full,
                                 infl_scw **out) {
     *out = NULL;
@@ -112,9 +98,11 @@ static infl_status write_pair(infl_ctx *ctx, infl_scw *w, const char *group, con
     RETURN_IF(ctx, g < 0, INFL_E_IO, "%s: /%s: cannot create the group", w->path, group);
     char where[32];
     snprintf(where, sizeof where, "/%s", group);
-    infl_status rc = write_whole(ctx, w, g, where, "index", H5T_NATIVE_INT64, (hsize_t)w->M, (hsize_t)w->k, idx);
+    infl_status rc = h5u_write_array(ctx, w->path, g, where, "index", H5T_NATIVE_INT64, H5T_NATIVE_INT64, (hsize_t)w->M,
+                                     (hsize_t)w->k, idx);
     if (rc == INFL_OK)
-        rc = write_whole(ctx, w, g, where, "score", H5T_NATIVE_FLOAT, (hsize_t)w->M, (hsize_t)w->k, score);
+        rc = h5u_write_array(ctx, w->path, g, where, "score", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, (hsize_t)w->M,
+                             (hsize_t)w->k, score);
     H5Gclose(g);
     return rc;
 }
@@ -130,8 +118,11 @@ infl_status store_scores_write_topk(infl_ctx *ctx, infl_scw *w, const int64_t *t
 
 infl_status store_scores_write_self(infl_ctx *ctx, infl_scw *w, const float *self, const int64_t *order, int64_t N) {
     h5u_lock();
-    infl_status rc = write_whole(ctx, w, w->file, "", "self", H5T_NATIVE_FLOAT, (hsize_t)N, 0, self);
-    if (rc == INFL_OK) rc = write_whole(ctx, w, w->file, "", "self_order", H5T_NATIVE_INT64, (hsize_t)N, 0, order);
+    infl_status rc =
+        h5u_write_array(ctx, w->path, w->file, "", "self", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, (hsize_t)N, 0, self);
+    if (rc == INFL_OK)
+        rc = h5u_write_array(ctx, w->path, w->file, "", "self_order", H5T_NATIVE_INT64, H5T_NATIVE_INT64, (hsize_t)N, 0,
+                             order);
     h5u_unlock();
     return rc;
 }
