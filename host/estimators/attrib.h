@@ -67,8 +67,6 @@ void attrib_close(attrib *a);
 // shard is then one sub-batch either way).
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
 int64_t attrib_shard_rows(const attrib *a);
-// Queues rows [r0, r0 + b) of a shard into sub-batch buffer i (a->st, stage.h).
-infl_status attrib_put_rows(infl_ctx *ctx, attrib *a, int i, const infl_shard *sh, int64_t r0, int b);
 // infl_reader_start on the train split with shards of S rows in the backend's host
 // memory (pinned on CUDA).
 infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd);

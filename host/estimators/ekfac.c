@@ -142,15 +142,20 @@ done:
     return rc;
 }
 
+// The factors in identity bases: DQ = Δ (b, d_out), AQ = Ã = [A | 1] (b, d_in+1).
+static infl_status identity_factors(infl_ctx *ctx, const float *Delta, const float *A, int b, int din, int dout,
+                                    float *DQ, float *AQ) {
+    const infl_backend *be = ctx->be;
+    FORWARD_IF_ERROR(be->copy(ctx, DQ, Delta, (size_t)b * dout * sizeof(float)));
+    FORWARD_IF_ERROR(be->fill(ctx, AQ, 1.0f, (size_t)b * (din + 1)));
+    return be->copy_2d(ctx, AQ, din + 1, A, din, b, din);
+}
+
 infl_status ekfac_rotate(infl_ctx *ctx, const ekfac_pre *p, int l, const float *Delta, const float *A, int b,
                          float *DQ, float *AQ) {
     const infl_backend *be = ctx->be;
     int din = p->widths[l], ni = din + 1, dout = p->widths[l + 1];
-    if (p->identity) {  // identity bases: DQ = Δ, AQ = [A | 1]
-        FORWARD_IF_ERROR(be->copy(ctx, DQ, Delta, (size_t)b * dout * sizeof(float)));
-        FORWARD_IF_ERROR(be->fill(ctx, AQ, 1.0f, (size_t)b * ni));
-        return be->copy_2d(ctx, AQ, ni, A, din, b, din);
-    }
+    if (p->identity) return identity_factors(ctx, Delta, A, b, din, dout, DQ, AQ);
     // DQ = Δ Q_S = Δ RSᵀ; AQ = Ã Q_A = A RA[:, :din]ᵀ + 1 RA[:, din]ᵀ
     FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, b, dout, dout, 1.0f, Delta, dout, p->RS[l], dout, 0.0f, DQ, dout));
     FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, b, ni, din, 1.0f, A, din, p->RA[l], ni, 0.0f, AQ, ni));
@@ -424,50 +429,47 @@ static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA
         if (sh->n == 0) break;
         // sub-batches double-buffered: the upload of the next one overlaps the work on
         // this one; nothing waits on the host until flush's downloads, once a shard
-        int cur = 0;
-        CHECK(infl_stage_put(ctx, &F->st, cur, sh, 0, (int)(F->B <= sh->n ? F->B : sh->n), labels));
-        for (int64_t r0 = 0; r0 < sh->n; r0 += F->B, cur ^= 1) {
-            int b = (int)(r0 + F->B <= sh->n ? F->B : sh->n - r0);
-            CHECK(infl_stage_take(ctx, &F->st, cur));
-            if (r0 + b < sh->n)
-                CHECK(infl_stage_put(ctx, &F->st, cur ^ 1, sh, r0 + b,
-                                     (int)(r0 + b + F->B <= sh->n ? F->B : sh->n - r0 - b), labels));
+        CHECK(infl_stage_begin(ctx, &F->st, sh, labels));
+        for (;;) {
+            int64_t r0;
+            int b, cur;
+            CHECK(infl_stage_next(ctx, &F->st, &r0, &b, &cur));
+            if (b == 0) break;
             F->X = F->st.x[cur];
             F->by = F->st.y[cur];
             F->byf = F->st.yf[cur];
             for (int draw = 0; draw < F->draws; draw++) {
-            CHECK(fit_factors(F, b, begin + sh->row0 + r0, draw));
-            for (int l = 0; l < s->L; l++) {
-                int din = s->widths[l], ni = din + 1, dout = s->widths[l + 1];
-                const float *Dl, *Al;
-                infl_mlp_factors(F->work, l, &Dl, &Al);
-                if (pass == 1) {
-                    // S += ΔᵀΔ / draws; A[:din, :din] += AᵀA; A[din, :din] += 1ᵀA (once)
-                    CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, b, 1.0f / F->draws, Dl, dout, Dl, dout, 1.0f,
-                                    F->accS[l], dout));
-                    F->flops += 2.0 * b * (double)dout * dout;
-                    if (draw == 0) {
-                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, din, din, b, 1.0f, Al, din, Al, din, 1.0f, F->accA[l], ni));
-                        CHECK(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, b, din, 1.0f, 1.0f));
-                        F->flops += 2.0 * b * (double)din * din + (double)b * din;
-                    }
-                } else {
-                    float *DQ = F->DQ, *AQ = F->AQ;
-                    if (p) {
-                        CHECK(ekfac_rotate(ctx, p, l, Dl, Al, b, DQ, AQ));
-                        F->flops += 2.0 * b * ((double)dout * dout + (double)din * ni);
+                CHECK(fit_factors(F, b, begin + sh->row0 + r0, draw));
+                for (int l = 0; l < s->L; l++) {
+                    int din = s->widths[l], ni = din + 1, dout = s->widths[l + 1];
+                    const float *Dl, *Al;
+                    infl_mlp_factors(F->work, l, &Dl, &Al);
+                    if (pass == 1) {
+                        // S += ΔᵀΔ / draws; A[:din, :din] += AᵀA; A[din, :din] += 1ᵀA (once)
+                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, b, 1.0f / F->draws, Dl, dout, Dl, dout, 1.0f,
+                                        F->accS[l], dout));
+                        F->flops += 2.0 * b * (double)dout * dout;
+                        if (draw == 0) {
+                            CHECK(be->sgemm(ctx, INFL_T, INFL_N, din, din, b, 1.0f, Al, din, Al, din, 1.0f, F->accA[l],
+                                            ni));
+                            CHECK(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, b, din, 1.0f, 1.0f));
+                            F->flops += 2.0 * b * (double)din * din + (double)b * din;
+                        }
                     } else {
-                        CHECK(be->copy(ctx, DQ, Dl, (size_t)b * dout * sizeof(float)));
-                        CHECK(be->fill(ctx, AQ, 1.0f, (size_t)b * ni));
-                        CHECK(be->copy_2d(ctx, AQ, ni, Al, din, b, din));
+                        float *DQ = F->DQ, *AQ = F->AQ;
+                        if (p) {
+                            CHECK(ekfac_rotate(ctx, p, l, Dl, Al, b, DQ, AQ));
+                            F->flops += 2.0 * b * ((double)dout * dout + (double)din * ni);
+                        } else {
+                            CHECK(identity_factors(ctx, Dl, Al, b, din, dout, DQ, AQ));
+                        }
+                        CHECK(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
+                        CHECK(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
+                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, ni, b, 1.0f / F->draws, DQ, dout, AQ, ni, 1.0f,
+                                        F->accL[l], ni));
+                        F->flops += 2.0 * b * (double)dout * ni + (double)b * (dout + ni);
                     }
-                    CHECK(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
-                    CHECK(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
-                    CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, ni, b, 1.0f / F->draws, DQ, dout, AQ, ni, 1.0f,
-                                    F->accL[l], ni));
-                    F->flops += 2.0 * b * (double)dout * ni + (double)b * (dout + ni);
                 }
-            }
             }
         }
         CHECK(flush(F, pass, hA, hS, hL));

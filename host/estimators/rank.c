@@ -297,10 +297,6 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     return INFL_OK;
 }
 
-infl_status attrib_put_rows(infl_ctx *ctx, attrib *a, int i, const infl_shard *sh, int64_t r0, int b) {
-    return infl_stage_put(ctx, &a->st, i, sh, r0, b, 1);
-}
-
 infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd) {
     return infl_reader_start(ctx, a->train, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, rd);
 }
@@ -713,14 +709,12 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         if (sh->n == 0) break;
         // sub-batches double-buffered (stage.h): the upload of the next one overlaps
         // the work on this one; the score download is the only synchronisation
-        int cur = 0;
-        CHECK(attrib_put_rows(ctx, &a, cur, sh, 0, (int)(a.B <= sh->n ? a.B : sh->n)));
-        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B, cur ^= 1) {
-            int b = (int)(r0 + a.B <= sh->n ? a.B : sh->n - r0);
-            CHECK(infl_stage_take(ctx, &a.st, cur));
-            if (r0 + b < sh->n)
-                CHECK(attrib_put_rows(ctx, &a, cur ^ 1, sh, r0 + b,
-                                      (int)(r0 + b + a.B <= sh->n ? a.B : sh->n - r0 - b)));
+        CHECK(infl_stage_begin(ctx, &a.st, sh, 1));
+        for (;;) {
+            int64_t r0;
+            int b, cur;
+            CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
+            if (b == 0) break;
             const float *Xb = a.st.x[cur], *yf = a.Kt ? a.st.yf[cur] : NULL;
             const int32_t *y = a.Kt ? NULL : a.st.y[cur];
             CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));

@@ -137,14 +137,12 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
         if (sh->n == 0) break;
         // sub-batches double-buffered (stage.h): the upload of the next one overlaps
         // the work on this one
-        int cur = 0;
-        CHECK(attrib_put_rows(ctx, &a, cur, sh, 0, (int)(a.B <= sh->n ? a.B : sh->n)));
-        for (int64_t r0 = 0; r0 < sh->n; r0 += a.B, cur ^= 1) {
-            int b = (int)(r0 + a.B <= sh->n ? a.B : sh->n - r0);
-            CHECK(infl_stage_take(ctx, &a.st, cur));
-            if (r0 + b < sh->n)
-                CHECK(attrib_put_rows(ctx, &a, cur ^ 1, sh, r0 + b,
-                                      (int)(r0 + b + a.B <= sh->n ? a.B : sh->n - r0 - b)));
+        CHECK(infl_stage_begin(ctx, &a.st, sh, 1));
+        for (;;) {
+            int64_t r0;
+            int b, cur;
+            CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
+            if (b == 0) break;
             const float *Xb = a.st.x[cur], *yf = a.Kt ? a.st.yf[cur] : NULL;
             const int32_t *y = a.Kt ? NULL : a.st.y[cur];
             for (int c = 0; c < a.nck; c++) {

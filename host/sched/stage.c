@@ -63,3 +63,30 @@ infl_status infl_stage_take(infl_ctx *ctx, infl_stage *st, int i) {
     (void)st;
     return infl_be_wait_upload(ctx, i);
 }
+
+static int rows_from(const infl_stage *st, int64_t r0) {
+    int64_t left = st->sh->n - r0;
+    return (int)(left < st->B ? left : st->B);
+}
+
+infl_status infl_stage_begin(infl_ctx *ctx, infl_stage *st, const infl_shard *sh, int labels) {
+    st->sh = sh;
+    st->r0 = 0;
+    st->cur = 0;
+    st->labels = labels;
+    if (sh->n <= 0) return INFL_OK;
+    return infl_stage_put(ctx, st, 0, sh, 0, rows_from(st, 0), labels);
+}
+
+infl_status infl_stage_next(infl_ctx *ctx, infl_stage *st, int64_t *r0, int *b, int *cur) {
+    *r0 = st->r0;
+    *cur = st->cur;
+    *b = st->r0 < st->sh->n ? rows_from(st, st->r0) : 0;
+    if (*b == 0) return INFL_OK;
+    FORWARD_IF_ERROR(infl_stage_take(ctx, st, *cur));
+    st->r0 += *b;
+    st->cur ^= 1;
+    if (st->r0 < st->sh->n)  // prefetch: after the take of this one, before its work
+        FORWARD_IF_ERROR(infl_stage_put(ctx, st, st->cur, st->sh, st->r0, rows_from(st, st->r0), st->labels));
+    return INFL_OK;
+}

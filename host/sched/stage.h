@@ -5,17 +5,16 @@
  * computed (upload_async / wait_upload of host/backend.h; on the CPU backend the
  * same calls are plain copies, in the same order, so results do not change).
  *
- * Usage, over the sub-batches of one shard sh (n rows):
- *     int cur = 0;
- *     CHECK(infl_stage_put(ctx, &st, cur, sh, 0, min(B, n), 1));
- *     for (int64_t r0 = 0; r0 < n; r0 += B) {
- *         int b = min(B, n - r0);
- *         CHECK(infl_stage_take(ctx, &st, cur));         // later work sees buffer cur
- *         if (r0 + B < n)                                 // prefetch the next one
- *             CHECK(infl_stage_put(ctx, &st, cur ^ 1, sh, r0 + B, min(B, n - r0 - B), 1));
+ * Usage, over the sub-batches of one shard sh:
+ *     CHECK(infl_stage_begin(ctx, &st, sh, 1));
+ *     for (;;) {
+ *         int64_t r0;
+ *         int b, cur;
+ *         CHECK(infl_stage_next(ctx, &st, &r0, &b, &cur));  // b = 0: the shard is done
+ *         if (b == 0) break;
  *         ... compute on st.x[cur], st.y[cur], st.yf[cur]; download the results ...
- *         cur ^= 1;
  *     }
+ * which is, underneath, put(0), then per sub-batch i: take(i), put(i+1), work(i).
  * The put of sub-batch i+1 comes after the take of i and before i's work is issued:
  * its copy waits for the work issued before it (which may still read the buffer),
  * so issued later it would wait for sub-batch i's work and not overlap it.
@@ -41,6 +40,11 @@ typedef struct {
     // for infl_check_labels on the host, before upload
     const infl_split *split;
     const infl_mlp_spec *spec;
+    // the shard being iterated (infl_stage_begin / infl_stage_next)
+    const infl_shard *sh;
+    int64_t r0;   // first row of the next sub-batch
+    int cur;      // its buffer
+    int labels;
 } infl_stage;
 
 // Two buffer sets of B rows: x (B, D), y (B) and yf (B, kf) with kf = yf_width
@@ -55,5 +59,10 @@ infl_status infl_stage_put(infl_ctx *ctx, infl_stage *st, int i, const infl_shar
                            int labels);
 // Makes the backend work issued from now on see buffer i's last put.
 infl_status infl_stage_take(infl_ctx *ctx, infl_stage *st, int i);
+// Starts iterating the sub-batches of sh: queues the first (with `labels`, as put).
+infl_status infl_stage_begin(infl_ctx *ctx, infl_stage *st, const infl_shard *sh, int labels);
+// The next sub-batch: *b rows (0 when the shard is done) from row *r0 of the shard, in
+// buffer *cur, taken; the one after it is queued.
+infl_status infl_stage_next(infl_ctx *ctx, infl_stage *st, int64_t *r0, int *b, int *cur);
 
 #endif
