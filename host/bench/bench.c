@@ -22,10 +22,10 @@
  * samples (what the machine can do), phases the median. The ratio is ceiling time /
  * measured time: 1 would be "as fast as its GEMMs alone".
  *
- * The score loops of the tracin/graddot and if phases call the same backend primitives
- * in the same order as rank.c's score_block (ghost dot product; contraction with the
- * preconditioned queries), on train factors that are computed once, so that they time
- * scoring alone; the "rank" phase times the whole streamed pipeline (infl_rank).
+ * The score loops of the tracin/graddot, if and EK-FAC phases call rank's own layer
+ * kernels (score_ghost_layer, score_contract_layer, score_lowrank_layer of attrib.h),
+ * on train factors that are computed once, so that they time scoring alone; the "rank"
+ * phase times the whole streamed pipeline (infl_rank).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "bench/bench.h"
@@ -40,6 +40,7 @@
 #include "backend.h"
 #include "core/rng.h"
 #include "data/synth.h"
+#include "estimators/attrib.h"
 #include "estimators/ekfac.h"
 #include "estimators/hvp.h"
 #include "estimators/ihvp.h"
@@ -529,15 +530,9 @@ static infl_status ghost_run(infl_ctx *ctx, bench_fix *f, int nck) {
         FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
         for (int c = 0; c < nck; c++)
             for (int l = 0; l < f->L; l++) {
-                int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
-                const float *Dz = f->tD[c * f->L + l], *Az = f->tA[c * f->L + l];
-                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, f->qD[c * f->L + l], dout, Dz, dout,
-                                           0.0f, f->T1, b));
-                FORWARD_IF_ERROR(be->fill(ctx, f->T2, 1.0f, (size_t)M * b));
-                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, din, 1.0f, f->qA[c * f->L + l], din, Az, din,
-                                           1.0f, f->T2, b));
-                FORWARD_IF_ERROR(be->mul(ctx, f->T1, f->T1, f->T2, (size_t)M * b));
-                FORWARD_IF_ERROR(be->axpby(ctx, f->Sd, f->T1, 0.1f, 1.0f, (size_t)M * b));
+                int i = c * f->L + l;
+                FORWARD_IF_ERROR(score_ghost_layer(ctx, f->qD[i], f->qA[i], f->tD[i], f->tA[i], M, b,
+                                                   f->spec.widths[l], f->spec.widths[l + 1], 0.1f, f->Sd, f->T1, f->T2));
             }
     }
     return sync_be(ctx, f);
@@ -656,24 +651,17 @@ static infl_status ifscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     return INFL_OK;
 }
 
-// As rank.c's score_block for if: S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b.
+// rank's contraction for if: S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b.
 static infl_status ifscore_run(infl_ctx *ctx, bench_fix *f) {
     const infl_backend *be = ctx->be;
     const int M = f->M;
     for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
         int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
         FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
-        for (int l = 0; l < f->L; l++) {
-            int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
-            const float *Dz = f->tD[l], *Az = f->tA[l];
-            const float *Vw = f->V + infl_mlp_woff(&f->spec, l), *Vb = f->V + infl_mlp_boff(&f->spec, l);
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, Vb, (int)f->P, Dz, dout, 1.0f, f->Sd, b));
-            for (int q = 0; q < M; q++) {
-                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, din, dout, 1.0f, Dz, dout, Vw + (size_t)q * f->P,
-                                           din, 0.0f, f->Gz, din));
-                FORWARD_IF_ERROR(be->row_dot(ctx, f->Sd + (size_t)q * b, f->Gz, Az, b, din, 1.0f, 1.0f));
-            }
-        }
+        for (int l = 0; l < f->L; l++)
+            FORWARD_IF_ERROR(score_contract_layer(ctx, f->V + infl_mlp_woff(&f->spec, l),
+                                                  f->V + infl_mlp_boff(&f->spec, l), f->P, f->tD[l], f->tA[l], M, b,
+                                                  f->spec.widths[l], f->spec.widths[l + 1], f->Sd, f->Gz));
     }
     return sync_be(ctx, f);
 }
@@ -1012,22 +1000,16 @@ static infl_status ekscorer_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     return INFL_OK;
 }
 
-// As rank.c's score_block with --query-rank: X1 = Δ LF, X2 = Ã RF, row dots of r-wide groups.
+// rank's --query-rank scoring: X1 = Δ LF, X2 = Ã RF, row dots of r-wide groups.
 static infl_status ekscorer_run(infl_ctx *ctx, bench_fix *f) {
     const infl_backend *be = ctx->be;
     const int M = f->M;
     for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
         int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
         FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
-        for (int l = 0; l < f->L; l++) {
-            int din = f->spec.widths[l], dout = f->spec.widths[l + 1], r = f->rl[l], ld = M * r;
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, dout, 1.0f, f->tD[l], dout, f->LF[l], ld, 0.0f,
-                                       f->X1, ld));
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, din, 1.0f, f->tA[l], din, f->RF[l], ld, 0.0f,
-                                       f->X2, ld));
-            FORWARD_IF_ERROR(be->add_row(ctx, f->X2, f->RF[l] + (size_t)din * ld, b, ld));
-            FORWARD_IF_ERROR(be->row_dot(ctx, f->Sd, f->X1, f->X2, b * M, r, 1.0f, 1.0f));
-        }
+        for (int l = 0; l < f->L; l++)
+            FORWARD_IF_ERROR(score_lowrank_layer(ctx, f->LF[l], f->RF[l], f->rl[l], f->tD[l], f->tA[l], M, b,
+                                                 f->spec.widths[l], f->spec.widths[l + 1], f->Sd, f->X1, f->X2));
     }
     return sync_be(ctx, f);
 }

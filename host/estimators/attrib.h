@@ -83,6 +83,20 @@ infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_mlp_work *work, int
 // its factorisation on it). check: measure the true residual (one more HVP).
 infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, int check, infl_hvp **op);
 
+// One layer's score block, the three ways rank scores (DESIGN.md), on the backend:
+//  ghost     S (M, b) += w (Δ_Q Δ_Zᵀ) ∘ (A_Q A_Zᵀ + 1)       (tracin, graddot, gradcos; T1, T2 (M, b) scratch)
+//  contract  S (M, b) += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b  (if, ekfac: V_q,W (d_out, d_in) at Vw + q·ldv,
+//            v_q,b at Vb + q·ldv; Gz (b, d_in) scratch)
+//  lowrank   S (b, M) += Σ_k (Δ_Z LF_q)_k (Ã_Z RF_q)_k       (--query-rank; LF (d_out, M r), RF (d_in+1, M r);
+//            X1, X2 (b, M r) scratch)
+// Δ_Z (b, d_out), A_Z (b, d_in): the train sub-batch's factors of the layer.
+infl_status score_ghost_layer(infl_ctx *ctx, const float *qD, const float *qA, const float *Dz, const float *Az,
+                              int M, int b, int din, int dout, float w, float *S, float *T1, float *T2);
+infl_status score_contract_layer(infl_ctx *ctx, const float *Vw, const float *Vb, size_t ldv, const float *Dz,
+                                 const float *Az, int M, int b, int din, int dout, float *S, float *Gz);
+infl_status score_lowrank_layer(infl_ctx *ctx, const float *LF, const float *RF, int r, const float *Dz,
+                                const float *Az, int M, int b, int din, int dout, float *S, float *X1, float *X2);
+
 // Writes the attributes of a scores file: method, inputs, checkpoints, and the
 // method's parameters (for ekfac the damping and mean eigenvalue per layer).
 infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a);

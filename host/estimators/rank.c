@@ -498,45 +498,58 @@ infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int
 
 // ---- scoring ----
 
-// Adds the score block of b train rows (already through attrib_factors at
-// checkpoint c) into a->Sd (M, b).
-static infl_status score_block(infl_ctx *ctx, attrib *a, int c, int b) {
+// The layer kernels (attrib.h).
+infl_status score_ghost_layer(infl_ctx *ctx, const float *qD, const float *qA, const float *Dz, const float *Az,
+                              int M, int b, int din, int dout, float w, float *S, float *T1, float *T2) {
     const infl_backend *be = ctx->be;
+    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, qD, dout, Dz, dout, 0.0f, T1, b));
+    FORWARD_IF_ERROR(be->fill(ctx, T2, 1.0f, (size_t)M * b));
+    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, din, 1.0f, qA, din, Az, din, 1.0f, T2, b));
+    FORWARD_IF_ERROR(be->mul(ctx, T1, T1, T2, (size_t)M * b));
+    return be->axpby(ctx, S, T1, w, 1.0f, (size_t)M * b);
+}
+
+infl_status score_contract_layer(infl_ctx *ctx, const float *Vw, const float *Vb, size_t ldv, const float *Dz,
+                                 const float *Az, int M, int b, int din, int dout, float *S, float *Gz) {
+    const infl_backend *be = ctx->be;
+    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, Vb, (int)ldv, Dz, dout, 1.0f, S, b));
+    for (int q = 0; q < M; q++) {
+        FORWARD_IF_ERROR(
+            be->sgemm(ctx, INFL_N, INFL_N, b, din, dout, 1.0f, Dz, dout, Vw + (size_t)q * ldv, din, 0.0f, Gz, din));
+        FORWARD_IF_ERROR(be->row_dot(ctx, S + (size_t)q * b, Gz, Az, b, din, 1.0f, 1.0f));
+    }
+    return INFL_OK;
+}
+
+infl_status score_lowrank_layer(infl_ctx *ctx, const float *LF, const float *RF, int r, const float *Dz,
+                                const float *Az, int M, int b, int din, int dout, float *S, float *X1, float *X2) {
+    const infl_backend *be = ctx->be;
+    int ld = M * r;
+    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, dout, 1.0f, Dz, dout, LF, ld, 0.0f, X1, ld));
+    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, din, 1.0f, Az, din, RF, ld, 0.0f, X2, ld));
+    FORWARD_IF_ERROR(be->add_row(ctx, X2, RF + (size_t)din * ld, b, ld));
+    return be->row_dot(ctx, S, X1, X2, b * M, r, 1.0f, 1.0f);
+}
+
+// Adds the score block of b train rows (already through attrib_factors at
+// checkpoint c) into a->Sd: (M, b), or (b, M) for --query-rank.
+static infl_status score_block(infl_ctx *ctx, attrib *a, int c, int b) {
     int M = a->M;
     for (int l = 0; l < a->L; l++) {
         int din = a->spec->widths[l], dout = a->spec->widths[l + 1];
         const float *Dl, *Al;
         infl_mlp_factors(a->work, l, &Dl, &Al);
         if (a->lowrank) {
-            // Rank-r contraction: Σ_k (δᵀ LF_q)_k (ãᵀ RF_q)_k for all queries at once:
-            // X1 = Δ LF (b, M r), X2 = Ã RF (b, M r), then row dots of r-wide groups,
-            // which are the rows of the (b·M, r) views: Sd holds (b, M) here.
-            int r = a->rl[l], ld = M * r;
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, dout, 1.0f, Dl, dout, a->LF[l], ld, 0.0f, a->X1, ld));
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, ld, din, 1.0f, Al, din, a->RF[l], ld, 0.0f, a->X2, ld));
-            FORWARD_IF_ERROR(be->add_row(ctx, a->X2, a->RF[l] + (size_t)din * ld, b, ld));
-            FORWARD_IF_ERROR(be->row_dot(ctx, a->Sd, a->X1, a->X2, b * M, r, 1.0f, 1.0f));
-            a->flops += 2.0 * b * (double)ld * (dout + din + 2);
+            FORWARD_IF_ERROR(score_lowrank_layer(ctx, a->LF[l], a->RF[l], a->rl[l], Dl, Al, M, b, din, dout, a->Sd,
+                                                 a->X1, a->X2));
+            a->flops += 2.0 * b * (double)M * a->rl[l] * (dout + din + 2);
         } else if (attrib_contracts(a->o->method)) {
-            // By contraction, without forming the train gradients: for each query q,
-            // S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b  (V_q,W (dout, din), v_q,b (dout))
-            const float *Vw = a->V + infl_mlp_woff(a->spec, l), *Vb = a->V + infl_mlp_boff(a->spec, l);
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, Vb, (int)a->P, Dl, dout, 1.0f, a->Sd, b));
-            for (int q = 0; q < M; q++) {
-                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, b, din, dout, 1.0f, Dl, dout, Vw + (size_t)q * a->P,
-                                           din, 0.0f, a->Gz, din));
-                FORWARD_IF_ERROR(be->row_dot(ctx, a->Sd + (size_t)q * b, a->Gz, Al, b, din, 1.0f, 1.0f));
-            }
+            FORWARD_IF_ERROR(score_contract_layer(ctx, a->V + infl_mlp_woff(a->spec, l), a->V + infl_mlp_boff(a->spec, l),
+                                                  a->P, Dl, Al, M, b, din, dout, a->Sd, a->Gz));
             a->flops += 2.0 * M * b * (double)dout * (din + 2);
         } else {
-            // S += w_c (Δ_Q Δ_Zᵀ) ∘ (A_Q A_Zᵀ + 1)
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, dout, 1.0f, a->qD[c * a->L + l], dout, Dl, dout,
-                                       0.0f, a->T1, b));
-            FORWARD_IF_ERROR(be->fill(ctx, a->T2, 1.0f, (size_t)M * b));
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, b, din, 1.0f, a->qA[c * a->L + l], din, Al, din, 1.0f,
-                                       a->T2, b));
-            FORWARD_IF_ERROR(be->mul(ctx, a->T1, a->T1, a->T2, (size_t)M * b));
-            FORWARD_IF_ERROR(be->axpby(ctx, a->Sd, a->T1, (float)a->weight[c], 1.0f, (size_t)M * b));
+            FORWARD_IF_ERROR(score_ghost_layer(ctx, a->qD[c * a->L + l], a->qA[c * a->L + l], Dl, Al, M, b, din, dout,
+                                               (float)a->weight[c], a->Sd, a->T1, a->T2));
             a->flops += 2.0 * M * b * (double)(din + dout) + 3.0 * M * b;
         }
     }
