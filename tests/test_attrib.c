@@ -24,17 +24,11 @@
 #include "model/train.h"
 #include "testutil.h"
 
-static char g_refs[4][1200];
-static const char *ref(int slot, const char *file, const char *split) {
-    snprintf(g_refs[slot], sizeof g_refs[slot], "%s:/%s", file, split);
-    return g_refs[slot];
-}
-
 // A small trained MLP with several checkpoints, on blobs.
 static void make_run(const char *data, const char *run, infl_activation act, int L, const int *w, double wd) {
     infl_ctx *ctx = tu_ctx();
     infl_train_options o = infl_train_options_default();
-    o.data = ref(3, data, "train");
+    o.data = tu_ref(3, data, "train");
     o.nlayers = L;
     for (int l = 0; l <= L; l++) o.widths[l] = w[l];
     o.activation = act;
@@ -46,18 +40,6 @@ static void make_run(const char *data, const char *run, infl_activation act, int
     o.optimizer = INFL_OPT_SGD;
     cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
-}
-
-typedef struct {
-    float *S;
-    int64_t N;
-} full;
-
-static infl_status keep(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
-    (void)ctx;
-    full *f = user;
-    for (int q = 0; q < M; q++) memcpy(f->S + (size_t)q * f->N + col0, scores + (size_t)q * ld, (size_t)n * 4);
-    return INFL_OK;
 }
 
 // Rows of a split in double.
@@ -97,8 +79,8 @@ static double *reference(const char *data, const char *run, const infl_rank_opti
     int d = s->widths[0];
     int64_t N, Mq;
     int32_t *y, *yq;
-    double *x = read_rows(ctx, ref(0, data, "train"), &N, d, &y);
-    double *xq = read_rows(ctx, ref(1, data, qsplit), &Mq, d, &yq);
+    double *x = read_rows(ctx, tu_ref(0, data, "train"), &N, d, &y);
+    double *xq = read_rows(ctx, tu_ref(1, data, qsplit), &Mq, d, &yq);
     *Nout = N;
     double *S = calloc((size_t)M * N, sizeof(double));
     double *gz = malloc(sizeof(double) * P * N), *gq = malloc(sizeof(double) * P * M), *w = malloc(sizeof(double) * P);
@@ -197,8 +179,8 @@ ParameterizedTest(const mcase *mc, attrib, scores_match_naive_reference) {
     make_run(data, run, mc->act, 2, w, 1e-2);
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.train = ref(0, data, "train");
-    o.query = ref(1, data, "test[0:4]");
+    o.train = tu_ref(0, data, "train");
+    o.query = tu_ref(1, data, "test[0:4]");
     o.method = mc->method;
     o.solver = mc->solver;
     o.hessian = mc->hessian;
@@ -208,10 +190,10 @@ ParameterizedTest(const mcase *mc, attrib, scores_match_naive_reference) {
     o.top = 5;
     o.shard_rows = 37;  // does not divide 90
     infl_ctx *ctx = tu_ctx();
-    full f = {.N = 90};
+    attrib_full f = {.N = 90};
     f.S = calloc(4 * 90, sizeof(float));
     infl_rank_result *res;
-    cr_assert_eq(attrib_rank(ctx, &o, keep, &f, &res), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(attrib_rank(ctx, &o, attrib_keep_full, &f, &res), INFL_OK, "%s", infl_ctx_error(ctx));
     int64_t N;
     double *R = reference(data, run, &o, 4, &N, "test");
     cr_assert_eq(N, 90);
@@ -290,7 +272,7 @@ Test(attrib, shard_size_does_not_change_results) {
     infl_ctx *ctx = tu_ctx();
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[3:9]");
+    o.query = tu_ref(1, data, "test[3:9]");
     o.top = 7;
     infl_rank_result *a, *b;
     o.shard_rows = 200;
@@ -318,10 +300,10 @@ Test(attrib, more_queries_than_a_sub_batch) {
     o.run = run;
     o.method = INFL_METHOD_GRADCOS;
     o.top = 3;
-    o.query = ref(1, data, "train[0:1100]");
+    o.query = tu_ref(1, data, "train[0:1100]");
     infl_rank_result *a, *b;
     cr_assert_eq(infl_rank(ctx, &o, &a), INFL_OK, "%s", infl_ctx_error(ctx));
-    o.query = ref(1, data, "train[1090:1100]");
+    o.query = tu_ref(1, data, "train[1090:1100]");
     cr_assert_eq(infl_rank(ctx, &o, &b), INFL_OK, "%s", infl_ctx_error(ctx));
     cr_assert_eq(a->M, 1100);
     for (int i = 0; i < 10 * 3; i++) {
@@ -333,22 +315,14 @@ Test(attrib, more_queries_than_a_sub_batch) {
     infl_ctx_free(ctx);
 }
 
-static int have_fmnist(void) {
-    struct stat st;
-    return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
-}
-
 // Leave-one-out on an L2-regularised logistic regression over 7×7 Fashion-MNIST.
 Test(attrib, leave_one_out_logistic_regression, .timeout = 300) {
-    if (!have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
+    if (!tu_have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
     infl_ctx *ctx = tu_ctx();
     const char *data = tu_path("fm.h5"), *run = tu_path("lr.h5");
-    infl_import_fmnist_options io = infl_import_fmnist_options_default();
-    io.limit = 400;
-    io.pool = 4;
-    cr_assert_eq(infl_import_fashion_mnist(ctx, &io, data), INFL_OK, "%s", infl_ctx_error(ctx));
+    tu_import_fm7(data, 400, 0, 0);
     infl_train_options to = infl_train_options_default();
-    to.data = ref(0, data, "train");
+    to.data = tu_ref(0, data, "train");
     to.nlayers = 1;
     to.widths[0] = 49;
     to.widths[1] = 10;
@@ -357,7 +331,7 @@ Test(attrib, leave_one_out_logistic_regression, .timeout = 300) {
     for (int solver = 0; solver < 2; solver++) {
         infl_rank_options o = infl_rank_options_default();
         o.run = run;
-        o.query = ref(1, data, "test[0:2]");
+        o.query = tu_ref(1, data, "test[0:2]");
         o.solver = solver;
         o.damping = 0;
         o.cg_tol = 1e-8;
@@ -376,17 +350,12 @@ Test(attrib, leave_one_out_logistic_regression, .timeout = 300) {
 
 // TracIn self-influence finds flipped labels.
 Test(attrib, self_influence_finds_flipped_labels, .timeout = 300) {
-    if (!have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
+    if (!tu_have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
     infl_ctx *ctx = tu_ctx();
     const char *data = tu_path("fm.h5"), *run = tu_path("mlp.h5");
-    infl_import_fmnist_options io = infl_import_fmnist_options_default();
-    io.limit = 3000;
-    io.pool = 4;
-    io.flip_labels = 0.1;
-    io.seed = 5;
-    cr_assert_eq(infl_import_fashion_mnist(ctx, &io, data), INFL_OK, "%s", infl_ctx_error(ctx));
+    tu_import_fm7(data, 3000, 0.1, 5);
     infl_train_options to = infl_train_options_default();
-    to.data = ref(0, data, "train");
+    to.data = tu_ref(0, data, "train");
     to.nlayers = 2;
     to.widths[0] = 49;
     to.widths[1] = 32;
@@ -419,11 +388,11 @@ Test(attrib, bad_inputs_are_refused) {
     infl_ctx *ctx = tu_ctx();
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.query = ref(1, other, "test");
+    o.query = tu_ref(1, other, "test");
     infl_rank_result *r = NULL;
     cr_assert_eq(infl_rank(ctx, &o, &r), INFL_E_SHAPE);
     cr_assert(strstr(infl_ctx_error(ctx), "5 features") != NULL, "%s", infl_ctx_error(ctx));
-    o.query = ref(1, data, "test[0:3]");
+    o.query = tu_ref(1, data, "test[0:3]");
     o.top = 51;
     cr_assert_eq(infl_rank(ctx, &o, &r), INFL_E_ARG);
     cr_assert(strstr(infl_ctx_error(ctx), "--top") != NULL, "%s", infl_ctx_error(ctx));
@@ -446,7 +415,7 @@ Test(attrib, bad_inputs_are_refused) {
     for (size_t i = 0; i < P; i++) p[i] = 3e37f;
     infl_runw *rw;
     const char *bad = tu_path("diverged.h5");
-    cr_assert_eq(store_run_create(ctx, bad, 1, &s, ref(2, data, "train"), "sgd", 1, &rw), INFL_OK);
+    cr_assert_eq(store_run_create(ctx, bad, 1, &s, tu_ref(2, data, "train"), "sgd", 1, &rw), INFL_OK);
     cr_assert_eq(store_run_add_checkpoint(ctx, rw, 10, 1.0, 0.1, NAN, p), INFL_OK);
     cr_assert_eq(store_run_commit(ctx, rw), INFL_OK);
     o.run = bad;
@@ -455,7 +424,7 @@ Test(attrib, bad_inputs_are_refused) {
     // a run trained by Newton has no learning rate for TracIn
     const int lw[] = {4, 2};
     infl_train_options to = infl_train_options_default();
-    to.data = ref(2, data, "train");
+    to.data = tu_ref(2, data, "train");
     to.nlayers = 1;
     memcpy(to.widths, lw, sizeof lw);
     to.weight_decay = 1e-2;

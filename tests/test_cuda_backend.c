@@ -1007,19 +1007,6 @@ static void fit_on(infl_ctx *ctx, const fixture *f, infl_strategy st, const char
     OK(ctx, infl_fit(ctx, &o, out, NULL));
 }
 
-typedef struct {
-    float *S;  // (M, N)
-    int64_t N;
-} collected;
-
-static infl_status collect_block(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
-    (void)ctx;
-    collected *c = user;
-    for (int q = 0; q < M; q++)
-        memcpy(c->S + (size_t)q * c->N + col0, scores + (size_t)q * ld, (size_t)n * sizeof(float));
-    return INFL_OK;
-}
-
 // Every score within TOL of the query's largest |score| (CPU's).
 static void same_scores(const float *cpu, const float *gpu, int M, int64_t N, const char *what) {
     for (int q = 0; q < M; q++) {
@@ -1098,8 +1085,8 @@ Test(cuda_backend, rank_every_method_matches_cpu, .timeout = 900) {
         infl_rank_result *r[2];
         float *S[2];
         for (int s = 0; s < 2; s++) {
-            collected col = {calloc((size_t)f.M * f.N, sizeof(float)), f.N};
-            cr_assert_eq(attrib_rank(P.c[s], &o, collect_block, &col, &r[s]), INFL_OK, "%s on %s: %s", c->name,
+            attrib_full col = {calloc((size_t)f.M * f.N, sizeof(float)), f.N};
+            cr_assert_eq(attrib_rank(P.c[s], &o, attrib_keep_full, &col, &r[s]), INFL_OK, "%s on %s: %s", c->name,
                          P.c[s]->be->name, infl_ctx_error(P.c[s]));
             S[s] = col.S;
         }

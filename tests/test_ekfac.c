@@ -34,16 +34,10 @@
 #include "store/store.h"
 #include "testutil.h"
 
-static char g_refs[4][1200];
-static const char *ref(int slot, const char *file, const char *split) {
-    snprintf(g_refs[slot], sizeof g_refs[slot], "%s:/%s", file, split);
-    return g_refs[slot];
-}
-
 static void make_run(const char *data, const char *run, int L, const int *w, double wd, uint64_t seed) {
     infl_ctx *ctx = tu_ctx();
     infl_train_options o = infl_train_options_default();
-    o.data = ref(3, data, "train");
+    o.data = tu_ref(3, data, "train");
     o.nlayers = L;
     for (int l = 0; l <= L; l++) o.widths[l] = w[l];
     o.activation = INFL_ACT_TANH;
@@ -109,7 +103,7 @@ static void reference(const char *run, const char *data, int sampled, uint64_t s
     for (size_t i = 0; i < P; i++) w[i] = wf[i];
     infl_dataref dr;
     infl_split *sp;
-    cr_assert_eq(infl_dataref_parse(ctx, ref(2, data, "train"), &dr), INFL_OK);
+    cr_assert_eq(infl_dataref_parse(ctx, tu_ref(2, data, "train"), &dr), INFL_OK);
     cr_assert_eq(store_split_open(ctx, &dr, &sp), INFL_OK);
     int64_t N = store_split_info(sp)->n;
     int d0 = s->widths[0], K = s->widths[s->L];
@@ -414,25 +408,13 @@ Test(ekfac, preconditioning_matches_the_dense_inverse) {
     infl_ctx_free(ctx);
 }
 
-typedef struct {
-    float *S;
-    int64_t N;
-} full;
-
-static infl_status keep(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
-    (void)ctx;
-    full *f = user;
-    for (int q = 0; q < M; q++) memcpy(f->S + (size_t)q * f->N + col0, scores + (size_t)q * ld, (size_t)n * 4);
-    return INFL_OK;
-}
-
 // The full score matrix (M, N) of a method.
 static float *scores(infl_rank_options *o, int M, int64_t N) {
     infl_ctx *ctx = tu_ctx();
-    full f = {malloc(sizeof(float) * (size_t)M * N), N};
+    attrib_full f = {malloc(sizeof(float) * (size_t)M * N), N};
     infl_rank_result *r;
     o->top = 1;
-    cr_assert_eq(attrib_rank(ctx, o, keep, &f, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(attrib_rank(ctx, o, attrib_keep_full, &f, &r), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_rank_result_free(r);
     infl_ctx_free(ctx);
     return f.S;
@@ -455,22 +437,14 @@ static double pearson(const float *a, const float *b, size_t n) {
     return sab / sqrt(saa * sbb);
 }
 
-static int have_fmnist(void) {
-    struct stat st;
-    return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
-}
-
 // EK-FAC ≻ KFAC ≻ identity against the exact Gauss-Newton influence.
 Test(ekfac, ekfac_beats_kfac_beats_identity_against_exact_ggn, .timeout = 600) {
-    if (!have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
+    if (!tu_have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
     infl_ctx *ctx = tu_ctx();
     const char *data = tu_path("fm.h5"), *run = tu_path("mlp.h5");
-    infl_import_fmnist_options io = infl_import_fmnist_options_default();
-    io.limit = 1000;
-    io.pool = 4;
-    cr_assert_eq(infl_import_fashion_mnist(ctx, &io, data), INFL_OK, "%s", infl_ctx_error(ctx));
+    tu_import_fm7(data, 1000, 0, 0);
     infl_train_options to = infl_train_options_default();
-    to.data = ref(0, data, "train");
+    to.data = tu_ref(0, data, "train");
     to.nlayers = 2;
     to.widths[0] = 49;
     to.widths[1] = 16;
@@ -491,7 +465,7 @@ Test(ekfac, ekfac_beats_kfac_beats_identity_against_exact_ggn, .timeout = 600) {
     const double lam = 1e-2;
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[0:8]");
+    o.query = tu_ref(1, data, "test[0:8]");
     o.method = INFL_METHOD_IF;
     o.hessian = INFL_HESS_GGN;
     o.solver = 0;
@@ -522,7 +496,7 @@ Test(ekfac, query_rank_at_full_rank_equals_full_and_self_is_the_diagonal) {
     const int w[] = {5, 9, 6, 3};
     infl_ctx *c0 = tu_ctx();
     infl_train_options to = infl_train_options_default();
-    to.data = ref(0, data, "train");
+    to.data = tu_ref(0, data, "train");
     to.nlayers = 3;
     memcpy(to.widths, w, sizeof w);
     to.activation = INFL_ACT_GELU;
@@ -537,7 +511,7 @@ Test(ekfac, query_rank_at_full_rank_equals_full_and_self_is_the_diagonal) {
     const int64_t N = 45;
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.query = ref(1, data, "train[0:5]");
+    o.query = tu_ref(1, data, "train[0:5]");
     o.method = INFL_METHOD_EKFAC;
     o.factors = fp;
     o.damping_auto = 1;
@@ -629,7 +603,7 @@ Test(ekfac, bad_inputs_are_refused) {
     fit(run, fd, INFL_STRATEGY_DIAGONAL, 0, 0, 0);
     char err[2048];
     infl_rank_options o = infl_rank_options_default();
-    o.query = ref(1, data, "test[0:2]");
+    o.query = tu_ref(1, data, "test[0:2]");
     o.method = INFL_METHOD_EKFAC;
     o.damping_auto = 1;
     o.factors = fp;
@@ -830,7 +804,7 @@ Test(ekfac, identity_factors_give_damped_graddot) {
     fit(run, fi, INFL_STRATEGY_IDENTITY, 0, 0, 0);
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[0:3]");
+    o.query = tu_ref(1, data, "test[0:3]");
     o.method = INFL_METHOD_GRADDOT;
     float *g = scores(&o, 3, 30);
     o.method = INFL_METHOD_DIAGONAL;

@@ -25,17 +25,6 @@
 #include "store/store.h"
 #include "testutil.h"
 
-static char g_refs[4][1200];
-static const char *ref(int slot, const char *file, const char *split) {
-    snprintf(g_refs[slot], sizeof g_refs[slot], "%s:/%s", file, split);
-    return g_refs[slot];
-}
-
-static int have_fmnist(void) {
-    struct stat st;
-    return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
-}
-
 static double *load_final(const char *run, size_t *P) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
@@ -60,7 +49,7 @@ Test(lds, convex_subset_equals_training_on_the_subset_dataset) {
     // the subset written out
     infl_dataref dr;
     infl_split *sp;
-    cr_assert_eq(infl_dataref_parse(ctx, ref(0, data, "train"), &dr), INFL_OK);
+    cr_assert_eq(infl_dataref_parse(ctx, tu_ref(0, data, "train"), &dr), INFL_OK);
     cr_assert_eq(store_split_open(ctx, &dr, &sp), INFL_OK);
     float x[80 * 4], xs[80 * 4];
     int32_t y[80], ys[80];
@@ -79,7 +68,7 @@ Test(lds, convex_subset_equals_training_on_the_subset_dataset) {
     cr_assert_eq(store_dataset_write_rows(ctx, w, "train", 0, m, xs, ys, NULL), INFL_OK);
     cr_assert_eq(store_dataset_commit(ctx, w), INFL_OK);
     infl_train_options o = infl_train_options_default();
-    o.data = ref(1, data, "train");
+    o.data = tu_ref(1, data, "train");
     o.nlayers = 1;
     o.widths[0] = 4;
     o.widths[1] = 3;
@@ -91,7 +80,7 @@ Test(lds, convex_subset_equals_training_on_the_subset_dataset) {
     o.shard_rows = 13;
     o.batch = 4;
     cr_assert_eq(infl_train(ctx, &o, r1, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    o.data = ref(2, sub, "train");
+    o.data = tu_ref(2, sub, "train");
     o.subset_fraction = 0;
     cr_assert_eq(infl_train(ctx, &o, r2, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     size_t P;
@@ -100,7 +89,7 @@ Test(lds, convex_subset_equals_training_on_the_subset_dataset) {
     free(a);
     free(b);
     // SGD: the steps count the subset's rows only (batch 4: ceil(kept / 4) per shard of 80)
-    o.data = ref(1, data, "train");
+    o.data = tu_ref(1, data, "train");
     o.subset_fraction = 0.6;
     o.shard_rows = 0;
     o.nlayers = 2;
@@ -143,7 +132,7 @@ static void small_run(const char *data, const char *run) {
     tu_make_blobs(data, 60, 4, 3, 2);
     infl_ctx *ctx = tu_ctx();
     infl_train_options o = infl_train_options_default();
-    o.data = ref(0, data, "train");
+    o.data = tu_ref(0, data, "train");
     o.nlayers = 2;
     o.widths[0] = 4;
     o.widths[1] = 6;
@@ -161,7 +150,7 @@ Test(lds, resumes_and_scores_an_oracle) {
     small_run(data, run);
     infl_lds_options o = infl_lds_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[0:4]");
+    o.query = tu_ref(1, data, "test[0:4]");
     o.state = state;
     o.models = 6;
     o.seed = 5;
@@ -232,15 +221,12 @@ Test(lds, resumes_and_scores_an_oracle) {
 }
 
 Test(lds, influence_functions_on_logistic_regression, .timeout = 600) {
-    if (!have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
+    if (!tu_have_fmnist()) cr_skip_test("dataset-fashion-mnist is not installed");
     infl_ctx *ctx = tu_ctx();
     const char *data = tu_path("fm.h5"), *run = tu_path("lr.h5"), *state = tu_path("lds.h5");
-    infl_import_fmnist_options io = infl_import_fmnist_options_default();
-    io.limit = 1000;
-    io.pool = 4;
-    cr_assert_eq(infl_import_fashion_mnist(ctx, &io, data), INFL_OK, "%s", infl_ctx_error(ctx));
+    tu_import_fm7(data, 1000, 0, 0);
     infl_train_options to = infl_train_options_default();
-    to.data = ref(0, data, "train");
+    to.data = tu_ref(0, data, "train");
     to.nlayers = 1;
     to.widths[0] = 49;
     to.widths[1] = 10;
@@ -249,7 +235,7 @@ Test(lds, influence_functions_on_logistic_regression, .timeout = 600) {
     const char *sif = tu_path("if.h5"), *sgd = tu_path("gd.h5");
     infl_rank_options o = infl_rank_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[0:16]");
+    o.query = tu_ref(1, data, "test[0:16]");
     o.method = INFL_METHOD_IF;
     o.solver = 0;
     o.damping = 0;
@@ -285,7 +271,7 @@ Test(lds, bad_inputs_are_refused) {
     small_run(data, run);
     infl_lds_options o = infl_lds_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[0:4]");
+    o.query = tu_ref(1, data, "test[0:4]");
     o.state = state;
     o.models = 3;
     infl_lds_result_free(run_lds(&o));
@@ -299,7 +285,7 @@ Test(lds, bad_inputs_are_refused) {
     // scores for other queries, or without /scores
     float S[3 * 60] = {0};
     const char *s3 = tu_path("s3.h5"), *top = tu_path("top.h5");
-    write_scores(s3, ref(2, data, "test[0:3]"), 3, 60, S);
+    write_scores(s3, tu_ref(2, data, "test[0:3]"), 3, 60, S);
     const char *files[1] = {s3};
     o.scores = files;
     o.nscores = 1;
@@ -386,7 +372,7 @@ Test(lds, retrains_as_recorded_and_refuses_what_does_not_match) {
     tu_make_blobs(data, 60, 4, 3, 3);
     infl_ctx *ctx = tu_ctx();
     infl_train_options to = infl_train_options_default();
-    to.data = ref(0, data, "train");
+    to.data = tu_ref(0, data, "train");
     to.nlayers = 1;
     to.widths[0] = 4;
     to.widths[1] = 3;
@@ -402,7 +388,7 @@ Test(lds, retrains_as_recorded_and_refuses_what_does_not_match) {
     tu_write_file(left, "x", 1);
     infl_lds_options o = infl_lds_options_default();
     o.run = run;
-    o.query = ref(1, data, "test[0:4]");
+    o.query = tu_ref(1, data, "test[0:4]");
     o.state = state;
     o.models = 3;
     infl_lds_result *r = NULL;
@@ -426,7 +412,7 @@ Test(lds, retrains_as_recorded_and_refuses_what_does_not_match) {
     ro.run = run;
     ro.query = o.query;
     ro.method = INFL_METHOD_GRADDOT;
-    ro.train = ref(2, data, "train[0:60]");
+    ro.train = tu_ref(2, data, "train[0:60]");
     ro.output = tu_path("s.h5");
     ro.save_scores = 1;
     infl_rank_result *rr;
@@ -440,7 +426,7 @@ Test(lds, retrains_as_recorded_and_refuses_what_does_not_match) {
     o.force = 0;
     const char *other = tu_path("other.h5");
     tu_make_blobs(other, 60, 4, 3, 4);  // same shapes, another file
-    ro.train = ref(2, other, "train");
+    ro.train = tu_ref(2, other, "train");
     ro.output = tu_path("s2.h5");
     cr_assert_eq(infl_rank(ctx, &ro, &rr), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_rank_result_free(rr);

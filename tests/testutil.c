@@ -242,3 +242,26 @@ double tu_ref_example(const infl_mlp_spec *s, const double *w, const double *x, 
     return loss;
 }
 
+
+static char g_tu_refs[4][1200];
+
+const char *tu_ref(int slot, const char *file, const char *split) {
+    snprintf(g_tu_refs[slot], sizeof g_tu_refs[slot], "%s:/%s", file, split);
+    return g_tu_refs[slot];
+}
+
+int tu_have_fmnist(void) {
+    struct stat st;
+    return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
+}
+
+void tu_import_fm7(const char *path, int64_t limit, double flip, uint64_t seed) {
+    infl_ctx *ctx = tu_ctx();
+    infl_import_fmnist_options io = infl_import_fmnist_options_default();
+    io.limit = limit;
+    io.pool = 4;
+    io.flip_labels = flip;
+    io.seed = seed;
+    cr_assert_eq(infl_import_fashion_mnist(ctx, &io, path), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}

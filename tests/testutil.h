@@ -44,6 +44,14 @@ double tu_ref_example(const infl_mlp_spec *s, const double *w, const double *x, 
 
 #endif
 
+// "file:/split" in one of 4 rotating buffers (slot 0..3): data references for options.
+const char *tu_ref(int slot, const char *file, const char *split);
+// Whether Debian's dataset-fashion-mnist is installed (tests that need it skip).
+int tu_have_fmnist(void);
+// Imports the first `limit` rows of each Fashion-MNIST split pooled to 7×7 into path,
+// flipping a share `flip` of the training labels (seed); asserts on failure.
+void tu_import_fm7(const char *path, int64_t limit, double flip, uint64_t seed);
+
 // Writes a synthetic dataset file with /train (n rows) and /test (n/2 rows): d
 // features, k classes drawn as Gaussian blobs around random centres (k = 0: real
 // targets y float32 [N, 1], a noisy linear function of x). Asserts on failure.

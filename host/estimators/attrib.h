@@ -105,6 +105,13 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
 // shard's first row within the split's range.
 typedef infl_status (*attrib_block_fn)(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld,
                                        int64_t col0);
+// A block callback that copies each shard's block into the full matrix S (M, N).
+typedef struct {
+    float *S;
+    int64_t N;
+} attrib_full;
+infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0);
+
 // infl_rank with an optional block callback.
 infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,
                         infl_rank_result **out);

@@ -32,18 +32,6 @@ void infl_loo_result_free(infl_loo_result *r) {
     free(r);
 }
 
-typedef struct {
-    float *S;  // (M, N) full scores
-    int64_t N;
-} fullscores;
-
-static infl_status keep_block(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
-    (void)ctx;
-    fullscores *f = user;
-    for (int q = 0; q < M; q++) memcpy(f->S + (size_t)q * f->N + col0, scores + (size_t)q * ld, (size_t)n * sizeof(float));
-    return INFL_OK;
-}
-
 // Loss of one example under a one-layer model w (float64, spec.h layout).
 static double glm_loss(const infl_mlp_spec *s, const double *w, const float *x, int32_t y, const float *yf) {
     int D = s->widths[0], K = s->widths[1];
@@ -119,7 +107,7 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
 
     infl_rank_result *rr = NULL;
     infl_loo_result *res = NULL;
-    fullscores fs = {0};
+    attrib_full fs = {0};
     double *w0 = NULL, *w = NULL, *H = NULL;
     infl_split *train = NULL, *query = NULL;
     float *qx = NULL, *qyf = NULL;
@@ -140,7 +128,7 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
         GOTO_NOMEM_IF(!fs.S);
     }
     o.top = 1;
-    CHECK(attrib_rank(ctx, &o, keep_block, &fs, &rr));
+    CHECK(attrib_rank(ctx, &o, attrib_keep_full, &fs, &rr));
     int M = rr->M;
     int64_t N = rr->N;
 

@@ -642,6 +642,14 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
     return INFL_OK;
 }
 
+infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
+    (void)ctx;
+    attrib_full *f = user;
+    for (int q = 0; q < M; q++)
+        memcpy(f->S + (size_t)q * f->N + col0, scores + (size_t)q * ld, (size_t)n * sizeof(float));
+    return INFL_OK;
+}
+
 infl_status infl_rank(infl_ctx *ctx, const infl_rank_options *o, infl_rank_result **out) {
     return attrib_rank(ctx, o, NULL, NULL, out);
 }
