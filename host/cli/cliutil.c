@@ -132,3 +132,13 @@ int parse_widths(const char *text, int *widths, int *nlayers) {
     *nlayers = n - 1;
     return 0;
 }
+
+void put_json(FILE *f, const char *v) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}

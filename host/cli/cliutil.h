@@ -37,6 +37,8 @@ int finish(common *c, infl_ctx *ctx, infl_status st);
 // "784,256,128,10" into widths (INFL_MAX_LAYERS + 1 entries) and *nlayers (entries
 // minus one); -1 when malformed (fewer than 2 widths, a width outside 1..2^24, too many).
 int parse_widths(const char *text, int *widths, int *nlayers);
+// Writes v as a JSON string, with its quotes and escapes.
+void put_json(FILE *f, const char *v);
 // Prints a usage error and returns 2.
 int usage_error(const char *cmd, const char *msg);
 // Ends the progress line when one is open.

@@ -171,17 +171,6 @@ static void put_csv(FILE *f, const char *v) {
     fputc('"', f);
 }
 
-// A JSON string with its quotes.
-static void put_json(FILE *f, const char *v) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 // ---- rank ----
 
 typedef struct {

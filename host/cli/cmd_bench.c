@@ -120,17 +120,6 @@ static void print_markdown(FILE *out, const infl_bench_report *r, double rss_mb)
     fprintf(out, "\npeak resident memory: %.1f MB\n", rss_mb);
 }
 
-// A JSON string with its quotes.
-static void put_json(FILE *f, const char *v) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(FILE *f, const infl_bench_report *r, double rss_mb) {
     fprintf(f, "{\"infl_version\": \"%s\", \"backend\": ", infl_version_string());
     put_json(f, r->backend);
