@@ -176,16 +176,20 @@ int cmd_bench(int argc, char **argv) {
         {"workdir", 0, ARG_STR, &o.workdir, "DIR", "temporary files (default $TMPDIR, else /tmp)"},
         COMMON_OPTS(c),
     };
+    char names[1024], about[2048];
+    snprintf(about, sizeof about,
+             "Measures the ceilings of this machine on the chosen backend (sgemm at each phase's own\n"
+             "GEMM shapes and at 2048^3; the HDF5 read rate of the data), then times every phase of\n"
+             "attribution on a model of random weights: per-example gradient factors, TracIn and graddot\n"
+             "scoring (ghost dot), IF preconditioning (GGN + CG) and scoring (contraction), the top-k\n"
+             "merge, a whole streamed `infl rank` from HDF5, and EK-FAC (the fit's passes and\n"
+             "eigendecomposition, query preconditioning, full and rank-r scoring). For each: the work\n"
+             "counted from the shapes, the median time, the achieved rate and its ratio to its ceiling\n"
+             "(1 = as fast as its GEMMs alone, or its reads alone). A Markdown table on stdout; --json\n"
+             "for a file.\nPhases: %s.",
+             infl_bench_phase_names(names, sizeof names));
     cli_spec spec = {"infl bench", "[--backend B] [--model 784,256,128,10] [--n N] [--queries M] [--reps R] [--json F]",
-                     "Measures the ceilings of this machine on the chosen backend (sgemm at each phase's own\n"
-                     "GEMM shapes and at 2048^3; the HDF5 read rate of the data), then times every phase of\n"
-                     "attribution on a model of random weights: per-example gradient factors, TracIn and graddot\n"
-                     "scoring (ghost dot), IF preconditioning (GGN + CG) and scoring (contraction), the top-k\n"
-                     "merge, and a whole streamed `infl rank` from HDF5. For each: the work counted from the\n"
-                     "shapes, the median time, the achieved rate and its ratio to its ceiling (1 = as fast as\n"
-                     "its GEMMs alone, or its reads alone). A Markdown table on stdout; --json for a file.\n"
-                     "Phases: grad, tracin, graddot, if_prepare, if_score, topk, rank.",
-                     opts, (int)(sizeof opts / sizeof opts[0])};
+                     about, opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
