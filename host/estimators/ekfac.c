@@ -364,12 +364,6 @@ typedef struct {
     double wait;
 } fitter;
 
-static double fb_flops(const infl_mlp_spec *s, int b) {
-    double f = 0;
-    for (int l = 0; l < s->L; l++) f += (l > 0 ? 4.0 : 2.0) * b * s->widths[l] * s->widths[l + 1];
-    return f;
-}
-
 static uint64_t draw_seed(uint64_t seed, int draw) { return seed ^ ((uint64_t)draw * 0x9E3779B97F4A7C15ull); }
 
 // Forward (draw 0 only) and backward of b rows uploaded in X (their first row is
@@ -379,13 +373,13 @@ static infl_status fit_factors(fitter *F, int b, int64_t index0, int draw) {
     const infl_mlp_spec *s = F->spec;
     if (draw == 0) {
         FORWARD_IF_ERROR(infl_mlp_forward(ctx, F->W, F->X, b, F->work));
-        F->flops += fb_flops(s, b) / 2;
+        F->flops += infl_mlp_fb_flops(s, b) / 2;
     }
     if (!F->o->fisher_empirical)
         FORWARD_IF_ERROR(ctx->be->sample_labels(ctx, s->loss, F->work->Z[s->L - 1], b, s->widths[s->L],
                                                 draw_seed(F->o->seed, draw), index0, F->by, F->byf));
     FORWARD_IF_ERROR(infl_mlp_backward(ctx, F->W, F->by, F->byf, F->work, NULL, 1.0f));
-    F->flops += fb_flops(s, b) / 2;
+    F->flops += infl_mlp_fb_flops(s, b) / 2;
     return INFL_OK;
 }
 

@@ -556,13 +556,6 @@ static infl_status score_block(infl_ctx *ctx, attrib *a, int c, int b) {
     return INFL_OK;
 }
 
-// Flops of a forward and backward (no weight gradients) of b rows.
-static double fb_flops(const attrib *a, int b) {
-    double f = 0;
-    for (int l = 0; l < a->L; l++) f += (l > 0 ? 4.0 : 2.0) * b * a->spec->widths[l] * a->spec->widths[l + 1];
-    return f;
-}
-
 static infl_rank_result *result_new(int M, int k) {
     infl_rank_result *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -741,7 +734,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
             CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));
             for (int c = 0; c < a.nck; c++) {
                 CHECK(attrib_factors(ctx, &a, c, Xb, y, yf, b, a.work));
-                a.flops += fb_flops(&a, b);
+                a.flops += infl_mlp_fb_flops(a.spec, b);
                 if (o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, &a, a.work, b, 1.0, zn, 0));
                 CHECK(score_block(ctx, &a, c, b));
             }

@@ -43,6 +43,14 @@ infl_status infl_mlp_loss(infl_ctx *ctx, const int32_t *y, const float *yf, infl
 infl_status infl_mlp_backward(infl_ctx *ctx, const float *params, const int32_t *y, const float *yf,
                               infl_mlp_work *w, float *grad, float scale);
 
+// Floating-point operations of a forward and a backward pass (the per-example δ, no
+// weight gradients) of B rows: 2 d_in d_out per layer forward, 2 more back for l > 0.
+static inline double infl_mlp_fb_flops(const infl_mlp_spec *s, int B) {
+    double f = 0;
+    for (int l = 0; l < s->L; l++) f += (l > 0 ? 4.0 : 2.0) * B * s->widths[l] * s->widths[l + 1];
+    return f;
+}
+
 // Per-example gradient factors of layer l after infl_mlp_backward:
 // Δ_l (B, d_{l+1}) and A_{l-1} (B, d_l); the example's gradient of W̃_l is
 // δ ãᵀ with ã = [a; 1].
