@@ -29,7 +29,7 @@
 #include "benchutil.h"
 #include "core/internal.h"
 #include "core/rng.h"
-#include "model/mlp.h"
+#include "models/mlp.h"
 #include "store/store.h"
 
 static int die(infl_ctx *ctx, const char *what) {

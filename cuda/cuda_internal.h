@@ -30,7 +30,7 @@
 
 extern "C" {
 #include "backend.h"
-#include "model/spec.h"
+#include "core/spec.h"
 }
 
 // ---- the caching memory pool (pool.cu) ----

@@ -20,8 +20,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "estimators/attrib.h"
-#include "model/train.h"
+#include "pipelines/attrib.h"
+#include "models/train.h"
 #include "testutil.h"
 
 // A small trained MLP with several checkpoints, on blobs.

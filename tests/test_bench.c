@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/bench.h"
+#include "pipelines/bench.h"
 #include "data/synth.h"
 #include "store/store.h"
 #include "testutil.h"

@@ -33,7 +33,7 @@
 
 #include "backend.h"
 #include "core/mathfn.h"
-#include "estimators/attrib.h"
+#include "pipelines/attrib.h"
 #include "sched/stage.h"
 #include "store/store.h"
 #include "testutil.h"

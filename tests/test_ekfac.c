@@ -28,9 +28,9 @@
 
 #include "backend.h"
 #include "core/mathfn.h"
-#include "estimators/attrib.h"
+#include "pipelines/attrib.h"
 #include "estimators/ekfac.h"
-#include "model/train.h"
+#include "models/train.h"
 #include "store/store.h"
 #include "testutil.h"
 

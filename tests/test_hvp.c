@@ -20,9 +20,9 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "estimators/hvp.h"
+#include "models/hvp.h"
 #include "estimators/ihvp.h"
-#include "model/mlp.h"
+#include "models/mlp.h"
 #include "store/store.h"
 #include "testutil.h"
 

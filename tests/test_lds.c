@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 
 #include "core/rng.h"
-#include "model/train.h"
+#include "models/train.h"
 #include "store/store.h"
 #include "testutil.h"
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "core/mathfn.h"
-#include "model/mlp.h"
+#include "models/mlp.h"
 #include "testutil.h"
 
 typedef struct {

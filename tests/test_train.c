@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/train.h"
+#include "models/train.h"
 #include "store/store.h"
 #include "testutil.h"
 

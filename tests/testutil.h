@@ -33,7 +33,7 @@ double tu_uniform(uint64_t *state);
 
 // ---- a float64 reference MLP (plain loops), checked against finite differences in
 // test_mlp.c and used as the oracle of other tests ----
-#include "model/spec.h"
+#include "core/spec.h"
 double tu_ref_act(infl_activation a, double z);
 double tu_ref_dact(infl_activation a, double z);
 // Loss of one example (x (d_0), class y or targets yf (d_L)); when g != NULL adds

@@ -17,7 +17,7 @@
 
 #include "args.h"
 #include "infl.h"
-#include "model/spec.h"
+#include "core/spec.h"
 
 #include "cliutil.h"
 

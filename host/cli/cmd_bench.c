@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "bench/bench.h"
+#include "pipelines/bench.h"
 #include "cliutil.h"
 #include "core/internal.h"
 #include "data/synth.h"

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 int main(int argc, char **argv) {
     if (!getenv("OMP_WAIT_POLICY")) {

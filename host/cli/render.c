@@ -5,7 +5,7 @@
  * a temporary name that is renamed into place.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "cli/render.h"
+#include "render.h"
 
 #include <errno.h>
 #include <gd.h>

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
+#include "backend.h"
 #include "build_config.h"
 #include "internal.h"
 

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
-#include "../core/mathfn.h"
-#include "../model/spec.h"
+#include "backend.h"
+#include "core/mathfn.h"
+#include "core/spec.h"
 
 // ---- lifecycle ----
 

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 #define INFL_IDX_MAX_DIMS 4
 

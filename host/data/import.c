@@ -20,7 +20,7 @@
 
 #include "core/internal.h"
 #include "core/rng.h"
-#include "data/idx.h"
+#include "idx.h"
 #include "store/store.h"
 
 #define FM_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"

@@ -10,7 +10,7 @@
  * and class means use indices from 2^63, so the three never share a counter.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "data/synth.h"
+#include "synth.h"
 
 #include <inttypes.h>
 #include <math.h>

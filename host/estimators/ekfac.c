@@ -22,12 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
-#include "../model/mlp.h"
-#include "../model/train.h"
-#include "../sched/reader.h"
-#include "../sched/stage.h"
-#include "../store/store.h"
+#include "backend.h"
+#include "models/mlp.h"
+#include "models/train.h"
+#include "sched/reader.h"
+#include "sched/stage.h"
+#include "store/store.h"
 #include "ekfac.h"
 
 static const char *strategy_name(infl_strategy s) {

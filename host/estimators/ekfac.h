@@ -12,8 +12,8 @@
 #ifndef INFL_EKFAC_H
 #define INFL_EKFAC_H
 
-#include "../model/spec.h"
-#include "../store/store.h"
+#include "core/spec.h"
+#include "store/store.h"
 
 typedef struct {
     int L;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/rng.h"
+#include "core/rng.h"
 #include "ihvp.h"
 
 infl_ihvp_options infl_ihvp_options_default(void) {

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hvp.h"
+#include "models/hvp.h"
 
 typedef enum { INFL_SOLVER_DIRECT = 0, INFL_SOLVER_CG = 1, INFL_SOLVER_LISSA = 2 } infl_solver;
 

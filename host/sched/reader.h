@@ -29,8 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
-#include "../store/store.h"
+#include "core/internal.h"
+#include "store/store.h"
 
 typedef struct {
     int64_t row0;  // first row of the shard, relative to the split's selected range

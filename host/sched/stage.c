@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../backend.h"
-#include "../model/train.h"
+#include "backend.h"
+#include "models/train.h"
 
 infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_mlp_spec *spec,
                              int B, int64_t D, int64_t Kt, int64_t yf_width) {

@@ -26,8 +26,8 @@
 
 #include <stdint.h>
 
-#include "../model/spec.h"
-#include "../store/store.h"
+#include "core/spec.h"
+#include "store/store.h"
 #include "reader.h"
 
 typedef struct {

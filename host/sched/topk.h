@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 typedef struct infl_topk infl_topk;
 

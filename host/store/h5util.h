@@ -14,7 +14,7 @@
 #include <hdf5.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 // ---- the store lock ----
 

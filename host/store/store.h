@@ -15,8 +15,8 @@
 
 #include <stdint.h>
 
-#include "../core/internal.h"
-#include "../model/spec.h"
+#include "core/internal.h"
+#include "core/spec.h"
 
 // ---- dataset files: reading a split ----
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../store/store.h"
-#include "stats.h"
+#include "store/store.h"
+#include "estimators/stats.h"
 
 void infl_compare_result_free(infl_compare_result *r) {
     if (!r) return;

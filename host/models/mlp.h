@@ -9,8 +9,8 @@
 #ifndef INFL_MLP_H
 #define INFL_MLP_H
 
-#include "../backend.h"
-#include "spec.h"
+#include "backend.h"
+#include "core/spec.h"
 
 typedef struct {
     infl_mlp_spec spec;

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
+#include "backend.h"
 #include "attrib.h"
 
 void infl_self_result_free(infl_self_result *r) {

@@ -13,10 +13,10 @@
 
 #include <lapacke.h>
 
-#include "../core/rng.h"
-#include "../model/train.h"
+#include "core/rng.h"
+#include "models/train.h"
 #include "attrib.h"
-#include "stats.h"
+#include "estimators/stats.h"
 
 infl_loo_options infl_loo_options_default(void) {
     infl_loo_options o = {.remove_top = 20, .remove_bottom = 20, .remove_random = 20, .tol = 1e-10};

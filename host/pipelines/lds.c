@@ -20,13 +20,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../backend.h"
-#include "../core/rng.h"
-#include "../model/mlp.h"
-#include "../model/train.h"
-#include "../store/h5util.h"
-#include "../store/store.h"
-#include "stats.h"
+#include "backend.h"
+#include "core/rng.h"
+#include "models/mlp.h"
+#include "models/train.h"
+#include "store/h5util.h"
+#include "store/store.h"
+#include "estimators/stats.h"
 
 infl_lds_options infl_lds_options_default(void) {
     infl_lds_options o;

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/rng.h"
+#include "core/rng.h"
 #include "mlp.h"
 #include "train.h"
 

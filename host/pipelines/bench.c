@@ -28,7 +28,7 @@
  * phase times the whole streamed pipeline (infl_rank).
  */
 #define _POSIX_C_SOURCE 200809L
-#include "bench/bench.h"
+#include "bench.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -40,12 +40,12 @@
 #include "backend.h"
 #include "core/rng.h"
 #include "data/synth.h"
-#include "estimators/attrib.h"
+#include "attrib.h"
 #include "estimators/ekfac.h"
-#include "estimators/hvp.h"
+#include "models/hvp.h"
 #include "estimators/ihvp.h"
-#include "model/mlp.h"
-#include "model/train.h"
+#include "models/mlp.h"
+#include "models/train.h"
 #include "sched/topk.h"
 #include "store/store.h"
 

@@ -19,9 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../backend.h"
-#include "../model/spec.h"
-#include "../store/store.h"
+#include "backend.h"
+#include "core/spec.h"
+#include "store/store.h"
 
 typedef enum { INFL_HESS_EXACT = 0, INFL_HESS_GGN = 1 } infl_hessian;
 

@@ -27,8 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/mlp.h"
-#include "../model/train.h"
+#include "mlp.h"
+#include "train.h"
 #include "hvp.h"
 
 struct infl_hvp {

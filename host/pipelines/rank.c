@@ -21,15 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
-#include "../model/mlp.h"
-#include "../model/train.h"
-#include "../sched/reader.h"
-#include "../sched/topk.h"
-#include "../store/store.h"
+#include "backend.h"
+#include "models/mlp.h"
+#include "models/train.h"
+#include "sched/reader.h"
+#include "sched/topk.h"
+#include "store/store.h"
 #include "attrib.h"
-#include "hvp.h"
-#include "ihvp.h"
+#include "models/hvp.h"
+#include "estimators/ihvp.h"
 
 infl_rank_options infl_rank_options_default(void) {
     infl_rank_options o;

@@ -1,7 +1,7 @@
 /*
  * info.c — infl_info: the public face of the store's file description.
  */
-#include "../store/store.h"
+#include "store/store.h"
 
 infl_status infl_info(infl_ctx *ctx, const char *path, FILE *out) {
     RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no file given");

@@ -6,12 +6,12 @@
 #ifndef INFL_ATTRIB_H
 #define INFL_ATTRIB_H
 
-#include "../model/mlp.h"
-#include "../sched/reader.h"
-#include "../sched/stage.h"
-#include "../store/store.h"
-#include "ekfac.h"
-#include "hvp.h"
+#include "models/mlp.h"
+#include "sched/reader.h"
+#include "sched/stage.h"
+#include "store/store.h"
+#include "estimators/ekfac.h"
+#include "models/hvp.h"
 
 typedef struct {
     infl_ctx *ctx;

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "../core/rng.h"
+#include "core/rng.h"
 #include "mlp.h"
 
 infl_status infl_mlp_work_create(infl_ctx *ctx, const infl_mlp_spec *spec, int maxB, infl_mlp_work **out) {

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "spec.h"
 
 size_t infl_mlp_nparams(const infl_mlp_spec *s) {

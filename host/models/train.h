@@ -6,9 +6,9 @@
 #ifndef INFL_TRAIN_H
 #define INFL_TRAIN_H
 
-#include "../core/rng.h"
-#include "../store/store.h"
-#include "spec.h"
+#include "core/rng.h"
+#include "store/store.h"
+#include "core/spec.h"
 
 // Checks that a split can feed the model: x width = d_0; class labels for
 // softmax_ce / sigmoid_ce (and no more classes than outputs), real targets of width
