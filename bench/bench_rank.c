@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
     size_t P = infl_mlp_nparams(&spec);
     float *p = malloc(P * sizeof(float));
     infl_runw *rw;
-    if (store_run_create(ctx, runp, 1, &spec, tref, "sgd", 1, &rw) != INFL_OK) return die(ctx, "run");
+    if (store_run_create(ctx, runp, 1, &(infl_model_spec){.kind = INFL_MODEL_MLP, .mlp = spec}, tref, "sgd", 1, &rw) != INFL_OK) return die(ctx, "run");
     for (int c = 0; c < C; c++) {
         infl_mlp_init(&spec, (uint64_t)c + 1, 0, p);
         for (size_t i = 0; i < P; i++) p[i] *= 0.5f;

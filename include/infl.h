@@ -307,9 +307,9 @@ typedef struct {
     double flops;             /* floating-point operations of the score phase, counted from shapes */
     double query_rank_energy; /* with query_rank: share of the preconditioned queries' squared Frobenius
                                  norm the rank-r factors keep (mean over queries and layers); else 1 */
-    int layers;               /* ekfac, kfac, diagonal: layers, and per layer the damping λ_l used (auto or */
-    double layer_damping[16]; /* given) and the mean eigenvalue; the run's weight decay is added to */
-    double layer_mean_eigenvalue[16]; /* every eigenvalue as well (it is part of H) */
+    int layers;               /* ekfac, kfac, diagonal: attributed layers, and per layer the damping λ_l used */
+    double *layer_damping;    /* (layers) (auto or given) and the mean eigenvalue; the objective's weight */
+    double *layer_mean_eigenvalue; /* (layers) decay is added to every eigenvalue as well (it is part of H) */
     double weight_decay;
 } infl_rank_result;
 

@@ -74,7 +74,7 @@ static double *reference(const char *data, const char *run, const infl_rank_opti
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK);
-    const infl_mlp_spec *s = store_run_spec(r);
+    const infl_mlp_spec *s = &store_run_spec(r)->mlp;
     size_t P = infl_mlp_nparams(s);
     int d = s->widths[0];
     int64_t N, Mq;
@@ -415,7 +415,7 @@ Test(attrib, bad_inputs_are_refused) {
     for (size_t i = 0; i < P; i++) p[i] = 3e37f;
     infl_runw *rw;
     const char *bad = tu_path("diverged.h5");
-    cr_assert_eq(store_run_create(ctx, bad, 1, &s, tu_ref(2, data, "train"), "sgd", 1, &rw), INFL_OK);
+    cr_assert_eq(store_run_create(ctx, bad, 1, TU_MS(s), tu_ref(2, data, "train"), "sgd", 1, &rw), INFL_OK);
     cr_assert_eq(store_run_add_checkpoint(ctx, rw, 10, 1.0, 0.1, NAN, p), INFL_OK);
     cr_assert_eq(store_run_commit(ctx, rw), INFL_OK);
     o.run = bad;

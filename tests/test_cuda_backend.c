@@ -1168,7 +1168,7 @@ Test(cuda_backend, fit_matches_cpu, .timeout = 600) {
         cr_assert_eq(F[1]->L, F[0]->L);
         cr_assert_eq(F[1]->examples, F[0]->examples);
         for (int l = 0; l < F[0]->L; l++) {
-            int ni = F[0]->widths[l] + 1, no = F[0]->widths[l + 1];
+            int ni = infl_linear_ni(&F[0]->layer[l]), no = F[0]->layer[l].d_out;
             char what[128];
             snprintf(what, sizeof what, "%s layer %d A", names[t], l);
             same_eig(F[0]->A_vecs[l], F[0]->A_vals[l], F[1]->A_vecs[l], F[1]->A_vals[l], ni, what);

@@ -92,7 +92,7 @@ static void reference(const char *run, const char *data, int sampled, uint64_t s
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK);
-    R->spec = *store_run_spec(r);
+    R->spec = store_run_spec(r)->mlp;
     const infl_mlp_spec *s = &R->spec;
     size_t P = infl_mlp_nparams(s);
     float *wf = malloc(P * sizeof(float));
@@ -348,18 +348,20 @@ Test(ekfac, preconditioning_matches_the_dense_inverse) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK);
-    const infl_mlp_spec *s = store_run_spec(r);
+    const infl_mlp_spec *s = &store_run_spec(r)->mlp;
     size_t P = infl_mlp_nparams(s);
+    infl_model *m;
+    cr_assert_eq(infl_model_create(ctx, store_run_spec(r), 0, &m), INFL_OK, "%s", infl_ctx_error(ctx));
     for (int method = INFL_METHOD_EKFAC; method <= INFL_METHOD_DIAGONAL; method++) {
         f = method == INFL_METHOD_DIAGONAL ? fdiag : fe;  // diagonal: identity bases, rotations skipped
         ekfac_pre *pre;
-        cr_assert_eq(ekfac_pre_create(ctx, f, fp, s, (infl_method)method, lam, 0, &pre), INFL_OK, "%s",
+        cr_assert_eq(ekfac_pre_create(ctx, f, fp, m, (infl_method)method, lam, 0, &pre), INFL_OK, "%s",
                      infl_ctx_error(ctx));
         const int M = 3;
         float *G = malloc(sizeof(float) * M * P), *V = malloc(sizeof(float) * M * P);
         uint64_t st = 9;
         for (size_t i = 0; i < M * P; i++) G[i] = (float)(tu_uniform(&st) * 2 - 1);
-        cr_assert_eq(ekfac_precondition(ctx, pre, s, G, V, M), INFL_OK, "%s", infl_ctx_error(ctx));
+        cr_assert_eq(ekfac_precondition(ctx, V, pre, m, G, M), INFL_OK, "%s", infl_ctx_error(ctx));
         for (int l = 0; l < s->L; l++) {
             int din = s->widths[l], ni = din + 1, no = s->widths[l + 1], n = no * ni;
             double *F = calloc((size_t)n * n, sizeof(double));
@@ -402,6 +404,7 @@ Test(ekfac, preconditioning_matches_the_dense_inverse) {
         free(V);
         ekfac_pre_free(ctx, pre);
     }
+    infl_model_free(m);
     store_run_close(r);
     infl_factors_free(fe);
     infl_factors_free(fdiag);
@@ -727,7 +730,9 @@ Test(ekfac, low_rank_factors_are_the_truncated_svd) {
     float *LF[INFL_MAX_LAYERS], *RF[INFL_MAX_LAYERS];
     int rl[INFL_MAX_LAYERS];
     double energy;
-    cr_assert_eq(ekfac_lowrank(ctx, &s, V, M, r, LF, RF, rl, &energy), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_model *m;
+    cr_assert_eq(infl_model_create(ctx, TU_MS(s), 0, &m), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(ekfac_lowrank(ctx, LF, RF, rl, &energy, m, V, M, r), INFL_OK, "%s", infl_ctx_error(ctx));
     double esum = 0;
     for (int l = 0; l < s.L; l++) {
         int din = s.widths[l], ni = din + 1, dout = s.widths[l + 1], k = rl[l], ld = M * k;
@@ -761,6 +766,7 @@ Test(ekfac, low_rank_factors_are_the_truncated_svd) {
     }
     cr_assert(fabs(energy - esum / (M * s.L)) < 1e-5, "energy %g vs %g", energy, esum / (M * s.L));
     free(V);
+    infl_model_free(m);
     infl_ctx_free(ctx);
 }
 

@@ -29,7 +29,7 @@ static double *load_final(const char *run, size_t *P) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK, "%s", infl_ctx_error(ctx));
-    *P = infl_mlp_nparams(store_run_spec(r));
+    *P = infl_spec_nparams(store_run_spec(r));
     float *w = malloc(sizeof(float) * *P);
     int fin;
     cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);

@@ -185,7 +185,7 @@ static void write_run(infl_ctx *ctx, const char *path) {
     size_t P = infl_mlp_nparams(&s);
     float *p = malloc(P * sizeof *p);
     infl_runw *w = NULL;
-    ASSERT_OK(ctx, store_run_create(ctx, path, 0, &s, "d.h5:/train", "sgd", 12345678901ull, &w));
+    ASSERT_OK(ctx, store_run_create(ctx, path, 0, TU_MS(s), "d.h5:/train", "sgd", 12345678901ull, &w));
     const int64_t steps[3] = {200, 100, 300};
     for (int c = 0; c < 3; c++) {
         fill_params(p, P, steps[c]);
@@ -429,7 +429,7 @@ Test(store, run_round_trip) {
     write_run(ctx, path);
     infl_run *r = NULL;
     ASSERT_OK(ctx, store_run_open(ctx, path, &r));
-    const infl_mlp_spec *sp = store_run_spec(r);
+    const infl_mlp_spec *sp = &store_run_spec(r)->mlp;
     infl_mlp_spec want = small_spec();
     cr_assert_eq(sp->L, 2);
     for (int l = 0; l <= 2; l++) cr_assert_eq(sp->widths[l], want.widths[l]);
@@ -515,7 +515,7 @@ Test(store, run_sorted_by_step) {
     size_t P = infl_mlp_nparams(&s);
     float *p = malloc(P * sizeof *p);
     infl_runw *w = NULL;
-    ASSERT_OK(ctx, store_run_create(ctx, path, 0, &s, "d.h5:/train", "sgd", 1, &w));
+    ASSERT_OK(ctx, store_run_create(ctx, path, 0, TU_MS(s), "d.h5:/train", "sgd", 1, &w));
     const int64_t steps[3] = {1000000, 5, 999999};
     for (int c = 0; c < 3; c++) {
         fill_params(p, P, steps[c]);
@@ -554,10 +554,10 @@ Test(store, run_writer_checks) {
     infl_runw *w = NULL;
     // an invalid spec
     s.loss = INFL_LOSS_SIGMOID_CE;
-    ASSERT_ERR(ctx, store_run_create(ctx, path, 0, &s, "d.h5:/train", "sgd", 1, &w), INFL_E_ARG, "sigmoid_ce");
+    ASSERT_ERR(ctx, store_run_create(ctx, path, 0, TU_MS(s), "d.h5:/train", "sgd", 1, &w), INFL_E_ARG, "sigmoid_ce");
     cr_assert_null(w);
     s = small_spec();
-    ASSERT_OK(ctx, store_run_create(ctx, path, 0, &s, "d.h5:/train", "sgd", 1, &w));
+    ASSERT_OK(ctx, store_run_create(ctx, path, 0, TU_MS(s), "d.h5:/train", "sgd", 1, &w));
     ASSERT_OK(ctx, store_run_add_checkpoint(ctx, w, 5, 0.5, 0.1, NAN, p));
     ASSERT_ERR(ctx, store_run_add_checkpoint(ctx, w, 5, 0.5, 0.1, NAN, p), INFL_E_ARG, "000005");
     p[infl_mlp_woff(&s, 1) + 4] = NAN;  // W1 row 1 column 1
@@ -566,7 +566,7 @@ Test(store, run_writer_checks) {
     cr_assert(!tu_exists(path));
     cr_assert(!dir_has_tmp(tu_tmpdir()));
     // a run with no checkpoint is not committed
-    ASSERT_OK(ctx, store_run_create(ctx, path, 0, &s, "d.h5:/train", "sgd", 1, &w));
+    ASSERT_OK(ctx, store_run_create(ctx, path, 0, TU_MS(s), "d.h5:/train", "sgd", 1, &w));
     ASSERT_ERR(ctx, store_run_commit(ctx, w), INFL_E_ARG, "no checkpoint");
     cr_assert(!tu_exists(path));
     cr_assert(!dir_has_tmp(tu_tmpdir()));
@@ -882,7 +882,7 @@ Test(store, reject_weight_shape) {
     infl_run *r = NULL;
     ASSERT_OK(ctx, store_run_open(ctx, path, &r));
     float p[64];
-    cr_assert_leq(infl_mlp_nparams(store_run_spec(r)), 64);
+    cr_assert_leq(infl_spec_nparams(store_run_spec(r)), 64);
     ASSERT_ERR(ctx, store_run_load(ctx, r, 1, p), INFL_E_SHAPE,
                "r.h5: /checkpoints/000200/W1: expected float32 [2, 3], found [2, 2]");
     ASSERT_ERR(ctx, store_run_load(ctx, r, 2, p), INFL_E_FORMAT,
@@ -992,7 +992,7 @@ Test(store, exists_without_force) {
     cr_assert_null(w);
     infl_mlp_spec sp = small_spec();
     infl_runw *rw = NULL;
-    ASSERT_ERR(ctx, store_run_create(ctx, path, 0, &sp, "d.h5:/train", "sgd", 1, &rw), INFL_E_EXISTS, "out.h5");
+    ASSERT_ERR(ctx, store_run_create(ctx, path, 0, TU_MS(sp), "d.h5:/train", "sgd", 1, &rw), INFL_E_EXISTS, "out.h5");
     cr_assert_null(rw);
     size_t n = 0;
     char *now = tu_read_file(path, &n);
@@ -1043,7 +1043,7 @@ Test(store, abort_leaves_nothing) {
 
     infl_mlp_spec sp = small_spec();
     infl_runw *rw = NULL;
-    ASSERT_OK(ctx, store_run_create(ctx, path, 0, &sp, "d.h5:/train", "sgd", 1, &rw));
+    ASSERT_OK(ctx, store_run_create(ctx, path, 0, TU_MS(sp), "d.h5:/train", "sgd", 1, &rw));
     cr_assert(dir_has_tmp(tu_tmpdir()));
     store_run_abort(rw);
     store_run_abort(NULL);

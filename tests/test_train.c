@@ -38,7 +38,7 @@ static float *load_ckpt(const char *run, int i, size_t *np, int *count) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK, "%s", infl_ctx_error(ctx));
-    *np = infl_mlp_nparams(store_run_spec(r));
+    *np = infl_spec_nparams(store_run_spec(r));
     *count = store_run_ncheckpoints(r);
     if (i < 0) i = *count - 1;
     float *p = malloc(*np * sizeof(float));

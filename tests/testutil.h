@@ -34,6 +34,9 @@ double tu_uniform(uint64_t *state);
 // ---- a float64 reference MLP (plain loops), checked against finite differences in
 // test_mlp.c and used as the oracle of other tests ----
 #include "core/spec.h"
+
+// An MLP spec as the model spec the store takes (a pointer to a compound literal).
+#define TU_MS(s) (&(infl_model_spec){.kind = INFL_MODEL_MLP, .mlp = (s)})
 double tu_ref_act(infl_activation a, double z);
 double tu_ref_dact(infl_activation a, double z);
 // Loss of one example (x (d_0), class y or targets yf (d_L)); when g != NULL adds

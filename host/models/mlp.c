@@ -1,11 +1,15 @@
 /*
- * mlp.c — MLP forward and backward on the backend (see mlp.h for the shapes).
+ * mlp.c — MLP forward and backward on the backend (see mlp.h for the shapes), and the
+ * MLP as an implementation of the model seam (model.h): one row per example, every
+ * layer attributed, Hessian-vector products from mlp_hvp.c.
  */
 #include <math.h>
 #include <stdlib.h>
 
 #include "core/rng.h"
 #include "mlp.h"
+#include "model.h"
+#include "train.h"
 
 infl_status infl_mlp_work_create(infl_ctx *ctx, const infl_mlp_spec *spec, int maxB, infl_mlp_work **out) {
     RETURN_IF(ctx, maxB < 1, INFL_E_ARG, "batch of %d rows; expected at least 1", maxB);
@@ -115,4 +119,154 @@ void infl_mlp_init(const infl_mlp_spec *s, uint64_t seed, int zero, float *param
             params[wo + i] = (float)(bound * (2.0 * infl_rng_uniform(seed, INFL_RNG_INIT, wo + i, 0) - 1.0));
         for (int j = 0; j < dout; j++) params[bo + j] = 0.0f;
     }
+}
+
+// ---- the model seam (model.h): the MLP is one row per example ----
+
+typedef struct {
+    infl_mlp_work *w;
+    const float **A, **D;   // (L) the seam's views
+    int32_t *ys;            // (maxB) backend: sampled labels
+    float *yfs;             // (maxB, K) backend: sampled real targets (mse)
+    float *hlogits;         // (maxB, K) host, for predict
+} mlp_seam;
+
+static void mlp_model_free(infl_model *m) { free(m); }
+
+static infl_status mlp_check_data(infl_ctx *ctx, const infl_model *m, const infl_split *split) {
+    return infl_check_data_for_model(ctx, split, &m->spec.mlp);
+}
+
+static infl_status mlp_check_labels(infl_ctx *ctx, const infl_model *m, const infl_split *split, const int32_t *y,
+                                    int64_t row0, int64_t n) {
+    return infl_check_labels(ctx, split, &m->spec.mlp, y, row0, n);
+}
+
+static void mlp_seam_free(infl_ctx *ctx, infl_model_work *mw) {
+    if (!mw) return;
+    mlp_seam *s = mw->impl;
+    if (s) {
+        infl_mlp_work_free(ctx, s->w);
+        infl_be_free(ctx, s->ys);
+        infl_be_free(ctx, s->yfs);
+        free(s->hlogits);
+        free(s->A);
+        free(s->D);
+        free(s);
+    }
+    free(mw->row_off);
+    free(mw->A);
+    free(mw->D);
+    free(mw);
+}
+
+static infl_status mlp_seam_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out) {
+    *out = NULL;
+    const infl_mlp_spec *sp = &m->spec.mlp;
+    int L = sp->L, K = sp->widths[L];
+    infl_model_work *mw = infl_calloc(ctx, 1, sizeof *mw, "model buffers");
+    if (!mw) return INFL_E_NOMEM;
+    mlp_seam *s = infl_calloc(ctx, 1, sizeof *s, "model buffers");
+    mw->impl = s;
+    infl_status rc = INFL_OK;
+    GOTO_NOMEM_IF(!s);
+    mw->maxB = maxB;
+    mw->row_off = infl_malloc(ctx, ((size_t)maxB + 1) * sizeof(int), "row offsets");
+    mw->A = infl_calloc(ctx, (size_t)L, sizeof(float *), "layer views");
+    mw->D = infl_calloc(ctx, (size_t)L, sizeof(float *), "layer views");
+    s->hlogits = infl_malloc(ctx, (size_t)maxB * K * sizeof(float), "logits");
+    GOTO_NOMEM_IF(!mw->row_off || !mw->A || !mw->D || !s->hlogits);
+    for (int i = 0; i <= maxB; i++) mw->row_off[i] = i;
+    CHECK(infl_mlp_work_create(ctx, sp, maxB, &s->w));
+    CHECK(ctx->be->alloc(ctx, (size_t)maxB * sizeof(int32_t), (void **)&s->ys));
+    if (sp->loss == INFL_LOSS_MSE) CHECK(infl_be_alloc_f(ctx, &s->yfs, (size_t)maxB * K, "sampled targets"));
+    mw->loss = s->w->loss;
+    *out = mw;
+    return INFL_OK;
+done:
+    mlp_seam_free(ctx, mw);
+    return rc;
+}
+
+static infl_status mlp_seam_forward(infl_ctx *ctx, const infl_model *m, const float *params, const infl_batch *bt,
+                                    infl_model_work *mw) {
+    mlp_seam *s = mw->impl;
+    RETURN_IF(ctx, !bt->x, INFL_E_ARG, "the mlp model needs feature rows (x), not token documents");
+    FORWARD_IF_ERROR(infl_mlp_forward(ctx, params, bt->x, bt->b, s->w));
+    mw->b = mw->rows = bt->b;
+    for (int l = 0; l < m->spec.mlp.L; l++) infl_mlp_factors(s->w, l, &mw->D[l], &mw->A[l]);
+    // losses at the data's targets, when the batch has them (not for sampled-only passes)
+    return bt->y || bt->yf ? infl_mlp_loss(ctx, bt->y, bt->yf, s->w) : INFL_OK;
+}
+
+static infl_status mlp_seam_backward(infl_ctx *ctx, const infl_model *m, const float *params, const infl_batch *bt,
+                                     const infl_targets *tg, infl_model_work *mw, float *grad, float scale) {
+    mlp_seam *s = mw->impl;
+    const infl_mlp_spec *sp = &m->spec.mlp;
+    const int32_t *y = bt->y;
+    const float *yf = bt->yf;
+    if (tg && tg->sampled) {
+        // targets drawn from the model at its logits, keyed by (seed, example index)
+        FORWARD_IF_ERROR(ctx->be->sample_labels(ctx, sp->loss, s->w->Z[sp->L - 1], bt->b, sp->widths[sp->L], tg->seed,
+                                                bt->index0, s->ys, s->yfs));
+        y = s->ys;
+        yf = s->yfs;
+    }
+    return infl_mlp_backward(ctx, params, y, yf, s->w, grad, scale);
+}
+
+static infl_status mlp_seam_predict(infl_ctx *ctx, const infl_model *m, infl_model_work *mw, int32_t *pred) {
+    mlp_seam *s = mw->impl;
+    const infl_mlp_spec *sp = &m->spec.mlp;
+    int K = sp->widths[sp->L], b = mw->b;
+    if (sp->loss == INFL_LOSS_MSE) {
+        for (int i = 0; i < b; i++) pred[i] = -1;
+        return INFL_OK;
+    }
+    FORWARD_IF_ERROR(ctx->be->download(ctx, s->hlogits, s->w->Z[sp->L - 1], (size_t)b * K * sizeof(float)));
+    for (int i = 0; i < b; i++) {
+        const float *z = s->hlogits + (size_t)i * K;
+        int arg = 0;
+        for (int j = 1; j < K; j++)
+            if (z[j] > z[arg]) arg = j;
+        pred[i] = sp->loss == INFL_LOSS_SIGMOID_CE ? (z[0] > 0) : arg;
+    }
+    return INFL_OK;
+}
+
+static double mlp_seam_fb_flops(const infl_model *m, double rows) { return infl_mlp_fb_flops(&m->spec.mlp, (int)rows); }
+
+static infl_status mlp_seam_hvp(infl_ctx *ctx, const infl_model *m, const float *params, infl_split *split,
+                                int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb,
+                                infl_hvp **out) {
+    return infl_hvp_create(ctx, &m->spec.mlp, params, split, samples, kind, shard_rows, cache_mb, out);
+}
+
+static const infl_model_iface mlp_iface = {
+    .kind = "mlp",
+    .free = mlp_model_free,
+    .check_data = mlp_check_data,
+    .check_labels = mlp_check_labels,
+    .work_create = mlp_seam_create,
+    .work_free = mlp_seam_free,
+    .forward = mlp_seam_forward,
+    .backward = mlp_seam_backward,
+    .predict = mlp_seam_predict,
+    .fb_flops = mlp_seam_fb_flops,
+    .hvp_create = mlp_seam_hvp,
+};
+
+infl_status infl_mlp_model_create(infl_ctx *ctx, const infl_model_spec *spec, infl_model **out) {
+    *out = NULL;
+    RETURN_IF(ctx, spec->kind != INFL_MODEL_MLP, INFL_E_ARG, "infl_mlp_model_create: not an mlp spec");
+    FORWARD_IF_ERROR(infl_mlp_spec_check(ctx, &spec->mlp));
+    infl_model *m = infl_calloc(ctx, 1, sizeof *m, "the model");
+    if (!m) return INFL_E_NOMEM;
+    m->iface = &mlp_iface;
+    m->spec = *spec;
+    infl_model_init_layers(m, 0);
+    m->tokens = 0;
+    m->outputs = spec->mlp.widths[spec->mlp.L];
+    *out = m;
+    return INFL_OK;
 }

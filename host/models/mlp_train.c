@@ -340,7 +340,8 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *o
     CHECK(store_split_open(ctx, &ref, &split));
     CHECK(infl_check_data_for_model(ctx, split, &spec));
     bool newton = o->optimizer == INFL_OPT_NEWTON || (o->optimizer == INFL_OPT_AUTO && spec.L == 1);
-    CHECK(store_run_create(ctx, out_path, o->force, &spec, o->data, newton ? "newton" : "sgd", o->seed, &rw));
+    infl_model_spec ms = {.kind = INFL_MODEL_MLP, .mlp = spec};
+    CHECK(store_run_create(ctx, out_path, o->force, &ms, o->data, newton ? "newton" : "sgd", o->seed, &rw));
     // the training options, so that the training can be repeated (infl lds)
     CHECK(store_run_attr_f64(ctx, rw, "train_epochs", o->epochs));
     CHECK(store_run_attr_f64(ctx, rw, "train_batch", o->batch));
@@ -385,7 +386,9 @@ infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoin
     memset(res, 0, sizeof *res);
     CHECK(infl_dataref_parse(ctx, data, &ref));
     CHECK(store_run_open(ctx, run_path, &run));
-    const infl_mlp_spec *spec = store_run_spec(run);
+    GOTO_IF(ctx, store_run_spec(run)->kind != INFL_MODEL_MLP, INFL_E_ARG, "%s: a %s run; expected an mlp run",
+            run_path, infl_model_kind_name(store_run_spec(run)->kind));
+    const infl_mlp_spec *spec = &store_run_spec(run)->mlp;
     int ci;
     CHECK(store_run_find(ctx, run, checkpoint, &ci));
     CHECK(store_split_open(ctx, &ref, &split));

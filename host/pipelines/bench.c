@@ -23,7 +23,8 @@
  * measured time: 1 would be "as fast as its GEMMs alone".
  *
  * The score loops of the tracin/graddot, if and EK-FAC phases call rank's own layer
- * kernels (score_ghost_layer, score_contract_layer, score_lowrank_layer of attrib.h),
+ * kernels (score_ghost_layer, score_contract_layer, score_lowrank_layer of
+ * estimators/score.h) through the model seam,
  * on train factors that are computed once, so that they time scoring alone; the "rank"
  * phase times the whole streamed pipeline (infl_rank).
  */
@@ -37,12 +38,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attrib.h"
 #include "backend.h"
 #include "core/rng.h"
 #include "data/synth.h"
-#include "attrib.h"
 #include "estimators/ekfac.h"
-#include "models/hvp.h"
 #include "estimators/ihvp.h"
 #include "models/mlp.h"
 #include "models/train.h"
@@ -163,7 +163,8 @@ typedef struct {
 
 struct bench_fix {
     const infl_bench_options *o;
-    infl_mlp_spec spec;
+    infl_model_spec spec;     // the benchmark's MLP
+    infl_model *m;            // ... through the seam
     size_t P;
     int L, C, M, B;
     int b;                    // rows of a sub-batch of the in-memory phases: min(R, B)
@@ -175,8 +176,8 @@ struct bench_fix {
     int32_t *y;               // (R) their labels
     float *qX;                // (M, D) queries
     int32_t *qy;              // (M)
-    infl_mlp_work *work;      // B rows
-    infl_mlp_work *qwork;     // M rows
+    infl_model_work *work;    // B rows
+    infl_model_work *qwork;   // M rows
     float **qD, **qA;         // (C·L) query factors Δ_Q (M, d_out), A_Q (M, d_in)
     float **tD, **tA;         // (C·L) factors of train sub-batch 0: (B, d_out), (B, d_in)
     float *Sd, *T1, *T2;      // (M, B) score block and temporaries
@@ -196,8 +197,8 @@ struct bench_fix {
     char factors[4300];       // the factors file the fit phases write (removed at the end)
     infl_factors *fac;        // identity factors of the model's shapes (preconditioning costs the same)
     ekfac_pre *pre;
-    float *LF[INFL_MAX_LAYERS], *RF[INFL_MAX_LAYERS];
-    int rl[INFL_MAX_LAYERS];
+    float *LF[INFL_MAX_LINEAR], *RF[INFL_MAX_LINEAR];
+    int rl[INFL_MAX_LINEAR];
     float *X1, *X2;           // (B, M r) low-rank score blocks
     gemm_rate rates[128];     // measured GEMM shapes
     int nrates;
@@ -261,17 +262,16 @@ done:
 
 // Per-example factors of rows X (b, D) at checkpoint c into work (forward, backward).
 static infl_status factors(infl_ctx *ctx, bench_fix *f, int c, const float *X, const int32_t *y, int b,
-                           infl_mlp_work *work) {
-    FORWARD_IF_ERROR(infl_mlp_forward(ctx, f->Wd[c], X, b, work));
-    return infl_mlp_backward(ctx, f->Wd[c], y, NULL, work, NULL, 1.0f);
+                           infl_model_work *work) {
+    infl_batch bt = {.b = b, .x = X, .y = y};
+    return infl_model_factors(ctx, f->m, f->Wd[c], &bt, work);
 }
 
 // Copies the factors of every layer of `work` (b rows) into new buffers D[l], A[l].
-static infl_status keep_factors(infl_ctx *ctx, bench_fix *f, const infl_mlp_work *work, int b, float **D, float **A) {
+static infl_status keep_factors(infl_ctx *ctx, bench_fix *f, const infl_model_work *work, int b, float **D, float **A) {
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
-        const float *Dl, *Al;
-        infl_mlp_factors(work, l, &Dl, &Al);
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
+        const float *Dl = work->D[l], *Al = work->A[l];
         FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &D[l], (size_t)b * dout, "factors"));
         FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &A[l], (size_t)b * din, "factors"));
         FORWARD_IF_ERROR(ctx->be->copy(ctx, D[l], Dl, (size_t)b * dout * sizeof(float)));
@@ -302,8 +302,11 @@ static void fix_free(infl_ctx *ctx, bench_fix *f) {
     infl_be_free(ctx, f->T1);
     infl_be_free(ctx, f->T2);
     infl_be_free(ctx, f->one);
-    infl_mlp_work_free(ctx, f->work);
-    infl_mlp_work_free(ctx, f->qwork);
+    if (f->m) {
+        infl_model_work_free(ctx, f->m, f->work);
+        infl_model_work_free(ctx, f->m, f->qwork);
+    }
+    infl_model_free(f->m);
     store_split_close(f->train);
     store_split_close(f->query);
     if (f->run[0]) unlink(f->run);
@@ -321,7 +324,7 @@ static infl_status make_run(infl_ctx *ctx, bench_fix *f) {
     GOTO_NOMEM_IF(!p || !f->Wd);
     CHECK(store_run_create(ctx, f->run, 1, &f->spec, f->train_ref, "sgd", f->o->seed, &rw));
     for (int c = 0; c < f->C; c++) {
-        infl_mlp_init(&f->spec, f->o->seed + (uint64_t)c, 0, p);
+        infl_mlp_init(&f->spec.mlp, f->o->seed + (uint64_t)c, 0, p);
         for (size_t i = 0; i < f->P; i++) p[i] *= 0.5f;
         CHECK(store_run_add_checkpoint(ctx, rw, 100 * (int64_t)(c + 1), c + 1, 0.1, NAN, p));
         CHECK(infl_be_alloc_f(ctx, &f->Wd[c], f->P, "checkpoint weights"));
@@ -342,7 +345,7 @@ static infl_status load_rows(infl_ctx *ctx, bench_fix *f, infl_split *s, int64_t
     int32_t *hy = infl_malloc(ctx, (size_t)n * sizeof(int32_t), "labels");
     GOTO_NOMEM_IF(!hx || !hy);
     CHECK(store_split_read(ctx, s, 0, n, hx, hy, NULL));
-    CHECK(infl_check_labels(ctx, s, &f->spec, hy, 0, n));
+    CHECK(infl_model_check_labels(ctx, f->m, s, hy, 0, n));
     CHECK(infl_be_alloc_f(ctx, X, (size_t)n * f->D, "rows"));
     CHECK(ctx->be->alloc(ctx, (size_t)n * sizeof(int32_t), (void **)y));
     CHECK(ctx->be->upload(ctx, *X, hx, (size_t)n * f->D * sizeof(float)));
@@ -357,16 +360,17 @@ static infl_status fix_open(infl_ctx *ctx, bench_fix *f, const infl_bench_option
     infl_status rc = INFL_OK;
     const infl_backend *be = ctx->be;
     f->o = o;
-    f->spec = (infl_mlp_spec){.L = o->nlayers, .act = INFL_ACT_RELU, .loss = INFL_LOSS_SOFTMAX_CE, .wd = 1e-4};
-    for (int l = 0; l <= o->nlayers && l <= INFL_MAX_LAYERS; l++) f->spec.widths[l] = o->widths[l];
-    FORWARD_IF_ERROR(infl_mlp_spec_check(ctx, &f->spec));
-    f->L = f->spec.L;
-    f->P = infl_mlp_nparams(&f->spec);
+    f->spec.kind = INFL_MODEL_MLP;
+    f->spec.mlp = (infl_mlp_spec){.L = o->nlayers, .act = INFL_ACT_RELU, .loss = INFL_LOSS_SOFTMAX_CE, .wd = 1e-4};
+    for (int l = 0; l <= o->nlayers && l <= INFL_MAX_LAYERS; l++) f->spec.mlp.widths[l] = o->widths[l];
+    FORWARD_IF_ERROR(infl_model_create(ctx, &f->spec, 0, &f->m));
+    f->L = f->m->nlayers;
+    f->P = f->m->nparams;
     f->C = o->checkpoints;
     f->M = o->queries;
     f->B = BENCH_B;
-    f->D = f->spec.widths[0];
-    const int K = f->spec.widths[f->L];
+    f->D = f->spec.mlp.widths[0];
+    const int K = f->m->outputs;
 
     const char *dir = o->workdir && *o->workdir ? o->workdir : getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
@@ -405,14 +409,14 @@ static infl_status fix_open(infl_ctx *ctx, bench_fix *f, const infl_bench_option
         FORWARD_IF_ERROR(infl_dataref_parse(ctx, f->train_ref, &ref));
         FORWARD_IF_ERROR(store_split_open(ctx, &ref, &f->train));
     }
-    FORWARD_IF_ERROR(infl_check_data_for_model(ctx, f->train, &f->spec));
+    FORWARD_IF_ERROR(infl_model_check_data(ctx, f->m, f->train));
     f->N = store_split_info(f->train)->n;
     RETURN_IF(ctx, store_split_info(f->train)->y_kind != INFL_Y_CLASS, INFL_E_FORMAT,
               "%s: the benchmark's model is a classifier (softmax_ce) and needs class labels", f->train_ref);
     snprintf(f->query_ref, sizeof f->query_ref, "%s:/test[0:%d]", f->data, f->M);
     FORWARD_IF_ERROR(infl_dataref_parse(ctx, f->query_ref, &ref));
     FORWARD_IF_ERROR(store_split_open(ctx, &ref, &f->query));
-    FORWARD_IF_ERROR(infl_check_data_for_model(ctx, f->query, &f->spec));
+    FORWARD_IF_ERROR(infl_model_check_data(ctx, f->m, f->query));
     RETURN_IF(ctx, o->top > f->N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training rows", o->top, f->N);
 
     f->R = o->rows > 0 ? o->rows : 8192;
@@ -424,8 +428,8 @@ static infl_status fix_open(infl_ctx *ctx, bench_fix *f, const infl_bench_option
     FORWARD_IF_ERROR(make_run(ctx, f));
     FORWARD_IF_ERROR(load_rows(ctx, f, f->train, f->R, &f->X, &f->y));
     FORWARD_IF_ERROR(load_rows(ctx, f, f->query, f->M, &f->qX, &f->qy));
-    FORWARD_IF_ERROR(infl_mlp_work_create(ctx, &f->spec, f->B, &f->work));
-    FORWARD_IF_ERROR(infl_mlp_work_create(ctx, &f->spec, f->M, &f->qwork));
+    FORWARD_IF_ERROR(infl_model_work_create(ctx, f->m, f->B, &f->work));
+    FORWARD_IF_ERROR(infl_model_work_create(ctx, f->m, f->M, &f->qwork));
     size_t cl = (size_t)f->C * f->L;
     f->qD = infl_calloc(ctx, cl, sizeof(float *), "factors");
     f->qA = infl_calloc(ctx, cl, sizeof(float *), "factors");
@@ -478,7 +482,7 @@ done:
 static void fb_work(const bench_fix *f, bench_work *w, double rows, int b) {
     double blocks = rows / b;
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
         add_gemm(w, b, dout, din, INFL_N, INFL_T, blocks);  // Z_l = A_{l-1} W_lᵀ
         if (l > 0) add_gemm(w, b, din, dout, INFL_N, INFL_N, blocks);  // Δ_l W_l
         w->flops += (l > 0 ? 4.0 : 2.0) * rows * din * dout;
@@ -511,7 +515,7 @@ static void ghost_work(const bench_fix *f, bench_work *w, int nck) {
     snprintf(w->what, sizeof w->what, "%s rows x %s queries x %d ckpt%s", group_digits(r, sizeof r, f->R),
              group_digits(m, sizeof m, f->M), nck, nck > 1 ? "s" : "");
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
         add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks * nck);  // Δ_Q Δ_Zᵀ
         add_gemm(w, f->M, f->b, din, INFL_N, INFL_T, blocks * nck);   // A_Q A_Zᵀ
         w->flops += nck * (double)f->R * (2.0 * f->M * (double)(din + dout) + 3.0 * f->M);
@@ -531,8 +535,8 @@ static infl_status ghost_run(infl_ctx *ctx, bench_fix *f, int nck) {
         for (int c = 0; c < nck; c++)
             for (int l = 0; l < f->L; l++) {
                 int i = c * f->L + l;
-                FORWARD_IF_ERROR(score_ghost_layer(ctx, f->qD[i], f->qA[i], f->tD[i], f->tA[i], M, b,
-                                                   f->spec.widths[l], f->spec.widths[l + 1], 0.1f, f->Sd, f->T1, f->T2));
+                FORWARD_IF_ERROR(score_ghost_layer(ctx, f->Sd, f->T1, f->T2, &f->m->layer[l], f->qD[i], f->qA[i],
+                                                   f->tD[i], f->tA[i], M, b, 0.1f));
             }
     }
     return sync_be(ctx, f);
@@ -554,40 +558,25 @@ static infl_status graddot_run(infl_ctx *ctx, bench_fix *f) { return ghost_run(c
 
 // ---- phase: IF query preconditioning, (GGN + λI)⁻¹ by CG ----
 
-// The query gradients f->G (M, P) at checkpoint 0, in the flat layout, and room for
-// their preconditioned versions f->Xs.
+// The query gradients f->G (M, lsize) at checkpoint 0, in the layer space (the MLP's
+// parameter vector), and room for their preconditioned versions f->Xs.
 static infl_status query_grads(infl_ctx *ctx, bench_fix *f) {
-    const infl_backend *be = ctx->be;
     const int M = f->M;
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->G, (size_t)M * f->P, "query gradients"));
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Xs, (size_t)M * f->P, "preconditioned query gradients"));
+    size_t P = f->m->lsize;
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->G, (size_t)M * P, "query gradients"));
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Xs, (size_t)M * P, "preconditioned query gradients"));
     FORWARD_IF_ERROR(factors(ctx, f, 0, f->qX, f->qy, M, f->qwork));
-    size_t maxpl = 0;
-    for (int l = 0; l < f->L; l++) {
-        size_t pl = (size_t)f->spec.widths[l + 1] * (f->spec.widths[l] + 1);
-        maxpl = pl > maxpl ? pl : maxpl;
-    }
     float *tmp = NULL;
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &tmp, (size_t)M * maxpl, "query layer gradients"));
-    infl_status rc = INFL_OK;
-    for (int l = 0; l < f->L && rc == INFL_OK; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
-        const float *Dl, *Al;
-        infl_mlp_factors(f->qwork, l, &Dl, &Al);
-        size_t pl = (size_t)dout * (din + 1);
-        rc = be->outer_rows(ctx, tmp, Dl, Al, M, dout, din);
-        if (rc == INFL_OK)
-            rc = be->copy_2d(ctx, f->G + infl_mlp_woff(&f->spec, l), (int)f->P, tmp, (int)pl, M, (int)pl);
-    }
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &tmp, (size_t)M * score_grad_tmp_cols(f->m), "query layer gradients"));
+    infl_status rc = score_full_grads(ctx, f->G, tmp, f->m, f->qwork, M);
     infl_be_free(ctx, tmp);
-    FORWARD_IF_ERROR(rc);
-    return INFL_OK;
+    return rc;
 }
 
 static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     const int M = f->M;
-    FORWARD_IF_ERROR(infl_hvp_create(ctx, &f->spec, f->Wd[0], f->train, f->o->hessian_samples, INFL_HESS_GGN, 0,
-                                     1024.0, &f->op));
+    FORWARD_IF_ERROR(infl_model_hvp_create(ctx, f->m, f->Wd[0], f->train, f->o->hessian_samples, INFL_HESS_GGN, 0,
+                                           1024.0, &f->op));
     FORWARD_IF_ERROR(query_grads(ctx, f));
 
     // work: cg_iters batched GGN-vector products of M vectors over h rows; per row and
@@ -597,7 +586,7 @@ static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     if (sh > h) sh = h;
     double shards = ceil((double)h / (double)sh), calls = (double)f->o->cg_iters * M * shards;
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
         add_gemm(w, (int)sh, dout, din, INFL_N, INFL_T, calls * (l > 0 ? 2 : 1));
         add_gemm(w, dout, din, (int)sh, INFL_T, INFL_N, calls);
         if (l > 0) add_gemm(w, (int)sh, din, dout, INFL_N, INFL_N, calls);
@@ -632,17 +621,17 @@ static void ifprep_teardown(infl_ctx *ctx, bench_fix *f) {
 // ---- phase: IF scoring by contraction with the preconditioned queries ----
 
 static infl_status ifscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    int maxin = 0;
-    for (int l = 0; l < f->L; l++) maxin = f->spec.widths[l] > maxin ? f->spec.widths[l] : maxin;
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->V, (size_t)f->M * f->P, "preconditioned queries"));
+    int maxin = infl_model_max_in(f->m);
+    size_t P = f->m->lsize;
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->V, (size_t)f->M * P, "preconditioned queries"));
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Gz, (size_t)f->B * maxin, "a contraction block"));
-    FORWARD_IF_ERROR(ctx->be->fill(ctx, f->V, 1e-3f, (size_t)f->M * f->P));
+    FORWARD_IF_ERROR(ctx->be->fill(ctx, f->V, 1e-3f, (size_t)f->M * P));
     double blocks = (double)f->R / f->b;
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
         add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks);                  // bias: V_b Δ_Zᵀ
         add_gemm(w, f->b, din, dout, INFL_N, INFL_N, blocks * f->M);             // Δ_Z V_q,W per query
-        w->flops += 2.0 * f->M * (double)f->R * dout * (din + 2);
+        w->flops += (double)f->R / f->b * score_contract_flops(&f->m->layer[l], f->M, f->b);
     }
     char r[32], m[32];
     snprintf(w->what, sizeof w->what, "%s rows x %s queries", group_digits(r, sizeof r, f->R),
@@ -659,9 +648,8 @@ static infl_status ifscore_run(infl_ctx *ctx, bench_fix *f) {
         int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
         FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
         for (int l = 0; l < f->L; l++)
-            FORWARD_IF_ERROR(score_contract_layer(ctx, f->V + infl_mlp_woff(&f->spec, l),
-                                                  f->V + infl_mlp_boff(&f->spec, l), f->P, f->tD[l], f->tA[l], M, b,
-                                                  f->spec.widths[l], f->spec.widths[l + 1], f->Sd, f->Gz));
+            FORWARD_IF_ERROR(score_contract_layer(ctx, f->Sd, f->Gz, &f->m->layer[l], f->V + f->m->loff[l], f->m->lsize,
+                                                  f->tD[l], f->tA[l], M, b));
     }
     return sync_be(ctx, f);
 }
@@ -759,7 +747,7 @@ static infl_status rank_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     double blocks = (double)f->N / b;
     for (int c = 0; c < f->C; c++) fb_work(f, w, (double)f->N, b);
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
         add_gemm(w, f->M, b, dout, INFL_N, INFL_T, blocks * f->C);
         add_gemm(w, f->M, b, din, INFL_N, INFL_T, blocks * f->C);
         w->flops += f->C * (double)f->N * (2.0 * f->M * (double)(din + dout) + 3.0 * f->M);
@@ -821,7 +809,7 @@ static infl_status ekcov_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     double blocks = (double)f->N / b;
     fb_work(f, w, (double)f->N, b);
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
         add_gemm(w, dout, dout, b, INFL_T, INFL_N, blocks);  // Δᵀ Δ
         add_gemm(w, din, din, b, INFL_T, INFL_N, blocks);    // Aᵀ A
         w->flops += (double)f->N * (2.0 * ((double)din * din + (double)dout * dout) + din);
@@ -837,7 +825,7 @@ static infl_status ekeig_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     // dsyevd with eigenvectors: ~9 n³ FLOPs (tridiagonal reduction 4/3 n³, divide and
     // conquer, back-transformation); its ceiling: sgemm at n³ for the same FLOPs
     for (int l = 0; l < f->L; l++) {
-        int n[2] = {f->spec.widths[l] + 1, f->spec.widths[l + 1]};
+        int n[2] = {infl_linear_ni(&f->m->layer[l]), f->m->layer[l].d_out};
         for (int i = 0; i < 2; i++) {
             add_gemm(w, n[i], n[i], n[i], INFL_N, INFL_N, 4.5);
             w->flops += 9.0 * (double)n[i] * n[i] * n[i];
@@ -857,7 +845,7 @@ static infl_status eklam_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     double blocks = (double)f->N / b;
     fb_work(f, w, (double)f->N, b);
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], ni = din + 1, dout = f->spec.widths[l + 1];
+        int din = f->m->layer[l].d_in, ni = infl_linear_ni(&f->m->layer[l]), dout = f->m->layer[l].d_out;
         add_gemm(w, b, dout, dout, INFL_N, INFL_T, blocks);  // Δ Q_S
         add_gemm(w, b, ni, din, INFL_N, INFL_T, blocks);     // Ã Q_A
         add_gemm(w, dout, ni, b, INFL_T, INFL_N, blocks);    // (Δ Q_S)^2ᵀ (Ã Q_A)^2
@@ -879,7 +867,7 @@ static infl_status ekpre_setup_common(infl_ctx *ctx, bench_fix *f) {
     FORWARD_IF_ERROR(infl_fit(ctx, &fo, f->factors, NULL));
     FORWARD_IF_ERROR(store_factors_read(ctx, f->factors, &f->fac));
     snprintf(f->fac->strategy, sizeof f->fac->strategy, "ekfac");  // apply them as EK-FAC
-    FORWARD_IF_ERROR(ekfac_pre_create(ctx, f->fac, f->factors, &f->spec, INFL_METHOD_EKFAC, 0.1, 0, &f->pre));
+    FORWARD_IF_ERROR(ekfac_pre_create(ctx, f->fac, f->factors, f->m, INFL_METHOD_EKFAC, 0.1, 0, &f->pre));
     return query_grads(ctx, f);
 }
 
@@ -888,7 +876,7 @@ static void ekpre_teardown(infl_ctx *ctx, bench_fix *f) {
     infl_factors_free(f->fac);
     f->pre = NULL;
     f->fac = NULL;
-    for (int l = 0; l < INFL_MAX_LAYERS; l++) {
+    for (int l = 0; l < INFL_MAX_LINEAR; l++) {
         infl_be_free(ctx, f->LF[l]);
         infl_be_free(ctx, f->RF[l]);
         f->LF[l] = f->RF[l] = NULL;
@@ -904,17 +892,13 @@ static infl_status ekprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
     // ekfac_precondition: chunks of mc queries; per layer W̃ Q_A and back (chunk GEMMs),
     // Q_Sᵀ · and Q_S · per query
-    size_t blk = 0;
-    for (int l = 0; l < f->L; l++) {
-        size_t v = (size_t)f->spec.widths[l + 1] * (f->spec.widths[l] + 1);
-        blk = v > blk ? v : blk;
-    }
+    size_t blk = infl_model_max_layer_size(f->m);
     int mc = (int)((16u << 20) / blk);
     mc = mc < 1 ? 1 : mc > f->M ? f->M : mc;
     for (int q0 = 0; q0 < f->M; q0 += mc) {
         int m = q0 + mc <= f->M ? mc : f->M - q0;
         for (int l = 0; l < f->L; l++) {
-            int ni = f->spec.widths[l] + 1, dout = f->spec.widths[l + 1];
+            int ni = infl_linear_ni(&f->m->layer[l]), dout = f->m->layer[l].d_out;
             add_gemm(w, m * dout, ni, ni, INFL_N, INFL_T, 1);
             add_gemm(w, m * dout, ni, ni, INFL_N, INFL_N, 1);
             add_gemm(w, dout, ni, dout, INFL_N, INFL_N, m);
@@ -929,7 +913,7 @@ static infl_status ekprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
 }
 
 static infl_status ekprep_run(infl_ctx *ctx, bench_fix *f) {
-    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->pre, &f->spec, f->G, f->Xs, f->M));
+    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->Xs, f->pre, f->m, f->G, f->M));
     return sync_be(ctx, f);
 }
 
@@ -939,7 +923,7 @@ static int query_rank(const bench_fix *f) { return f->o->query_rank > 0 ? f->o->
 // eigendecomposition (~9 g³) and the other factor.
 static void lowrank_work(const bench_fix *f, bench_work *w) {
     for (int l = 0; l < f->L; l++) {
-        int ni = f->spec.widths[l] + 1, dout = f->spec.widths[l + 1];
+        int ni = infl_linear_ni(&f->m->layer[l]), dout = f->m->layer[l].d_out;
         int g = dout <= ni ? dout : ni, o = dout <= ni ? ni : dout;
         int k = query_rank(f) < g ? query_rank(f) : g;
         add_gemm(w, g, g, o, dout <= ni ? INFL_N : INFL_T, dout <= ni ? INFL_T : INFL_N, f->M);
@@ -951,7 +935,7 @@ static void lowrank_work(const bench_fix *f, bench_work *w) {
 
 static infl_status eklow_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
-    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->pre, &f->spec, f->G, f->Xs, f->M));
+    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->Xs, f->pre, f->m, f->G, f->M));
     lowrank_work(f, w);
     char m[32];
     snprintf(w->what, sizeof w->what, "%s queries, rank %d", group_digits(m, sizeof m, f->M), query_rank(f));
@@ -967,7 +951,7 @@ static infl_status eklow_run(infl_ctx *ctx, bench_fix *f) {
         f->LF[l] = f->RF[l] = NULL;
     }
     double energy;
-    FORWARD_IF_ERROR(ekfac_lowrank(ctx, &f->spec, f->Xs, f->M, query_rank(f), f->LF, f->RF, f->rl, &energy));
+    FORWARD_IF_ERROR(ekfac_lowrank(ctx, f->LF, f->RF, f->rl, &energy, f->m, f->Xs, f->M, query_rank(f)));
     return sync_be(ctx, f);
 }
 
@@ -979,19 +963,19 @@ static infl_status ekscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
 
 static infl_status ekscorer_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
-    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->pre, &f->spec, f->G, f->Xs, f->M));
+    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->Xs, f->pre, f->m, f->G, f->M));
     double energy;
-    FORWARD_IF_ERROR(ekfac_lowrank(ctx, &f->spec, f->Xs, f->M, query_rank(f), f->LF, f->RF, f->rl, &energy));
+    FORWARD_IF_ERROR(ekfac_lowrank(ctx, f->LF, f->RF, f->rl, &energy, f->m, f->Xs, f->M, query_rank(f)));
     int maxr = 0;
     for (int l = 0; l < f->L; l++) maxr = f->rl[l] > maxr ? f->rl[l] : maxr;
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->X1, (size_t)f->B * f->M * maxr, "a low-rank score block"));
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->X2, (size_t)f->B * f->M * maxr, "a low-rank score block"));
     double blocks = (double)f->R / f->b;
     for (int l = 0; l < f->L; l++) {
-        int din = f->spec.widths[l], dout = f->spec.widths[l + 1], ld = f->M * f->rl[l];
+        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out, ld = f->M * f->rl[l];
         add_gemm(w, f->b, ld, dout, INFL_N, INFL_N, blocks);  // Δ LF
         add_gemm(w, f->b, ld, din, INFL_N, INFL_N, blocks);   // A RF
-        w->flops += 2.0 * (double)f->R * ld * (dout + din + 2);
+        w->flops += blocks * score_lowrank_flops(&f->m->layer[l], f->M, f->b, f->rl[l]);
     }
     char r[32], m[32];
     snprintf(w->what, sizeof w->what, "%s rows x %s queries, rank %d", group_digits(r, sizeof r, f->R),
@@ -1008,8 +992,8 @@ static infl_status ekscorer_run(infl_ctx *ctx, bench_fix *f) {
         int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
         FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
         for (int l = 0; l < f->L; l++)
-            FORWARD_IF_ERROR(score_lowrank_layer(ctx, f->LF[l], f->RF[l], f->rl[l], f->tD[l], f->tA[l], M, b,
-                                                 f->spec.widths[l], f->spec.widths[l + 1], f->Sd, f->X1, f->X2));
+            FORWARD_IF_ERROR(score_lowrank_layer(ctx, f->Sd, f->X1, f->X2, &f->m->layer[l], f->LF[l], f->RF[l], f->rl[l],
+                                                 f->tD[l], f->tA[l], M, b));
     }
     return sync_be(ctx, f);
 }
@@ -1170,10 +1154,7 @@ infl_status infl_bench(infl_ctx *ctx, const infl_bench_options *o, infl_bench_re
     CHECK(fix_open(ctx, f, o, rep));
 
     snprintf(rep->backend, sizeof rep->backend, "%s", infl_ctx_backend(ctx));
-    for (int l = 0; l <= f->L; l++)
-        snprintf(rep->model + strlen(rep->model), sizeof rep->model - strlen(rep->model), "%s%d", l ? "-" : "",
-                 f->spec.widths[l]);
-    snprintf(rep->model + strlen(rep->model), sizeof rep->model - strlen(rep->model), " relu softmax_ce");
+    infl_model_describe(f->m, rep->model, sizeof rep->model);
     rep->params = f->P;
     rep->n = f->N;
     rep->queries = f->M;

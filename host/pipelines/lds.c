@@ -152,7 +152,7 @@ done:
 // The run's recorded training options, for training again on a subset.
 static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds_options *o, infl_train_options *t) {
     *t = infl_train_options_default();
-    const infl_mlp_spec *s = store_run_spec(run);
+    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
     t->data = store_run_data(run);
     t->nlayers = s->L;
     for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
@@ -196,7 +196,7 @@ static infl_status query_outputs(infl_ctx *ctx, const char *run_path, const floa
     infl_mlp_work *w = NULL;
     infl_status rc = INFL_OK;
     CHECK(store_run_open(ctx, run_path, &run));
-    const infl_mlp_spec *s = store_run_spec(run);
+    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
     size_t P = infl_mlp_nparams(s);
     int K = s->widths[s->L], fin, B = M < 1024 ? M : 1024;
     CHECK(store_run_find(ctx, run, NULL, &fin));
@@ -309,7 +309,7 @@ static void remove_model_files(const char *model) {
 
 // "hash …, layers …, epochs …" of the run's final checkpoint and training options.
 static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_options *t, char *buf, size_t size) {
-    const infl_mlp_spec *s = store_run_spec(run);
+    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
     size_t P = infl_mlp_nparams(s);
     float *w = infl_malloc(ctx, P * sizeof(float), "the parameters");
     if (!w) return INFL_E_NOMEM;
@@ -350,7 +350,10 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     infl_status rc = INFL_OK;
 
     CHECK(store_run_open(ctx, o->run, &run));
-    const infl_mlp_spec *s = store_run_spec(run);
+    GOTO_IF(ctx, store_run_spec(run)->kind != INFL_MODEL_MLP, INFL_E_UNSUPPORTED,
+            "%s: a %s run: lds retrains mlp runs (retraining other models is not built yet)", o->run,
+            infl_model_kind_name(store_run_spec(run)->kind));
+    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
     GOTO_IF(ctx, o->output_margin && s->loss == INFL_LOSS_MSE, INFL_E_ARG,
             "--output margin needs class labels; this model's loss is mse (use --output loss)");
     infl_train_options to;

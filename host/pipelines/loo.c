@@ -83,10 +83,17 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
     // The model must be convex: check before the expensive parts.
     infl_run *run = NULL;
     FORWARD_IF_ERROR(store_run_open(ctx, o.run, &run));
-    infl_mlp_spec spec = *store_run_spec(run);
-    int ci;
-    infl_status rc = store_run_find(ctx, run, o.checkpoint, &ci);
-    size_t P = infl_mlp_nparams(&spec);
+    const infl_model_spec *ms = store_run_spec(run);
+    infl_status rc = ms->kind == INFL_MODEL_MLP
+                         ? INFL_OK
+                         : infl_seterr(ctx, INFL_E_ARG,
+                                       "%s: leave-one-out retraining needs a convex model (an mlp without hidden "
+                                       "layer); this is a %s run",
+                                       o.run, infl_model_kind_name(ms->kind));
+    infl_mlp_spec spec = ms->mlp;
+    int ci = 0;
+    if (rc == INFL_OK) rc = store_run_find(ctx, run, o.checkpoint, &ci);
+    size_t P = infl_spec_nparams(ms);
     float *wf = malloc(P * sizeof(float));
     if (rc == INFL_OK && !wf) rc = infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
     if (rc == INFL_OK) rc = store_run_load(ctx, run, ci, wf);

@@ -1,7 +1,7 @@
 /*
  * self.c — `infl self`: the self-influence of every training example, the classic
  * detector of mislabelled data (a wrong label makes an example pull hard on itself).
- *   tracin   Σ_c lr_c |∇ℓ_z(w_c)|²   (ghost: Σ_l |δ_l|² (|a_{l-1}|² + 1) per checkpoint)
+ *   tracin   Σ_c lr_c |∇ℓ_z(w_c)|²   (ghost: Σ_l |δ_l|² (|a_l|² + β_l) per checkpoint)
  *   graddot  |∇ℓ_z|² at one checkpoint
  *   if       ∇ℓ_zᵀ (H + λI)⁻¹ ∇ℓ_z, per sub-batch of materialised gradients
  *   ekfac    ∇ℓ_zᵀ P(∇ℓ_z) without forming gradients: in the eigenbases the
@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "attrib.h"
+#include "backend.h"
 
 void infl_self_result_free(infl_self_result *r) {
     if (!r) return;
@@ -104,30 +104,28 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     GOTO_NOMEM_IF(!acc);
     if (influence) {
         // full gradients of a sub-batch: keep (b, P) within the budget
-        int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)a.P));
+        size_t P = a.m->lsize;
+        int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)P));
         if (cap < a.B) a.B = cap < 1 ? 1 : (int)cap;
         char what[128], hint[128];
         snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", a.B);
-        snprintf(what, sizeof what, "per-example gradients (%d train rows x %zu parameters)", a.B, a.P);
-        CHECK(infl_be_alloc_hint(ctx, (void **)&G, (size_t)a.B * a.P * sizeof(float), what, hint));
-        snprintf(what, sizeof what, "preconditioned gradients (%d train rows x %zu parameters)", a.B, a.P);
-        CHECK(infl_be_alloc_hint(ctx, (void **)&X, (size_t)a.B * a.P * sizeof(float), what, hint));
-        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)a.B * attrib_max_layer_params(&a) * sizeof(float),
+        snprintf(what, sizeof what, "per-example gradients (%d train rows x %zu parameters)", a.B, P);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&G, (size_t)a.B * P * sizeof(float), what, hint));
+        snprintf(what, sizeof what, "preconditioned gradients (%d train rows x %zu parameters)", a.B, P);
+        CHECK(infl_be_alloc_hint(ctx, (void **)&X, (size_t)a.B * P * sizeof(float), what, hint));
+        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)a.B * attrib_grad_tmp_cols(&a) * sizeof(float),
                                  "layer gradients", hint));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
     if (a.pre) {
-        int maxo = 0, maxi = 0;
-        for (int l = 0; l < a.L; l++) {
-            maxo = a.spec->widths[l + 1] > maxo ? a.spec->widths[l + 1] : maxo;
-            maxi = a.spec->widths[l] + 1 > maxi ? a.spec->widths[l] + 1 : maxi;
-        }
+        int maxo = infl_model_max_out(a.m), maxi = infl_model_max_ni(a.m);
         CHECK(infl_be_alloc_f(ctx, &DQ, (size_t)a.B * maxo, "rotated factors"));
         CHECK(infl_be_alloc_f(ctx, &AQ, (size_t)a.B * maxi, "rotated factors"));
         CHECK(infl_be_alloc_f(ctx, &T, (size_t)a.B * maxi, "rotated factors"));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
     double t0 = infl_now();
+    const int64_t begin = store_split_info(a.train)->begin;
     int64_t S = attrib_shard_rows(&a);
     CHECK(attrib_reader_start(ctx, &a, S, &rd));
     int64_t done_rows = 0;
@@ -143,16 +141,13 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
             int b, cur;
             CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
             if (b == 0) break;
-            const float *Xb = a.st.x[cur], *yf = a.Kt ? a.st.yf[cur] : NULL;
-            const int32_t *y = a.Kt ? NULL : a.st.y[cur];
+            infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
             for (int c = 0; c < a.nck; c++) {
-                CHECK(attrib_factors(ctx, &a, c, Xb, y, yf, b, a.work));
+                CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
                 if (a.pre) {
                     for (int l = 0; l < a.L; l++) {
-                        int ni = a.spec->widths[l] + 1, dout = a.spec->widths[l + 1];
-                        const float *Dl, *Al;
-                        infl_mlp_factors(a.work, l, &Dl, &Al);
-                        CHECK(ekfac_rotate(ctx, a.pre, l, Dl, Al, b, DQ, AQ));
+                        int ni = infl_linear_ni(&a.m->layer[l]), dout = a.m->layer[l].d_out;
+                        CHECK(ekfac_rotate(ctx, DQ, AQ, a.pre, l, a.work->D[l], a.work->A[l], b));
                         CHECK(ctx->be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
                         CHECK(ctx->be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
                         CHECK(ctx->be->sgemm(ctx, INFL_N, INFL_N, b, ni, dout, 1.0f, DQ, dout, a.pre->inv[l], ni, 0.0f,
@@ -166,7 +161,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
                 } else {
                     CHECK(attrib_full_grads(ctx, &a, a.work, b, G, tmp));
                     CHECK(attrib_solve(ctx, &a, G, X, b, 0, &op));
-                    CHECK(ctx->be->row_dot(ctx, d, G, X, b, (int)a.P, 1.0f, 0.0f));
+                    CHECK(ctx->be->row_dot(ctx, d, G, X, b, (int)a.m->lsize, 1.0f, 0.0f));
                     CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
                     for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
                 }
@@ -175,7 +170,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
                 int64_t row = sh->row0 + r0 + i;
                 GOTO_IF(ctx, !isfinite(acc[i]), INFL_E_NUMERIC,
                         "training example %" PRId64 ": self-influence is not finite: a checkpoint may have diverged",
-                        store_split_info(a.train)->begin + row);
+                        begin + row);
                 r->self[row] = (float)acc[i];
             }
         }
@@ -190,7 +185,6 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     if (r->has_flipped) CHECK(flipped_recall(ctx, &a, r));
     r->seconds = infl_now() - t0;
     // indices reported within the split, like rank's
-    int64_t begin = store_split_info(a.train)->begin;
     for (int64_t i = 0; i < a.N; i++) r->order[i] += begin;
     if (o->output) {
         CHECK(store_scores_create(ctx, o->output, o->force, 1, 0, a.N, 0, &scw));

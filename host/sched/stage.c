@@ -8,16 +8,15 @@
 #include <string.h>
 
 #include "backend.h"
-#include "models/train.h"
 
-infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_mlp_spec *spec,
+infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_model *model,
                              int B, int64_t D, int64_t Kt, int64_t yf_width) {
     memset(st, 0, sizeof *st);
     st->B = B;
     st->D = D;
     st->Kt = Kt;
     st->split = split;
-    st->spec = spec;
+    st->model = model;
     char hint[128];
     snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
     for (int i = 0; i < 2; i++) {
@@ -48,7 +47,7 @@ infl_status infl_stage_put(infl_ctx *ctx, infl_stage *st, int i, const infl_shar
                                           i));
     if (!labels) return INFL_OK;
     if (sh->y) {
-        FORWARD_IF_ERROR(infl_check_labels(ctx, st->split, st->spec, sh->y + r0, sh->row0 + r0, b));
+        FORWARD_IF_ERROR(infl_model_check_labels(ctx, st->model, st->split, sh->y + r0, sh->row0 + r0, b));
         FORWARD_IF_ERROR(infl_be_upload_async(ctx, st->y[i], sh->y + r0, (size_t)b * sizeof(int32_t), i));
     }
     if (sh->yf) {
@@ -89,4 +88,19 @@ infl_status infl_stage_next(infl_ctx *ctx, infl_stage *st, int64_t *r0, int *b, 
     if (st->r0 < st->sh->n)  // prefetch: after the take of this one, before its work
         FORWARD_IF_ERROR(infl_stage_put(ctx, st, st->cur, st->sh, st->r0, rows_from(st, st->r0), st->labels));
     return INFL_OK;
+}
+
+infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0, int labels) {
+    infl_batch bt;
+    memset(&bt, 0, sizeof bt);
+    bt.b = b;
+    bt.index0 = index0;
+    bt.x = st->x[cur];
+    if (labels) {
+        if (st->Kt)
+            bt.yf = st->yf[cur];
+        else
+            bt.y = st->y[cur];
+    }
+    return bt;
 }

@@ -26,7 +26,7 @@
 
 #include <stdint.h>
 
-#include "core/spec.h"
+#include "models/model.h"
 #include "store/store.h"
 #include "reader.h"
 
@@ -37,9 +37,9 @@ typedef struct {
     float *x[2];      // (B, D) backend
     int32_t *y[2];    // (B) class labels (always allocated: sampled labels go here too)
     float *yf[2];     // (B, kf) real targets, kf = max(Kt, K of the model) when asked
-    // for infl_check_labels on the host, before upload
+    // for the model's label check on the host, before upload
     const infl_split *split;
-    const infl_mlp_spec *spec;
+    const infl_model *model;
     // the shard being iterated (infl_stage_begin / infl_stage_next)
     const infl_shard *sh;
     int64_t r0;   // first row of the next sub-batch
@@ -50,7 +50,7 @@ typedef struct {
 // Two buffer sets of B rows: x (B, D), y (B) and yf (B, kf) with kf = yf_width
 // (0: none). Failures name the buffer and how to make it smaller (--shard below B).
 // On failure the buffers already made are freed by infl_stage_free (call it always).
-infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_mlp_spec *spec,
+infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_model *model,
                              int B, int64_t D, int64_t Kt, int64_t yf_width);
 void infl_stage_free(infl_ctx *ctx, infl_stage *st);  // accepts a zeroed stage
 // Queues rows [r0, r0 + b) of sh into buffer i (0 or 1): x, and with `labels` the
@@ -64,5 +64,9 @@ infl_status infl_stage_begin(infl_ctx *ctx, infl_stage *st, const infl_shard *sh
 // The next sub-batch: *b rows (0 when the shard is done) from row *r0 of the shard, in
 // buffer *cur, taken; the one after it is queued.
 infl_status infl_stage_next(infl_ctx *ctx, infl_stage *st, int64_t *r0, int *b, int *cur);
+// The model's view of buffer cur holding b rows whose first is row `index0` of the split
+// (absolute within it, the key of sampled labels); with `labels` the data's targets
+// (labels or real targets) are part of it, else none.
+infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0, int labels);
 
 #endif

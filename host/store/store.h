@@ -101,13 +101,17 @@ typedef struct {
 
 typedef struct infl_runw infl_runw;
 
-// Starts a run file with /model attributes: layers int32 [L+1], activation, loss,
-// weight_decay, data (the training data reference), optimizer, seed.
-infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+// Starts a run file with /model attributes: kind (mlp | gpt), the spec (mlp: layers
+// int32 [L+1], activation, loss, weight_decay; gpt: n_layer, n_head, dim, context,
+// vocab, loss = next_token_ce, weight_decay), data (the training data reference),
+// optimizer, seed.
+infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_model_spec *spec,
                              const char *data_ref, const char *optimizer, uint64_t seed,
                              infl_runw **out);
-// Writes /checkpoints/NNNNNN with W0 [d1,d0], b0 [d1], ... from the flat host vector
-// `params` (layout of spec.h) and attributes step, epoch, lr; grad_norm when finite.
+// Writes /checkpoints/NNNNNN with the spec's named tensors (core/spec.h: W0 [d1,d0],
+// b0 [d1], ...; wte, wpe, h0.ln_1.weight, ...) from the flat host vector `params` and
+// attributes step, epoch, lr; grad_norm when finite. A non-finite parameter is
+// INFL_E_VALUE naming the tensor, row and column (nothing written).
 infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch,
                                      double lr, double grad_norm, const float *params);
 // Root attributes of a run being written (the training options, e.g. "train_lr").
@@ -119,11 +123,11 @@ void store_run_abort(infl_runw *w);  // accepts NULL
 
 typedef struct infl_run infl_run;
 
-// Opens a run file: checks format "run" and version, reads /model (every attribute
-// present and valid, layer widths >= 1) and lists /checkpoints sorted by step;
-// a run without checkpoints is INFL_E_FORMAT.
+// Opens a run file: checks format "run" and version, reads /model (kind, absent =
+// mlp; every attribute of the kind's spec present and valid) and lists /checkpoints
+// sorted by step; a run without checkpoints is INFL_E_FORMAT.
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out);
-const infl_mlp_spec *store_run_spec(const infl_run *r);
+const infl_model_spec *store_run_spec(const infl_run *r);
 const char *store_run_data(const infl_run *r);  // the training data reference
 const char *store_run_optimizer(const infl_run *r);  // "sgd", "newton" (or "" when unrecorded)
 int store_run_ncheckpoints(const infl_run *r);
@@ -131,8 +135,8 @@ const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i);
 // Index of the checkpoint named `name`; NULL or "final" gives the one the `final`
 // attribute names (else the last). INFL_E_ARG naming the available ones when absent.
 infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, int *index);
-// Loads checkpoint i into the flat host vector params (infl_mlp_nparams floats):
-// checks every W_l is [d_{l+1}, d_l] and b_l [d_{l+1}] float32 and all finite.
+// Loads checkpoint i into the flat host vector params (infl_spec_nparams floats):
+// checks every named tensor is there, float32 of its shape, and all finite.
 infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params);
 const char *store_run_path(const infl_run *r);
 // Optional root attributes: 1 and the value when present, 0 when absent.
@@ -164,17 +168,19 @@ void store_scores_abort(infl_scw *w);                          // accepts NULL
 
 // ---- factors files (EK-FAC) ----
 
-// Per layer l (d_in = widths[l], d_out = widths[l+1]), all float64 row-major:
-// A_vecs (d_in+1, d_in+1) with ROW i the eigenvector of A_vals[i] (ascending), S_vecs
-// (d_out, d_out) and S_vals likewise, lambda (d_out, d_in+1) the eigenvalues of the
-// Kronecker-factored curvature in the basis Q_S ⊗ Q_A (last column: the bias).
-// Written as /layerL/{A_vecs, A_vals, S_vecs, S_vals, lambda} with the attributes below.
+// Per attributed linear layer l (the model seam's list, core/spec.h infl_linear: its
+// name, d_in, d_out and bias; ni = d_in + bias), all float64 row-major: A_vecs (ni, ni)
+// with ROW i the eigenvector of A_vals[i] (ascending), S_vecs (d_out, d_out) and S_vals
+// likewise, lambda (d_out, ni) the eigenvalues of the Kronecker-factored curvature in
+// the basis Q_S ⊗ Q_A (last column: the bias, when the layer has one). Written as
+// /layerL/{A_vecs, A_vals, S_vecs, S_vals, lambda} with the attributes below and the
+// layer list (root attributes d_in, d_out, bias int32 [L]; /layer_names).
 typedef struct {
     int L;
-    int widths[INFL_MAX_LAYERS + 1];
-    double *A_vecs[INFL_MAX_LAYERS], *A_vals[INFL_MAX_LAYERS];
-    double *S_vecs[INFL_MAX_LAYERS], *S_vals[INFL_MAX_LAYERS];
-    double *lambda[INFL_MAX_LAYERS];
+    infl_linear layer[INFL_MAX_LINEAR];  // names and shapes (offsets not recorded: 0)
+    double *A_vecs[INFL_MAX_LINEAR], *A_vals[INFL_MAX_LINEAR];
+    double *S_vecs[INFL_MAX_LINEAR], *S_vals[INFL_MAX_LINEAR];
+    double *lambda[INFL_MAX_LINEAR];
     char strategy[16];      // ekfac | kfac | diagonal | identity
     char fisher[16];        // true | empirical
     char run[1024];         // the run file they were fitted on
@@ -187,15 +193,15 @@ typedef struct {
     int64_t samples;        // labels drawn per example (true Fisher)
 } infl_factors;
 
-// Allocates the per-layer arrays for widths (L layers); fields otherwise zero.
-infl_status infl_factors_alloc(infl_ctx *ctx, int L, const int *widths, infl_factors **out);
+// Allocates the per-layer arrays for L layers of these shapes; fields otherwise zero.
+infl_status infl_factors_alloc(infl_ctx *ctx, int L, const infl_linear *layers, infl_factors **out);
 void infl_factors_free(infl_factors *f);  // accepts NULL
 // FNV-1a 64 of n floats' bytes: ties factors to the exact checkpoint they came from.
 uint64_t infl_weights_hash(const float *params, size_t n);
 // Writes a factors file (temporary name, then rename; INFL_E_EXISTS without force).
 infl_status store_factors_write(infl_ctx *ctx, const char *path, int force, const infl_factors *f);
 // Reads and checks a factors file: format, version, every attribute, every layer's
-// datasets with their shapes from /layers, finite values. INFL_E_FORMAT / SHAPE /
+// datasets with their shapes from the layer list, finite values. INFL_E_FORMAT / SHAPE /
 // VALUE naming the file, the object and what was expected.
 infl_status store_factors_read(infl_ctx *ctx, const char *path, infl_factors **out);
 

@@ -275,15 +275,25 @@ static infl_status describe_dataset(infl_ctx *ctx, FILE *out, const char *path, 
 static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_t file) {
     infl_run *r = NULL;
     FORWARD_IF_ERROR(store_run_open(ctx, path, &r));
-    const infl_mlp_spec *sp = store_run_spec(r);
-    char buf[512];
-    size_t at = 0;
-    for (int l = 0; l <= sp->L && at < sizeof buf; l++)
-        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%d", l ? ", " : "", sp->widths[l]);
-    kv(out, "", "layers", "%s (%zu parameters)", buf, infl_mlp_nparams(sp));
-    kv(out, "", "activation", "%s", infl_act_name(sp->act));
-    kv(out, "", "loss", "%s", infl_loss_name(sp->loss));
-    kv(out, "", "weight decay", "%g", sp->wd);
+    const infl_model_spec *ms = store_run_spec(r);
+    kv(out, "", "model", "%s", infl_model_kind_name(ms->kind));
+    if (ms->kind == INFL_MODEL_MLP) {
+        const infl_mlp_spec *sp = &ms->mlp;
+        char buf[512];
+        size_t at = 0;
+        for (int l = 0; l <= sp->L && at < sizeof buf; l++)
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%d", l ? ", " : "", sp->widths[l]);
+        kv(out, "", "layers", "%s (%zu parameters)", buf, infl_mlp_nparams(sp));
+        kv(out, "", "activation", "%s", infl_act_name(sp->act));
+        kv(out, "", "loss", "%s", infl_loss_name(sp->loss));
+        kv(out, "", "weight decay", "%g", sp->wd);
+    } else {
+        const infl_gpt_spec *g = &ms->gpt;
+        kv(out, "", "architecture", "%d layers, %d heads, dim %d, context %d, vocabulary %d (%zu parameters)",
+           g->n_layer, g->n_head, g->dim, g->context, g->vocab, infl_spec_nparams(ms));
+        kv(out, "", "loss", "next-token cross-entropy");
+        kv(out, "", "weight decay", "%g (AdamW, decoupled)", g->wd);
+    }
     kv(out, "", "data", "%s", store_run_data(r));
     hid_t model = H5Gopen2(file, "model", H5P_DEFAULT);
     if (model >= 0) {
@@ -292,8 +302,9 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
         if (h5u_attr_str(NULL, path, model, "/model", "optimizer", opt, sizeof opt) == INFL_OK)
             kv(out, "", "optimizer", "%s", opt);
         if (h5u_attr_u64(NULL, path, model, "/model", "seed", &seed) == INFL_OK) kv(out, "", "seed", "%" PRIu64, seed);
-        static const char *const skip[] = {"layers", "activation", "loss", "weight_decay",
-                                           "data",   "optimizer",  "seed", NULL};
+        static const char *const skip[] = {"kind",    "layers", "activation", "loss",  "weight_decay", "data",
+                                           "optimizer", "seed", "n_layer",    "n_head", "dim",          "context",
+                                           "vocab",  NULL};
         print_attrs(out, model, "", skip);
         H5Gclose(model);
     }

@@ -1,9 +1,12 @@
 /*
  * store_factors.c — `factors` files (schema version 1, DESIGN.md "Files"): the
- * EK-FAC factors of one checkpoint, per layer /layerL/{A_vecs, A_vals, S_vecs,
- * S_vals, lambda} in float64, with the run, checkpoint, weights hash, strategy,
- * Fisher, seed and examples seen as root attributes, so `rank` can refuse factors
- * that belong to another model.
+ * EK-FAC factors of one checkpoint for the model's attributed linear layers (the
+ * model seam's list), per layer /layerL/{A_vecs, A_vals, S_vecs, S_vals, lambda} in
+ * float64, with the layers' names and shapes (root attributes d_in, d_out, bias and
+ * the dataset /layer_names) and the run, checkpoint, weights hash, strategy, Fisher,
+ * seed and examples seen, so `rank` can refuse factors that belong to another model.
+ * Files written before the seam describe the layers by an MLP's width chain
+ * (attribute `layers`, every layer with a bias); they are still read.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -14,15 +17,16 @@
 #include "h5util.h"
 #include "store.h"
 
-infl_status infl_factors_alloc(infl_ctx *ctx, int L, const int *widths, infl_factors **out) {
+infl_status infl_factors_alloc(infl_ctx *ctx, int L, const infl_linear *layers, infl_factors **out) {
     *out = NULL;
-    RETURN_IF(ctx, L < 1 || L > INFL_MAX_LAYERS, INFL_E_ARG, "factors of %d layers", L);
+    RETURN_IF(ctx, L < 1 || L > INFL_MAX_LINEAR, INFL_E_ARG, "factors of %d layers; expected 1 to %d", L,
+              INFL_MAX_LINEAR);
     infl_factors *f = infl_calloc(ctx, 1, sizeof *f, "factors");
     if (!f) return INFL_E_NOMEM;
     f->L = L;
-    for (int l = 0; l <= L; l++) f->widths[l] = widths[l];
     for (int l = 0; l < L; l++) {
-        size_t ni = (size_t)widths[l] + 1, no = (size_t)widths[l + 1];
+        f->layer[l] = layers[l];
+        size_t ni = (size_t)infl_linear_ni(&layers[l]), no = (size_t)layers[l].d_out;
         f->A_vecs[l] = calloc(ni * ni, sizeof(double));
         f->A_vals[l] = calloc(ni, sizeof(double));
         f->S_vecs[l] = calloc(no * no, sizeof(double));
@@ -30,7 +34,8 @@ infl_status infl_factors_alloc(infl_ctx *ctx, int L, const int *widths, infl_fac
         f->lambda[l] = calloc(no * ni, sizeof(double));
         if (!f->A_vecs[l] || !f->A_vals[l] || !f->S_vecs[l] || !f->S_vals[l] || !f->lambda[l]) {
             infl_factors_free(f);
-            return infl_seterr(ctx, INFL_E_NOMEM, "out of memory for the factors of layer %d", l);
+            return infl_seterr(ctx, INFL_E_NOMEM, "out of memory for the factors of layer %d (%s)", l,
+                               layers[l].name);
         }
     }
     *out = f;
@@ -71,9 +76,20 @@ static infl_status write_impl(infl_ctx *ctx, const char *path, int force, const 
     hid_t file = H5I_INVALID_HID, g = H5I_INVALID_HID;
     infl_status rc = INFL_OK;
     CHECK(h5u_create_infl(ctx, path, tmp, "factors", &file));
-    int32_t widths[INFL_MAX_LAYERS + 1];
-    for (int l = 0; l <= f->L; l++) widths[l] = f->widths[l];
-    CHECK(h5u_wattr_i32s(ctx, path, file, "root", "layers", widths, f->L + 1));
+    {
+        int32_t din[INFL_MAX_LINEAR], dout[INFL_MAX_LINEAR], bias[INFL_MAX_LINEAR];
+        const char *names[INFL_MAX_LINEAR];
+        for (int l = 0; l < f->L; l++) {
+            din[l] = f->layer[l].d_in;
+            dout[l] = f->layer[l].d_out;
+            bias[l] = f->layer[l].bias;
+            names[l] = f->layer[l].name;
+        }
+        CHECK(h5u_wattr_i32s(ctx, path, file, "root", "d_in", din, f->L));
+        CHECK(h5u_wattr_i32s(ctx, path, file, "root", "d_out", dout, f->L));
+        CHECK(h5u_wattr_i32s(ctx, path, file, "root", "bias", bias, f->L));
+        CHECK(h5u_write_strings(ctx, path, file, "", "layer_names", names, f->L));
+    }
     CHECK(h5u_wattr_str(ctx, path, file, "root", "strategy", f->strategy));
     CHECK(h5u_wattr_str(ctx, path, file, "root", "fisher", f->fisher));
     CHECK(h5u_wattr_str(ctx, path, file, "root", "run", f->run));
@@ -92,7 +108,7 @@ static infl_status write_impl(infl_ctx *ctx, const char *path, int force, const 
         snprintf(where, sizeof where, "/%s", name);
         g = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         GOTO_IF(ctx, g < 0, INFL_E_IO, "%s: %s: cannot create the group", path, where);
-        hsize_t ni = (hsize_t)f->widths[l] + 1, no = (hsize_t)f->widths[l + 1];
+        hsize_t ni = (hsize_t)infl_linear_ni(&f->layer[l]), no = (hsize_t)f->layer[l].d_out;
         CHECK(write_f64(ctx, path, g, where, "A_vecs", ni, ni, f->A_vecs[l]));
         CHECK(write_f64(ctx, path, g, where, "A_vals", ni, 0, f->A_vals[l]));
         CHECK(write_f64(ctx, path, g, where, "S_vecs", no, no, f->S_vecs[l]));
@@ -151,22 +167,77 @@ done:
     return rc;
 }
 
+// The layer list: d_in, d_out, bias (int32 [L]) and /layer_names, or an older file's
+// MLP width chain `layers` (every layer with a bias, named layer0, layer1, ...).
+static infl_status read_layers(infl_ctx *ctx, const char *path, hid_t file, infl_factors **out) {
+    int64_t din[INFL_MAX_LINEAR], dout[INFL_MAX_LINEAR], bias[INFL_MAX_LINEAR];
+    infl_linear *ly = infl_calloc(ctx, INFL_MAX_LINEAR, sizeof *ly, "the layer list");
+    if (!ly) return INFL_E_NOMEM;
+    infl_status rc = INFL_OK;
+    int L = 0;
+    int has = h5u_has_attr(file, "d_in");
+    GOTO_IF(ctx, has < 0, INFL_E_FORMAT, "%s: cannot read the root attributes", path);
+    if (!has) {
+        int n = 0;
+        CHECK(h5u_attr_ints(ctx, path, file, "root", "layers", 2, INFL_MAX_LAYERS + 1, din, &n));
+        L = n - 1;
+        for (int l = 0; l < L; l++) {
+            snprintf(ly[l].name, sizeof ly[l].name, "layer%d", l);
+            ly[l].d_in = (int)din[l];
+            ly[l].d_out = (int)din[l + 1];
+            ly[l].bias = 1;
+        }
+        GOTO_IF(ctx, din[L] < 1 || din[L] > 16777216, INFL_E_FORMAT,
+                "%s: attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, L, din[L]);
+    } else {
+        int n1 = 0, n2 = 0, n3 = 0;
+        CHECK(h5u_attr_ints(ctx, path, file, "root", "d_in", 1, INFL_MAX_LINEAR, din, &n1));
+        CHECK(h5u_attr_ints(ctx, path, file, "root", "d_out", 1, INFL_MAX_LINEAR, dout, &n2));
+        CHECK(h5u_attr_ints(ctx, path, file, "root", "bias", 1, INFL_MAX_LINEAR, bias, &n3));
+        GOTO_IF(ctx, n1 != n2 || n1 != n3, INFL_E_FORMAT,
+                "%s: attributes d_in, d_out and bias have %d, %d and %d entries; expected one per layer", path, n1,
+                n2, n3);
+        L = n1;
+        int64_t count = 0;
+        hid_t d = h5u_obj_type(file, "layer_names") == H5O_TYPE_DATASET ? H5Dopen2(file, "layer_names", H5P_DEFAULT)
+                                                                         : H5I_INVALID_HID;
+        GOTO_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /layer_names: missing; expected one name per layer", path);
+        char(*names)[64] = calloc((size_t)L, sizeof *names);
+        rc = names ? h5u_read_strings(ctx, path, d, "/layer_names", names, L, &count)
+                   : infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+        H5Dclose(d);
+        if (rc == INFL_OK && count != L)
+            rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: /layer_names has %" PRId64 " names; expected %d", path, count,
+                             L);
+        for (int l = 0; rc == INFL_OK && l < L; l++) {
+            snprintf(ly[l].name, sizeof ly[l].name, "%.47s", names[l]);
+            ly[l].d_in = (int)din[l];
+            ly[l].d_out = (int)dout[l];
+            ly[l].bias = (int)bias[l];
+            if (bias[l] != 0 && bias[l] != 1)
+                rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: attribute bias: entry %d is %" PRId64 "; expected 0 or 1",
+                                 path, l, bias[l]);
+        }
+        free(names);
+        CHECK(rc);
+    }
+    for (int l = 0; l < L; l++)
+        GOTO_IF(ctx, ly[l].d_in < 1 || ly[l].d_in > 16777216 || ly[l].d_out < 1 || ly[l].d_out > 16777216,
+                INFL_E_FORMAT, "%s: layer %d (%s) is %d -> %d; expected widths of 1 to 16777216", path, l, ly[l].name,
+                ly[l].d_in, ly[l].d_out);
+    rc = infl_factors_alloc(ctx, L, ly, out);
+done:
+    free(ly);
+    return rc;
+}
+
 static infl_status read_impl(infl_ctx *ctx, const char *path, infl_factors **out) {
     *out = NULL;
     hid_t file = H5I_INVALID_HID, g = H5I_INVALID_HID;
     infl_factors *f = NULL;
     infl_status rc = INFL_OK;
     FORWARD_IF_ERROR(h5u_open_infl(ctx, path, "factors", &file));
-    int64_t w64[INFL_MAX_LAYERS + 1];
-    int n = 0;
-    CHECK(h5u_attr_ints(ctx, path, file, "root", "layers", 2, INFL_MAX_LAYERS + 1, w64, &n));
-    int widths[INFL_MAX_LAYERS + 1];
-    for (int l = 0; l < n; l++) {
-        GOTO_IF(ctx, w64[l] < 1 || w64[l] > 16777216, INFL_E_FORMAT,
-                "%s: attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, l, w64[l]);
-        widths[l] = (int)w64[l];
-    }
-    CHECK(infl_factors_alloc(ctx, n - 1, widths, &f));
+    CHECK(read_layers(ctx, path, file, &f));
     CHECK(h5u_attr_str(ctx, path, file, "root", "strategy", f->strategy, sizeof f->strategy));
     GOTO_IF(ctx, strcmp(f->strategy, "ekfac") && strcmp(f->strategy, "kfac") && strcmp(f->strategy, "diagonal") &&
                      strcmp(f->strategy, "identity"),
@@ -186,11 +257,10 @@ static infl_status read_impl(infl_ctx *ctx, const char *path, infl_factors **out
         snprintf(name, sizeof name, "layer%d", l);
         snprintf(where, sizeof where, "/%s", name);
         GOTO_IF(ctx, h5u_obj_type(file, name) != H5O_TYPE_GROUP, INFL_E_FORMAT,
-                "%s: %s: missing; the factors have %d layers (attribute layers) and every layer needs its group",
-                path, where, f->L);
+                "%s: %s: missing; the factors have %d layers and every layer needs its group", path, where, f->L);
         g = H5Gopen2(file, name, H5P_DEFAULT);
         GOTO_IF(ctx, g < 0, INFL_E_FORMAT, "%s: %s: cannot open the group", path, where);
-        hsize_t ni = (hsize_t)f->widths[l] + 1, no = (hsize_t)f->widths[l + 1];
+        hsize_t ni = (hsize_t)infl_linear_ni(&f->layer[l]), no = (hsize_t)f->layer[l].d_out;
         CHECK(read_f64(ctx, path, g, where, "A_vecs", ni, ni, f->A_vecs[l]));
         CHECK(read_f64(ctx, path, g, where, "A_vals", ni, 0, f->A_vals[l]));
         CHECK(read_f64(ctx, path, g, where, "S_vecs", no, no, f->S_vecs[l]));

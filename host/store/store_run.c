@@ -1,9 +1,12 @@
 /*
  * store_run.c — `run` files (DESIGN.md "Files"): a model's spec in /model and its
- * checkpoints in /checkpoints/NNNNNN (W0 [d1,d0], b0 [d1], ... float32 with
- * attributes step, epoch, lr). The writer (used by the trainer) goes to a temporary
- * name; the reader validates the spec, lists the checkpoints sorted by step and
- * loads one into the flat parameter layout of spec.h.
+ * checkpoints in /checkpoints/NNNNNN, each holding the model's named parameter
+ * tensors (core/spec.h: W0 [d1,d0], b0 [d1], ... for an MLP; wte, wpe, h0.ln_1.weight,
+ * ... for a GPT) as float32 datasets, with attributes step, epoch, lr. The writer
+ * (used by the trainers) goes to a temporary name; the reader validates the spec,
+ * lists the checkpoints sorted by step and loads one into the flat parameter vector.
+ * /model's attribute `kind` (mlp | gpt) says which spec follows; a run without it is
+ * an MLP (files written before the GPT).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
@@ -32,19 +35,21 @@ struct infl_runw {
     char path[4096];
     char tmp[4096 + 64];
     hid_t file, ckpts;
-    infl_mlp_spec spec;
+    infl_model_spec spec;
+    int ntensors;
+    infl_tensor tensors[INFL_MAX_TENSORS];
     char last[32];
     int count;
 };
 
-static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int force, const infl_model_spec *spec,
                                          const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_run_create: out is NULL");
     *out = NULL;
     RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no output file given");
     RETURN_IF(ctx, strlen(path) >= 4096, INFL_E_ARG, "%s: path too long", path);
     RETURN_IF(ctx, !spec, INFL_E_ARG, "%s: no model spec given", path);
-    if (infl_mlp_spec_check(ctx, spec) < 0) {
+    if (infl_spec_check(ctx, spec) < 0) {
         infl_errprefix(ctx, "%s: /model", path);
         return INFL_E_ARG;
     }
@@ -52,6 +57,13 @@ static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int fo
     if (!w) return INFL_E_NOMEM;
     w->file = w->ckpts = H5I_INVALID_HID;
     w->spec = *spec;
+    w->ntensors = infl_spec_tensors(spec, w->tensors, INFL_MAX_TENSORS);
+    if (w->ntensors > INFL_MAX_TENSORS) {
+        int n = w->ntensors;
+        free(w);
+        return infl_seterr(ctx, INFL_E_ARG, "%s: the model has %d parameter tensors; at most %d", path, n,
+                           INFL_MAX_TENSORS);
+    }
     snprintf(w->path, sizeof w->path, "%s", path);
     infl_status rc = infl_out_begin(ctx, path, force, w->tmp, sizeof w->tmp);
     if (rc < 0) {
@@ -62,12 +74,25 @@ static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int fo
     CHECK(h5u_create_infl(ctx, path, w->tmp, "run", &w->file));
     model = H5Gcreate2(w->file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     GOTO_IF(ctx, model < 0, INFL_E_IO, "%s: /model: cannot create the group", path);
-    int32_t widths[INFL_MAX_LAYERS + 1];
-    for (int l = 0; l <= spec->L; l++) widths[l] = spec->widths[l];
-    CHECK(h5u_wattr_i32s(ctx, path, model, "/model", "layers", widths, spec->L + 1));
-    CHECK(h5u_wattr_str(ctx, path, model, "/model", "activation", infl_act_name(spec->act)));
-    CHECK(h5u_wattr_str(ctx, path, model, "/model", "loss", infl_loss_name(spec->loss)));
-    CHECK(h5u_wattr_f64(ctx, path, model, "/model", "weight_decay", spec->wd));
+    CHECK(h5u_wattr_str(ctx, path, model, "/model", "kind", infl_model_kind_name(spec->kind)));
+    if (spec->kind == INFL_MODEL_MLP) {
+        const infl_mlp_spec *m = &spec->mlp;
+        int32_t widths[INFL_MAX_LAYERS + 1];
+        for (int l = 0; l <= m->L; l++) widths[l] = m->widths[l];
+        CHECK(h5u_wattr_i32s(ctx, path, model, "/model", "layers", widths, m->L + 1));
+        CHECK(h5u_wattr_str(ctx, path, model, "/model", "activation", infl_act_name(m->act)));
+        CHECK(h5u_wattr_str(ctx, path, model, "/model", "loss", infl_loss_name(m->loss)));
+        CHECK(h5u_wattr_f64(ctx, path, model, "/model", "weight_decay", m->wd));
+    } else {
+        const infl_gpt_spec *g = &spec->gpt;
+        CHECK(h5u_wattr_i64(ctx, path, model, "/model", "n_layer", g->n_layer));
+        CHECK(h5u_wattr_i64(ctx, path, model, "/model", "n_head", g->n_head));
+        CHECK(h5u_wattr_i64(ctx, path, model, "/model", "dim", g->dim));
+        CHECK(h5u_wattr_i64(ctx, path, model, "/model", "context", g->context));
+        CHECK(h5u_wattr_i64(ctx, path, model, "/model", "vocab", g->vocab));
+        CHECK(h5u_wattr_str(ctx, path, model, "/model", "loss", "next_token_ce"));
+        CHECK(h5u_wattr_f64(ctx, path, model, "/model", "weight_decay", g->wd));
+    }
     CHECK(h5u_wattr_str(ctx, path, model, "/model", "data", data_ref ? data_ref : ""));
     CHECK(h5u_wattr_str(ctx, path, model, "/model", "optimizer", optimizer ? optimizer : ""));
     CHECK(h5u_wattr_u64(ctx, path, model, "/model", "seed", seed));
@@ -83,7 +108,7 @@ done:
     return INFL_OK;
 }
 
-infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_mlp_spec *spec,
+infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const infl_model_spec *spec,
                              const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
     h5u_lock();
     infl_status rc = store_run_create_impl(ctx, path, force, spec, data_ref, optimizer, seed, out);
@@ -102,7 +127,6 @@ static infl_status store_run_add_checkpoint_impl(infl_ctx *ctx, infl_runw *w, in
                                                  double grad_norm, const float *params) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_run_add_checkpoint: no writer");
     const char *path = w->path;
-    const infl_mlp_spec *sp = &w->spec;
     RETURN_IF(ctx, !params, INFL_E_ARG, "%s: checkpoint at step %" PRId64 ": no parameters given", path, step);
     RETURN_IF(ctx, step < 0 || step > 999999999999LL, INFL_E_ARG,
               "%s: checkpoint step %" PRId64 ": expected 0 to 999999999999", path, step);
@@ -115,27 +139,26 @@ static infl_status store_run_add_checkpoint_impl(infl_ctx *ctx, infl_runw *w, in
     RETURN_IF(ctx, ex != -1, INFL_E_ARG, "%s: %s: a checkpoint at step %" PRId64 " was already written", path, where,
               step);
     // Refuse to write weights that no reader would accept.
-    for (int l = 0; l < sp->L; l++) {
-        int64_t dout = sp->widths[l + 1], din = sp->widths[l];
-        const float *W = params + infl_mlp_woff(sp, l), *b = params + infl_mlp_boff(sp, l);
-        for (int64_t i = 0; i < dout * din; i++)
-            RETURN_IF(ctx, !isfinite(W[i]), INFL_E_VALUE,
-                      "%s: %s/W%d row %" PRId64 " column %" PRId64 ": %s; not writing it", path, where, l, i / din,
-                      i % din, nonfinite_name(W[i]));
-        for (int64_t i = 0; i < dout; i++)
-            RETURN_IF(ctx, !isfinite(b[i]), INFL_E_VALUE, "%s: %s/b%d entry %" PRId64 ": %s; not writing it", path,
-                      where, l, i, nonfinite_name(b[i]));
+    for (int t = 0; t < w->ntensors; t++) {
+        const infl_tensor *ts = &w->tensors[t];
+        int64_t cols = ts->rank == 2 ? ts->dims[1] : 1, n = ts->dims[0] * cols;
+        const float *v = params + ts->off;
+        for (int64_t i = 0; i < n; i++) {
+            if (isfinite(v[i])) continue;
+            if (ts->rank == 2)
+                return infl_seterr(ctx, INFL_E_VALUE, "%s: %s/%s row %" PRId64 " column %" PRId64 ": %s; not writing it",
+                                   path, where, ts->name, i / cols, i % cols, nonfinite_name(v[i]));
+            return infl_seterr(ctx, INFL_E_VALUE, "%s: %s/%s entry %" PRId64 ": %s; not writing it", path, where,
+                               ts->name, i, nonfinite_name(v[i]));
+        }
     }
     infl_status rc = INFL_OK;
     hid_t g = H5Gcreate2(w->ckpts, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     GOTO_IF(ctx, g < 0, INFL_E_IO, "%s: %s: cannot create the group", path, where);
-    for (int l = 0; l < sp->L; l++) {
-        char dn[16];
-        hsize_t dims[2] = {(hsize_t)sp->widths[l + 1], (hsize_t)sp->widths[l]};
-        snprintf(dn, sizeof dn, "W%d", l);
-        CHECK(write_f32(ctx, path, g, where, dn, 2, dims, params + infl_mlp_woff(sp, l)));
-        snprintf(dn, sizeof dn, "b%d", l);
-        CHECK(write_f32(ctx, path, g, where, dn, 1, dims, params + infl_mlp_boff(sp, l)));
+    for (int t = 0; t < w->ntensors; t++) {
+        const infl_tensor *ts = &w->tensors[t];
+        hsize_t dims[2] = {(hsize_t)ts->dims[0], (hsize_t)ts->dims[1]};
+        CHECK(write_f32(ctx, path, g, where, ts->name, ts->rank, dims, params + ts->off));
     }
     CHECK(h5u_wattr_i64(ctx, path, g, where, "step", step));
     CHECK(h5u_wattr_f64(ctx, path, g, where, "epoch", epoch));
@@ -205,7 +228,9 @@ void store_run_abort(infl_runw *w) {
 struct infl_run {
     char path[4096];
     hid_t file;
-    infl_mlp_spec spec;
+    infl_model_spec spec;
+    int ntensors;
+    infl_tensor *tensors;  // (ntensors)
     char data[4096];
     char optimizer[64];
     int n, final_idx;
@@ -218,6 +243,46 @@ static int ckpt_cmp(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
+// An integer attribute of /model within [lo, hi] into *v.
+static infl_status model_int(infl_ctx *ctx, const char *path, hid_t g, const char *name, int64_t lo, int64_t hi,
+                             int *v) {
+    int64_t x;
+    FORWARD_IF_ERROR(h5u_attr_i64(ctx, path, g, "/model", name, &x));
+    RETURN_IF(ctx, x < lo || x > hi, INFL_E_FORMAT, "%s: /model attribute %s is %" PRId64 "; expected %" PRId64
+              " to %" PRId64, path, name, x, lo, hi);
+    *v = (int)x;
+    return INFL_OK;
+}
+
+static infl_status read_mlp(infl_ctx *ctx, const char *path, hid_t g, infl_mlp_spec *sp) {
+    int64_t widths[INFL_MAX_LAYERS + 1];
+    int n = 0;
+    char s[64];
+    FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, g, "/model", "layers", 2, INFL_MAX_LAYERS + 1, widths, &n));
+    sp->L = n - 1;
+    for (int l = 0; l < n; l++) {
+        RETURN_IF(ctx, widths[l] < 1 || widths[l] > (1 << 24), INFL_E_FORMAT,
+                  "%s: /model attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, l, widths[l]);
+        sp->widths[l] = (int)widths[l];
+    }
+    FORWARD_IF_ERROR(h5u_attr_str(ctx, path, g, "/model", "activation", s, sizeof s));
+    RETURN_IF(ctx, infl_act_parse(s, &sp->act) != 0, INFL_E_FORMAT,
+              "%s: /model attribute activation is '%s', expected relu, tanh or gelu", path, s);
+    FORWARD_IF_ERROR(h5u_attr_str(ctx, path, g, "/model", "loss", s, sizeof s));
+    RETURN_IF(ctx, infl_loss_parse(s, &sp->loss) != 0, INFL_E_FORMAT,
+              "%s: /model attribute loss is '%s', expected softmax_ce, sigmoid_ce or mse", path, s);
+    return h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd);
+}
+
+static infl_status read_gpt(infl_ctx *ctx, const char *path, hid_t g, infl_gpt_spec *sp) {
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "n_layer", 1, 60, &sp->n_layer));
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "n_head", 1, 16384, &sp->n_head));
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "dim", 1, 16384, &sp->dim));
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "context", 2, 65536, &sp->context));
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "vocab", 2, 1 << 20, &sp->vocab));
+    return h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd);
+}
+
 static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     const char *path = r->path;
     int ty = h5u_obj_type(r->file, "model");
@@ -227,33 +292,33 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     hid_t g = H5Gopen2(r->file, "model", H5P_DEFAULT);
     RETURN_IF(ctx, g < 0, INFL_E_FORMAT, "%s: /model: cannot open the group", path);
     infl_status rc = INFL_OK;
-    infl_mlp_spec *sp = &r->spec;
-    int64_t widths[INFL_MAX_LAYERS + 1];
-    int n = 0;
-    char s[64], opt[64];
+    infl_model_spec *sp = &r->spec;
+    char kind[64] = "mlp", opt[64];
     uint64_t seed;
-    CHECK(h5u_attr_ints(ctx, path, g, "/model", "layers", 2, INFL_MAX_LAYERS + 1, widths, &n));
-    sp->L = n - 1;
-    for (int l = 0; l < n; l++) {
-        GOTO_IF(ctx, widths[l] < 1 || widths[l] > (1 << 24), INFL_E_FORMAT,
-                "%s: /model attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, l, widths[l]);
-        sp->widths[l] = (int)widths[l];
-    }
-    CHECK(h5u_attr_str(ctx, path, g, "/model", "activation", s, sizeof s));
-    GOTO_IF(ctx, infl_act_parse(s, &sp->act) != 0, INFL_E_FORMAT,
-            "%s: /model attribute activation is '%s', expected relu, tanh or gelu", path, s);
-    CHECK(h5u_attr_str(ctx, path, g, "/model", "loss", s, sizeof s));
-    GOTO_IF(ctx, infl_loss_parse(s, &sp->loss) != 0, INFL_E_FORMAT,
-            "%s: /model attribute loss is '%s', expected softmax_ce, sigmoid_ce or mse", path, s);
-    CHECK(h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd));
+    int has = h5u_has_attr(g, "kind");
+    GOTO_IF(ctx, has < 0, INFL_E_FORMAT, "%s: /model: cannot read its attributes", path);
+    if (has) CHECK(h5u_attr_str(ctx, path, g, "/model", "kind", kind, sizeof kind));
+    GOTO_IF(ctx, infl_model_kind_parse(kind, &sp->kind) != 0, INFL_E_FORMAT,
+            "%s: /model attribute kind is '%s', expected mlp or gpt", path, kind);
+    if (sp->kind == INFL_MODEL_MLP)
+        CHECK(read_mlp(ctx, path, g, &sp->mlp));
+    else
+        CHECK(read_gpt(ctx, path, g, &sp->gpt));
     CHECK(h5u_attr_str(ctx, path, g, "/model", "data", r->data, sizeof r->data));
     CHECK(h5u_attr_str(ctx, path, g, "/model", "optimizer", opt, sizeof opt));
     snprintf(r->optimizer, sizeof r->optimizer, "%s", opt);
     CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
-    if (infl_mlp_spec_check(ctx, sp) < 0) {
+    if (infl_spec_check(ctx, sp) < 0) {
         infl_errprefix(ctx, "%s: /model", path);
         rc = INFL_E_FORMAT;
+        goto done;
     }
+    r->ntensors = infl_spec_tensors(sp, NULL, 0);
+    GOTO_IF(ctx, r->ntensors > INFL_MAX_TENSORS, INFL_E_FORMAT, "%s: /model: %d parameter tensors; at most %d", path,
+            r->ntensors, INFL_MAX_TENSORS);
+    r->tensors = infl_calloc(ctx, (size_t)r->ntensors, sizeof *r->tensors, "the tensor list");
+    GOTO_NOMEM_IF(!r->tensors);
+    infl_spec_tensors(sp, r->tensors, r->ntensors);
 done:
     H5Gclose(g);
     return rc;
@@ -352,7 +417,7 @@ infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
     return rc;
 }
 
-const infl_mlp_spec *store_run_spec(const infl_run *r) { return &r->spec; }
+const infl_model_spec *store_run_spec(const infl_run *r) { return &r->spec; }
 const char *store_run_data(const infl_run *r) { return r->data; }
 const char *store_run_optimizer(const infl_run *r) { return r->optimizer; }
 int store_run_ncheckpoints(const infl_run *r) { return r ? r->n : 0; }
@@ -398,7 +463,7 @@ infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, i
 // and checks every value is finite.
 static infl_status load_f32(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name, int rank,
                             const hsize_t *dims, float *v) {
-    char where[128], expected[96];
+    char where[160], expected[96];
     snprintf(where, sizeof where, "%s/%s", gwhere, name);
     if (rank == 2)
         snprintf(expected, sizeof expected, "float32 [%llu, %llu]", (unsigned long long)dims[0],
@@ -445,19 +510,15 @@ static infl_status store_run_load_impl(infl_ctx *ctx, infl_run *r, int i, float 
     RETURN_IF(ctx, !r || !params, INFL_E_ARG, "store_run_load: no run or parameter buffer");
     RETURN_IF(ctx, i < 0 || i >= r->n, INFL_E_ARG, "%s: checkpoint index %d out of range (the run has %d)", r->path,
               i, r->n);
-    const infl_mlp_spec *sp = &r->spec;
     char gwhere[64];
     snprintf(gwhere, sizeof gwhere, "/checkpoints/%s", r->ck[i].name);
     hid_t g = H5Gopen2(r->file, gwhere, H5P_DEFAULT);
     RETURN_IF(ctx, g < 0, INFL_E_FORMAT, "%s: %s: cannot open the group", r->path, gwhere);
     infl_status rc = INFL_OK;
-    for (int l = 0; l < sp->L; l++) {
-        char name[16];
-        hsize_t dims[2] = {(hsize_t)sp->widths[l + 1], (hsize_t)sp->widths[l]};
-        snprintf(name, sizeof name, "W%d", l);
-        CHECK(load_f32(ctx, r->path, g, gwhere, name, 2, dims, params + infl_mlp_woff(sp, l)));
-        snprintf(name, sizeof name, "b%d", l);
-        CHECK(load_f32(ctx, r->path, g, gwhere, name, 1, dims, params + infl_mlp_boff(sp, l)));
+    for (int t = 0; t < r->ntensors; t++) {
+        const infl_tensor *ts = &r->tensors[t];
+        hsize_t dims[2] = {(hsize_t)ts->dims[0], (hsize_t)ts->dims[1]};
+        CHECK(load_f32(ctx, r->path, g, gwhere, ts->name, ts->rank, dims, params + ts->off));
     }
 done:
     H5Gclose(g);
@@ -475,6 +536,7 @@ static void store_run_close_impl(infl_run *r) {
     if (!r) return;
     close_if(r->file, H5Fclose);
     free(r->ck);
+    free(r->tensors);
     free(r);
 }
 

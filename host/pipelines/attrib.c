@@ -1,0 +1,386 @@
+/*
+ * attrib.c — what the attribution pipelines share (attrib.h): opening a run as a model
+ * of the seam with the checkpoints a method uses, the train split and the queries,
+ * the scoring buffers, per-example factors and gradient norms, full per-example
+ * gradients and the inverse-Hessian solve of influence functions, and the attributes
+ * of scores files.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attrib.h"
+#include "backend.h"
+#include "estimators/ihvp.h"
+#include "models/train.h"
+
+infl_rank_options infl_rank_options_default(void) {
+    infl_rank_options o;
+    memset(&o, 0, sizeof o);
+    o.method = INFL_METHOD_TRACIN;
+    o.top = 10;
+    o.hessian = INFL_HESS_EXACT;
+    o.solver = INFL_SOLVER_CG;
+    o.damping = 1e-3;
+    o.cg_iters = 100;
+    o.cg_tol = 1e-6;
+    o.lissa_depth = 1000;
+    o.lissa_scale = 10;
+    o.lissa_repeats = 1;
+    o.shard_mb = 64;
+    return o;
+}
+
+const char *infl_method_name(infl_method m) {
+    switch (m) {
+    case INFL_METHOD_GRADDOT: return "graddot";
+    case INFL_METHOD_GRADCOS: return "gradcos";
+    case INFL_METHOD_TRACIN: return "tracin";
+    case INFL_METHOD_IF: return "if";
+    case INFL_METHOD_EKFAC: return "ekfac";
+    case INFL_METHOD_KFAC: return "kfac";
+    case INFL_METHOD_DIAGONAL: return "diagonal";
+    }
+    return "?";
+}
+
+// ---- checkpoints ----
+
+// Fills a->ck / a->weight from the options: tracin takes all checkpoints (or a list)
+// weighted by lr; the others one checkpoint with weight 1.
+static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_options *o) {
+    int n = store_run_ncheckpoints(a->run);
+    a->ck = calloc((size_t)n, sizeof(int));
+    a->weight = calloc((size_t)n, sizeof(double));
+    RETURN_IF(ctx, !a->ck || !a->weight, INFL_E_NOMEM, "out of memory");
+    if (o->method != INFL_METHOD_TRACIN) {
+        // ekfac: the checkpoint the factors were fitted on, unless one is named
+        const char *name = o->checkpoint;
+        if (a->fac && (!name || !*name)) name = a->fac->checkpoint;
+        FORWARD_IF_ERROR(store_run_find(ctx, a->run, name, &a->ck[0]));
+        a->weight[0] = 1.0;
+        a->nck = 1;
+        return INFL_OK;
+    }
+    if (!o->checkpoints || !*o->checkpoints || strcmp(o->checkpoints, "all") == 0) {
+        for (int i = 0; i < n; i++) {
+            a->ck[i] = i;
+            a->weight[i] = store_run_checkpoint(a->run, i)->lr;
+        }
+        a->nck = n;
+    } else {
+        char buf[4096];
+        snprintf(buf, sizeof buf, "%s", o->checkpoints);
+        a->nck = 0;
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            RETURN_IF(ctx, a->nck >= n, INFL_E_ARG, "--checkpoints: more names than the run has checkpoints (%d)", n);
+            int i;
+            FORWARD_IF_ERROR(store_run_find(ctx, a->run, t, &i));
+            for (int j = 0; j < a->nck; j++)
+                RETURN_IF(ctx, a->ck[j] == i, INFL_E_ARG, "--checkpoints: '%s' is named twice", t);
+            a->ck[a->nck] = i;
+            a->weight[a->nck++] = store_run_checkpoint(a->run, i)->lr;
+        }
+        RETURN_IF(ctx, a->nck == 0, INFL_E_ARG, "--checkpoints '%s' names no checkpoint", o->checkpoints);
+    }
+    // in step order (the TracIn sum does not depend on it; the queries' labels,
+    // predictions and losses are reported at the last one, the latest)
+    for (int i = 1; i < a->nck; i++)
+        for (int j = i; j > 0 && store_run_checkpoint(a->run, a->ck[j])->step <
+                                     store_run_checkpoint(a->run, a->ck[j - 1])->step; j--) {
+            int t = a->ck[j];
+            a->ck[j] = a->ck[j - 1];
+            a->ck[j - 1] = t;
+            double tw = a->weight[j];
+            a->weight[j] = a->weight[j - 1];
+            a->weight[j - 1] = tw;
+        }
+    for (int i = 0; i < a->nck; i++)
+        RETURN_IF(ctx, !(a->weight[i] > 0) || !isfinite(a->weight[i]), INFL_E_FORMAT,
+                  "%s: checkpoint %s has lr = %g; TracIn weighs checkpoints by their learning rate and needs lr > 0 "
+                  "(a run trained by Newton has none: use --method graddot or if)",
+                  store_run_path(a->run), store_run_checkpoint(a->run, a->ck[i])->name, a->weight[i]);
+    return INFL_OK;
+}
+
+// ---- opening ----
+
+size_t attrib_grad_tmp_cols(const attrib *a) { return score_grad_tmp_cols(a->m); }
+
+void attrib_close(attrib *a) {
+    infl_ctx *ctx = a->ctx;
+    if (!ctx) return;
+    if (a->Wd)
+        for (int c = 0; c < a->nck; c++) infl_be_free(ctx, a->Wd[c]);
+    free(a->Wd);
+    if (a->qD)
+        for (int i = 0; i < a->nck * a->L; i++) {
+            infl_be_free(ctx, a->qD[i]);
+            infl_be_free(ctx, a->qA[i]);
+        }
+    free(a->qD);
+    free(a->qA);
+    infl_be_free(ctx, a->V);
+    infl_stage_free(ctx, &a->st);
+    infl_be_free(ctx, a->Sd);
+    infl_be_free(ctx, a->T1);
+    infl_be_free(ctx, a->T2);
+    infl_be_free(ctx, a->Gz);
+    infl_be_free(ctx, a->rn);
+    for (int l = 0; l < INFL_MAX_LINEAR; l++) {
+        infl_be_free(ctx, a->LF[l]);
+        infl_be_free(ctx, a->RF[l]);
+    }
+    infl_be_free(ctx, a->X1);
+    infl_be_free(ctx, a->X2);
+    ekfac_pre_free(ctx, a->pre);
+    infl_factors_free(a->fac);
+    if (a->m) infl_model_work_free(ctx, a->m, a->work);
+    infl_model_free(a->m);
+    free(a->ck);
+    free(a->weight);
+    free(a->qinv);
+    free(a->hrow);
+    free(a->hrow2);
+    store_split_close(a->train);
+    store_split_close(a->query);
+    store_run_close(a->run);
+    memset(a, 0, sizeof *a);
+}
+
+infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, int need_query) {
+    memset(a, 0, sizeof *a);
+    a->ctx = ctx;
+    a->o = o;
+    infl_status rc = INFL_OK;
+    RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
+    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_DIAGONAL, INFL_E_ARG, "unknown method %d", (int)o->method);
+    if (attrib_is_ekfac(o->method)) {
+        RETURN_IF(ctx, !o->factors || !*o->factors, INFL_E_ARG,
+                  "--method %s needs --factors factors.h5 (made by infl fit --strategy %s)", infl_method_name(o->method),
+                  o->method == INFL_METHOD_DIAGONAL ? "diagonal" : "ekfac");
+        RETURN_IF(ctx, o->query_rank < 0, INFL_E_ARG, "--query-rank: expected a rank >= 1");
+    } else {
+        RETURN_IF(ctx, o->query_rank != 0, INFL_E_ARG, "--query-rank goes with --method ekfac, kfac or diagonal");
+    }
+    if (attrib_is_ekfac(o->method)) CHECK(store_factors_read(ctx, o->factors, &a->fac));
+    CHECK(store_run_open(ctx, o->run, &a->run));
+    CHECK(infl_model_create(ctx, store_run_spec(a->run), 0, &a->m));
+    a->L = a->m->nlayers;
+    GOTO_IF(ctx, a->m->tokens, INFL_E_UNSUPPORTED,
+            "%s: a %s model (examples of many tokens): attribution over token sequences is not built yet; "
+            "rank, self and fit serve models of one row per example (mlp)",
+            o->run, infl_model_kind_of(a->m));
+    if (o->method == INFL_METHOD_IF && !infl_model_has_hvp(a->m)) {
+        infl_hvp *none;
+        CHECK(infl_model_hvp_create(ctx, a->m, NULL, NULL, 0, INFL_HESS_EXACT, 0, 0, &none));
+    }
+    if (a->fac) CHECK(ekfac_check_shape(ctx, a->fac, o->factors, a->m));
+    a->P = a->m->nparams;
+    CHECK(pick_checkpoints(ctx, a, o));
+
+    const char *train = o->train && *o->train ? o->train : store_run_data(a->run);
+    GOTO_IF(ctx, !train || !*train, INFL_E_ARG, "%s: the run names no training data; give --train FILE:/split",
+            o->run);
+    infl_dataref ref;
+    CHECK(infl_dataref_parse(ctx, train, &ref));
+    CHECK(store_split_open(ctx, &ref, &a->train));
+    CHECK(infl_model_check_data(ctx, a->m, a->train));
+    const infl_split_info *ti = store_split_info(a->train);
+    a->N = ti->n;
+    a->D = ti->d;
+    a->Kt = ti->y_kind == INFL_Y_REAL ? ti->k : 0;
+    if (need_query) {
+        GOTO_IF(ctx, !o->query || !*o->query, INFL_E_ARG, "no queries given (--query FILE:/split[begin:end])");
+        CHECK(infl_dataref_parse(ctx, o->query, &ref));
+        CHECK(store_split_open(ctx, &ref, &a->query));
+        CHECK(infl_model_check_data(ctx, a->m, a->query));
+        const infl_split_info *qi = store_split_info(a->query);
+        GOTO_IF(ctx, qi->d != ti->d, INFL_E_SHAPE,
+                "queries %s have %" PRId64 " features but the training data %s have %" PRId64, o->query, qi->d,
+                train, ti->d);
+        GOTO_IF(ctx, qi->n > 100000, INFL_E_ARG,
+                "%" PRId64 " queries at once; rank at most 100000 (run several ranges)", qi->n);
+        a->M = (int)qi->n;
+    }
+    // every checkpoint's weights resident on the backend: each shard is read once
+    a->Wd = calloc((size_t)a->nck, sizeof(float *));
+    float *hp = infl_malloc(ctx, a->P * sizeof(float), "the parameters");
+    GOTO_NOMEM_IF(!a->Wd || !hp);
+    for (int c = 0; c < a->nck; c++) {
+        rc = store_run_load(ctx, a->run, a->ck[c], hp);
+        if (rc == INFL_OK && a->fac && infl_weights_hash(hp, a->P) != a->fac->weights_hash) {
+            const infl_ckpt_info *ci = store_run_checkpoint(a->run, a->ck[c]);
+            rc = infl_seterr(ctx, INFL_E_ARG,
+                             "%s: the factors were fitted on %s checkpoint %s (step %" PRId64 "), whose weights differ "
+                             "from %s checkpoint %s: fit factors for this run and checkpoint (infl fit --run %s "
+                             "--checkpoint %s)",
+                             o->factors, a->fac->run, a->fac->checkpoint, a->fac->step, o->run, ci->name, o->run,
+                             ci->name);
+        }
+        if (rc == INFL_OK)
+            rc = infl_be_alloc_hint(ctx, (void **)&a->Wd[c], a->P * sizeof(float), "checkpoint weights",
+                                    a->nck > 1 ? "fewer checkpoints (--checkpoints NAME,NAME,...)" : NULL);
+        if (rc == INFL_OK) rc = ctx->be->upload(ctx, a->Wd[c], hp, a->P * sizeof(float));
+        if (rc < 0) break;
+    }
+    free(hp);
+    CHECK(rc);
+    if (a->fac) {
+        // the model's shape, the method's strategy, the damping
+        CHECK(ekfac_pre_create(ctx, a->fac, o->factors, a->m, o->method, o->damping, o->damping_auto, &a->pre));
+        if (o->query_rank > 0) {
+            int maxr = 0;
+            for (int l = 0; l < a->L; l++) {
+                int ni = infl_linear_ni(&a->m->layer[l]), dout = a->m->layer[l].d_out;
+                int g = dout < ni ? dout : ni;
+                maxr = g > maxr ? g : maxr;
+            }
+            GOTO_IF(ctx, o->query_rank > maxr, INFL_E_ARG,
+                    "--query-rank %d: the largest layer of this model has rank %d (min(d_out, d_in + bias)); "
+                    "expected 1 to %d",
+                    o->query_rank, maxr, maxr);
+            a->lowrank = 1;
+        }
+    }
+    return INFL_OK;
+done:
+    attrib_close(a);
+    return rc;
+}
+
+infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence) {
+    if (a->B <= 0) a->B = 1024;  // train rows per forward/backward and score block
+    if (a->o->shard_rows > 0 && a->o->shard_rows < a->B) a->B = (int)a->o->shard_rows;
+    int B = a->B;
+    char what[128], hint[160];
+    snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
+    FORWARD_IF_ERROR(infl_model_work_create(ctx, a->m, B, &a->work));
+    FORWARD_IF_ERROR(infl_stage_alloc(ctx, &a->st, a->train, a->m, B, a->D, a->Kt, a->Kt));
+    if (M > 0) {
+        // (M, B): the queries against a sub-batch
+        snprintf(what, sizeof what, "a score block (%d queries x %d train rows)", M, B);
+        snprintf(hint, sizeof hint, "fewer queries (--query FILE:/split[begin:end]), or --shard ROWS below %d", B);
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Sd, (size_t)M * B * sizeof(float), what, hint));
+        if (!influence) {
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T1, (size_t)M * B * sizeof(float), what, hint));
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T2, (size_t)M * B * sizeof(float), what, hint));
+        }
+    }
+    // row norms serve the train sub-batches (B rows) and the M queries (prepare_queries)
+    size_t nr = (size_t)(M > B ? M : B);
+    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->rn, 2 * nr, "row norms"));
+    a->hrow = infl_malloc(ctx, nr * sizeof(float), "row norms");
+    a->hrow2 = infl_malloc(ctx, nr * sizeof(float), "row norms");
+    if (!a->hrow || !a->hrow2) return INFL_E_NOMEM;
+    if (influence) {
+        int maxin = infl_model_max_in(a->m);
+        snprintf(what, sizeof what, "a contraction block (%d train rows x %d inputs)", B, maxin);
+        snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Gz, (size_t)B * maxin * sizeof(float), what, hint));
+    }
+    return INFL_OK;
+}
+
+infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd) {
+    return infl_reader_start(ctx, a->train, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, rd);
+}
+
+infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
+    return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
+}
+
+// Per-example squared gradient norms |∇ℓ_i|² = Σ_l |δ_l,i|² (|a_l,i|² + β_l) of the
+// last backward (T = 1), into host out (b), multiplied by wgt and added when accumulate.
+infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_model_work *work, int b, double wgt, double *out,
+                           int accumulate) {
+    if (!accumulate)
+        for (int i = 0; i < b; i++) out[i] = 0;
+    for (int l = 0; l < a->L; l++)
+        FORWARD_IF_ERROR(
+            score_sqnorms_layer(ctx, out, a->rn, a->hrow, a->hrow2, &a->m->layer[l], work->D[l], work->A[l], b, wgt));
+    return INFL_OK;
+}
+
+infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_model_work *work, int b, float *G, float *tmp) {
+    return score_full_grads(ctx, G, tmp, a->m, work, b);
+}
+
+infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, int check, infl_hvp **opp) {
+    const infl_rank_options *o = a->o;
+    RETURN_IF(ctx, !(o->damping >= 0) || !isfinite(o->damping), INFL_E_ARG, "--damping: expected a value >= 0");
+    RETURN_IF(ctx, (unsigned)o->hessian > 1, INFL_E_ARG, "--hessian: expected exact or ggn");
+    RETURN_IF(ctx, (unsigned)o->solver > 2, INFL_E_ARG, "--solver: expected direct, cg or lissa");
+    RETURN_IF(ctx, o->hessian_samples < 0, INFL_E_ARG, "--hessian-samples: expected 0 (all) or more");
+    if (!*opp)
+        FORWARD_IF_ERROR(infl_model_hvp_create(ctx, a->m, a->Wd[0], a->train, o->hessian_samples,
+                                               (infl_hessian)o->hessian, o->shard_rows, 1024.0, opp));
+    infl_ihvp_options io = infl_ihvp_options_default();
+    io.solver = (infl_solver)o->solver;
+    io.damping = o->damping;
+    io.cg_iters = o->cg_iters;
+    io.cg_tol = o->cg_tol;
+    io.lissa_depth = o->lissa_depth;
+    io.lissa_scale = o->lissa_scale;
+    io.lissa_repeats = o->lissa_repeats;
+    io.seed = o->seed;
+    io.check_residual = check;
+    infl_ihvp_report rep;
+    return infl_ihvp_solve(ctx, *opp, &io, G, X, nv, &rep);
+}
+
+int64_t attrib_shard_rows(const attrib *a) {
+    const infl_rank_options *o = a->o;
+    if (o->shard_rows > 0) return o->shard_rows < a->N ? o->shard_rows : a->N;
+    // x rows and the host score block (M floats a row) share the budget
+    return infl_shard_rows(a->N, a->D + a->M, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
+}
+
+infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a) {
+    char buf[4096] = "";
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "method", infl_method_name(o->method)));
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "run", o->run));
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "train", store_split_ref(a->train)));
+    if (a->query) FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "query", store_split_ref(a->query)));
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "infl_version_string", INFL_VERSION_STRING));
+    for (int c = 0; c < a->nck && strlen(buf) < sizeof buf - 40; c++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", c ? "," : "",
+                 store_run_checkpoint(a->run, a->ck[c])->name);
+    FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "checkpoints", buf));
+    FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "weight_decay", a->m->wd));
+    if (o->method == INFL_METHOD_IF) {
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "hessian", o->hessian ? "ggn" : "exact"));
+        FORWARD_IF_ERROR(
+            store_scores_attr_str(ctx, w, "solver", o->solver == 0 ? "direct" : o->solver == 1 ? "cg" : "lissa"));
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "damping", o->damping));
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "hessian_samples", (double)o->hessian_samples));
+    }
+    if (a->pre) {
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "factors", o->factors));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "strategy", a->fac->strategy));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "damping_rule",
+                                               o->damping_auto ? "auto: 0.1 x mean(lambda) per layer" : "given"));
+        // per layer, comma-separated: the damping used and the mean eigenvalue
+        char mean[2048] = "";
+        buf[0] = 0;
+        for (int l = 0; l < a->L; l++) {
+            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%.9g", l ? "," : "", a->pre->damping[l]);
+            snprintf(mean + strlen(mean), sizeof mean - strlen(mean), "%s%.9g", l ? "," : "", a->pre->mean_lambda[l]);
+        }
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "damping", buf));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "mean_eigenvalue", mean));
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "query_rank", (double)o->query_rank));
+    }
+    return INFL_OK;
+}
+
+infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0) {
+    (void)ctx;
+    attrib_full *f = user;
+    for (int q = 0; q < M; q++)
+        memcpy(f->S + (size_t)q * f->N + col0, scores + (size_t)q * ld, (size_t)n * sizeof(float));
+    return INFL_OK;
+}
+

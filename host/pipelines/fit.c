@@ -1,0 +1,421 @@
+/*
+ * fit.c — `infl fit`: EK-FAC factors of a checkpoint (estimators/ekfac.h applies
+ * them), written against the model seam: per attributed layer with per-example
+ * factors δ (d_out) and ã = [a; 1] (d_in + 1; a alone for a layer without a bias):
+ *   pass 1   A = (1/N) Σ ã ãᵀ = (1/N) [AᵀA, Aᵀ1; 1ᵀA, N]   and   S = (1/N) Σ δ δᵀ
+ *            (one GEMM each per sub-batch, accumulated in float over a shard on the
+ *            backend and in float64 across shards on the host)
+ *   eig      symmetrise (C + Cᵀ)/2 and eigendecompose in float64 (backend syevd)
+ *   pass 2   Λ = (1/N) (Δ Q_S)^∘2ᵀ (Ã Q_A)^∘2, one GEMM of squares per sub-batch
+ * δ is the gradient of the loss at targets drawn from the model (true Fisher: the
+ * model samples them, keyed by seed and example index so a shard size or a backend
+ * never changes them; with `samples` > 1 each example draws that many, draw d under
+ * the key seed ⊕ d·0x9E3779B97F4A7C15, and S and Λ average over them) or at the
+ * data's targets (empirical Fisher). Strategies: kfac stops after the
+ * eigendecomposition (Λ = λ_S ⊗ λ_A); diagonal skips pass 1 (identity bases, so
+ * pass 2 gives the Fisher's diagonal); identity needs no data (Λ = 1).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "estimators/ekfac.h"
+#include "models/model.h"
+#include "models/train.h"
+#include "sched/reader.h"
+#include "sched/stage.h"
+#include "store/store.h"
+
+
+infl_fit_options infl_fit_options_default(void) {
+    infl_fit_options o;
+    memset(&o, 0, sizeof o);
+    o.strategy = INFL_STRATEGY_EKFAC;
+    o.samples = 1;
+    o.shard_mb = 64;
+    return o;
+}
+
+typedef struct {
+    infl_ctx *ctx;
+    const infl_fit_options *o;
+    const infl_model *m;            // the run's model, through the seam
+    infl_split *split;
+    int64_t N, D, Kt;
+    int B;
+    int draws;                      // labels per example (1 for the empirical Fisher)
+    float *W;                       // checkpoint weights (backend)
+    infl_model_work *work;
+    infl_stage st;                  // double-buffered sub-batches (stage.h)
+    float *accA[INFL_MAX_LINEAR];   // (ni, ni) pass 1; rows < din and, with a bias, row din (column sums)
+    float *accS[INFL_MAX_LINEAR];   // (dout, dout)
+    float *accL[INFL_MAX_LINEAR];   // (dout, ni) pass 2
+    float *DQ, *AQ;                 // (B, max dout), (B, max ni)
+    float *hbuf;                    // host (max block)
+    double flops;
+    double wait;
+} fitter;
+
+static uint64_t draw_seed(uint64_t seed, int draw) { return seed ^ ((uint64_t)draw * 0x9E3779B97F4A7C15ull); }
+
+// Forward (draw 0 only) and backward of a batch at sampled targets (keyed by seed,
+// draw and example index) or at the data's (empirical Fisher): the factors in F->work.
+static infl_status fit_factors(fitter *F, const infl_batch *bt, int draw) {
+    infl_ctx *ctx = F->ctx;
+    if (draw == 0) {
+        FORWARD_IF_ERROR(infl_model_forward(ctx, F->m, F->W, bt, F->work));
+        F->flops += infl_model_fb_flops(F->m, bt->b) / 2;
+    }
+    infl_targets tg = {.sampled = !F->o->fisher_empirical, .seed = draw_seed(F->o->seed, draw)};
+    FORWARD_IF_ERROR(infl_model_backward(ctx, F->m, F->W, bt, &tg, F->work, NULL, 1.0f));
+    F->flops += infl_model_fb_flops(F->m, bt->b) / 2;
+    return INFL_OK;
+}
+
+// Adds the device accumulators into the host sums (float64) and clears them.
+static infl_status flush(fitter *F, int pass, double **hA, double **hS, double **hL) {
+    infl_ctx *ctx = F->ctx;
+    for (int l = 0; l < F->m->nlayers; l++) {
+        size_t ni = (size_t)infl_linear_ni(&F->m->layer[l]), no = (size_t)F->m->layer[l].d_out;
+        float *acc[2] = {pass == 1 ? F->accA[l] : F->accL[l], pass == 1 ? F->accS[l] : NULL};
+        double *dst[2] = {pass == 1 ? hA[l] : hL[l], pass == 1 ? hS[l] : NULL};
+        size_t n[2] = {pass == 1 ? ni * ni : no * ni, no * no};
+        for (int i = 0; i < 2; i++) {
+            if (!acc[i]) continue;
+            FORWARD_IF_ERROR(ctx->be->download(ctx, F->hbuf, acc[i], n[i] * sizeof(float)));
+            for (size_t j = 0; j < n[i]; j++) dst[i][j] += F->hbuf[j];
+            FORWARD_IF_ERROR(ctx->be->fill(ctx, acc[i], 0.0f, n[i]));
+        }
+    }
+    return INFL_OK;
+}
+
+// One streamed pass over the split: pass 1 accumulates A and S, pass 2 Λ with the
+// rotation p (identity bases for diagonal: p NULL means Q = I).
+static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA, double **hS, double **hL) {
+    infl_ctx *ctx = F->ctx;
+    const infl_backend *be = ctx->be;
+    const infl_model *m = F->m;
+    const int64_t begin = store_split_info(F->split)->begin;
+    int64_t S = F->o->shard_rows > 0 ? (F->o->shard_rows < F->N ? F->o->shard_rows : F->N)
+                                     : infl_shard_rows(F->N, F->D, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
+    infl_reader *rd = NULL;
+    infl_status rc = INFL_OK;
+    // shard buffers in the backend's host memory (pinned on CUDA)
+    CHECK(infl_reader_start(ctx, F->split, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, &rd));
+    int64_t done_rows = 0;
+    const int labels = F->o->fisher_empirical;  // else sampled on the backend into F->by / F->byf
+    for (;;) {
+        infl_shard *sh;
+        CHECK(infl_reader_next(ctx, rd, &sh));
+        if (sh->n == 0) break;
+        // sub-batches double-buffered: the upload of the next one overlaps the work on
+        // this one; nothing waits on the host until flush's downloads, once a shard
+        CHECK(infl_stage_begin(ctx, &F->st, sh, labels));
+        for (;;) {
+            int64_t r0;
+            int b, cur;
+            CHECK(infl_stage_next(ctx, &F->st, &r0, &b, &cur));
+            if (b == 0) break;
+            infl_batch bt = infl_stage_batch(&F->st, cur, b, begin + sh->row0 + r0, labels);
+            for (int draw = 0; draw < F->draws; draw++) {
+                CHECK(fit_factors(F, &bt, draw));
+                for (int l = 0; l < m->nlayers; l++) {
+                    const infl_linear *ly = &m->layer[l];
+                    int din = ly->d_in, ni = infl_linear_ni(ly), dout = ly->d_out;
+                    const float *Dl = F->work->D[l], *Al = F->work->A[l];
+                    if (pass == 1) {
+                        // S += ΔᵀΔ / draws; A[:din, :din] += AᵀA; with a bias A[din, :din] += 1ᵀA (once)
+                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, b, 1.0f / F->draws, Dl, dout, Dl, dout, 1.0f,
+                                        F->accS[l], dout));
+                        F->flops += 2.0 * b * (double)dout * dout;
+                        if (draw == 0) {
+                            CHECK(be->sgemm(ctx, INFL_T, INFL_N, din, din, b, 1.0f, Al, din, Al, din, 1.0f, F->accA[l],
+                                            ni));
+                            if (ly->bias)
+                                CHECK(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, b, din, 1.0f, 1.0f));
+                            F->flops += 2.0 * b * (double)din * din + (double)b * din;
+                        }
+                    } else {
+                        float *DQ = F->DQ, *AQ = F->AQ;
+                        if (p) {
+                            CHECK(ekfac_rotate(ctx, DQ, AQ, p, l, Dl, Al, b));
+                            F->flops += 2.0 * b * ((double)dout * dout + (double)din * ni);
+                        } else {
+                            CHECK(ekfac_identity_factors(ctx, DQ, AQ, ly, Dl, Al, b));
+                        }
+                        CHECK(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
+                        CHECK(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
+                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, ni, b, 1.0f / F->draws, DQ, dout, AQ, ni, 1.0f,
+                                        F->accL[l], ni));
+                        F->flops += 2.0 * b * (double)dout * ni + (double)b * (dout + ni);
+                    }
+                }
+            }
+        }
+        CHECK(flush(F, pass, hA, hS, hL));
+        done_rows += sh->n;
+        infl_reader_release(rd, sh);
+        infl_progress(ctx, pass == 1 ? "fit: covariances" : "fit: eigenvalue correction", (uint64_t)done_rows,
+                      (uint64_t)F->N, ekfac_strategy_name(F->o->strategy));
+    }
+    double read_s = 0, wait_s = 0;
+    infl_reader_stats(rd, &read_s, &wait_s);
+    F->wait += wait_s;
+done:
+    infl_reader_stop(rd);
+    return rc;
+}
+
+// Symmetrises C (n, n) in place, scales by 1/N, eigendecomposes on the backend:
+// C becomes the eigenvectors (rows), vals the eigenvalues ascending.
+static infl_status eig(infl_ctx *ctx, double *C, double *vals, int n, double N, const char *what, int layer) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) {
+            double v = 0.5 * (C[(size_t)i * n + j] + C[(size_t)j * n + i]) / N;
+            C[(size_t)i * n + j] = C[(size_t)j * n + i] = v;
+        }
+    for (int i = 0; i < n; i++) C[(size_t)i * n + i] /= N;
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        RETURN_IF(ctx, !isfinite(C[i]), INFL_E_NUMERIC,
+                  "layer %d: the covariance %s has a non-finite entry: the checkpoint may have diverged", layer, what);
+    double *dA = NULL, *dw = NULL;
+    infl_status rc = INFL_OK;
+    CHECK(ctx->be->alloc(ctx, (size_t)n * n * sizeof(double), (void **)&dA));
+    CHECK(ctx->be->alloc(ctx, (size_t)n * sizeof(double), (void **)&dw));
+    CHECK(ctx->be->upload(ctx, dA, C, (size_t)n * n * sizeof(double)));
+    rc = ctx->be->syevd(ctx, dA, dw, n);
+    if (rc < 0) {
+        infl_errprefix(ctx, "layer %d, covariance %s (%d x %d)", layer, what, n, n);
+        goto done;
+    }
+    CHECK(ctx->be->download(ctx, C, dA, (size_t)n * n * sizeof(double)));
+    CHECK(ctx->be->download(ctx, vals, dw, (size_t)n * sizeof(double)));
+    for (int i = 0; i < n; i++)
+        GOTO_IF(ctx, !isfinite(vals[i]), INFL_E_NUMERIC, "layer %d: an eigenvalue of %s is not finite", layer, what);
+done:
+    infl_be_free(ctx, dA);
+    infl_be_free(ctx, dw);
+    return rc;
+}
+
+static void set_identity(double *Q, int n) {
+    memset(Q, 0, (size_t)n * n * sizeof(double));
+    for (int i = 0; i < n; i++) Q[(size_t)i * n + i] = 1.0;
+}
+
+static void fitter_free(fitter *F) {
+    infl_ctx *ctx = F->ctx;
+    for (int l = 0; l < INFL_MAX_LINEAR; l++) {
+        infl_be_free(ctx, F->accA[l]);
+        infl_be_free(ctx, F->accS[l]);
+        infl_be_free(ctx, F->accL[l]);
+    }
+    infl_be_free(ctx, F->W);
+    infl_stage_free(ctx, &F->st);
+    infl_be_free(ctx, F->DQ);
+    infl_be_free(ctx, F->AQ);
+    if (F->m) infl_model_work_free(ctx, F->m, F->work);
+    free(F->hbuf);
+    store_split_close(F->split);
+}
+
+infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_path, infl_fit_report *rep) {
+    RETURN_IF(ctx, !o || !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
+    RETURN_IF(ctx, !out_path || !*out_path, INFL_E_ARG, "no output file given (-o factors.h5)");
+    RETURN_IF(ctx, (unsigned)o->strategy > INFL_STRATEGY_IDENTITY, INFL_E_ARG,
+              "--strategy: expected ekfac, kfac, diagonal or identity");
+    RETURN_IF(ctx, o->shard_rows < 0, INFL_E_ARG, "--shard: expected a number of rows >= 1");
+    RETURN_IF(ctx, o->samples < 0 || o->samples > 1000, INFL_E_ARG, "--samples: expected 1 to 1000 labels per example");
+    RETURN_IF(ctx, o->fisher_empirical && o->samples > 1, INFL_E_ARG,
+              "--samples draws labels for the true Fisher; the empirical Fisher uses the data's one label");
+    {
+        char tmp[4200];  // refuse an existing output before the work
+        FORWARD_IF_ERROR(infl_out_begin(ctx, out_path, o->force, tmp, sizeof tmp));
+    }
+    infl_fit_report r;
+    memset(&r, 0, sizeof r);
+    fitter F;
+    memset(&F, 0, sizeof F);
+    F.ctx = ctx;
+    F.o = o;
+    F.draws = o->samples > 1 ? o->samples : 1;
+    infl_run *run = NULL;
+    infl_model *m = NULL;
+    infl_factors *f = NULL;
+    ekfac_pre *pre = NULL;
+    float *hp = NULL;
+    infl_status rc = INFL_OK;
+    const infl_backend *be = ctx->be;
+
+    CHECK(store_run_open(ctx, o->run, &run));
+    CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
+    F.m = m;
+    GOTO_IF(ctx, m->tokens, INFL_E_UNSUPPORTED,
+            "%s: a %s model (examples of many tokens): fitting factors over token sequences is not built yet; fit "
+            "serves models of one row per example (mlp)",
+            o->run, infl_model_kind_of(m));
+    const int L = m->nlayers;
+    int ck;
+    CHECK(store_run_find(ctx, run, o->checkpoint, &ck));
+    size_t P = m->nparams;
+    hp = infl_malloc(ctx, P * sizeof(float), "the parameters");
+    GOTO_NOMEM_IF(!hp);
+    CHECK(store_run_load(ctx, run, ck, hp));
+    CHECK(infl_be_alloc_f(ctx, &F.W, P, "checkpoint weights"));
+    CHECK(be->upload(ctx, F.W, hp, P * sizeof(float)));
+    CHECK(infl_factors_alloc(ctx, L, m->layer, &f));
+    snprintf(f->strategy, sizeof f->strategy, "%s", ekfac_strategy_name(o->strategy));
+    snprintf(f->fisher, sizeof f->fisher, "%s", o->fisher_empirical ? "empirical" : "true");
+    snprintf(f->run, sizeof f->run, "%s", o->run);
+    snprintf(f->checkpoint, sizeof f->checkpoint, "%s", store_run_checkpoint(run, ck)->name);
+    f->step = store_run_checkpoint(run, ck)->step;
+    f->weights_hash = infl_weights_hash(hp, P);
+    f->seed = o->seed;
+    f->samples = o->fisher_empirical ? 1 : (o->samples > 1 ? o->samples : 1);
+
+    const char *data = o->data && *o->data ? o->data : store_run_data(run);
+    GOTO_IF(ctx, !data || !*data, INFL_E_ARG, "%s: the run names no training data; give --data FILE:/split", o->run);
+    snprintf(f->data, sizeof f->data, "%s", data);
+    if (o->strategy == INFL_STRATEGY_IDENTITY) {
+        for (int l = 0; l < L; l++) {
+            int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
+            set_identity(f->A_vecs[l], ni);
+            set_identity(f->S_vecs[l], no);
+            for (int i = 0; i < ni; i++) f->A_vals[l][i] = 1;
+            for (int i = 0; i < no; i++) f->S_vals[l][i] = 1;
+            for (size_t i = 0; i < (size_t)ni * no; i++) f->lambda[l][i] = 1;
+        }
+        CHECK(store_factors_write(ctx, out_path, o->force, f));
+        goto finish;
+    }
+    infl_dataref ref;
+    CHECK(infl_dataref_parse(ctx, data, &ref));
+    CHECK(store_split_open(ctx, &ref, &F.split));
+    CHECK(infl_model_check_data(ctx, m, F.split));
+    const infl_split_info *si = store_split_info(F.split);
+    F.N = si->n;
+    F.D = si->d;
+    F.Kt = si->y_kind == INFL_Y_REAL ? si->k : 0;
+    f->examples = F.N;
+    r.examples = F.N;
+    // sub-batches of 1024 rows, at most --shard rows (which batches the rows the same:
+    // a shard is then one sub-batch either way)
+    F.B = o->shard_rows > 0 && o->shard_rows < 1024 ? (int)o->shard_rows : 1024;
+    CHECK(infl_model_work_create(ctx, m, F.B, &F.work));
+    // targets: the data's (empirical Fisher) or sampled by the model into its own buffers
+    CHECK(infl_stage_alloc(ctx, &F.st, F.split, m, F.B, F.D, F.Kt, F.Kt));
+    int maxo = 0, maxi = 0;
+    size_t maxblk = 0;
+    for (int l = 0; l < L; l++) {
+        int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
+        maxo = no > maxo ? no : maxo;
+        maxi = ni > maxi ? ni : maxi;
+        size_t m = (size_t)ni * ni;
+        m = (size_t)no * no > m ? (size_t)no * no : m;
+        m = (size_t)no * ni > m ? (size_t)no * ni : m;
+        maxblk = m > maxblk ? m : maxblk;
+    }
+    F.hbuf = infl_malloc(ctx, maxblk * sizeof(float), "factor accumulators");
+    GOTO_NOMEM_IF(!F.hbuf);
+
+    double t0 = infl_now();
+    if (o->strategy != INFL_STRATEGY_DIAGONAL) {
+        for (int l = 0; l < L; l++) {
+            size_t ni = (size_t)infl_linear_ni(&m->layer[l]), no = (size_t)m->layer[l].d_out;
+            CHECK(infl_be_alloc_f(ctx, &F.accA[l], ni * ni, "the covariance A"));
+            CHECK(infl_be_alloc_f(ctx, &F.accS[l], no * no, "the covariance S"));
+            CHECK(be->fill(ctx, F.accA[l], 0.0f, ni * ni));
+            CHECK(be->fill(ctx, F.accS[l], 0.0f, no * no));
+        }
+        CHECK(fit_pass(&F, 1, NULL, f->A_vecs, f->S_vecs, NULL));
+        for (int l = 0; l < L; l++) {
+            // with a bias: the bias column of A mirrors its row; the corner counts the rows
+            int din = m->layer[l].d_in, ni = infl_linear_ni(&m->layer[l]);
+            double *A = f->A_vecs[l];
+            if (m->layer[l].bias) {
+                for (int i = 0; i < din; i++) A[(size_t)i * ni + din] = A[(size_t)din * ni + i];
+                A[(size_t)din * ni + din] = (double)F.N;
+            }
+            infl_be_free(ctx, F.accA[l]);
+            infl_be_free(ctx, F.accS[l]);
+            F.accA[l] = F.accS[l] = NULL;
+        }
+        r.seconds_cov = infl_now() - t0;
+        r.flops_cov = F.flops;
+        double t1 = infl_now();
+        for (int l = 0; l < L; l++) {
+            int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
+            CHECK(eig(ctx, f->A_vecs[l], f->A_vals[l], ni, (double)F.N, "A", l));
+            CHECK(eig(ctx, f->S_vecs[l], f->S_vals[l], no, (double)F.N, "S", l));
+        }
+        r.seconds_eig = infl_now() - t1;
+    } else {
+        for (int l = 0; l < L; l++) {
+            set_identity(f->A_vecs[l], infl_linear_ni(&m->layer[l]));
+            set_identity(f->S_vecs[l], m->layer[l].d_out);
+        }
+    }
+    if (o->strategy == INFL_STRATEGY_KFAC) {
+        for (int l = 0; l < L; l++) {
+            int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
+            for (int i = 0; i < no; i++)
+                for (int j = 0; j < ni; j++) f->lambda[l][(size_t)i * ni + j] = f->S_vals[l][i] * f->A_vals[l][j];
+        }
+    } else {
+        // pass 2: Λ in the eigenbases (identity for diagonal)
+        double t2 = infl_now(), f0 = F.flops;
+        if (o->strategy == INFL_STRATEGY_EKFAC) {
+            // the rotation only (no damping used): a temporary preconditioner over the bases
+            for (int l = 0; l < L; l++) {
+                size_t n = infl_linear_size(&m->layer[l]);
+                for (size_t i = 0; i < n; i++) f->lambda[l][i] = 1;
+            }
+            snprintf(f->strategy, sizeof f->strategy, "ekfac");
+            CHECK(ekfac_pre_create(ctx, f, out_path, m, INFL_METHOD_EKFAC, 1.0, 0, &pre));
+        }
+        CHECK(infl_be_alloc_f(ctx, &F.DQ, (size_t)F.B * maxo, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &F.AQ, (size_t)F.B * maxi, "rotated factors"));
+        for (int l = 0; l < L; l++) {
+            size_t n = infl_linear_size(&m->layer[l]);
+            memset(f->lambda[l], 0, n * sizeof(double));
+            CHECK(infl_be_alloc_f(ctx, &F.accL[l], n, "the eigenvalue correction"));
+            CHECK(be->fill(ctx, F.accL[l], 0.0f, n));
+        }
+        CHECK(fit_pass(&F, 2, pre, NULL, NULL, f->lambda));
+        for (int l = 0; l < L; l++) {
+            int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
+            size_t n = (size_t)no * ni;
+            for (size_t i = 0; i < n; i++) f->lambda[l][i] /= (double)F.N;
+            if (o->strategy == INFL_STRATEGY_DIAGONAL) {
+                // for the record: the marginal sums as "eigenvalues" of the identity bases
+                for (int i = 0; i < no; i++) f->S_vals[l][i] = 1;
+                for (int j = 0; j < ni; j++) f->A_vals[l][j] = 1;
+            }
+        }
+        r.seconds_lambda = infl_now() - t2;
+        r.flops_lambda = F.flops - f0;
+    }
+    for (int l = 0; l < L; l++) {
+        size_t n = infl_linear_size(&m->layer[l]);
+        for (size_t i = 0; i < n; i++)
+            GOTO_IF(ctx, !isfinite(f->lambda[l][i]), INFL_E_NUMERIC,
+                    "layer %d (%s): eigenvalue correction entry %zu is not finite: the checkpoint may have diverged", l,
+                    m->layer[l].name, i);
+    }
+    r.seconds_wait = F.wait;
+    CHECK(store_factors_write(ctx, out_path, o->force, f));
+finish:
+    if (rep) *rep = r;
+done:
+    ekfac_pre_free(ctx, pre);
+    free(hp);
+    infl_factors_free(f);
+    fitter_free(&F);
+    infl_model_free(m);
+    store_run_close(run);
+    return rc;
+}
