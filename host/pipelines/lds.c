@@ -24,7 +24,6 @@
 #include "core/rng.h"
 #include "models/mlp.h"
 #include "models/train.h"
-#include "store/h5util.h"
 #include "store/store.h"
 #include "estimators/stats.h"
 
@@ -45,106 +44,6 @@ void infl_lds_result_free(infl_lds_result *r) {
     free(r->per_query);
     free(r->valid);
     free(r);
-}
-
-// ---- the state file ----
-
-typedef struct {
-    char run[4096], query[4096];
-    char fingerprint[512];  // the run's final weights hash, widths and training options
-    int models, M, output_margin, epochs;
-    double fraction;
-    uint64_t seed;
-    double *outputs;  // (models, M)
-    int32_t *done;    // (models)
-} lds_state;
-
-static infl_status state_write(infl_ctx *ctx, const char *path, const lds_state *s) {
-    char tmp[4200];
-    FORWARD_IF_ERROR(infl_out_begin(ctx, path, 1, tmp, sizeof tmp));
-    h5u_lock();
-    hid_t f = H5I_INVALID_HID;
-    infl_status rc = INFL_OK;
-    CHECK(h5u_create_infl(ctx, path, tmp, "lds", &f));
-    CHECK(h5u_wattr_str(ctx, path, f, "root", "run", s->run));
-    CHECK(h5u_wattr_str(ctx, path, f, "root", "query", s->query));
-    CHECK(h5u_wattr_str(ctx, path, f, "root", "fingerprint", s->fingerprint));
-    CHECK(h5u_wattr_i64(ctx, path, f, "root", "models", s->models));
-    CHECK(h5u_wattr_f64(ctx, path, f, "root", "fraction", s->fraction));
-    CHECK(h5u_wattr_u64(ctx, path, f, "root", "seed", s->seed));
-    CHECK(h5u_wattr_str(ctx, path, f, "root", "output", s->output_margin ? "margin" : "loss"));
-    CHECK(h5u_wattr_i64(ctx, path, f, "root", "epochs", s->epochs));
-    CHECK(h5u_write_array(ctx, path, f, "", "outputs", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)s->models,
-                          (hsize_t)s->M, s->outputs));
-    CHECK(h5u_write_array(ctx, path, f, "", "done", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)s->models, 0, s->done));
-    herr_t e = H5Fclose(f);
-    f = H5I_INVALID_HID;
-    GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);
-    rc = infl_out_commit(ctx, tmp, path);
-    h5u_unlock();
-    return rc;
-done:
-    if (f >= 0) H5Fclose(f);
-    infl_out_abort(tmp);
-    h5u_unlock();
-    return rc;
-}
-
-// Reads an existing state file into s (whose settings are filled): the settings must
-// match, else INFL_E_ARG naming the one that differs.
-static infl_status state_read(infl_ctx *ctx, const char *path, lds_state *s) {
-    h5u_lock();
-    hid_t f = H5I_INVALID_HID;
-    infl_status rc = INFL_OK;
-    CHECK(h5u_open_infl(ctx, path, "lds", &f));
-    char run[4096], query[4096], output[16], fp[512];
-    int64_t models, epochs;
-    double fraction;
-    uint64_t seed;
-    CHECK(h5u_attr_str(ctx, path, f, "root", "run", run, sizeof run));
-    CHECK(h5u_attr_str(ctx, path, f, "root", "query", query, sizeof query));
-    CHECK(h5u_attr_i64(ctx, path, f, "root", "models", &models));
-    CHECK(h5u_attr_f64(ctx, path, f, "root", "fraction", &fraction));
-    CHECK(h5u_attr_u64(ctx, path, f, "root", "seed", &seed));
-    CHECK(h5u_attr_str(ctx, path, f, "root", "output", output, sizeof output));
-    CHECK(h5u_attr_i64(ctx, path, f, "root", "epochs", &epochs));
-    CHECK(h5u_attr_str(ctx, path, f, "root", "fingerprint", fp, sizeof fp));
-    GOTO_IF(ctx, strcmp(fp, s->fingerprint) != 0, INFL_E_ARG,
-            "%s: this state file was made for another model or training (%s; now %s): the run was retrained or "
-            "replaced; use another --state, or --force to start afresh",
-            path, fp, s->fingerprint);
-    const char *what = strcmp(run, s->run)                                         ? "--run"
-                       : strcmp(query, s->query)                                   ? "--query"
-                       : models > s->models                                        ? "--models (smaller)"
-                       : fraction != s->fraction                                   ? "--fraction"
-                       : seed != s->seed                                           ? "--seed"
-                       : strcmp(output, s->output_margin ? "margin" : "loss") != 0 ? "--output"
-                       : epochs != s->epochs                                       ? "--epochs"
-                                                                                   : NULL;
-    GOTO_IF(ctx, what, INFL_E_ARG,
-            "%s: this state file was made with another %s (run %s, query %s, %" PRId64 " models, fraction %g, seed "
-            "%" PRIu64 ", output %s, epochs %" PRId64 "); use another --state, or --force to start afresh",
-            path, what, run, query, models, fraction, seed, output, epochs);
-    const char *names[2] = {"outputs", "done"};
-    for (int i = 0; i < 2; i++) {
-        GOTO_IF(ctx, h5u_obj_type(f, names[i]) != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: missing", path,
-                names[i]);
-        hid_t d = H5Dopen2(f, names[i], H5P_DEFAULT);
-        h5u_dinfo di;
-        // a state of fewer models grows: its rows fill the first ones (model k is keyed by k)
-        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.dims[0] == (hsize_t)models &&
-                 (i == 1 || (di.rank == 2 && di.dims[1] == (hsize_t)s->M));
-        herr_t e = ok ? H5Dread(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                i ? (void *)s->done : (void *)s->outputs)
-                      : -1;
-        if (d >= 0) H5Dclose(d);
-        GOTO_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: expected [%d%s] values", path, names[i], (int)models,
-                i ? "" : ", M");
-    }
-done:
-    if (f >= 0) H5Fclose(f);
-    h5u_unlock();
-    return rc;
 }
 
 // ---- retraining ----
@@ -340,7 +239,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     infl_run *run = NULL;
     infl_split *qs = NULL, *train = NULL;
     infl_scr *sc = NULL;
-    lds_state st;
+    infl_lds_state st;
     memset(&st, 0, sizeof st);
     float *qx = NULL, *qyf = NULL;
     int32_t *qy = NULL;
@@ -418,14 +317,12 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     GOTO_NOMEM_IF(!st.outputs || !st.done);
     if (access(o->state, F_OK) == 0 && o->force) {
         // --force starts a state file afresh, but never overwrites another kind of file
-        hid_t f;
-        rc = h5u_open_infl(ctx, o->state, "lds", &f);
-        if (rc == INFL_OK) H5Fclose(f);
+        rc = store_lds_is_state(ctx, o->state);
         GOTO_IF(ctx, rc < 0, INFL_E_EXISTS, "%s exists and is not an lds state file; --force replaces only those",
                 o->state);
     }
-    if (!o->force && access(o->state, F_OK) == 0) CHECK(state_read(ctx, o->state, &st));
-    else CHECK(state_write(ctx, o->state, &st));
+    if (!o->force && access(o->state, F_OK) == 0) CHECK(store_lds_read(ctx, o->state, &st));
+    else CHECK(store_lds_write(ctx, o->state, &st));
     // one model file per state: a killed run's leftovers are removed when it resumes
     snprintf(tmprun, sizeof tmprun, "%s.model.h5", o->state);
     remove_model_files(tmprun);
@@ -451,7 +348,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         remove_model_files(tmprun);
         CHECK(rc);
         st.done[k] = 1;
-        CHECK(state_write(ctx, o->state, &st));
+        CHECK(store_lds_write(ctx, o->state, &st));
         res->trained_now++;
         have++;
         infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);

@@ -221,6 +221,30 @@ infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int
 infl_status store_scores_read_row(infl_ctx *ctx, infl_scr *r, int q, float *out);
 void store_scores_close(infl_scr *r);  // accepts NULL
 
+// ---- lds state files ----
+
+// The state of `infl lds` (store_lds.c): its settings, and the outputs of the models
+// trained so far.
+typedef struct {
+    char run[4096], query[4096];
+    char fingerprint[512];  // the run's final weights hash, widths and training options
+    int models, M, output_margin, epochs;
+    double fraction;
+    uint64_t seed;
+    double *outputs;  // (models, M)
+    int32_t *done;    // (models)
+} infl_lds_state;
+
+// Writes the whole state (temporary name, then rename; replaces an existing file).
+infl_status store_lds_write(infl_ctx *ctx, const char *path, const infl_lds_state *s);
+// Reads an existing state file into s, whose settings (and outputs and done, allocated
+// for s->models and s->M) are filled: the file's settings must match, else INFL_E_ARG
+// naming the one that differs (a file of fewer models fills the first rows: model k
+// is keyed by k).
+infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s);
+// INFL_OK when path is an lds state file (format and version), else the error.
+infl_status store_lds_is_state(infl_ctx *ctx, const char *path);
+
 // ---- inspection ----
 
 // infl_info's body: describes any infl file (dataset, run; unknown formats listed as

@@ -1,6 +1,8 @@
 /*
- * ctx.c — the context: backend selection (--backend auto|cpu|cuda[:N] and
- * INFL_BACKEND), progress and cancel hooks, build information.
+ * backend.c — the context and its backend (backend.h): backend selection
+ * (--backend auto|cpu|cuda[:N] and INFL_BACKEND), the thin wrappers over the table's
+ * memory slots, progress and cancel hooks, build information. It sits on the
+ * backend floor, above core/ (which knows no backend).
  */
 #include <hdf5.h>
 #include <stdio.h>
@@ -9,7 +11,7 @@
 
 #include "backend.h"
 #include "build_config.h"
-#include "internal.h"
+#include "core/internal.h"
 
 infl_ctx_options infl_ctx_options_default(void) {
     infl_ctx_options o = {.backend = NULL, .threads = 0};
