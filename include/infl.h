@@ -186,13 +186,17 @@ typedef enum { INFL_ACT_RELU = 0, INFL_ACT_TANH = 1, INFL_ACT_GELU = 2 } infl_ac
 typedef enum { INFL_LOSS_SOFTMAX_CE = 0, INFL_LOSS_SIGMOID_CE = 1, INFL_LOSS_MSE = 2 } infl_loss;
 typedef enum { INFL_SCHED_CONSTANT = 0, INFL_SCHED_COSINE = 1 } infl_schedule;
 typedef enum { INFL_OPT_AUTO = 0, INFL_OPT_SGD = 1, INFL_OPT_NEWTON = 2 } infl_optimizer;
+/* The models infl trains and explains: an MLP on feature rows, or a GPT (GPT-2's
+ * architecture) on token documents (infl import text). */
+typedef enum { INFL_MODEL_MLP = 0, INFL_MODEL_GPT = 1 } infl_model_kind;
 
 #define INFL_MAX_LAYERS 16
 
 typedef struct {
     const char *data;            /* data reference of the training split; required */
-    int nlayers;                 /* number of weight layers L (widths has L+1 entries) */
-    int widths[INFL_MAX_LAYERS + 1]; /* d0 (input width), d1, ..., dL (outputs) */
+    infl_model_kind model;       /* mlp (default) or gpt */
+    int nlayers;                 /* mlp: number of weight layers L (widths has L+1 entries); gpt: blocks */
+    int widths[INFL_MAX_LAYERS + 1]; /* mlp: d0 (input width), d1, ..., dL (outputs) */
     infl_activation activation;  /* between layers; default relu */
     infl_loss loss;              /* default softmax_ce */
     infl_optimizer optimizer;    /* auto: newton for a convex model (L = 1), else sgd */
@@ -213,35 +217,95 @@ typedef struct {
     uint64_t subset_seed;
     int subset_draw;
     int force;                   /* overwrite an existing output */
+    /* gpt (infl_train_options_gpt_default): its architecture and AdamW. lr, weight_decay
+     * (decoupled, matrices and embeddings only), schedule, epochs, batch (documents per
+     * step), seed and checkpoint_every above apply too. */
+    int heads;                   /* attention heads (dividing dim); default 4 */
+    int dim;                     /* the residual stream's width; default 128 */
+    int context;                 /* positions: a document is read as EOT + its first context - 1 tokens; 256 */
+    double beta1, beta2;         /* AdamW's moment decays; default 0.9, 0.95 */
+    double adam_eps;             /* default 1e-8 */
+    double clip;                 /* clip the gradient's global norm to this; 0 = never; default 1 */
+    int warmup;                  /* steps of linear warm-up before the schedule; default 100 */
 } infl_train_options;
 
+/* The MLP's defaults (documented above; model mlp). */
 infl_train_options infl_train_options_default(void);
+/* The GPT's: model gpt, 4 blocks, 4 heads, dim 128, context 256, epochs 1, batch 32
+ * documents, lr 1e-3 with 100 warm-up steps then cosine, weight decay 0.1, AdamW
+ * β = (0.9, 0.95), eps 1e-8, clip 1, seed 1, a checkpoint every 500 steps. */
+infl_train_options infl_train_options_gpt_default(void);
 
 typedef struct {
     int64_t steps;          /* optimiser steps taken */
     int checkpoints;        /* checkpoints written */
-    double final_loss;      /* training objective R(w) (sgd: mean over the last epoch) */
-    double grad_norm;       /* newton: |grad R| at the end; sgd: NaN */
+    double final_loss;      /* training objective R(w) (sgd: mean over the last epoch; gpt: loss per
+                               token over the last epoch) */
+    double grad_norm;       /* newton: |grad R| at the end; sgd: NaN; gpt: the last step's, before clipping */
     double seconds;         /* wall time of the optimisation */
-    double examples_per_s;  /* sgd: examples processed per second */
+    double examples_per_s;  /* sgd, gpt: examples (documents) processed per second */
+    int64_t tokens;         /* gpt: positions trained on (with a loss), all epochs */
+    double tokens_per_s;    /* gpt */
+    double flops;           /* gpt: floating-point operations of the steps, counted from the shapes */
+    int64_t truncated;      /* gpt: documents longer than the context, truncated (per epoch) */
+    int diverged;           /* 1 when training stopped at a non-finite loss or gradient (the status is
+                               INFL_E_NUMERIC); the run keeps the checkpoints written before, if any */
+    int64_t diverged_step;
 } infl_train_report;
 
-/* Trains the MLP the options describe and writes a `run` file with its checkpoints.
- * The output is written to a temporary name and renamed when complete. `rep` may be
- * NULL. */
+/* Trains the model the options describe (an MLP on feature rows, or a GPT on token
+ * documents) and writes a `run` file with its checkpoints. The output is written to a
+ * temporary name and renamed when complete. When a GPT's training diverges (a
+ * non-finite loss or gradient) it stops, names the step and returns INFL_E_NUMERIC;
+ * the run is still committed with the checkpoints written before, when there are
+ * any (rep->diverged). `rep` may be NULL. */
 infl_status infl_train(infl_ctx *ctx, const infl_train_options *opts, const char *out_path,
                        infl_train_report *rep);
 
 typedef struct {
-    int64_t n;          /* examples evaluated */
-    double loss;        /* mean loss (no weight-decay term) */
-    double accuracy;    /* share correct; NaN for mse */
+    int64_t n;          /* examples evaluated (documents for a gpt) */
+    double loss;        /* mean loss (no weight-decay term); gpt: per token (nats) */
+    double accuracy;    /* share correct; NaN for mse and gpt */
+    int64_t tokens;     /* gpt: positions with a loss (each document's tokens and its end) */
+    double perplexity;  /* gpt: exp(loss per token); NaN for an mlp */
+    int64_t truncated;  /* gpt: documents longer than the context, truncated */
 } infl_eval_result;
 
 /* Evaluates a checkpoint ("final" or NULL for the last one, or its name) of a run on
  * a data reference, streaming it in shards. */
 infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
                       infl_eval_result *res);
+
+// ---- generation (gpt runs) ----
+
+typedef struct {
+    const char *run;          /* a gpt run file; required */
+    const char *checkpoint;   /* NULL or "final", a name or a step */
+    const char *prompt;       /* UTF-8 text the completion continues ("" starts a new document) */
+    int tokens;               /* most tokens to generate; default 200 (stops early at end-of-text or a
+                                 full context) */
+    double temperature;       /* 0: greedy (the most likely token); default 0.8 */
+    int top_k;                /* sample among the k most likely tokens; 0 = all; default 40 */
+    uint64_t seed;            /* the sampling's counter generator; default 0 */
+} infl_generate_options;
+
+infl_generate_options infl_generate_options_default(void);
+
+typedef struct {
+    char *completion;         /* the generated bytes, NUL-terminated (may end inside a UTF-8 character
+                                 when a byte-level token stops it there) */
+    size_t length;            /* bytes of completion */
+    int prompt_tokens;        /* tokens of the prompt */
+    int tokens;               /* tokens generated */
+    int ended;                /* 1: the model ended the document (end-of-text) */
+} infl_generate_result;
+
+/* Continues a prompt with a gpt run's model: tokenizes it with the run's tokenizer,
+ * then repeatedly samples the next token from softmax(logits / temperature) among
+ * the top_k, keyed by (seed, position) in the counter generator, so a seed gives the
+ * same completion on every backend. *out is the caller's (infl_generate_result_free). */
+infl_status infl_generate(infl_ctx *ctx, const infl_generate_options *o, infl_generate_result **out);
+void infl_generate_result_free(infl_generate_result *r);  /* accepts NULL */
 
 // ---- attribution ----
 

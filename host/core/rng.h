@@ -27,6 +27,7 @@ enum {
     INFL_RNG_SPLIT = 5,     // train/test split at import
     INFL_RNG_SUBSET = 6,    // subsets (LDS, LOO samples)
     INFL_RNG_SYNTH = 7,     // synthetic data sets (infl synth): class means, labels, noise
+    INFL_RNG_GENERATE = 8,  // sampling a language model's completion: index = position
 };
 
 typedef struct {

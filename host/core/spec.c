@@ -107,6 +107,8 @@ infl_status infl_gpt_spec_check(infl_ctx *ctx, const infl_gpt_spec *s) {
               s->context);
     RETURN_IF(ctx, s->vocab < 2 || s->vocab > (1 << 20), INFL_E_ARG, "vocabulary: expected 2 to 1048576 tokens, got %d",
               s->vocab);
+    RETURN_IF(ctx, s->eot < 0 || s->eot >= s->vocab, INFL_E_ARG,
+              "end-of-text token %d: expected an id below the vocabulary of %d", s->eot, s->vocab);
     RETURN_IF(ctx, !(s->wd >= 0) || !isfinite(s->wd), INFL_E_ARG, "weight decay: expected a finite value >= 0");
     return INFL_OK;
 }

@@ -31,7 +31,7 @@
 // Named parameter tensors a model may have.
 #define INFL_MAX_TENSORS 1024
 
-typedef enum { INFL_MODEL_MLP = 0, INFL_MODEL_GPT = 1 } infl_model_kind;
+// infl_model_kind (mlp | gpt) is public: infl.h.
 
 typedef struct {
     int L;                              // weight layers
@@ -47,6 +47,7 @@ typedef struct {
     int dim;        // C, the residual stream's width
     int context;    // T, the longest sequence (positions of wpe)
     int vocab;      // V, tokens (the tokenizer's vocabulary, end-of-text included)
+    int eot;        // the end-of-text token's id (0 <= eot < vocab): documents start and end with it
     double wd;      // AdamW's decoupled weight decay (of the matrices); not a term of the loss
 } infl_gpt_spec;
 
@@ -110,7 +111,7 @@ typedef struct {
 infl_gpt_layout infl_gpt_layout_of(const infl_gpt_spec *s);
 
 // Validates a spec: 1..60 blocks, heads dividing dim, dim 1..16384, context 2..65536,
-// vocabulary 2..1048576, wd >= 0 and finite. INFL_E_ARG with a detail.
+// vocabulary 2..1048576, 0 <= eot < vocabulary, wd >= 0 and finite. INFL_E_ARG with a detail.
 infl_status infl_gpt_spec_check(infl_ctx *ctx, const infl_gpt_spec *s);
 
 // ---- any model ----

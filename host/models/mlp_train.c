@@ -1,8 +1,9 @@
 /*
- * train.c — `infl train` and `infl eval`: minibatch SGD with momentum and weight
- * decay over a split streamed in shards, checkpoints into a run file; the convex
- * case goes to the Newton optimiser (convex.c). Evaluation streams a split through
- * the forward pass.
+ * mlp_train.c — the MLP's trainers and its evaluation (the pipeline
+ * pipelines/train.c opens the data and the run file and calls them): minibatch SGD
+ * with momentum and weight decay over a split streamed in shards, checkpoints into a
+ * run file; the convex case goes to the Newton optimiser (convex.c). Evaluation
+ * streams a split through the forward pass.
  *
  * Shuffling without holding N: each epoch visits the shards in a random order and
  * shuffles the rows inside each shard, both from the counter-based generator keyed by
@@ -18,26 +19,6 @@
 #include "core/rng.h"
 #include "mlp.h"
 #include "train.h"
-
-infl_train_options infl_train_options_default(void) {
-    infl_train_options o;
-    memset(&o, 0, sizeof o);
-    o.activation = INFL_ACT_RELU;
-    o.loss = INFL_LOSS_SOFTMAX_CE;
-    o.optimizer = INFL_OPT_AUTO;
-    o.epochs = 5;
-    o.batch = 128;
-    o.lr = 0.1;
-    o.momentum = 0.9;
-    o.weight_decay = 1e-4;
-    o.schedule = INFL_SCHED_CONSTANT;
-    o.seed = 1;
-    o.checkpoint_every = 500;
-    o.shard_mb = 256;
-    o.tol = 1e-8;
-    o.max_iters = 100;
-    return o;
-}
 
 // ---- shared checks ----
 
@@ -64,14 +45,6 @@ infl_status infl_check_data_for_model(infl_ctx *ctx, const infl_split *split, co
     return INFL_OK;
 }
 
-int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64_t min_rows) {
-    double bytes_per_row = 4.0 * (double)(d + k + 1);
-    int64_t rows = (int64_t)(budget_mb * 1048576.0 / bytes_per_row);
-    if (rows < min_rows) rows = min_rows;
-    if (rows > n) rows = n;
-    return rows < 1 ? 1 : rows;
-}
-
 infl_status infl_check_labels(infl_ctx *ctx, const infl_split *split, const infl_mlp_spec *spec,
                                 const int32_t *y, int64_t row0, int64_t n) {
     if (spec->loss == INFL_LOSS_MSE) return INFL_OK;
@@ -81,23 +54,6 @@ infl_status infl_check_labels(infl_ctx *ctx, const infl_split *split, const infl
                   "%s: row %" PRId64 ": label %d is out of range for a model with %d classes", store_split_ref(split),
                   store_split_info(split)->begin + row0 + i, (int)y[i], hi);
     return INFL_OK;
-}
-
-// Fisher-Yates permutation of [0, n) keyed by (seed, SHUFFLE, key).
-static void permute(int64_t *p, int64_t n, uint64_t seed, uint64_t key) {
-    for (int64_t i = 0; i < n; i++) p[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)infl_rng_below(seed, INFL_RNG_SHUFFLE, key, (uint32_t)i, (uint64_t)(i + 1));
-        int64_t t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-}
-
-static double lr_at(const infl_train_options *o, int64_t step, int64_t total) {
-    if (o->schedule == INFL_SCHED_COSINE && total > 0)
-        return o->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)step / (double)total));
-    return o->lr;
 }
 
 static infl_status check_options(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec) {
@@ -193,7 +149,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
     double epoch_loss = 0;
     int64_t epoch_seen = 0;
     for (int ep = 0; ep < o->epochs; ep++) {
-        permute(order, nshards, o->seed, (uint64_t)ep);
+        infl_train_permute(order, nshards, o->seed, (uint64_t)ep);
         epoch_loss = 0;
         epoch_seen = 0;
         int64_t ep_rows = 0;  // rows of the shards visited before this one, this epoch
@@ -215,7 +171,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
                 }
                 len = m;
             }
-            permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
+            infl_train_permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
             for (int64_t b0 = 0; b0 < len; b0 += B) {
                 GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
                 int nb = (int)(b0 + B <= len ? B : len - b0);
@@ -230,7 +186,7 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
                 if (hy) CHECK(be->upload(ctx, dy, by, (size_t)nb * sizeof(int32_t)));
                 if (hyf) CHECK(be->upload(ctx, dyf, byf, (size_t)nb * k * sizeof(float)));
 
-                double lr = lr_at(o, step, total);
+                double lr = infl_train_lr(o, step, total);
                 CHECK(infl_mlp_forward(ctx, dW, dX, nb, work));
                 CHECK(infl_mlp_backward(ctx, dW, dy, dyf, work, dG, 1.0f / (float)nb));
                 CHECK(be->sgd_step(ctx, dW, dV, dG, (float)lr, (float)o->momentum, (float)spec->wd, np));
@@ -324,75 +280,37 @@ done:
     return rc;
 }
 
-infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *out_path, infl_train_report *rep) {
-    infl_train_report dummy;
-    if (!rep) rep = &dummy;
-    memset(rep, 0, sizeof *rep);
-    infl_mlp_spec spec = {.L = o->nlayers, .act = o->activation, .loss = o->loss, .wd = o->weight_decay};
-    memcpy(spec.widths, o->widths, sizeof spec.widths);
-    FORWARD_IF_ERROR(check_options(ctx, o, &spec));
+infl_status infl_mlp_train_plan(infl_ctx *ctx, const infl_train_options *o, infl_model_spec *spec,
+                                const char **optimizer) {
+    memset(spec, 0, sizeof *spec);
+    spec->kind = INFL_MODEL_MLP;
+    spec->mlp = (infl_mlp_spec){.L = o->nlayers, .act = o->activation, .loss = o->loss, .wd = o->weight_decay};
+    memcpy(spec->mlp.widths, o->widths, sizeof spec->mlp.widths);
+    FORWARD_IF_ERROR(check_options(ctx, o, &spec->mlp));
+    int newton = o->optimizer == INFL_OPT_NEWTON || (o->optimizer == INFL_OPT_AUTO && spec->mlp.L == 1);
+    *optimizer = newton ? "newton" : "sgd";
+    return INFL_OK;
+}
 
-    infl_dataref ref;
-    FORWARD_IF_ERROR(infl_dataref_parse(ctx, o->data, &ref));
-    infl_split *split = NULL;
-    infl_runw *rw = NULL;
-    infl_status rc = INFL_OK;
-    CHECK(store_split_open(ctx, &ref, &split));
-    CHECK(infl_check_data_for_model(ctx, split, &spec));
-    bool newton = o->optimizer == INFL_OPT_NEWTON || (o->optimizer == INFL_OPT_AUTO && spec.L == 1);
-    infl_model_spec ms = {.kind = INFL_MODEL_MLP, .mlp = spec};
-    CHECK(store_run_create(ctx, out_path, o->force, &ms, o->data, newton ? "newton" : "sgd", o->seed, &rw));
+infl_status infl_mlp_train_run(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec,
+                               const char *optimizer, infl_split *split, infl_runw *rw, infl_train_report *rep) {
     // the training options, so that the training can be repeated (infl lds)
-    CHECK(store_run_attr_f64(ctx, rw, "train_epochs", o->epochs));
-    CHECK(store_run_attr_f64(ctx, rw, "train_batch", o->batch));
-    CHECK(store_run_attr_f64(ctx, rw, "train_lr", o->lr));
-    CHECK(store_run_attr_f64(ctx, rw, "train_momentum", o->momentum));
-    CHECK(store_run_attr_str(ctx, rw, "train_schedule", o->schedule == INFL_SCHED_COSINE ? "cosine" : "constant"));
-    CHECK(store_run_attr_f64(ctx, rw, "train_tol", o->tol));
-    CHECK(store_run_attr_f64(ctx, rw, "train_max_iters", o->max_iters));
-    CHECK(store_run_attr_f64(ctx, rw, "train_shard_rows", (double)o->shard_rows));
-    CHECK(store_run_attr_f64(ctx, rw, "train_shard_mb", o->shard_mb));
-    if (o->subset_fraction > 0) {
-        CHECK(store_run_attr_f64(ctx, rw, "subset_fraction", o->subset_fraction));
-        char sd[32];
-        snprintf(sd, sizeof sd, "%llu", (unsigned long long)o->subset_seed);
-        CHECK(store_run_attr_str(ctx, rw, "subset_seed", sd));
-        CHECK(store_run_attr_f64(ctx, rw, "subset_draw", o->subset_draw));
-    }
-    if (newton)
-        CHECK(train_newton(ctx, o, &spec, split, rw, rep));
-    else
-        CHECK(train_sgd(ctx, o, &spec, split, rw, rep));
-    rc = store_run_commit(ctx, rw);
-    rw = NULL;
-done:
-    store_run_abort(rw);
-    store_split_close(split);
-    return rc;
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_momentum", o->momentum));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_tol", o->tol));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_max_iters", o->max_iters));
+    if (strcmp(optimizer, "newton") == 0) return train_newton(ctx, o, spec, split, rw, rep);
+    return train_sgd(ctx, o, spec, split, rw, rep);
 }
 
 // ---- evaluation ----
 
-infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
-                      infl_eval_result *res) {
+infl_status infl_mlp_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res) {
     const infl_backend *be = ctx->be;
-    infl_run *run = NULL;
-    infl_split *split = NULL;
+    const infl_mlp_spec *spec = &store_run_spec(run)->mlp;
     infl_mlp_work *work = NULL;
     float *hp = NULL, *hx = NULL, *hyf = NULL, *hloss = NULL, *dW = NULL, *dX = NULL, *dyf = NULL;
     int32_t *hy = NULL, *hcor = NULL, *dy = NULL;
-    infl_dataref ref;
     infl_status rc = INFL_OK;
-    memset(res, 0, sizeof *res);
-    CHECK(infl_dataref_parse(ctx, data, &ref));
-    CHECK(store_run_open(ctx, run_path, &run));
-    GOTO_IF(ctx, store_run_spec(run)->kind != INFL_MODEL_MLP, INFL_E_ARG, "%s: a %s run; expected an mlp run",
-            run_path, infl_model_kind_name(store_run_spec(run)->kind));
-    const infl_mlp_spec *spec = &store_run_spec(run)->mlp;
-    int ci;
-    CHECK(store_run_find(ctx, run, checkpoint, &ci));
-    CHECK(store_split_open(ctx, &ref, &split));
-    CHECK(infl_check_data_for_model(ctx, split, spec));
     const infl_split_info *in = store_split_info(split);
     const int64_t n = in->n, d = in->d, k = in->y_kind == INFL_Y_REAL ? in->k : 0;
     const int B = (int)(n < 4096 ? n : 4096);
@@ -441,6 +359,7 @@ infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoin
     res->n = n;
     res->loss = loss / (double)n;
     res->accuracy = spec->loss == INFL_LOSS_MSE ? NAN : (double)correct / (double)n;
+    res->perplexity = NAN;
 done:
     free(hp);
     free(hx);
@@ -453,7 +372,5 @@ done:
     infl_be_free(ctx, dy);
     infl_be_free(ctx, dyf);
     infl_mlp_work_free(ctx, work);
-    store_split_close(split);
-    store_run_close(run);
     return rc;
 }

@@ -42,10 +42,10 @@ typedef struct {
     const float *x;      // (b, D)
     const int32_t *y;    // (b) class labels, or NULL
     const float *yf;     // (b, K) real targets, or NULL
-    // documents (the GPT): tokens, padded to T per example
-    const int32_t *tok;  // (b, T) token ids
-    int T;               // tokens per example in tok (the padded length)
-    const int32_t *len;  // (b) host memory: the examples' token counts (<= T)
+    // documents (the GPT), host memory: each example's first min(len[i], T) tokens
+    const int32_t *tok;  // (b, T) host: token ids, padded
+    int T;               // tokens per example in tok (the model's context)
+    const int32_t *len;  // (b) host: the documents' full token counts
 } infl_batch;
 
 // The targets of a backward pass.

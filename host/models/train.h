@@ -1,7 +1,8 @@
 /*
- * train.h — what the trainer shares with other modules: checking that a data split
- * fits a model, choosing shard sizes, and the float64 convex optimiser used for
- * models without a hidden layer (and by leave-one-out retraining).
+ * train.h — the models' trainers (the pipeline pipelines/train.c calls them) and what
+ * they share with other modules: shard sizes, shuffling and the learning-rate
+ * schedule (train.c), checking that a data split fits an MLP, and the float64 convex
+ * optimiser used for models without a hidden layer (and by leave-one-out retraining).
  */
 #ifndef INFL_TRAIN_H
 #define INFL_TRAIN_H
@@ -22,6 +23,35 @@ infl_status infl_check_labels(infl_ctx *ctx, const infl_split *split, const infl
 
 // Rows per shard for a budget in MiB (at least min_rows, at most n).
 int64_t infl_shard_rows(int64_t n, int64_t d, int64_t k, double budget_mb, int64_t min_rows);
+
+// ---- what the trainers share (train.c) ----
+
+// Fisher-Yates permutation p of [0, n) keyed by (seed, INFL_RNG_SHUFFLE, key): the
+// shard order of an epoch and the rows within a shard.
+void infl_train_permute(int64_t *p, int64_t n, uint64_t seed, uint64_t key);
+// The learning rate of step `step` of `total`: a linear warm-up over the first
+// o->warmup steps, then o->lr (constant) or its cosine decay to 0 over the rest.
+double infl_train_lr(const infl_train_options *o, int64_t step, int64_t total);
+
+// ---- the trainers: plan (check the options, make the spec), then run ----
+
+// MLP (mlp_train.c): SGD with momentum, or Newton for a convex model. *optimizer is
+// "sgd" or "newton".
+infl_status infl_mlp_train_plan(infl_ctx *ctx, const infl_train_options *o, infl_model_spec *spec,
+                                const char **optimizer);
+infl_status infl_mlp_train_run(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec,
+                               const char *optimizer, infl_split *split, infl_runw *rw, infl_train_report *rep);
+// Mean loss and accuracy of checkpoint ci of an MLP run on a rows split.
+infl_status infl_mlp_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res);
+
+// GPT (gpt_train.c): AdamW with warm-up, cosine or constant rate, gradient clipping;
+// the vocabulary and end-of-text token come from the documents' tokenizer.
+infl_status infl_gpt_train_plan(infl_ctx *ctx, const infl_train_options *o, const infl_tokenizer *tok,
+                                infl_model_spec *spec, const char **optimizer);
+infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const infl_gpt_spec *spec,
+                               infl_split *split, infl_runw *rw, infl_train_report *rep);
+// Loss per token and perplexity of checkpoint ci of a GPT run on a documents split.
+infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res);
 
 // ---- convex optimiser (L = 1), float64 ----
 

@@ -304,7 +304,7 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
         if (h5u_attr_u64(NULL, path, model, "/model", "seed", &seed) == INFL_OK) kv(out, "", "seed", "%" PRIu64, seed);
         static const char *const skip[] = {"kind",    "layers", "activation", "loss",  "weight_decay", "data",
                                            "optimizer", "seed", "n_layer",    "n_head", "dim",          "context",
-                                           "vocab",  NULL};
+                                           "vocab",  "eot",    NULL};
         print_attrs(out, model, "", skip);
         H5Gclose(model);
     }

@@ -90,6 +90,7 @@ static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int fo
         CHECK(h5u_wattr_i64(ctx, path, model, "/model", "dim", g->dim));
         CHECK(h5u_wattr_i64(ctx, path, model, "/model", "context", g->context));
         CHECK(h5u_wattr_i64(ctx, path, model, "/model", "vocab", g->vocab));
+        CHECK(h5u_wattr_i64(ctx, path, model, "/model", "eot", g->eot));
         CHECK(h5u_wattr_str(ctx, path, model, "/model", "loss", "next_token_ce"));
         CHECK(h5u_wattr_f64(ctx, path, model, "/model", "weight_decay", g->wd));
     }
@@ -280,6 +281,7 @@ static infl_status read_gpt(infl_ctx *ctx, const char *path, hid_t g, infl_gpt_s
     FORWARD_IF_ERROR(model_int(ctx, path, g, "dim", 1, 16384, &sp->dim));
     FORWARD_IF_ERROR(model_int(ctx, path, g, "context", 2, 65536, &sp->context));
     FORWARD_IF_ERROR(model_int(ctx, path, g, "vocab", 2, 1 << 20, &sp->vocab));
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "eot", 0, sp->vocab - 1, &sp->eot));
     return h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd);
 }
 

@@ -1,0 +1,63 @@
+/*
+ * gpt.h — the GPT (GPT-2's architecture) on the backend: token and position
+ * embeddings, pre-LayerNorm blocks of causal multi-head self-attention and a GELU MLP
+ * of 4× width with residuals, a final LayerNorm, and an output head tied to the token
+ * embedding (core/spec.h gives the parameter layout). The reference is the plain
+ * sequence of backend primitives below; both backends run the same code.
+ *
+ * A document of L tokens t_0 .. t_{L-1} is one example of n = min(L + 1, context)
+ * positions: inputs [EOT, t_0, ..., t_{n-2}], targets [t_0, ..., t_{n-1}] where
+ * t_L = EOT (so the model learns where a document ends, and generation can start
+ * from EOT alone). The loss of a document is the sum over its positions of the
+ * next-token cross-entropy; longer documents are truncated to the context.
+ *
+ * Forward of a batch of B documents pads them to Tb = max n positions (targets of
+ * padding rows are masked); attention is causal, so padding never reaches a real
+ * position. The model seam (model.h) sees per attributed layer (per block c_attn,
+ * c_proj, c_fc, mlp c_proj, and with `head` the tied lm_head) the inputs and output
+ * gradients of the real positions only, example by example (padding compacted away).
+ */
+#ifndef INFL_GPT_H
+#define INFL_GPT_H
+
+#include "model.h"
+
+// LayerNorm's epsilon (GPT-2's).
+#define INFL_GPT_LN_EPS 1e-5f
+
+typedef struct gpt_work gpt_work;
+
+// Buffers for batches of up to maxB documents of up to `context` positions.
+infl_status gpt_work_create(infl_ctx *ctx, const infl_gpt_spec *s, int maxB, gpt_work **out);
+void gpt_work_free(infl_ctx *ctx, gpt_work *w);  // accepts NULL
+
+// Forward pass of B documents (tok (B, T) host, each document's first min(len, T)
+// tokens; len (B) host: full lengths; T >= context) at params (backend): logits and
+// per-position losses at the documents' next tokens. *tokens gets the positions that
+// carry a loss (Σ n_i), *truncated the documents longer than the context allows.
+infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, const int32_t *tok, int T,
+                        const int32_t *len, int B, gpt_work *w, int64_t *tokens, int *truncated);
+// Per-document losses of the last forward (or of the last backward's targets) into
+// host out (B): the sum over its positions.
+infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out);
+// Backward after gpt_forward: at the data's targets (sampled = 0) or at targets drawn
+// from the model per position (sampled = 1, keyed by seed and doc_index0 + i, the
+// document's index within its split, times the context, plus the position). With grad
+// (backend, nparams floats): grad = scale · Σ_docs ∇ loss (all parameters).
+infl_status gpt_backward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, gpt_work *w, int sampled,
+                         uint64_t seed, int64_t doc_index0, float *grad, float scale);
+// The logits (V) at position `pos` of document i of the last forward, into host out.
+infl_status gpt_logits_at(infl_ctx *ctx, const infl_gpt_spec *s, gpt_work *w, int i, int pos, float *out);
+
+// Seeded initialisation into a host vector (nparams): linear weights and embeddings
+// N(0, 0.02²) (the residual projections N(0, (0.02/√(2·layers))²)), biases 0,
+// LayerNorm weights 1 and biases 0; drawn from the counter generator keyed by (seed,
+// INFL_RNG_INIT, parameter index).
+void infl_gpt_init(const infl_gpt_spec *s, uint64_t seed, float *params);
+
+// FLOPs of a forward and backward (weight gradients included) over `rows` positions of
+// documents padded to T positions: 6 per parameter per position for the linear layers
+// and the head, plus attention's 12 T C per position (forward 4, backward 8).
+double infl_gpt_train_flops(const infl_gpt_spec *s, double rows, int T);
+
+#endif

@@ -1,0 +1,310 @@
+/*
+ * gpt_train.c — the GPT's trainer and evaluation (the pipeline pipelines/train.c opens
+ * the documents and the run file and calls them).
+ *
+ * Training: AdamW (bias-corrected moments, decoupled weight decay of the matrices and
+ * embeddings, none of biases and LayerNorms) on the mean next-token loss of a batch
+ * of documents (every position with a target counts once), the gradient's global
+ * norm clipped, the rate warmed up linearly and then constant or cosine. Documents
+ * stream in shards of the split; each epoch visits the shards in a seeded order and
+ * shuffles the documents within each (the MLP trainer's scheme), so memory is
+ * bounded by the shard. A non-finite loss or gradient stops the training and names
+ * the step; the checkpoints written before it stay (the pipeline commits them).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpt.h"
+#include "train.h"
+
+// ---- options ----
+
+static infl_status check_options(infl_ctx *ctx, const infl_train_options *o) {
+    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
+    RETURN_IF(ctx, o->epochs < 1, INFL_E_ARG, "--epochs: expected at least 1, got %d", o->epochs);
+    RETURN_IF(ctx, o->batch < 1, INFL_E_ARG, "--batch: expected at least 1 document, got %d", o->batch);
+    RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
+    RETURN_IF(ctx, !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1), INFL_E_ARG,
+              "--beta1, --beta2: expected values in [0, 1)");
+    RETURN_IF(ctx, !(o->adam_eps > 0) || !isfinite(o->adam_eps), INFL_E_ARG, "--adam-eps: expected a value > 0");
+    RETURN_IF(ctx, !(o->clip >= 0) || !isfinite(o->clip), INFL_E_ARG, "--clip: expected 0 (none) or a value > 0");
+    RETURN_IF(ctx, o->warmup < 0, INFL_E_ARG, "--warmup: expected 0 or more steps");
+    RETURN_IF(ctx, o->subset_fraction != 0, INFL_E_UNSUPPORTED,
+              "training a gpt on a subset (infl lds) is not built yet");
+    RETURN_IF(ctx, o->optimizer != INFL_OPT_AUTO, INFL_E_ARG, "--optimizer: the gpt trains with AdamW only");
+    RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
+    RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
+    return INFL_OK;
+}
+
+infl_status infl_gpt_train_plan(infl_ctx *ctx, const infl_train_options *o, const infl_tokenizer *tok,
+                                infl_model_spec *spec, const char **optimizer) {
+    memset(spec, 0, sizeof *spec);
+    RETURN_IF(ctx, !tok, INFL_E_ARG, "the gpt trains on token documents (infl import text), which carry a tokenizer");
+    spec->kind = INFL_MODEL_GPT;
+    spec->gpt = (infl_gpt_spec){.n_layer = o->nlayers,
+                                .n_head = o->heads,
+                                .dim = o->dim,
+                                .context = o->context,
+                                .vocab = tok->vocab,
+                                .eot = tok->eot,
+                                .wd = o->weight_decay};
+    FORWARD_IF_ERROR(infl_gpt_spec_check(ctx, &spec->gpt));
+    FORWARD_IF_ERROR(check_options(ctx, o));
+    *optimizer = "adamw";
+    return INFL_OK;
+}
+
+// ---- training ----
+
+typedef struct {
+    infl_ctx *ctx;
+    const infl_train_options *o;
+    const infl_gpt_spec *s;
+    infl_split *split;
+    int64_t N, S, nshards;  // documents, per shard, shards
+    int B, T;               // documents per step, tokens read per document (the context)
+    size_t P;
+    int32_t *htok, *hlen;   // (S, T), (S) host: a shard
+    int32_t *btok, *blen;   // (B, T), (B) host: a batch
+    int64_t *order, *perm;  // (nshards), (S)
+    float *hp;              // (P) host: parameters for checkpoints
+    double *dl;             // (B) document losses
+    float *W, *G, *Mo, *Vo; // (P) backend: parameters, gradient, AdamW moments
+    gpt_work *w;
+    int ntensors;
+    infl_tensor *tensors;
+} trainer;
+
+static void trainer_free(trainer *t) {
+    infl_ctx *ctx = t->ctx;
+    free(t->htok);
+    free(t->hlen);
+    free(t->btok);
+    free(t->blen);
+    free(t->order);
+    free(t->perm);
+    free(t->hp);
+    free(t->dl);
+    free(t->tensors);
+    infl_be_free(ctx, t->W);
+    infl_be_free(ctx, t->G);
+    infl_be_free(ctx, t->Mo);
+    infl_be_free(ctx, t->Vo);
+    gpt_work_free(ctx, t->w);
+}
+
+static infl_status trainer_open(trainer *t) {
+    infl_ctx *ctx = t->ctx;
+    const infl_gpt_spec *s = t->s;
+    t->N = store_split_info(t->split)->n;
+    t->T = s->context;
+    // a document costs its T tokens and its length in the shard
+    t->S = t->o->shard_rows > 0 ? (t->o->shard_rows < t->N ? t->o->shard_rows : t->N)
+                                : infl_shard_rows(t->N, t->T, 0, t->o->shard_mb, t->o->batch);
+    t->nshards = (t->N + t->S - 1) / t->S;
+    t->B = (int)(t->o->batch < t->S ? t->o->batch : t->S);
+    t->P = infl_spec_nparams(&(infl_model_spec){.kind = INFL_MODEL_GPT, .gpt = *s});
+    t->htok = infl_malloc(ctx, (size_t)t->S * t->T * sizeof(int32_t), "a shard of documents");
+    t->hlen = infl_malloc(ctx, (size_t)t->S * sizeof(int32_t), "document lengths");
+    t->btok = infl_malloc(ctx, (size_t)t->B * t->T * sizeof(int32_t), "a batch of documents");
+    t->blen = infl_malloc(ctx, (size_t)t->B * sizeof(int32_t), "document lengths");
+    t->order = infl_malloc(ctx, (size_t)t->nshards * sizeof(int64_t), "the shard order");
+    t->perm = infl_malloc(ctx, (size_t)t->S * sizeof(int64_t), "a shard permutation");
+    t->hp = infl_malloc(ctx, t->P * sizeof(float), "the parameters");
+    t->dl = infl_malloc(ctx, (size_t)t->B * sizeof(double), "document losses");
+    if (!t->htok || !t->hlen || !t->btok || !t->blen || !t->order || !t->perm || !t->hp || !t->dl)
+        return INFL_E_NOMEM;
+    const char *hint = "a smaller model";
+    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->W, t->P * sizeof(float), "the parameters", hint));
+    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->G, t->P * sizeof(float), "the gradient", hint));
+    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->Mo, t->P * sizeof(float), "AdamW's first moment", hint));
+    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->Vo, t->P * sizeof(float), "AdamW's second moment", hint));
+    FORWARD_IF_ERROR(gpt_work_create(ctx, s, t->B, &t->w));
+    infl_model_spec ms = {.kind = INFL_MODEL_GPT, .gpt = *s};
+    t->ntensors = infl_spec_tensors(&ms, NULL, 0);
+    t->tensors = infl_calloc(ctx, (size_t)t->ntensors, sizeof *t->tensors, "the tensor list");
+    if (!t->tensors) return INFL_E_NOMEM;
+    infl_spec_tensors(&ms, t->tensors, t->ntensors);
+    // seeded initialisation; the moments start at 0
+    infl_gpt_init(s, t->o->seed, t->hp);
+    FORWARD_IF_ERROR(ctx->be->upload(ctx, t->W, t->hp, t->P * sizeof(float)));
+    FORWARD_IF_ERROR(ctx->be->fill(ctx, t->Mo, 0.0f, t->P));
+    return ctx->be->fill(ctx, t->Vo, 0.0f, t->P);
+}
+
+// One AdamW step over every tensor: matrices and embeddings decay, vectors do not.
+static infl_status adamw(trainer *t, double lr, int step, float gscale) {
+    const infl_train_options *o = t->o;
+    for (int i = 0; i < t->ntensors; i++) {
+        const infl_tensor *ts = &t->tensors[i];
+        size_t n = (size_t)ts->dims[0] * (ts->rank == 2 ? (size_t)ts->dims[1] : 1), off = ts->off;
+        float wd = ts->rank == 2 ? (float)o->weight_decay : 0.0f;
+        FORWARD_IF_ERROR(t->ctx->be->adamw_step(t->ctx, t->W + off, t->Mo + off, t->Vo + off, t->G + off, n, (float)lr,
+                                                (float)o->beta1, (float)o->beta2, (float)o->adam_eps, wd, step,
+                                                gscale));
+    }
+    return INFL_OK;
+}
+
+infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const infl_gpt_spec *s,
+                               infl_split *split, infl_runw *rw, infl_train_report *rep) {
+    const infl_backend *be = ctx->be;
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_beta1", o->beta1));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_beta2", o->beta2));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_adam_eps", o->adam_eps));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_clip", o->clip));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_warmup", o->warmup));
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.ctx = ctx;
+    t.o = o;
+    t.s = s;
+    t.split = split;
+    infl_status rc = INFL_OK;
+    CHECK(trainer_open(&t));
+    const int64_t N = t.N, S = t.S;
+    const int B = t.B, T = t.T;
+    int64_t steps_per_epoch = 0;
+    for (int64_t k = 0; k < t.nshards; k++) steps_per_epoch += ((k + 1) * S <= N ? S : N - k * S + B - 1) / B;
+    const int64_t total = steps_per_epoch * o->epochs;
+
+    double t0 = infl_now(), lr_sum = 0, epoch_loss = 0, flops = 0;
+    int64_t step = 0, last_ckpt = 0, epoch_tok = 0, tokens = 0;
+    for (int ep = 0; ep < o->epochs; ep++) {
+        infl_train_permute(t.order, t.nshards, o->seed, (uint64_t)ep);
+        epoch_loss = 0;
+        epoch_tok = 0;
+        int64_t ep_docs = 0;  // documents of the shards visited before this one, this epoch
+        for (int64_t si = 0; si < t.nshards; si++) {
+            int64_t k = t.order[si], row0 = k * S, len = row0 + S <= N ? S : N - row0;
+            CHECK(store_split_read_docs(ctx, split, row0, len, T, s->eot, t.htok, t.hlen, NULL));
+            infl_train_permute(t.perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)k);
+            for (int64_t b0 = 0; b0 < len; b0 += B) {
+                GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
+                int nb = (int)(b0 + B <= len ? B : len - b0);
+                for (int i = 0; i < nb; i++) {
+                    int64_t r = t.perm[b0 + i];
+                    memcpy(t.btok + (size_t)i * T, t.htok + (size_t)r * T, (size_t)T * sizeof(int32_t));
+                    t.blen[i] = t.hlen[r];
+                }
+                int64_t ntok;
+                int trunc;
+                CHECK(gpt_forward(ctx, s, t.W, t.btok, T, t.blen, nb, t.w, &ntok, &trunc));
+                if (ep == 0) rep->truncated += trunc;
+                CHECK(gpt_backward(ctx, s, t.W, t.w, 0, 0, 0, t.G, 1.0f / (float)ntok));
+                CHECK(gpt_doc_losses(ctx, t.w, t.dl));
+                double bl = 0, gn2 = 0;
+                for (int i = 0; i < nb; i++) bl += t.dl[i];
+                CHECK(be->dot(ctx, t.G, t.G, t.P, &gn2));
+                double gn = sqrt(gn2);
+                if (!isfinite(bl) || !isfinite(gn)) {
+                    rep->diverged = 1;
+                    rep->diverged_step = step + 1;
+                    char kept[96] = "no checkpoint was written before it";
+                    if (rep->checkpoints > 0)
+                        snprintf(kept, sizeof kept, "the run keeps its checkpoints up to step %" PRId64, last_ckpt);
+                    GOTO_IF(ctx, 1, INFL_E_NUMERIC,
+                            "training diverged at step %" PRId64 " (epoch %d): the %s is %s; %s; lower --lr or "
+                            "--clip",
+                            step + 1, ep + 1, isfinite(bl) ? "gradient" : "loss",
+                            isnan(isfinite(bl) ? gn : bl) ? "NaN" : "infinite", kept);
+                }
+                double lr = infl_train_lr(o, step, total);
+                float gscale = o->clip > 0 && gn > o->clip ? (float)(o->clip / gn) : 1.0f;
+                CHECK(adamw(&t, lr, (int)(step + 1), gscale));
+                rep->grad_norm = gn;
+                epoch_loss += bl;
+                epoch_tok += ntok;
+                tokens += ntok;
+                flops += infl_gpt_train_flops(s, (double)nb * t.w ? (double)ntok : 0, T);
+                lr_sum += lr;
+                step++;
+                int last = step == total;
+                if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
+                    CHECK(be->download(ctx, t.hp, t.W, t.P * sizeof(float)));
+                    double epoch = last ? o->epochs : (double)ep + (double)(ep_docs + b0 + nb) / (double)N;
+                    CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
+                                                   t.hp));
+                    rep->checkpoints++;
+                    last_ckpt = step;
+                    lr_sum = 0;
+                }
+                if ((step & 7) == 0 || last) {
+                    char info[128];
+                    double el = infl_now() - t0;
+                    snprintf(info, sizeof info, "epoch %d/%d  loss %.4f/token  %.0f tokens/s", ep + 1, o->epochs,
+                             epoch_loss / (double)epoch_tok, el > 0 ? (double)tokens / el : 0.0);
+                    infl_progress(ctx, "train", (uint64_t)step, (uint64_t)total, info);
+                }
+            }
+            ep_docs += len;
+        }
+    }
+    rep->seconds = infl_now() - t0;
+    rep->steps = step;
+    rep->tokens = tokens;
+    rep->flops = flops;
+    rep->tokens_per_s = rep->seconds > 0 ? (double)tokens / rep->seconds : 0;
+    rep->examples_per_s = rep->seconds > 0 ? (double)N * o->epochs / rep->seconds : 0;
+    rep->final_loss = epoch_tok ? epoch_loss / (double)epoch_tok : NAN;
+done:
+    trainer_free(&t);
+    return rc;
+}
+
+// ---- evaluation ----
+
+infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res) {
+    const infl_gpt_spec *s = &store_run_spec(run)->gpt;
+    const int64_t n = store_split_info(split)->n;
+    const int T = s->context, B = (int)(n < 16 ? n : 16);
+    size_t P = infl_spec_nparams(store_run_spec(run));
+    float *hp = NULL, *W = NULL;
+    int32_t *tok = NULL, *len = NULL;
+    double *dl = NULL;
+    gpt_work *w = NULL;
+    infl_status rc = INFL_OK;
+    hp = infl_malloc(ctx, P * sizeof(float), "the parameters");
+    tok = infl_malloc(ctx, (size_t)B * T * sizeof(int32_t), "documents");
+    len = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "document lengths");
+    dl = infl_malloc(ctx, (size_t)B * sizeof(double), "document losses");
+    GOTO_NOMEM_IF(!hp || !tok || !len || !dl);
+    CHECK(store_run_load(ctx, run, ci, hp));
+    CHECK(infl_be_alloc_f(ctx, &W, P, "the parameters"));
+    CHECK(ctx->be->upload(ctx, W, hp, P * sizeof(float)));
+    CHECK(gpt_work_create(ctx, s, B, &w));
+    double loss = 0;
+    int64_t tokens = 0, truncated = 0;
+    for (int64_t r0 = 0; r0 < n; r0 += B) {
+        GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
+        int nb = (int)(r0 + B <= n ? B : n - r0);
+        CHECK(store_split_read_docs(ctx, split, r0, nb, T, s->eot, tok, len, NULL));
+        int64_t ntok;
+        int trunc;
+        CHECK(gpt_forward(ctx, s, W, tok, T, len, nb, w, &ntok, &trunc));
+        CHECK(gpt_doc_losses(ctx, w, dl));
+        for (int i = 0; i < nb; i++) loss += dl[i];
+        tokens += ntok;
+        truncated += trunc;
+        infl_progress(ctx, "eval", (uint64_t)(r0 + nb), (uint64_t)n, NULL);
+    }
+    GOTO_IF(ctx, !isfinite(loss), INFL_E_NUMERIC, "the loss is not finite (the checkpoint may have diverged)");
+    res->n = n;
+    res->tokens = tokens;
+    res->truncated = truncated;
+    res->loss = tokens ? loss / (double)tokens : NAN;
+    res->perplexity = exp(res->loss);
+    res->accuracy = NAN;
+done:
+    free(hp);
+    free(tok);
+    free(len);
+    free(dl);
+    infl_be_free(ctx, W);
+    gpt_work_free(ctx, w);
+    return rc;
+}
