@@ -180,6 +180,59 @@ infl_import_csv_options infl_import_csv_options_default(void);
 infl_status infl_import_csv(infl_ctx *ctx, const char *csv_path, const infl_import_csv_options *opts,
                             const char *out_path);
 
+typedef struct {
+    const char *dir;          /* the fortunes folder, read when nfiles is 0: every regular file directly in
+                                 it is a topic (names ending .dat or .u8, hidden files and folders are skipped);
+                                 default /usr/share/games/fortunes (Debian's package fortunes) */
+    const char *const *files; /* UTF-8 text files to read instead; each one's base name is its class */
+    int nfiles;               /* entries of files; 0 (default): the fortunes in dir */
+    const char *sep;          /* what ends a document: "%" (default, the fortune format: a line holding only
+                                 "%"), "line" (every line is a document), "paragraph" (blank lines separate
+                                 documents), or any other text: a line holding only that text */
+    int bpe_vocab;            /* 0 (default): the bytes tokenizer (vocabulary 257: 256 bytes and EOT); else
+                                 learn byte-level BPE on the train split up to this vocabulary (258 to
+                                 1048576; fewer when no pair of tokens occurs at least twice) */
+    int64_t max_len;          /* documents longer than this many tokens are cut to it; 0 (default) = no limit */
+    int64_t limit;            /* keep the first `limit` documents (in file order); 0 (default) = all */
+    double test_fraction;     /* share of documents put in /test, drawn by the counter-based generator from
+                                 (seed, document index); default 0.1; 0 = no /test */
+    uint64_t seed;            /* for test_fraction; default 0 */
+    int force;                /* overwrite an existing output; default 0 */
+} infl_import_text_options;
+
+/* Returns the defaults documented above. */
+infl_import_text_options infl_import_text_options_default(void);
+
+typedef struct {
+    int64_t docs_train, docs_test;     /* documents in /train and /test */
+    int64_t tokens_train, tokens_test; /* tokens stored (after max_len) */
+    int64_t bytes_train, bytes_test;   /* bytes of the documents as read (before max_len) */
+    int64_t empty;                     /* documents skipped because they were empty */
+    int64_t truncated;                 /* documents cut to max_len tokens */
+    int64_t longest;                   /* tokens of the longest stored document */
+    int files;                         /* files read */
+    int classes;                       /* entries of /classes */
+    int vocab;                         /* the tokenizer's vocabulary (EOT included) */
+    int bpe;                           /* 1 when BPE was learned */
+    double unigram_bits;               /* entropy of the train split's token unigram distribution, bits per */
+    double unigram_nats;               /*   token, and the same in nats (the loss of the best model that */
+                                       /*   ignores context); bytes tokenizer: the byte-level entropy */
+    double byte_unigram_bits;          /* entropy of the train split's byte distribution, bits per byte */
+    double seconds_learn;              /* learning BPE */
+    double seconds;                    /* the whole import */
+} infl_import_text_result;
+
+/* Reads documents (Debian's fortunes, or text files) into a `dataset` file of documents:
+ * /train and /test hold tokens int32 [T] and offsets int64 [N+1] (document i is
+ * tokens[offsets[i]:offsets[i+1]]) and y int32 [N] (the class: the fortune's topic or
+ * the file), /classes, and the tokenizer in /tokenizer (README.md, "File formats").
+ * Documents are trimmed of their trailing line breaks; empty ones are skipped. Text that
+ * is not valid UTF-8 is INFL_E_VALUE naming the file and the byte offset. An existing
+ * output without force is INFL_E_EXISTS before any work; the output is written under a
+ * temporary name and renamed when complete. `res` may be NULL. */
+infl_status infl_import_text(infl_ctx *ctx, const infl_import_text_options *opts, const char *out_path,
+                             infl_import_text_result *res);
+
 // ---- models and training ----
 
 typedef enum { INFL_ACT_RELU = 0, INFL_ACT_TANH = 1, INFL_ACT_GELU = 2 } infl_activation;

@@ -23,21 +23,56 @@
 
 // ---- import ----
 
+// "12345" as "12,345" into buf.
+static const char *grouped(int64_t v, char *buf, size_t size) {
+    char raw[32];
+    int n = snprintf(raw, sizeof raw, "%lld", (long long)(v < 0 ? -v : v)), at = 0;
+    if (v < 0 && at + 1 < (int)size) buf[at++] = '-';
+    for (int i = 0; i < n && at + 2 < (int)size; i++) {
+        if (i > 0 && (n - i) % 3 == 0) buf[at++] = ',';
+        buf[at++] = raw[i];
+    }
+    buf[at] = 0;
+    return buf;
+}
+
+// infl import text's summary on stdout.
+static void print_text_result(const char *out, const infl_import_text_result *r, const infl_import_text_options *o) {
+    char a[32], b[32], c[32], d[32];
+    printf("wrote %s\n", out);
+    printf("documents  %s in /train, %s in /test (from %d files; %s empty skipped)\n", grouped(r->docs_train, a, sizeof a),
+           grouped(r->docs_test, b, sizeof b), r->files, grouped(r->empty, c, sizeof c));
+    printf("tokens     %s in /train, %s in /test; longest document %s", grouped(r->tokens_train, a, sizeof a),
+           grouped(r->tokens_test, b, sizeof b), grouped(r->longest, c, sizeof c));
+    if (o->max_len > 0)
+        printf(" (%s truncated to --max-len %s)", grouped(r->truncated, d, sizeof d), grouped(o->max_len, c, sizeof c));
+    printf("\n");
+    if (r->bpe)
+        printf("tokenizer  bpe, vocabulary %d (EOT = %d), learned on /train in %.2f s; %.2f bytes per token\n", r->vocab,
+               256, r->seconds_learn, r->tokens_train ? (double)r->bytes_train / (double)r->tokens_train : 0.0);
+    else
+        printf("tokenizer  bytes, vocabulary %d (EOT = %d)\n", r->vocab, 256);
+    printf("classes    %d\n", r->classes);
+    printf("unigram    %.4f bits = %.4f nats per token on /train (bytes: %.4f bits per byte)\n", r->unigram_bits,
+           r->unigram_nats, r->byte_unigram_bits);
+}
+
 static int cmd_import(int argc, char **argv) {
     common c = {.cmd = "infl import"};
     infl_import_fmnist_options fo = infl_import_fmnist_options_default();
     infl_import_csv_options co = infl_import_csv_options_default();
-    const char *out = NULL, *delim = NULL;
-    int force = 0, no_header = 0;
-    double flip = 0, test_fraction = 0;
+    infl_import_text_options to = infl_import_text_options_default();
+    const char *out = NULL, *delim = NULL, *dir = NULL, *sep = NULL;
+    int force = 0, no_header = 0, bpe = 0;
+    double flip = 0, test_fraction = NAN;
     uint64_t seed = 0;
-    int64_t limit = 0;
+    int64_t limit = 0, max_len = 0;
     int pool = 1;
     const cli_opt opts[] = {
         {"output", 'o', ARG_STR, &out, "FILE", "the dataset file to write (required)"},
         {"force", 'f', ARG_FLAG, &force, NULL, "overwrite the output if it exists"},
-        {"dir", 0, ARG_STR, &fo.dir, "DIR", "fashion-mnist: folder of the IDX .gz files (default /usr/share/datasets/fashion-mnist)"},
-        {"limit", 0, ARG_I64, &limit, "N", "fashion-mnist: keep the first N rows of each split"},
+        {"dir", 0, ARG_STR, &dir, "DIR", "fashion-mnist: folder of the IDX .gz files (default /usr/share/datasets/fashion-mnist); text: folder of fortune files (default /usr/share/games/fortunes)"},
+        {"limit", 0, ARG_I64, &limit, "N", "fashion-mnist: keep the first N rows of each split; text: the first N documents"},
         {"pool", 0, ARG_INT, &pool, "P", "fashion-mnist: average-pool PxP blocks: 1 (28x28), 2 (14x14), 4 (7x7)"},
         {"flip-labels", 0, ARG_DOUBLE, &flip, "F", "fashion-mnist: replace a fraction F of training labels (recorded in /train/flipped)"},
         {"seed", 0, ARG_U64, &seed, "S", "seed for --flip-labels and --test-fraction (default 0)"},
@@ -45,58 +80,88 @@ static int cmd_import(int argc, char **argv) {
         {"delimiter", 0, ARG_STR, &delim, "C", "csv: field separator (default ',')"},
         {"no-header", 0, ARG_FLAG, &no_header, NULL, "csv: the first line is data, not column names"},
         {"regression", 0, ARG_FLAG, &co.regression, NULL, "csv: the label is a real target (y float32 [N,1])"},
-        {"test-fraction", 0, ARG_DOUBLE, &test_fraction, "F", "csv: put a seeded random share F of rows in /test"},
+        {"test-fraction", 0, ARG_DOUBLE, &test_fraction, "F", "csv, text: put a seeded random share F of rows (documents) in /test (default: csv 0, text 0.1)"},
+        {"sep", 0, ARG_STR, &sep, "S", "text: % (default: a line holding only %), line, paragraph, or any separator line's text"},
+        {"bpe", 0, ARG_INT, &bpe, "V", "text: learn a byte-level BPE tokenizer of V tokens on /train (default: bytes, V = 257)"},
+        {"max-len", 0, ARG_I64, &max_len, "N", "text: cut documents longer than N tokens (default: no limit)"},
         COMMON_OPTS(c),
     };
-    cli_spec spec = {"infl import", "fashion-mnist|csv [CSVFILE] -o FILE.h5 [options]",
+    cli_spec spec = {"infl import", "fashion-mnist|csv|text [FILES...] -o FILE.h5 [options]",
                      "Imports data into an infl dataset file (HDF5): /train and /test splits with x float32 [N, D]\n"
-                     "and y int32 [N] (classes) or float32 [N, K].\n"
+                     "and y int32 [N] (classes) or float32 [N, K]; text becomes documents (tokens int32 [T],\n"
+                     "offsets int64 [N+1], y int32 [N] the topic or file) with the tokenizer in /tokenizer.\n"
                      "  infl import fashion-mnist -o fmnist.h5          (Debian package dataset-fashion-mnist)\n"
-                     "  infl import csv data.csv --label target -o data.h5",
+                     "  infl import csv data.csv --label target -o data.h5\n"
+                     "  infl import text -o fortunes.h5 --bpe 1024      (Debian package fortunes: one class per topic)\n"
+                     "  infl import text a.txt b.txt --sep paragraph -o docs.h5   (one class per file)",
                      opts, (int)(sizeof opts / sizeof opts[0])};
-    const char *pos[2];
-    int npos;
-    PARSE_OR_RETURN(spec, argc, argv, pos, 2, &npos);
-    if (npos < 1) return usage_error(spec.cmd, "which source? fashion-mnist or csv");
-    if (!out) return usage_error(spec.cmd, "no output file (-o FILE.h5)");
+    enum { MAXPOS = 4097 };
+    const char **pos = malloc(MAXPOS * sizeof *pos);
+    if (!pos) return usage_error(spec.cmd, "out of memory");
+    int npos = 0;
+    int pr = cli_parse(&spec, argc, argv, pos, MAXPOS, &npos);
+    if (pr != 0) {
+        free(pos);
+        return pr == 1 ? 0 : 2;
+    }
+    const char *why = NULL;
+    if (npos < 1) why = "which source? fashion-mnist, csv or text";
+    else if (!out) why = "no output file (-o FILE.h5)";
+    else if (strcmp(pos[0], "fashion-mnist") == 0 && npos > 1) why = "fashion-mnist takes no file argument (use --dir)";
+    else if (strcmp(pos[0], "csv") == 0 && npos != 2) why = "csv needs one CSV file";
+    else if (strcmp(pos[0], "csv") == 0 && !co.label) why = "csv needs --label COL";
+    else if (delim && strlen(delim) != 1) why = "--delimiter takes one character";
+    else if (strcmp(pos[0], "text") == 0 && npos > 1 && dir) why = "text: give files or --dir, not both";
+    else if (strcmp(pos[0], "text") == 0 && (bpe < 0 || max_len < 0 || limit < 0))
+        why = "text: --bpe, --max-len and --limit take numbers >= 0";
+    else if (strcmp(pos[0], "fashion-mnist") != 0 && strcmp(pos[0], "csv") != 0 && strcmp(pos[0], "text") != 0)
+        why = "unknown source; expected fashion-mnist, csv or text";
+    if (why) {
+        free(pos);
+        return usage_error(spec.cmd, why);
+    }
     infl_ctx *ctx = open_ctx(&c);
-    if (!ctx) return 1;
+    if (!ctx) {
+        free(pos);
+        return 1;
+    }
     infl_status st;
     if (strcmp(pos[0], "fashion-mnist") == 0) {
-        if (npos > 1) {
-            infl_ctx_free(ctx);
-            return usage_error(spec.cmd, "fashion-mnist takes no file argument (use --dir)");
-        }
+        if (dir) fo.dir = dir;
         fo.limit = limit;
         fo.pool = pool;
         fo.flip_labels = flip;
         fo.seed = seed;
         fo.force = force;
         st = infl_import_fashion_mnist(ctx, &fo, out);
+        if (st == INFL_OK && !c.quiet) fprintf(stdout, "wrote %s\n", out);
     } else if (strcmp(pos[0], "csv") == 0) {
-        if (npos < 2) {
-            infl_ctx_free(ctx);
-            return usage_error(spec.cmd, "csv needs the CSV file");
-        }
-        if (!co.label) {
-            infl_ctx_free(ctx);
-            return usage_error(spec.cmd, "csv needs --label COL");
-        }
-        if (delim && strlen(delim) != 1) {
-            infl_ctx_free(ctx);
-            return usage_error(spec.cmd, "--delimiter takes one character");
-        }
         if (delim) co.delimiter = delim[0];
         co.header = !no_header;
-        co.test_fraction = test_fraction;
+        co.test_fraction = isnan(test_fraction) ? 0.0 : test_fraction;
         co.seed = seed;
         co.force = force;
         st = infl_import_csv(ctx, pos[1], &co, out);
+        if (st == INFL_OK && !c.quiet) fprintf(stdout, "wrote %s\n", out);
     } else {
-        infl_ctx_free(ctx);
-        return usage_error(spec.cmd, "unknown source; expected fashion-mnist or csv");
+        if (dir) to.dir = dir;
+        to.files = pos + 1;
+        to.nfiles = npos - 1;
+        if (sep) to.sep = sep;
+        to.bpe_vocab = bpe;
+        to.max_len = max_len;
+        to.limit = limit;
+        if (!isnan(test_fraction)) to.test_fraction = test_fraction;
+        to.seed = seed;
+        to.force = force;
+        infl_import_text_result r;
+        st = infl_import_text(ctx, &to, out, &r);
+        if (st == INFL_OK) {
+            end_progress(&c);
+            print_text_result(out, &r, &to);
+        }
     }
-    if (st == INFL_OK && !c.quiet) fprintf(stdout, "wrote %s\n", out);
+    free(pos);
     return finish(&c, ctx, st);
 }
 
@@ -243,7 +308,7 @@ static const struct {
     int (*fn)(int, char **);
     const char *help;
 } commands[] = {
-    {"import", cmd_import, "import Fashion-MNIST or a CSV file into an HDF5 dataset"},
+    {"import", cmd_import, "import Fashion-MNIST, a CSV file or text (Debian's fortunes) into an HDF5 dataset"},
     {"train", cmd_train, "train an MLP with checkpoints (SGD; Newton for convex models)"},
     {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split"},
     {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if, ekfac, kfac, diagonal)"},

@@ -18,9 +18,43 @@
 #include "core/internal.h"
 #include "core/spec.h"
 
+// ---- tokenizers ----
+//
+// A tokenizer is stored once per file, as a group (the dataset file's /tokenizer; a
+// GPT's run file keeps its own): attributes `kind` ("bytes" | "bpe"), `vocab` and `eot`
+// (int32), and for BPE a dataset `merges` int32 [M, 2]. Token ids: the bytes are 0..255,
+// INFL_TOK_EOT = 256 is the end-of-text token (it has no bytes and is never merged), and
+// merge i of a BPE tokenizer joins the tokens merges[i][0], merges[i][1] (both below
+// 257 + i, neither EOT) into the new token 257 + i; so vocab = 257 + M (257 for bytes).
+
+#define INFL_TOK_EOT 256
+#define INFL_TOK_BASE_VOCAB 257         // the 256 bytes and EOT
+#define INFL_TOK_MAX_VOCAB (1 << 20)    // the largest vocabulary a file may declare
+
+typedef enum { INFL_TOK_BYTES = 0, INFL_TOK_BPE = 1 } infl_tok_kind;
+
+typedef struct {
+    int kind;          // INFL_TOK_BYTES | INFL_TOK_BPE
+    int vocab;         // INFL_TOK_BASE_VOCAB + n_merges
+    int eot;           // INFL_TOK_EOT
+    int n_merges;      // 0 for bytes
+    int32_t *merges;   // (n_merges, 2) row-major, malloc'd (store_tok_clear frees it); NULL when none
+} infl_tokenizer;
+
+// Checks a tokenizer against the rules above: INFL_E_ARG naming `what` and the field
+// (the merge index) that is wrong.
+infl_status store_tok_check(infl_ctx *ctx, const char *what, const infl_tokenizer *t);
+// Frees t->merges and zeroes t. Accepts NULL.
+void store_tok_clear(infl_tokenizer *t);
+// "bytes" | "bpe" | "?"
+const char *store_tok_kind_name(int kind);
+
 // ---- dataset files: reading a split ----
 
 typedef enum { INFL_Y_CLASS = 0, INFL_Y_REAL = 1 } infl_ykind;
+
+// What a split holds: rows (x float32 [N, D], y) or documents (tokens, offsets, y).
+typedef enum { INFL_SPLIT_ROWS = 0, INFL_SPLIT_DOCS = 1 } infl_split_kind;
 
 typedef struct {
     int64_t n;            // rows in the selected range
@@ -33,7 +67,23 @@ typedef struct {
     int has_image;        // image_shape attribute present on the split group
     int image_shape[3];   // H, W, C
     int has_flipped;      // the split has a `flipped` int32 [N] dataset
+    // documents splits (kind INFL_SPLIT_DOCS; then d = 0, y_kind class, k = 1, and the
+    // rows above are documents):
+    infl_split_kind kind; // rows (the default, 0) or documents
+    int64_t max_len;      // the longest document of the whole split, in tokens
+    int64_t tokens;       // tokens of the documents in the selected range
+    int vocab;            // the file's tokenizer's vocabulary (token ids are 0..vocab-1)
 } infl_split_info;
+
+// Documents splits (DESIGN.md "documents"; written by infl import text) hold N
+// documents of tokens, ragged: /split/tokens int32 [T] (every document's tokens one
+// after another, chunked and compressed), /split/offsets int64 [N+1] (document i is
+// tokens[offsets[i] : offsets[i+1]]; offsets[0] = 0, offsets[N] = T, non-decreasing),
+// /split/y int32 [N] (the class label: an index into /classes), and the attribute
+// max_len (the longest document, tokens). The tokens are the documents' text only:
+// no EOT is stored (a consumer adds it where it wants one). The file's tokenizer is
+// the group /tokenizer. Reading documents [a, b) reads offsets[a..b] and then the one
+// token range between them.
 
 typedef struct infl_split infl_split;
 
@@ -41,15 +91,32 @@ typedef struct infl_split infl_split;
 // infl_format = "dataset" and infl_version = 1, that /split/x is float32 [N, D] and
 // /split/y is int32 [N] or float32 [N, K] with the same N, and that the range lies in
 // [0, N] and is not empty. *out owns the handle (store_split_close).
+// A split with a `tokens` dataset is a documents split: then it checks tokens int32 [T],
+// offsets int64 [N+1] with offsets[0] = 0 and offsets[N] = T, y int32 [N], max_len,
+// and the file's /tokenizer; the range selects documents.
 infl_status store_split_open(infl_ctx *ctx, const infl_dataref *ref, infl_split **out);
 const infl_split_info *store_split_info(const infl_split *s);
 // Reads rows [row, row + nrows) of the selected range (row is relative to begin) by a
 // hyperslab: x is (nrows, d) row-major; y (nrows) for class labels or yf (nrows, k)
 // for real targets; either may be NULL to skip. Checks every x and yf value is finite
 // and every class label is >= 0 (and < n_classes when /classes exists):
-// INFL_E_VALUE naming the file, dataset, row and column otherwise.
+// INFL_E_VALUE naming the file, dataset, row and column otherwise. INFL_E_ARG for a
+// documents split (read it with store_split_read_docs).
 infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, float *x,
                              int32_t *y, float *yf);
+// Documents [row, row + nrows) of the selected range (row relative to begin): document i's
+// first min(len_i, T) tokens into tok[i·T ...] (the rest of its T slots filled with `pad`),
+// its full length into len[i], its class label into label[i] (label may be NULL; tok may
+// be NULL when T is 0). tok is (nrows, T) row-major, len and label (nrows). Checks the
+// offsets (non-decreasing, within the tokens, no document longer than max_len:
+// INFL_E_FORMAT), every token copied (INFL_E_VALUE naming the file, row and position for
+// a token outside [0, vocab)) and every label (>= 0, < n_classes). INFL_E_ARG for a rows
+// split. Reads the whole token range when that is at most about twice what is kept,
+// else each document's first T tokens.
+infl_status store_split_read_docs(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, int T,
+                                  int32_t pad, int32_t *tok, int32_t *len, int32_t *label);
+// The split's file's tokenizer (documents only; NULL for a rows split). Owned by the split.
+const infl_tokenizer *store_split_tokenizer(const infl_split *s);
 // Reads rows of an extra int32 [N] dataset of the split (e.g. "flipped").
 infl_status store_split_read_int(infl_ctx *ctx, infl_split *s, const char *name, int64_t row,
                                  int64_t nrows, int32_t *out);
@@ -85,6 +152,26 @@ infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *co
 // Writes a root string attribute (e.g. "source").
 infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name,
                                    const char *value);
+// Numeric attributes of the root (split NULL) or of a split added before: int64, uint64
+// (e.g. a seed) or float64.
+infl_status store_dataset_set_attr_i64(infl_ctx *ctx, infl_dsw *w, const char *split,
+                                       const char *name, int64_t v);
+infl_status store_dataset_set_attr_u64(infl_ctx *ctx, infl_dsw *w, const char *split,
+                                       const char *name, uint64_t v);
+infl_status store_dataset_set_attr_f64(infl_ctx *ctx, infl_dsw *w, const char *split,
+                                       const char *name, double v);
+// Writes the file's tokenizer as /tokenizer (once; checked by store_tok_check). A file
+// with documents splits needs one, set before the first documents are appended.
+infl_status store_dataset_set_tokenizer(infl_ctx *ctx, infl_dsw *w, const infl_tokenizer *t);
+// Adds an empty documents split /split (tokens, offsets, y; see "reading a split"),
+// extendible: documents are appended in blocks, so memory is bounded by a block.
+infl_status store_dataset_add_docs_split(infl_ctx *ctx, infl_dsw *w, const char *split);
+// Appends n documents to a documents split: len (n) their lengths in tokens, tok
+// (sum of len) their tokens one after another, label (n) their class labels. Checks
+// lengths >= 0, tokens in [0, vocab) of the tokenizer set before, labels >= 0.
+// The split's max_len attribute is written at commit.
+infl_status store_dataset_append_docs(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t n,
+                                      const int32_t *len, const int32_t *tok, const int32_t *label);
 // Closes and renames to the final name; frees w (also on failure).
 infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w);
 // Closes, removes the temporary file, frees w. Accepts NULL.

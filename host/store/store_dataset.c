@@ -3,6 +3,7 @@
  * streaming row ranges of it by hyperslab (so a split larger than memory is read in
  * shards and never whole), and writing a dataset file split by split under a
  * temporary name. Every read validates the shapes and the values it returns.
+ * Documents splits (tokens and offsets) are opened and written through store_docs.c.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 
 #include "h5util.h"
 #include "store.h"
+#include "store_private.h"
 
 // Class names cached per open split (n_classes still counts them all).
 #define MAX_CACHED_NAMES 1024
@@ -21,16 +23,6 @@
 #define CHUNK_BYTES (1 << 20)
 // Chunk cache per open x / yf dataset.
 #define CACHE_BYTES (16u << 20)
-
-struct infl_split {
-    infl_split_info info;
-    char path[4096];
-    char split[256];
-    char ref[4096 + 320];
-    hid_t file, group, x, y;
-    int n_names;         // cached class names (<= MAX_CACHED_NAMES)
-    char (*names)[64];   // (n_names)
-};
 
 static void close_if(hid_t id, herr_t (*fn)(hid_t)) {
     if (id >= 0) fn(id);
@@ -56,9 +48,9 @@ static hsize_t chunk_rows(int64_t n, int64_t w) {
 }
 
 // Reads or writes rows [r0, r0 + nrows) of a 1-D (w = 0) or 2-D [N, w] dataset by a
-// hyperslab, in memory type mt.
-static infl_status rows_io(infl_ctx *ctx, const char *path, hid_t dset, const char *where, hid_t mt, int64_t r0,
-                           int64_t nrows, int64_t w, void *buf, int write) {
+// hyperslab, in memory type mt (store_private.h).
+infl_status store_rows_io(infl_ctx *ctx, const char *path, hid_t dset, const char *where, hid_t mt, int64_t r0,
+                          int64_t nrows, int64_t w, void *buf, int write) {
     infl_status rc = INFL_OK;
     hid_t fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
     hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)w};
@@ -189,7 +181,7 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
               "%s: split '%s': expected one group name, e.g. train", ref->path, ref->split);
     infl_split *s = infl_calloc(ctx, 1, sizeof *s, "a split handle");
     if (!s) return INFL_E_NOMEM;
-    s->file = s->group = s->x = s->y = H5I_INVALID_HID;
+    s->file = s->group = s->x = s->y = s->tokens = s->offsets = H5I_INVALID_HID;
     snprintf(s->path, sizeof s->path, "%s", ref->path);
     snprintf(s->split, sizeof s->split, "%s", ref->split);
     const char *path = s->path, *sp = s->split;
@@ -210,6 +202,15 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     }
     s->group = H5Gopen2(s->file, sp, H5P_DEFAULT);
     GOTO_IF(ctx, s->group < 0, INFL_E_FORMAT, "%s: /%s: cannot open the group", path, sp);
+
+    // a `tokens` dataset makes it a documents split (store_docs.c)
+    ty = h5u_obj_type(s->group, "tokens");
+    GOTO_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /%s/tokens: cannot read the link", path, sp);
+    if (ty != -1) {
+        CHECK(read_classes(ctx, s));
+        CHECK(store_docs_open(ctx, s, ref));
+        goto done;
+    }
 
     // x float32 [N, D]
     dapl = row_dapl();
@@ -278,6 +279,10 @@ static infl_status store_split_read_impl(infl_ctx *ctx, infl_split *s, int64_t r
     RETURN_IF(ctx, !s, INFL_E_ARG, "store_split_read: no split");
     const char *path = s->path, *sp = s->split;
     const infl_split_info *in = &s->info;
+    RETURN_IF(ctx, in->kind == INFL_SPLIT_DOCS, INFL_E_ARG,
+              "%s: /%s holds documents (tokens int32 [T], offsets int64 [N+1]), not rows x [N, D]: a model of rows "
+              "cannot read it (documents are read by store_split_read_docs)",
+              path, sp);
     RETURN_IF(ctx, row < 0 || nrows < 0 || row > in->n || nrows > in->n - row, INFL_E_ARG,
               "%s: cannot read rows [%" PRId64 ":%" PRId64 "] of a range of %" PRId64 " rows", s->ref, row,
               row + nrows, in->n);
@@ -290,12 +295,12 @@ static infl_status store_split_read_impl(infl_ctx *ctx, infl_split *s, int64_t r
     char where[300];
     if (x) {
         snprintf(where, sizeof where, "/%s/x", sp);
-        FORWARD_IF_ERROR(rows_io(ctx, path, s->x, where, H5T_NATIVE_FLOAT, r0, nrows, in->d, x, 0));
+        FORWARD_IF_ERROR(store_rows_io(ctx, path, s->x, where, H5T_NATIVE_FLOAT, r0, nrows, in->d, x, 0));
         FORWARD_IF_ERROR(check_finite(ctx, path, where, x, r0, nrows, in->d));
     }
     snprintf(where, sizeof where, "/%s/y", sp);
     if (y) {
-        FORWARD_IF_ERROR(rows_io(ctx, path, s->y, where, H5T_NATIVE_INT32, r0, nrows, 0, y, 0));
+        FORWARD_IF_ERROR(store_rows_io(ctx, path, s->y, where, H5T_NATIVE_INT32, r0, nrows, 0, y, 0));
         for (int64_t i = 0; i < nrows; i++) {
             RETURN_IF(ctx, y[i] < 0, INFL_E_VALUE,
                       "%s: %s row %" PRId64 ": label %" PRId32 " is negative; expected a class index >= 0", path, where,
@@ -306,7 +311,7 @@ static infl_status store_split_read_impl(infl_ctx *ctx, infl_split *s, int64_t r
         }
     }
     if (yf) {
-        FORWARD_IF_ERROR(rows_io(ctx, path, s->y, where, H5T_NATIVE_FLOAT, r0, nrows, in->k, yf, 0));
+        FORWARD_IF_ERROR(store_rows_io(ctx, path, s->y, where, H5T_NATIVE_FLOAT, r0, nrows, in->k, yf, 0));
         FORWARD_IF_ERROR(check_finite(ctx, path, where, yf, r0, nrows, in->k));
     }
     return INFL_OK;
@@ -339,7 +344,7 @@ static infl_status store_split_read_int_impl(infl_ctx *ctx, infl_split *s, const
     GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", s->path, where);
     GOTO_IF(ctx, !h5u_is_i32(&di) || di.rank != 1 || (int64_t)di.dims[0] != in->n_total, INFL_E_FORMAT,
             "%s: %s: expected %s, found %s", s->path, where, expected, di.desc);
-    if (nrows > 0) CHECK(rows_io(ctx, s->path, d, where, H5T_NATIVE_INT32, in->begin + row, nrows, 0, out, 0));
+    if (nrows > 0) CHECK(store_rows_io(ctx, s->path, d, where, H5T_NATIVE_INT32, in->begin + row, nrows, 0, out, 0));
 done:
     H5Dclose(d);
     return rc;
@@ -363,6 +368,7 @@ void store_split_class_name(const infl_split *s, int i, char *buf, size_t size) 
 
 static void store_split_close_impl(infl_split *s) {
     if (!s) return;
+    store_docs_close(s);
     close_if(s->y, H5Dclose);
     close_if(s->x, H5Dclose);
     close_if(s->group, H5Gclose);
@@ -378,22 +384,6 @@ void store_split_close(infl_split *s) {
 }
 
 // ---- writing ----
-
-typedef struct {
-    char name[256];
-    hid_t group, x, y;
-    int64_t n, d, k;
-    infl_ykind kind;
-} dsw_split;
-
-struct infl_dsw {
-    char path[4096];
-    char tmp[4096 + 64];
-    hid_t file;
-    dsw_split *splits;
-    int nsplits, cap;
-    int has_classes;
-};
 
 static infl_status store_dataset_create_impl(infl_ctx *ctx, const char *path, int force, infl_dsw **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_dataset_create: out is NULL");
@@ -426,7 +416,7 @@ infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, inf
     return rc;
 }
 
-static dsw_split *find_split(infl_dsw *w, const char *name) {
+dsw_split *store_dsw_find(infl_dsw *w, const char *name) {
     for (int i = 0; i < w->nsplits; i++)
         if (strcmp(w->splits[i].name, name) == 0) return &w->splits[i];
     return NULL;
@@ -456,10 +446,12 @@ static infl_status store_dataset_add_split_impl(infl_ctx *ctx, infl_dsw *w, cons
                                                 infl_ykind y_kind, int64_t k, const int image_shape[3]) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_add_split: no writer");
     const char *path = w->path;
-    RETURN_IF(ctx, !split || !*split || strchr(split, '/') || strlen(split) >= 256 || strcmp(split, "classes") == 0,
+    RETURN_IF(ctx,
+              !split || !*split || strchr(split, '/') || strlen(split) >= 256 || strcmp(split, "classes") == 0 ||
+                  strcmp(split, "tokenizer") == 0,
               INFL_E_ARG, "%s: split name '%s': expected one group name such as train or test", path,
               split ? split : "");
-    RETURN_IF(ctx, find_split(w, split), INFL_E_ARG, "%s: split /%s was already added", path, split);
+    RETURN_IF(ctx, store_dsw_find(w, split), INFL_E_ARG, "%s: split /%s was already added", path, split);
     RETURN_IF(ctx, n < 0 || d < 1, INFL_E_ARG,
               "%s: /%s: expected N >= 0 rows of D >= 1 features, got [%" PRId64 ", %" PRId64 "]", path, split, n, d);
     RETURN_IF(ctx, y_kind != INFL_Y_CLASS && y_kind != INFL_Y_REAL, INFL_E_ARG, "%s: /%s: unknown label kind %d", path,
@@ -490,7 +482,7 @@ static infl_status store_dataset_add_split_impl(infl_ctx *ctx, infl_dsw *w, cons
     dsw_split *sp = &w->splits[w->nsplits];
     memset(sp, 0, sizeof *sp);
     snprintf(sp->name, sizeof sp->name, "%s", split);
-    sp->group = sp->x = sp->y = H5I_INVALID_HID;
+    sp->group = sp->x = sp->y = sp->tokens = sp->offsets = H5I_INVALID_HID;
     sp->n = n;
     sp->d = d;
     sp->k = k;
@@ -523,22 +515,24 @@ infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *spli
 static infl_status store_dataset_write_rows_impl(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row,
                                                  int64_t nrows, const float *x, const int32_t *y, const float *yf) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_write_rows: no writer");
-    dsw_split *sp = split ? find_split(w, split) : NULL;
+    dsw_split *sp = split ? store_dsw_find(w, split) : NULL;
     RETURN_IF(ctx, !sp, INFL_E_ARG, "%s: split /%s was not added", w->path, split ? split : "");
     RETURN_IF(ctx, row < 0 || nrows < 0 || row > sp->n || nrows > sp->n - row, INFL_E_ARG,
               "%s: /%s: rows [%" PRId64 ":%" PRId64 "] lie outside its N = %" PRId64 " rows", w->path, split, row,
               row + nrows, sp->n);
+    RETURN_IF(ctx, sp->docs, INFL_E_ARG, "%s: /%s is a documents split: append documents to it, not rows", w->path,
+              split);
     if (nrows == 0) return INFL_OK;
     RETURN_IF(ctx, !x, INFL_E_ARG, "%s: /%s: no x given for rows %" PRId64 "..", w->path, split, row);
     RETURN_IF(ctx, sp->kind == INFL_Y_CLASS && !y, INFL_E_ARG, "%s: /%s: no class labels y given", w->path, split);
     RETURN_IF(ctx, sp->kind == INFL_Y_REAL && !yf, INFL_E_ARG, "%s: /%s: no real targets yf given", w->path, split);
     char where[300];
     snprintf(where, sizeof where, "/%s/x", split);
-    FORWARD_IF_ERROR(rows_io(ctx, w->path, sp->x, where, H5T_NATIVE_FLOAT, row, nrows, sp->d, (void *)x, 1));
+    FORWARD_IF_ERROR(store_rows_io(ctx, w->path, sp->x, where, H5T_NATIVE_FLOAT, row, nrows, sp->d, (void *)x, 1));
     snprintf(where, sizeof where, "/%s/y", split);
     if (sp->kind == INFL_Y_CLASS)
-        return rows_io(ctx, w->path, sp->y, where, H5T_NATIVE_INT32, row, nrows, 0, (void *)y, 1);
-    return rows_io(ctx, w->path, sp->y, where, H5T_NATIVE_FLOAT, row, nrows, sp->k, (void *)yf, 1);
+        return store_rows_io(ctx, w->path, sp->y, where, H5T_NATIVE_INT32, row, nrows, 0, (void *)y, 1);
+    return store_rows_io(ctx, w->path, sp->y, where, H5T_NATIVE_FLOAT, row, nrows, sp->k, (void *)yf, 1);
 }
 
 infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row, int64_t nrows,
@@ -552,9 +546,11 @@ infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *spl
 static infl_status store_dataset_write_int_impl(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name,
                                                 int64_t n, const int32_t *v) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_write_int: no writer");
-    dsw_split *sp = split ? find_split(w, split) : NULL;
+    dsw_split *sp = split ? store_dsw_find(w, split) : NULL;
     RETURN_IF(ctx, !sp, INFL_E_ARG, "%s: split /%s was not added", w->path, split ? split : "");
-    RETURN_IF(ctx, !name || !*name || strchr(name, '/') || strcmp(name, "x") == 0 || strcmp(name, "y") == 0,
+    RETURN_IF(ctx,
+              !name || !*name || strchr(name, '/') || strcmp(name, "x") == 0 || strcmp(name, "y") == 0 ||
+                  strcmp(name, "tokens") == 0 || strcmp(name, "offsets") == 0,
               INFL_E_ARG, "%s: /%s: '%s' is not a name for an extra dataset", w->path, split, name ? name : "");
     RETURN_IF(ctx, n != sp->n, INFL_E_ARG, "%s: /%s/%s: has %" PRId64 " values, the split has N = %" PRId64 " rows",
               w->path, split, name, n, sp->n);
@@ -612,11 +608,54 @@ infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name,
     return rc;
 }
 
+// A numeric attribute of the root or a split: kind 'i' int64, 'u' uint64, 'f' float64.
+static infl_status set_attr_num_impl(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, char kind,
+                                     int64_t i, uint64_t u, double f) {
+    RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_set_attr: no writer");
+    RETURN_IF(ctx, !name || !*name, INFL_E_ARG, "%s: an attribute needs a name", w->path);
+    hid_t obj = w->file;
+    char where[300] = "root";
+    if (split) {
+        dsw_split *sp = store_dsw_find(w, split);
+        RETURN_IF(ctx, !sp, INFL_E_ARG, "%s: split /%s was not added", w->path, split);
+        obj = sp->group;
+        snprintf(where, sizeof where, "/%s", split);
+    } else {
+        RETURN_IF(ctx, strcmp(name, "infl_format") == 0 || strcmp(name, "infl_version") == 0, INFL_E_ARG,
+                  "%s: root attribute %s is written by the store itself", w->path, name);
+    }
+    if (kind == 'i') return h5u_wattr_i64(ctx, w->path, obj, where, name, i);
+    if (kind == 'u') return h5u_wattr_u64(ctx, w->path, obj, where, name, u);
+    return h5u_wattr_f64(ctx, w->path, obj, where, name, f);
+}
+
+infl_status store_dataset_set_attr_i64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, int64_t v) {
+    h5u_lock();
+    infl_status rc = set_attr_num_impl(ctx, w, split, name, 'i', v, 0, 0);
+    h5u_unlock();
+    return rc;
+}
+
+infl_status store_dataset_set_attr_u64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, uint64_t v) {
+    h5u_lock();
+    infl_status rc = set_attr_num_impl(ctx, w, split, name, 'u', 0, v, 0);
+    h5u_unlock();
+    return rc;
+}
+
+infl_status store_dataset_set_attr_f64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, double v) {
+    h5u_lock();
+    infl_status rc = set_attr_num_impl(ctx, w, split, name, 'f', 0, 0, v);
+    h5u_unlock();
+    return rc;
+}
+
 // Closes every id of the writer; < 0 when any close failed.
 static int dsw_close(infl_dsw *w) {
     int bad = 0;
     for (int i = w->nsplits - 1; i >= 0; i--) {
         dsw_split *sp = &w->splits[i];
+        if (store_docs_wclose(sp) < 0) bad = 1;
         if (sp->y >= 0 && H5Dclose(sp->y) < 0) bad = 1;
         if (sp->x >= 0 && H5Dclose(sp->x) < 0) bad = 1;
         if (sp->group >= 0 && H5Gclose(sp->group) < 0) bad = 1;
@@ -629,8 +668,11 @@ static int dsw_close(infl_dsw *w) {
 
 static infl_status store_dataset_commit_impl(infl_ctx *ctx, infl_dsw *w) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_commit: no writer");
-    infl_status rc = INFL_OK;
-    if (dsw_close(w) < 0) {
+    infl_status rc = store_docs_finish(ctx, w);
+    if (rc < 0) {
+        dsw_close(w);
+        infl_out_abort(w->tmp);
+    } else if (dsw_close(w) < 0) {
         char why[256];
         h5u_errmsg(why, sizeof why);
         rc = infl_seterr(ctx, INFL_E_IO, "%s: cannot finish writing %s%s%s%s", w->path, w->tmp, why[0] ? " (" : "",

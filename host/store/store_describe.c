@@ -1,7 +1,8 @@
 /*
  * store_describe.c — `infl info`'s body: a readable description of any infl file.
- * Datasets list their splits (rows, features, labels, image shape, extra datasets)
- * and class names; runs their model and a table of checkpoints; any other format,
+ * Datasets list their splits (rows, features, labels, image shape, extra datasets;
+ * for documents splits their documents, tokens and longest document), their class
+ * names and tokenizer; runs their model and a table of checkpoints; any other format,
  * or a plain HDF5 file, is shown as a tree of groups and datasets with types,
  * shapes and attributes.
  */
@@ -13,6 +14,7 @@
 
 #include "h5util.h"
 #include "store.h"
+#include "store_private.h"
 
 #define KEYW 14  // width of the key column
 
@@ -186,8 +188,17 @@ static infl_status describe_split(infl_ctx *ctx, FILE *out, const char *path, hi
     FORWARD_IF_ERROR(store_split_open(ctx, &ref, &s));
     const infl_split_info *in = store_split_info(s);
     fprintf(out, "split /%s\n", name);
-    kv(out, "  ", "rows", "%" PRId64, in->n_total);
-    if (in->has_image)
+    const int docs = in->kind == INFL_SPLIT_DOCS;
+    if (docs) {
+        kv(out, "  ", "documents", "%" PRId64, in->n_total);
+        kv(out, "  ", "tokens", "%" PRId64 " (%.1f per document; the longest %" PRId64 ")", in->tokens,
+           in->n_total ? (double)in->tokens / (double)in->n_total : 0.0, in->max_len);
+    } else {
+        kv(out, "  ", "rows", "%" PRId64, in->n_total);
+    }
+    if (docs)
+        ;
+    else if (in->has_image)
         kv(out, "  ", "features", "%" PRId64 " (image %d x %d x %d)", in->d, in->image_shape[0], in->image_shape[1],
            in->image_shape[2]);
     else
@@ -212,6 +223,7 @@ static infl_status describe_split(infl_ctx *ctx, FILE *out, const char *path, hi
         extra[0] = 0;
         for (int i = 0; i < n && at < sizeof extra; i++) {
             if (strcmp(names[i], "x") == 0 || strcmp(names[i], "y") == 0) continue;
+            if (docs && (strcmp(names[i], "tokens") == 0 || strcmp(names[i], "offsets") == 0)) continue;
             char desc[200] = "group";
             if (h5u_obj_type(g, names[i]) == H5O_TYPE_DATASET) {
                 hid_t d = H5Dopen2(g, names[i], H5P_DEFAULT);
@@ -225,9 +237,20 @@ static infl_status describe_split(infl_ctx *ctx, FILE *out, const char *path, hi
         if (extra[0]) kv(out, "  ", "extra", "%s", extra);
         h5u_list_free(names, n);
     }
-    static const char *const skip[] = {"image_shape", NULL};
+    static const char *const skip[] = {"image_shape", "max_len", NULL};
     print_attrs(out, g, "  ", skip);
     H5Gclose(g);
+    return INFL_OK;
+}
+
+static infl_status describe_tokenizer(infl_ctx *ctx, FILE *out, const char *path, hid_t file) {
+    infl_tokenizer t;
+    FORWARD_IF_ERROR(store_tok_read(ctx, path, file, "tokenizer", &t));
+    if (t.kind == INFL_TOK_BPE)
+        kv(out, "", "tokenizer", "bpe, vocabulary %d (256 bytes, EOT = %d, %d merges)", t.vocab, t.eot, t.n_merges);
+    else
+        kv(out, "", "tokenizer", "bytes, vocabulary %d (256 bytes, EOT = %d)", t.vocab, t.eot);
+    store_tok_clear(&t);
     return INFL_OK;
 }
 
@@ -235,6 +258,7 @@ static infl_status describe_dataset(infl_ctx *ctx, FILE *out, const char *path, 
     static const char *const skip[] = {"infl_format", "infl_version", NULL};
     print_attrs(out, file, "", skip);
     print_classes(out, path, file);
+    if (h5u_obj_type(file, "tokenizer") == H5O_TYPE_GROUP) FORWARD_IF_ERROR(describe_tokenizer(ctx, out, path, file));
     char **names = NULL;
     int n = 0;
     FORWARD_IF_ERROR(h5u_list(ctx, path, file, "/", &names, &n));
@@ -242,9 +266,11 @@ static infl_status describe_dataset(infl_ctx *ctx, FILE *out, const char *path, 
     int nsplits = 0;
     for (int i = 0; i < n && rc == INFL_OK; i++) {
         int ty = h5u_obj_type(file, names[i]);
-        if (ty == H5O_TYPE_GROUP) {
+        if (ty == H5O_TYPE_GROUP && strcmp(names[i], "tokenizer") == 0) {
+            continue;  // described above
+        } else if (ty == H5O_TYPE_GROUP) {
             hid_t g = H5Gopen2(file, names[i], H5P_DEFAULT);
-            int has_x = g >= 0 && h5u_obj_type(g, "x") >= 0;
+            int has_x = g >= 0 && (h5u_obj_type(g, "x") >= 0 || h5u_obj_type(g, "tokens") >= 0);
             if (g >= 0) H5Gclose(g);
             if (has_x) {
                 rc = describe_split(ctx, out, path, file, names[i]);
@@ -252,7 +278,7 @@ static infl_status describe_dataset(infl_ctx *ctx, FILE *out, const char *path, 
             } else {
                 char key[300];
                 snprintf(key, sizeof key, "/%s", names[i]);
-                kv(out, "", key, "group (not a split: no x)");
+                kv(out, "", key, "group (not a split: no x, no tokens)");
             }
         } else if (ty == H5O_TYPE_DATASET && strcmp(names[i], "classes") != 0) {
             hid_t d = H5Dopen2(file, names[i], H5P_DEFAULT);
