@@ -299,7 +299,8 @@ typedef struct {
     double examples_per_s;  /* sgd, gpt: examples (documents) processed per second */
     int64_t tokens;         /* gpt: positions trained on (with a loss), all epochs */
     double tokens_per_s;    /* gpt */
-    double flops;           /* gpt: floating-point operations of the steps, counted from the shapes */
+    double flops;           /* gpt: floating-point operations of the steps, counted from the shapes of
+                               the padded batches (infl_gpt_train_flops) */
     int64_t truncated;      /* gpt: documents longer than the context, truncated (per epoch) */
     int diverged;           /* 1 when training stopped at a non-finite loss or gradient (the status is
                                INFL_E_NUMERIC); the run keeps the checkpoints written before, if any */

@@ -1,7 +1,7 @@
 /*
  * cli.c — the infl command line: dispatch, the options every command shares
  * (--backend, --threads, --quiet, --progress), progress on stderr, Ctrl-C, and the
- * commands import, train, eval and info. Results go to stdout, progress and errors
+ * commands import, train, eval, generate and info. Results go to stdout, progress and errors
  * to stderr; the library underneath never prints or exits.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -167,48 +167,86 @@ static int cmd_import(int argc, char **argv) {
 
 // ---- train ----
 
+// The --model an argument list asks for (before parsing: it picks the defaults).
+static infl_model_kind model_asked(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--model=gpt") == 0) return INFL_MODEL_GPT;
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc && strcmp(argv[i + 1], "gpt") == 0) return INFL_MODEL_GPT;
+    }
+    return INFL_MODEL_MLP;
+}
+
 static int cmd_train(int argc, char **argv) {
     common c = {.cmd = "infl train"};
-    infl_train_options o = infl_train_options_default();
-    const char *out = NULL, *layers = NULL, *act = "relu", *loss = "softmax_ce", *sched = "constant",
-               *optimizer = "auto";
+    infl_model_kind kind = model_asked(argc, argv);
+    infl_train_options o = kind == INFL_MODEL_GPT ? infl_train_options_gpt_default() : infl_train_options_default();
+    const char *out = NULL, *layers = NULL, *act = "relu", *loss = "softmax_ce", *optimizer = "auto", *model = "mlp";
+    const char *sched = o.schedule == INFL_SCHED_COSINE ? "cosine" : "constant";
     double shard_mb = o.shard_mb;
     const cli_opt opts[] = {
-        {"data", 0, ARG_STR, &o.data, "FILE:/split", "training data, e.g. fmnist.h5:/train (required)"},
-        {"layers", 0, ARG_STR, &layers, "W,W,..", "widths from input to output, e.g. 784,256,128,10 (required)"},
+        {"data", 0, ARG_STR, &o.data, "FILE:/split", "training data: fmnist.h5:/train (mlp), docs.h5:/train (gpt) (required)"},
+        {"model", 0, ARG_STR, &model, "M", "mlp (default) | gpt"},
+        {"layers", 0, ARG_STR, &layers, "W,W,..|N", "mlp: widths from input to output, e.g. 784,256,128,10 (required); gpt: blocks (default 4)"},
         {"output", 'o', ARG_STR, &out, "FILE", "the run file to write (required)"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "overwrite the output if it exists"},
-        {"activation", 0, ARG_STR, &act, "A", "relu | tanh | gelu (default relu)"},
-        {"loss", 0, ARG_STR, &loss, "L", "softmax_ce | sigmoid_ce | mse (default softmax_ce)"},
-        {"optimizer", 0, ARG_STR, &optimizer, "O", "auto | sgd | newton (auto: newton for a model without hidden layer)"},
-        {"epochs", 0, ARG_INT, &o.epochs, "N", "passes over the data (default 5)"},
-        {"batch", 0, ARG_INT, &o.batch, "N", "minibatch size (default 128)"},
-        {"lr", 0, ARG_DOUBLE, &o.lr, "R", "learning rate (default 0.1)"},
-        {"momentum", 0, ARG_DOUBLE, &o.momentum, "M", "momentum (default 0.9)"},
-        {"wd", 0, ARG_DOUBLE, &o.weight_decay, "W", "weight decay: R(w) = mean loss + W/2 |w|^2 (default 1e-4)"},
-        {"schedule", 0, ARG_STR, &sched, "S", "constant | cosine learning rate (default constant)"},
+        {"activation", 0, ARG_STR, &act, "A", "mlp: relu | tanh | gelu (default relu)"},
+        {"loss", 0, ARG_STR, &loss, "L", "mlp: softmax_ce | sigmoid_ce | mse (default softmax_ce)"},
+        {"optimizer", 0, ARG_STR, &optimizer, "O", "mlp: auto | sgd | newton (auto: newton for a model without hidden layer); gpt: AdamW"},
+        {"heads", 0, ARG_INT, &o.heads, "H", "gpt: attention heads, dividing --dim (default 4)"},
+        {"dim", 0, ARG_INT, &o.dim, "C", "gpt: the residual stream's width (default 128)"},
+        {"context", 0, ARG_INT, &o.context, "T", "gpt: positions; longer documents are truncated to T - 1 tokens (default 256)"},
+        {"epochs", 0, ARG_INT, &o.epochs, "N", "passes over the data (default 5; gpt 1)"},
+        {"batch", 0, ARG_INT, &o.batch, "N", "minibatch size: rows (default 128); gpt: documents (default 32)"},
+        {"lr", 0, ARG_DOUBLE, &o.lr, "R", "learning rate (default 0.1; gpt 1e-3)"},
+        {"momentum", 0, ARG_DOUBLE, &o.momentum, "M", "mlp: momentum (default 0.9)"},
+        {"wd", 0, ARG_DOUBLE, &o.weight_decay, "W", "mlp: weight decay, R(w) = mean loss + W/2 |w|^2 (default 1e-4); gpt: AdamW's decoupled decay of matrices and embeddings (default 0.1)"},
+        {"schedule", 0, ARG_STR, &sched, "S", "constant | cosine learning rate (default constant; gpt cosine)"},
+        {"warmup", 0, ARG_INT, &o.warmup, "N", "steps of linear warm-up before the schedule (default 0; gpt 100)"},
+        {"beta1", 0, ARG_DOUBLE, &o.beta1, "B", "gpt: AdamW's first-moment decay (default 0.9)"},
+        {"beta2", 0, ARG_DOUBLE, &o.beta2, "B", "gpt: AdamW's second-moment decay (default 0.95)"},
+        {"adam-eps", 0, ARG_DOUBLE, &o.adam_eps, "E", "gpt: AdamW's epsilon (default 1e-8)"},
+        {"clip", 0, ARG_DOUBLE, &o.clip, "G", "gpt: clip the gradient's global norm to G; 0: never (default 1)"},
         {"seed", 0, ARG_U64, &o.seed, "S", "initialisation and shuffling (default 1)"},
         {"checkpoint-every", 0, ARG_INT, &o.checkpoint_every, "N", "steps between checkpoints; 0: final only (default 500)"},
-        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows read at once (default: from --shard-mb)"},
+        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows (documents) read at once (default: from --shard-mb)"},
         {"shard-mb", 0, ARG_DOUBLE, &shard_mb, "MB", "memory budget of one shard (default 256)"},
         {"tol", 0, ARG_DOUBLE, &o.tol, "T", "newton: stop at |grad R| <= T (default 1e-8)"},
         {"max-iters", 0, ARG_INT, &o.max_iters, "N", "newton: iteration limit (default 100)"},
         COMMON_OPTS(c),
     };
-    cli_spec spec = {"infl train", "--data FILE:/split --layers W,W,.. -o run.h5 [options]",
-                     "Trains an MLP (dense layers, the activation between them) and writes a run file with its\n"
-                     "checkpoints: minibatch SGD with momentum and weight decay, or for a model without hidden\n"
-                     "layer (convex) Newton-CG in float64 to the optimum. Each checkpoint records step, epoch\n"
-                     "and lr, the mean learning rate since the previous one (TracIn's weight).",
+    cli_spec spec = {"infl train", "--data FILE:/split [--model mlp --layers W,W,.. | --model gpt] -o run.h5 [options]",
+                     "Trains a model and writes a run file with its checkpoints; each records step, epoch and lr,\n"
+                     "the mean learning rate since the previous one (TracIn's weight).\n"
+                     "  mlp  dense layers with the activation between them, on feature rows: minibatch SGD with\n"
+                     "       momentum and weight decay, or for a model without hidden layer (convex) Newton-CG in\n"
+                     "       float64 to the optimum.\n"
+                     "  gpt  GPT-2's architecture on token documents (infl import text): token and position\n"
+                     "       embeddings, pre-LayerNorm blocks of causal multi-head attention and a GELU MLP of 4x\n"
+                     "       width, a final LayerNorm, the output head tied to the token embedding; AdamW with\n"
+                     "       warm-up, cosine or constant rate and gradient clipping, on the next-token loss of\n"
+                     "       each document (EOT first, EOT last). The run keeps the documents' tokenizer. Attribution\n"
+                     "       will see per block the QKV projection, the attention output projection and the MLP's\n"
+                     "       two layers (embeddings and LayerNorms are not attributed).",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     if (!o.data) return usage_error(spec.cmd, "no training data (--data FILE:/split)");
-    if (!layers) return usage_error(spec.cmd, "no model (--layers W,W,.., e.g. 784,256,128,10)");
     if (!out) return usage_error(spec.cmd, "no output file (-o run.h5)");
-    if (parse_widths(layers, o.widths, &o.nlayers) != 0)
-        return usage_error(spec.cmd, "--layers: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,10");
+    if (strcmp(model, "mlp") != 0 && strcmp(model, "gpt") != 0) return usage_error(spec.cmd, "--model: expected mlp or gpt");
+    if (kind == INFL_MODEL_GPT) {
+        if (layers) {
+            char *end = NULL;
+            long n = strtol(layers, &end, 10);
+            if (end == layers || *end || n < 1 || n > 60)
+                return usage_error(spec.cmd, "--layers: a gpt takes the number of blocks, 1 to 60");
+            o.nlayers = (int)n;
+        }
+    } else {
+        if (!layers) return usage_error(spec.cmd, "no model (--layers W,W,.., e.g. 784,256,128,10)");
+        if (parse_widths(layers, o.widths, &o.nlayers) != 0)
+            return usage_error(spec.cmd, "--layers: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,10");
+    }
     if (infl_act_parse(act, &o.activation) != 0)
         return usage_error(spec.cmd, "--activation: expected relu, tanh or gelu");
     if (infl_loss_parse(loss, &o.loss) != 0)
@@ -226,7 +264,17 @@ static int cmd_train(int argc, char **argv) {
     if (!ctx) return 1;
     infl_train_report rep;
     infl_status st = infl_train(ctx, &o, out, &rep);
-    if (st == INFL_OK) {
+    if (st == INFL_OK && kind == INFL_MODEL_GPT) {
+        if (c.printed) fputc('\n', stderr);
+        printf("trained a gpt (%d blocks, %d heads, dim %d, context %d): %lld steps, %d epochs, %d checkpoints -> %s\n"
+               "training loss %.4f nats/token (%.4f bits; last epoch)   %.1f s   %.0f tokens/s   %.2f GFLOP/s\n",
+               o.nlayers, o.heads, o.dim, o.context, (long long)rep.steps, o.epochs, rep.checkpoints, out,
+               rep.final_loss, rep.final_loss / log(2.0), rep.seconds, rep.tokens_per_s,
+               rep.seconds > 0 ? rep.flops / rep.seconds / 1e9 : 0.0);
+        if (rep.truncated)
+            printf("%lld documents were longer than the context and truncated to %d tokens\n", (long long)rep.truncated,
+                   o.context - 1);
+    } else if (st == INFL_OK) {
         if (c.printed) fputc('\n', stderr);
         char w[256] = "";
         for (int l = 0; l <= o.nlayers; l++)
@@ -256,8 +304,9 @@ static int cmd_eval(int argc, char **argv) {
         COMMON_OPTS(c),
     };
     cli_spec spec = {"infl eval", "--run run.h5 --data FILE:/split [--checkpoint NAME]",
-                     "Prints the mean loss and the accuracy of a checkpoint on a data split.", opts,
-                     (int)(sizeof opts / sizeof opts[0])};
+                     "Prints the mean loss and the accuracy of a checkpoint on a data split; for a gpt, the loss\n"
+                     "per token (each document's tokens and its end) and the perplexity.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
@@ -268,12 +317,57 @@ static int cmd_eval(int argc, char **argv) {
     infl_eval_result r;
     infl_status st = infl_eval(ctx, run, ckpt, data, &r);
     if (st == INFL_OK) {
-        if (isnan(r.accuracy))
+        if (!isnan(r.perplexity))
+            printf("%s on %s: loss %.4f nats/token (%.4f bits)  perplexity %.3f (%lld documents, %lld tokens)\n", run,
+                   data, r.loss, r.loss / log(2.0), r.perplexity, (long long)r.n, (long long)r.tokens);
+        else if (isnan(r.accuracy))
             printf("%s on %s: loss %.4f (%lld examples)\n", run, data, r.loss, (long long)r.n);
         else
             printf("%s on %s: loss %.4f  accuracy %.2f%% (%lld examples)\n", run, data, r.loss, 100.0 * r.accuracy,
                    (long long)r.n);
+        if (r.truncated)
+            printf("%lld documents were longer than the model's context and were truncated\n", (long long)r.truncated);
     }
+    return finish(&c, ctx, st);
+}
+
+// ---- generate ----
+
+static int cmd_generate(int argc, char **argv) {
+    common c = {.cmd = "infl generate"};
+    infl_generate_options o = infl_generate_options_default();
+    const cli_opt opts[] = {
+        {"run", 0, ARG_STR, &o.run, "FILE", "a gpt run file (required)"},
+        {"prompt", 0, ARG_STR, &o.prompt, "TEXT", "the text to continue (default: none, a new document)"},
+        {"checkpoint", 0, ARG_STR, &o.checkpoint, "NAME", "final (default), a checkpoint name or step"},
+        {"tokens", 0, ARG_INT, &o.tokens, "N", "most tokens to generate (default 200; stops at end-of-text)"},
+        {"temperature", 0, ARG_DOUBLE, &o.temperature, "T", "softmax temperature; 0: greedy (default 0.8)"},
+        {"top-k", 0, ARG_INT, &o.top_k, "K", "sample among the K most likely tokens; 0: all (default 40)"},
+        {"seed", 0, ARG_U64, &o.seed, "S", "the sampling's seed (default 0)"},
+        COMMON_OPTS(c),
+    };
+    cli_spec spec = {"infl generate", "--run gpt.h5 --prompt TEXT [--tokens N --temperature T --top-k K --seed S]",
+                     "Prints a gpt run's completion of a prompt: the prompt as it was given, then the generated\n"
+                     "text. Seeded: the same seed gives the same completion.",
+                     opts, (int)(sizeof opts / sizeof opts[0])};
+    const char *pos[1];
+    int npos;
+    PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
+    if (!o.run) return usage_error(spec.cmd, "no run file (--run gpt.h5)");
+    infl_ctx *ctx = open_ctx(&c);
+    if (!ctx) return 1;
+    infl_generate_result *r = NULL;
+    infl_status st = infl_generate(ctx, &o, &r);
+    if (st == INFL_OK) {
+        if (c.printed) fputc('\n', stderr);
+        fputs(o.prompt ? o.prompt : "", stdout);
+        fwrite(r->completion, 1, r->length, stdout);
+        printf("\n");
+        if (!c.quiet)
+            fprintf(stderr, "(%d prompt tokens, %d generated%s)\n", r->prompt_tokens, r->tokens,
+                    r->ended ? ", then end-of-text" : "");
+    }
+    infl_generate_result_free(r);
     return finish(&c, ctx, st);
 }
 
@@ -309,8 +403,9 @@ static const struct {
     const char *help;
 } commands[] = {
     {"import", cmd_import, "import Fashion-MNIST, a CSV file or text (Debian's fortunes) into an HDF5 dataset"},
-    {"train", cmd_train, "train an MLP with checkpoints (SGD; Newton for convex models)"},
-    {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split"},
+    {"train", cmd_train, "train an MLP (SGD; Newton for convex models) or a GPT (AdamW) with checkpoints"},
+    {"eval", cmd_eval, "loss and accuracy of a checkpoint on a split (a GPT: loss per token, perplexity)"},
+    {"generate", cmd_generate, "a GPT run's seeded completion of a prompt"},
     {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if, ekfac, kfac, diagonal)"},
     {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},

@@ -266,6 +266,8 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
     return INFL_OK;
 }
 
+int gpt_padded_positions(const gpt_work *w) { return w->Tb; }
+
 infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out) {
     FORWARD_IF_ERROR(ctx->be->download(ctx, w->h_rowloss, w->rowloss, (size_t)w->rows * sizeof(float)));
     for (int i = 0; i < w->B; i++) {

@@ -37,6 +37,8 @@ void gpt_work_free(infl_ctx *ctx, gpt_work *w);  // accepts NULL
 // carry a loss (Σ n_i), *truncated the documents longer than the context allows.
 infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, const int32_t *tok, int T,
                         const int32_t *len, int B, gpt_work *w, int64_t *tokens, int *truncated);
+// Positions per document of the last forward's batch (documents padded to the longest).
+int gpt_padded_positions(const gpt_work *w);
 // Per-document losses of the last forward (or of the last backward's targets) into
 // host out (B): the sum over its positions.
 infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out);

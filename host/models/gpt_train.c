@@ -220,7 +220,8 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                 epoch_loss += bl;
                 epoch_tok += ntok;
                 tokens += ntok;
-                flops += infl_gpt_train_flops(s, (double)nb * t.w ? (double)ntok : 0, T);
+                int Tb = gpt_padded_positions(t.w);
+                flops += infl_gpt_train_flops(s, (double)nb * Tb, Tb);
                 lr_sum += lr;
                 step++;
                 int last = step == total;

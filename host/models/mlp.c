@@ -134,6 +134,9 @@ typedef struct {
 static void mlp_model_free(infl_model *m) { free(m); }
 
 static infl_status mlp_check_data(infl_ctx *ctx, const infl_model *m, const infl_split *split) {
+    RETURN_IF(ctx, store_split_info(split)->kind != INFL_SPLIT_ROWS, INFL_E_SHAPE,
+              "%s: the mlp model reads feature rows, not token documents (train a gpt on them: --model gpt)",
+              store_split_ref(split));
     return infl_check_data_for_model(ctx, split, &m->spec.mlp);
 }
 

@@ -48,6 +48,8 @@ infl_status store_tok_check(infl_ctx *ctx, const char *what, const infl_tokenize
 void store_tok_clear(infl_tokenizer *t);
 // "bytes" | "bpe" | "?"
 const char *store_tok_kind_name(int kind);
+// 1 when two tokenizers encode every text alike (kind, vocabulary, end-of-text, merges).
+int store_tok_same(const infl_tokenizer *a, const infl_tokenizer *b);
 
 // ---- dataset files: reading a split ----
 
@@ -201,6 +203,9 @@ infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const i
 // INFL_E_VALUE naming the tensor, row and column (nothing written).
 infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, double epoch,
                                      double lr, double grad_norm, const float *params);
+// Writes a gpt run's tokenizer as /model/tokenizer (its vocabulary and end-of-text
+// token must be the spec's): the one its documents were tokenized with.
+infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_tokenizer *t);
 // Root attributes of a run being written (the training options, e.g. "train_lr").
 infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v);
 infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v);
@@ -216,6 +221,9 @@ typedef struct infl_run infl_run;
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out);
 const infl_model_spec *store_run_spec(const infl_run *r);
 const char *store_run_data(const infl_run *r);  // the training data reference
+// A gpt run's tokenizer (/model/tokenizer, checked against the spec's vocab and eot);
+// NULL for an mlp run.
+const infl_tokenizer *store_run_tokenizer(const infl_run *r);
 const char *store_run_optimizer(const infl_run *r);  // "sgd", "newton" (or "" when unrecorded)
 int store_run_ncheckpoints(const infl_run *r);
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i);

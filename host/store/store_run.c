@@ -17,6 +17,7 @@
 
 #include "h5util.h"
 #include "store.h"
+#include "store_private.h"
 
 static void close_if(hid_t id, herr_t (*fn)(hid_t)) {
     if (id >= 0) fn(id);
@@ -232,6 +233,7 @@ struct infl_run {
     infl_model_spec spec;
     int ntensors;
     infl_tensor *tensors;  // (ntensors)
+    infl_tokenizer tok;    // gpt: /model/tokenizer
     char data[4096];
     char optimizer[64];
     int n, final_idx;
@@ -314,6 +316,14 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
         infl_errprefix(ctx, "%s: /model", path);
         rc = INFL_E_FORMAT;
         goto done;
+    }
+    if (sp->kind == INFL_MODEL_GPT) {
+        GOTO_IF(ctx, h5u_obj_type(g, "tokenizer") != H5O_TYPE_GROUP, INFL_E_FORMAT,
+                "%s: /model/tokenizer: missing; a gpt run keeps the tokenizer of its documents", path);
+        CHECK(store_tok_read(ctx, path, r->file, "model/tokenizer", &r->tok));
+        GOTO_IF(ctx, r->tok.vocab != sp->gpt.vocab || r->tok.eot != sp->gpt.eot, INFL_E_FORMAT,
+                "%s: /model/tokenizer has %d tokens (end-of-text %d) but /model says vocab %d (eot %d)", path,
+                r->tok.vocab, r->tok.eot, sp->gpt.vocab, sp->gpt.eot);
     }
     r->ntensors = infl_spec_tensors(sp, NULL, 0);
     GOTO_IF(ctx, r->ntensors > INFL_MAX_TENSORS, INFL_E_FORMAT, "%s: /model: %d parameter tensors; at most %d", path,
@@ -421,6 +431,9 @@ infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
 
 const infl_model_spec *store_run_spec(const infl_run *r) { return &r->spec; }
 const char *store_run_data(const infl_run *r) { return r->data; }
+const infl_tokenizer *store_run_tokenizer(const infl_run *r) {
+    return r->spec.kind == INFL_MODEL_GPT ? &r->tok : NULL;
+}
 const char *store_run_optimizer(const infl_run *r) { return r->optimizer; }
 int store_run_ncheckpoints(const infl_run *r) { return r ? r->n : 0; }
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i) {
@@ -539,6 +552,7 @@ static void store_run_close_impl(infl_run *r) {
     close_if(r->file, H5Fclose);
     free(r->ck);
     free(r->tensors);
+    store_tok_clear(&r->tok);
     free(r);
 }
 
@@ -546,6 +560,19 @@ void store_run_close(infl_run *r) {
     h5u_lock();
     store_run_close_impl(r);
     h5u_unlock();
+}
+
+// ---- the tokenizer of a gpt run ----
+
+infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_tokenizer *t) {
+    RETURN_IF(ctx, !w || !t, INFL_E_ARG, "store_run_set_tokenizer: no writer or tokenizer");
+    RETURN_IF(ctx, w->spec.kind != INFL_MODEL_GPT || t->vocab != w->spec.gpt.vocab || t->eot != w->spec.gpt.eot,
+              INFL_E_ARG, "%s: a tokenizer of %d tokens (end-of-text %d) for a %s model of vocabulary %d", w->path,
+              t->vocab, t->eot, infl_model_kind_name(w->spec.kind), w->spec.gpt.vocab);
+    h5u_lock();
+    infl_status rc = store_tok_write(ctx, w->path, w->file, "model/tokenizer", t);
+    h5u_unlock();
+    return rc;
 }
 
 // ---- optional root attributes ----

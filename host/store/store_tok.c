@@ -159,3 +159,8 @@ infl_status store_tok_read(infl_ctx *ctx, const char *path, hid_t loc, const cha
     if (rc < 0) store_tok_clear(t);
     return rc;
 }
+
+int store_tok_same(const infl_tokenizer *a, const infl_tokenizer *b) {
+    if (a->kind != b->kind || a->vocab != b->vocab || a->eot != b->eot || a->n_merges != b->n_merges) return 0;
+    return a->n_merges == 0 || memcmp(a->merges, b->merges, (size_t)a->n_merges * 2 * sizeof(int32_t)) == 0;
+}

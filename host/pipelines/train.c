@@ -1,0 +1,160 @@
+/*
+ * train.c — `infl train` and `infl eval`: the pipelines that open the data and the run
+ * file and hand the work to the model's own trainer or evaluator (models/train.h):
+ * the MLP's SGD or Newton on feature rows, the GPT's AdamW on token documents. The
+ * model is checked against the data through the seam (models/model.h); a run file
+ * records the model spec, the training options (so that `infl lds` can repeat the
+ * training) and, for a GPT, the documents' tokenizer.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "models/model.h"
+#include "models/train.h"
+#include "store/store.h"
+
+infl_train_options infl_train_options_default(void) {
+    infl_train_options o;
+    memset(&o, 0, sizeof o);
+    o.model = INFL_MODEL_MLP;
+    o.activation = INFL_ACT_RELU;
+    o.loss = INFL_LOSS_SOFTMAX_CE;
+    o.optimizer = INFL_OPT_AUTO;
+    o.epochs = 5;
+    o.batch = 128;
+    o.lr = 0.1;
+    o.momentum = 0.9;
+    o.weight_decay = 1e-4;
+    o.schedule = INFL_SCHED_CONSTANT;
+    o.seed = 1;
+    o.checkpoint_every = 500;
+    o.shard_mb = 256;
+    o.tol = 1e-8;
+    o.max_iters = 100;
+    // the gpt's fields, for a caller that switches model to gpt (see below)
+    o.heads = 4;
+    o.dim = 128;
+    o.context = 256;
+    o.beta1 = 0.9;
+    o.beta2 = 0.95;
+    o.adam_eps = 1e-8;
+    o.clip = 1.0;
+    return o;
+}
+
+infl_train_options infl_train_options_gpt_default(void) {
+    infl_train_options o = infl_train_options_default();
+    o.model = INFL_MODEL_GPT;
+    o.nlayers = 4;
+    o.epochs = 1;
+    o.batch = 32;
+    o.lr = 1e-3;
+    o.weight_decay = 0.1;
+    o.schedule = INFL_SCHED_COSINE;
+    o.warmup = 100;
+    return o;
+}
+
+// The training options every trainer records in the run (infl lds repeats them).
+static infl_status record_options(infl_ctx *ctx, infl_runw *rw, const infl_train_options *o) {
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_epochs", o->epochs));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_batch", o->batch));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_lr", o->lr));
+    FORWARD_IF_ERROR(
+        store_run_attr_str(ctx, rw, "train_schedule", o->schedule == INFL_SCHED_COSINE ? "cosine" : "constant"));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_shard_rows", (double)o->shard_rows));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_shard_mb", o->shard_mb));
+    if (o->subset_fraction > 0) {
+        FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "subset_fraction", o->subset_fraction));
+        char sd[32];
+        snprintf(sd, sizeof sd, "%llu", (unsigned long long)o->subset_seed);
+        FORWARD_IF_ERROR(store_run_attr_str(ctx, rw, "subset_seed", sd));
+        FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "subset_draw", o->subset_draw));
+    }
+    return INFL_OK;
+}
+
+infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *out_path, infl_train_report *rep) {
+    infl_train_report dummy;
+    if (!rep) rep = &dummy;
+    memset(rep, 0, sizeof *rep);
+    RETURN_IF(ctx, !o, INFL_E_ARG, "infl_train: no options");
+    RETURN_IF(ctx, o->model != INFL_MODEL_MLP && o->model != INFL_MODEL_GPT, INFL_E_ARG,
+              "--model: expected mlp or gpt");
+    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
+    infl_dataref ref;
+    FORWARD_IF_ERROR(infl_dataref_parse(ctx, o->data, &ref));
+    infl_split *split = NULL;
+    infl_runw *rw = NULL;
+    infl_model *m = NULL;
+    infl_status rc = INFL_OK;
+    CHECK(store_split_open(ctx, &ref, &split));
+    infl_model_spec spec;
+    const char *optimizer = NULL;
+    if (o->model == INFL_MODEL_MLP)
+        CHECK(infl_mlp_train_plan(ctx, o, &spec, &optimizer));
+    else
+        CHECK(infl_gpt_train_plan(ctx, o, store_split_tokenizer(split), &spec, &optimizer));
+    // the model against the data, through the seam
+    CHECK(infl_model_create(ctx, &spec, 0, &m));
+    CHECK(infl_model_check_data(ctx, m, split));
+    CHECK(store_run_create(ctx, out_path, o->force, &spec, o->data, optimizer, o->seed, &rw));
+    if (spec.kind == INFL_MODEL_GPT) CHECK(store_run_set_tokenizer(ctx, rw, store_split_tokenizer(split)));
+    CHECK(record_options(ctx, rw, o));
+    if (spec.kind == INFL_MODEL_MLP)
+        rc = infl_mlp_train_run(ctx, o, &spec.mlp, optimizer, split, rw, rep);
+    else
+        rc = infl_gpt_train_run(ctx, o, &spec.gpt, split, rw, rep);
+    if (rc == INFL_E_NUMERIC && rep->diverged && rep->checkpoints > 0) {
+        // keep the checkpoints before the divergence, and still report it
+        char why[sizeof ctx->detail];
+        snprintf(why, sizeof why, "%s", ctx->detail);
+        infl_status cr = store_run_commit(ctx, rw);
+        rw = NULL;
+        if (cr < 0) infl_errprefix(ctx, "%s; and committing the checkpoints before it failed", why);
+        else infl_seterr(ctx, INFL_E_NUMERIC, "%s", why);
+        goto done;
+    }
+    CHECK(rc);
+    rc = store_run_commit(ctx, rw);
+    rw = NULL;
+done:
+    store_run_abort(rw);
+    infl_model_free(m);
+    store_split_close(split);
+    return rc;
+}
+
+infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
+                      infl_eval_result *res) {
+    memset(res, 0, sizeof *res);
+    infl_run *run = NULL;
+    infl_split *split = NULL;
+    infl_model *m = NULL;
+    infl_dataref ref;
+    infl_status rc = INFL_OK;
+    CHECK(infl_dataref_parse(ctx, data, &ref));
+    CHECK(store_run_open(ctx, run_path, &run));
+    int ci;
+    CHECK(store_run_find(ctx, run, checkpoint, &ci));
+    CHECK(store_split_open(ctx, &ref, &split));
+    CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
+    CHECK(infl_model_check_data(ctx, m, split));
+    if (m->spec.kind == INFL_MODEL_GPT) {
+        GOTO_IF(ctx, !store_tok_same(store_run_tokenizer(run), store_split_tokenizer(split)), INFL_E_SHAPE,
+                "%s: the documents were tokenized differently from the run's training data (%s tokenizer of %d "
+                "tokens; the run's: %s of %d): import them with the same tokenizer",
+                store_split_ref(split), store_tok_kind_name(store_split_tokenizer(split)->kind),
+                store_split_tokenizer(split)->vocab, store_tok_kind_name(store_run_tokenizer(run)->kind),
+                store_run_tokenizer(run)->vocab);
+        CHECK(infl_gpt_eval(ctx, run, ci, split, res));
+    } else {
+        CHECK(infl_mlp_eval(ctx, run, ci, split, res));
+    }
+done:
+    infl_model_free(m);
+    store_split_close(split);
+    store_run_close(run);
+    return rc;
+}
