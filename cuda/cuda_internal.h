@@ -99,7 +99,7 @@ typedef struct {
     cusolverDnHandle_t solver;
     cu_pool pool;
     double *d_partial;  // (CU_DOT_BLOCKS + 1) device doubles: dot partials and result
-    int *d_flag;        // (4) device ints: label check, syevd info
+    int *d_flag;        // (4) device ints: [1] syevd's info ([0], [2], [3] unused)
     void *h_pinned;     // 64 bytes of pinned host memory for small results
     int tf32;           // sgemm math mode: 0 fp32 (default), 1 tf32, 2 pedantic fp32
 } cu_ctx;

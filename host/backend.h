@@ -66,6 +66,10 @@ typedef struct infl_backend {
     // ∂ℓ_i/∂z_i into dlogits (B, K), unscaled (either may be NULL). Targets: y (B)
     // class labels for softmax_ce / sigmoid_ce (0/1), or yf (B, K) for mse.
     // correct (B), optional: 1 where the prediction is right (argmax; sigmoid > 0.5).
+    // Labels are the caller's to check, on the host before upload (infl_check_labels):
+    // the CPU backend returns INFL_E_VALUE for one out of range; CUDA does not read
+    // labels back (no host synchronisation) and gives such a row a NaN loss, NaN
+    // dlogits and correct 0, without reading or writing outside the arrays.
     infl_status (*loss_grad)(infl_ctx *ctx, infl_loss loss, const float *logits, const int32_t *y,
                              const float *yf, int B, int K, float *loss_out, float *dlogits,
                              int32_t *correct);
