@@ -1,7 +1,8 @@
 /*
  * test_cuda_backend.c — the CUDA backend against its CPU twin (the oracle): every
- * primitive of host/backend.h on random inputs of odd shapes (1, 7, 33, 257 rows: not
- * multiples of a warp or a block), run on a CPU and a CUDA context, compared by
+ * primitive of host/backend.h (but the transformer primitives: test_cuda_nn.c) on
+ * random inputs of odd shapes (1, 7, 33, 257 rows: not multiples of a warp or a
+ * block), run on a CPU and a CUDA context, compared by
  * ‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-4 (sample_labels: identical; syevd: eigenvalues close,
  * eigenvectors equal up to sign); the caching pool's reuse; backend selection; and
  * end to end on both backends, on one small model and data set: training (final
