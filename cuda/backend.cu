@@ -2,7 +2,8 @@
  * backend.cu — the CUDA backend's table (infl_cuda_backend) and the primitives that
  * are calls into the CUDA runtime, cuBLAS and cuSOLVER rather than kernels of ours:
  * lifecycle (device, streams, handles), memory (the caching pool of pool.cu),
- * copies, sgemm and syevd. The kernels are in kernels.cu and sample_kernels.cu.
+ * copies, sgemm, sgemm_batched and syevd. The kernels are in kernels.cu, nn_kernels.cu
+ * and sample_kernels.cu.
  *
  * Precision of sgemm: FP32 by default (cuBLAS CUBLAS_DEFAULT_MATH: no tensor-core
  * down-conversion of float inputs). The environment variable INFL_PRECISION, read
@@ -379,6 +380,30 @@ static infl_status cu_sgemm(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, 
     return INFL_OK;
 }
 
+// Strided-batched: C_i = alpha op(A_i) op(B_i) + beta C_i for i < count, mapped onto
+// cuBLAS's column-major as cu_sgemm does (operands and sizes swapped, each keeping its
+// own op, leading dimension and stride). The math mode of the handle (INFL_PRECISION:
+// FP32 by default, TF32 or pedantic) applies to it as to sgemm. cuBLAS takes at most
+// 65535 matrices per call in some versions: larger batches go in pieces.
+static infl_status cu_sgemm_batched(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
+                                    const float *A, int lda, int64_t sA, const float *B, int ldb, int64_t sB,
+                                    float beta, float *C, int ldc, int64_t sC, int count) {
+    RETURN_IF(ctx, m < 0 || n < 0 || k < 0 || count < 0, INFL_E_ARG,
+              "sgemm_batched: negative size (%d, %d, %d) or count %d", m, n, k, count);
+    FORWARD_IF_ERROR(cu_enter(ctx));
+    if (m == 0 || n == 0 || count == 0) return INFL_OK;
+    if (k == 0) return cu_scale_batched(ctx, C, ldc, sC, m, n, count, beta);  // C_i = beta C_i, as BLAS does
+    cu_ctx *c = cu_of(ctx);
+    cublasOperation_t opA = ta == INFL_T ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opB = tb == INFL_T ? CUBLAS_OP_T : CUBLAS_OP_N;
+    for (int i0 = 0; i0 < count; i0 += 65535) {
+        int cnt = count - i0 < 65535 ? count - i0 : 65535;
+        CUBLAS_CHECK(ctx, cublasSgemmStridedBatched(c->blas, opB, opA, n, m, k, &alpha, B + i0 * sB, ldb, sB,
+                                                    A + i0 * sA, lda, sA, &beta, C + i0 * sC, ldc, sC, cnt));
+    }
+    return INFL_OK;
+}
+
 // ---- EK-FAC ----
 
 // Symmetric eigendecomposition in float64, in place. A row-major symmetric matrix is
@@ -477,6 +502,16 @@ extern "C" const infl_backend infl_cuda_backend = {
     .sample_labels = cu_sample_labels,
     .syevd = cu_syevd,
     .syevd_top = cu_syevd_top,
+    .sgemm_batched = cu_sgemm_batched,
+    .layernorm_forward = cu_layernorm_forward,
+    .layernorm_backward = cu_layernorm_backward,
+    .softmax_causal = cu_softmax_causal,
+    .softmax_causal_backward = cu_softmax_causal_backward,
+    .embed_forward = cu_embed_forward,
+    .embed_backward = cu_embed_backward,
+    .xent = cu_xent,
+    .adamw_step = cu_adamw_step,
+    .gather_rows = cu_gather_rows,
     .host_alloc = cu_host_alloc,
     .host_free = cu_host_free,
     .upload_async = cu_upload_async,

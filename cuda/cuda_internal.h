@@ -99,7 +99,7 @@ typedef struct {
     cusolverDnHandle_t solver;
     cu_pool pool;
     double *d_partial;  // (CU_DOT_BLOCKS + 1) device doubles: dot partials and result
-    int *d_flag;        // (4) device ints: label check, syevd info
+    int *d_flag;        // (4) device ints: [1] syevd's info ([0], [2], [3] unused)
     void *h_pinned;     // 64 bytes of pinned host memory for small results
     int tf32;           // sgemm math mode: 0 fp32 (default), 1 tf32, 2 pedantic fp32
 } cu_ctx;
@@ -202,6 +202,26 @@ infl_status cu_mul(infl_ctx *ctx, float *out, const float *a, const float *b, si
 infl_status cu_row_dot(infl_ctx *ctx, float *out, const float *A, const float *B, int n, int w, float alpha,
                        float beta);
 infl_status cu_outer_rows(infl_ctx *ctx, float *G, const float *Delta, const float *A, int b, int dout, int din);
+
+// ---- nn_kernels.cu: the transformer primitives (the GPT's layers) ----
+// C_i (m, n) = beta C_i for i < count, C_i = C + i·sC (sgemm_batched with k = 0)
+infl_status cu_scale_batched(infl_ctx *ctx, float *C, int ldc, int64_t sC, int m, int n, int count, float beta);
+infl_status cu_layernorm_forward(infl_ctx *ctx, float *out, float *mean, float *rstd, const float *x, const float *w,
+                                 const float *b, int N, int C, float eps);
+infl_status cu_layernorm_backward(infl_ctx *ctx, float *dx, float *dw, float *db, const float *dout, const float *x,
+                                  const float *w, const float *mean, const float *rstd, int N, int C);
+infl_status cu_softmax_causal(infl_ctx *ctx, float *P, const float *S, int count, int T, float scale);
+infl_status cu_softmax_causal_backward(infl_ctx *ctx, float *dS, const float *dP, const float *P, int count, int T,
+                                       float scale);
+infl_status cu_embed_forward(infl_ctx *ctx, float *out, const int32_t *tok, const float *wte, const float *wpe,
+                             int B, int T, int C);
+infl_status cu_embed_backward(infl_ctx *ctx, float *dwte, float *dwpe, const float *dout, const int32_t *tok, int B,
+                              int T, int C);
+infl_status cu_xent(infl_ctx *ctx, float *loss, float *dlogits, const float *logits, const int32_t *y, int N, int V,
+                    float scale);
+infl_status cu_adamw_step(infl_ctx *ctx, float *w, float *m, float *v, const float *g, size_t n, float lr,
+                          float beta1, float beta2, float eps, float wd, int t, float gscale);
+infl_status cu_gather_rows(infl_ctx *ctx, float *out, const float *X, const int32_t *idx, int n, int cols);
 
 // ---- sample_kernels.cu (compiled without FMA contraction: bit-identical to CPU) ----
 infl_status cu_sample_labels(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,

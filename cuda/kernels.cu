@@ -129,22 +129,27 @@ infl_status cu_act_second(infl_ctx *ctx, infl_activation act, float *out, const 
 
 // ---- losses ----
 
-// One thread per example (K, the number of outputs, is small). A label out of range
-// is not used: the row is skipped and *bad keeps max(B − i) over such rows, i.e. the
-// first bad example is B − *bad (0: none), as the CPU twin reports the first.
+// One thread per example (K, the number of outputs, is small). Labels are the
+// caller's to check on the host (backend.h): a label out of range is not used to index
+// anything; its row gets a NaN loss, NaN dlogits and correct 0, so the bug shows in
+// the results without a read-back of the labels (no host synchronisation).
 __global__ static void k_loss_grad(infl_loss loss, const float *logits, const int32_t *y, const float *yf, int B,
-                                   int K, float *loss_out, float *dlogits, int32_t *correct, int *bad) {
+                                   int K, float *loss_out, float *dlogits, int32_t *correct) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B) return;
+    float *g = dlogits ? dlogits + (size_t)i * K : NULL;
     if (loss != INFL_LOSS_MSE) {
         int hi = loss == INFL_LOSS_SIGMOID_CE ? 2 : K;
         if (y[i] < 0 || y[i] >= hi) {
-            atomicMax(bad, B - i);
+            float nan = __int_as_float(0x7fc00000);
+            if (loss_out) loss_out[i] = nan;
+            if (g)
+                for (int j = 0; j < K; j++) g[j] = nan;
+            if (correct) correct[i] = 0;
             return;
         }
     }
     const float *z = logits + (size_t)i * K;
-    float *g = dlogits ? dlogits + (size_t)i * K : NULL;
     double l = 0;
     int ok = 0;
     switch (loss) {
@@ -159,28 +164,13 @@ __global__ static void k_loss_grad(infl_loss loss, const float *logits, const in
 infl_status cu_loss_grad(infl_ctx *ctx, infl_loss loss, const float *logits, const int32_t *y, const float *yf,
                          int B, int K, float *loss_out, float *dlogits, int32_t *correct) {
     FORWARD_IF_ERROR(cu_enter(ctx));
-    cu_ctx *c = cu_of(ctx);
     if (loss != INFL_LOSS_MSE)
         RETURN_IF(ctx, !y, INFL_E_ARG, "loss %s needs class labels", infl_loss_name(loss));
     else
         RETURN_IF(ctx, !yf, INFL_E_ARG, "loss mse needs real targets");
     if (B <= 0) return INFL_OK;
-    if (loss != INFL_LOSS_MSE) CU_CHECK(ctx, cudaMemsetAsync(c->d_flag, 0, sizeof(int), c->stream));
-    CU_LAUNCH(ctx, k_loss_grad, (B + 127) / 128, 128, 0, loss, logits, y, yf, B, K, loss_out, dlogits, correct,
-              c->d_flag);
-    if (loss == INFL_LOSS_MSE) return INFL_OK;
-    // The labels live on the device: the range check needs one small read-back.
-    int *h = (int *)c->h_pinned;
-    CU_CHECK(ctx, cudaMemcpyAsync(h, c->d_flag, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
-    CU_CHECK(ctx, cudaStreamSynchronize(c->stream));
-    if (h[0] == 0) return INFL_OK;
-    int bad = B - h[0];
-    int32_t label = 0;
-    CU_CHECK(ctx, cudaMemcpyAsync(h, y + bad, sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream));
-    CU_CHECK(ctx, cudaStreamSynchronize(c->stream));
-    label = h[0];
-    return infl_seterr(ctx, INFL_E_VALUE, "label %d of example %d is out of range [0, %d)", (int)label, bad,
-                       loss == INFL_LOSS_SIGMOID_CE ? 2 : K);
+    CU_LAUNCH(ctx, k_loss_grad, (B + 127) / 128, 128, 0, loss, logits, y, yf, B, K, loss_out, dlogits, correct);
+    return INFL_OK;
 }
 
 __global__ static void k_loss_hvp(infl_loss loss, const float *logits, const float *R, int B, int K, float *out) {

@@ -66,6 +66,10 @@ typedef struct infl_backend {
     // ∂ℓ_i/∂z_i into dlogits (B, K), unscaled (either may be NULL). Targets: y (B)
     // class labels for softmax_ce / sigmoid_ce (0/1), or yf (B, K) for mse.
     // correct (B), optional: 1 where the prediction is right (argmax; sigmoid > 0.5).
+    // Labels are the caller's to check, on the host before upload (infl_check_labels):
+    // the CPU backend returns INFL_E_VALUE for one out of range; CUDA does not read
+    // labels back (no host synchronisation) and gives such a row a NaN loss, NaN
+    // dlogits and correct 0, without reading or writing outside the arrays.
     infl_status (*loss_grad)(infl_ctx *ctx, infl_loss loss, const float *logits, const int32_t *y,
                              const float *yf, int B, int K, float *loss_out, float *dlogits,
                              int32_t *correct);
@@ -115,6 +119,55 @@ typedef struct infl_backend {
     // w[0..k-1], ascending (the largest last). Cheaper than syevd when k << n (the
     // rank-r factors of --query-rank).
     infl_status (*syevd_top)(infl_ctx *ctx, double *A, double *w, int n, int k);
+
+    // ---- transformer primitives (the GPT) ----
+    // Strided-batched GEMM: for i < count, C_i (m, n) = alpha op(A_i) op(B_i) + beta C_i with
+    // A_i = A + i·sA, B_i = B + i·sB, C_i = C + i·sC (strides in floats; lda/ldb/ldc as sgemm).
+    infl_status (*sgemm_batched)(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
+                                 const float *A, int lda, int64_t sA, const float *B, int ldb, int64_t sB, float beta,
+                                 float *C, int ldc, int64_t sC, int count);
+    // LayerNorm over the rows of x (N, C): out = (x − μ) ρ ∘ w + b, μ the row mean, ρ = 1/sqrt(var + eps)
+    // with the biased variance; mean (N) and rstd (N) are saved for the backward (either may be NULL).
+    // out (N, C), w (C), b (C).
+    infl_status (*layernorm_forward)(infl_ctx *ctx, float *out, float *mean, float *rstd, const float *x,
+                                     const float *w, const float *b, int N, int C, float eps);
+    // Its backward given dout (N, C): dx (N, C) += ∂/∂x (ACCUMULATES: the residual stream's gradient),
+    // dw (C) += Σ_rows dout ∘ x̂, db (C) += Σ_rows dout (dw, db may be NULL: not needed by attribution).
+    // x (N, C), w (C); mean (N) and rstd (N) as the forward saved them.
+    infl_status (*layernorm_backward)(infl_ctx *ctx, float *dx, float *dw, float *db, const float *dout,
+                                      const float *x, const float *w, const float *mean, const float *rstd, int N,
+                                      int C);
+    // Causal softmax of attention scores: S holds `count` (T, T) blocks, row-major, one after the other.
+    // P[t, s] = exp(scale·S[t,s] − m_t) / Σ_{s' ≤ t} exp(scale·S[t,s'] − m_t) for s ≤ t, and 0 for s > t
+    // (entries of S above the diagonal are never read). P may alias S.
+    infl_status (*softmax_causal)(infl_ctx *ctx, float *P, const float *S, int count, int T, float scale);
+    // Its backward: dS[t, s] = scale · P[t,s] (dP[t,s] − Σ_{s' ≤ t} P[t,s'] dP[t,s']) for s ≤ t, 0 above the
+    // diagonal. dS may alias dP. dS, dP, P: `count` (T, T) blocks (dP above the diagonal is never read).
+    infl_status (*softmax_causal_backward)(infl_ctx *ctx, float *dS, const float *dP, const float *P, int count,
+                                           int T, float scale);
+    // Token and position embeddings: out (B·T, C), row i = wte[tok[i]] + wpe[i mod T]; tok (B·T) int32 in [0, V)
+    // (checked by callers on the host), wte (V, C), wpe (>= T, C).
+    infl_status (*embed_forward)(infl_ctx *ctx, float *out, const int32_t *tok, const float *wte, const float *wpe,
+                                 int B, int T, int C);
+    // Its backward (scatter-add): dwte[tok[i]] += dout[i], dwpe[i mod T] += dout[i] (either may be NULL).
+    // Deterministic: the same bits on every run (no order-dependent float atomics). dout (B·T, C).
+    infl_status (*embed_backward)(infl_ctx *ctx, float *dwte, float *dwpe, const float *dout, const int32_t *tok,
+                                  int B, int T, int C);
+    // Softmax cross-entropy over a vocabulary, per row i < N of logits (N, V) with target y[i]:
+    // loss[i] = logsumexp(z_i) − z_i[y_i]; dlogits[i] = scale · (softmax(z_i) − onehot(y_i)).
+    // y[i] < 0 masks the row: loss 0 and dlogits 0. loss or dlogits may be NULL; dlogits may alias logits.
+    // Targets y[i] >= V are the caller's bug (callers check on the host): no host synchronisation here.
+    // (The CPU backend returns INFL_E_VALUE for one; CUDA gives the row a NaN loss and NaN dlogits.)
+    infl_status (*xent)(infl_ctx *ctx, float *loss, float *dlogits, const float *logits, const int32_t *y, int N,
+                        int V, float scale);
+    // AdamW (Loshchilov & Hutter) on n parameters, step t >= 1, bias-corrected, decoupled weight decay:
+    // m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; w −= lr (m/(1−β1^t) / (sqrt(v/(1−β2^t)) + eps) + wd w).
+    // g is multiplied by gscale first (gradient clipping). Computed in float32 per element (double for β^t).
+    // w, m, v, g (n).
+    infl_status (*adamw_step)(infl_ctx *ctx, float *w, float *m, float *v, const float *g, size_t n, float lr,
+                              float beta1, float beta2, float eps, float wd, int t, float gscale);
+    // Row gather: out (n, cols), row r = X[idx[r], :]; idx (n) int32 backend memory.
+    infl_status (*gather_rows)(infl_ctx *ctx, float *out, const float *X, const int32_t *idx, int n, int cols);
 
     // ---- the scheduler: pinned host memory, overlapped uploads (optional) ----
     // All four are optional (NULL on the CPU backend); call them through the

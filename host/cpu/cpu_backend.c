@@ -1,7 +1,8 @@
 /*
  * cpu_backend.c — the CPU backend: OpenBLAS for GEMMs, OpenMP loops for the rest.
  * It is the reference oracle every CUDA primitive is tested against, so each function
- * is the plain loop of what it computes.
+ * is the plain loop of what it computes. The transformer primitives (the GPT's layers)
+ * are in cpu_nn.c.
  */
 #include <cblas.h>
 #include <lapacke.h>
@@ -14,6 +15,7 @@
 #include "backend.h"
 #include "core/mathfn.h"
 #include "core/spec.h"
+#include "cpu_nn.h"
 
 // ---- lifecycle ----
 
@@ -326,4 +328,14 @@ const infl_backend infl_cpu_backend = {
     .sample_labels = cpu_sample_labels,
     .syevd = cpu_syevd,
     .syevd_top = cpu_syevd_top,
+    .sgemm_batched = cpu_sgemm_batched,
+    .layernorm_forward = cpu_layernorm_forward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .softmax_causal = cpu_softmax_causal,
+    .softmax_causal_backward = cpu_softmax_causal_backward,
+    .embed_forward = cpu_embed_forward,
+    .embed_backward = cpu_embed_backward,
+    .xent = cpu_xent,
+    .adamw_step = cpu_adamw_step,
+    .gather_rows = cpu_gather_rows,
 };
