@@ -364,7 +364,9 @@ Test(seam, token_rows_model_against_float64_reference) {
             cr_assert(r >= mw->row_off[i] && r < mw->row_off[i + 1]);
             double x[5], delta[7 + 6 + 4], a[3][8];
             for (int j = 0; j < 5; j++) a[0][j] = x[j] = hx[r * 5 + j];
-            loss += tu_ref_example(&s, wd, x, hy[r], NULL, NULL, delta);
+            double *gs = calloc((size_t)P, sizeof(double));  // tu_ref_example backpropagates into it
+            loss += tu_ref_example(&s, wd, x, hy[r], NULL, gs, delta);
+            free(gs);
             // the layers' inputs: a_0 = x, a_l = φ(W_{l-1} a_{l-1} + b_{l-1})
             for (int l = 0; l < 2; l++)
                 for (int o = 0; o < s.widths[l + 1]; o++) {
@@ -507,7 +509,11 @@ static float *load_final(const char *run, size_t *P) {
 }
 
 Test(gpt, training_learns_and_is_deterministic, .timeout = 300) {
-    const char *docs = tu_path("docs.h5"), *r1 = tu_path("r1.h5"), *r2 = tu_path("r2.h5"), *r3 = tu_path("r3.h5");
+    char docs[1100], r1[1100], r2[1100], r3[1100];
+    snprintf(docs, sizeof docs, "%s", tu_path("docs.h5"));
+    snprintf(r1, sizeof r1, "%s", tu_path("r1.h5"));
+    snprintf(r2, sizeof r2, "%s", tu_path("r2.h5"));
+    snprintf(r3, sizeof r3, "%s", tu_path("r3.h5"));
     make_docs(docs, 0);
     infl_ctx *ctx = tu_ctx();
     char train[1200], test[1200];
@@ -564,8 +570,15 @@ Test(gpt, training_learns_and_is_deterministic, .timeout = 300) {
 // ---- bad input ----
 
 Test(gpt, runs_of_the_other_kind_and_tokenizers_are_refused, .timeout = 300) {
-    const char *docs = tu_path("docs.h5"), *bpe = tu_path("bpe.h5"), *run = tu_path("g.h5"), *blobs = tu_path("b.h5"),
-               *mlp = tu_path("m.h5");
+    // (tu_path's buffers rotate: keep the names)
+    char docs[1100], bpe[1100], run[1100], blobs[1100], mlp[1100], xo[1100], yo[1100];
+    snprintf(docs, sizeof docs, "%s", tu_path("docs.h5"));
+    snprintf(bpe, sizeof bpe, "%s", tu_path("bpe.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("g.h5"));
+    snprintf(blobs, sizeof blobs, "%s", tu_path("b.h5"));
+    snprintf(mlp, sizeof mlp, "%s", tu_path("m.h5"));
+    snprintf(xo, sizeof xo, "%s", tu_path("x.h5"));
+    snprintf(yo, sizeof yo, "%s", tu_path("y.h5"));
     make_docs(docs, 0);
     make_docs(bpe, 300);
     tu_make_blobs(blobs, 40, 4, 3, 1);
@@ -577,19 +590,19 @@ Test(gpt, runs_of_the_other_kind_and_tokenizers_are_refused, .timeout = 300) {
     cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     // a gpt on feature rows; an mlp on documents
     o.data = tu_ref(0, blobs, "train");
-    cr_assert_eq(infl_train(ctx, &o, tu_path("x.h5"), NULL), INFL_E_ARG);
+    cr_assert_eq(infl_train(ctx, &o, xo, NULL), INFL_E_ARG);
     cr_assert(strstr(infl_ctx_error(ctx), "token documents"), "%s", infl_ctx_error(ctx));
     infl_train_options om = infl_train_options_default();
     om.data = train;
     om.nlayers = 1;
     om.widths[0] = 4;
     om.widths[1] = 3;
-    cr_assert_eq(infl_train(ctx, &om, tu_path("y.h5"), NULL), INFL_E_SHAPE);
+    cr_assert_eq(infl_train(ctx, &om, yo, NULL), INFL_E_SHAPE);
     cr_assert(strstr(infl_ctx_error(ctx), "feature rows"), "%s", infl_ctx_error(ctx));
-    cr_assert(!tu_exists(tu_path("x.h5")) && !tu_exists(tu_path("y.h5")));
+    cr_assert(!tu_exists(xo) && !tu_exists(yo));
     // eval of a gpt on rows, and on documents of another tokenizer
     infl_eval_result ev;
-    cr_assert_eq(infl_eval(ctx, run, NULL, tu_ref(0, blobs, "test"), &ev), INFL_E_SHAPE);
+    cr_assert_eq(infl_eval(ctx, run, NULL, tu_ref(0, blobs, "test"), &ev), INFL_E_SHAPE, "%s", infl_ctx_error(ctx));
     cr_assert(strstr(infl_ctx_error(ctx), "documents"), "%s", infl_ctx_error(ctx));
     cr_assert_eq(infl_eval(ctx, run, NULL, tu_ref(0, bpe, "test"), &ev), INFL_E_SHAPE);
     cr_assert(strstr(infl_ctx_error(ctx), "tokeniz"), "%s", infl_ctx_error(ctx));
@@ -615,7 +628,9 @@ Test(gpt, runs_of_the_other_kind_and_tokenizers_are_refused, .timeout = 300) {
 }
 
 Test(gpt, divergence_names_the_step_and_keeps_good_checkpoints, .timeout = 300) {
-    const char *docs = tu_path("docs.h5"), *run = tu_path("g.h5");
+    char docs[1100], run[1100];
+    snprintf(docs, sizeof docs, "%s", tu_path("docs.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("g.h5"));
     make_docs(docs, 0);
     infl_ctx *ctx = tu_ctx();
     char train[1200];

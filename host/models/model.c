@@ -9,13 +9,14 @@
 #include "model.h"
 
 infl_status infl_mlp_model_create(infl_ctx *ctx, const infl_model_spec *spec, infl_model **out);
+infl_status infl_gpt_model_create(infl_ctx *ctx, const infl_model_spec *spec, int head, infl_model **out);
 
 infl_status infl_model_create(infl_ctx *ctx, const infl_model_spec *spec, int head, infl_model **out) {
     *out = NULL;
     FORWARD_IF_ERROR(infl_spec_check(ctx, spec));
     switch (spec->kind) {
     case INFL_MODEL_MLP: return infl_mlp_model_create(ctx, spec, out);
-    case INFL_MODEL_GPT: (void)head; return infl_seterr(ctx, INFL_E_UNSUPPORTED, "gpt models: not in this build");
+    case INFL_MODEL_GPT: return infl_gpt_model_create(ctx, spec, head, out);
     }
     return infl_seterr(ctx, INFL_E_ARG, "model kind %d: expected mlp or gpt", (int)spec->kind);
 }

@@ -169,14 +169,14 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     CHECK(store_run_open(ctx, o->run, &a->run));
     CHECK(infl_model_create(ctx, store_run_spec(a->run), 0, &a->m));
     a->L = a->m->nlayers;
-    GOTO_IF(ctx, a->m->tokens, INFL_E_UNSUPPORTED,
-            "%s: a %s model (examples of many tokens): attribution over token sequences is not built yet; "
-            "rank, self and fit serve models of one row per example (mlp)",
-            o->run, infl_model_kind_of(a->m));
     if (o->method == INFL_METHOD_IF && !infl_model_has_hvp(a->m)) {
         infl_hvp *none;
         CHECK(infl_model_hvp_create(ctx, a->m, NULL, NULL, 0, INFL_HESS_EXACT, 0, 0, &none));
     }
+    GOTO_IF(ctx, a->m->tokens, INFL_E_UNSUPPORTED,
+            "%s: a %s model (examples of many tokens): attribution over token sequences is not built yet; "
+            "rank, self and fit serve models of one row per example (mlp)",
+            o->run, infl_model_kind_of(a->m));
     if (a->fac) CHECK(ekfac_check_shape(ctx, a->fac, o->factors, a->m));
     a->P = a->m->nparams;
     CHECK(pick_checkpoints(ctx, a, o));
