@@ -16,13 +16,14 @@
 #define INFL_SQRT1_2 0.70710678118654752440
 #define INFL_INV_SQRT_2PI 0.39894228040143267794
 
-// ---- activations (exact GELU: z Φ(z)) ----
+// ---- activations (exact GELU: z Φ(z), in float: erff and expf, each exact to an ulp or
+// two; in double they cost a GPT training step a tenth of its time) ----
 
 static inline INFL_HD float infl_act_f(infl_activation a, float z) {
     switch (a) {
     case INFL_ACT_RELU: return z > 0.0f ? z : 0.0f;
     case INFL_ACT_TANH: return tanhf(z);
-    case INFL_ACT_GELU: return (float)(0.5 * z * (1.0 + erf(z * INFL_SQRT1_2)));
+    case INFL_ACT_GELU: return 0.5f * z * (1.0f + erff(z * (float)INFL_SQRT1_2));
     }
     return z;
 }
@@ -36,9 +37,9 @@ static inline INFL_HD float infl_act_df(infl_activation a, float z) {
         return 1.0f - t * t;
     }
     case INFL_ACT_GELU: {
-        double Phi = 0.5 * (1.0 + erf(z * INFL_SQRT1_2));
-        double pdf = INFL_INV_SQRT_2PI * exp(-0.5 * (double)z * z);
-        return (float)(Phi + z * pdf);
+        float Phi = 0.5f * (1.0f + erff(z * (float)INFL_SQRT1_2));
+        float pdf = (float)INFL_INV_SQRT_2PI * expf(-0.5f * z * z);
+        return Phi + z * pdf;
     }
     }
     return 1.0f;

@@ -143,6 +143,14 @@ infl_status cpu_layernorm_backward(infl_ctx *ctx, float *dx, float *dw, float *d
     return INFL_OK;
 }
 
+// exp(d) for d <= 0 at float precision, about an ulp from exp in float64, at the cost
+// of expf: d rounded to float loses up to half an ulp of d (at d = -10 that is 8 ulps
+// of the result), which exp(d) = expf(f) · exp(d − f) ≈ expf(f) · (1 + (d − f)) restores.
+static inline float exp_f64ish(double d) {
+    float f = (float)d;
+    return (float)((double)expf(f) * (1.0 + (d - (double)f)));
+}
+
 // ---- causal softmax (attention) ----
 
 infl_status cpu_softmax_causal(infl_ctx *ctx, float *P, const float *S, int count, int T, float scale) {
@@ -156,13 +164,20 @@ infl_status cpu_softmax_causal(infl_ctx *ctx, float *P, const float *S, int coun
         float *p = P + r * T;
         // the largest scaled score, for a safe exponent
         double mx = (double)scale * s[0];
-        for (int j = 1; j <= t; j++) mx = fmax(mx, (double)scale * s[j]);
-        // the normaliser
+        for (int j = 1; j <= t; j++) mx = (double)scale * s[j] > mx ? (double)scale * s[j] : mx;
+        // the exponentials (each s[j] is read before p[j] is written: P may alias S),
+        // the normaliser summed in float64, then probabilities up to the diagonal and
+        // zeros after it. One expf per entry (a double exp here cost a fifth of a GPT
+        // training step), of the exponent rounded to float and corrected to first
+        // order by the rounding's residual: exact to about an ulp (exp_f64ish).
         double sum = 0;
-        for (int j = 0; j <= t; j++) sum += exp((double)scale * s[j] - mx);
-        // probabilities up to the diagonal (each s[j] is read before p[j] is written:
-        // P may alias S), zeros after it
-        for (int j = 0; j <= t; j++) p[j] = (float)(exp((double)scale * s[j] - mx) / sum);
+        for (int j = 0; j <= t; j++) {
+            float e = exp_f64ish((double)scale * s[j] - mx);
+            p[j] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j <= t; j++) p[j] *= inv;
         for (int j = t + 1; j < T; j++) p[j] = 0.0f;
     }
     return INFL_OK;
@@ -258,15 +273,27 @@ infl_status cpu_xent(infl_ctx *ctx, float *loss, float *dlogits, const float *lo
         // logsumexp from the largest logit
         float mx = z[0];
         for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        // z[y] is read before the gradient may overwrite it (dlogits may alias logits)
+        float zy = z[yi];
+        // one exponential per logit (kept in g when there is one), summed in float64
         double s = 0;
-        for (int j = 0; j < V; j++) s += exp((double)z[j] - mx);
-        double lse = mx + log(s);
-        // the loss reads z[y] before the gradient may overwrite it (dlogits may alias logits)
-        double l = lse - z[yi];
-        // scale · (softmax − onehot)
         if (g)
-            for (int j = 0; j < V; j++) g[j] = (float)(scale * (exp((double)z[j] - lse) - (j == yi ? 1.0 : 0.0)));
-        if (loss) loss[i] = (float)l;
+            for (int j = 0; j < V; j++) {
+                float e = exp_f64ish((double)z[j] - mx);
+                g[j] = e;
+                s += e;
+            }
+        else
+            for (int j = 0; j < V; j++) s += exp_f64ish((double)z[j] - mx);
+        double lse = mx + log(s);
+        // scale · (softmax − onehot)
+        if (g) {
+            double c = scale / s;  // one rounding after expf's
+            for (int j = 0; j < V; j++) g[j] = (float)(c * g[j]);
+            // the target's p − 1 cancels when p is near 1: in float64, by expm1
+            g[yi] = (float)(scale * expm1((double)zy - lse));
+        }
+        if (loss) loss[i] = (float)(lse - zy);
     }
     return INFL_OK;
 }

@@ -29,6 +29,7 @@ struct gpt_work {
     infl_gpt_layout y;
     int maxB, ctxT;                 // documents and positions the buffers hold
     int B, Tb, rows;                // the last forward: documents, padded positions, B·Tb
+    size_t bytes;                   // backend memory of the buffers
     int *n;                         // (maxB) host: positions of each document
     int32_t *h_inp, *h_tgt;         // (maxB ctxT) host staging
     float *h_rowloss;               // (maxB ctxT) host
@@ -95,10 +96,15 @@ infl_status gpt_work_create(infl_ctx *ctx, const infl_gpt_spec *s, int maxB, gpt
     w->h_tgt = infl_malloc(ctx, R * sizeof(int32_t), "targets");
     w->h_rowloss = infl_malloc(ctx, R * sizeof(float), "losses");
     GOTO_NOMEM_IF(!w->n || !w->h_inp || !w->h_tgt || !w->h_rowloss);
-#define ALLOC(p, count, what) CHECK(infl_be_alloc_hint(ctx, (void **)&(p), (size_t)(count) * sizeof(float), what, hint))
+#define ALLOC(p, count, what)                                                                     \
+    do {                                                                                          \
+        CHECK(infl_be_alloc_hint(ctx, (void **)&(p), (size_t)(count) * sizeof(float), what, hint)); \
+        w->bytes += (size_t)(count) * sizeof(float);                                              \
+    } while (0)
     CHECK(ctx->be->alloc(ctx, R * sizeof(int32_t), (void **)&w->inp));
     CHECK(ctx->be->alloc(ctx, R * sizeof(int32_t), (void **)&w->tgt));
     CHECK(ctx->be->alloc(ctx, R * sizeof(int32_t), (void **)&w->tgt_s));
+    w->bytes += 3 * R * sizeof(int32_t);
     ALLOC(w->x0, R * C, "embeddings");
     for (int l = 0; l < s->n_layer; l++) {
         ALLOC(w->res_mid[l], R * C, "residual stream");
@@ -138,52 +144,51 @@ done:
 
 // ---- attention ----
 
-// y (rows, C) = softmax_causal(q kᵀ / √hs) v per document and head; P (B, H, Tb, Tb) kept.
-static infl_status attention_forward(infl_ctx *ctx, float *y, float *P, const float *qkv, int B, int Tb, int C, int H) {
+// For every document b < nb and head h < H: C_bh (m, n) = op(A_bh) op(B_bh), where
+// X_bh = X + b·dX + h·hX (X = A, B, C). The strided-batched GEMM takes one stride, so
+// the loop runs over the smaller of the two and batches the other.
+static infl_status per_head(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, const float *A, int lda,
+                            int64_t dA, int64_t hA, const float *B, int ldb, int64_t dB, int64_t hB, float *C, int ldc,
+                            int64_t dC, int64_t hC, int nb, int H) {
     const infl_backend *be = ctx->be;
-    int hs = C / H;
-    int64_t TT = (int64_t)Tb * Tb;
-    for (int b = 0; b < B; b++) {
-        const float *q = qkv + (size_t)b * Tb * 3 * C;
-        // S_h = Q_h K_hᵀ: (Tb, hs) (hs, Tb), the heads hs columns apart
-        FORWARD_IF_ERROR(be->sgemm_batched(ctx, INFL_N, INFL_T, Tb, Tb, hs, 1.0f, q, 3 * C, hs, q + C, 3 * C, hs, 0.0f,
-                                           P + (size_t)b * H * TT, Tb, TT, H));
-    }
-    FORWARD_IF_ERROR(be->softmax_causal(ctx, P, P, B * H, Tb, 1.0f / sqrtf((float)hs)));
-    for (int b = 0; b < B; b++) {
-        const float *q = qkv + (size_t)b * Tb * 3 * C;
-        // Y_h = P_h V_h: (Tb, Tb) (Tb, hs), into columns h·hs of y
-        FORWARD_IF_ERROR(be->sgemm_batched(ctx, INFL_N, INFL_N, Tb, hs, Tb, 1.0f, P + (size_t)b * H * TT, Tb, TT,
-                                           q + 2 * C, 3 * C, hs, 0.0f, y + (size_t)b * Tb * C, C, hs, H));
+    if (H <= nb) {
+        for (int h = 0; h < H; h++)
+            FORWARD_IF_ERROR(be->sgemm_batched(ctx, ta, tb, m, n, k, 1.0f, A + h * hA, lda, dA, B + h * hB, ldb, dB, 0.0f,
+                                               C + h * hC, ldc, dC, nb));
+    } else {
+        for (int b = 0; b < nb; b++)
+            FORWARD_IF_ERROR(be->sgemm_batched(ctx, ta, tb, m, n, k, 1.0f, A + b * dA, lda, hA, B + b * dB, ldb, hB, 0.0f,
+                                               C + b * dC, ldc, hC, H));
     }
     return INFL_OK;
 }
 
-// dqkv (rows, 3C) from dy (rows, C): dV = Pᵀ dY, dP = dY Vᵀ, dS = softmax'(dP), dQ = dS K
+// y (rows, C) = softmax_causal(q kᵀ / √hs) v per document and head; P (B, H, Tb, Tb) kept.
+static infl_status attention_forward(infl_ctx *ctx, float *y, float *P, const float *qkv, int B, int Tb, int C, int H) {
+    int hs = C / H;
+    int64_t TT = (int64_t)Tb * Tb, dq = (int64_t)Tb * 3 * C, dP = H * TT, dy = (int64_t)Tb * C;
+    // S = Q Kᵀ: (Tb, hs) (hs, Tb) per document and head, heads hs columns apart
+    FORWARD_IF_ERROR(per_head(ctx, INFL_N, INFL_T, Tb, Tb, hs, qkv, 3 * C, dq, hs, qkv + C, 3 * C, dq, hs, P, Tb, dP, TT,
+                              B, H));
+    FORWARD_IF_ERROR(ctx->be->softmax_causal(ctx, P, P, B * H, Tb, 1.0f / sqrtf((float)hs)));
+    // Y = P V: (Tb, Tb) (Tb, hs), into columns h·hs of y
+    return per_head(ctx, INFL_N, INFL_N, Tb, hs, Tb, P, Tb, dP, TT, qkv + 2 * C, 3 * C, dq, hs, y, C, dy, hs, B, H);
+}
+
+// dqkv (rows, 3C) from dy (rows, C): dP = dY Vᵀ, dV = Pᵀ dY, dS = softmax'(dP), dQ = dS K
 // / √hs, dK = dSᵀ Q / √hs (the 1/√hs inside softmax_causal_backward). dS (B, H, Tb, Tb) scratch.
 static infl_status attention_backward(infl_ctx *ctx, float *dqkv, float *dS, const float *dy, const float *qkv,
                                       const float *P, int B, int Tb, int C, int H) {
-    const infl_backend *be = ctx->be;
     int hs = C / H;
-    int64_t TT = (int64_t)Tb * Tb;
-    for (int b = 0; b < B; b++) {
-        const float *q = qkv + (size_t)b * Tb * 3 * C, *dyb = dy + (size_t)b * Tb * C;
-        float *dq = dqkv + (size_t)b * Tb * 3 * C;
-        FORWARD_IF_ERROR(be->sgemm_batched(ctx, INFL_N, INFL_T, Tb, Tb, hs, 1.0f, dyb, C, hs, q + 2 * C, 3 * C, hs, 0.0f,
-                                           dS + (size_t)b * H * TT, Tb, TT, H));
-        FORWARD_IF_ERROR(be->sgemm_batched(ctx, INFL_T, INFL_N, Tb, hs, Tb, 1.0f, P + (size_t)b * H * TT, Tb, TT, dyb,
-                                           C, hs, 0.0f, dq + 2 * C, 3 * C, hs, H));
-    }
-    FORWARD_IF_ERROR(be->softmax_causal_backward(ctx, dS, dS, P, B * H, Tb, 1.0f / sqrtf((float)hs)));
-    for (int b = 0; b < B; b++) {
-        const float *q = qkv + (size_t)b * Tb * 3 * C, *dSb = dS + (size_t)b * H * TT;
-        float *dq = dqkv + (size_t)b * Tb * 3 * C;
-        FORWARD_IF_ERROR(be->sgemm_batched(ctx, INFL_N, INFL_N, Tb, hs, Tb, 1.0f, dSb, Tb, TT, q + C, 3 * C, hs, 0.0f, dq,
-                                           3 * C, hs, H));
-        FORWARD_IF_ERROR(be->sgemm_batched(ctx, INFL_T, INFL_N, Tb, hs, Tb, 1.0f, dSb, Tb, TT, q, 3 * C, hs, 0.0f,
-                                           dq + C, 3 * C, hs, H));
-    }
-    return INFL_OK;
+    int64_t TT = (int64_t)Tb * Tb, dq = (int64_t)Tb * 3 * C, dP = H * TT, ddy = (int64_t)Tb * C;
+    FORWARD_IF_ERROR(per_head(ctx, INFL_N, INFL_T, Tb, Tb, hs, dy, C, ddy, hs, qkv + 2 * C, 3 * C, dq, hs, dS, Tb, dP,
+                              TT, B, H));
+    FORWARD_IF_ERROR(per_head(ctx, INFL_T, INFL_N, Tb, hs, Tb, P, Tb, dP, TT, dy, C, ddy, hs, dqkv + 2 * C, 3 * C, dq,
+                              hs, B, H));
+    FORWARD_IF_ERROR(ctx->be->softmax_causal_backward(ctx, dS, dS, P, B * H, Tb, 1.0f / sqrtf((float)hs)));
+    FORWARD_IF_ERROR(per_head(ctx, INFL_N, INFL_N, Tb, hs, Tb, dS, Tb, dP, TT, qkv + C, 3 * C, dq, hs, dqkv, 3 * C, dq,
+                              hs, B, H));
+    return per_head(ctx, INFL_T, INFL_N, Tb, hs, Tb, dS, Tb, dP, TT, qkv, 3 * C, dq, hs, dqkv + C, 3 * C, dq, hs, B, H);
 }
 
 // ---- forward ----
@@ -267,6 +272,7 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
 }
 
 int gpt_padded_positions(const gpt_work *w) { return w->Tb; }
+size_t gpt_work_bytes(const gpt_work *w) { return w->bytes; }
 
 infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out) {
     FORWARD_IF_ERROR(ctx->be->download(ctx, w->h_rowloss, w->rowloss, (size_t)w->rows * sizeof(float)));

@@ -39,6 +39,30 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
                         const int32_t *len, int B, gpt_work *w, int64_t *tokens, int *truncated);
 // Positions per document of the last forward's batch (documents padded to the longest).
 int gpt_padded_positions(const gpt_work *w);
+// Backend memory the buffers hold (activations and their gradients for maxB documents
+// of `context` positions).
+size_t gpt_work_bytes(const gpt_work *w);
+
+// ---- a training step (the trainer's and the benchmark's) ----
+
+// AdamW's state: parameters, gradient and moments (backend, nparams floats each), and
+// the tensors (matrices and embeddings decay, vectors do not).
+typedef struct {
+    size_t P;
+    float *W, *G, *M, *V;
+    int ntensors;
+    infl_tensor *tensors;
+} gpt_adamw;
+// Allocates the state with W from the host vector params; moments 0.
+infl_status gpt_adamw_create(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, gpt_adamw *a);
+void gpt_adamw_free(infl_ctx *ctx, gpt_adamw *a);
+// One step on B documents: forward, backward of the mean loss per position, the
+// gradient's global norm (*gnorm, before clipping; clipped to `clip` when clip > 0),
+// and AdamW at rate lr (step >= 1). *loss gets the batch's summed loss, *ntok its
+// positions. A non-finite loss or norm skips the update (the caller decides).
+infl_status gpt_train_step(infl_ctx *ctx, const infl_gpt_spec *s, gpt_adamw *a, gpt_work *w, const int32_t *tok, int T,
+                           const int32_t *len, int B, double lr, double beta1, double beta2, double eps, double wd,
+                           double clip, int step, double *loss, int64_t *ntok, double *gnorm, int *truncated);
 // Per-document losses of the last forward (or of the last backward's targets) into
 // host out (B): the sum over its positions.
 infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out);

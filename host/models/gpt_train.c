@@ -72,11 +72,8 @@ typedef struct {
     int32_t *btok, *blen;   // (B, T), (B) host: a batch
     int64_t *order, *perm;  // (nshards), (S)
     float *hp;              // (P) host: parameters for checkpoints
-    double *dl;             // (B) document losses
-    float *W, *G, *Mo, *Vo; // (P) backend: parameters, gradient, AdamW moments
+    gpt_adamw opt;          // parameters, gradient and moments (backend)
     gpt_work *w;
-    int ntensors;
-    infl_tensor *tensors;
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -88,12 +85,7 @@ static void trainer_free(trainer *t) {
     free(t->order);
     free(t->perm);
     free(t->hp);
-    free(t->dl);
-    free(t->tensors);
-    infl_be_free(ctx, t->W);
-    infl_be_free(ctx, t->G);
-    infl_be_free(ctx, t->Mo);
-    infl_be_free(ctx, t->Vo);
+    gpt_adamw_free(ctx, &t->opt);
     gpt_work_free(ctx, t->w);
 }
 
@@ -115,37 +107,71 @@ static infl_status trainer_open(trainer *t) {
     t->order = infl_malloc(ctx, (size_t)t->nshards * sizeof(int64_t), "the shard order");
     t->perm = infl_malloc(ctx, (size_t)t->S * sizeof(int64_t), "a shard permutation");
     t->hp = infl_malloc(ctx, t->P * sizeof(float), "the parameters");
-    t->dl = infl_malloc(ctx, (size_t)t->B * sizeof(double), "document losses");
-    if (!t->htok || !t->hlen || !t->btok || !t->blen || !t->order || !t->perm || !t->hp || !t->dl)
+    if (!t->htok || !t->hlen || !t->btok || !t->blen || !t->order || !t->perm || !t->hp)
         return INFL_E_NOMEM;
-    const char *hint = "a smaller model";
-    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->W, t->P * sizeof(float), "the parameters", hint));
-    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->G, t->P * sizeof(float), "the gradient", hint));
-    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->Mo, t->P * sizeof(float), "AdamW's first moment", hint));
-    FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&t->Vo, t->P * sizeof(float), "AdamW's second moment", hint));
     FORWARD_IF_ERROR(gpt_work_create(ctx, s, t->B, &t->w));
-    infl_model_spec ms = {.kind = INFL_MODEL_GPT, .gpt = *s};
-    t->ntensors = infl_spec_tensors(&ms, NULL, 0);
-    t->tensors = infl_calloc(ctx, (size_t)t->ntensors, sizeof *t->tensors, "the tensor list");
-    if (!t->tensors) return INFL_E_NOMEM;
-    infl_spec_tensors(&ms, t->tensors, t->ntensors);
     // seeded initialisation; the moments start at 0
     infl_gpt_init(s, t->o->seed, t->hp);
-    FORWARD_IF_ERROR(ctx->be->upload(ctx, t->W, t->hp, t->P * sizeof(float)));
-    FORWARD_IF_ERROR(ctx->be->fill(ctx, t->Mo, 0.0f, t->P));
-    return ctx->be->fill(ctx, t->Vo, 0.0f, t->P);
+    return gpt_adamw_create(ctx, s, t->hp, &t->opt);
 }
 
-// One AdamW step over every tensor: matrices and embeddings decay, vectors do not.
-static infl_status adamw(trainer *t, double lr, int step, float gscale) {
-    const infl_train_options *o = t->o;
-    for (int i = 0; i < t->ntensors; i++) {
-        const infl_tensor *ts = &t->tensors[i];
+// ---- a step (gpt.h) ----
+
+void gpt_adamw_free(infl_ctx *ctx, gpt_adamw *a) {
+    infl_be_free(ctx, a->W);
+    infl_be_free(ctx, a->G);
+    infl_be_free(ctx, a->M);
+    infl_be_free(ctx, a->V);
+    free(a->tensors);
+    memset(a, 0, sizeof *a);
+}
+
+infl_status gpt_adamw_create(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, gpt_adamw *a) {
+    memset(a, 0, sizeof *a);
+    infl_model_spec ms = {.kind = INFL_MODEL_GPT, .gpt = *s};
+    a->P = infl_spec_nparams(&ms);
+    const char *hint = "a smaller model";
+    infl_status rc = INFL_OK;
+    CHECK(infl_be_alloc_hint(ctx, (void **)&a->W, a->P * sizeof(float), "the parameters", hint));
+    CHECK(infl_be_alloc_hint(ctx, (void **)&a->G, a->P * sizeof(float), "the gradient", hint));
+    CHECK(infl_be_alloc_hint(ctx, (void **)&a->M, a->P * sizeof(float), "AdamW's first moment", hint));
+    CHECK(infl_be_alloc_hint(ctx, (void **)&a->V, a->P * sizeof(float), "AdamW's second moment", hint));
+    a->ntensors = infl_spec_tensors(&ms, NULL, 0);
+    a->tensors = infl_calloc(ctx, (size_t)a->ntensors, sizeof *a->tensors, "the tensor list");
+    GOTO_NOMEM_IF(!a->tensors);
+    infl_spec_tensors(&ms, a->tensors, a->ntensors);
+    CHECK(ctx->be->upload(ctx, a->W, params, a->P * sizeof(float)));
+    CHECK(ctx->be->fill(ctx, a->M, 0.0f, a->P));
+    CHECK(ctx->be->fill(ctx, a->V, 0.0f, a->P));
+    return INFL_OK;
+done:
+    gpt_adamw_free(ctx, a);
+    return rc;
+}
+
+infl_status gpt_train_step(infl_ctx *ctx, const infl_gpt_spec *s, gpt_adamw *a, gpt_work *w, const int32_t *tok, int T,
+                           const int32_t *len, int B, double lr, double beta1, double beta2, double eps, double wd,
+                           double clip, int step, double *loss, int64_t *ntok, double *gnorm, int *truncated) {
+    FORWARD_IF_ERROR(gpt_forward(ctx, s, a->W, tok, T, len, B, w, ntok, truncated));
+    FORWARD_IF_ERROR(gpt_backward(ctx, s, a->W, w, 0, 0, 0, a->G, 1.0f / (float)*ntok));
+    double *dl = infl_malloc(ctx, (size_t)B * sizeof(double), "document losses"), gn2 = 0;
+    if (!dl) return INFL_E_NOMEM;
+    infl_status rc = gpt_doc_losses(ctx, w, dl);
+    *loss = 0;
+    for (int i = 0; i < B; i++) *loss += dl[i];
+    free(dl);
+    FORWARD_IF_ERROR(rc);
+    FORWARD_IF_ERROR(ctx->be->dot(ctx, a->G, a->G, a->P, &gn2));
+    *gnorm = sqrt(gn2);
+    if (!isfinite(*loss) || !isfinite(*gnorm)) return INFL_OK;
+    float gscale = clip > 0 && *gnorm > clip ? (float)(clip / *gnorm) : 1.0f;
+    // AdamW per tensor: matrices and embeddings decay, vectors do not
+    for (int i = 0; i < a->ntensors; i++) {
+        const infl_tensor *ts = &a->tensors[i];
         size_t n = (size_t)ts->dims[0] * (ts->rank == 2 ? (size_t)ts->dims[1] : 1), off = ts->off;
-        float wd = ts->rank == 2 ? (float)o->weight_decay : 0.0f;
-        FORWARD_IF_ERROR(t->ctx->be->adamw_step(t->ctx, t->W + off, t->Mo + off, t->Vo + off, t->G + off, n, (float)lr,
-                                                (float)o->beta1, (float)o->beta2, (float)o->adam_eps, wd, step,
-                                                gscale));
+        FORWARD_IF_ERROR(ctx->be->adamw_step(ctx, a->W + off, a->M + off, a->V + off, a->G + off, n, (float)lr,
+                                             (float)beta1, (float)beta2, (float)eps, ts->rank == 2 ? (float)wd : 0.0f,
+                                             step, gscale));
     }
     return INFL_OK;
 }
@@ -169,7 +195,10 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
     const int64_t N = t.N, S = t.S;
     const int B = t.B, T = t.T;
     int64_t steps_per_epoch = 0;
-    for (int64_t k = 0; k < t.nshards; k++) steps_per_epoch += ((k + 1) * S <= N ? S : N - k * S + B - 1) / B;
+    for (int64_t k = 0; k < t.nshards; k++) {
+        int64_t len = (k + 1) * S <= N ? S : N - k * S;
+        steps_per_epoch += (len + B - 1) / B;
+    }
     const int64_t total = steps_per_epoch * o->epochs;
 
     double t0 = infl_now(), lr_sum = 0, epoch_loss = 0, flops = 0;
@@ -193,14 +222,10 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                 }
                 int64_t ntok;
                 int trunc;
-                CHECK(gpt_forward(ctx, s, t.W, t.btok, T, t.blen, nb, t.w, &ntok, &trunc));
+                double bl, gn, lr = infl_train_lr(o, step, total);
+                CHECK(gpt_train_step(ctx, s, &t.opt, t.w, t.btok, T, t.blen, nb, lr, o->beta1, o->beta2, o->adam_eps,
+                                     o->weight_decay, o->clip, (int)(step + 1), &bl, &ntok, &gn, &trunc));
                 if (ep == 0) rep->truncated += trunc;
-                CHECK(gpt_backward(ctx, s, t.W, t.w, 0, 0, 0, t.G, 1.0f / (float)ntok));
-                CHECK(gpt_doc_losses(ctx, t.w, t.dl));
-                double bl = 0, gn2 = 0;
-                for (int i = 0; i < nb; i++) bl += t.dl[i];
-                CHECK(be->dot(ctx, t.G, t.G, t.P, &gn2));
-                double gn = sqrt(gn2);
                 if (!isfinite(bl) || !isfinite(gn)) {
                     rep->diverged = 1;
                     rep->diverged_step = step + 1;
@@ -213,9 +238,6 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                             step + 1, ep + 1, isfinite(bl) ? "gradient" : "loss",
                             isnan(isfinite(bl) ? gn : bl) ? "NaN" : "infinite", kept);
                 }
-                double lr = infl_train_lr(o, step, total);
-                float gscale = o->clip > 0 && gn > o->clip ? (float)(o->clip / gn) : 1.0f;
-                CHECK(adamw(&t, lr, (int)(step + 1), gscale));
                 rep->grad_norm = gn;
                 epoch_loss += bl;
                 epoch_tok += ntok;
@@ -226,7 +248,7 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                 step++;
                 int last = step == total;
                 if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
-                    CHECK(be->download(ctx, t.hp, t.W, t.P * sizeof(float)));
+                    CHECK(be->download(ctx, t.hp, t.opt.W, t.P * sizeof(float)));
                     double epoch = last ? o->epochs : (double)ep + (double)(ep_docs + b0 + nb) / (double)N;
                     CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
                                                    t.hp));
