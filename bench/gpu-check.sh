@@ -18,7 +18,7 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DINFL_CUDA=AUTO > "$out/conf
 cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { echo "build failed" > "$out/summary.txt"; exit 1; }
 ctest --test-dir build-gpu --output-on-failure > "$out/ctest.log" 2>&1
 echo "ctest: $(tail -3 "$out/ctest.log" | head -1)" > "$out/summary.txt"
-for t in build-gpu/test_cuda_*; do
+for t in build-gpu/test_cuda_* build-gpu/test_gpt; do
   [ -x "$t" ] || continue
   "$t" --jobs 1 --verbose > "$out/$(basename "$t").log" 2>&1
   echo "$(basename "$t"): exit $?; $(grep -c '^\[PASS\]' "$out/$(basename "$t").log") passed," \
@@ -50,15 +50,23 @@ for m in tracin ekfac; do
   echo "$m tf32 vs fp32: $($B compare "$w/$m-fp32.h5" "$w/$m-tf32.h5" | tail -1)" >> "$out/summary.txt"
 done
 build-gpu/bench_train --epochs 2 --json "$out/bench_train.json" > "$out/bench_train.md" 2>&1
+# the GPT's training step beside its GEMMs at their shapes, on the GPU (two sizes) and the CPU
+INFL_BACKEND=cuda build-gpu/bench_gpt --json "$out/bench_gpt-cuda.json" > "$out/bench_gpt-cuda.md" 2>&1
+echo "bench_gpt cuda: exit $?" >> "$out/summary.txt"
+INFL_BACKEND=cuda build-gpu/bench_gpt --layers 6 --heads 8 --dim 512 --context 256 --batch 32 \
+  --json "$out/bench_gpt-cuda-512.json" > "$out/bench_gpt-cuda-512.md" 2>&1
+echo "bench_gpt cuda dim 512: exit $?" >> "$out/summary.txt"
+INFL_BACKEND=cpu build-gpu/bench_gpt --json "$out/bench_gpt-cpu.json" > "$out/bench_gpt-cpu.md" 2>&1
 build-gpu/bench_rank --n 60000 --queries 100 --reps 3 --json "$out/bench_rank.json" > "$out/bench_rank.md" 2>&1
 # compute-sanitizer follows Criterion's forked test processes (--target-processes all)
 # and exits non-zero on any error it reports (--error-exitcode).
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
 if [ -d cuda ] && ls cuda/*.cu >/dev/null 2>&1 && [ -n "$cs" ]; then
-  for t in build-gpu/test_cuda_*; do
+  for t in build-gpu/test_cuda_* build-gpu/test_gpt; do
     [ -x "$t" ] || continue
     for tool in memcheck racecheck; do
-      timeout 240 "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 \
+      only=""; [ "$(basename "$t")" = test_gpt ] && only="--filter gpt_cuda/*"  # its CUDA test, not the CPU ones
+      timeout 240 "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 $only \
         > "$out/$(basename "$t").$tool.log" 2>&1
       echo "$(basename "$t") $tool: exit $? ($(grep -m1 'ERROR SUMMARY' "$out/$(basename "$t").$tool.log"))" \
         >> "$out/summary.txt"

@@ -17,7 +17,7 @@
  * (upload_async, stage.h) and the pinned shard buffers are on the path; their
  * ordering is also tested at the primitive level.
  *
- * A dry run of the end-to-end tests on a machine without a GPU: INFL_TEST_E2E_CPU=1
+ * A dry run of the tests on a machine without a GPU: INFL_TEST_PAIR_CPU=1 (cudapair.h)
  * makes them compare the CPU backend with itself (the test logic, not the parity).
  *
  * Every test that needs a device first tries to create the CUDA context and skips
@@ -37,85 +37,14 @@
 #include "pipelines/attrib.h"
 #include "sched/stage.h"
 #include "store/store.h"
+#include "cudapair.h"
 #include "testutil.h"
 
-// ---- contexts and buffers ----
+// ---- contexts and buffers: cudapair.h ----
 
-typedef struct {
-    infl_ctx *c[2];  // [0] cpu (the oracle), [1] cuda
-} pair;
+// The end-to-end tests' pair (cudapair.h: INFL_TEST_PAIR_CPU=1 makes it two CPU contexts).
+static pair open_pair_e2e(void) { return open_pair(); }
 
-// Creates the CUDA context or skips the test, then the CPU one.
-static pair open_pair(void) {
-    pair p = {{NULL, NULL}};
-    unsetenv("INFL_PRECISION");  // FP32 GEMMs: the 1e-4 parity does not hold for TF32
-#ifndef INFL_HAVE_CUDA
-    cr_skip_test("this build has no CUDA backend (no nvcc found, or INFL_CUDA=OFF)");
-#else
-    infl_ctx_options o = infl_ctx_options_default();
-    o.backend = "cuda";
-    if (infl_ctx_create(&o, &p.c[1]) != INFL_OK) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", infl_ctx_error(p.c[1]));
-        infl_ctx_free(p.c[1]);
-        cr_skip_test("%s%s", strncmp(why, "no CUDA device", 14) == 0 ? "" : "no CUDA device: ", why);
-    }
-    p.c[0] = tu_ctx();
-#endif
-    return p;
-}
-
-// open_pair for the end-to-end tests; with INFL_TEST_E2E_CPU=1 both are CPU contexts.
-static pair open_pair_e2e(void) {
-    const char *dry = getenv("INFL_TEST_E2E_CPU");
-    if (dry && strcmp(dry, "1") == 0) {
-        pair p = {{tu_ctx(), tu_ctx()}};
-        return p;
-    }
-    return open_pair();
-}
-
-static void close_pair(pair *p) {
-    infl_ctx_free(p->c[0]);
-    infl_ctx_free(p->c[1]);
-}
-
-#define OK(ctx, expr) cr_assert_eq((expr), INFL_OK, "%s: %s (%s)", #expr, infl_ctx_error(ctx), (ctx)->be->name)
-
-// Backend memory of `bytes`, filled from host h (when not NULL).
-static void *dev(infl_ctx *ctx, const void *h, size_t bytes) {
-    void *d = NULL;
-    OK(ctx, ctx->be->alloc(ctx, bytes, &d));
-    if (h) OK(ctx, ctx->be->upload(ctx, d, h, bytes));
-    return d;
-}
-
-// A host copy (malloc'd) of `bytes` of backend memory.
-static void *host(infl_ctx *ctx, const void *d, size_t bytes) {
-    void *h = malloc(bytes ? bytes : 1);
-    OK(ctx, ctx->be->download(ctx, h, d, bytes));
-    return h;
-}
-
-static void rel(infl_ctx *ctx, void *d) { ctx->be->release(ctx, d); }
-
-// n uniform floats in [lo, hi)
-static float *rnd(uint64_t *st, size_t n, double lo, double hi) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * tu_uniform(st));
-    return x;
-}
-
-// ‖a − b‖ / ‖b‖ (‖a − b‖ when b is 0); NaN anywhere gives NaN
-static double relerr(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 #define TOL 1e-4
 // ‖gpu − cpu‖ / ‖cpu‖ <= TOL, else fails with the message (printf format and args).

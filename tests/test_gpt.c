@@ -13,6 +13,7 @@
  *    input (a run of the other kind, another tokenizer, divergence keeps the good
  *    checkpoints).
  */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "models/mlp.h"
 #include "models/model.h"
 #include "store/store.h"
+#include "cudapair.h"
 #include "testutil.h"
 
 // ---- fixtures ----
@@ -652,4 +654,95 @@ Test(gpt, divergence_names_the_step_and_keeps_good_checkpoints, .timeout = 300) 
     cr_assert_eq(store_run_ncheckpoints(r), rep.checkpoints);
     store_run_close(r);
     infl_ctx_free(ctx);
+}
+
+// ---- CUDA: the GPT on the device against the CPU (skips without a device) ----
+
+Test(gpt_cuda, forward_backward_factors_and_steps_match_cpu) {
+    pair p = open_pair();
+    size_t P;
+    float *hp = tiny_params(&P);
+    int32_t tok[NDOC * 12], len[NDOC];
+    tiny_docs(tok, len);
+    infl_model_spec ms = {.kind = INFL_MODEL_GPT, .gpt = tiny};
+    float *grad[2], *logit[2], *fac[2];
+    double loss[2][NDOC];
+    int rows = 0;
+    for (int b = 0; b < 2; b++) {
+        infl_ctx *ctx = p.c[b];
+        float *dW = dev(ctx, hp, P * sizeof(float)), *dG = dev(ctx, NULL, P * sizeof(float));
+        gpt_work *w;
+        OK(ctx, gpt_work_create(ctx, &tiny, NDOC, &w));
+        OK(ctx, gpt_forward(ctx, &tiny, dW, tok, tiny.context, len, NDOC, w, NULL, NULL));
+        logit[b] = malloc(sizeof(float) * tiny.vocab);
+        OK(ctx, gpt_logits_at(ctx, &tiny, w, 2, 7, logit[b]));
+        OK(ctx, gpt_backward(ctx, &tiny, dW, w, 0, 0, 0, dG, 0.5f));
+        OK(ctx, gpt_doc_losses(ctx, w, loss[b]));
+        grad[b] = host(ctx, dG, P * sizeof(float));
+        gpt_work_free(ctx, w);
+        // the seam's compacted factors of every layer (gather_rows on the device)
+        infl_model *m;
+        infl_model_work *mw;
+        OK(ctx, infl_model_create(ctx, &ms, 1, &m));
+        OK(ctx, infl_model_work_create(ctx, m, NDOC, &mw));
+        infl_batch bt = {.b = NDOC, .tok = tok, .T = tiny.context, .len = len};
+        OK(ctx, infl_model_factors(ctx, m, dW, &bt, mw));
+        rows = mw->rows;
+        size_t tot = 0;
+        for (int l = 0; l < m->nlayers; l++) tot += (size_t)rows * (m->layer[l].d_in + m->layer[l].d_out);
+        fac[b] = malloc(tot * sizeof(float));
+        size_t at = 0;
+        for (int l = 0; l < m->nlayers; l++) {
+            size_t na = (size_t)rows * m->layer[l].d_in, nd = (size_t)rows * m->layer[l].d_out;
+            OK(ctx, ctx->be->download(ctx, fac[b] + at, mw->A[l], na * sizeof(float)));
+            OK(ctx, ctx->be->download(ctx, fac[b] + at + na, mw->D[l], nd * sizeof(float)));
+            at += na + nd;
+        }
+        infl_model_work_free(ctx, m, mw);
+        infl_model_free(m);
+        rel(ctx, dW);
+        rel(ctx, dG);
+    }
+    for (int i = 0; i < NDOC; i++)
+        cr_assert(fabs(loss[1][i] - loss[0][i]) <= 1e-4 * fabs(loss[0][i]), "document %d: loss %g (cuda) vs %g", i,
+                  loss[1][i], loss[0][i]);
+    cr_assert_leq(relerr(logit[1], logit[0], tiny.vocab), 1e-4);
+    cr_assert_leq(relerr(grad[1], grad[0], P), 1e-4, "gradient: relative error %g", relerr(grad[1], grad[0], P));
+    size_t tot = 0;
+    infl_model *m0;
+    cr_assert_eq(infl_model_create(p.c[0], &ms, 1, &m0), INFL_OK);
+    for (int l = 0; l < m0->nlayers; l++) tot += (size_t)rows * (m0->layer[l].d_in + m0->layer[l].d_out);
+    infl_model_free(m0);
+    cr_assert_leq(relerr(fac[1], fac[0], tot), 1e-4, "seam factors: relative error %g", relerr(fac[1], fac[0], tot));
+    // three AdamW steps: the parameters after them (Adam's first steps move each weight by
+    // about lr·sign(g), so a gradient entry near 0 can differ in sign between the
+    // backends: a relative 1e-3 over all the parameters)
+    float *after[2];
+    for (int b = 0; b < 2; b++) {
+        infl_ctx *ctx = p.c[b];
+        gpt_work *w;
+        gpt_adamw a;
+        OK(ctx, gpt_work_create(ctx, &tiny, NDOC, &w));
+        OK(ctx, gpt_adamw_create(ctx, &tiny, hp, &a));
+        for (int k = 1; k <= 3; k++) {
+            double l, gn;
+            int64_t nt;
+            int tr;
+            OK(ctx, gpt_train_step(ctx, &tiny, &a, w, tok, tiny.context, len, NDOC, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, k, &l,
+                                   &nt, &gn, &tr));
+        }
+        after[b] = host(ctx, a.W, P * sizeof(float));
+        gpt_adamw_free(ctx, &a);
+        gpt_work_free(ctx, w);
+    }
+    cr_assert_leq(relerr(after[1], after[0], P), 1e-3, "after 3 steps: relative error %g",
+                  relerr(after[1], after[0], P));
+    for (int b = 0; b < 2; b++) {
+        free(grad[b]);
+        free(logit[b]);
+        free(fac[b]);
+        free(after[b]);
+    }
+    free(hp);
+    close_pair(&p);
 }
