@@ -319,6 +319,8 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
            g->n_layer, g->n_head, g->dim, g->context, g->vocab, infl_spec_nparams(ms));
         kv(out, "", "loss", "next-token cross-entropy");
         kv(out, "", "weight decay", "%g (AdamW, decoupled)", g->wd);
+        const infl_tokenizer *t = store_run_tokenizer(r);
+        if (t) kv(out, "", "tokenizer", "%s, vocabulary %d (end-of-text %d)", store_tok_kind_name(t->kind), t->vocab, t->eot);
     }
     kv(out, "", "data", "%s", store_run_data(r));
     hid_t model = H5Gopen2(file, "model", H5P_DEFAULT);
