@@ -30,6 +30,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "bench.h"
+#include "bench_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -48,13 +49,6 @@
 #include "models/train.h"
 #include "sched/topk.h"
 #include "store/store.h"
-
-#define BENCH_B 1024            // train rows per sub-batch, as rank.c uses
-#define BENCH_MAX_GEMMS 64      // GEMM shapes one phase may list
-#define BENCH_GEMM_SAMPLE 5e-4  // seconds one timing sample of a GEMM shape lasts at least
-#define BENCH_GEMM_BUDGET 0.3   // seconds of samples per GEMM shape (at least 3 samples)
-#define BENCH_READ_MB 64.0      // shard of the HDF5 read ceiling, as rank reads
-#define BENCH_TOPK_MB 256.0     // most host memory the top-k phase's score blocks take
 
 infl_bench_options infl_bench_options_default(void) {
     infl_bench_options o;
@@ -93,7 +87,7 @@ static double median(double *v, int n) {
 }
 
 // "1,234,567" into buf.
-static const char *group_digits(char *buf, size_t size, int64_t v) {
+const char *bench_group_digits(char *buf, size_t size, int64_t v) {
     char raw[32];
     snprintf(raw, sizeof raw, "%" PRId64, v < 0 ? -v : v);
     size_t len = strlen(raw), at = 0;
@@ -106,42 +100,7 @@ static const char *group_digits(char *buf, size_t size, int64_t v) {
     return buf;
 }
 
-// ---- what a phase declares ----
-
-typedef struct {
-    int m, n, k;
-    infl_trans ta, tb;
-    double count;  // calls at this shape (may be fractional: an average)
-} bench_gemm;
-
-typedef struct bench_fix bench_fix;
-
-typedef struct {
-    char what[160];     // sizes, for the report
-    double flops;       // counted from the shapes
-    double bytes;       // bytes it must move
-    double examples;    // examples (or queries) processed
-    bench_gemm gemm[BENCH_MAX_GEMMS];  // its GEMMs: ceiling (a)
-    int ngemm;
-    double io_bytes;    // bytes read from HDF5: ceiling (b)
-    // ceiling (c): a body timed like run (the best of reps after a warm-up), or NULL
-    infl_status (*ceiling_run)(infl_ctx *ctx, bench_fix *f);
-    const char *ceiling_name;  // overrides the generated name of the ceiling, or NULL
-    int rate_is_flops;  // report GFLOP/s (1) or GB/s (0)
-} bench_work;
-
-typedef struct {
-    const char *name;
-    const char *title;
-    // Allocates what the phase needs and counts its work into w.
-    infl_status (*setup)(infl_ctx *ctx, bench_fix *f, bench_work *w);
-    // The timed body: returns with its results complete (synchronised).
-    infl_status (*run)(infl_ctx *ctx, bench_fix *f);
-    // Frees what setup allocated (may be NULL); called also after a failed setup.
-    void (*teardown)(infl_ctx *ctx, bench_fix *f);
-} bench_phase_def;
-
-static void add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count) {
+void bench_add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count) {
     for (int i = 0; i < w->ngemm; i++) {
         bench_gemm *g = &w->gemm[i];
         if (g->m == m && g->n == n && g->k == k && g->ta == ta && g->tb == tb) {
@@ -155,57 +114,8 @@ static void add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_tra
 
 // ---- the fixture ----
 
-typedef struct {
-    int m, n, k;
-    infl_trans ta, tb;
-    double seconds;  // one call
-} gemm_rate;
-
-struct bench_fix {
-    const infl_bench_options *o;
-    infl_model_spec spec;     // the benchmark's MLP
-    infl_model *m;            // ... through the seam
-    size_t P;
-    int L, C, M, B;
-    int b;                    // rows of a sub-batch of the in-memory phases: min(R, B)
-    int64_t N, R, D;          // train rows, rows of the in-memory phases, features
-    char data[4096], run[4200], train_ref[4300], query_ref[4300], synth_path[4200];
-    infl_split *train, *query;
-    float **Wd;               // (C) weights on the backend
-    float *X;                 // (R, D) train rows
-    int32_t *y;               // (R) their labels
-    float *qX;                // (M, D) queries
-    int32_t *qy;              // (M)
-    infl_model_work *work;    // B rows
-    infl_model_work *qwork;   // M rows
-    float **qD, **qA;         // (C·L) query factors Δ_Q (M, d_out), A_Q (M, d_in)
-    float **tD, **tA;         // (C·L) factors of train sub-batch 0: (B, d_out), (B, d_in)
-    float *Sd, *T1, *T2;      // (M, B) score block and temporaries
-    float *one;               // (1) for synchronising
-    // phase-owned
-    float *V, *Gz;            // if_score: (M, P) queries, (B, max d_in) contraction block
-    infl_hvp *op;             // if_prepare: the GGN operator
-    float *G, *Xs;            // if_prepare: (M, P) query gradients and solutions
-    float *hs;                // topk: (G, M, S) host score blocks
-    int64_t S;                // topk: columns per block
-    int nblocks;              // topk: distinct blocks
-    volatile double sink;     // topk ceiling: keeps the reads
-    double timed;             // a run may set this (>= 0) to the seconds of its part of a
-                              // larger call (e.g. one pass of infl_fit from its report);
-                              // reset to -1 before each run, when < 0 the wall time counts
-    // EK-FAC phases
-    char factors[4300];       // the factors file the fit phases write (removed at the end)
-    infl_factors *fac;        // identity factors of the model's shapes (preconditioning costs the same)
-    ekfac_pre *pre;
-    float *LF[INFL_MAX_LINEAR], *RF[INFL_MAX_LINEAR];
-    int rl[INFL_MAX_LINEAR];
-    float *X1, *X2;           // (B, M r) low-rank score blocks
-    gemm_rate rates[128];     // measured GEMM shapes
-    int nrates;
-};
-
 // Waits for the backend's queued work (a download synchronises).
-static infl_status sync_be(infl_ctx *ctx, bench_fix *f) {
+infl_status bench_sync(infl_ctx *ctx, bench_fix *f) {
     float v;
     return ctx->be->download(ctx, &v, f->one, sizeof v);
 }
@@ -232,10 +142,10 @@ static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k
     int lda = ta == INFL_N ? k : m, ldb = tb == INFL_N ? n : k;
     // warm-up, and one call's time to size the samples
     CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
-    CHECK(sync_be(ctx, f));
+    CHECK(bench_sync(ctx, f));
     double t0 = infl_now();
     CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
-    CHECK(sync_be(ctx, f));
+    CHECK(bench_sync(ctx, f));
     double t1 = infl_now() - t0;
     int inner = t1 > 0 ? (int)ceil(BENCH_GEMM_SAMPLE / t1) : 1000;
     if (inner < 1) inner = 1;
@@ -246,7 +156,7 @@ static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k
     for (int s = 0; s < 31 && (s < 3 || infl_now() - start < BENCH_GEMM_BUDGET); s++) {
         t0 = infl_now();
         for (int i = 0; i < inner; i++) CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
-        CHECK(sync_be(ctx, f));
+        CHECK(bench_sync(ctx, f));
         double ts = (infl_now() - t0) / inner;
         best = ts < best ? ts : best;
     }
@@ -261,7 +171,7 @@ done:
 }
 
 // Per-example factors of rows X (b, D) at checkpoint c into work (forward, backward).
-static infl_status factors(infl_ctx *ctx, bench_fix *f, int c, const float *X, const int32_t *y, int b,
+infl_status bench_factors(infl_ctx *ctx, bench_fix *f, int c, const float *X, const int32_t *y, int b,
                            infl_model_work *work) {
     infl_batch bt = {.b = b, .x = X, .y = y};
     return infl_model_factors(ctx, f->m, f->Wd[c], &bt, work);
@@ -438,9 +348,9 @@ static infl_status fix_open(infl_ctx *ctx, bench_fix *f, const infl_bench_option
     if (!f->qD || !f->qA || !f->tD || !f->tA) return INFL_E_NOMEM;
     int b0 = f->b = f->R < f->B ? (int)f->R : f->B;
     for (int c = 0; c < f->C; c++) {
-        FORWARD_IF_ERROR(factors(ctx, f, c, f->qX, f->qy, f->M, f->qwork));
+        FORWARD_IF_ERROR(bench_factors(ctx, f, c, f->qX, f->qy, f->M, f->qwork));
         FORWARD_IF_ERROR(keep_factors(ctx, f, f->qwork, f->M, f->qD + c * f->L, f->qA + c * f->L));
-        FORWARD_IF_ERROR(factors(ctx, f, c, f->X, f->y, b0, f->work));
+        FORWARD_IF_ERROR(bench_factors(ctx, f, c, f->X, f->y, b0, f->work));
         FORWARD_IF_ERROR(keep_factors(ctx, f, f->work, b0, f->tD + c * f->L, f->tA + c * f->L));
     }
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Sd, (size_t)f->M * f->B, "a score block"));
@@ -479,12 +389,12 @@ done:
 // ---- phase: per-example gradient factors (forward + backward) ----
 
 // Forward and backward of `rows` rows in sub-batches of b.
-static void fb_work(const bench_fix *f, bench_work *w, double rows, int b) {
+void bench_fb_work(const bench_fix *f, bench_work *w, double rows, int b) {
     double blocks = rows / b;
     for (int l = 0; l < f->L; l++) {
         int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
-        add_gemm(w, b, dout, din, INFL_N, INFL_T, blocks);  // Z_l = A_{l-1} W_lᵀ
-        if (l > 0) add_gemm(w, b, din, dout, INFL_N, INFL_N, blocks);  // Δ_l W_l
+        bench_add_gemm(w, b, dout, din, INFL_N, INFL_T, blocks);  // Z_l = A_{l-1} W_lᵀ
+        if (l > 0) bench_add_gemm(w, b, din, dout, INFL_N, INFL_N, blocks);  // Δ_l W_l
         w->flops += (l > 0 ? 4.0 : 2.0) * rows * din * dout;
     }
 }
@@ -492,8 +402,8 @@ static void fb_work(const bench_fix *f, bench_work *w, double rows, int b) {
 static infl_status grad_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     (void)ctx;
     char r[32];
-    snprintf(w->what, sizeof w->what, "%s rows, 1 checkpoint", group_digits(r, sizeof r, f->R));
-    fb_work(f, w, (double)f->R, f->b);
+    snprintf(w->what, sizeof w->what, "%s rows, 1 checkpoint", bench_group_digits(r, sizeof r, f->R));
+    bench_fb_work(f, w, (double)f->R, f->b);
     w->examples = (double)f->R;
     w->bytes = (double)f->R * f->D * 4;
     return INFL_OK;
@@ -502,9 +412,9 @@ static infl_status grad_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
 static infl_status grad_run(infl_ctx *ctx, bench_fix *f) {
     for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
         int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
-        FORWARD_IF_ERROR(factors(ctx, f, 0, f->X + (size_t)r0 * f->D, f->y + r0, b, f->work));
+        FORWARD_IF_ERROR(bench_factors(ctx, f, 0, f->X + (size_t)r0 * f->D, f->y + r0, b, f->work));
     }
-    return sync_be(ctx, f);
+    return bench_sync(ctx, f);
 }
 
 // ---- phases: TracIn and graddot scoring by the ghost dot product ----
@@ -512,12 +422,12 @@ static infl_status grad_run(infl_ctx *ctx, bench_fix *f) {
 static void ghost_work(const bench_fix *f, bench_work *w, int nck) {
     char r[32], m[32];
     double blocks = (double)f->R / f->b;
-    snprintf(w->what, sizeof w->what, "%s rows x %s queries x %d ckpt%s", group_digits(r, sizeof r, f->R),
-             group_digits(m, sizeof m, f->M), nck, nck > 1 ? "s" : "");
+    snprintf(w->what, sizeof w->what, "%s rows x %s queries x %d ckpt%s", bench_group_digits(r, sizeof r, f->R),
+             bench_group_digits(m, sizeof m, f->M), nck, nck > 1 ? "s" : "");
     for (int l = 0; l < f->L; l++) {
         int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
-        add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks * nck);  // Δ_Q Δ_Zᵀ
-        add_gemm(w, f->M, f->b, din, INFL_N, INFL_T, blocks * nck);   // A_Q A_Zᵀ
+        bench_add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks * nck);  // Δ_Q Δ_Zᵀ
+        bench_add_gemm(w, f->M, f->b, din, INFL_N, INFL_T, blocks * nck);   // A_Q A_Zᵀ
         w->flops += nck * (double)f->R * (2.0 * f->M * (double)(din + dout) + 3.0 * f->M);
     }
     w->examples = (double)f->R;
@@ -539,7 +449,7 @@ static infl_status ghost_run(infl_ctx *ctx, bench_fix *f, int nck) {
                                                    f->tD[i], f->tA[i], M, b, 0.1f));
             }
     }
-    return sync_be(ctx, f);
+    return bench_sync(ctx, f);
 }
 
 static infl_status tracin_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
@@ -560,12 +470,12 @@ static infl_status graddot_run(infl_ctx *ctx, bench_fix *f) { return ghost_run(c
 
 // The query gradients f->G (M, lsize) at checkpoint 0, in the layer space (the MLP's
 // parameter vector), and room for their preconditioned versions f->Xs.
-static infl_status query_grads(infl_ctx *ctx, bench_fix *f) {
+infl_status bench_query_grads(infl_ctx *ctx, bench_fix *f) {
     const int M = f->M;
     size_t P = f->m->lsize;
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->G, (size_t)M * P, "query gradients"));
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->Xs, (size_t)M * P, "preconditioned query gradients"));
-    FORWARD_IF_ERROR(factors(ctx, f, 0, f->qX, f->qy, M, f->qwork));
+    FORWARD_IF_ERROR(bench_factors(ctx, f, 0, f->qX, f->qy, M, f->qwork));
     float *tmp = NULL;
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &tmp, (size_t)M * score_grad_tmp_cols(f->m), "query layer gradients"));
     infl_status rc = score_full_grads(ctx, f->G, tmp, f->m, f->qwork, M);
@@ -577,7 +487,7 @@ static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     const int M = f->M;
     FORWARD_IF_ERROR(infl_model_hvp_create(ctx, f->m, f->Wd[0], f->train, f->o->hessian_samples, INFL_HESS_GGN, 0,
                                            1024.0, &f->op));
-    FORWARD_IF_ERROR(query_grads(ctx, f));
+    FORWARD_IF_ERROR(bench_query_grads(ctx, f));
 
     // work: cg_iters batched GGN-vector products of M vectors over h rows; per row and
     // vector, layer l costs 4 d_in d_out FLOPs (R-forward 2, weight R-gradient 2), plus
@@ -587,14 +497,14 @@ static infl_status ifprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     double shards = ceil((double)h / (double)sh), calls = (double)f->o->cg_iters * M * shards;
     for (int l = 0; l < f->L; l++) {
         int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
-        add_gemm(w, (int)sh, dout, din, INFL_N, INFL_T, calls * (l > 0 ? 2 : 1));
-        add_gemm(w, dout, din, (int)sh, INFL_T, INFL_N, calls);
-        if (l > 0) add_gemm(w, (int)sh, din, dout, INFL_N, INFL_N, calls);
+        bench_add_gemm(w, (int)sh, dout, din, INFL_N, INFL_T, calls * (l > 0 ? 2 : 1));
+        bench_add_gemm(w, dout, din, (int)sh, INFL_T, INFL_N, calls);
+        if (l > 0) bench_add_gemm(w, (int)sh, din, dout, INFL_N, INFL_N, calls);
         w->flops += (double)f->o->cg_iters * M * (double)h * (l > 0 ? 8.0 : 4.0) * din * dout;
     }
     char m[32], hr[32];
-    snprintf(w->what, sizeof w->what, "%s queries, GGN on %s rows, %d CG iterations", group_digits(m, sizeof m, M),
-             group_digits(hr, sizeof hr, h), f->o->cg_iters);
+    snprintf(w->what, sizeof w->what, "%s queries, GGN on %s rows, %d CG iterations", bench_group_digits(m, sizeof m, M),
+             bench_group_digits(hr, sizeof hr, h), f->o->cg_iters);
     w->examples = M;
     return INFL_OK;
 }
@@ -607,10 +517,10 @@ static infl_status ifprep_run(infl_ctx *ctx, bench_fix *f) {
     io.cg_tol = 0;  // every iteration, so that the work is what was counted
     io.check_residual = 0;
     FORWARD_IF_ERROR(infl_ihvp_solve(ctx, f->op, &io, f->G, f->Xs, f->M, NULL));
-    return sync_be(ctx, f);
+    return bench_sync(ctx, f);
 }
 
-static void ifprep_teardown(infl_ctx *ctx, bench_fix *f) {
+void bench_ifprep_teardown(infl_ctx *ctx, bench_fix *f) {
     infl_hvp_free(ctx, f->op);
     infl_be_free(ctx, f->G);
     infl_be_free(ctx, f->Xs);
@@ -620,7 +530,7 @@ static void ifprep_teardown(infl_ctx *ctx, bench_fix *f) {
 
 // ---- phase: IF scoring by contraction with the preconditioned queries ----
 
-static infl_status ifscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
+infl_status bench_ifscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     int maxin = infl_model_max_in(f->m);
     size_t P = f->m->lsize;
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->V, (size_t)f->M * P, "preconditioned queries"));
@@ -629,19 +539,19 @@ static infl_status ifscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     double blocks = (double)f->R / f->b;
     for (int l = 0; l < f->L; l++) {
         int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
-        add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks);                  // bias: V_b Δ_Zᵀ
-        add_gemm(w, f->b, din, dout, INFL_N, INFL_N, blocks * f->M);             // Δ_Z V_q,W per query
+        bench_add_gemm(w, f->M, f->b, dout, INFL_N, INFL_T, blocks);                  // bias: V_b Δ_Zᵀ
+        bench_add_gemm(w, f->b, din, dout, INFL_N, INFL_N, blocks * f->M);             // Δ_Z V_q,W per query
         w->flops += (double)f->R / f->b * score_contract_flops(&f->m->layer[l], f->M, f->b);
     }
     char r[32], m[32];
-    snprintf(w->what, sizeof w->what, "%s rows x %s queries", group_digits(r, sizeof r, f->R),
-             group_digits(m, sizeof m, f->M));
+    snprintf(w->what, sizeof w->what, "%s rows x %s queries", bench_group_digits(r, sizeof r, f->R),
+             bench_group_digits(m, sizeof m, f->M));
     w->examples = (double)f->R;
     return INFL_OK;
 }
 
 // rank's contraction for if: S[q, :] += rowdot(Δ_Z V_q,W, A_Z) + Δ_Z v_q,b.
-static infl_status ifscore_run(infl_ctx *ctx, bench_fix *f) {
+infl_status bench_ifscore_run(infl_ctx *ctx, bench_fix *f) {
     const infl_backend *be = ctx->be;
     const int M = f->M;
     for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
@@ -651,10 +561,10 @@ static infl_status ifscore_run(infl_ctx *ctx, bench_fix *f) {
             FORWARD_IF_ERROR(score_contract_layer(ctx, f->Sd, f->Gz, &f->m->layer[l], f->V + f->m->loff[l], f->m->lsize,
                                                   f->tD[l], f->tA[l], M, b));
     }
-    return sync_be(ctx, f);
+    return bench_sync(ctx, f);
 }
 
-static void ifscore_teardown(infl_ctx *ctx, bench_fix *f) {
+void bench_ifscore_teardown(infl_ctx *ctx, bench_fix *f) {
     infl_be_free(ctx, f->V);
     infl_be_free(ctx, f->Gz);
     f->V = f->Gz = NULL;
@@ -682,8 +592,8 @@ static infl_status topk_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     for (int64_t i = 0; i < (int64_t)(per * f->nblocks); i++)
         f->hs[i] = (float)infl_rng_normal(seed, INFL_RNG_SUBSET, (uint64_t)i, 77);
     char n[32], m[32], s[32];
-    snprintf(w->what, sizeof w->what, "%s columns x %s queries, k = %d, blocks of %s", group_digits(n, sizeof n, f->N),
-             group_digits(m, sizeof m, M), f->o->top, group_digits(s, sizeof s, f->S));
+    snprintf(w->what, sizeof w->what, "%s columns x %s queries, k = %d, blocks of %s", bench_group_digits(n, sizeof n, f->N),
+             bench_group_digits(m, sizeof m, M), f->o->top, bench_group_digits(s, sizeof s, f->S));
     w->bytes = 4.0 * M * (double)f->N;
     w->examples = (double)f->N;
     w->ceiling_run = topk_ceiling;
@@ -742,14 +652,14 @@ static void topk_teardown(infl_ctx *ctx, bench_fix *f) {
 static infl_status rank_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     (void)ctx;
     // rank.c: per sub-batch of b train rows and per checkpoint, forward + backward and
-    // the ghost-dot score block (as fb_work and ghost_work count them)
+    // the ghost-dot score block (as bench_fb_work and ghost_work count them)
     int b = f->N < f->B ? (int)f->N : f->B;
     double blocks = (double)f->N / b;
-    for (int c = 0; c < f->C; c++) fb_work(f, w, (double)f->N, b);
+    for (int c = 0; c < f->C; c++) bench_fb_work(f, w, (double)f->N, b);
     for (int l = 0; l < f->L; l++) {
         int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
-        add_gemm(w, f->M, b, dout, INFL_N, INFL_T, blocks * f->C);
-        add_gemm(w, f->M, b, din, INFL_N, INFL_T, blocks * f->C);
+        bench_add_gemm(w, f->M, b, dout, INFL_N, INFL_T, blocks * f->C);
+        bench_add_gemm(w, f->M, b, din, INFL_N, INFL_T, blocks * f->C);
         w->flops += f->C * (double)f->N * (2.0 * f->M * (double)(din + dout) + 3.0 * f->M);
     }
     w->io_bytes = (double)f->N * (f->D + 1) * 4.0;
@@ -757,7 +667,7 @@ static infl_status rank_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
     w->examples = (double)f->N;
     char n[32], m[32];
     snprintf(w->what, sizeof w->what, "tracin, %s rows from HDF5 x %s queries x %d ckpts",
-             group_digits(n, sizeof n, f->N), group_digits(m, sizeof m, f->M), f->C);
+             bench_group_digits(n, sizeof n, f->N), bench_group_digits(m, sizeof m, f->M), f->C);
     return INFL_OK;
 }
 
@@ -775,236 +685,13 @@ static infl_status rank_run(infl_ctx *ctx, bench_fix *f) {
 }
 
 
-// ---- phases: EK-FAC ----
-//
-// The fit phases run infl_fit over the whole train split streamed from HDF5 and time
-// one pass from its report (f->timed): the covariances and the eigendecomposition
-// from a kfac fit (one pass), the eigenvalue correction from an ekfac fit. The
-// preconditioning and scoring phases use identity factors of the model's shapes: the
-// arithmetic does not depend on the values.
-
-static infl_status fit_run(infl_ctx *ctx, bench_fix *f, infl_strategy st, int which) {
-    infl_fit_options fo = infl_fit_options_default();
-    fo.run = f->run;
-    fo.data = f->train_ref;
-    fo.strategy = st;
-    fo.force = 1;
-    infl_fit_report r;
-    FORWARD_IF_ERROR(infl_fit(ctx, &fo, f->factors, &r));
-    f->timed = which == 0 ? r.seconds_cov : which == 1 ? r.seconds_eig : r.seconds_lambda;
-    return INFL_OK;
-}
-
-static void fit_what(const bench_fix *f, bench_work *w, const char *pass) {
-    char n[32];
-    snprintf(w->what, sizeof w->what, "%s, %s rows from HDF5", pass, group_digits(n, sizeof n, f->N));
-    w->examples = (double)f->N;
-    w->io_bytes = (double)f->N * (f->D + 1) * 4.0;
-    w->bytes = w->io_bytes;
-}
-
-static infl_status ekcov_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    (void)ctx;
-    int b = f->N < f->B ? (int)f->N : f->B;
-    double blocks = (double)f->N / b;
-    fb_work(f, w, (double)f->N, b);
-    for (int l = 0; l < f->L; l++) {
-        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out;
-        add_gemm(w, dout, dout, b, INFL_T, INFL_N, blocks);  // Δᵀ Δ
-        add_gemm(w, din, din, b, INFL_T, INFL_N, blocks);    // Aᵀ A
-        w->flops += (double)f->N * (2.0 * ((double)din * din + (double)dout * dout) + din);
-    }
-    fit_what(f, w, "A and S");
-    return INFL_OK;
-}
-
-static infl_status ekcov_run(infl_ctx *ctx, bench_fix *f) { return fit_run(ctx, f, INFL_STRATEGY_KFAC, 0); }
-
-static infl_status ekeig_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    (void)ctx;
-    // dsyevd with eigenvectors: ~9 n³ FLOPs (tridiagonal reduction 4/3 n³, divide and
-    // conquer, back-transformation); its ceiling: sgemm at n³ for the same FLOPs
-    for (int l = 0; l < f->L; l++) {
-        int n[2] = {infl_linear_ni(&f->m->layer[l]), f->m->layer[l].d_out};
-        for (int i = 0; i < 2; i++) {
-            add_gemm(w, n[i], n[i], n[i], INFL_N, INFL_N, 4.5);
-            w->flops += 9.0 * (double)n[i] * n[i] * n[i];
-        }
-    }
-    snprintf(w->what, sizeof w->what, "float64, %d pairs of symmetric matrices", f->L);
-    w->examples = 2.0 * f->L;
-    w->ceiling_name = "sgemm at n^3 (dsyevd ~ 9 n^3 flops, float64)";
-    return INFL_OK;
-}
-
-static infl_status ekeig_run(infl_ctx *ctx, bench_fix *f) { return fit_run(ctx, f, INFL_STRATEGY_KFAC, 1); }
-
-static infl_status eklam_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    (void)ctx;
-    int b = f->N < f->B ? (int)f->N : f->B;
-    double blocks = (double)f->N / b;
-    fb_work(f, w, (double)f->N, b);
-    for (int l = 0; l < f->L; l++) {
-        int din = f->m->layer[l].d_in, ni = infl_linear_ni(&f->m->layer[l]), dout = f->m->layer[l].d_out;
-        add_gemm(w, b, dout, dout, INFL_N, INFL_T, blocks);  // Δ Q_S
-        add_gemm(w, b, ni, din, INFL_N, INFL_T, blocks);     // Ã Q_A
-        add_gemm(w, dout, ni, b, INFL_T, INFL_N, blocks);    // (Δ Q_S)^2ᵀ (Ã Q_A)^2
-        w->flops += (double)f->N * (2.0 * ((double)dout * dout + (double)din * ni + (double)dout * ni) + dout + ni);
-    }
-    fit_what(f, w, "eigenvalue correction");
-    return INFL_OK;
-}
-
-static infl_status eklam_run(infl_ctx *ctx, bench_fix *f) { return fit_run(ctx, f, INFL_STRATEGY_EKFAC, 2); }
-
-// Identity factors of the model's shapes and their preconditioner; the query gradients.
-static infl_status ekpre_setup_common(infl_ctx *ctx, bench_fix *f) {
-    infl_fit_options fo = infl_fit_options_default();
-    fo.run = f->run;
-    fo.data = f->train_ref;
-    fo.strategy = INFL_STRATEGY_IDENTITY;
-    fo.force = 1;
-    FORWARD_IF_ERROR(infl_fit(ctx, &fo, f->factors, NULL));
-    FORWARD_IF_ERROR(store_factors_read(ctx, f->factors, &f->fac));
-    snprintf(f->fac->strategy, sizeof f->fac->strategy, "ekfac");  // apply them as EK-FAC
-    FORWARD_IF_ERROR(ekfac_pre_create(ctx, f->fac, f->factors, f->m, INFL_METHOD_EKFAC, 0.1, 0, &f->pre));
-    return query_grads(ctx, f);
-}
-
-static void ekpre_teardown(infl_ctx *ctx, bench_fix *f) {
-    ekfac_pre_free(ctx, f->pre);
-    infl_factors_free(f->fac);
-    f->pre = NULL;
-    f->fac = NULL;
-    for (int l = 0; l < INFL_MAX_LINEAR; l++) {
-        infl_be_free(ctx, f->LF[l]);
-        infl_be_free(ctx, f->RF[l]);
-        f->LF[l] = f->RF[l] = NULL;
-    }
-    infl_be_free(ctx, f->X1);
-    infl_be_free(ctx, f->X2);
-    f->X1 = f->X2 = NULL;
-    ifprep_teardown(ctx, f);
-    ifscore_teardown(ctx, f);
-}
-
-static infl_status ekprep_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
-    // ekfac_precondition: chunks of mc queries; per layer W̃ Q_A and back (chunk GEMMs),
-    // Q_Sᵀ · and Q_S · per query
-    size_t blk = infl_model_max_layer_size(f->m);
-    int mc = (int)((16u << 20) / blk);
-    mc = mc < 1 ? 1 : mc > f->M ? f->M : mc;
-    for (int q0 = 0; q0 < f->M; q0 += mc) {
-        int m = q0 + mc <= f->M ? mc : f->M - q0;
-        for (int l = 0; l < f->L; l++) {
-            int ni = infl_linear_ni(&f->m->layer[l]), dout = f->m->layer[l].d_out;
-            add_gemm(w, m * dout, ni, ni, INFL_N, INFL_T, 1);
-            add_gemm(w, m * dout, ni, ni, INFL_N, INFL_N, 1);
-            add_gemm(w, dout, ni, dout, INFL_N, INFL_N, m);
-            add_gemm(w, dout, ni, dout, INFL_T, INFL_N, m);
-            w->flops += (double)m * (4.0 * dout * (double)ni * ni + 4.0 * (double)dout * dout * ni);
-        }
-    }
-    char m[32];
-    snprintf(w->what, sizeof w->what, "%s queries", group_digits(m, sizeof m, f->M));
-    w->examples = f->M;
-    return INFL_OK;
-}
-
-static infl_status ekprep_run(infl_ctx *ctx, bench_fix *f) {
-    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->Xs, f->pre, f->m, f->G, f->M));
-    return sync_be(ctx, f);
-}
-
-static int query_rank(const bench_fix *f) { return f->o->query_rank > 0 ? f->o->query_rank : 32; }
-
-// ekfac_lowrank's work: per query and layer, the smaller Gram matrix, its float64
-// eigendecomposition (~9 g³) and the other factor.
-static void lowrank_work(const bench_fix *f, bench_work *w) {
-    for (int l = 0; l < f->L; l++) {
-        int ni = infl_linear_ni(&f->m->layer[l]), dout = f->m->layer[l].d_out;
-        int g = dout <= ni ? dout : ni, o = dout <= ni ? ni : dout;
-        int k = query_rank(f) < g ? query_rank(f) : g;
-        add_gemm(w, g, g, o, dout <= ni ? INFL_N : INFL_T, dout <= ni ? INFL_T : INFL_N, f->M);
-        add_gemm(w, g, g, g, INFL_N, INFL_N, 4.5 * f->M);
-        add_gemm(w, o, k, g, dout <= ni ? INFL_T : INFL_N, INFL_N, f->M);
-        w->flops += f->M * (2.0 * g * (double)g * o + 9.0 * (double)g * g * g + 2.0 * o * (double)k * g);
-    }
-}
-
-static infl_status eklow_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
-    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->Xs, f->pre, f->m, f->G, f->M));
-    lowrank_work(f, w);
-    char m[32];
-    snprintf(w->what, sizeof w->what, "%s queries, rank %d", group_digits(m, sizeof m, f->M), query_rank(f));
-    w->examples = f->M;
-    w->ceiling_name = "sgemm at its shapes (eigendecompositions: ~9 g^3 at g^3)";
-    return INFL_OK;
-}
-
-static infl_status eklow_run(infl_ctx *ctx, bench_fix *f) {
-    for (int l = 0; l < f->L; l++) {
-        infl_be_free(ctx, f->LF[l]);
-        infl_be_free(ctx, f->RF[l]);
-        f->LF[l] = f->RF[l] = NULL;
-    }
-    double energy;
-    FORWARD_IF_ERROR(ekfac_lowrank(ctx, f->LF, f->RF, f->rl, &energy, f->m, f->Xs, f->M, query_rank(f)));
-    return sync_be(ctx, f);
-}
-
-static infl_status ekscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    FORWARD_IF_ERROR(ifscore_setup(ctx, f, w));
-    snprintf(w->what + strlen(w->what), sizeof w->what - strlen(w->what), ", full rank");
-    return INFL_OK;
-}
-
-static infl_status ekscorer_setup(infl_ctx *ctx, bench_fix *f, bench_work *w) {
-    FORWARD_IF_ERROR(ekpre_setup_common(ctx, f));
-    FORWARD_IF_ERROR(ekfac_precondition(ctx, f->Xs, f->pre, f->m, f->G, f->M));
-    double energy;
-    FORWARD_IF_ERROR(ekfac_lowrank(ctx, f->LF, f->RF, f->rl, &energy, f->m, f->Xs, f->M, query_rank(f)));
-    int maxr = 0;
-    for (int l = 0; l < f->L; l++) maxr = f->rl[l] > maxr ? f->rl[l] : maxr;
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->X1, (size_t)f->B * f->M * maxr, "a low-rank score block"));
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &f->X2, (size_t)f->B * f->M * maxr, "a low-rank score block"));
-    double blocks = (double)f->R / f->b;
-    for (int l = 0; l < f->L; l++) {
-        int din = f->m->layer[l].d_in, dout = f->m->layer[l].d_out, ld = f->M * f->rl[l];
-        add_gemm(w, f->b, ld, dout, INFL_N, INFL_N, blocks);  // Δ LF
-        add_gemm(w, f->b, ld, din, INFL_N, INFL_N, blocks);   // A RF
-        w->flops += blocks * score_lowrank_flops(&f->m->layer[l], f->M, f->b, f->rl[l]);
-    }
-    char r[32], m[32];
-    snprintf(w->what, sizeof w->what, "%s rows x %s queries, rank %d", group_digits(r, sizeof r, f->R),
-             group_digits(m, sizeof m, f->M), query_rank(f));
-    w->examples = (double)f->R;
-    return INFL_OK;
-}
-
-// rank's --query-rank scoring: X1 = Δ LF, X2 = Ã RF, row dots of r-wide groups.
-static infl_status ekscorer_run(infl_ctx *ctx, bench_fix *f) {
-    const infl_backend *be = ctx->be;
-    const int M = f->M;
-    for (int64_t r0 = 0; r0 < f->R; r0 += f->B) {
-        int b = (int)(r0 + f->B <= f->R ? f->B : f->R - r0);
-        FORWARD_IF_ERROR(be->fill(ctx, f->Sd, 0.0f, (size_t)M * b));
-        for (int l = 0; l < f->L; l++)
-            FORWARD_IF_ERROR(score_lowrank_layer(ctx, f->Sd, f->X1, f->X2, &f->m->layer[l], f->LF[l], f->RF[l], f->rl[l],
-                                                 f->tD[l], f->tA[l], M, b));
-    }
-    return sync_be(ctx, f);
-}
-
 // ---- the phase table ----
 //
 // Phases run in this order; `infl bench --phases a,b` picks some. To add a phase,
 // append an entry: setup counts its work into a bench_work (FLOPs and bytes from the
-// shapes, examples processed, and the ceiling: the GEMM shapes it calls with add_gemm,
+// shapes, examples processed, and the ceiling: the GEMM shapes it calls with bench_add_gemm,
 // the bytes it reads from HDF5 in io_bytes, and/or a ceiling_run body timed like the
-// phase), run is the timed body (it must end synchronised: sync_be; or it sets
+// phase), run is the timed body (it must end synchronised: bench_sync; or it sets
 // f->timed to the seconds of its part of a larger call), teardown frees what setup
 // made. The fixture (bench_fix) offers the random-weight run (f->run, and
 // f->Wd[c] on the backend), the train split (f->train, f->train_ref), R = f->R train
@@ -1015,17 +702,17 @@ static const bench_phase_def phase_table[] = {
     {"grad", "per-example gradient factors (forward + backward)", grad_setup, grad_run, NULL},
     {"tracin", "TracIn scoring (ghost dot)", tracin_setup, tracin_run, NULL},
     {"graddot", "graddot scoring (ghost dot)", graddot_setup, graddot_run, NULL},
-    {"if_prepare", "IF query preconditioning (GGN + CG)", ifprep_setup, ifprep_run, ifprep_teardown},
-    {"if_score", "IF scoring (contraction)", ifscore_setup, ifscore_run, ifscore_teardown},
+    {"if_prepare", "IF query preconditioning (GGN + CG)", ifprep_setup, ifprep_run, bench_ifprep_teardown},
+    {"if_score", "IF scoring (contraction)", bench_ifscore_setup, bench_ifscore_run, bench_ifscore_teardown},
     {"topk", "top-k merge", topk_setup, topk_run, topk_teardown},
     {"rank", "whole streamed rank from HDF5", rank_setup, rank_run, NULL},
-    {"ekfac_cov", "EK-FAC covariance pass (A, S), from HDF5", ekcov_setup, ekcov_run, NULL},
-    {"ekfac_eig", "EK-FAC eigendecomposition (float64)", ekeig_setup, ekeig_run, NULL},
-    {"ekfac_lambda", "EK-FAC eigenvalue-correction pass, from HDF5", eklam_setup, eklam_run, NULL},
-    {"ekfac_prepare", "EK-FAC query preconditioning", ekprep_setup, ekprep_run, ekpre_teardown},
-    {"ekfac_lowrank", "EK-FAC rank-r query factors (SVD)", eklow_setup, eklow_run, ekpre_teardown},
-    {"ekfac_score", "EK-FAC scoring, full rank (the IF contraction)", ekscore_setup, ifscore_run, ifscore_teardown},
-    {"ekfac_score_r", "EK-FAC scoring, rank-r queries", ekscorer_setup, ekscorer_run, ekpre_teardown},
+    {"ekfac_cov", "EK-FAC covariance pass (A, S), from HDF5", bench_ekcov_setup, bench_ekcov_run, NULL},
+    {"ekfac_eig", "EK-FAC eigendecomposition (float64)", bench_ekeig_setup, bench_ekeig_run, NULL},
+    {"ekfac_lambda", "EK-FAC eigenvalue-correction pass, from HDF5", bench_eklam_setup, bench_eklam_run, NULL},
+    {"ekfac_prepare", "EK-FAC query preconditioning", bench_ekprep_setup, bench_ekprep_run, bench_ekpre_teardown},
+    {"ekfac_lowrank", "EK-FAC rank-r query factors (SVD)", bench_eklow_setup, bench_eklow_run, bench_ekpre_teardown},
+    {"ekfac_score", "EK-FAC scoring, full rank (the IF contraction)", bench_ekscore_setup, bench_ifscore_run, bench_ifscore_teardown},
+    {"ekfac_score_r", "EK-FAC scoring, rank-r queries", bench_ekscorer_setup, bench_ekscorer_run, bench_ekpre_teardown},
 };
 #define NPHASES ((int)(sizeof phase_table / sizeof phase_table[0]))
 
