@@ -46,17 +46,6 @@
 static pair open_pair_e2e(void) { return open_pair(); }
 
 
-#define TOL 1e-4
-// ‖gpu − cpu‖ / ‖cpu‖ <= TOL, else fails with the message (printf format and args).
-#define EXPECT_CLOSE(gpu, cpu, n, ...)                                           \
-    do {                                                                         \
-        double e_ = relerr((gpu), (cpu), (n));                                   \
-        if (!(e_ <= TOL)) {                                                      \
-            char m_[512];                                                        \
-            snprintf(m_, sizeof m_, __VA_ARGS__);                                \
-            cr_assert(0, "%s: relative error %g > %g", m_, e_, TOL);             \
-        }                                                                        \
-    } while (0)
 
 static const int ROWS[] = {1, 7, 33, 257};
 static const int COLS[] = {1, 5, 33, 130};

@@ -27,17 +27,6 @@
 // ---- contexts and buffers: cudapair.h ----
 
 
-#define TOL 1e-4
-// ‖gpu − cpu‖ / ‖cpu‖ <= TOL, else fails with the message (printf format and args).
-#define EXPECT_CLOSE(gpu, cpu, n, ...)                                           \
-    do {                                                                         \
-        double e_ = relerr((gpu), (cpu), (n));                                   \
-        if (!(e_ <= TOL)) {                                                      \
-            char m_[512];                                                        \
-            snprintf(m_, sizeof m_, __VA_ARGS__);                                \
-            cr_assert(0, "%s: relative error %g > %g", m_, e_, TOL);             \
-        }                                                                        \
-    } while (0)
 
 #define SAME_BITS(a, b, bytes, ...) cr_assert(memcmp((a), (b), (bytes)) == 0, __VA_ARGS__)
 
