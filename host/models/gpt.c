@@ -213,6 +213,10 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
     for (int i = 0; i < B; i++) {
         int32_t *in = w->h_inp + (size_t)i * Tb, *tg = w->h_tgt + (size_t)i * Tb;
         const int32_t *d = tok + (size_t)i * T;
+        // the tokens read (the store checked them against its tokenizer; this is the model's own check)
+        for (int t = 0; t < w->n[i] && t < len[i]; t++)
+            RETURN_IF(ctx, d[t] < 0 || d[t] >= V, INFL_E_VALUE,
+                      "document %d, token %d: id %d is outside the model's vocabulary of %d", i, t, (int)d[t], V);
         for (int t = 0; t < Tb; t++) {
             if (t < w->n[i]) {
                 in[t] = t == 0 ? eot : d[t - 1];
@@ -221,9 +225,6 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
                 in[t] = eot;  // padding: any valid token; its target is masked
                 tg[t] = -1;
             }
-            RETURN_IF(ctx, in[t] < 0 || in[t] >= V || tg[t] >= V, INFL_E_VALUE,
-                      "document %d, token %d: id %d is outside the model's vocabulary of %d", i, t,
-                      (int)(t < w->n[i] && t < len[i] ? d[t] : in[t]), V);
         }
     }
     w->B = B;
