@@ -65,8 +65,8 @@ if [ -d cuda ] && ls cuda/*.cu >/dev/null 2>&1 && [ -n "$cs" ]; then
   for t in build-gpu/test_cuda_* build-gpu/test_gpt; do
     [ -x "$t" ] || continue
     for tool in memcheck racecheck; do
-      only=""; [ "$(basename "$t")" = test_gpt ] && only="--filter gpt_cuda/*"  # its CUDA test, not the CPU ones
-      timeout 240 "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 $only \
+      only=(); [ "$(basename "$t")" = test_gpt ] && only=(--filter 'gpt_cuda/*')  # its CUDA test, not the CPU ones
+      timeout 240 "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 "${only[@]}" \
         > "$out/$(basename "$t").$tool.log" 2>&1
       echo "$(basename "$t") $tool: exit $? ($(grep -m1 'ERROR SUMMARY' "$out/$(basename "$t").$tool.log"))" \
         >> "$out/summary.txt"

@@ -322,7 +322,7 @@ __global__ static void k_embed_backward_wte(float *dwte, const float *dout, cons
     if (c >= C) return;
     for (int i = 0; i < N; i++) {
         int v = tok[i];
-        if (v % EMB_GROUPS == g) dwte[(size_t)v * C + c] += dout[(size_t)i * C + c];
+        if (v >= 0 && v % EMB_GROUPS == g) dwte[(size_t)v * C + c] += dout[(size_t)i * C + c];
     }
 }
 

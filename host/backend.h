@@ -151,6 +151,7 @@ typedef struct infl_backend {
                                  int B, int T, int C);
     // Its backward (scatter-add): dwte[tok[i]] += dout[i], dwpe[i mod T] += dout[i] (either may be NULL).
     // Deterministic: the same bits on every run (no order-dependent float atomics). dout (B·T, C).
+    // A negative token adds to no row of dwte (tokens >= V are the caller's bug, as in the forward).
     infl_status (*embed_backward)(infl_ctx *ctx, float *dwte, float *dwpe, const float *dout, const int32_t *tok,
                                   int B, int T, int C);
     // Softmax cross-entropy over a vocabulary, per row i < N of logits (N, V) with target y[i]:

@@ -336,8 +336,8 @@ typedef struct {
     const char *run;          /* a gpt run file; required */
     const char *checkpoint;   /* NULL or "final", a name or a step */
     const char *prompt;       /* UTF-8 text the completion continues ("" starts a new document) */
-    int tokens;               /* most tokens to generate; default 200 (stops early at end-of-text or a
-                                 full context) */
+    int tokens;               /* most tokens to generate; default 200 (stops early at end-of-text; past
+                                 a full context the window slides: EOT, then the last context - 1 tokens) */
     double temperature;       /* 0: greedy (the most likely token); default 0.8 */
     int top_k;                /* sample among the k most likely tokens; 0 = all; default 40 */
     uint64_t seed;            /* the sampling's counter generator; default 0 */
@@ -357,7 +357,9 @@ typedef struct {
 /* Continues a prompt with a gpt run's model: tokenizes it with the run's tokenizer,
  * then repeatedly samples the next token from softmax(logits / temperature) among
  * the top_k, keyed by (seed, position) in the counter generator, so a seed gives the
- * same completion on every backend. *out is the caller's (infl_generate_result_free). */
+ * same completion every time on a backend (the CPU and CUDA agree to float32
+ * round-off in the logits, so a near tie can differ between them). *out is the
+ * caller's (infl_generate_result_free). */
 infl_status infl_generate(infl_ctx *ctx, const infl_generate_options *o, infl_generate_result **out);
 void infl_generate_result_free(infl_generate_result *r);  /* accepts NULL */
 

@@ -441,3 +441,24 @@ Test(attrib, bad_inputs_are_refused) {
     free(p);
     infl_ctx_free(ctx);
 }
+
+// Self-influence by influence functions factorises the Hessian: a model beyond the
+// direct solver's limit is refused before any pass over the data, cleanly (it once
+// overflowed the per-example gradient buffers of models above 16,384 parameters).
+Test(attrib, self_if_beyond_the_direct_limit_is_refused) {
+    char data[1100], run[1100];
+    snprintf(data, sizeof data, "%s", tu_path("wide.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("wide-run.h5"));
+    tu_make_blobs(data, 64, 200, 10, 3);
+    const int w[] = {200, 80, 10};  // 16,890 parameters
+    make_run(data, run, INFL_ACT_RELU, 2, w, 1e-3);
+    infl_ctx *ctx = tu_ctx();
+    infl_rank_options o = infl_rank_options_default();
+    o.run = run;
+    o.method = INFL_METHOD_IF;
+    o.solver = 0;
+    infl_self_result *r = NULL;
+    cr_assert_eq(infl_self(ctx, &o, &r), INFL_E_UNSUPPORTED);
+    cr_assert(strstr(infl_ctx_error(ctx), "16890") && strstr(infl_ctx_error(ctx), "limit"), "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}

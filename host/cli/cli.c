@@ -167,13 +167,17 @@ static int cmd_import(int argc, char **argv) {
 
 // ---- train ----
 
-// The --model an argument list asks for (before parsing: it picks the defaults).
+// The --model an argument list asks for (before parsing: it picks the defaults); the
+// last one counts, as in the parser, which checks the two agree.
 static infl_model_kind model_asked(int argc, char **argv) {
+    infl_model_kind k = INFL_MODEL_MLP;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--model=gpt") == 0) return INFL_MODEL_GPT;
-        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc && strcmp(argv[i + 1], "gpt") == 0) return INFL_MODEL_GPT;
+        const char *v = strncmp(argv[i], "--model=", 8) == 0 ? argv[i] + 8
+                        : strcmp(argv[i], "--model") == 0 && i + 1 < argc ? argv[i + 1]
+                                                                          : NULL;
+        if (v) k = strcmp(v, "gpt") == 0 ? INFL_MODEL_GPT : INFL_MODEL_MLP;
     }
-    return INFL_MODEL_MLP;
+    return k;
 }
 
 static int cmd_train(int argc, char **argv) {
@@ -194,7 +198,7 @@ static int cmd_train(int argc, char **argv) {
         {"optimizer", 0, ARG_STR, &optimizer, "O", "mlp: auto | sgd | newton (auto: newton for a model without hidden layer); gpt: AdamW"},
         {"heads", 0, ARG_INT, &o.heads, "H", "gpt: attention heads, dividing --dim (default 4)"},
         {"dim", 0, ARG_INT, &o.dim, "C", "gpt: the residual stream's width (default 128)"},
-        {"context", 0, ARG_INT, &o.context, "T", "gpt: positions; longer documents are truncated to T - 1 tokens (default 256)"},
+        {"context", 0, ARG_INT, &o.context, "T", "gpt: positions (EOT and T - 1 tokens read, T targets); longer documents are truncated (default 256)"},
         {"epochs", 0, ARG_INT, &o.epochs, "N", "passes over the data (default 5; gpt 1)"},
         {"batch", 0, ARG_INT, &o.batch, "N", "minibatch size: rows (default 128); gpt: documents (default 32)"},
         {"lr", 0, ARG_DOUBLE, &o.lr, "R", "learning rate (default 0.1; gpt 1e-3)"},
@@ -234,6 +238,8 @@ static int cmd_train(int argc, char **argv) {
     if (!o.data) return usage_error(spec.cmd, "no training data (--data FILE:/split)");
     if (!out) return usage_error(spec.cmd, "no output file (-o run.h5)");
     if (strcmp(model, "mlp") != 0 && strcmp(model, "gpt") != 0) return usage_error(spec.cmd, "--model: expected mlp or gpt");
+    if ((strcmp(model, "gpt") == 0) != (kind == INFL_MODEL_GPT))
+        return usage_error(spec.cmd, "--model: give it once, as --model mlp|gpt or --model=mlp|gpt");
     if (kind == INFL_MODEL_GPT) {
         if (layers) {
             char *end = NULL;

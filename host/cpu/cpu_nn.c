@@ -238,7 +238,7 @@ infl_status cpu_embed_backward(infl_ctx *ctx, float *dwte, float *dwpe, const fl
         for (int i = 0; i < N; i++) {
             const float *g = dout + (size_t)i * C;
             // the token's row and the position's row each get the row's gradient
-            if (dwte) {
+            if (dwte && tok[i] >= 0) {  // a negative token is skipped, as on CUDA
                 float *e = dwte + (size_t)tok[i] * C;
                 for (int c = c0; c < c1; c++) e[c] += g[c];
             }

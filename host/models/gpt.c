@@ -430,6 +430,12 @@ static infl_status gpt_check_data(infl_ctx *ctx, const infl_model *m, const infl
               "%s: the documents' tokenizer has a vocabulary of %d tokens but the model has %d: the data was "
               "tokenized differently",
               store_split_ref(split), in->vocab, m->spec.gpt.vocab);
+    const infl_tokenizer *t = store_split_tokenizer(split);
+    RETURN_IF(ctx, m->tokenizer && t && !store_tok_same(m->tokenizer, t), INFL_E_SHAPE,
+              "%s: the documents were tokenized differently from the model's training data (a %s tokenizer of %d "
+              "tokens; the model's: %s of %d, with other merges): import them with the same tokenizer",
+              store_split_ref(split), store_tok_kind_name(t->kind), t->vocab, store_tok_kind_name(m->tokenizer->kind),
+              m->tokenizer->vocab);
     return INFL_OK;
 }
 

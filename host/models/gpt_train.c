@@ -37,6 +37,10 @@ static infl_status check_options(infl_ctx *ctx, const infl_train_options *o) {
     RETURN_IF(ctx, o->optimizer != INFL_OPT_AUTO, INFL_E_ARG, "--optimizer: the gpt trains with AdamW only");
     RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
     RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
+    RETURN_IF(ctx, o->shard_rows > 0 && o->shard_rows < o->batch, INFL_E_ARG,
+              "--shard %lld is smaller than --batch %d: a shard must hold at least one batch (batches do not cross "
+              "shards)",
+              (long long)o->shard_rows, o->batch);
     return INFL_OK;
 }
 
@@ -183,7 +187,6 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_beta2", o->beta2));
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_adam_eps", o->adam_eps));
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_clip", o->clip));
-    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_warmup", o->warmup));
     trainer t;
     memset(&t, 0, sizeof t);
     t.ctx = ctx;
@@ -249,6 +252,21 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                 int last = step == total;
                 if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
                     CHECK(be->download(ctx, t.hp, t.opt.W, t.P * sizeof(float)));
+                    // an update that overflowed the weights is a divergence too (the loss
+                    // would show it only at the next step): keep the good checkpoints
+                    size_t bad = 0;
+                    while (bad < t.P && isfinite(t.hp[bad])) bad++;
+                    if (bad < t.P) {
+                        rep->diverged = 1;
+                        rep->diverged_step = step;
+                        char kept[96] = "no checkpoint was written before it";
+                        if (rep->checkpoints > 0)
+                            snprintf(kept, sizeof kept, "the run keeps its checkpoints up to step %" PRId64, last_ckpt);
+                        GOTO_IF(ctx, 1, INFL_E_NUMERIC,
+                                "training diverged at step %" PRId64 " (epoch %d): parameter %zu is not finite after "
+                                "the update; %s; lower --lr or --clip",
+                                step, ep + 1, bad, kept);
+                    }
                     double epoch = last ? o->epochs : (double)ep + (double)(ep_docs + b0 + nb) / (double)N;
                     CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
                                                    t.hp));

@@ -76,6 +76,7 @@ static infl_status check_options(infl_ctx *ctx, const infl_train_options *o, con
     RETURN_IF(ctx, !(o->subset_fraction >= 0 && o->subset_fraction <= 1), INFL_E_ARG,
               "subset fraction: expected a value in [0, 1]");
     RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
+    RETURN_IF(ctx, o->warmup < 0, INFL_E_ARG, "--warmup: expected 0 or more steps");
     RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
     return INFL_OK;
 }

@@ -116,6 +116,9 @@ struct infl_model {
     int tokens;                      // 0: one row per example (T = 1); 1: examples of T_i token rows
     int outputs;                     // K: classes, targets or the vocabulary
     double wd;                       // weight decay that is part of the objective's Hessian
+    const infl_tokenizer *tokenizer; // the tokenizer of the model's documents when known (a GPT run's,
+                                     // borrowed; set by whoever opens the run): check_data refuses
+                                     // documents tokenized otherwise
 };
 
 // Creates the model a spec describes (MLP or GPT). head: the GPT's tied output head

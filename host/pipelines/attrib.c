@@ -168,6 +168,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     if (attrib_is_ekfac(o->method)) CHECK(store_factors_read(ctx, o->factors, &a->fac));
     CHECK(store_run_open(ctx, o->run, &a->run));
     CHECK(infl_model_create(ctx, store_run_spec(a->run), 0, &a->m));
+    a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF && !infl_model_has_hvp(a->m)) {
         infl_hvp *none;

@@ -253,6 +253,7 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
 
     CHECK(store_run_open(ctx, o->run, &run));
     CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
+    m->tokenizer = store_run_tokenizer(run);
     F.m = m;
     GOTO_IF(ctx, m->tokens, INFL_E_UNSUPPORTED,
             "%s: a %s model (examples of many tokens): fitting factors over token sequences is not built yet; fit "

@@ -4,8 +4,10 @@
  * training); each step runs the forward pass over the sequence so far and draws the
  * next token from softmax(logits / temperature) restricted to the top_k, with a
  * uniform from the counter generator keyed by (seed, INFL_RNG_GENERATE, step), until
- * end-of-text, the token budget, or a full context. No key-value cache: the models
- * infl trains are small and the forward pass is the reference one.
+ * end-of-text or the token budget. The model reads at most context positions (EOT and
+ * context − 1 tokens): past that the window slides, and the model then reads EOT
+ * before the last context − 1 tokens. No key-value cache: the models infl trains are
+ * small and the forward pass is the reference one.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -112,7 +114,7 @@ infl_status infl_generate(infl_ctx *ctx, const infl_generate_options *o, infl_ge
     int ngen = 0;
     for (; ngen < o->tokens; ngen++) {
         GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
-        if (len >= T - 1) {  // a full context: slide it by one token
+        if (len > T - 1) {  // past a full context: slide it by one token
             memmove(seq, seq + 1, (size_t)(len - 1) * sizeof(int32_t));
             len--;
         }

@@ -76,6 +76,7 @@ static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds
     if (store_run_get_f64(run, "train_momentum", &v)) t->momentum = v;
     if (store_run_get_f64(run, "train_tol", &v)) t->tol = v;
     if (store_run_get_f64(run, "train_max_iters", &v)) t->max_iters = (int)v;
+    if (store_run_get_f64(run, "train_warmup", &v) && v >= 0 && v <= 1e9) t->warmup = (int)v;
     if (store_run_get_str(run, "train_schedule", sched, sizeof sched))
         t->schedule = strcmp(sched, "cosine") == 0 ? INFL_SCHED_COSINE : INFL_SCHED_CONSTANT;
     t->checkpoint_every = 0;
@@ -219,8 +220,8 @@ static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_op
         int at = snprintf(buf, size, "weights %016llx, layers", (unsigned long long)infl_weights_hash(w, P));
         for (int l = 0; l <= s->L && at < (int)size; l++) at += snprintf(buf + at, size - at, "%s%d", l ? "," : " ", s->widths[l]);
         if (at < (int)size)
-            snprintf(buf + at, size - at, ", optimizer %d, batch %d, lr %g, momentum %g, wd %g, schedule %d",
-                     (int)t->optimizer, t->batch, t->lr, t->momentum, s->wd, (int)t->schedule);
+            snprintf(buf + at, size - at, ", optimizer %d, batch %d, lr %g, momentum %g, wd %g, schedule %d, warmup %d",
+                     (int)t->optimizer, t->batch, t->lr, t->momentum, s->wd, (int)t->schedule, t->warmup);
     }
     free(w);
     return rc;

@@ -18,6 +18,7 @@
 
 #include "attrib.h"
 #include "backend.h"
+#include "estimators/ihvp.h"
 
 void infl_self_result_free(infl_self_result *r) {
     if (!r) return;
@@ -99,14 +100,23 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     r->self = malloc((size_t)a.N * sizeof(float));
     r->order = malloc((size_t)a.N * sizeof(int64_t));
     GOTO_IF(ctx, !r->self || !r->order, INFL_E_NOMEM, "out of memory for %" PRId64 " self-influences", a.N);
+    if (influence) {
+        // the direct solver's limit, before any pass over the data
+        size_t lim = infl_ihvp_options_default().direct_max_params;
+        GOTO_IF(ctx, a.m->lsize > lim, INFL_E_UNSUPPORTED,
+                "self-influence by if (--solver direct) factorises the Hessian: %zu parameters is more than its "
+                "limit of %zu; use --method ekfac",
+                a.m->lsize, lim);
+        // full gradients of a sub-batch within 64 MiB: the sub-batches (and the stager's
+        // and the model's buffers, made next) hold at most that many rows
+        int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)a.m->lsize));
+        a.B = cap < 1 ? 1 : cap < 1024 ? (int)cap : 1024;
+    }
     CHECK(attrib_alloc_scoring(ctx, &a, 0, 0));
     acc = infl_malloc(ctx, (size_t)a.B * sizeof(double), "self-influence");
     GOTO_NOMEM_IF(!acc);
     if (influence) {
-        // full gradients of a sub-batch: keep (b, P) within the budget
         size_t P = a.m->lsize;
-        int64_t cap = (int64_t)(64.0 * 1048576.0 / (4.0 * (double)P));
-        if (cap < a.B) a.B = cap < 1 ? 1 : (int)cap;
         char what[128], hint[128];
         snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", a.B);
         snprintf(what, sizeof what, "per-example gradients (%d train rows x %zu parameters)", a.B, P);

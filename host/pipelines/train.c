@@ -65,6 +65,7 @@ static infl_status record_options(infl_ctx *ctx, infl_runw *rw, const infl_train
         store_run_attr_str(ctx, rw, "train_schedule", o->schedule == INFL_SCHED_COSINE ? "cosine" : "constant"));
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_shard_rows", (double)o->shard_rows));
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_shard_mb", o->shard_mb));
+    FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_warmup", o->warmup));
     if (o->subset_fraction > 0) {
         FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "subset_fraction", o->subset_fraction));
         char sd[32];
@@ -98,6 +99,7 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *o
         CHECK(infl_gpt_train_plan(ctx, o, store_split_tokenizer(split), &spec, &optimizer));
     // the model against the data, through the seam
     CHECK(infl_model_create(ctx, &spec, 0, &m));
+    m->tokenizer = store_split_tokenizer(split);
     CHECK(infl_model_check_data(ctx, m, split));
     CHECK(store_run_create(ctx, out_path, o->force, &spec, o->data, optimizer, o->seed, &rw));
     if (spec.kind == INFL_MODEL_GPT) CHECK(store_run_set_tokenizer(ctx, rw, store_split_tokenizer(split)));
@@ -140,18 +142,12 @@ infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoin
     CHECK(store_run_find(ctx, run, checkpoint, &ci));
     CHECK(store_split_open(ctx, &ref, &split));
     CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
+    m->tokenizer = store_run_tokenizer(run);
     CHECK(infl_model_check_data(ctx, m, split));
-    if (m->spec.kind == INFL_MODEL_GPT) {
-        GOTO_IF(ctx, !store_tok_same(store_run_tokenizer(run), store_split_tokenizer(split)), INFL_E_SHAPE,
-                "%s: the documents were tokenized differently from the run's training data (%s tokenizer of %d "
-                "tokens; the run's: %s of %d): import them with the same tokenizer",
-                store_split_ref(split), store_tok_kind_name(store_split_tokenizer(split)->kind),
-                store_split_tokenizer(split)->vocab, store_tok_kind_name(store_run_tokenizer(run)->kind),
-                store_run_tokenizer(run)->vocab);
+    if (m->spec.kind == INFL_MODEL_GPT)
         CHECK(infl_gpt_eval(ctx, run, ci, split, res));
-    } else {
+    else
         CHECK(infl_mlp_eval(ctx, run, ci, split, res));
-    }
 done:
     infl_model_free(m);
     store_split_close(split);

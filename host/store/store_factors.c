@@ -181,14 +181,15 @@ static infl_status read_layers(infl_ctx *ctx, const char *path, hid_t file, infl
         int n = 0;
         CHECK(h5u_attr_ints(ctx, path, file, "root", "layers", 2, INFL_MAX_LAYERS + 1, din, &n));
         L = n - 1;
+        for (int l = 0; l <= L; l++)
+            GOTO_IF(ctx, din[l] < 1 || din[l] > 16777216, INFL_E_FORMAT,
+                    "%s: attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, l, din[l]);
         for (int l = 0; l < L; l++) {
             snprintf(ly[l].name, sizeof ly[l].name, "layer%d", l);
             ly[l].d_in = (int)din[l];
             ly[l].d_out = (int)din[l + 1];
             ly[l].bias = 1;
         }
-        GOTO_IF(ctx, din[L] < 1 || din[L] > 16777216, INFL_E_FORMAT,
-                "%s: attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, L, din[L]);
     } else {
         int n1 = 0, n2 = 0, n3 = 0;
         CHECK(h5u_attr_ints(ctx, path, file, "root", "d_in", 1, INFL_MAX_LINEAR, din, &n1));
@@ -210,6 +211,12 @@ static infl_status read_layers(infl_ctx *ctx, const char *path, hid_t file, infl
             rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: /layer_names has %" PRId64 " names; expected %d", path, count,
                              L);
         for (int l = 0; rc == INFL_OK && l < L; l++) {
+            if (din[l] < 1 || din[l] > 16777216 || dout[l] < 1 || dout[l] > 16777216) {
+                rc = infl_seterr(ctx, INFL_E_FORMAT,
+                                 "%s: layer %d is %" PRId64 " -> %" PRId64 "; expected widths of 1 to 16777216", path, l,
+                                 din[l], dout[l]);
+                break;
+            }
             snprintf(ly[l].name, sizeof ly[l].name, "%.47s", names[l]);
             ly[l].d_in = (int)din[l];
             ly[l].d_out = (int)dout[l];
