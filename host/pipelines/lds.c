@@ -220,8 +220,10 @@ static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_op
         int at = snprintf(buf, size, "weights %016llx, layers", (unsigned long long)infl_weights_hash(w, P));
         for (int l = 0; l <= s->L && at < (int)size; l++) at += snprintf(buf + at, size - at, "%s%d", l ? "," : " ", s->widths[l]);
         if (at < (int)size)
-            snprintf(buf + at, size - at, ", optimizer %d, batch %d, lr %g, momentum %g, wd %g, schedule %d, warmup %d",
-                     (int)t->optimizer, t->batch, t->lr, t->momentum, s->wd, (int)t->schedule, t->warmup);
+            at += snprintf(buf + at, size - at, ", optimizer %d, batch %d, lr %g, momentum %g, wd %g, schedule %d",
+                           (int)t->optimizer, t->batch, t->lr, t->momentum, s->wd, (int)t->schedule);
+        // (only when there is one: the state files of runs without warm-up keep their fingerprint)
+        if (t->warmup > 0 && at < (int)size) snprintf(buf + at, size - at, ", warmup %d", t->warmup);
     }
     free(w);
     return rc;
