@@ -48,19 +48,6 @@ static inline pair open_pair(void) {
         cr_skip_test("%s%s", strncmp(why, "no CUDA device", 14) == 0 ? "" : "no CUDA device: ", why);
     }
     p.c[0] = tu_ctx();
-// The parity tolerance of FP32: ‖gpu − cpu‖ / ‖cpu‖ <= TOL, else fails with the message
-// (printf format and args).
-#define TOL 1e-4
-#define EXPECT_CLOSE(gpu, cpu, n, ...)                                           \
-    do {                                                                         \
-        double e_ = relerr((gpu), (cpu), (n));                                   \
-        if (!(e_ <= TOL)) {                                                      \
-            char m_[512];                                                        \
-            snprintf(m_, sizeof m_, __VA_ARGS__);                                \
-            cr_assert(0, "%s: relative error %g > %g", m_, e_, TOL);             \
-        }                                                                        \
-    } while (0)
-
 #endif
     return p;
 }

@@ -416,6 +416,24 @@ infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, inf
     return rc;
 }
 
+dsw_split *store_dsw_new(infl_ctx *ctx, infl_dsw *w, const char *split) {
+    if (w->nsplits == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 4;
+        dsw_split *p = realloc(w->splits, (size_t)cap * sizeof *p);
+        if (!p) {
+            infl_seterr(ctx, INFL_E_NOMEM, "out of memory adding split /%s", split);
+            return NULL;
+        }
+        w->splits = p;
+        w->cap = cap;
+    }
+    dsw_split *sp = &w->splits[w->nsplits];
+    memset(sp, 0, sizeof *sp);
+    snprintf(sp->name, sizeof sp->name, "%s", split);
+    sp->group = sp->x = sp->y = sp->tokens = sp->offsets = H5I_INVALID_HID;
+    return sp;
+}
+
 dsw_split *store_dsw_find(infl_dsw *w, const char *name) {
     for (int i = 0; i < w->nsplits; i++)
         if (strcmp(w->splits[i].name, name) == 0) return &w->splits[i];
@@ -472,17 +490,8 @@ static infl_status store_dataset_add_split_impl(infl_ctx *ctx, infl_dsw *w, cons
                   "%s: /%s: image_shape [%d, %d, %d] has %" PRId64 " values, the rows have D = %" PRId64, path, split,
                   image_shape[0], image_shape[1], image_shape[2], p, d);
     }
-    if (w->nsplits == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 4;
-        dsw_split *p = realloc(w->splits, (size_t)cap * sizeof *p);
-        RETURN_IF(ctx, !p, INFL_E_NOMEM, "out of memory adding split /%s", split);
-        w->splits = p;
-        w->cap = cap;
-    }
-    dsw_split *sp = &w->splits[w->nsplits];
-    memset(sp, 0, sizeof *sp);
-    snprintf(sp->name, sizeof sp->name, "%s", split);
-    sp->group = sp->x = sp->y = sp->tokens = sp->offsets = H5I_INVALID_HID;
+    dsw_split *sp = store_dsw_new(ctx, w, split);
+    if (!sp) return INFL_E_NOMEM;
     sp->n = n;
     sp->d = d;
     sp->k = k;

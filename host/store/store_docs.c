@@ -255,17 +255,8 @@ static infl_status add_docs_split_impl(infl_ctx *ctx, infl_dsw *w, const char *s
               INFL_E_ARG, "%s: split name '%s': expected one group name such as train or test", path,
               split ? split : "");
     RETURN_IF(ctx, store_dsw_find(w, split), INFL_E_ARG, "%s: split /%s was already added", path, split);
-    if (w->nsplits == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 4;
-        dsw_split *p = realloc(w->splits, (size_t)cap * sizeof *p);
-        RETURN_IF(ctx, !p, INFL_E_NOMEM, "out of memory adding split /%s", split);
-        w->splits = p;
-        w->cap = cap;
-    }
-    dsw_split *sp = &w->splits[w->nsplits];
-    memset(sp, 0, sizeof *sp);
-    snprintf(sp->name, sizeof sp->name, "%s", split);
-    sp->group = sp->x = sp->y = sp->tokens = sp->offsets = H5I_INVALID_HID;
+    dsw_split *sp = store_dsw_new(ctx, w, split);
+    if (!sp) return INFL_E_NOMEM;
     sp->docs = 1;
     sp->kind = INFL_Y_CLASS;
     sp->k = 1;

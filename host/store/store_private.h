@@ -66,6 +66,9 @@ infl_status store_rows_io(infl_ctx *ctx, const char *path, hid_t dset, const cha
                           int64_t nrows, int64_t w, void *buf, int write);
 // The split lookup of a writer (NULL when not added).
 dsw_split *store_dsw_find(infl_dsw *w, const char *name);
+// The next split slot of a writer, zeroed, named, its ids invalid (not counted in
+// nsplits yet); NULL with INFL_E_NOMEM on the context.
+dsw_split *store_dsw_new(infl_ctx *ctx, infl_dsw *w, const char *split);
 
 // store_docs.c: the documents half of a split handle and of a writer.
 // Opens the documents split whose group s->group is open (and /classes read): checks
