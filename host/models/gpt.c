@@ -34,7 +34,8 @@ struct gpt_work {
     int32_t *h_inp, *h_tgt;         // (maxB ctxT) host staging
     float *h_rowloss;               // (maxB ctxT) host
     int32_t *inp, *tgt, *tgt_s;     // (maxB ctxT) backend: inputs, targets (−1 = padding), sampled targets
-    const int32_t *tgt_used;        // the targets of the last backward (tgt or tgt_s)
+    const int32_t *rowloss_tgt;     // the targets rowloss holds the losses at (tgt or tgt_s); NULL: none since
+                                    // the last forward (gpt_doc_losses computes them at tgt)
     // activations (rows = maxB ctxT at most)
     float *x0;                      // (rows, C) embeddings: block 0's input
     float *res_mid[MAXNL], *res_out[MAXNL];  // (rows, C)
@@ -262,11 +263,11 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
     }
     FORWARD_IF_ERROR(be->layernorm_forward(ctx, w->lnf, w->lnf_mean, w->lnf_rstd, w->res_out[s->n_layer - 1],
                                            params + y->lnf_w, params + y->lnf_b, rows, C, INFL_GPT_LN_EPS));
-    // logits = LN_f(x) wteᵀ, the loss of every position at the data's next token
+    // logits = LN_f(x) wteᵀ; their losses come with the backward's gradient, or from
+    // gpt_doc_losses when nothing goes backward (one cross-entropy pass, not two)
     FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, rows, V, C, 1.0f, w->lnf, C, params + y->wte, C, 0.0f, w->logits,
                                V));
-    FORWARD_IF_ERROR(be->xent(ctx, w->rowloss, NULL, w->logits, w->tgt, rows, V, 1.0f));
-    w->tgt_used = w->tgt;
+    w->rowloss_tgt = NULL;
     if (tokens) *tokens = ntok;
     if (truncated) *truncated = trunc;
     return INFL_OK;
@@ -276,6 +277,10 @@ int gpt_padded_positions(const gpt_work *w) { return w->Tb; }
 size_t gpt_work_bytes(const gpt_work *w) { return w->bytes; }
 
 infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out) {
+    if (!w->rowloss_tgt) {  // forward only: the losses at the data's next tokens
+        FORWARD_IF_ERROR(ctx->be->xent(ctx, w->rowloss, NULL, w->logits, w->tgt, w->rows, w->s.vocab, 1.0f));
+        w->rowloss_tgt = w->tgt;
+    }
     FORWARD_IF_ERROR(ctx->be->download(ctx, w->h_rowloss, w->rowloss, (size_t)w->rows * sizeof(float)));
     for (int i = 0; i < w->B; i++) {
         double s = 0;
@@ -298,7 +303,7 @@ infl_status gpt_backward(infl_ctx *ctx, const infl_gpt_spec *s, const float *par
     const infl_backend *be = ctx->be;
     const infl_gpt_layout *y = &w->y;
     const int C = s->dim, V = s->vocab, NL = s->n_layer, rows = w->rows, B = w->B, Tb = w->Tb;
-    w->tgt_used = w->tgt;
+    const int32_t *tgt = w->tgt;
     if (sampled) {
         // targets drawn from the model per position, keyed by (document index · context + position)
         FORWARD_IF_ERROR(be->copy(ctx, w->tgt_s, w->tgt, (size_t)rows * sizeof(int32_t)));
@@ -306,10 +311,11 @@ infl_status gpt_backward(infl_ctx *ctx, const infl_gpt_spec *s, const float *par
             FORWARD_IF_ERROR(be->sample_labels(ctx, INFL_LOSS_SOFTMAX_CE, w->logits + (size_t)i * Tb * V, w->n[i], V,
                                                seed, (doc_index0 + i) * (int64_t)s->context, w->tgt_s + (size_t)i * Tb,
                                                NULL));
-        w->tgt_used = w->tgt_s;
+        tgt = w->tgt_s;
     }
     // δ of the logits: softmax − onehot per position (padding rows 0), and the losses at these targets
-    FORWARD_IF_ERROR(be->xent(ctx, w->rowloss, w->dlogits, w->logits, w->tgt_used, rows, V, 1.0f));
+    FORWARD_IF_ERROR(be->xent(ctx, w->rowloss, w->dlogits, w->logits, tgt, rows, V, 1.0f));
+    w->rowloss_tgt = tgt;
     float *g = grad;
     if (g) FORWARD_IF_ERROR(be->fill(ctx, g, 0.0f, y->total));
     // the tied head: ∂wte += δᵀ LN_f(x); ∂LN_f(x) = δ wte
@@ -412,7 +418,6 @@ double infl_gpt_train_flops(const infl_gpt_spec *s, double rows, int T) {
 
 typedef struct {
     gpt_work *w;
-    int head;
     int32_t *cidx, *h_cidx;      // (maxB context) the real positions' rows, backend and host
     float *cA[INFL_MAX_LINEAR];  // compacted layer inputs and output gradients (rows, d)
     float *cD[INFL_MAX_LINEAR];
@@ -479,7 +484,6 @@ static infl_status gpt_seam_create(infl_ctx *ctx, const infl_model *m, int maxB,
     g->h_loss = infl_malloc(ctx, (size_t)maxB * sizeof(double), "losses");
     g->h_lossf = infl_malloc(ctx, (size_t)maxB * sizeof(float), "losses");
     GOTO_NOMEM_IF(!mw->row_off || !mw->A || !mw->D || !g->h_cidx || !g->h_loss || !g->h_lossf);
-    g->head = m->nlayers > 4 * s->n_layer;
     CHECK(gpt_work_create(ctx, s, maxB, &g->w));
     CHECK(ctx->be->alloc(ctx, R * sizeof(int32_t), (void **)&g->cidx));
     CHECK(infl_be_alloc_f(ctx, &mw->loss, (size_t)maxB, "losses"));
@@ -511,7 +515,7 @@ static infl_status gpt_seam_forward(infl_ctx *ctx, const infl_model *m, const fl
     mw->row_off[0] = 0;
     for (int i = 0; i < bt->b; i++) mw->row_off[i + 1] = mw->row_off[i] + w->n[i];
     mw->rows = mw->row_off[bt->b];
-    return seam_losses(ctx, mw);
+    return INFL_OK;
 }
 
 static infl_status gpt_seam_backward(infl_ctx *ctx, const infl_model *m, const float *params, const infl_batch *bt,
@@ -530,7 +534,7 @@ static infl_status gpt_seam_backward(infl_ctx *ctx, const infl_model *m, const f
         A[4 * l + 2] = w->ln2[l], D[4 * l + 2] = w->d_fc[l];
         A[4 * l + 3] = w->fca[l], D[4 * l + 3] = w->d_fcp[l];
     }
-    if (g->head) A[4 * s->n_layer] = w->lnf, D[4 * s->n_layer] = w->dlogits;
+    if (m->nlayers > 4 * s->n_layer) A[4 * s->n_layer] = w->lnf, D[4 * s->n_layer] = w->dlogits;  // the tied head
     int packed = mw->rows == w->rows;
     if (!packed) {
         for (int i = 0, r = 0; i < w->B; i++)

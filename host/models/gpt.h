@@ -33,8 +33,8 @@ void gpt_work_free(infl_ctx *ctx, gpt_work *w);  // accepts NULL
 
 // Forward pass of B documents (tok (B, T) host, each document's first min(len, T)
 // tokens; len (B) host: full lengths; T >= context) at params (backend): logits and
-// per-position losses at the documents' next tokens. *tokens gets the positions that
-// carry a loss (Σ n_i), *truncated the documents longer than the context allows.
+// the logits. *tokens gets the positions that carry a loss (Σ n_i), *truncated the
+// documents longer than the context allows.
 infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, const int32_t *tok, int T,
                         const int32_t *len, int B, gpt_work *w, int64_t *tokens, int *truncated);
 // Positions per document of the last forward's batch (documents padded to the longest).
@@ -63,8 +63,8 @@ void gpt_adamw_free(infl_ctx *ctx, gpt_adamw *a);
 infl_status gpt_train_step(infl_ctx *ctx, const infl_gpt_spec *s, gpt_adamw *a, gpt_work *w, const int32_t *tok, int T,
                            const int32_t *len, int B, double lr, double beta1, double beta2, double eps, double wd,
                            double clip, int step, double *loss, int64_t *ntok, double *gnorm, int *truncated);
-// Per-document losses of the last forward (or of the last backward's targets) into
-// host out (B): the sum over its positions.
+// Per-document losses into host out (B), the sum over its positions: at the last
+// backward's targets, or (forward only) at the documents' next tokens.
 infl_status gpt_doc_losses(infl_ctx *ctx, gpt_work *w, double *out);
 // Backward after gpt_forward: at the data's targets (sampled = 0) or at targets drawn
 // from the model per position (sampled = 1, keyed by seed and doc_index0 + i, the

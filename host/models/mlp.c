@@ -125,7 +125,6 @@ void infl_mlp_init(const infl_mlp_spec *s, uint64_t seed, int zero, float *param
 
 typedef struct {
     infl_mlp_work *w;
-    const float **A, **D;   // (L) the seam's views
     int32_t *ys;            // (maxB) backend: sampled labels
     float *yfs;             // (maxB, K) backend: sampled real targets (mse)
     float *hlogits;         // (maxB, K) host, for predict
@@ -153,8 +152,6 @@ static void mlp_seam_free(infl_ctx *ctx, infl_model_work *mw) {
         infl_be_free(ctx, s->ys);
         infl_be_free(ctx, s->yfs);
         free(s->hlogits);
-        free(s->A);
-        free(s->D);
         free(s);
     }
     free(mw->row_off);
@@ -198,8 +195,7 @@ static infl_status mlp_seam_forward(infl_ctx *ctx, const infl_model *m, const fl
     FORWARD_IF_ERROR(infl_mlp_forward(ctx, params, bt->x, bt->b, s->w));
     mw->b = mw->rows = bt->b;
     for (int l = 0; l < m->spec.mlp.L; l++) infl_mlp_factors(s->w, l, &mw->D[l], &mw->A[l]);
-    // losses at the data's targets, when the batch has them (not for sampled-only passes)
-    return bt->y || bt->yf ? infl_mlp_loss(ctx, bt->y, bt->yf, s->w) : INFL_OK;
+    return INFL_OK;
 }
 
 static infl_status mlp_seam_backward(infl_ctx *ctx, const infl_model *m, const float *params, const infl_batch *bt,

@@ -45,14 +45,19 @@ infl_status infl_model_factors(infl_ctx *ctx, const infl_model *m, const float *
     return infl_model_backward(ctx, m, params, bt, &data, w, NULL, 1.0f);
 }
 
-infl_status infl_model_hvp_create(infl_ctx *ctx, const infl_model *m, const float *params, infl_split *split,
-                                  int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb,
-                                  infl_hvp **out) {
-    *out = NULL;
+infl_status infl_model_need_hvp(infl_ctx *ctx, const infl_model *m) {
     RETURN_IF(ctx, !m->iface->hvp_create, INFL_E_UNSUPPORTED,
               "the %s model gives no Hessian-vector products, which influence functions with an exact or "
               "Gauss-Newton Hessian (--method if) need; use --method ekfac (infl fit, then rank --factors)",
               m->iface->kind);
+    return INFL_OK;
+}
+
+infl_status infl_model_hvp_create(infl_ctx *ctx, const infl_model *m, const float *params, infl_split *split,
+                                  int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb,
+                                  infl_hvp **out) {
+    *out = NULL;
+    FORWARD_IF_ERROR(infl_model_need_hvp(ctx, m));
     return m->iface->hvp_create(ctx, m, params, split, samples, kind, shard_rows, cache_mb, out);
 }
 

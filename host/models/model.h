@@ -56,7 +56,8 @@ typedef struct {
 
 typedef struct infl_model infl_model;
 
-// What a batch hands out; filled by forward (loss, pred) and backward (A, Δ, loss).
+// What a batch hands out: forward fills the rows (b, rows, row_off), backward the
+// factors (A, Δ) and the losses at its targets.
 typedef struct {
     int maxB;           // examples the buffers hold
     int b;              // examples of the last forward
@@ -64,7 +65,7 @@ typedef struct {
     int *row_off;       // (maxB + 1) host: example i's rows are [row_off[i], row_off[i+1])
     const float **A;    // (nlayers) backend: layer inputs a (rows, d_in), without the bias's 1
     const float **D;    // (nlayers) backend: output gradients δ (rows, d_out), unscaled
-    float *loss;        // (maxB) backend: per-example loss at the last forward's or backward's targets
+    float *loss;        // (maxB) backend: per-example loss at the last backward's targets
     void *impl;         // the implementation's buffers
 } infl_model_work;
 
@@ -80,8 +81,9 @@ typedef struct infl_model_iface {
                                 int64_t row0, int64_t n);
     infl_status (*work_create)(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out);
     void (*work_free)(infl_ctx *ctx, infl_model_work *w);
-    // Forward pass of a batch at params (backend, nparams floats): per-example losses
-    // at the data's targets into w->loss.
+    // Forward pass of a batch at params (backend, nparams floats): the rows of its
+    // examples (w->b, w->rows, w->row_off) and what predict and backward need. The
+    // losses come with the backward, which computes them with the output gradient.
     infl_status (*forward)(infl_ctx *ctx, const infl_model *m, const float *params, const infl_batch *bt,
                            infl_model_work *w);
     // Backward pass after forward (the forward state is kept: backward may be called
@@ -160,11 +162,13 @@ static inline infl_status infl_model_predict(infl_ctx *ctx, const infl_model *m,
                                              int32_t *pred) {
     return m->iface->predict(ctx, m, w, pred);
 }
-// INFL_E_UNSUPPORTED naming the model kind when it gives no Hessian-vector products.
+// INFL_E_UNSUPPORTED naming the model kind (and the alternative) when it gives no
+// Hessian-vector products; INFL_OK when it does.
+infl_status infl_model_need_hvp(infl_ctx *ctx, const infl_model *m);
+// The model's HVP operator (infl_model_need_hvp's error when it has none).
 infl_status infl_model_hvp_create(infl_ctx *ctx, const infl_model *m, const float *params, infl_split *split,
                                   int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb,
                                   infl_hvp **out);
-static inline int infl_model_has_hvp(const infl_model *m) { return m->iface->hvp_create != NULL; }
 
 // Largest d_in, d_out, d_in + bias and d_out (d_in + bias) over the layers.
 int infl_model_max_in(const infl_model *m);

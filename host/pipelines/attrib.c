@@ -107,8 +107,6 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
 
 // ---- opening ----
 
-size_t attrib_grad_tmp_cols(const attrib *a) { return score_grad_tmp_cols(a->m); }
-
 void attrib_close(attrib *a) {
     infl_ctx *ctx = a->ctx;
     if (!ctx) return;
@@ -170,10 +168,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     CHECK(infl_model_create(ctx, store_run_spec(a->run), 0, &a->m));
     a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
-    if (o->method == INFL_METHOD_IF && !infl_model_has_hvp(a->m)) {
-        infl_hvp *none;
-        CHECK(infl_model_hvp_create(ctx, a->m, NULL, NULL, 0, INFL_HESS_EXACT, 0, 0, &none));
-    }
+    if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
     GOTO_IF(ctx, a->m->tokens, INFL_E_UNSUPPORTED,
             "%s: a %s model (examples of many tokens): attribution over token sequences is not built yet; "
             "rank, self and fit serve models of one row per example (mlp)",
@@ -303,10 +298,6 @@ infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_model_work *work, int 
         FORWARD_IF_ERROR(
             score_sqnorms_layer(ctx, out, a->rn, a->hrow, a->hrow2, &a->m->layer[l], work->D[l], work->A[l], b, wgt));
     return INFL_OK;
-}
-
-infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_model_work *work, int b, float *G, float *tmp) {
-    return score_full_grads(ctx, G, tmp, a->m, work, b);
 }
 
 infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int nv, int check, infl_hvp **opp) {

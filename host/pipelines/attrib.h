@@ -79,10 +79,6 @@ infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt
 // added when accumulate.
 infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_model_work *work, int b, double wgt, double *out,
                            int accumulate);
-// Per-example gradients (b, lsize) in the layer space; tmp holds (b, max d_out (d_in + 1)).
-infl_status attrib_full_grads(infl_ctx *ctx, attrib *a, infl_model_work *work, int b, float *G, float *tmp);
-// Floats of attrib_full_grads' tmp per row.
-size_t attrib_grad_tmp_cols(const attrib *a);
 // X (nv, P) = (H + λI)⁻¹ G at the method's checkpoint; *op is created on first use
 // and may be reused by the caller (free with infl_hvp_free; the direct solver keeps
 // its factorisation on it). check: measure the true residual (one more HVP).

@@ -122,9 +122,9 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         CHECK(infl_be_alloc_hint(ctx, (void **)&G, (size_t)M * P * sizeof(float), what, hint));
         snprintf(what, sizeof what, "preconditioned query gradients (%d queries x %zu parameters)", M, P);
         CHECK(infl_be_alloc_hint(ctx, (void **)&a->V, (size_t)M * P * sizeof(float), what, hint));
-        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)M * attrib_grad_tmp_cols(a) * sizeof(float),
+        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)M * score_grad_tmp_cols(a->m) * sizeof(float),
                                  "query layer gradients", hint));
-        CHECK(attrib_full_grads(ctx, a, qw, M, G, tmp));
+        CHECK(score_full_grads(ctx, G, tmp, a->m, qw, M));
         if (a->pre)
             CHECK(ekfac_precondition(ctx, a->V, a->pre, a->m, G, M));
         else

@@ -123,7 +123,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
         CHECK(infl_be_alloc_hint(ctx, (void **)&G, (size_t)a.B * P * sizeof(float), what, hint));
         snprintf(what, sizeof what, "preconditioned gradients (%d train rows x %zu parameters)", a.B, P);
         CHECK(infl_be_alloc_hint(ctx, (void **)&X, (size_t)a.B * P * sizeof(float), what, hint));
-        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)a.B * attrib_grad_tmp_cols(&a) * sizeof(float),
+        CHECK(infl_be_alloc_hint(ctx, (void **)&tmp, (size_t)a.B * score_grad_tmp_cols(a.m) * sizeof(float),
                                  "layer gradients", hint));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
@@ -169,7 +169,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
                 } else if (!influence) {
                     CHECK(attrib_sqnorms(ctx, &a, a.work, b, a.weight[c], acc, c > 0));
                 } else {
-                    CHECK(attrib_full_grads(ctx, &a, a.work, b, G, tmp));
+                    CHECK(score_full_grads(ctx, G, tmp, a.m, a.work, b));
                     CHECK(attrib_solve(ctx, &a, G, X, b, 0, &op));
                     CHECK(ctx->be->row_dot(ctx, d, G, X, b, (int)a.m->lsize, 1.0f, 0.0f));
                     CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
