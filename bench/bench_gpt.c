@@ -12,7 +12,8 @@
  *    after 2 warm-up steps; tokens/s and the FLOPs of its GEMMs per second.
  * 2. Ceiling: every GEMM the step calls, timed alone through the backend at its shape
  *    (sgemm, or sgemm_batched over the heads of one document as the attention calls
- *    it), best of short samples, summed with its multiplicity: the time the step would
+ *    it), best of short samples as `infl bench` times them (bench_time_gemm), summed
+ *    with its multiplicity: the time the step would
  *    take if it were nothing but its GEMMs at the rate the BLAS reaches on them. The
  *    ratio ceiling / step is the share of that the step achieves (LayerNorm, softmax,
  *    GELU, cross-entropy, AdamW and copies are outside the ceiling).
@@ -33,6 +34,7 @@
 #include "core/internal.h"
 #include "core/rng.h"
 #include "models/gpt.h"
+#include "pipelines/bench_internal.h"
 
 typedef struct {
     int m, n, k, ta, tb, batch;  // batch > 0: sgemm_batched of `batch` matrices
@@ -54,47 +56,12 @@ static void add(int m, int n, int k, int ta, int tb, int batch, double count) {
     shapes[nshapes++] = (gemm_shape){m, n, k, ta, tb, batch, count, 0};
 }
 
-static double sync_now(infl_ctx *ctx, const float *any) {
-    float v;
-    ctx->be->download(ctx, &v, any, sizeof v);
-    return bench_now();
-}
-
-// Best seconds of one call of shape g through the backend, over samples of ~20 ms.
+// Best seconds of one call of shape g through the backend (infl bench's timing).
 static double time_shape(infl_ctx *ctx, const gemm_shape *g) {
-    const infl_backend *be = ctx->be;
-    int bt = g->batch > 0 ? g->batch : 1;
-    size_t sa = (size_t)g->m * g->k, sb = (size_t)g->k * g->n, sc = (size_t)g->m * g->n;
-    float *A, *B, *C;
-    if (infl_be_alloc_f(ctx, &A, sa * bt, "A") || infl_be_alloc_f(ctx, &B, sb * bt, "B") ||
-        infl_be_alloc_f(ctx, &C, sc * bt, "C"))
+    double t = NAN;
+    if (bench_time_gemm(ctx, g->m, g->n, g->k, (infl_trans)g->ta, (infl_trans)g->tb, g->batch, &t) != INFL_OK)
         return NAN;
-    be->fill(ctx, A, 0.01f, sa * bt);
-    be->fill(ctx, B, 0.01f, sb * bt);
-    int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
-    double best = INFINITY;
-    int inner = 1;
-    for (int s = -1; s < 12; s++) {
-        double t0 = sync_now(ctx, C);
-        for (int i = 0; i < inner; i++) {
-            if (g->batch > 0)
-                be->sgemm_batched(ctx, (infl_trans)g->ta, (infl_trans)g->tb, g->m, g->n, g->k, 1.0f, A, lda, (int64_t)sa, B,
-                                  ldb, (int64_t)sb, 0.0f, C, g->n, (int64_t)sc, g->batch);
-            else
-                be->sgemm(ctx, (infl_trans)g->ta, (infl_trans)g->tb, g->m, g->n, g->k, 1.0f, A, lda, B, ldb, 0.0f, C, g->n);
-        }
-        double t = (sync_now(ctx, C) - t0) / inner;
-        if (s < 0) {  // sizes the samples
-            inner = t > 0 ? (int)(0.02 / t) : 1000;
-            inner = inner < 1 ? 1 : inner > 1000 ? 1000 : inner;
-            continue;
-        }
-        best = t < best ? t : best;
-    }
-    infl_be_free(ctx, A);
-    infl_be_free(ctx, B);
-    infl_be_free(ctx, C);
-    return best;
+    return t;
 }
 
 // The GEMMs of one training step on B documents of T positions (gpt.c's calls).

@@ -120,32 +120,33 @@ infl_status bench_sync(infl_ctx *ctx, bench_fix *f) {
     return ctx->be->download(ctx, &v, f->one, sizeof v);
 }
 
-// Median seconds of one sgemm at shape g through the backend (cached per shape).
-static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k, infl_trans ta, infl_trans tb,
-                                double *out) {
-    for (int i = 0; i < f->nrates; i++) {
-        gemm_rate *r = &f->rates[i];
-        if (r->m == m && r->n == n && r->k == k && r->ta == ta && r->tb == tb) {
-            *out = r->seconds;
-            return INFL_OK;
-        }
-    }
+// One GEMM call of the shape (sgemm, or sgemm_batched of `batch` matrices), finished.
+static infl_status gemm_call(infl_ctx *ctx, int m, int n, int k, infl_trans ta, infl_trans tb, int batch,
+                             const float *A, const float *B, float *C) {
+    int lda = ta == INFL_N ? k : m, ldb = tb == INFL_N ? n : k;
+    if (batch > 0)
+        return ctx->be->sgemm_batched(ctx, ta, tb, m, n, k, 1.0f, A, lda, (int64_t)m * k, B, ldb, (int64_t)k * n, 0.0f,
+                                      C, n, (int64_t)m * n, batch);
+    return ctx->be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, C, n);
+}
+
+infl_status bench_time_gemm(infl_ctx *ctx, int m, int n, int k, infl_trans ta, infl_trans tb, int batch, double *out) {
     const infl_backend *be = ctx->be;
     infl_status rc = INFL_OK;
-    float *A = NULL, *B = NULL, *Cm = NULL;
-    CHECK(infl_be_alloc_f(ctx, &A, (size_t)m * k, "a GEMM ceiling operand"));
-    CHECK(infl_be_alloc_f(ctx, &B, (size_t)k * n, "a GEMM ceiling operand"));
-    CHECK(infl_be_alloc_f(ctx, &Cm, (size_t)m * n, "a GEMM ceiling operand"));
-    CHECK(be->fill(ctx, A, 0.01f, (size_t)m * k));
-    CHECK(be->fill(ctx, B, 0.01f, (size_t)k * n));
-    CHECK(be->fill(ctx, Cm, 0.0f, (size_t)m * n));
-    int lda = ta == INFL_N ? k : m, ldb = tb == INFL_N ? n : k;
-    // warm-up, and one call's time to size the samples
-    CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
-    CHECK(bench_sync(ctx, f));
+    size_t bt = batch > 0 ? (size_t)batch : 1;
+    float *A = NULL, *B = NULL, *Cm = NULL, v;
+    CHECK(infl_be_alloc_f(ctx, &A, bt * m * k, "a GEMM ceiling operand"));
+    CHECK(infl_be_alloc_f(ctx, &B, bt * k * n, "a GEMM ceiling operand"));
+    CHECK(infl_be_alloc_f(ctx, &Cm, bt * m * n, "a GEMM ceiling operand"));
+    CHECK(be->fill(ctx, A, 0.01f, bt * m * k));
+    CHECK(be->fill(ctx, B, 0.01f, bt * k * n));
+    CHECK(be->fill(ctx, Cm, 0.0f, bt * m * n));
+    // warm-up, and one call's time to size the samples (a download of C waits for the work)
+    CHECK(gemm_call(ctx, m, n, k, ta, tb, batch, A, B, Cm));
+    CHECK(be->download(ctx, &v, Cm, sizeof v));
     double t0 = infl_now();
-    CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
-    CHECK(bench_sync(ctx, f));
+    CHECK(gemm_call(ctx, m, n, k, ta, tb, batch, A, B, Cm));
+    CHECK(be->download(ctx, &v, Cm, sizeof v));
     double t1 = infl_now() - t0;
     int inner = t1 > 0 ? (int)ceil(BENCH_GEMM_SAMPLE / t1) : 1000;
     if (inner < 1) inner = 1;
@@ -155,19 +156,33 @@ static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k
     double best = INFINITY, start = infl_now();
     for (int s = 0; s < 31 && (s < 3 || infl_now() - start < BENCH_GEMM_BUDGET); s++) {
         t0 = infl_now();
-        for (int i = 0; i < inner; i++) CHECK(be->sgemm(ctx, ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, Cm, n));
-        CHECK(bench_sync(ctx, f));
+        for (int i = 0; i < inner; i++) CHECK(gemm_call(ctx, m, n, k, ta, tb, batch, A, B, Cm));
+        CHECK(be->download(ctx, &v, Cm, sizeof v));
         double ts = (infl_now() - t0) / inner;
         best = ts < best ? ts : best;
     }
     *out = best;
-    if (f->nrates < (int)(sizeof f->rates / sizeof f->rates[0]))
-        f->rates[f->nrates++] = (gemm_rate){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .seconds = *out};
 done:
     infl_be_free(ctx, A);
     infl_be_free(ctx, B);
     infl_be_free(ctx, Cm);
     return rc;
+}
+
+// bench_time_gemm of an sgemm shape, cached per shape for the run.
+static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k, infl_trans ta, infl_trans tb,
+                                double *out) {
+    for (int i = 0; i < f->nrates; i++) {
+        gemm_rate *r = &f->rates[i];
+        if (r->m == m && r->n == n && r->k == k && r->ta == ta && r->tb == tb) {
+            *out = r->seconds;
+            return INFL_OK;
+        }
+    }
+    FORWARD_IF_ERROR(bench_time_gemm(ctx, m, n, k, ta, tb, 0, out));
+    if (f->nrates < (int)(sizeof f->rates / sizeof f->rates[0]))
+        f->rates[f->nrates++] = (gemm_rate){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .seconds = *out};
+    return INFL_OK;
 }
 
 // Per-example factors of rows X (b, D) at checkpoint c into work (forward, backward).

@@ -109,6 +109,10 @@ struct bench_fix {
 
 // ---- the helpers the phases share (bench.c) ----
 
+// The best seconds of one GEMM call of the shape through the backend: sgemm, or with
+// batch > 0 sgemm_batched of `batch` matrices one after the other; the best of short
+// samples (BENCH_GEMM_SAMPLE each, BENCH_GEMM_BUDGET in all), after a warm-up.
+infl_status bench_time_gemm(infl_ctx *ctx, int m, int n, int k, infl_trans ta, infl_trans tb, int batch, double *out);
 // Adds `count` calls of a GEMM shape to a phase's ceiling.
 void bench_add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count);
 // Waits for the backend's queued work (a download synchronises).
