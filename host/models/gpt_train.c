@@ -23,24 +23,13 @@
 // ---- options ----
 
 static infl_status check_options(infl_ctx *ctx, const infl_train_options *o) {
-    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
-    RETURN_IF(ctx, o->epochs < 1, INFL_E_ARG, "--epochs: expected at least 1, got %d", o->epochs);
-    RETURN_IF(ctx, o->batch < 1, INFL_E_ARG, "--batch: expected at least 1 document, got %d", o->batch);
-    RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
     RETURN_IF(ctx, !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1), INFL_E_ARG,
               "--beta1, --beta2: expected values in [0, 1)");
     RETURN_IF(ctx, !(o->adam_eps > 0) || !isfinite(o->adam_eps), INFL_E_ARG, "--adam-eps: expected a value > 0");
     RETURN_IF(ctx, !(o->clip >= 0) || !isfinite(o->clip), INFL_E_ARG, "--clip: expected 0 (none) or a value > 0");
-    RETURN_IF(ctx, o->warmup < 0, INFL_E_ARG, "--warmup: expected 0 or more steps");
     RETURN_IF(ctx, o->subset_fraction != 0, INFL_E_UNSUPPORTED,
               "training a gpt on a subset (infl lds) is not built yet");
     RETURN_IF(ctx, o->optimizer != INFL_OPT_AUTO, INFL_E_ARG, "--optimizer: the gpt trains with AdamW only");
-    RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
-    RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
-    RETURN_IF(ctx, o->shard_rows > 0 && o->shard_rows < o->batch, INFL_E_ARG,
-              "--shard %lld is smaller than --batch %d: a shard must hold at least one batch (batches do not cross "
-              "shards)",
-              (long long)o->shard_rows, o->batch);
     return INFL_OK;
 }
 
@@ -180,6 +169,19 @@ infl_status gpt_train_step(infl_ctx *ctx, const infl_gpt_spec *s, gpt_adamw *a, 
     return INFL_OK;
 }
 
+// Training stopped at `step` (epoch ep, 0-based) for `what`: INFL_E_NUMERIC naming both
+// and the checkpoints the run keeps (the last at step last_ckpt, when there is one).
+static infl_status diverged(infl_ctx *ctx, infl_train_report *rep, int64_t step, int ep, int64_t last_ckpt,
+                            const char *what) {
+    rep->diverged = 1;
+    rep->diverged_step = step;
+    char kept[96] = "no checkpoint was written before it";
+    if (rep->checkpoints > 0)
+        snprintf(kept, sizeof kept, "the run keeps its checkpoints up to step %" PRId64, last_ckpt);
+    return infl_seterr(ctx, INFL_E_NUMERIC, "training diverged at step %" PRId64 " (epoch %d): %s; %s; lower --lr or --clip",
+                       step, ep + 1, what, kept);
+}
+
 infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const infl_gpt_spec *s,
                                infl_split *split, infl_runw *rw, infl_train_report *rep) {
     const infl_backend *be = ctx->be;
@@ -230,16 +232,11 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                                      o->weight_decay, o->clip, (int)(step + 1), &bl, &ntok, &gn, &trunc));
                 if (ep == 0) rep->truncated += trunc;
                 if (!isfinite(bl) || !isfinite(gn)) {
-                    rep->diverged = 1;
-                    rep->diverged_step = step + 1;
-                    char kept[96] = "no checkpoint was written before it";
-                    if (rep->checkpoints > 0)
-                        snprintf(kept, sizeof kept, "the run keeps its checkpoints up to step %" PRId64, last_ckpt);
-                    GOTO_IF(ctx, 1, INFL_E_NUMERIC,
-                            "training diverged at step %" PRId64 " (epoch %d): the %s is %s; %s; lower --lr or "
-                            "--clip",
-                            step + 1, ep + 1, isfinite(bl) ? "gradient" : "loss",
-                            isnan(isfinite(bl) ? gn : bl) ? "NaN" : "infinite", kept);
+                    char what[64];
+                    snprintf(what, sizeof what, "the %s is %s", isfinite(bl) ? "gradient" : "loss",
+                             isnan(isfinite(bl) ? gn : bl) ? "NaN" : "infinite");
+                    rc = diverged(ctx, rep, step + 1, ep, last_ckpt, what);
+                    goto done;
                 }
                 rep->grad_norm = gn;
                 epoch_loss += bl;
@@ -252,24 +249,16 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                 int last = step == total;
                 if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
                     CHECK(be->download(ctx, t.hp, t.opt.W, t.P * sizeof(float)));
-                    // an update that overflowed the weights is a divergence too (the loss
-                    // would show it only at the next step): keep the good checkpoints
-                    size_t bad = 0;
-                    while (bad < t.P && isfinite(t.hp[bad])) bad++;
-                    if (bad < t.P) {
-                        rep->diverged = 1;
-                        rep->diverged_step = step;
-                        char kept[96] = "no checkpoint was written before it";
-                        if (rep->checkpoints > 0)
-                            snprintf(kept, sizeof kept, "the run keeps its checkpoints up to step %" PRId64, last_ckpt);
-                        GOTO_IF(ctx, 1, INFL_E_NUMERIC,
-                                "training diverged at step %" PRId64 " (epoch %d): parameter %zu is not finite after "
-                                "the update; %s; lower --lr or --clip",
-                                step, ep + 1, bad, kept);
-                    }
                     double epoch = last ? o->epochs : (double)ep + (double)(ep_docs + b0 + nb) / (double)N;
-                    CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
-                                                   t.hp));
+                    rc = store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN, t.hp);
+                    if (rc == INFL_E_VALUE) {
+                        // the store refuses non-finite weights (naming the tensor): an update that
+                        // overflowed them is a divergence too, and the good checkpoints stay
+                        char what[sizeof ctx->detail];
+                        snprintf(what, sizeof what, "%s", infl_ctx_error(ctx));
+                        rc = diverged(ctx, rep, step, ep, last_ckpt, what);
+                    }
+                    CHECK(rc);
                     rep->checkpoints++;
                     last_ckpt = step;
                     lr_sum = 0;

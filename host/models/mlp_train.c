@@ -58,26 +58,13 @@ infl_status infl_check_labels(infl_ctx *ctx, const infl_split *split, const infl
 
 static infl_status check_options(infl_ctx *ctx, const infl_train_options *o, const infl_mlp_spec *spec) {
     FORWARD_IF_ERROR(infl_mlp_spec_check(ctx, spec));
-    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
     if (o->optimizer == INFL_OPT_NEWTON) {
         RETURN_IF(ctx, spec->L != 1, INFL_E_ARG,
                   "optimizer newton is for convex models (no hidden layer); this model has %d layers", spec->L);
     }
     RETURN_IF(ctx, !(o->tol > 0), INFL_E_ARG, "--tol: expected a value > 0");
     RETURN_IF(ctx, o->max_iters < 1, INFL_E_ARG, "--max-iters: expected at least 1");
-    RETURN_IF(ctx, o->epochs < 1, INFL_E_ARG, "--epochs: expected at least 1, got %d", o->epochs);
-    RETURN_IF(ctx, o->batch < 1, INFL_E_ARG, "--batch: expected at least 1, got %d", o->batch);
-    RETURN_IF(ctx, o->shard_rows > 0 && o->shard_rows < o->batch, INFL_E_ARG,
-              "--shard %lld is smaller than --batch %d: a shard must hold at least one batch (batches do not cross "
-              "shards)",
-              (long long)o->shard_rows, o->batch);
-    RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
     RETURN_IF(ctx, !(o->momentum >= 0 && o->momentum < 1), INFL_E_ARG, "--momentum: expected a value in [0, 1)");
-    RETURN_IF(ctx, !(o->subset_fraction >= 0 && o->subset_fraction <= 1), INFL_E_ARG,
-              "subset fraction: expected a value in [0, 1]");
-    RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
-    RETURN_IF(ctx, o->warmup < 0, INFL_E_ARG, "--warmup: expected 0 or more steps");
-    RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
     return INFL_OK;
 }
 

@@ -56,6 +56,27 @@ infl_train_options infl_train_options_gpt_default(void) {
     return o;
 }
 
+// The options every trainer takes, checked before the data is opened (each trainer
+// then checks its own).
+static infl_status check_common(infl_ctx *ctx, const infl_train_options *o) {
+    RETURN_IF(ctx, o->model != INFL_MODEL_MLP && o->model != INFL_MODEL_GPT, INFL_E_ARG,
+              "--model: expected mlp or gpt");
+    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
+    RETURN_IF(ctx, o->epochs < 1, INFL_E_ARG, "--epochs: expected at least 1, got %d", o->epochs);
+    RETURN_IF(ctx, o->batch < 1, INFL_E_ARG, "--batch: expected at least 1, got %d", o->batch);
+    RETURN_IF(ctx, o->shard_rows > 0 && o->shard_rows < o->batch, INFL_E_ARG,
+              "--shard %lld is smaller than --batch %d: a shard must hold at least one batch (batches do not cross "
+              "shards)",
+              (long long)o->shard_rows, o->batch);
+    RETURN_IF(ctx, !(o->lr > 0) || !isfinite(o->lr), INFL_E_ARG, "--lr: expected a finite value > 0");
+    RETURN_IF(ctx, !(o->subset_fraction >= 0 && o->subset_fraction <= 1), INFL_E_ARG,
+              "subset fraction: expected a value in [0, 1]");
+    RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
+    RETURN_IF(ctx, o->warmup < 0, INFL_E_ARG, "--warmup: expected 0 or more steps");
+    RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
+    return INFL_OK;
+}
+
 // The training options every trainer records in the run (infl lds repeats them).
 static infl_status record_options(infl_ctx *ctx, infl_runw *rw, const infl_train_options *o) {
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_epochs", o->epochs));
@@ -81,9 +102,7 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *o, const char *o
     if (!rep) rep = &dummy;
     memset(rep, 0, sizeof *rep);
     RETURN_IF(ctx, !o, INFL_E_ARG, "infl_train: no options");
-    RETURN_IF(ctx, o->model != INFL_MODEL_MLP && o->model != INFL_MODEL_GPT, INFL_E_ARG,
-              "--model: expected mlp or gpt");
-    RETURN_IF(ctx, !o->data || !*o->data, INFL_E_ARG, "no training data given (--data FILE:/split)");
+    FORWARD_IF_ERROR(check_common(ctx, o));
     infl_dataref ref;
     FORWARD_IF_ERROR(infl_dataref_parse(ctx, o->data, &ref));
     infl_split *split = NULL;
