@@ -44,10 +44,7 @@ static void make_run(const char *data, const char *run, infl_activation act, int
 
 // Rows of a split in double.
 static double *read_rows(infl_ctx *ctx, const char *r, int64_t *n, int d, int32_t **y) {
-    infl_dataref dr;
-    infl_split *s;
-    cr_assert_eq(infl_dataref_parse(ctx, r, &dr), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &dr, &s), INFL_OK);
+    infl_split *s = tu_open_split(ctx, r);
     *n = store_split_info(s)->n;
     float *xf = malloc(sizeof(float) * (size_t)*n * d);
     *y = malloc(sizeof(int32_t) * (size_t)*n);

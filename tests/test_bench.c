@@ -24,12 +24,7 @@
 // Reads a whole split (x (n, d), y (n)), malloc'd; asserts on failure.
 static void read_split(infl_ctx *ctx, const char *path, const char *split, int64_t *n, int64_t *d, float **x,
                        int32_t **y, int *n_classes) {
-    char text[1200];
-    snprintf(text, sizeof text, "%s:/%s", path, split);
-    infl_dataref ref;
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *s = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *s = tu_open_split(ctx, tu_ref(3, path, split));
     const infl_split_info *in = store_split_info(s);
     cr_assert_eq(in->y_kind, INFL_Y_CLASS);
     *n = in->n;

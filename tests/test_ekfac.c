@@ -101,10 +101,7 @@ static void reference(const char *run, const char *data, int sampled, uint64_t s
     cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);
     cr_assert_eq(store_run_load(ctx, r, fin, wf), INFL_OK);
     for (size_t i = 0; i < P; i++) w[i] = wf[i];
-    infl_dataref dr;
-    infl_split *sp;
-    cr_assert_eq(infl_dataref_parse(ctx, tu_ref(2, data, "train"), &dr), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &dr, &sp), INFL_OK);
+    infl_split *sp = tu_open_split(ctx, tu_ref(2, data, "train"));
     int64_t N = store_split_info(sp)->n;
     int d0 = s->widths[0], K = s->widths[s->L];
     R->N = N;

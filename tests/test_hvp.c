@@ -219,11 +219,7 @@ static fixture make_fixture(const shape *sh, uint64_t seed, double wscale) {
     cr_assert_eq(store_dataset_write_rows(ctx, dw, "train", 0, n, xf, real ? NULL : f.y, real ? yff : NULL), INFL_OK,
                  "%s", infl_ctx_error(ctx));
     cr_assert_eq(store_dataset_commit(ctx, dw), INFL_OK, "%s", infl_ctx_error(ctx));
-    char ref_text[1200];
-    snprintf(ref_text, sizeof ref_text, "%s:/train", path);
-    infl_dataref ref;
-    cr_assert_eq(infl_dataref_parse(ctx, ref_text, &ref), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &ref, &f.split), INFL_OK, "%s", infl_ctx_error(ctx));
+    f.split = tu_open_split(ctx, tu_ref(0, path, "train"));
     cr_assert_eq(infl_be_alloc_f(ctx, &f.dW, f.np, "w"), INFL_OK);
     cr_assert_eq(ctx->be->upload(ctx, f.dW, wf, f.np * sizeof(float)), INFL_OK);
     free(xf);

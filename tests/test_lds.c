@@ -47,10 +47,7 @@ Test(lds, convex_subset_equals_training_on_the_subset_dataset) {
     tu_make_blobs(data, 80, 4, 3, 1);
     infl_ctx *ctx = tu_ctx();
     // the subset written out
-    infl_dataref dr;
-    infl_split *sp;
-    cr_assert_eq(infl_dataref_parse(ctx, tu_ref(0, data, "train"), &dr), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &dr, &sp), INFL_OK);
+    infl_split *sp = tu_open_split(ctx, tu_ref(0, data, "train"));
     float x[80 * 4], xs[80 * 4];
     int32_t y[80], ys[80];
     cr_assert_eq(store_split_read(ctx, sp, 0, 80, x, y, NULL), INFL_OK);

@@ -348,10 +348,7 @@ typedef struct {
 
 // Reads the whole selected range of `ref` in one store_split_read.
 static whole read_whole(infl_ctx *ctx, const char *ref) {
-    infl_dataref dr;
-    ASSERT_OK(ctx, infl_dataref_parse(ctx, ref, &dr));
-    infl_split *s = NULL;
-    ASSERT_OK(ctx, store_split_open(ctx, &dr, &s));
+    infl_split *s = tu_open_split(ctx, ref);
     const infl_split_info *in = store_split_info(s);
     whole w = {0};
     w.n = in->n;
@@ -371,14 +368,6 @@ static void whole_free(whole *w) {
     free(w->x);
     free(w->y);
     free(w->yf);
-}
-
-static infl_split *open_ref(infl_ctx *ctx, const char *ref) {
-    infl_dataref dr;
-    ASSERT_OK(ctx, infl_dataref_parse(ctx, ref, &dr));
-    infl_split *s = NULL;
-    ASSERT_OK(ctx, store_split_open(ctx, &dr, &s));
-    return s;
 }
 
 // Consumes the whole stream of r, checking that it is rows [begin, end) of w in
@@ -439,7 +428,7 @@ ParameterizedTest(const stream_case *c, reader, stream_equals_whole_read) {
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train%s", path, c->range);
     whole w = read_whole(ctx, ref);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     int64_t shards[] = {1, 7, 333, 1000, 5000};
     // sub-ranges of the selected range: all, [0, n), a middle, one row, empty
     int64_t n = w.n;
@@ -471,7 +460,7 @@ Test(reader, slow_and_fast_consumers_agree) {
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train", path);
     whole w = read_whole(ctx, ref);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     for (int slow = 0; slow < 2; slow++)
         for (int nbuf = 2; nbuf <= 3; nbuf++) {
             infl_reader *r = NULL;
@@ -495,7 +484,7 @@ Test(reader, release_in_any_order) {
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train", path);
     whole w = read_whole(ctx, ref);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     infl_reader *r = NULL;
     ASSERT_OK(ctx, infl_reader_start(ctx, s, 100, 3, 0, -1, NULL, NULL, NULL, &r));
     int64_t row = 0;
@@ -526,7 +515,7 @@ Test(reader, holding_every_buffer_is_an_error) {
     tu_make_blobs(path, RN, RD, 3, 8);
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train", path);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     infl_reader *r = NULL;
     ASSERT_OK(ctx, infl_reader_start(ctx, s, 10, 2, 0, -1, NULL, NULL, NULL, &r));
     infl_shard *a = NULL, *b = NULL, *c = NULL;
@@ -552,7 +541,7 @@ Test(reader, stop_mid_stream) {
     tu_make_blobs(path, RN, RD, 3, 9);
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train", path);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     for (int nbuf = 2; nbuf <= 3; nbuf++) {
         infl_reader *r = NULL;
         // immediately
@@ -598,7 +587,7 @@ Test(reader, cancel_interrupts) {
     tu_make_blobs(path, RN, RD, 3, 10);
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train", path);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     g_cancel = 0;
     infl_ctx_set_cancel(ctx, &g_cancel);
     infl_reader *r = NULL;
@@ -656,7 +645,7 @@ Test(reader, bad_row_surfaces_in_order) {
             char ref[4200];
             snprintf(ref, sizeof ref, "%s:/train%s", path, ranges[ir]);
             int64_t base = ir ? 100 : 0;
-            infl_split *s = open_ref(ctx, ref);
+            infl_split *s = tu_open_split(ctx, ref);
             infl_reader *r = NULL;
             ASSERT_OK(ctx, infl_reader_start(ctx, s, shards[is], 2, 0, -1, NULL, NULL, NULL, &r));
             int64_t row = 0;  // relative to the range
@@ -702,7 +691,7 @@ Test(reader, store_used_meanwhile) {
     snprintf(oref, sizeof oref, "%s:/train", other);
     whole w = read_whole(ctx, ref);
     whole ow = read_whole(ctx, oref);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     infl_reader *r = NULL;
     ASSERT_OK(ctx, infl_reader_start(ctx, s, 1, 2, 0, -1, NULL, NULL, NULL, &r));
     infl_dsw *dw = NULL;
@@ -717,7 +706,7 @@ Test(reader, store_used_meanwhile) {
         cr_assert_eq(sh->row0, row);
         // copy the shard into the new file, and read a row of a third file
         ASSERT_OK(ctx, store_dataset_write_rows(ctx, dw, "train", sh->row0, sh->n, sh->x, sh->y, NULL));
-        infl_split *os = open_ref(ctx, oref);
+        infl_split *os = tu_open_split(ctx, oref);
         int64_t orow = row % 300;
         ASSERT_OK(ctx, store_split_read(ctx, os, orow, 1, ox, NULL, NULL));
         cr_assert(memcmp(ox, ow.x + orow * 4, sizeof ox) == 0, "other file row %" PRId64, orow);
@@ -836,7 +825,7 @@ ParameterizedTest(const mem_case *c, reader, memory_is_the_ring) {
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train", path);
     whole w = read_whole(ctx, ref);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     counter cnt = {0};
     infl_reader *r = NULL;
     ASSERT_OK(ctx, infl_reader_start(ctx, s, c->shard_rows, c->nbuf, 0, -1, count_alloc, count_free, &cnt, &r));
@@ -867,7 +856,7 @@ Test(reader, rejects_bad_arguments) {
     tu_make_blobs(path, RN, RD, 3, 14);
     char ref[4200];
     snprintf(ref, sizeof ref, "%s:/train[0:100]", path);
-    infl_split *s = open_ref(ctx, ref);
+    infl_split *s = tu_open_split(ctx, ref);
     infl_reader *r = NULL;
     ASSERT_ERR(ctx, infl_reader_start(ctx, s, 10, 1, 0, -1, NULL, NULL, NULL, &r), INFL_E_ARG, "2 or 3 buffers");
     ASSERT_ERR(ctx, infl_reader_start(ctx, s, 10, 4, 0, -1, NULL, NULL, NULL, &r), INFL_E_ARG, "2 or 3 buffers");

@@ -77,12 +77,7 @@ static const char *put(const char *name, const char *text) {
 // labels[i] its class. Returns the number of documents.
 static int64_t read_docs(const char *path, const char *split, char ***docs, int32_t **labels) {
     infl_ctx *ctx = tu_ctx();
-    infl_dataref ref;
-    char text[1200];
-    snprintf(text, sizeof text, "%s:/%s", path, split);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *s = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *s = tu_open_split(ctx, tu_ref(0, path, split));
     const infl_split_info *in = store_split_info(s);
     cr_assert_eq(in->kind, INFL_SPLIT_DOCS);
     int64_t n = in->n;
@@ -453,12 +448,7 @@ Test(store, docs_read_range_with_padding) {
     const char *path = tu_path("docs.h5");
     write_docs_file(path, len, 7);
     infl_ctx *ctx = tu_ctx();
-    infl_dataref ref;
-    char text[1200];
-    snprintf(text, sizeof text, "%s:/train[2:6]", path);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *s = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *s = tu_open_split(ctx, tu_ref(0, path, "train[2:6]"));
     const infl_split_info *in = store_split_info(s);
     cr_assert_eq(in->kind, INFL_SPLIT_DOCS);
     cr_assert_eq(in->n, 4);
@@ -490,9 +480,7 @@ Test(store, docs_read_range_with_padding) {
     store_split_close(s);
 
     // the empty document 1 reads as padding only
-    snprintf(text, sizeof text, "%s:/train", path);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK);
+    s = tu_open_split(ctx, tu_ref(0, path, "train"));
     cr_assert_eq(store_split_read_docs(ctx, s, 1, 1, 3, 9, tok, l, lab), INFL_OK);
     cr_assert_eq(l[0], 0);
     cr_assert(tok[0] == 9 && tok[1] == 9 && tok[2] == 9);
@@ -501,9 +489,7 @@ Test(store, docs_read_range_with_padding) {
     // a rows split is not documents
     const char *blobs = tu_path("blobs.h5");
     tu_make_blobs(blobs, 20, 3, 2, 1);
-    snprintf(text, sizeof text, "%s:/train", blobs);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK);
+    s = tu_open_split(ctx, tu_ref(0, blobs, "train"));
     cr_assert_eq(store_split_info(s)->kind, INFL_SPLIT_ROWS);
     cr_assert(store_split_tokenizer(s) == NULL);
     cr_assert_eq(store_split_read_docs(ctx, s, 0, 1, 4, 0, tok, l, NULL), INFL_E_ARG);
@@ -517,12 +503,7 @@ Test(store, docs_long_documents_read_one_by_one) {
     const char *path = tu_path("long.h5");
     write_docs_file(path, len, 4);
     infl_ctx *ctx = tu_ctx();
-    infl_dataref ref;
-    char text[1200];
-    snprintf(text, sizeof text, "%s:/train", path);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *s = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *s = tu_open_split(ctx, tu_ref(0, path, "train"));
     enum { T = 8 };
     int32_t tok[4 * T], l[4];
     cr_assert_eq(store_split_read_docs(ctx, s, 0, 4, T, -1, tok, l, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
@@ -713,12 +694,7 @@ Test(text, classes_per_file_max_len_and_limit) {
     }
     free_docs(docs, labels, n);
     // the class names are the files' names; the split records what was cut
-    infl_dataref ref;
-    char text[1200];
-    snprintf(text, sizeof text, "%s:/train", out);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *s = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &s), INFL_OK);
+    infl_split *s = tu_open_split(ctx, tu_ref(0, out, "train"));
     char name[64];
     store_split_class_name(s, 1, name, sizeof name);
     cr_assert_str_eq(name, "beta.txt");
@@ -936,16 +912,7 @@ Test(text, fortunes, .timeout = 300) {
     cr_assert_eq(CLI("import", "text", "-o", out, "--bpe", "512", "--seed", "3"), 0, "%s", tu_err());
     cr_assert(strstr(tu_out(), "tokenizer  bpe, vocabulary 512") != NULL, "%s", tu_out());
     infl_ctx *ctx = tu_ctx();
-    infl_dataref ref;
-    char text[1200];
-    snprintf(text, sizeof text, "%s:/train", out);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *tr = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &tr), INFL_OK, "%s", infl_ctx_error(ctx));
-    snprintf(text, sizeof text, "%s:/test", out);
-    cr_assert_eq(infl_dataref_parse(ctx, text, &ref), INFL_OK);
-    infl_split *te = NULL;
-    cr_assert_eq(store_split_open(ctx, &ref, &te), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *tr = tu_open_split(ctx, tu_ref(0, out, "train")), *te = tu_open_split(ctx, tu_ref(1, out, "test"));
     int64_t ntr = store_split_info(tr)->n, nte = store_split_info(te)->n;
     cr_assert(ntr + nte > 13000 && ntr + nte < 17000, "%lld documents", (long long)(ntr + nte));
     cr_assert(nte > 0.07 * (ntr + nte) && nte < 0.13 * (ntr + nte), "%lld in /test", (long long)nte);

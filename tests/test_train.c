@@ -251,10 +251,7 @@ Test(train, bad_inputs_are_refused) {
 // (skipping `skip` rows), in plain loops.
 static double softmax_reg_gradnorm(infl_ctx *ctx, const char *data, int D, int K, double wd, const double *w,
                                    const int64_t *skip, int nskip) {
-    infl_dataref r;
-    infl_split *sp;
-    cr_assert_eq(infl_dataref_parse(ctx, data, &r), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &r, &sp), INFL_OK);
+    infl_split *sp = tu_open_split(ctx, data);
     int64_t n = store_split_info(sp)->n;
     float *x = malloc(sizeof(float) * (size_t)n * D);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
@@ -302,10 +299,7 @@ Test(train, newton_reaches_the_optimum) {
 
     // Directly, in double, with an independent gradient; sharded and with rows left out.
     infl_mlp_spec spec = {.L = 1, .widths = {8, 3}, .act = INFL_ACT_RELU, .loss = INFL_LOSS_SOFTMAX_CE, .wd = 1e-3};
-    infl_dataref r;
-    infl_split *sp;
-    cr_assert_eq(infl_dataref_parse(ctx, ref(data, "train"), &r), INFL_OK);
-    cr_assert_eq(store_split_open(ctx, &r, &sp), INFL_OK);
+    infl_split *sp = tu_open_split(ctx, ref(data, "train"));
     infl_convex_options co = {.tol = 1e-9, .max_iters = 50, .shard_rows = 77};
     double *wv = calloc(27, sizeof(double));
     infl_convex_report cr;

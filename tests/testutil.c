@@ -250,6 +250,14 @@ const char *tu_ref(int slot, const char *file, const char *split) {
     return g_tu_refs[slot];
 }
 
+struct infl_split *tu_open_split(infl_ctx *ctx, const char *ref) {
+    infl_dataref r;
+    cr_assert_eq(infl_dataref_parse(ctx, ref, &r), INFL_OK, "%s: %s", ref, infl_ctx_error(ctx));
+    infl_split *s = NULL;
+    cr_assert_eq(store_split_open(ctx, &r, &s), INFL_OK, "%s: %s", ref, infl_ctx_error(ctx));
+    return s;
+}
+
 int tu_have_fmnist(void) {
     struct stat st;
     return stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0;
