@@ -440,6 +440,17 @@ dsw_split *store_dsw_find(infl_dsw *w, const char *name) {
     return NULL;
 }
 
+infl_status store_dsw_check_name(infl_ctx *ctx, infl_dsw *w, const char *split) {
+    const char *path = w->path;
+    RETURN_IF(ctx,
+              !split || !*split || strchr(split, '/') || strlen(split) >= 256 || strcmp(split, "classes") == 0 ||
+                  strcmp(split, "tokenizer") == 0,
+              INFL_E_ARG, "%s: split name '%s': expected one group name such as train or test", path,
+              split ? split : "");
+    RETURN_IF(ctx, store_dsw_find(w, split), INFL_E_ARG, "%s: split /%s was already added", path, split);
+    return INFL_OK;
+}
+
 // Creates a float32 [n, w] dataset chunked by rows (contiguous when n is 0).
 static hid_t create_rows_f32(hid_t loc, const char *name, int64_t n, int64_t w) {
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)w}, chunk[2] = {chunk_rows(n, w), (hsize_t)w};
@@ -464,12 +475,7 @@ static infl_status store_dataset_add_split_impl(infl_ctx *ctx, infl_dsw *w, cons
                                                 infl_ykind y_kind, int64_t k, const int image_shape[3]) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_add_split: no writer");
     const char *path = w->path;
-    RETURN_IF(ctx,
-              !split || !*split || strchr(split, '/') || strlen(split) >= 256 || strcmp(split, "classes") == 0 ||
-                  strcmp(split, "tokenizer") == 0,
-              INFL_E_ARG, "%s: split name '%s': expected one group name such as train or test", path,
-              split ? split : "");
-    RETURN_IF(ctx, store_dsw_find(w, split), INFL_E_ARG, "%s: split /%s was already added", path, split);
+    FORWARD_IF_ERROR(store_dsw_check_name(ctx, w, split));
     RETURN_IF(ctx, n < 0 || d < 1, INFL_E_ARG,
               "%s: /%s: expected N >= 0 rows of D >= 1 features, got [%" PRId64 ", %" PRId64 "]", path, split, n, d);
     RETURN_IF(ctx, y_kind != INFL_Y_CLASS && y_kind != INFL_Y_REAL, INFL_E_ARG, "%s: /%s: unknown label kind %d", path,

@@ -249,12 +249,7 @@ static hid_t create_ext(hid_t loc, const char *name, hid_t ftype, hsize_t init, 
 static infl_status add_docs_split_impl(infl_ctx *ctx, infl_dsw *w, const char *split) {
     RETURN_IF(ctx, !w, INFL_E_ARG, "store_dataset_add_docs_split: no writer");
     const char *path = w->path;
-    RETURN_IF(ctx,
-              !split || !*split || strchr(split, '/') || strlen(split) >= 256 || strcmp(split, "classes") == 0 ||
-                  strcmp(split, "tokenizer") == 0,
-              INFL_E_ARG, "%s: split name '%s': expected one group name such as train or test", path,
-              split ? split : "");
-    RETURN_IF(ctx, store_dsw_find(w, split), INFL_E_ARG, "%s: split /%s was already added", path, split);
+    FORWARD_IF_ERROR(store_dsw_check_name(ctx, w, split));
     dsw_split *sp = store_dsw_new(ctx, w, split);
     if (!sp) return INFL_E_NOMEM;
     sp->docs = 1;

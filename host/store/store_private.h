@@ -66,6 +66,8 @@ infl_status store_rows_io(infl_ctx *ctx, const char *path, hid_t dset, const cha
                           int64_t nrows, int64_t w, void *buf, int write);
 // The split lookup of a writer (NULL when not added).
 dsw_split *store_dsw_find(infl_dsw *w, const char *name);
+// A new split's name: one HDF5 group name, not /classes or /tokenizer, not added yet.
+infl_status store_dsw_check_name(infl_ctx *ctx, infl_dsw *w, const char *split);
 // The next split slot of a writer, zeroed, named, its ids invalid (not counted in
 // nsplits yet); NULL with INFL_E_NOMEM on the context.
 dsw_split *store_dsw_new(infl_ctx *ctx, infl_dsw *w, const char *split);
