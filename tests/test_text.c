@@ -414,6 +414,15 @@ static void write_docs_file(const char *path, const int32_t *len, int n) {
     infl_tokenizer t;
     tok_init_bytes(&t);
     cr_assert_eq(store_dataset_add_docs_split(ctx, w, "train"), INFL_OK, "%s", infl_ctx_error(ctx));
+    // split names, one check for both writers: taken, reserved, not one group
+    cr_assert_eq(store_dataset_add_docs_split(ctx, w, "train"), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "/train was already added") != NULL, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_dataset_add_split(ctx, w, "train", 2, 3, INFL_Y_CLASS, 1, NULL), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "/train was already added") != NULL, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_dataset_add_docs_split(ctx, w, "tokenizer"), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "split name 'tokenizer'") != NULL, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_dataset_add_split(ctx, w, "a/b", 2, 3, INFL_Y_CLASS, 1, NULL), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "split name 'a/b'") != NULL, "%s", infl_ctx_error(ctx));
     int32_t one = 1, tk = 5, lb = 0;
     cr_assert_eq(store_dataset_append_docs(ctx, w, "train", 1, &one, &tk, &lb), INFL_E_ARG);  // no tokenizer yet
     cr_assert_eq(store_dataset_set_tokenizer(ctx, w, &t), INFL_OK);
