@@ -311,24 +311,13 @@ static void tok_work_free(infl_ctx *ctx, infl_model_work *mw) {
     free(t->hl);
     free(t);
     infl_be_free(ctx, mw->loss);
-    free(mw->row_off);
-    free(mw->A);
-    free(mw->D);
-    free(mw);
 }
-static infl_status tok_work_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out) {
-    infl_model_work *mw = calloc(1, sizeof *mw);
+static infl_status tok_work_create(infl_ctx *ctx, const infl_model *m, infl_model_work *mw) {
     tok_impl *t = calloc(1, sizeof *t);
     mw->impl = t;
-    mw->maxB = maxB;
-    mw->row_off = calloc((size_t)maxB + 1, sizeof(int));
-    mw->A = calloc((size_t)m->nlayers, sizeof(float *));
-    mw->D = calloc((size_t)m->nlayers, sizeof(float *));
     t->hl = calloc(4096, sizeof(float));
     FORWARD_IF_ERROR(infl_mlp_work_create(ctx, &m->spec.mlp, 4096, &t->w));
-    FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &mw->loss, (size_t)maxB, "losses"));
-    *out = mw;
-    return INFL_OK;
+    return infl_be_alloc_f(ctx, &mw->loss, (size_t)mw->maxB, "losses");
 }
 static infl_status tok_losses(infl_ctx *ctx, infl_model_work *mw) {
     tok_impl *t = mw->impl;

@@ -445,7 +445,6 @@ static infl_status gpt_check_data(infl_ctx *ctx, const infl_model *m, const infl
 }
 
 static void gpt_seam_free(infl_ctx *ctx, infl_model_work *mw) {
-    if (!mw) return;
     gpt_seam *g = mw->impl;
     if (g) {
         gpt_work_free(ctx, g->w);
@@ -459,31 +458,21 @@ static void gpt_seam_free(infl_ctx *ctx, infl_model_work *mw) {
         free(g->h_lossf);
         free(g);
     }
-    free(mw->row_off);
-    free(mw->A);
-    free(mw->D);
     infl_be_free(ctx, mw->loss);
-    free(mw);
 }
 
-static infl_status gpt_seam_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out) {
-    *out = NULL;
+static infl_status gpt_seam_create(infl_ctx *ctx, const infl_model *m, infl_model_work *mw) {
     const infl_gpt_spec *s = &m->spec.gpt;
+    int maxB = mw->maxB;
     size_t R = (size_t)maxB * s->context;
-    infl_model_work *mw = infl_calloc(ctx, 1, sizeof *mw, "model buffers");
-    if (!mw) return INFL_E_NOMEM;
     gpt_seam *g = infl_calloc(ctx, 1, sizeof *g, "model buffers");
     mw->impl = g;
     infl_status rc = INFL_OK;
     GOTO_NOMEM_IF(!g);
-    mw->maxB = maxB;
-    mw->row_off = infl_calloc(ctx, (size_t)maxB + 1, sizeof(int), "row offsets");
-    mw->A = infl_calloc(ctx, (size_t)m->nlayers, sizeof(float *), "layer views");
-    mw->D = infl_calloc(ctx, (size_t)m->nlayers, sizeof(float *), "layer views");
     g->h_cidx = infl_malloc(ctx, R * sizeof(int32_t), "row indices");
     g->h_loss = infl_malloc(ctx, (size_t)maxB * sizeof(double), "losses");
     g->h_lossf = infl_malloc(ctx, (size_t)maxB * sizeof(float), "losses");
-    GOTO_NOMEM_IF(!mw->row_off || !mw->A || !mw->D || !g->h_cidx || !g->h_loss || !g->h_lossf);
+    GOTO_NOMEM_IF(!g->h_cidx || !g->h_loss || !g->h_lossf);
     CHECK(gpt_work_create(ctx, s, maxB, &g->w));
     CHECK(ctx->be->alloc(ctx, R * sizeof(int32_t), (void **)&g->cidx));
     CHECK(infl_be_alloc_f(ctx, &mw->loss, (size_t)maxB, "losses"));
@@ -491,10 +480,7 @@ static infl_status gpt_seam_create(infl_ctx *ctx, const infl_model *m, int maxB,
         CHECK(infl_be_alloc_f(ctx, &g->cA[l], R * m->layer[l].d_in, "compacted layer inputs"));
         CHECK(infl_be_alloc_f(ctx, &g->cD[l], R * m->layer[l].d_out, "compacted layer gradients"));
     }
-    *out = mw;
-    return INFL_OK;
 done:
-    gpt_seam_free(ctx, mw);
     return rc;
 }
 

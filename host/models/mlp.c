@@ -145,7 +145,6 @@ static infl_status mlp_check_labels(infl_ctx *ctx, const infl_model *m, const in
 }
 
 static void mlp_seam_free(infl_ctx *ctx, infl_model_work *mw) {
-    if (!mw) return;
     mlp_seam *s = mw->impl;
     if (s) {
         infl_mlp_work_free(ctx, s->w);
@@ -154,37 +153,23 @@ static void mlp_seam_free(infl_ctx *ctx, infl_model_work *mw) {
         free(s->hlogits);
         free(s);
     }
-    free(mw->row_off);
-    free(mw->A);
-    free(mw->D);
-    free(mw);
 }
 
-static infl_status mlp_seam_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out) {
-    *out = NULL;
+static infl_status mlp_seam_create(infl_ctx *ctx, const infl_model *m, infl_model_work *mw) {
     const infl_mlp_spec *sp = &m->spec.mlp;
-    int L = sp->L, K = sp->widths[L];
-    infl_model_work *mw = infl_calloc(ctx, 1, sizeof *mw, "model buffers");
-    if (!mw) return INFL_E_NOMEM;
+    int L = sp->L, K = sp->widths[L], maxB = mw->maxB;
     mlp_seam *s = infl_calloc(ctx, 1, sizeof *s, "model buffers");
     mw->impl = s;
     infl_status rc = INFL_OK;
     GOTO_NOMEM_IF(!s);
-    mw->maxB = maxB;
-    mw->row_off = infl_malloc(ctx, ((size_t)maxB + 1) * sizeof(int), "row offsets");
-    mw->A = infl_calloc(ctx, (size_t)L, sizeof(float *), "layer views");
-    mw->D = infl_calloc(ctx, (size_t)L, sizeof(float *), "layer views");
     s->hlogits = infl_malloc(ctx, (size_t)maxB * K * sizeof(float), "logits");
-    GOTO_NOMEM_IF(!mw->row_off || !mw->A || !mw->D || !s->hlogits);
+    GOTO_NOMEM_IF(!s->hlogits);
     for (int i = 0; i <= maxB; i++) mw->row_off[i] = i;
     CHECK(infl_mlp_work_create(ctx, sp, maxB, &s->w));
     CHECK(ctx->be->alloc(ctx, (size_t)maxB * sizeof(int32_t), (void **)&s->ys));
     if (sp->loss == INFL_LOSS_MSE) CHECK(infl_be_alloc_f(ctx, &s->yfs, (size_t)maxB * K, "sampled targets"));
     mw->loss = s->w->loss;
-    *out = mw;
-    return INFL_OK;
 done:
-    mlp_seam_free(ctx, mw);
     return rc;
 }
 

@@ -38,6 +38,32 @@ void infl_model_init_layers(infl_model *m, int head) {
     m->wd = infl_spec_objective_wd(&m->spec);
 }
 
+infl_status infl_model_work_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out) {
+    *out = NULL;
+    infl_model_work *w = infl_calloc(ctx, 1, sizeof *w, "model buffers");
+    if (!w) return INFL_E_NOMEM;
+    w->maxB = maxB;
+    w->row_off = infl_calloc(ctx, (size_t)maxB + 1, sizeof(int), "row offsets");
+    w->A = infl_calloc(ctx, (size_t)m->nlayers, sizeof(float *), "layer views");
+    w->D = infl_calloc(ctx, (size_t)m->nlayers, sizeof(float *), "layer views");
+    infl_status rc = w->row_off && w->A && w->D ? m->iface->work_create(ctx, m, w) : INFL_E_NOMEM;
+    if (rc != INFL_OK) {
+        infl_model_work_free(ctx, m, w);
+        return rc;
+    }
+    *out = w;
+    return INFL_OK;
+}
+
+void infl_model_work_free(infl_ctx *ctx, const infl_model *m, infl_model_work *w) {
+    if (!w) return;
+    m->iface->work_free(ctx, w);
+    free(w->row_off);
+    free(w->A);
+    free(w->D);
+    free(w);
+}
+
 infl_status infl_model_factors(infl_ctx *ctx, const infl_model *m, const float *params, const infl_batch *bt,
                                infl_model_work *w) {
     const infl_targets data = {0, 0};

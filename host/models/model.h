@@ -79,7 +79,11 @@ typedef struct infl_model_iface {
     // split before they are uploaded; NULL when there is nothing to check.
     infl_status (*check_labels)(infl_ctx *ctx, const infl_model *m, const infl_split *split, const int32_t *y,
                                 int64_t row0, int64_t n);
-    infl_status (*work_create)(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out);
+    // The implementation's part of a work whose generic fields (maxB, row_off, A, D)
+    // infl_model_work_create has allocated: sets impl and loss. On failure work_free
+    // is called on what it left.
+    infl_status (*work_create)(infl_ctx *ctx, const infl_model *m, infl_model_work *w);
+    // Frees what work_create set (impl, and loss where the implementation owns it).
     void (*work_free)(infl_ctx *ctx, infl_model_work *w);
     // Forward pass of a batch at params (backend, nparams floats): the rows of its
     // examples (w->b, w->rows, w->row_off) and what predict and backward need. The
@@ -139,13 +143,10 @@ static inline infl_status infl_model_check_labels(infl_ctx *ctx, const infl_mode
                                                   const int32_t *y, int64_t row0, int64_t n) {
     return m->iface->check_labels ? m->iface->check_labels(ctx, m, split, y, row0, n) : INFL_OK;
 }
-static inline infl_status infl_model_work_create(infl_ctx *ctx, const infl_model *m, int maxB,
-                                                 infl_model_work **out) {
-    return m->iface->work_create(ctx, m, maxB, out);
-}
-static inline void infl_model_work_free(infl_ctx *ctx, const infl_model *m, infl_model_work *w) {
-    if (w) m->iface->work_free(ctx, w);
-}
+// The buffers of batches of up to maxB examples: the generic fields, then the
+// implementation's (iface->work_create).
+infl_status infl_model_work_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out);
+void infl_model_work_free(infl_ctx *ctx, const infl_model *m, infl_model_work *w);
 static inline infl_status infl_model_forward(infl_ctx *ctx, const infl_model *m, const float *params,
                                              const infl_batch *bt, infl_model_work *w) {
     return m->iface->forward(ctx, m, params, bt, w);
