@@ -21,12 +21,6 @@
 #include "testutil.h"
 
 static double urand(uint64_t *s) { return tu_uniform(s) * 2 - 1; }
-static float *up(infl_ctx *ctx, const float *h, size_t n) {
-    float *d;
-    cr_assert_eq(infl_be_alloc_f(ctx, &d, n ? n : 1, "x"), INFL_OK);
-    cr_assert_eq(ctx->be->upload(ctx, d, h, n * sizeof(float)), INFL_OK);
-    return d;
-}
 static void down(infl_ctx *ctx, float *h, const float *d, size_t n) {
     cr_assert_eq(ctx->be->download(ctx, h, d, n * sizeof(float)), INFL_OK);
 }
@@ -56,8 +50,8 @@ Test(score, layers_without_bias_against_float64) {
         hD[l] = malloc(sizeof(float) * b * dout);
         for (int i = 0; i < b * din; i++) hA[l][i] = (float)urand(&st);
         for (int i = 0; i < b * dout; i++) hD[l][i] = (float)urand(&st);
-        Av[l] = up(ctx, hA[l], (size_t)b * din);
-        Dv[l] = up(ctx, hD[l], (size_t)b * dout);
+        Av[l] = tu_upload(ctx, hA[l], (size_t)b * din * sizeof(float));
+        Dv[l] = tu_upload(ctx, hD[l], (size_t)b * dout * sizeof(float));
     }
     // reference per-example gradients (b, P)
     double *Gr = calloc((size_t)b * P, sizeof(double));
@@ -95,7 +89,7 @@ Test(score, layers_without_bias_against_float64) {
     // contract with random V
     float *hV = malloc(sizeof(float) * M * P);
     for (size_t i = 0; i < (size_t)M * P; i++) hV[i] = (float)urand(&st);
-    float *V = up(ctx, hV, (size_t)M * P), *Gz;
+    float *V = tu_upload(ctx, hV, (size_t)M * P * sizeof(float)), *Gz;
     cr_assert_eq(infl_be_alloc_f(ctx, &Gz, (size_t)b * 8, "Gz"), INFL_OK);
     cr_assert_eq(ctx->be->fill(ctx, S, 0, (size_t)M * b), INFL_OK);
     for (int l = 0; l < L; l++)

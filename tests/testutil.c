@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cli/cli.h"
 
 static char g_dir[512];
@@ -248,6 +249,13 @@ static char g_tu_refs[4][1200];
 const char *tu_ref(int slot, const char *file, const char *split) {
     snprintf(g_tu_refs[slot], sizeof g_tu_refs[slot], "%s:/%s", file, split);
     return g_tu_refs[slot];
+}
+
+void *tu_upload(infl_ctx *ctx, const void *h, size_t bytes) {
+    void *d = NULL;
+    cr_assert_eq(ctx->be->alloc(ctx, bytes ? bytes : 1, &d), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(ctx->be->upload(ctx, d, h, bytes), INFL_OK, "%s", infl_ctx_error(ctx));
+    return d;
 }
 
 struct infl_split *tu_open_split(infl_ctx *ctx, const char *ref) {

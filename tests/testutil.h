@@ -49,6 +49,8 @@ double tu_ref_example(const infl_mlp_spec *s, const double *w, const double *x, 
 
 // "file:/split" in one of 4 rotating buffers (slot 0..3): data references for options.
 const char *tu_ref(int slot, const char *file, const char *split);
+// A backend buffer holding a copy of `bytes` bytes of host memory h; asserts on failure.
+void *tu_upload(infl_ctx *ctx, const void *h, size_t bytes);
 // Opens the split a data reference ("file:/split[a:b]") names; asserts on failure.
 struct infl_split *tu_open_split(infl_ctx *ctx, const char *ref);
 // Whether Debian's dataset-fashion-mnist is installed (tests that need it skip).
