@@ -192,6 +192,25 @@ static infl_status attention_backward(infl_ctx *ctx, float *dqkv, float *dS, con
     return per_head(ctx, INFL_T, INFL_N, Tb, hs, Tb, dS, Tb, dP, TT, qkv, 3 * C, dq, hs, dqkv + C, 3 * C, dq, hs, B, H);
 }
 
+// y = β·y + x Wᵀ (+ b): a linear layer over rows; x (rows, din), W (dout, din), b (dout) or NULL.
+static infl_status dense_forward(infl_ctx *ctx, float *y, float beta, const float *x, const float *W, const float *b,
+                                 int rows, int din, int dout) {
+    FORWARD_IF_ERROR(ctx->be->sgemm(ctx, INFL_N, INFL_T, rows, dout, din, 1.0f, x, din, W, din, beta, y, dout));
+    return b ? ctx->be->add_row(ctx, y, b, rows, dout) : INFL_OK;
+}
+
+// dense_forward's backward at the output gradient dy (rows, dout): dx = dy W; with gW
+// also gW += dyᵀ x and (with gb) gb += Σ_rows dy.
+static infl_status dense_backward(infl_ctx *ctx, float *dx, const float *dy, const float *x, const float *W, float *gW,
+                                  float *gb, int rows, int din, int dout) {
+    const infl_backend *be = ctx->be;
+    if (gW) {
+        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, dout, din, rows, 1.0f, dy, dout, x, din, 1.0f, gW, din));
+        if (gb) FORWARD_IF_ERROR(be->col_sum(ctx, gb, dy, rows, dout, 1.0f, 1.0f));
+    }
+    return be->sgemm(ctx, INFL_N, INFL_N, rows, din, dout, 1.0f, dy, dout, W, din, 0.0f, dx, din);
+}
+
 // ---- forward ----
 
 infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, const int32_t *tok, int T,
@@ -241,32 +260,24 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
         // attention
         FORWARD_IF_ERROR(be->layernorm_forward(ctx, w->ln1[l], w->ln1_mean[l], w->ln1_rstd[l], x, p + y->ln1_w,
                                                p + y->ln1_b, rows, C, INFL_GPT_LN_EPS));
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, rows, 3 * C, C, 1.0f, w->ln1[l], C, p + y->attn_w, C, 0.0f,
-                                   w->qkv[l], 3 * C));
-        FORWARD_IF_ERROR(be->add_row(ctx, w->qkv[l], p + y->attn_b, rows, 3 * C));
+        FORWARD_IF_ERROR(dense_forward(ctx, w->qkv[l], 0.0f, w->ln1[l], p + y->attn_w, p + y->attn_b, rows, C, 3 * C));
         FORWARD_IF_ERROR(attention_forward(ctx, w->atty[l], w->att[l], w->qkv[l], B, Tb, C, s->n_head));
         FORWARD_IF_ERROR(be->copy(ctx, w->res_mid[l], x, (size_t)rows * C * sizeof(float)));
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, rows, C, C, 1.0f, w->atty[l], C, p + y->proj_w, C, 1.0f,
-                                   w->res_mid[l], C));
-        FORWARD_IF_ERROR(be->add_row(ctx, w->res_mid[l], p + y->proj_b, rows, C));
+        FORWARD_IF_ERROR(dense_forward(ctx, w->res_mid[l], 1.0f, w->atty[l], p + y->proj_w, p + y->proj_b, rows, C, C));
         // MLP
         FORWARD_IF_ERROR(be->layernorm_forward(ctx, w->ln2[l], w->ln2_mean[l], w->ln2_rstd[l], w->res_mid[l],
                                                p + y->ln2_w, p + y->ln2_b, rows, C, INFL_GPT_LN_EPS));
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, rows, 4 * C, C, 1.0f, w->ln2[l], C, p + y->fc_w, C, 0.0f,
-                                   w->fc[l], 4 * C));
-        FORWARD_IF_ERROR(be->add_row(ctx, w->fc[l], p + y->fc_b, rows, 4 * C));
+        FORWARD_IF_ERROR(dense_forward(ctx, w->fc[l], 0.0f, w->ln2[l], p + y->fc_w, p + y->fc_b, rows, C, 4 * C));
         FORWARD_IF_ERROR(be->act_forward(ctx, INFL_ACT_GELU, w->fca[l], w->fc[l], (size_t)rows * 4 * C));
         FORWARD_IF_ERROR(be->copy(ctx, w->res_out[l], w->res_mid[l], (size_t)rows * C * sizeof(float)));
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, rows, C, 4 * C, 1.0f, w->fca[l], 4 * C, p + y->fcp_w, 4 * C,
-                                   1.0f, w->res_out[l], C));
-        FORWARD_IF_ERROR(be->add_row(ctx, w->res_out[l], p + y->fcp_b, rows, C));
+        FORWARD_IF_ERROR(
+            dense_forward(ctx, w->res_out[l], 1.0f, w->fca[l], p + y->fcp_w, p + y->fcp_b, rows, 4 * C, C));
     }
     FORWARD_IF_ERROR(be->layernorm_forward(ctx, w->lnf, w->lnf_mean, w->lnf_rstd, w->res_out[s->n_layer - 1],
                                            params + y->lnf_w, params + y->lnf_b, rows, C, INFL_GPT_LN_EPS));
     // logits = LN_f(x) wteᵀ; their losses come with the backward's gradient, or from
     // gpt_doc_losses when nothing goes backward (one cross-entropy pass, not two)
-    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, rows, V, C, 1.0f, w->lnf, C, params + y->wte, C, 0.0f, w->logits,
-                               V));
+    FORWARD_IF_ERROR(dense_forward(ctx, w->logits, 0.0f, w->lnf, params + y->wte, NULL, rows, C, V));
     w->rowloss_tgt = NULL;
     if (tokens) *tokens = ntok;
     if (truncated) *truncated = trunc;
@@ -319,9 +330,8 @@ infl_status gpt_backward(infl_ctx *ctx, const infl_gpt_spec *s, const float *par
     float *g = grad;
     if (g) FORWARD_IF_ERROR(be->fill(ctx, g, 0.0f, y->total));
     // the tied head: ∂wte += δᵀ LN_f(x); ∂LN_f(x) = δ wte
-    if (g)
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, V, C, rows, 1.0f, w->dlogits, V, w->lnf, C, 1.0f, g + y->wte, C));
-    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, rows, C, V, 1.0f, w->dlogits, V, params + y->wte, C, 0.0f, w->t_c, C));
+    FORWARD_IF_ERROR(
+        dense_backward(ctx, w->t_c, w->dlogits, w->lnf, params + y->wte, g ? g + y->wte : NULL, NULL, rows, C, V));
     FORWARD_IF_ERROR(be->fill(ctx, w->d_fcp[NL - 1], 0.0f, (size_t)rows * C));
     FORWARD_IF_ERROR(be->layernorm_backward(ctx, w->d_fcp[NL - 1], g ? g + y->lnf_w : NULL, g ? g + y->lnf_b : NULL,
                                             w->t_c, w->res_out[NL - 1], params + y->lnf_w, w->lnf_mean, w->lnf_rstd,
@@ -331,43 +341,23 @@ infl_status gpt_backward(infl_ctx *ctx, const infl_gpt_spec *s, const float *par
         float *gp = g ? g + y->block * (size_t)l : NULL;
         const float *dout = w->d_fcp[l];  // ∂/∂x' (rows, C)
         // MLP: x' = m + GELU(f) W_fcpᵀ + b_fcp, f = LN2(m) W_fcᵀ + b_fc
-        if (gp) {
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, C, 4 * C, rows, 1.0f, dout, C, w->fca[l], 4 * C, 1.0f,
-                                       gp + y->fcp_w, 4 * C));
-            FORWARD_IF_ERROR(be->col_sum(ctx, gp + y->fcp_b, dout, rows, C, 1.0f, 1.0f));
-        }
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, rows, 4 * C, C, 1.0f, dout, C, p + y->fcp_w, 4 * C, 0.0f,
-                                   w->d_fc[l], 4 * C));
+        FORWARD_IF_ERROR(dense_backward(ctx, w->d_fc[l], dout, w->fca[l], p + y->fcp_w, gp ? gp + y->fcp_w : NULL,
+                                        gp ? gp + y->fcp_b : NULL, rows, 4 * C, C));
         FORWARD_IF_ERROR(be->act_backward(ctx, INFL_ACT_GELU, w->d_fc[l], w->d_fc[l], w->fc[l], (size_t)rows * 4 * C));
-        if (gp) {
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, 4 * C, C, rows, 1.0f, w->d_fc[l], 4 * C, w->ln2[l], C, 1.0f,
-                                       gp + y->fc_w, C));
-            FORWARD_IF_ERROR(be->col_sum(ctx, gp + y->fc_b, w->d_fc[l], rows, 4 * C, 1.0f, 1.0f));
-        }
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, rows, C, 4 * C, 1.0f, w->d_fc[l], 4 * C, p + y->fc_w, C, 0.0f,
-                                   w->t_c, C));
+        FORWARD_IF_ERROR(dense_backward(ctx, w->t_c, w->d_fc[l], w->ln2[l], p + y->fc_w, gp ? gp + y->fc_w : NULL,
+                                        gp ? gp + y->fc_b : NULL, rows, C, 4 * C));
         // ∂/∂m = ∂/∂x' + LN2's backward
         FORWARD_IF_ERROR(be->copy(ctx, w->d_ap[l], dout, (size_t)rows * C * sizeof(float)));
         FORWARD_IF_ERROR(be->layernorm_backward(ctx, w->d_ap[l], gp ? gp + y->ln2_w : NULL, gp ? gp + y->ln2_b : NULL,
                                                 w->t_c, w->res_mid[l], p + y->ln2_w, w->ln2_mean[l], w->ln2_rstd[l],
                                                 rows, C));
         // attention: m = x + Y W_projᵀ + b_proj
-        if (gp) {
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, C, C, rows, 1.0f, w->d_ap[l], C, w->atty[l], C, 1.0f,
-                                       gp + y->proj_w, C));
-            FORWARD_IF_ERROR(be->col_sum(ctx, gp + y->proj_b, w->d_ap[l], rows, C, 1.0f, 1.0f));
-        }
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, rows, C, C, 1.0f, w->d_ap[l], C, p + y->proj_w, C, 0.0f, w->t_c,
-                                   C));
+        FORWARD_IF_ERROR(dense_backward(ctx, w->t_c, w->d_ap[l], w->atty[l], p + y->proj_w, gp ? gp + y->proj_w : NULL,
+                                        gp ? gp + y->proj_b : NULL, rows, C, C));
         FORWARD_IF_ERROR(
             attention_backward(ctx, w->d_qkv[l], w->dS, w->t_c, w->qkv[l], w->att[l], B, Tb, C, s->n_head));
-        if (gp) {
-            FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, 3 * C, C, rows, 1.0f, w->d_qkv[l], 3 * C, w->ln1[l], C, 1.0f,
-                                       gp + y->attn_w, C));
-            FORWARD_IF_ERROR(be->col_sum(ctx, gp + y->attn_b, w->d_qkv[l], rows, 3 * C, 1.0f, 1.0f));
-        }
-        FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, rows, C, 3 * C, 1.0f, w->d_qkv[l], 3 * C, p + y->attn_w, C, 0.0f,
-                                   w->t_c, C));
+        FORWARD_IF_ERROR(dense_backward(ctx, w->t_c, w->d_qkv[l], w->ln1[l], p + y->attn_w, gp ? gp + y->attn_w : NULL,
+                                        gp ? gp + y->attn_b : NULL, rows, C, 3 * C));
         // ∂/∂x = ∂/∂m + LN1's backward: the gradient at the block below's output
         float *dx = l ? w->d_fcp[l - 1] : w->d_x0;
         FORWARD_IF_ERROR(be->copy(ctx, dx, w->d_ap[l], (size_t)rows * C * sizeof(float)));
