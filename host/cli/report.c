@@ -444,7 +444,7 @@ size_t infl_report_line(char *out, size_t cap, const infl_report_doc *d, int wid
     double sign = d->score > 0 ? 1 : d->score < 0 ? -1 : sum > 0 ? 1 : sum < 0 ? -1 : 0;
     int marked = 0, a = 0, b = -1;  // the span: tokens a..b
     if (sign != 0) {
-        int L = n < INFL_REPORT_SPAN_TOKENS ? n : INFL_REPORT_SPAN_TOKENS;
+        int L = (n + 3) / 4 < INFL_REPORT_SPAN_TOKENS ? (n + 3) / 4 : INFL_REPORT_SPAN_TOKENS;
         double win = 0, best = 0;
         for (int i = 0; i < L; i++) win += sign * d->share[i];
         best = win, a = 0;

@@ -76,7 +76,8 @@ infl_status infl_html_report(infl_ctx *ctx, const char *path, int force, const c
 // at most `width` columns (one per character; width < INFL_REPORT_MIN_WIDTH reads as
 // INFL_REPORT_MIN_WIDTH), cut at character boundaries around the most influential
 // span, with "…" where text is cut. The span: of all windows of
-// min(n, INFL_REPORT_SPAN_TOKENS) consecutive tokens, the one with the largest
+// L = min(ceil(n / 4), INFL_REPORT_SPAN_TOKENS) consecutive tokens (a short document
+// gets a span shorter than itself), the one with the largest
 // Σ share × sign (sign: of the score, or of Σ share when the score is 0; first such
 // window on ties), with its edge tokens whose share × sign <= 0 dropped, and shrunk
 // from its weaker edge while it is wider than the line allows. With `ansi` the span
