@@ -190,7 +190,7 @@ static void html_number(FILE *f, const char *fmt, double v) {
 // ---- HTML: the page ----
 
 static const char *const CSS =
-    ":root{--pro:58,120,200;--opp:230,128,40;--ink:#1c1f24;--soft:#5d6472;--line:#e2e5ea;--bg:#f4f5f7;"
+    ":root{--pro:58,120,200;--opp:232,137,58;--ink:#1c1f24;--soft:#5d6472;--line:#e2e5ea;--bg:#f4f5f7;"
     "--mono:ui-monospace,SFMono-Regular,Menlo,Consolas,\"DejaVu Sans Mono\",\"Liberation Mono\",monospace}\n"
     "*{box-sizing:border-box}\n"
     "body{margin:0;background:var(--bg);color:var(--ink);"
@@ -224,7 +224,7 @@ static const char *const CSS =
     ".cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:6px 22px}\n"
     "h3{font-size:13px;text-transform:uppercase;letter-spacing:.07em;margin:0 0 2px;font-weight:700}\n"
     "h3.p{color:rgb(var(--pro))}\n"
-    "h3.n{color:rgb(200,100,20)}\n"
+    "h3.n{color:rgb(196,104,24)}\n"
     ".hint{font-size:12.5px;color:var(--soft);margin:0 0 10px}\n"
     ".none{font-size:13px;color:var(--soft);font-style:italic}\n"
     ".card{border:1px solid var(--line);border-left:4px solid;border-radius:6px;padding:9px 12px 10px;"
