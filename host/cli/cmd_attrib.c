@@ -120,6 +120,13 @@ static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {
 static infl_status row_label(infl_ctx *ctx, infl_split *s, int64_t idx, float *x, char *buf, size_t size) {
     const infl_split_info *in = store_split_info(s);
     int32_t y = 0;
+    if (in->kind == INFL_SPLIT_DOCS) {
+        int32_t len;
+        FORWARD_IF_ERROR(store_split_read_docs(ctx, s, idx - in->begin, 1, 0, 0, NULL, &len, &y));
+        store_split_class_name(s, y, buf, size);
+        if (!buf[0]) snprintf(buf, size, "%d", (int)y);
+        return INFL_OK;
+    }
     float yf[64];
     float *pyf = in->y_kind == INFL_Y_REAL && in->k <= 64 ? yf : NULL;
     FORWARD_IF_ERROR(store_split_read(ctx, s, idx - in->begin, 1, x, in->y_kind == INFL_Y_CLASS ? &y : NULL, pyf));
@@ -568,9 +575,12 @@ int cmd_self(int argc, char **argv) {
         for (int64_t i = 0; i < top && i < r->N && st == INFL_OK; i++) {
             char lab[64];
             st = row_label(ctx, train, r->order[i], x, lab, sizeof lab);
+            char text[512] = "";
+            if (st == INFL_OK && store_split_info(train)->kind == INFL_SPLIT_DOCS)
+                st = lm_doc_line(ctx, train, r->order[i], 80, text, sizeof text);
             if (st == INFL_OK)
-                printf("%5" PRId64 " %8" PRId64 " %-14.14s %14.6e\n", i + 1, r->order[i], lab,
-                       r->self[r->order[i] - begin]);
+                printf("%5" PRId64 " %8" PRId64 " %-14.14s %14.6e  %s\n", i + 1, r->order[i], lab,
+                       r->self[r->order[i] - begin], text);
         }
         if (st == INFL_OK && csv) {
             char tmp[4200];

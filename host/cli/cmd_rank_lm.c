@@ -339,6 +339,37 @@ static void print_line(const char *s, int width) {
     }
 }
 
+infl_status lm_doc_line(infl_ctx *ctx, infl_split *split, int64_t idx, int width, char *buf, size_t size) {
+    const infl_split_info *in = store_split_info(split);
+    int T = width > 0 ? width : 1;
+    int32_t *tok = infl_malloc(ctx, (size_t)T * sizeof(int32_t), "a document"), len = 0;
+    float *share = infl_calloc(ctx, (size_t)T, sizeof(float), "a document");
+    char **piece = infl_calloc(ctx, (size_t)T, sizeof(char *), "a document");
+    tok_codec *c = NULL;
+    infl_status rc = INFL_OK;
+    GOTO_NOMEM_IF(!tok || !share || !piece);
+    CHECK(store_split_read_docs(ctx, split, idx - in->begin, 1, T, 0, tok, &len, NULL));
+    CHECK(tok_codec_create(ctx, store_split_tokenizer(split), &c));
+    int n = len < T ? len : T;
+    for (int t = 0; t < n; t++) {
+        int k = 0;
+        const uint8_t *b = tok_token_bytes(c, tok[t], &k);
+        piece[t] = malloc((size_t)k + 1);
+        GOTO_NOMEM_IF(!piece[t]);
+        if (k) memcpy(piece[t], b, (size_t)k);
+        piece[t][k] = 0;
+    }
+    infl_report_doc d = {.index = idx, .n = n, .piece = (const char *const *)piece, .share = share};
+    infl_report_line(buf, size, &d, width, -1);
+done:
+    for (int t = 0; piece && t < T; t++) free(piece[t]);
+    free(piece);
+    free(tok);
+    free(share);
+    tok_codec_free(c);
+    return rc;
+}
+
 infl_status rank_lm_report(infl_ctx *ctx, const infl_rank_result *r, const infl_rank_options *o,
                            const char *train_ref, const lm_report_opts *ro) {
     infl_split *train = NULL;

@@ -7,6 +7,7 @@
 
 #include "cliutil.h"
 #include "infl.h"
+#include "store/store.h"
 
 // Text queries from a JSON-lines file: one object a line with a "prompt" (required)
 // and a "completion" (optional: the model's greedy completion when absent); other
@@ -24,6 +25,10 @@ typedef struct {
     int ansi;                       // ... by colour (a terminal) rather than brackets
     int width;                      // terminal columns
 } lm_report_opts;
+
+// The start of document idx (within the split) as one line of at most `width`
+// characters (newlines as ⏎, "…" when cut), into buf.
+infl_status lm_doc_line(infl_ctx *ctx, infl_split *split, int64_t idx, int width, char *buf, size_t size);
 
 // Prints the ranking of a language model (every document with its token shares:
 // r->top_shares) and writes the files asked for.
