@@ -414,6 +414,8 @@ typedef struct {
                                        only the completion's tokens carry a loss */
     int complete_tokens;      /* tokens of a greedy completion; default 20 */
     int token_shares;         /* language models: each reported document's score split over its tokens */
+    int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
+                                 token rows (ghost pairs or contraction); 2 by forming documents' gradients */
 } infl_rank_options;
 
 /* Returns the defaults documented above. */

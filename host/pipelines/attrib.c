@@ -186,6 +186,8 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
+    RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG, "score form %d: expected 0 (auto), 1 (token rows) or 2 "
+              "(documents' gradients)", o->score_form);
     a->tokens = a->m->tokens;
     if (a->tokens) a->ctxT = a->m->spec.gpt.context;
     GOTO_IF(ctx, !a->tokens && (o->ntext > 0 || o->token_shares), INFL_E_ARG,

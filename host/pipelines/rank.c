@@ -251,7 +251,8 @@ void attrib_choose_paths(attrib *a) {
         double rows = attrib_contracts(a->o->method) ? score_contract_flops(ly, a->M, 1) * z
                                                      : score_ghost_rows_flops(ly, a->M, a->RQ, z);
         double docs = score_doc_grads_flops(ly, z) + 2.0 * M * pl;
-        if (docs < rows) a->path[l] = ATTRIB_DOCS;
+        int form = a->o->score_form;
+        if (form == 2 || (form == 0 && docs < rows)) a->path[l] = ATTRIB_DOCS;
     }
 }
 
