@@ -30,9 +30,9 @@ int cmd_lds(int argc, char **argv) {
     };
     cli_spec spec = {"infl lds", "--run run.h5 --query FILE:/split[a:b] --state lds.h5 [options] SCORES.h5 ...",
                      "The linear datamodeling score (Park et al. 2023): trains K models on random subsets of the\n"
-                     "run's training split (its recorded training options), records each query's loss or margin,\n"
-                     "(an MLP's run: rows; a GPT's: documents, each query document's loss, the sum over its tokens)\n"
-                     "and for each scores file (infl rank -o F --save-scores, same queries) reports the mean over\n"
+                     "run's training split (its recorded training options), records each query's loss or margin\n"
+                     "(an MLP's run: rows; a GPT's run: documents, and a query document's loss, summed over its\n"
+                     "tokens), and for each scores file (infl rank -o F --save-scores, same queries) reports the mean over\n"
                      "queries of the Spearman correlation between the summed scores of a subset and the retrained\n"
                      "output, with a 95% interval (1.96 sd / sqrt(queries)). Models already in the state file are\n"
                      "not trained again.",
