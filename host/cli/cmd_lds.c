@@ -32,10 +32,10 @@ int cmd_lds(int argc, char **argv) {
                      "The linear datamodeling score (Park et al. 2023): trains K models on random subsets of the\n"
                      "run's training split (its recorded training options), records each query's loss or margin\n"
                      "(an MLP's run: rows; a GPT's run: documents, and a query document's loss, summed over its\n"
-                     "tokens), and for each scores file (infl rank -o F --save-scores, same queries) reports the mean over\n"
-                     "queries of the Spearman correlation between the summed scores of a subset and the retrained\n"
-                     "output, with a 95% interval (1.96 sd / sqrt(queries)). Models already in the state file are\n"
-                     "not trained again.",
+                     "tokens), and for each scores file (infl rank -o F --save-scores, same queries) reports the\n"
+                     "mean over queries of the Spearman correlation between the summed scores of a subset and the\n"
+                     "retrained output, with a 95% interval (1.96 sd / sqrt(queries)). Models already in the state\n"
+                     "file are not trained again.",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[64];
     int npos;
