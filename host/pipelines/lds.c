@@ -8,9 +8,9 @@
  * stored; the trainers keep a shard's rows of S_k as they read it, models/train.h).
  * An MLP's or a GPT's run: a GPT's rows are its documents, and its output on a query
  * document is the document's loss (the sum of its next-token losses, the seam's
- * per-example loss). Its output on each query (loss, or margin) is recorded in a state file
- * that is rewritten (temporary name, then rename) after every model, so a killed run
- * resumes where it stopped. A method's prediction for model k and query q is the sum
+ * per-example loss). Its output on each query (loss, or margin) is recorded in a
+ * state file that is rewritten (temporary name, then rename) after every model, so a
+ * killed run resumes where it stopped. A method's prediction for model k and query q is the sum
  * of its scores over S_k (−Σ for the loss: proponents lower it); the LDS is the
  * Spearman correlation over k of prediction and truth, averaged over queries.
  */
@@ -108,7 +108,7 @@ static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds
 
 // The queries' outputs (M) at the final weights of an MLP run: loss or margin.
 static infl_status mlp_query_outputs(infl_ctx *ctx, const char *run_path, const float *qx, const int32_t *qy,
-                                 const float *qyf, int M, int64_t D, int64_t kt, int margin, double *out) {
+                                     const float *qyf, int M, int64_t D, int64_t kt, int margin, double *out) {
     const infl_backend *be = ctx->be;
     infl_run *run = NULL;
     float *hp = NULL, *dW = NULL, *dX = NULL, *dyf = NULL, *hl = NULL, *hz = NULL;
