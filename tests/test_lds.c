@@ -30,7 +30,8 @@
 #include "store/store.h"
 #include "testutil.h"
 
-static double *load_final(const char *run, size_t *P) {
+// The final checkpoint's parameters of a run (P of them), as float32 or float64.
+static float *load_final_f(const char *run, size_t *P) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK, "%s", infl_ctx_error(ctx));
@@ -39,11 +40,16 @@ static double *load_final(const char *run, size_t *P) {
     int fin;
     cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);
     cr_assert_eq(store_run_load(ctx, r, fin, w), INFL_OK);
+    store_run_close(r);
+    infl_ctx_free(ctx);
+    return w;
+}
+
+static double *load_final(const char *run, size_t *P) {
+    float *w = load_final_f(run, P);
     double *d = malloc(sizeof(double) * *P);
     for (size_t i = 0; i < *P; i++) d[i] = w[i];
     free(w);
-    store_run_close(r);
-    infl_ctx_free(ctx);
     return d;
 }
 
@@ -502,20 +508,6 @@ static infl_train_options tiny_gpt(const char *data, int epochs) {
     o.checkpoint_every = 0;
     o.force = 1;
     return o;
-}
-
-static float *load_final_f(const char *run, size_t *P) {
-    infl_ctx *ctx = tu_ctx();
-    infl_run *r;
-    cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK, "%s", infl_ctx_error(ctx));
-    *P = infl_spec_nparams(store_run_spec(r));
-    float *w = malloc(sizeof(float) * *P);
-    int fin;
-    cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);
-    cr_assert_eq(store_run_load(ctx, r, fin, w), INFL_OK);
-    store_run_close(r);
-    infl_ctx_free(ctx);
-    return w;
 }
 
 Test(lds, gpt_subset_equals_training_on_the_subset_documents, .timeout = 300) {
