@@ -461,7 +461,7 @@ size_t infl_report_line(char *out, size_t cap, const infl_report_doc *d, int wid
     // columns: the span's characters, shrunk to what the line allows
     int cnt[INFL_REPORT_SPAN_TOKENS], before, total;
     count_chars(d, marked ? a : 0, marked ? b : -1, cnt, &before, &total);
-    const int brackets = marked && !ansi ? 2 : 0;
+    const int brackets = marked && ansi == 0 ? 2 : 0;
     int S = 0;
     for (int t = a; marked && t <= b; t++) S += cnt[t - a];
     int s0 = marked ? before : 0, s1 = s0 + S;  // the span's characters [s0, s1)
@@ -504,7 +504,7 @@ size_t infl_report_line(char *out, size_t cap, const infl_report_doc *d, int wid
     int opened = 0;
     if (v0 > 0) put(&w, ELLIPSIS);
     for (int i = 0; i <= total; i++) {
-        if (marked && i == s0) {
+        if (marked && i == s0 && ansi >= 0) {
             if (ansi) {
                 w.reserve = strlen(ANSI_RESET);
                 size_t used = w.used;
@@ -515,7 +515,7 @@ size_t infl_report_line(char *out, size_t cap, const infl_report_doc *d, int wid
             }
             if (empty) put(&w, "\u2205");
         }
-        if (marked && i == s1) {
+        if (marked && i == s1 && ansi >= 0) {
             if (ansi)
                 put_reset(&w, opened);
             else

@@ -82,7 +82,8 @@ infl_status infl_html_report(infl_ctx *ctx, const char *path, int force, const c
 // window on ties), with its edge tokens whose share × sign <= 0 dropped, and shrunk
 // from its weaker edge while it is wider than the line allows. With `ansi` the span
 // is in reverse video, green for a proponent (sign > 0), red for an opponent; without,
-// it is bracketed "⟦…⟧" (two columns, counted in width). A document whose shares are
+// it is bracketed "⟦…⟧" (two columns, counted in width); with ansi < 0 it is not
+// marked (the line is cut around it all the same). A document whose shares are
 // all zero (or that has no tokens) gets no span and shows from its start. d must be
 // valid (n >= 0, piece and share non-NULL when n > 0); NULL d writes "".
 size_t infl_report_line(char *out, size_t cap, const infl_report_doc *d, int width, int ansi);
