@@ -14,7 +14,8 @@
  *  - GPT runs: a GPT trained on a seeded subset of documents is, bit for bit, the GPT
  *    trained on that subset written out as its own documents (one shard), and sees
  *    only the subset's documents in several shards; lds on a GPT records each
- *    retrained model's loss of each query document, deterministically, and resumes.
+ *    retrained model's loss of each query document, deterministically, and resumes;
+ *    it judges the scores infl rank makes for a GPT (grad-dot, TracIn).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -649,4 +650,51 @@ Test(lds, gpt_records_document_losses_deterministically_and_resumes, .timeout = 
     infl_lds_result_free(b);
     infl_lds_result_free(c);
     infl_lds_result_free(e);
+}
+
+Test(lds, gpt_judges_the_scores_of_rank, .timeout = 300) {
+    char data[1100], run[1100], state[1100], gd[1100], tr[1100];
+    snprintf(data, sizeof data, "%s", tu_path("docs.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("g.h5"));
+    snprintf(state, sizeof state, "%s", tu_path("lds.h5"));
+    snprintf(gd, sizeof gd, "%s", tu_path("gd.h5"));
+    snprintf(tr, sizeof tr, "%s", tu_path("tr.h5"));
+    write_docs(data, 40, NULL);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options to = tiny_gpt(tu_ref(0, data, "train"), 2);
+    to.checkpoint_every = 8;  // TracIn's checkpoints
+    cr_assert_eq(infl_train(ctx, &to, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    char query[1200];
+    snprintf(query, sizeof query, "%s:/test[0:6]", data);
+    const infl_method methods[2] = {INFL_METHOD_GRADDOT, INFL_METHOD_TRACIN};
+    const char *files[2] = {gd, tr};
+    for (int m = 0; m < 2; m++) {
+        infl_rank_options ro = infl_rank_options_default();
+        ro.run = run;
+        ro.query = query;
+        ro.method = methods[m];
+        ro.output = files[m];
+        ro.save_scores = 1;
+        infl_rank_result *rr;
+        cr_assert_eq(infl_rank(ctx, &ro, &rr), INFL_OK, "%s", infl_ctx_error(ctx));
+        infl_rank_result_free(rr);
+    }
+    infl_ctx_free(ctx);
+    infl_lds_options o = infl_lds_options_default();
+    o.run = run;
+    o.query = query;
+    o.state = state;
+    o.models = 6;
+    o.scores = files;
+    o.nscores = 2;
+    infl_lds_result *r = run_lds(&o);
+    cr_assert_eq(r->nmethods, 2);
+    cr_assert_str_eq(r->method[0], "graddot");
+    cr_assert_str_eq(r->method[1], "tracin");
+    for (int m = 0; m < 2; m++) {
+        cr_assert_eq(r->valid[m], 6, "%s: %d valid queries", r->method[m], r->valid[m]);
+        cr_assert(r->lds[m] >= -1 && r->lds[m] <= 1, "%s: LDS %g", r->method[m], r->lds[m]);
+        cr_log_info("tiny gpt, 6 models, 6 queries: %s LDS %.3f ± %.3f", r->method[m], r->lds[m], r->ci[m]);
+    }
+    infl_lds_result_free(r);
 }
