@@ -265,8 +265,9 @@ typedef struct {
     double shard_mb;             /* memory budget of one shard in MiB; default 256 */
     double tol;                  /* newton: gradient-norm target; default 1e-8 */
     int max_iters;               /* newton: iteration cap; default 100 */
-    double subset_fraction;      /* > 0: train on a seeded random subset: row i of the split is kept when
-                                    uniform(subset_seed, i, subset_draw) < subset_fraction (LDS); 0 = all */
+    double subset_fraction;      /* > 0: train on a seeded random subset: row (a gpt's: document) i of the
+                                    split is kept when uniform(subset_seed, i, subset_draw) < subset_fraction
+                                    (LDS); 0 = all */
     uint64_t subset_seed;
     int subset_draw;
     int force;                   /* overwrite an existing output */
@@ -589,7 +590,9 @@ typedef struct {
 
 /* The linear datamodeling score (Park et al. 2023): trains `models` copies of the
  * run's model on random subsets of its training split (each row in with probability
- * `fraction`, seeded), records each query's output, and scores each method by the
+ * `fraction`, seeded), records each query's output (an MLP's or a GPT's run: a GPT's
+ * rows are documents, its output a query document's loss, summed over its tokens;
+ * margin is for an MLP's classes), and scores each method by the
  * Spearman correlation over subsets between the retrained output and the sum of the
  * method's scores over the subset (predicted loss: −Σ score; margin: +Σ score), mean
  * over queries. Models already in the state file are not trained again: an
