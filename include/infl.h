@@ -415,6 +415,10 @@ typedef struct {
                                        only the completion's tokens carry a loss */
     int complete_tokens;      /* tokens of a greedy completion; default 20 */
     int token_shares;         /* language models: each reported document's score split over its tokens */
+    int prefilter_bm25;       /* language models: K > 0 scores each query only against its K training documents
+                                 most similar by BM25 over tokens (Grosse et al.'s search-space reduction) */
+    int rerank;               /* K > 0 with query_rank: every document at rank query_rank, then the best K of each
+                                 side (proponents, opponents) again at full rank */
     int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
                                  token rows (ghost pairs or contraction); 2 by forming documents' gradients */
 } infl_rank_options;
@@ -448,6 +452,7 @@ typedef struct {
     double seconds_prepare;   /* query gradients (and the iHVP solve for if) */
     double seconds_score;     /* streaming the train split and scoring */
     double seconds_wait;      /* of which waiting for the reader */
+    double seconds_rerank;    /* --rerank: the second pass at full rank (--prefilter's scoring is seconds_score) */
     double flops;             /* floating-point operations of the score phase, counted from shapes */
     double query_rank_energy; /* with query_rank: share of the preconditioned queries' squared Frobenius
                                  norm the rank-r factors keep (mean over queries and layers); else 1 */

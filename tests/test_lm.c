@@ -521,3 +521,70 @@ Test(lm, bad_queries_get_clear_errors, .timeout = 300) {
     cr_assert(strstr(infl_ctx_error(ctx), "language models"), "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
 }
+
+// ---- candidate filtering ----
+
+// Every reported (index, score) is the full method's score of that document, and the
+// k best (worst) scores are the full method's k best (worst).
+static void assert_ranking_of(const infl_rank_result *r, const float *full, int64_t N, const char *what) {
+    float *sorted = malloc((size_t)N * sizeof(float));
+    for (int q = 0; q < r->M; q++) {
+        const float *fq = full + (size_t)q * N;
+        double mx = 0;
+        for (int64_t i = 0; i < N; i++) mx = fmax(mx, fabs(fq[i]));
+        memcpy(sorted, fq, (size_t)N * sizeof(float));
+        for (int64_t i = 1; i < N; i++)  // descending insertion sort: N is small
+            for (int64_t j = i; j > 0 && sorted[j] > sorted[j - 1]; j--) {
+                float t = sorted[j];
+                sorted[j] = sorted[j - 1];
+                sorted[j - 1] = t;
+            }
+        for (int j = 0; j < r->k; j++) {
+            size_t at = (size_t)q * r->k + j;
+            cr_assert(fabs(r->top_score[at] - fq[r->top_index[at]]) <= 1e-4 * mx, "%s: query %d top %d", what, q, j);
+            cr_assert(fabs(r->bottom_score[at] - fq[r->bottom_index[at]]) <= 1e-4 * mx, "%s: bottom %d", what, j);
+            cr_assert(fabs(r->top_score[at] - sorted[j]) <= 1e-4 * mx, "%s: query %d: top %d is %g, full %g", what, q, j,
+                      r->top_score[at], sorted[j]);
+            cr_assert(fabs(r->bottom_score[at] - sorted[N - 1 - j]) <= 1e-4 * mx, "%s: bottom %d", what, j);
+        }
+    }
+    free(sorted);
+}
+
+Test(lm, prefilter_and_rerank_over_every_document_equal_the_full_method, .timeout = 300) {
+    setup_lm();
+    infl_ctx *ctx = tu_ctx();
+    infl_split *s = tu_open_split(ctx, tu_ref(2, data_path, "train"));
+    int64_t N = store_split_info(s)->n;
+    store_split_close(s);
+    infl_rank_options o = lm_opts(INFL_METHOD_EKFAC);
+    o.factors = fac_path;
+    float *full = rank_full(ctx, &o, 3, N, NULL);
+    infl_rank_result *r;
+    o.prefilter_bm25 = (int)N;
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    assert_ranking_of(r, full, N, "prefilter bm25:N");
+    infl_rank_result_free(r);
+    o.prefilter_bm25 = 0;
+    o.query_rank = 2;
+    o.rerank = (int)N;
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    assert_ranking_of(r, full, N, "rerank N");
+    infl_rank_result_free(r);
+    // a prefilter of K: every reported document is among the query's K BM25 candidates,
+    // scored as the full method scores it
+    o.rerank = 0;
+    o.query_rank = 0;
+    o.prefilter_bm25 = 8;
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    for (int q = 0; q < r->M; q++)
+        for (int j = 0; j < r->k; j++) {
+            size_t at = (size_t)q * r->k + j;
+            cr_assert(fabs(r->top_score[at] - full[(size_t)q * N + r->top_index[at]]) <= 1e-4 * fabs(full[(size_t)q * N + r->top_index[at]]) + 1e-6);
+        }
+    infl_rank_result_free(r);
+    o.prefilter_bm25 = 3;  // fewer candidates than --top
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_E_ARG);
+    free(full);
+    infl_ctx_free(ctx);
+}

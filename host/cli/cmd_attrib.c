@@ -330,7 +330,7 @@ int cmd_rank(int argc, char **argv) {
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
-               *queries = NULL;
+               *queries = NULL, *prefilter = NULL;
     int spans = 0;
     A.o.complete_tokens = 20;
     const cli_opt opts[] = {
@@ -345,6 +345,10 @@ int cmd_rank(int argc, char **argv) {
         {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
         {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
         {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
+        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K",
+         "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
+        {"rerank", 0, ARG_INT, &A.o.rerank, "K",
+         "with --query-rank: score every document at that rank, then the best K of each side at full rank"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
          "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
@@ -375,6 +379,14 @@ int cmd_rank(int argc, char **argv) {
     if (!!A.o.query + !!prompt + !!queries > 1)
         return usage_error(spec.cmd, "give one of --query, --prompt and --queries");
     if (completion && !prompt) return usage_error(spec.cmd, "--completion goes with --prompt");
+    if (prefilter) {
+        char *end = NULL;
+        long k = strncmp(prefilter, "bm25:", 5) == 0 ? strtol(prefilter + 5, &end, 10) : -1;
+        if (k < 1 || k > 1 << 30 || !end || *end)
+            return usage_error(spec.cmd, "--prefilter: expected bm25:K with K >= 1 (e.g. bm25:500)");
+        A.o.prefilter_bm25 = (int)k;
+    }
+    if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
     if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
     if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
@@ -431,8 +443,12 @@ int cmd_rank(int argc, char **argv) {
         st = train_ref(ctx, &A.o, tref, sizeof tref);
         if (st == INFL_OK) {
             printf("%s: %d queries, %" PRId64 " training documents, %d checkpoint(s); %.2f s preparing, %.2f s "
-                   "scoring\n",
+                   "scoring",
                    infl_method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+            if (A.o.prefilter_bm25) printf(" (only each query's %d BM25 candidates)", A.o.prefilter_bm25);
+            if (A.o.rerank) printf(" at rank %d, %.2f s rescoring the best %d of each side", A.o.query_rank,
+                                   r->seconds_rerank, A.o.rerank);
+            printf("\n");
             if (c.verbose) {
                 printf("layers scored by");
                 for (int l = 0; l < r->layer_paths; l++)

@@ -128,6 +128,29 @@ infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int
 void attrib_choose_paths(attrib *a);
 infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only);
 infl_status attrib_sum_rows(infl_ctx *ctx, attrib *a, int b);
+// A sub-batch of listed documents, scored (attrib_score_list): their rows within the
+// split's range, tokens (b, ctxT) and lengths; S host: (M, b) scores (gradcos
+// normalised), or with rows_only (M, rz) token-row terms, the rows of document i
+// [row_off[i], row_off[i+1]); zn (b) squared gradient norms for gradcos.
+typedef struct {
+    int b;
+    const int64_t *rows;
+    const int32_t *tok, *len;
+    const int *row_off;
+    int rz;
+    const float *S;
+    const double *zn;
+} attrib_listed;
+typedef infl_status (*attrib_list_fn)(infl_ctx *ctx, void *user, const attrib_listed *L);
+// Scores the n listed documents (rows within the split's range, ascending) against the
+// prepared queries, a sub-batch at a time, handing each to fn (candidates.c).
+infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int64_t n, int rows_only,
+                              attrib_list_fn fn, void *user);
+// Per query q the rows cand[q K .. q K + K) (−1: none) are its candidates: scores them
+// and fills res's top and bottom res->k from them alone.
+infl_status attrib_rank_candidates(infl_ctx *ctx, attrib *a, const int64_t *cand, int K, infl_rank_result *res);
+// cand (M, K): each query's K most similar train documents by BM25 over tokens.
+infl_status attrib_bm25_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand);
 // Language models: the per-token shares of every reported document (shares.c).
 infl_status attrib_token_shares(infl_ctx *ctx, attrib *a, infl_rank_result *res);
 

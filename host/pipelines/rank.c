@@ -157,10 +157,12 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         else
             CHECK(attrib_solve(ctx, a, G, a->V, M, 1, &op));
         if (a->lowrank) {
-            // V_q,l ≈ LF_q RF_qᵀ; the full V is not needed any more
+            // V_q,l ≈ LF_q RF_qᵀ; the full V is not needed any more (but by --rerank's second pass)
             CHECK(ekfac_lowrank(ctx, a->LF, a->RF, a->rl, &a->energy, a->m, a->V, M, o->query_rank));
-            infl_be_free(ctx, a->V);
-            a->V = NULL;
+            if (!o->rerank) {
+                infl_be_free(ctx, a->V);
+                a->V = NULL;
+            }
             res->query_rank_energy = a->energy;
         }
     }
@@ -318,6 +320,15 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
                         infl_rank_result **out) {
     *out = NULL;
     RETURN_IF(ctx, o->top < 1, INFL_E_ARG, "--top: expected at least 1, got %d", o->top);
+    RETURN_IF(ctx, o->prefilter_bm25 < 0 || o->rerank < 0, INFL_E_ARG, "--prefilter bm25:K and --rerank K: expected K >= 1");
+    RETURN_IF(ctx, o->prefilter_bm25 && o->rerank, INFL_E_ARG, "give --prefilter or --rerank, not both");
+    RETURN_IF(ctx, (o->prefilter_bm25 || o->rerank) && o->save_scores, INFL_E_ARG,
+              "--save-scores writes every document's score; with --prefilter or --rerank only the candidates have one");
+    RETURN_IF(ctx, o->rerank && o->query_rank < 1, INFL_E_ARG,
+              "--rerank K rescored the best K at full rank after a pass at --query-rank r: give --query-rank");
+    RETURN_IF(ctx, (o->prefilter_bm25 && o->prefilter_bm25 < o->top) || (o->rerank && o->rerank < o->top), INFL_E_ARG,
+              "--top %d is more than the %d candidates of each query", o->top,
+              o->prefilter_bm25 ? o->prefilter_bm25 : o->rerank);
     attrib a;
     infl_status rc = attrib_open(ctx, &a, o, 1);
     if (rc < 0) return rc;
@@ -327,6 +338,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     infl_scw *scw = NULL;
     float *hblock = NULL, *hsub = NULL;
     double *zn = NULL;
+    int64_t *cand = NULL;
     int M = a.M;
     GOTO_IF(ctx, o->top > a.N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training examples", o->top, a.N);
     res = result_new(M, o->top);
@@ -378,7 +390,8 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     CHECK(infl_be_host_alloc(ctx, (size_t)M * a.B * sizeof(float), (void **)&hsub, "a score block"));
     zn = infl_malloc(ctx, (size_t)a.B * sizeof(double), "train gradient norms");
     GOTO_NOMEM_IF(!hblock || !hsub || !zn);
-    CHECK(infl_topk_create(ctx, M, o->top, &tk));
+    // --rerank keeps the best K of each side for the second pass
+    CHECK(infl_topk_create(ctx, M, o->rerank > o->top ? o->rerank : o->top, &tk));
     if (o->output) {
         CHECK(store_scores_create(ctx, o->output, o->force, M, o->top, a.N, o->save_scores, &scw));
         CHECK(attrib_write_attrs(ctx, scw, o, &a));
@@ -387,64 +400,99 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
 
     double t1 = infl_now();
     a.flops = 0;
-    CHECK(attrib_reader_start(ctx, &a, S, &rd));
-    int64_t done_rows = 0;
-    for (;;) {
-        infl_shard *sh;
-        CHECK(infl_reader_next(ctx, rd, &sh));
-        if (sh->n == 0) break;
-        // sub-batches double-buffered (stage.h): the upload of the next one overlaps
-        // the work on this one; the score download is the only synchronisation
-        CHECK(infl_stage_begin(ctx, &a.st, sh, 1));
+    if (!o->prefilter_bm25) {
+        CHECK(attrib_reader_start(ctx, &a, S, &rd));
+        int64_t done_rows = 0;
         for (;;) {
-            int64_t r0;
-            int b, cur;
-            CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
-            if (b == 0) break;
-            infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
-            CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));
-            for (int c = 0; c < a.nck; c++) {
-                CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
-                if (c == 0 && a.tokens) CHECK(ctx->be->fill(ctx, a.R, 0.0f, (size_t)M * a.work->rows));
-                a.flops += infl_model_fb_flops(a.m, a.work->rows);
-                if (o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, &a, a.work, b, 1.0, zn, 0));
-                CHECK(attrib_score_block(ctx, &a, c, b, 0));
+            infl_shard *sh;
+            CHECK(infl_reader_next(ctx, rd, &sh));
+            if (sh->n == 0) break;
+            // sub-batches double-buffered (stage.h): the upload of the next one overlaps
+            // the work on this one; the score download is the only synchronisation
+            CHECK(infl_stage_begin(ctx, &a.st, sh, 1));
+            for (;;) {
+                int64_t r0;
+                int b, cur;
+                CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
+                if (b == 0) break;
+                infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
+                CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));
+                for (int c = 0; c < a.nck; c++) {
+                    CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
+                    if (c == 0 && a.tokens) CHECK(ctx->be->fill(ctx, a.R, 0.0f, (size_t)M * a.work->rows));
+                    a.flops += infl_model_fb_flops(a.m, a.work->rows);
+                    if (o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, &a, a.work, b, 1.0, zn, 0));
+                    CHECK(attrib_score_block(ctx, &a, c, b, 0));
+                }
+                CHECK(attrib_sum_rows(ctx, &a, b));
+                CHECK(ctx->be->download(ctx, hsub, a.Sd, (size_t)M * b * sizeof(float)));
+                for (int q = 0; q < M; q++) {
+                    float *dst = hblock + (size_t)q * S + r0;
+                    const float *src = hsub + (size_t)q * b;
+                    if (o->method == INFL_METHOD_GRADCOS)
+                        for (int j = 0; j < b; j++)
+                            dst[j] = (float)(src[j] * a.qinv[q] * (zn[j] > 0 ? 1.0 / sqrt(zn[j]) : 0.0));
+                    else if (a.lowrank)  // (b, M) on the backend
+                        for (int j = 0; j < b; j++) dst[j] = hsub[(size_t)j * M + q];
+                    else
+                        memcpy(dst, src, (size_t)b * sizeof(float));
+                }
             }
-            CHECK(attrib_sum_rows(ctx, &a, b));
-            CHECK(ctx->be->download(ctx, hsub, a.Sd, (size_t)M * b * sizeof(float)));
-            for (int q = 0; q < M; q++) {
-                float *dst = hblock + (size_t)q * S + r0;
-                const float *src = hsub + (size_t)q * b;
-                if (o->method == INFL_METHOD_GRADCOS)
-                    for (int j = 0; j < b; j++)
-                        dst[j] = (float)(src[j] * a.qinv[q] * (zn[j] > 0 ? 1.0 / sqrt(zn[j]) : 0.0));
-                else if (a.lowrank)  // (b, M) on the backend
-                    for (int j = 0; j < b; j++) dst[j] = hsub[(size_t)j * M + q];
-                else
-                    memcpy(dst, src, (size_t)b * sizeof(float));
+            CHECK(infl_topk_push(ctx, tk, hblock, M, (int)sh->n, (int)S, begin + sh->row0));
+            if (block) CHECK(block(ctx, user, hblock, M, (int)sh->n, (int)S, sh->row0));
+            if (scw && o->save_scores) CHECK(store_scores_write_block(ctx, scw, hblock, (int)sh->n, (int)S, sh->row0));
+            done_rows += sh->n;
+            infl_reader_release(rd, sh);
+            char info[64];
+            snprintf(info, sizeof info, "%s, %d queries", infl_method_name(o->method), M);
+            infl_progress(ctx, "rank", (uint64_t)done_rows, (uint64_t)a.N, info);
+        }
+        double read_s = 0, wait_s = 0;
+        infl_reader_stats(rd, &read_s, &wait_s);
+        infl_reader_stop(rd);
+        rd = NULL;
+        res->seconds_score = infl_now() - t1;
+        res->seconds_wait = wait_s;
+        res->flops = a.flops;
+    }
+    if (o->prefilter_bm25) {
+        // each query against its K most similar documents only
+        double t2 = infl_now();
+        int K = o->prefilter_bm25;
+        cand = infl_malloc(ctx, (size_t)M * K * sizeof(int64_t), "candidates");
+        GOTO_NOMEM_IF(!cand);
+        CHECK(attrib_bm25_candidates(ctx, &a, K, cand));
+        CHECK(attrib_rank_candidates(ctx, &a, cand, K, res));
+        res->seconds_score = infl_now() - t2;
+    } else if (o->rerank) {
+        // the best K of each side at rank r, again at full rank
+        double t2 = infl_now();
+        int K = o->rerank, k2 = 2 * K, cnt;
+        cand = infl_malloc(ctx, (size_t)M * k2 * sizeof(int64_t), "candidates");
+        float *tmp = infl_malloc(ctx, (size_t)k2 * sizeof(float), "candidates");
+        if (!cand || !tmp) free(tmp);
+        GOTO_NOMEM_IF(!cand || !tmp);
+        for (int q = 0; q < M; q++) {
+            int64_t *cq = cand + (size_t)q * k2;
+            infl_topk_get(tk, q, cq, tmp, cq + K, tmp + K, &cnt);
+            for (int j = 0; j < k2; j++) {
+                cq[j] = j % K < cnt ? cq[j] - begin : -1;
+                for (int i = 0; i < j && cq[j] >= 0; i++)
+                    if (cq[i] == cq[j]) cq[j] = -1;  // in both lists when N < 2K
             }
         }
-        CHECK(infl_topk_push(ctx, tk, hblock, M, (int)sh->n, (int)S, begin + sh->row0));
-        if (block) CHECK(block(ctx, user, hblock, M, (int)sh->n, (int)S, sh->row0));
-        if (scw && o->save_scores) CHECK(store_scores_write_block(ctx, scw, hblock, (int)sh->n, (int)S, sh->row0));
-        done_rows += sh->n;
-        infl_reader_release(rd, sh);
-        char info[64];
-        snprintf(info, sizeof info, "%s, %d queries", infl_method_name(o->method), M);
-        infl_progress(ctx, "rank", (uint64_t)done_rows, (uint64_t)a.N, info);
-    }
-    double read_s = 0, wait_s = 0;
-    infl_reader_stats(rd, &read_s, &wait_s);
-    infl_reader_stop(rd);
-    rd = NULL;
-    res->seconds_score = infl_now() - t1;
-    res->seconds_wait = wait_s;
-    res->flops = a.flops;
-    for (int q = 0; q < M; q++) {
-        int cnt;
-        infl_topk_get(tk, q, res->top_index + (size_t)q * o->top, res->top_score + (size_t)q * o->top,
-                      res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
-        res->k = cnt;
+        free(tmp);
+        a.lowrank = 0;
+        attrib_choose_paths(&a);
+        CHECK(attrib_rank_candidates(ctx, &a, cand, k2, res));
+        res->seconds_rerank = infl_now() - t2;
+    } else {
+        for (int q = 0; q < M; q++) {
+            int cnt;
+            infl_topk_get(tk, q, res->top_index + (size_t)q * o->top, res->top_score + (size_t)q * o->top,
+                          res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
+            res->k = cnt;
+        }
     }
     if (a.tokens) {
         res->query_prompt = calloc((size_t)M, sizeof(char *));
@@ -473,6 +521,7 @@ done:
     infl_reader_stop(rd);
     store_scores_abort(scw);
     infl_topk_free(tk);
+    free(cand);
     free(hblock);
     infl_be_host_free(ctx, hsub);
     free(zn);

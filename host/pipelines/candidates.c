@@ -1,0 +1,164 @@
+/*
+ * candidates.c — scoring a list of training documents rather than the whole split
+ * (attrib.h): the documents are read one by one, gathered into sub-batches and scored
+ * as rank.c scores a streamed sub-batch. It serves Grosse et al.'s search-space
+ * reduction — `--prefilter bm25:K` (each query against its K most similar documents
+ * by BM25 over tokens) and `--rerank K` (every document at --query-rank r first, then
+ * the best K of each side again at full rank) — and the token shares (shares.c).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attrib.h"
+#include "backend.h"
+#include "estimators/bm25.h"
+
+infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int64_t n, int rows_only,
+                              attrib_list_fn fn, void *user) {
+    const infl_backend *be = ctx->be;
+    int M = a->M, T = a->ctxT, B = a->B;
+    const int64_t begin = store_split_info(a->train)->begin;
+    infl_status rc = INFL_OK;
+    int32_t *tok = infl_malloc(ctx, (size_t)B * T * sizeof(int32_t), "listed documents");
+    int32_t *len = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "listed documents");
+    float *hS = infl_malloc(ctx, (size_t)M * attrib_max_rows(a) * sizeof(float), "listed scores");
+    float *hT = infl_malloc(ctx, (size_t)M * attrib_max_rows(a) * sizeof(float), "listed scores");
+    double *zn = infl_malloc(ctx, (size_t)B * sizeof(double), "listed norms");
+    GOTO_NOMEM_IF(!tok || !len || !hS || !hT || !zn);
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        int b = n - i0 < B ? (int)(n - i0) : B;
+        for (int i = 0; i < b; i++)
+            CHECK(store_split_read_docs(ctx, a->train, rows[i0 + i], 1, T, 0, tok + (size_t)i * T, len + i, NULL));
+        infl_batch bt = {.b = b, .index0 = begin + rows[i0], .tok = tok, .T = T, .len = len};
+        CHECK(be->fill(ctx, a->Sd, 0.0f, (size_t)M * b));
+        for (int c = 0; c < a->nck; c++) {
+            CHECK(attrib_factors(ctx, a, c, &bt, a->work));
+            if (c == 0) CHECK(be->fill(ctx, a->R, 0.0f, (size_t)M * a->work->rows));
+            if (a->o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, a, a->work, b, 1.0, zn, 0));
+            CHECK(attrib_score_block(ctx, a, c, b, rows_only));
+        }
+        // (M, b) document scores or (M, rz) token-row terms, whatever the backend's layout
+        int rz = a->work->rows, cols = rows_only ? rz : b;
+        if (!rows_only) CHECK(attrib_sum_rows(ctx, a, b));
+        CHECK(be->download(ctx, a->lowrank ? hT : hS, rows_only ? a->R : a->Sd, (size_t)M * cols * sizeof(float)));
+        if (a->lowrank)
+            for (int q = 0; q < M; q++)
+                for (int j = 0; j < cols; j++) hS[(size_t)q * cols + j] = hT[(size_t)j * M + q];
+        if (a->o->method == INFL_METHOD_GRADCOS && !rows_only)
+            for (int q = 0; q < M; q++)
+                for (int j = 0; j < b; j++)
+                    hS[(size_t)q * b + j] = (float)(hS[(size_t)q * b + j] * a->qinv[q] * (zn[j] > 0 ? 1.0 / sqrt(zn[j]) : 0.0));
+        attrib_listed L = {.b = b, .rows = rows + i0, .tok = tok, .len = len, .row_off = a->work->row_off, .rz = rz,
+                           .S = hS, .zn = zn};
+        CHECK(fn(ctx, user, &L));
+        infl_progress(ctx, rows_only ? "token shares" : "rescoring", (uint64_t)(i0 + b), (uint64_t)n, NULL);
+    }
+done:
+    free(tok);
+    free(len);
+    free(hS);
+    free(hT);
+    free(zn);
+    return rc;
+}
+
+// ---- the candidates of each query ----
+
+typedef struct {
+    float s;
+    int64_t i;
+} scored;
+
+static int by_row(const void *x, const void *y) {
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+static int by_score_desc(const void *x, const void *y) {
+    const scored *a = x, *b = y;
+    if (a->s != b->s) return a->s > b->s ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+typedef struct {
+    int M, K;             // queries, candidates per query
+    const int64_t *cand;  // (M, K) rows, or -1 for none
+    const int64_t *urow;  // (nu) the distinct candidates, ascending
+    int64_t nu;
+    float *S;             // (M, nu) their scores (NAN: not a candidate of the query)
+} cand_state;
+
+static infl_status keep_scores(infl_ctx *ctx, void *user, const attrib_listed *L) {
+    (void)ctx;
+    cand_state *cs = user;
+    int64_t u0 = L->rows - cs->urow;
+    for (int q = 0; q < cs->M; q++)
+        for (int j = 0; j < L->b; j++) cs->S[(size_t)q * cs->nu + u0 + j] = L->S[(size_t)q * L->b + j];
+    return INFL_OK;
+}
+
+infl_status attrib_rank_candidates(infl_ctx *ctx, attrib *a, const int64_t *cand, int K, infl_rank_result *res) {
+    int M = a->M, k = res->k;
+    const int64_t begin = store_split_info(a->train)->begin;
+    infl_status rc = INFL_OK;
+    int64_t *u = infl_malloc(ctx, (size_t)M * K * sizeof(int64_t), "candidates");
+    float *S = NULL;
+    scored *t = infl_malloc(ctx, (size_t)K * sizeof(scored), "candidates");
+    GOTO_NOMEM_IF(!u || !t);
+    int64_t nu = 0;
+    for (size_t i = 0; i < (size_t)M * K; i++)
+        if (cand[i] >= 0) u[nu++] = cand[i];
+    qsort(u, (size_t)nu, sizeof(int64_t), by_row);
+    int64_t w = 0;
+    for (int64_t i = 0; i < nu; i++)
+        if (w == 0 || u[i] != u[w - 1]) u[w++] = u[i];
+    nu = w;
+    S = infl_malloc(ctx, (size_t)M * (nu ? nu : 1) * sizeof(float), "candidate scores");
+    GOTO_NOMEM_IF(!S);
+    cand_state cs = {.M = M, .K = K, .cand = cand, .urow = u, .nu = nu, .S = S};
+    CHECK(attrib_score_list(ctx, a, u, nu, 0, keep_scores, &cs));
+    for (int q = 0; q < M; q++) {
+        int n = 0;
+        for (int j = 0; j < K; j++) {
+            int64_t r = cand[(size_t)q * K + j];
+            if (r < 0) continue;
+            int64_t at = (int64_t *)bsearch(&r, u, (size_t)nu, sizeof(int64_t), by_row) - u;
+            t[n++] = (scored){S[(size_t)q * nu + at], r};
+        }
+        qsort(t, (size_t)n, sizeof(scored), by_score_desc);
+        GOTO_IF(ctx, n < k, INFL_E_ARG, "query %d has %d candidates; --top %d asks for more", q, n, k);
+        for (int j = 0; j < k; j++) {
+            res->top_index[(size_t)q * k + j] = begin + t[j].i;
+            res->top_score[(size_t)q * k + j] = t[j].s;
+            res->bottom_index[(size_t)q * k + j] = begin + t[n - 1 - j].i;
+            res->bottom_score[(size_t)q * k + j] = t[n - 1 - j].s;
+        }
+    }
+done:
+    free(u);
+    free(t);
+    free(S);
+    return rc;
+}
+
+infl_status attrib_bm25_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand) {
+    RETURN_IF(ctx, !a->tokens, INFL_E_ARG, "--prefilter bm25 filters documents; this run's examples are rows");
+    RETURN_IF(ctx, K < 1 || K > a->N, INFL_E_ARG, "--prefilter bm25:%d: expected 1 to %" PRId64 " (the documents)",
+              K, a->N);
+    const int32_t **qt = infl_malloc(ctx, (size_t)a->M * sizeof(int32_t *), "queries");
+    int *ql = infl_malloc(ctx, (size_t)a->M * sizeof(int), "queries");
+    float *sc = infl_malloc(ctx, (size_t)a->M * K * sizeof(float), "candidates");
+    infl_status rc = INFL_OK;
+    GOTO_NOMEM_IF(!qt || !ql || !sc);
+    for (int q = 0; q < a->M; q++) {
+        qt[q] = a->qtok + (size_t)q * a->ctxT;
+        ql[q] = a->qlen[q] < a->ctxT ? a->qlen[q] : a->ctxT;  // a text query: prompt and completion
+    }
+    CHECK(bm25_topk(ctx, cand, sc, a->train, qt, ql, a->M, K, NULL));
+done:
+    free(qt);
+    free(ql);
+    free(sc);
+    return rc;
+}
