@@ -155,11 +155,11 @@ def collate(eot):
         B = len(items)
         inp = torch.full((B, Tb), eot, dtype=torch.int64)
         tgt = torch.full((B, Tb), IGNORE, dtype=torch.int64)
-        mask = torch.zeros((B, Tb), dtype=torch.float32)
+        mask = torch.zeros((B, Tb), dtype=torch.int64)  # int: kronfluence counts tokens by its sum
         for i, (x, y) in enumerate(items):
             inp[i, :len(x)] = x
             tgt[i, :len(y)] = y
-            mask[i, :len(x)] = 1.0
+            mask[i, :len(x)] = 1
         return {"input_ids": inp, "labels": tgt, "mask": mask}
 
     return fn
