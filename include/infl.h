@@ -265,8 +265,9 @@ typedef struct {
     double shard_mb;             /* memory budget of one shard in MiB; default 256 */
     double tol;                  /* newton: gradient-norm target; default 1e-8 */
     int max_iters;               /* newton: iteration cap; default 100 */
-    double subset_fraction;      /* > 0: train on a seeded random subset: row i of the split is kept when
-                                    uniform(subset_seed, i, subset_draw) < subset_fraction (LDS); 0 = all */
+    double subset_fraction;      /* > 0: train on a seeded random subset: row (a gpt's: document) i of the
+                                    split is kept when uniform(subset_seed, i, subset_draw) < subset_fraction
+                                    (LDS); 0 = all */
     uint64_t subset_seed;
     int subset_draw;
     int force;                   /* overwrite an existing output */
@@ -375,6 +376,9 @@ typedef enum {
     INFL_METHOD_DIAGONAL = 6, /* the same with the diagonal Fisher */
 } infl_method;
 
+/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal"; "?" for others. */
+const char *infl_method_name(infl_method m);
+
 typedef struct {
     const char *run;          /* run file; required */
     const char *train;        /* training data reference; NULL: the run's own data attribute */
@@ -403,10 +407,30 @@ typedef struct {
     const char *output;       /* scores HDF5 to write, or NULL */
     int save_scores;          /* also write the full score matrix /scores [M, N] */
     int force;                /* overwrite outputs */
+    /* language models (a gpt run): queries as text instead of `query` documents */
+    int ntext;                /* text queries (0: `query` names documents of a split) */
+    const char *const *prompt;      /* (ntext) prompts (non-empty) */
+    const char *const *completion;  /* (ntext) completions; NULL or an entry NULL: the model's greedy completion
+                                       of complete_tokens tokens. The measurement is log p(completion | prompt):
+                                       only the completion's tokens carry a loss */
+    int complete_tokens;      /* tokens of a greedy completion; default 20 */
+    int token_shares;         /* language models: each reported document's score split over its tokens */
+    int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
+                                 token rows (ghost pairs or contraction); 2 by forming documents' gradients */
 } infl_rank_options;
 
 /* Returns the defaults documented above. */
 infl_rank_options infl_rank_options_default(void);
+
+/* A document's score split over its token positions (language models): position t
+ * predicts token t of the document (the end-of-text at t = length); share[t] is the
+ * terms of Σ_t of the document's gradient that position t contributes, and the shares
+ * add up to the document's score (to float round-off). */
+typedef struct {
+    int n;                    /* positions: min(length + 1, context) */
+    int32_t *token;           /* (n) the token each position predicts */
+    float *share;             /* (n) */
+} infl_token_shares;
 
 typedef struct {
     int M;                    /* queries */
@@ -431,6 +455,13 @@ typedef struct {
     double *layer_damping;    /* (layers) (auto or given) and the mean eigenvalue; the objective's weight */
     double *layer_mean_eigenvalue; /* (layers) decay is added to every eigenvalue as well (it is part of H) */
     double weight_decay;
+    /* language models */
+    char **query_prompt;      /* (M) text queries: the prompt; documents of a split: "" (NULL when not a language model) */
+    char **query_completion;  /* (M) the completion measured (given, greedy, or the document's text) */
+    infl_token_shares *top_shares;    /* (M, k) with token_shares: the proponents' per-token shares; else NULL */
+    infl_token_shares *bottom_shares; /* (M, k) the opponents' */
+    int layer_paths;          /* layers below, for the record: 1 = scored by forming per-document gradients, */
+    int *layer_path;          /* (layer_paths) 0 = by the token-pair (ghost) or per-token contraction form */
 } infl_rank_result;
 
 /* Ranks the training examples by their influence on each query (DESIGN.md, "The
@@ -559,7 +590,9 @@ typedef struct {
 
 /* The linear datamodeling score (Park et al. 2023): trains `models` copies of the
  * run's model on random subsets of its training split (each row in with probability
- * `fraction`, seeded), records each query's output, and scores each method by the
+ * `fraction`, seeded), records each query's output (an MLP's or a GPT's run: a GPT's
+ * rows are documents, its output a query document's loss, summed over its tokens;
+ * margin is for an MLP's classes), and scores each method by the
  * Spearman correlation over subsets between the retrained output and the sum of the
  * method's scores over the subset (predicted loss: −Σ score; margin: +Σ score), mean
  * over queries. Models already in the state file are not trained again: an

@@ -10,7 +10,12 @@
  *  - the sign convention, with scores built from the retrained outputs;
  *  - infl compare: identical, negated and mismatched scores files;
  *  - bad input: a scores file without /scores or for other queries, a state file
- *    of other settings, a run without training options.
+ *    of other settings, a run without training options;
+ *  - GPT runs: a GPT trained on a seeded subset of documents is, bit for bit, the GPT
+ *    trained on that subset written out as its own documents (one shard), and sees
+ *    only the subset's documents in several shards; lds on a GPT records each
+ *    retrained model's loss of each query document, deterministically, and resumes;
+ *    it judges the scores infl rank makes for a GPT (grad-dot, TracIn).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -21,11 +26,13 @@
 #include <sys/stat.h>
 
 #include "core/rng.h"
+#include "models/gpt.h"
 #include "models/train.h"
 #include "store/store.h"
 #include "testutil.h"
 
-static double *load_final(const char *run, size_t *P) {
+// The final checkpoint's parameters of a run (P of them), as float32 or float64.
+static float *load_final_f(const char *run, size_t *P) {
     infl_ctx *ctx = tu_ctx();
     infl_run *r;
     cr_assert_eq(store_run_open(ctx, run, &r), INFL_OK, "%s", infl_ctx_error(ctx));
@@ -34,11 +41,16 @@ static double *load_final(const char *run, size_t *P) {
     int fin;
     cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);
     cr_assert_eq(store_run_load(ctx, r, fin, w), INFL_OK);
+    store_run_close(r);
+    infl_ctx_free(ctx);
+    return w;
+}
+
+static double *load_final(const char *run, size_t *P) {
+    float *w = load_final_f(run, P);
     double *d = malloc(sizeof(double) * *P);
     for (size_t i = 0; i < *P; i++) d[i] = w[i];
     free(w);
-    store_run_close(r);
-    infl_ctx_free(ctx);
     return d;
 }
 
@@ -452,4 +464,237 @@ Test(lds, compare_ties_and_non_finite_scores) {
     cr_assert_eq(infl_compare(ctx, a, c, 2, &r), INFL_E_VALUE);
     cr_assert(strstr(infl_ctx_error(ctx), "row 0 column 4 is NaN"), "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
+}
+
+// ---- GPT runs ----
+
+// A documents file (bytes tokenizer) with /train of the documents i < n_train for
+// which keep(i) holds (all when keep is NULL) and /test of 6: document i has 3 to 24
+// tokens (some longer than a context of 16) from a small alphabet, drawn from i.
+static void write_docs(const char *path, int n_train, const infl_train_options *keep) {
+    infl_ctx *ctx = tu_ctx();
+    infl_tokenizer t = {.kind = INFL_TOK_BYTES, .vocab = INFL_TOK_BASE_VOCAB, .eot = INFL_TOK_EOT};
+    infl_dsw *w;
+    cr_assert_eq(store_dataset_create(ctx, path, 1, &w), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_dataset_set_tokenizer(ctx, w, &t), INFL_OK, "%s", infl_ctx_error(ctx));
+    const char *splits[2] = {"train", "test"};
+    const int count[2] = {n_train, 6};
+    for (int sp = 0; sp < 2; sp++) {
+        cr_assert_eq(store_dataset_add_docs_split(ctx, w, splits[sp]), INFL_OK, "%s", infl_ctx_error(ctx));
+        for (int i = 0; i < count[sp]; i++) {
+            if (sp == 0 && keep && !infl_subset_keeps(keep, i)) continue;
+            uint64_t st = (uint64_t)(1000 * sp + i + 1);
+            int32_t len = 3 + (int32_t)(tu_uniform(&st) * 22), tok[24], label = i % 3;
+            for (int k = 0; k < len; k++) tok[k] = k % 4 == 3 ? ' ' : 'a' + (int32_t)((i * 3 + k * (1 + i % 4)) % 7);
+            cr_assert_eq(store_dataset_append_docs(ctx, w, splits[sp], 1, &len, tok, &label), INFL_OK, "%s",
+                         infl_ctx_error(ctx));
+        }
+    }
+    cr_assert_eq(store_dataset_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}
+
+// A GPT of 1 block, 2 heads, dim 16, context 16 trained for `epochs` on data.
+static infl_train_options tiny_gpt(const char *data, int epochs) {
+    infl_train_options o = infl_train_options_gpt_default();
+    o.data = data;
+    o.nlayers = 1;
+    o.heads = 2;
+    o.dim = 16;
+    o.context = 16;
+    o.epochs = epochs;
+    o.batch = 4;
+    o.lr = 1e-2;
+    o.warmup = 2;
+    o.checkpoint_every = 0;
+    o.force = 1;
+    return o;
+}
+
+Test(lds, gpt_subset_equals_training_on_the_subset_documents, .timeout = 300) {
+    char data[1100], sub[1100], r1[1100], r2[1100];
+    snprintf(data, sizeof data, "%s", tu_path("docs.h5"));
+    snprintf(sub, sizeof sub, "%s", tu_path("sub.h5"));
+    snprintf(r1, sizeof r1, "%s", tu_path("r1.h5"));
+    snprintf(r2, sizeof r2, "%s", tu_path("r2.h5"));
+    infl_train_options keep = infl_train_options_default();
+    keep.subset_fraction = 0.5;
+    keep.subset_seed = 17;
+    keep.subset_draw = 1;
+    int m = 0;
+    for (int i = 0; i < 40; i++) m += infl_subset_keeps(&keep, i);
+    cr_assert(m > 10 && m < 30, "%d documents kept", m);
+    write_docs(data, 40, NULL);
+    write_docs(sub, 40, &keep);
+    infl_ctx *ctx = tu_ctx();
+    // one shard: the subset read from the whole split is the subset's own split
+    infl_train_options o = tiny_gpt(tu_ref(0, data, "train"), 2);
+    o.subset_fraction = keep.subset_fraction;
+    o.subset_seed = keep.subset_seed;
+    o.subset_draw = keep.subset_draw;
+    infl_train_report rep;
+    cr_assert_eq(infl_train(ctx, &o, r1, &rep), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(rep.steps, 2 * ((m + 3) / 4), "%ld steps for %d documents", (long)rep.steps, m);
+    infl_train_options os = tiny_gpt(tu_ref(1, sub, "train"), 2);
+    cr_assert_eq(infl_train(ctx, &os, r2, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    size_t P1, P2;
+    float *a = load_final_f(r1, &P1), *b = load_final_f(r2, &P2);
+    cr_assert_eq(P1, P2);
+    cr_assert_eq(memcmp(a, b, P1 * sizeof(float)), 0, "the subset's training differs from the subset file's");
+    free(a);
+    free(b);
+    // shards of 8 documents: each keeps its subset's documents (steps ceil(kept / 4) per shard)
+    o.shard_rows = 8;
+    int64_t steps = 0;
+    for (int s0 = 0; s0 < 40; s0 += 8) {
+        int kept = 0;
+        for (int i = s0; i < s0 + 8; i++) kept += infl_subset_keeps(&keep, i);
+        steps += (kept + 3) / 4;
+    }
+    cr_assert_eq(infl_train(ctx, &o, r1, &rep), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(rep.steps, 2 * steps, "%ld steps, expected %ld", (long)rep.steps, (long)(2 * steps));
+    // a subset of a range: documents are keyed by their row in the split
+    o.data = tu_ref(2, data, "train[8:40]");
+    o.shard_rows = 0;
+    int m8 = 0;
+    for (int i = 8; i < 40; i++) m8 += infl_subset_keeps(&keep, i);
+    cr_assert_eq(infl_train(ctx, &o, r1, &rep), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(rep.steps, 2 * ((m8 + 3) / 4));
+    infl_ctx_free(ctx);
+}
+
+// Sets /done of a state file (a killed run leaves the models after it undone).
+static void set_done(const char *state, const int32_t *done) {
+    hid_t f = H5Fopen(state, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "done", H5P_DEFAULT);
+    cr_assert(H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, done) >= 0);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+Test(lds, gpt_records_document_losses_deterministically_and_resumes, .timeout = 300) {
+    char data[1100], run[1100], sa[1100], sb[1100], rk[1100];
+    snprintf(data, sizeof data, "%s", tu_path("docs.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("g.h5"));
+    snprintf(sa, sizeof sa, "%s", tu_path("a.h5"));
+    snprintf(sb, sizeof sb, "%s", tu_path("b.h5"));
+    snprintf(rk, sizeof rk, "%s", tu_path("k.h5"));
+    write_docs(data, 40, NULL);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options to = tiny_gpt(tu_ref(0, data, "train"), 1);
+    cr_assert_eq(infl_train(ctx, &to, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    char query[1200];
+    snprintf(query, sizeof query, "%s:/test[0:4]", data);
+    infl_lds_options o = infl_lds_options_default();
+    o.run = run;
+    o.query = query;
+    o.state = sa;
+    o.models = 2;
+    o.seed = 3;
+    infl_lds_result *a = run_lds(&o);
+    cr_assert_eq(a->trained_now, 2);
+    cr_assert_eq(a->M, 4);
+    for (int i = 0; i < 2 * 4; i++)
+        cr_assert(isfinite(a->outputs[i]) && a->outputs[i] > 0, "output %d: %g", i, a->outputs[i]);
+    cr_assert(memcmp(a->outputs, a->outputs + 4, 4 * sizeof(double)) != 0, "models 0 and 1 agree");
+    // the truth of model 1: the loss of each query document of the GPT trained on S_1
+    // (its initialisation and order seeded seed · 1000003 + k + 1, lds.c)
+    infl_train_options tk = to;
+    tk.subset_fraction = o.fraction;
+    tk.subset_seed = o.seed;
+    tk.subset_draw = 1;
+    tk.seed = o.seed * 1000003ull + 2;
+    cr_assert_eq(infl_train(ctx, &tk, rk, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_run *r;
+    cr_assert_eq(store_run_open(ctx, rk, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *qs = tu_open_split(ctx, query);
+    double loss[4];
+    int64_t tokens, truncated;
+    int fin;
+    cr_assert_eq(store_run_find(ctx, r, NULL, &fin), INFL_OK);
+    cr_assert_eq(infl_gpt_split_losses(ctx, r, fin, qs, NULL, loss, &tokens, &truncated), INFL_OK, "%s",
+                 infl_ctx_error(ctx));
+    store_split_close(qs);
+    store_run_close(r);
+    for (int q = 0; q < 4; q++)
+        cr_assert_eq(a->outputs[4 + q], loss[q], "query %d: %g vs %g", q, a->outputs[4 + q], loss[q]);
+    // another state of 3 models: the same k gives the same outputs
+    o.state = sb;
+    o.models = 3;
+    infl_lds_result *b = run_lds(&o);
+    cr_assert_eq(b->trained_now, 3);
+    cr_assert_eq(memcmp(a->outputs, b->outputs, 8 * sizeof(double)), 0, "models 0 and 1 differ between states");
+    // killed after model 0: the same command trains models 1 and 2 again, to the same outputs
+    set_done(sb, (const int32_t[3]){1, 0, 0});
+    infl_lds_result *c = run_lds(&o);
+    cr_assert_eq(c->trained_now, 2);
+    cr_assert_eq(memcmp(b->outputs, c->outputs, 12 * sizeof(double)), 0, "the resumed outputs differ");
+    // the state of 2 models extended to 3: only model 2 is trained
+    o.state = sa;
+    infl_lds_result *e = run_lds(&o);
+    cr_assert_eq(e->trained_now, 1);
+    cr_assert_eq(memcmp(b->outputs, e->outputs, 12 * sizeof(double)), 0);
+    // a margin is a class's: refused
+    infl_lds_result *x = NULL;
+    o.output_margin = 1;
+    o.state = tu_path("m.h5");
+    cr_assert_eq(infl_lds(ctx, &o, &x), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "document's loss"), "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+    // the CLI
+    const char *argv[] = {"infl",  "lds", "--run",    run, "--query", query, "--state",
+                          sb,      "--models", "3", "--seed", "3",     NULL};
+    cr_assert_eq(tu_cli(argv), 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "LDS over 3 models") && strstr(tu_out(), "0 model(s) trained now"), "%s", tu_out());
+    infl_lds_result_free(a);
+    infl_lds_result_free(b);
+    infl_lds_result_free(c);
+    infl_lds_result_free(e);
+}
+
+Test(lds, gpt_judges_the_scores_of_rank, .timeout = 300) {
+    char data[1100], run[1100], state[1100], gd[1100], tr[1100];
+    snprintf(data, sizeof data, "%s", tu_path("docs.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("g.h5"));
+    snprintf(state, sizeof state, "%s", tu_path("lds.h5"));
+    snprintf(gd, sizeof gd, "%s", tu_path("gd.h5"));
+    snprintf(tr, sizeof tr, "%s", tu_path("tr.h5"));
+    write_docs(data, 40, NULL);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options to = tiny_gpt(tu_ref(0, data, "train"), 2);
+    to.checkpoint_every = 8;  // TracIn's checkpoints
+    cr_assert_eq(infl_train(ctx, &to, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    char query[1200];
+    snprintf(query, sizeof query, "%s:/test[0:6]", data);
+    const infl_method methods[2] = {INFL_METHOD_GRADDOT, INFL_METHOD_TRACIN};
+    const char *files[2] = {gd, tr};
+    for (int m = 0; m < 2; m++) {
+        infl_rank_options ro = infl_rank_options_default();
+        ro.run = run;
+        ro.query = query;
+        ro.method = methods[m];
+        ro.output = files[m];
+        ro.save_scores = 1;
+        infl_rank_result *rr;
+        cr_assert_eq(infl_rank(ctx, &ro, &rr), INFL_OK, "%s", infl_ctx_error(ctx));
+        infl_rank_result_free(rr);
+    }
+    infl_ctx_free(ctx);
+    infl_lds_options o = infl_lds_options_default();
+    o.run = run;
+    o.query = query;
+    o.state = state;
+    o.models = 6;
+    o.scores = files;
+    o.nscores = 2;
+    infl_lds_result *r = run_lds(&o);
+    cr_assert_eq(r->nmethods, 2);
+    cr_assert_str_eq(r->method[0], "graddot");
+    cr_assert_str_eq(r->method[1], "tracin");
+    for (int m = 0; m < 2; m++) {
+        cr_assert_eq(r->valid[m], 6, "%s: %d valid queries", r->method[m], r->valid[m]);
+        cr_assert(r->lds[m] >= -1 && r->lds[m] <= 1, "%s: LDS %g", r->method[m], r->lds[m]);
+        cr_log_info("tiny gpt, 6 models, 6 queries: %s LDS %.3f ± %.3f", r->method[m], r->lds[m], r->ci[m]);
+    }
+    infl_lds_result_free(r);
 }

@@ -133,12 +133,26 @@ int parse_widths(const char *text, int *widths, int *nlayers) {
     return 0;
 }
 
+// The length of the valid UTF-8 character at p (1 to 4), or 0 when it is not one.
+static int utf8_len(const unsigned char *p) {
+    int n = p[0] < 0x80 ? 1 : (p[0] & 0xE0) == 0xC0 ? 2 : (p[0] & 0xF0) == 0xE0 ? 3 : (p[0] & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 2 && p[0] < 0xC2) return 0;  // overlong
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    if (n == 3 && ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0))) return 0;  // overlong, surrogate
+    if (n == 4 && ((p[0] == 0xF0 && p[1] < 0x90) || p[0] > 0xF4 || (p[0] == 0xF4 && p[1] >= 0x90))) return 0;
+    return n;
+}
+
 void put_json(FILE *f, const char *v) {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)v; *p;) {
+        int n = utf8_len(p);
         if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
         else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
+        else if (n == 0) fputs("\\ufffd", f);  // not UTF-8 (a token may end inside a character)
+        else fwrite(p, 1, (size_t)n, f);
+        p += n ? n : 1;
     }
     fputc('"', f);
 }

@@ -16,6 +16,7 @@ typedef struct {
     int threads;
     int quiet;
     int progress;
+    int verbose;
     const char *cmd;
     double last_print;
     int printed;
@@ -25,7 +26,8 @@ typedef struct {
     {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
         {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)"},                            \
         {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
-        {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"}
+        {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"},   \
+        {"verbose", 'v', ARG_FLAG, &(c).verbose, NULL, "say how the work was done (e.g. each layer's scoring form)"}
 
 // Creates the context the common options ask for, with progress and Ctrl-C wired;
 // prints the error and returns NULL on failure.
@@ -37,7 +39,8 @@ int finish(common *c, infl_ctx *ctx, infl_status st);
 // "784,256,128,10" into widths (INFL_MAX_LAYERS + 1 entries) and *nlayers (entries
 // minus one); -1 when malformed (fewer than 2 widths, a width outside 1..2^24, too many).
 int parse_widths(const char *text, int *widths, int *nlayers);
-// Writes v as a JSON string, with its quotes and escapes.
+// Writes v as a JSON string, with its quotes and escapes; bytes that are not UTF-8
+// become U+FFFD.
 void put_json(FILE *f, const char *v);
 // Prints a usage error and returns 2.
 int usage_error(const char *cmd, const char *msg);

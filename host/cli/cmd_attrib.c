@@ -11,16 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cliutil.h"
+#include "cmd_rank_lm.h"
 #include "core/internal.h"
 #include "render.h"
 #include "store/store.h"
-
-static const char *method_name(infl_method m) {
-    static const char *const names[] = {"graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal"};
-    return (unsigned)m < 7 ? names[m] : "?";
-}
 
 // ---- options shared by rank, self and loo ----
 
@@ -123,6 +120,13 @@ static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {
 static infl_status row_label(infl_ctx *ctx, infl_split *s, int64_t idx, float *x, char *buf, size_t size) {
     const infl_split_info *in = store_split_info(s);
     int32_t y = 0;
+    if (in->kind == INFL_SPLIT_DOCS) {
+        int32_t len;
+        FORWARD_IF_ERROR(store_split_read_docs(ctx, s, idx - in->begin, 1, 0, 0, NULL, &len, &y));
+        store_split_class_name(s, y, buf, size);
+        if (!buf[0]) snprintf(buf, size, "%d", (int)y);
+        return INFL_OK;
+    }
     float yf[64];
     float *pyf = in->y_kind == INFL_Y_REAL && in->k <= 64 ? yf : NULL;
     FORWARD_IF_ERROR(store_split_read(ctx, s, idx - in->begin, 1, x, in->y_kind == INFL_Y_CLASS ? &y : NULL, pyf));
@@ -193,7 +197,7 @@ static int write_text_outputs(common *c, infl_ctx *ctx, const infl_rank_result *
             fprintf(fp, "query,query_label,query_pred,side,rank,train_index,train_label,score\n");
         } else {
             fprintf(fp, "{\"method\": ");
-            put_json(fp, method_name(o->method));
+            put_json(fp, infl_method_name(o->method));
             fprintf(fp, ", \"run\": ");
             put_json(fp, o->run);
             fprintf(fp, ", \"train\": ");
@@ -296,7 +300,7 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
             }
     }
     char title[256];
-    snprintf(title, sizeof title, "infl rank --method %s   (%s)", method_name(o->method), store_split_ref(train));
+    snprintf(title, sizeof title, "infl rank --method %s   (%s)", infl_method_name(o->method), store_split_ref(train));
     infl_status st = infl_png_contact_sheet(ctx, path, force, tiles, r->M, cols, title, hdr);
     free(tiles);
     free(hdr);
@@ -325,10 +329,22 @@ int cmd_rank(int argc, char **argv) {
     common c = {.cmd = "infl rank"};
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
-    const char *csv = NULL, *json = NULL, *png = NULL;
+    const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
+               *queries = NULL;
+    int spans = 0;
+    A.o.complete_tokens = 20;
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
-        {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries, e.g. fmnist.h5:/test[0:16] (required)"},
+        {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]",
+         "the queries, e.g. fmnist.h5:/test[0:16] (or a gpt's documents, measured by their whole loss)"},
+        {"prompt", 0, ARG_STR, &prompt, "TEXT", "gpt: a prompt; the query is log p(completion | prompt)"},
+        {"completion", 0, ARG_STR, &completion, "TEXT",
+         "gpt: the completion measured (default: the model's greedy completion of --gen-tokens)"},
+        {"queries", 0, ARG_STR, &queries, "FILE.jsonl",
+         "gpt: several queries, one {\"prompt\": ..., \"completion\": ...} a line (completion optional)"},
+        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
+        {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
+        {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
          "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
@@ -354,13 +370,44 @@ int cmd_rank(int argc, char **argv) {
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     int u = resolve(&A, spec.cmd);
     if (u) return u;
-    if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
+    if (!A.o.query && !prompt && !queries)
+        return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end], or --prompt TEXT for a gpt)");
+    if (!!A.o.query + !!prompt + !!queries > 1)
+        return usage_error(spec.cmd, "give one of --query, --prompt and --queries");
+    if (completion && !prompt) return usage_error(spec.cmd, "--completion goes with --prompt");
+    if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
     if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
-    const char *outs[] = {A.o.output, csv, json, png};
-    infl_status ost = refuse_existing(ctx, outs, 4, A.o.force);
+    const char *outs[] = {A.o.output, csv, json, png, html};
+    infl_status ost = refuse_existing(ctx, outs, 5, A.o.force);
+    // a language model (a gpt run): text queries, token shares, its own report
+    int lm = 0;
+    lm_queries lq = {0};
+    const char *pq[1] = {prompt}, *cq[1] = {completion};
+    if (ost == INFL_OK) {
+        infl_run *run = NULL;
+        ost = store_run_open(ctx, A.o.run, &run);
+        if (ost == INFL_OK) lm = store_run_spec(run)->kind == INFL_MODEL_GPT;
+        store_run_close(run);
+    }
+    if (ost == INFL_OK && !lm && (prompt || queries || spans || html))
+        ost = infl_seterr(ctx, INFL_E_ARG, "%s: %s for language models (a gpt run); this run is not one", A.o.run,
+                          prompt || queries ? "--prompt and --queries are" : "--tokens and --html are");
+    if (ost == INFL_OK && lm && png)
+        ost = infl_seterr(ctx, INFL_E_ARG, "--png draws image data; for a gpt run use --html FILE");
+    if (ost == INFL_OK && queries) ost = lm_queries_read(ctx, queries, &lq);
+    if (ost == INFL_OK && queries) {
+        A.o.ntext = lq.n;
+        A.o.prompt = (const char *const *)lq.prompt;
+        A.o.completion = (const char *const *)lq.completion;
+    } else if (prompt) {
+        A.o.ntext = 1;
+        A.o.prompt = pq;
+        A.o.completion = cq;
+    }
+    A.o.token_shares = lm;
     if (ost == INFL_OK && png) {
         // pictures need image data: say so before the work, not after it
         char tref0[4096];
@@ -372,10 +419,36 @@ int cmd_rank(int argc, char **argv) {
                               tref0);
         store_split_close(t0);
     }
-    if (ost < 0) return finish(&c, ctx, ost);
+    if (ost < 0) {
+        lm_queries_free(&lq);
+        return finish(&c, ctx, ost);
+    }
     infl_rank_result *r = NULL;
     infl_status st = infl_rank(ctx, &A.o, &r);
     end_progress(&c);
+    if (st == INFL_OK && lm) {
+        char tref[4096];
+        st = train_ref(ctx, &A.o, tref, sizeof tref);
+        if (st == INFL_OK) {
+            printf("%s: %d queries, %" PRId64 " training documents, %d checkpoint(s); %.2f s preparing, %.2f s "
+                   "scoring\n",
+                   infl_method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+            if (c.verbose) {
+                printf("layers scored by");
+                for (int l = 0; l < r->layer_paths; l++)
+                    printf("%s %s", l ? "," : "", r->layer_path[l] ? "documents' gradients" : "token rows");
+                printf("\n");
+            }
+            lm_report_opts ro = {.csv = csv, .json = json, .html = html, .spans = spans,
+                                 .ansi = isatty(fileno(stdout)), .width = 120};
+            st = rank_lm_report(ctx, r, &A.o, tref, &ro);
+            if (st == INFL_OK && html && !c.quiet) fprintf(stderr, "wrote %s\n", html);
+        }
+        infl_rank_result_free(r);
+        lm_queries_free(&lq);
+        return finish(&c, ctx, st);
+    }
+    lm_queries_free(&lq);
     if (st < 0) return finish(&c, ctx, st);
 
     // Labels (and pixels for the picture) of the ranked training examples.
@@ -400,7 +473,7 @@ int cmd_rank(int argc, char **argv) {
             }
     if (st == INFL_OK) {
         printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
-               method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+               infl_method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
         if (r->layers > 0) {
             printf("curvature per layer: damping");
             for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_damping[l]);
@@ -491,7 +564,7 @@ int cmd_self(int argc, char **argv) {
     }
     if (st == INFL_OK) {
         int64_t begin = store_split_info(train)->begin;
-        printf("self-influence by %s of %" PRId64 " training examples (%.2f s)\n", method_name(A.o.method), r->N,
+        printf("self-influence by %s of %" PRId64 " training examples (%.2f s)\n", infl_method_name(A.o.method), r->N,
                r->seconds);
         if (r->has_flipped)
             printf("flipped labels: %" PRId64 " (%.1f%%); found in the top 5%%: %.1f%%, top 10%%: %.1f%%, top 20%%: "
@@ -502,9 +575,12 @@ int cmd_self(int argc, char **argv) {
         for (int64_t i = 0; i < top && i < r->N && st == INFL_OK; i++) {
             char lab[64];
             st = row_label(ctx, train, r->order[i], x, lab, sizeof lab);
+            char text[512] = "";
+            if (st == INFL_OK && store_split_info(train)->kind == INFL_SPLIT_DOCS)
+                st = lm_doc_line(ctx, train, r->order[i], 80, text, sizeof text);
             if (st == INFL_OK)
-                printf("%5" PRId64 " %8" PRId64 " %-14.14s %14.6e\n", i + 1, r->order[i], lab,
-                       r->self[r->order[i] - begin]);
+                printf("%5" PRId64 " %8" PRId64 " %-14.14s %14.6e  %s\n", i + 1, r->order[i], lab,
+                       r->self[r->order[i] - begin], text);
         }
         if (st == INFL_OK && csv) {
             char tmp[4200];

@@ -22,18 +22,20 @@ int cmd_lds(int argc, char **argv) {
         {"models", 0, ARG_INT, &o.models, "K", "subsets, one model each (default 20)"},
         {"fraction", 0, ARG_DOUBLE, &o.fraction, "A", "share of the training rows in a subset (default 0.5)"},
         {"seed", 0, ARG_U64, &o.seed, "S", "subsets and the models' initialisations (default 0)"},
-        {"output", 0, ARG_STR, &output, "O", "loss (default) or margin of each query"},
+        {"output", 0, ARG_STR, &output, "O",
+         "loss (default) or margin of each query (an MLP's classes; a GPT's output is the loss)"},
         {"epochs", 0, ARG_INT, &o.epochs, "E", "epochs per model (default: the run's own)"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "start the state file afresh"},
         COMMON_OPTS(c),
     };
     cli_spec spec = {"infl lds", "--run run.h5 --query FILE:/split[a:b] --state lds.h5 [options] SCORES.h5 ...",
                      "The linear datamodeling score (Park et al. 2023): trains K models on random subsets of the\n"
-                     "run's training split (its recorded training options), records each query's loss or margin,\n"
-                     "and for each scores file (infl rank -o F --save-scores, same queries) reports the mean over\n"
-                     "queries of the Spearman correlation between the summed scores of a subset and the retrained\n"
-                     "output, with a 95% interval (1.96 sd / sqrt(queries)). Models already in the state file are\n"
-                     "not trained again.",
+                     "run's training split (its recorded training options), records each query's loss or margin\n"
+                     "(an MLP's run: rows; a GPT's run: documents, and a query document's loss, summed over its\n"
+                     "tokens), and for each scores file (infl rank -o F --save-scores, same queries) reports the\n"
+                     "mean over queries of the Spearman correlation between the summed scores of a subset and the\n"
+                     "retrained output, with a 95% interval (1.96 sd / sqrt(queries)). Models already in the state\n"
+                     "file are not trained again.",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[64];
     int npos;

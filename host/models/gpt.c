@@ -34,6 +34,7 @@ struct gpt_work {
     int32_t *h_inp, *h_tgt;         // (maxB ctxT) host staging
     float *h_rowloss;               // (maxB ctxT) host
     int32_t *inp, *tgt, *tgt_s;     // (maxB ctxT) backend: inputs, targets (−1 = padding), sampled targets
+    const int32_t *range;           // (maxB, 2) host or NULL: the next forward's positions with a loss
     const int32_t *rowloss_tgt;     // the targets rowloss holds the losses at (tgt or tgt_s); NULL: none since
                                     // the last forward (gpt_doc_losses computes them at tgt)
     // activations (rows = maxB ctxT at most)
@@ -213,6 +214,8 @@ static infl_status dense_backward(infl_ctx *ctx, float *dx, const float *dy, con
 
 // ---- forward ----
 
+void gpt_set_loss_ranges(gpt_work *w, const int32_t *range) { w->range = range; }
+
 infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, const int32_t *tok, int T,
                         const int32_t *len, int B, gpt_work *w, int64_t *tokens, int *truncated) {
     const infl_backend *be = ctx->be;
@@ -237,16 +240,18 @@ infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *para
         for (int t = 0; t < w->n[i] && t < len[i]; t++)
             RETURN_IF(ctx, d[t] < 0 || d[t] >= V, INFL_E_VALUE,
                       "document %d, token %d: id %d is outside the model's vocabulary of %d", i, t, (int)d[t], V);
+        int lo = w->range ? w->range[2 * i] : 0, hi = w->range ? w->range[2 * i + 1] : Tb;
         for (int t = 0; t < Tb; t++) {
             if (t < w->n[i]) {
                 in[t] = t == 0 ? eot : d[t - 1];
-                tg[t] = t < len[i] ? d[t] : eot;
+                tg[t] = t < lo || t >= hi ? -1 : t < len[i] ? d[t] : eot;
             } else {
                 in[t] = eot;  // padding: any valid token; its target is masked
                 tg[t] = -1;
             }
         }
     }
+    w->range = NULL;
     w->B = B;
     w->Tb = Tb;
     w->rows = B * Tb;
@@ -485,6 +490,7 @@ static infl_status gpt_seam_forward(infl_ctx *ctx, const infl_model *m, const fl
                                     infl_model_work *mw) {
     gpt_seam *g = mw->impl;
     RETURN_IF(ctx, !bt->tok || !bt->len, INFL_E_ARG, "the gpt model needs token documents, not feature rows");
+    gpt_set_loss_ranges(g->w, bt->loss_range);
     FORWARD_IF_ERROR(gpt_forward(ctx, &m->spec.gpt, params, bt->tok, bt->T, bt->len, bt->b, g->w, NULL, NULL));
     gpt_work *w = g->w;
     mw->b = bt->b;

@@ -35,6 +35,11 @@ void gpt_work_free(infl_ctx *ctx, gpt_work *w);  // accepts NULL
 // tokens; len (B) host: full lengths; T >= context) at params (backend): logits and
 // the logits. *tokens gets the positions that carry a loss (Σ n_i), *truncated the
 // documents longer than the context allows.
+// The next gpt_forward's loss positions: document i's targets at positions
+// [range[2i], range[2i+1]) carry a loss, the others none (as padding). Position t's
+// target is token t of the document, or EOT at t = len. NULL (and after every
+// forward): all positions. range is the caller's until that forward returns.
+void gpt_set_loss_ranges(gpt_work *w, const int32_t *range);
 infl_status gpt_forward(infl_ctx *ctx, const infl_gpt_spec *s, const float *params, const int32_t *tok, int T,
                         const int32_t *len, int B, gpt_work *w, int64_t *tokens, int *truncated);
 // Positions per document of the last forward's batch (documents padded to the longest).

@@ -8,8 +8,10 @@
  * norm clipped, the rate warmed up linearly and then constant or cosine. Documents
  * stream in shards of the split; each epoch visits the shards in a seeded order and
  * shuffles the documents within each (the MLP trainer's scheme), so memory is
- * bounded by the shard. A non-finite loss or gradient stops the training and names
- * the step; the checkpoints written before it stay (the pipeline commits them).
+ * bounded by the shard. On a seeded subset (infl lds) each shard keeps the subset's
+ * documents as it is read (train.h infl_subset_compact), as the MLP's trainer does.
+ * A non-finite loss or gradient stops the training and names the step; the
+ * checkpoints written before it stay (the pipeline commits them).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -27,8 +29,6 @@ static infl_status check_options(infl_ctx *ctx, const infl_train_options *o) {
               "--beta1, --beta2: expected values in [0, 1)");
     RETURN_IF(ctx, !(o->adam_eps > 0) || !isfinite(o->adam_eps), INFL_E_ARG, "--adam-eps: expected a value > 0");
     RETURN_IF(ctx, !(o->clip >= 0) || !isfinite(o->clip), INFL_E_ARG, "--clip: expected 0 (none) or a value > 0");
-    RETURN_IF(ctx, o->subset_fraction != 0, INFL_E_UNSUPPORTED,
-              "training a gpt on a subset (infl lds) is not built yet");
     RETURN_IF(ctx, o->optimizer != INFL_OPT_AUTO, INFL_E_ARG, "--optimizer: the gpt trains with AdamW only");
     return INFL_OK;
 }
@@ -197,13 +197,10 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
     t.split = split;
     infl_status rc = INFL_OK;
     CHECK(trainer_open(&t));
-    const int64_t N = t.N, S = t.S;
+    const int64_t N = t.N, S = t.S, begin = store_split_info(split)->begin;
     const int B = t.B, T = t.T;
-    int64_t steps_per_epoch = 0;
-    for (int64_t k = 0; k < t.nshards; k++) {
-        int64_t len = (k + 1) * S <= N ? S : N - k * S;
-        steps_per_epoch += (len + B - 1) / B;
-    }
+    int64_t steps_per_epoch, n_used;  // n_used: the documents of the subset (infl lds), else N
+    CHECK(infl_train_epoch_steps(ctx, o, begin, N, S, B, &steps_per_epoch, &n_used));
     const int64_t total = steps_per_epoch * o->epochs;
 
     double t0 = infl_now(), lr_sum = 0, epoch_loss = 0, flops = 0;
@@ -216,6 +213,10 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
         for (int64_t si = 0; si < t.nshards; si++) {
             int64_t k = t.order[si], row0 = k * S, len = row0 + S <= N ? S : N - row0;
             CHECK(store_split_read_docs(ctx, split, row0, len, T, s->eot, t.htok, t.hlen, NULL));
+            // the subset's documents, in order, at the front of the shard
+            void *docs[2] = {t.htok, t.hlen};
+            const size_t bytes[2] = {(size_t)T * sizeof(int32_t), sizeof(int32_t)};
+            len = infl_subset_compact(o, begin + row0, len, 2, docs, bytes);
             infl_train_permute(t.perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)k);
             for (int64_t b0 = 0; b0 < len; b0 += B) {
                 GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
@@ -249,7 +250,7 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
                 int last = step == total;
                 if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
                     CHECK(be->download(ctx, t.hp, t.opt.W, t.P * sizeof(float)));
-                    double epoch = last ? o->epochs : (double)ep + (double)(ep_docs + b0 + nb) / (double)N;
+                    double epoch = last ? o->epochs : (double)ep + (double)(ep_docs + b0 + nb) / (double)n_used;
                     rc = store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN, t.hp);
                     if (rc == INFL_E_VALUE) {
                         // the store refuses non-finite weights (naming the tensor): an update that
@@ -279,7 +280,7 @@ infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const
     rep->tokens = tokens;
     rep->flops = flops;
     rep->tokens_per_s = rep->seconds > 0 ? (double)tokens / rep->seconds : 0;
-    rep->examples_per_s = rep->seconds > 0 ? (double)N * o->epochs / rep->seconds : 0;
+    rep->examples_per_s = rep->seconds > 0 ? (double)n_used * o->epochs / rep->seconds : 0;
     rep->final_loss = epoch_tok ? epoch_loss / (double)epoch_tok : NAN;
 done:
     trainer_free(&t);
@@ -288,27 +289,25 @@ done:
 
 // ---- evaluation ----
 
-infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res) {
+infl_status infl_gpt_split_losses(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, const char *progress,
+                                  double *out, int64_t *tokens, int64_t *truncated) {
     const infl_gpt_spec *s = &store_run_spec(run)->gpt;
     const int64_t n = store_split_info(split)->n;
     const int T = s->context, B = (int)(n < 16 ? n : 16);
     size_t P = infl_spec_nparams(store_run_spec(run));
     float *hp = NULL, *W = NULL;
     int32_t *tok = NULL, *len = NULL;
-    double *dl = NULL;
     gpt_work *w = NULL;
     infl_status rc = INFL_OK;
+    *tokens = *truncated = 0;
     hp = infl_malloc(ctx, P * sizeof(float), "the parameters");
     tok = infl_malloc(ctx, (size_t)B * T * sizeof(int32_t), "documents");
     len = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "document lengths");
-    dl = infl_malloc(ctx, (size_t)B * sizeof(double), "document losses");
-    GOTO_NOMEM_IF(!hp || !tok || !len || !dl);
+    GOTO_NOMEM_IF(!hp || !tok || !len);
     CHECK(store_run_load(ctx, run, ci, hp));
     CHECK(infl_be_alloc_f(ctx, &W, P, "the parameters"));
     CHECK(ctx->be->upload(ctx, W, hp, P * sizeof(float)));
     CHECK(gpt_work_create(ctx, s, B, &w));
-    double loss = 0;
-    int64_t tokens = 0, truncated = 0;
     for (int64_t r0 = 0; r0 < n; r0 += B) {
         GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
         int nb = (int)(r0 + B <= n ? B : n - r0);
@@ -316,12 +315,29 @@ infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *spli
         int64_t ntok;
         int trunc;
         CHECK(gpt_forward(ctx, s, W, tok, T, len, nb, w, &ntok, &trunc));
-        CHECK(gpt_doc_losses(ctx, w, dl));
-        for (int i = 0; i < nb; i++) loss += dl[i];
-        tokens += ntok;
-        truncated += trunc;
-        infl_progress(ctx, "eval", (uint64_t)(r0 + nb), (uint64_t)n, NULL);
+        CHECK(gpt_doc_losses(ctx, w, out + r0));
+        *tokens += ntok;
+        *truncated += trunc;
+        if (progress) infl_progress(ctx, progress, (uint64_t)(r0 + nb), (uint64_t)n, NULL);
     }
+done:
+    free(hp);
+    free(tok);
+    free(len);
+    infl_be_free(ctx, W);
+    gpt_work_free(ctx, w);
+    return rc;
+}
+
+infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res) {
+    const int64_t n = store_split_info(split)->n;
+    double *dl = infl_malloc(ctx, (size_t)n * sizeof(double), "document losses");
+    if (!dl) return INFL_E_NOMEM;
+    int64_t tokens, truncated;
+    infl_status rc = INFL_OK;
+    CHECK(infl_gpt_split_losses(ctx, run, ci, split, "eval", dl, &tokens, &truncated));
+    double loss = 0;
+    for (int64_t i = 0; i < n; i++) loss += dl[i];
     GOTO_IF(ctx, !isfinite(loss), INFL_E_NUMERIC, "the loss is not finite (the checkpoint may have diverged)");
     res->n = n;
     res->tokens = tokens;
@@ -330,11 +346,6 @@ infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *spli
     res->perplexity = exp(res->loss);
     res->accuracy = NAN;
 done:
-    free(hp);
-    free(tok);
-    free(len);
     free(dl);
-    infl_be_free(ctx, W);
-    gpt_work_free(ctx, w);
     return rc;
 }

@@ -84,15 +84,8 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
     // Steps per epoch: ceil(len / B) for each shard (the last batch of a shard may be
     // short), len counting the rows of the subset when there is one.
     const int64_t begin = in->begin;
-    int64_t steps_per_epoch = 0, n_used = 0;
-    for (int64_t s = 0; s < nshards; s++) {
-        int64_t len = (s + 1) * S <= n ? S : n - s * S, kept = 0;
-        for (int64_t r = 0; r < len; r++) kept += infl_subset_keeps(o, begin + s * S + r);
-        steps_per_epoch += (kept + B - 1) / B;
-        n_used += kept;
-    }
-    RETURN_IF(ctx, n_used == 0, INFL_E_ARG, "the training subset is empty (fraction %g of %" PRId64 " rows)",
-              o->subset_fraction, n);
+    int64_t steps_per_epoch, n_used;
+    FORWARD_IF_ERROR(infl_train_epoch_steps(ctx, o, begin, n, S, B, &steps_per_epoch, &n_used));
     const int64_t total = steps_per_epoch * o->epochs;
 
     infl_status rc = INFL_OK;
@@ -145,20 +138,10 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
             int64_t s = order[si], row0 = s * S, len = row0 + S <= n ? S : n - row0;
             CHECK(store_split_read(ctx, split, row0, len, hx, hy, hyf));
             if (hy) CHECK(infl_check_labels(ctx, split, spec, hy, row0, len));
-            if (o->subset_fraction > 0) {
-                // keep the subset's rows, in order, at the front of the shard
-                int64_t m = 0;
-                for (int64_t r = 0; r < len; r++) {
-                    if (!infl_subset_keeps(o, begin + row0 + r)) continue;
-                    if (m != r) {
-                        memcpy(hx + (size_t)m * d, hx + (size_t)r * d, (size_t)d * sizeof(float));
-                        if (hy) hy[m] = hy[r];
-                        if (hyf) memcpy(hyf + (size_t)m * k, hyf + (size_t)r * k, (size_t)k * sizeof(float));
-                    }
-                    m++;
-                }
-                len = m;
-            }
+            // keep the subset's rows, in order, at the front of the shard
+            void *rows[3] = {hx, hy, hyf};
+            const size_t bytes[3] = {(size_t)d * sizeof(float), sizeof(int32_t), (size_t)k * sizeof(float)};
+            len = infl_subset_compact(o, begin + row0, len, 3, rows, bytes);
             infl_train_permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
             for (int64_t b0 = 0; b0 < len; b0 += B) {
                 GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);

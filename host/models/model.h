@@ -46,6 +46,9 @@ typedef struct {
     const int32_t *tok;  // (b, T) host: token ids, padded
     int T;               // tokens per example in tok (the model's context)
     const int32_t *len;  // (b) host: the documents' full token counts
+    const int32_t *loss_range;  // (b, 2) host or NULL: example i's loss is the sum over the token
+                                // positions [lo, hi) only (position t predicts token t; t = len the
+                                // EOT): a completion's tokens after its prompt. NULL: every position
 } infl_batch;
 
 // The targets of a backward pass.

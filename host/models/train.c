@@ -1,8 +1,12 @@
 /*
  * train.c — what the trainers share (train.h): shard sizes for a memory budget, the
- * seeded shuffles of shards and rows, and the learning-rate schedule.
+ * seeded shuffles of shards and rows, the learning-rate schedule, and training on a
+ * seeded subset (infl lds): the steps an epoch takes, and a shard's rows compacted
+ * to the subset's where the trainer reads it.
  */
+#include <inttypes.h>
 #include <math.h>
+#include <string.h>
 
 #include "train.h"
 
@@ -30,4 +34,40 @@ double infl_train_lr(const infl_train_options *o, int64_t step, int64_t total) {
     if (o->schedule == INFL_SCHED_COSINE && total > warm)
         return o->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)(step - warm) / (double)(total - warm)));
     return o->lr;
+}
+
+// ---- subsets ----
+
+infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, int64_t begin, int64_t n, int64_t S,
+                                   int B, int64_t *steps, int64_t *n_used) {
+    *steps = 0;
+    *n_used = 0;
+    for (int64_t row0 = 0; row0 < n; row0 += S) {
+        int64_t len = row0 + S <= n ? S : n - row0, kept = len;
+        if (o->subset_fraction > 0) {
+            kept = 0;
+            for (int64_t r = 0; r < len; r++) kept += infl_subset_keeps(o, begin + row0 + r);
+        }
+        *steps += (kept + B - 1) / B;
+        *n_used += kept;
+    }
+    RETURN_IF(ctx, *n_used == 0, INFL_E_ARG, "the training subset is empty (fraction %g of %" PRId64 " rows)",
+              o->subset_fraction, n);
+    return INFL_OK;
+}
+
+int64_t infl_subset_compact(const infl_train_options *o, int64_t index0, int64_t len, int narrays,
+                            void *const *arrays, const size_t *row_bytes) {
+    if (!(o->subset_fraction > 0)) return len;
+    int64_t m = 0;
+    for (int64_t r = 0; r < len; r++) {
+        if (!infl_subset_keeps(o, index0 + r)) continue;
+        for (int a = 0; a < narrays && m != r; a++)
+            if (arrays[a]) {
+                char *base = arrays[a];
+                memcpy(base + (size_t)m * row_bytes[a], base + (size_t)r * row_bytes[a], row_bytes[a]);
+            }
+        m++;
+    }
+    return m;
 }

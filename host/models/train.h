@@ -33,6 +33,22 @@ void infl_train_permute(int64_t *p, int64_t n, uint64_t seed, uint64_t key);
 // o->warmup steps, then o->lr (constant) or its cosine decay to 0 over the rest.
 double infl_train_lr(const infl_train_options *o, int64_t step, int64_t total);
 
+// Steps per epoch of a trainer that reads a split of n rows (documents) in shards of
+// S rows, the last one possibly short, and takes batches of up to B rows within a
+// shard: Σ over shards of ceil(kept / B), where kept counts the shard's rows in the
+// seeded subset of o (every row without one; row r of the split is keyed by
+// begin + r, begin being the split range's first row). *n_used gets the rows kept.
+// INFL_E_ARG when the subset is empty.
+infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, int64_t begin, int64_t n, int64_t S,
+                                   int B, int64_t *steps, int64_t *n_used);
+// Training on a subset where a trainer reads its shards: moves the rows of a shard
+// whose first row is keyed index0 (begin + row0) that the subset of o keeps, in order,
+// to the front of every array (arrays[a] holds len rows of row_bytes[a] bytes each;
+// NULL entries are skipped) and returns how many it kept (len, untouched, without a
+// subset).
+int64_t infl_subset_compact(const infl_train_options *o, int64_t index0, int64_t len, int narrays,
+                            void *const *arrays, const size_t *row_bytes);
+
 // ---- the trainers: plan (check the options, make the spec), then run ----
 
 // MLP (mlp_train.c): SGD with momentum, or Newton for a convex model. *optimizer is
@@ -50,6 +66,12 @@ infl_status infl_gpt_train_plan(infl_ctx *ctx, const infl_train_options *o, cons
                                 infl_model_spec *spec, const char **optimizer);
 infl_status infl_gpt_train_run(infl_ctx *ctx, const infl_train_options *o, const infl_gpt_spec *spec,
                                infl_split *split, infl_runw *rw, infl_train_report *rep);
+// Every document's loss (the sum of its next-token losses) at checkpoint ci of a GPT
+// run, documents [0, n) of a documents split: out (n) host. *tokens gets the positions
+// with a loss, *truncated the documents longer than the context. progress: the name
+// progress is reported under, or NULL for none.
+infl_status infl_gpt_split_losses(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, const char *progress,
+                                  double *out, int64_t *tokens, int64_t *truncated);
 // Loss per token and perplexity of checkpoint ci of a GPT run on a documents split.
 infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res);
 

@@ -120,6 +120,23 @@ void attrib_close(attrib *a) {
         }
     free(a->qD);
     free(a->qA);
+    if (a->qG)
+        for (int i = 0; i < a->nck * a->L; i++) infl_be_free(ctx, a->qG[i]);
+    free(a->qG);
+    infl_be_free(ctx, a->EQ);
+    infl_be_free(ctx, a->R);
+    infl_be_free(ctx, a->EZ);
+    infl_be_free(ctx, a->Gm);
+    free(a->hEZ);
+    free(a->qtok);
+    free(a->qlen);
+    free(a->qrange);
+    for (int q = 0; q < a->M; q++) {
+        if (a->qprompt) free(a->qprompt[q]);
+        if (a->qcompletion) free(a->qcompletion[q]);
+    }
+    free(a->qprompt);
+    free(a->qcompletion);
     infl_be_free(ctx, a->V);
     infl_stage_free(ctx, &a->st);
     infl_be_free(ctx, a->Sd);
@@ -169,10 +186,13 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
-    GOTO_IF(ctx, a->m->tokens, INFL_E_UNSUPPORTED,
-            "%s: a %s model (examples of many tokens): attribution over token sequences is not built yet; "
-            "rank, self and fit serve models of one row per example (mlp)",
-            o->run, infl_model_kind_of(a->m));
+    RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG, "score form %d: expected 0 (auto), 1 (token rows) or 2 "
+              "(documents' gradients)", o->score_form);
+    a->tokens = a->m->tokens;
+    if (a->tokens) a->ctxT = a->m->spec.gpt.context;
+    GOTO_IF(ctx, !a->tokens && (o->ntext > 0 || o->token_shares), INFL_E_ARG,
+            "%s: a %s model: %s for language models (a gpt run)", o->run, infl_model_kind_of(a->m),
+            o->ntext > 0 ? "text queries (--prompt, --completion) are" : "token shares (--tokens, --html) are");
     if (a->fac) CHECK(ekfac_check_shape(ctx, a->fac, o->factors, a->m));
     a->P = a->m->nparams;
     CHECK(pick_checkpoints(ctx, a, o));
@@ -188,7 +208,16 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->N = ti->n;
     a->D = ti->d;
     a->Kt = ti->y_kind == INFL_Y_REAL ? ti->k : 0;
-    if (need_query) {
+    if (a->tokens) {
+        a->zrows = ti->n > 0 ? (double)ti->tokens / (double)ti->n + 1.0 : 1.0;
+        a->zrows = a->zrows < a->ctxT ? a->zrows : a->ctxT;
+    }
+    if (need_query && o->ntext > 0) {
+        GOTO_IF(ctx, o->query && *o->query, INFL_E_ARG, "give queries as text (--prompt) or as documents (--query), not both");
+        GOTO_IF(ctx, !o->prompt, INFL_E_ARG, "%d text queries but no prompts", o->ntext);
+        GOTO_IF(ctx, o->ntext > 100000, INFL_E_ARG, "%d queries at once; rank at most 100000", o->ntext);
+        a->M = o->ntext;
+    } else if (need_query) {
         GOTO_IF(ctx, !o->query || !*o->query, INFL_E_ARG, "no queries given (--query FILE:/split[begin:end])");
         CHECK(infl_dataref_parse(ctx, o->query, &ref));
         CHECK(store_split_open(ctx, &ref, &a->query));
@@ -224,6 +253,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     }
     free(hp);
     CHECK(rc);
+    if (need_query && a->tokens) CHECK(attrib_lm_queries(ctx, a));
     if (a->fac) {
         // the model's shape, the method's strategy, the damping
         CHECK(ekfac_pre_create(ctx, a->fac, o->factors, a->m, o->method, o->damping, o->damping_auto, &a->pre));
@@ -247,23 +277,51 @@ done:
     return rc;
 }
 
+// Language models: documents per sub-batch so that the token-row blocks stay within
+// about 16 Mi floats (the ghost form's (RQ, rows) products, the contraction block).
+static int token_batch(const attrib *a, int M) {
+    int64_t T = a->ctxT, per = T * (a->RQ > M ? a->RQ : (M > 0 ? M : 1));
+    int64_t B = 8192 / T;
+    while (B > 1 && B * per > 16777216) B /= 2;
+    return (int)(B < 1 ? 1 : B > 1024 ? 1024 : B);
+}
+
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence) {
-    if (a->B <= 0) a->B = 1024;  // train rows per forward/backward and score block
+    if (a->B <= 0) a->B = a->tokens ? token_batch(a, M) : 1024;  // train examples per forward/backward and score block
     if (a->o->shard_rows > 0 && a->o->shard_rows < a->B) a->B = (int)a->o->shard_rows;
     int B = a->B;
-    char what[128], hint[160];
+    int64_t rows = attrib_max_rows(a), rq = a->tokens ? (a->RQ > M ? a->RQ : M) : M;
+    char what[160], hint[160];
     snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
     FORWARD_IF_ERROR(infl_model_work_create(ctx, a->m, B, &a->work));
     FORWARD_IF_ERROR(infl_stage_alloc(ctx, &a->st, a->train, a->m, B, a->D, a->Kt, a->Kt));
     if (M > 0) {
         // (M, B): the queries against a sub-batch
-        snprintf(what, sizeof what, "a score block (%d queries x %d train rows)", M, B);
+        snprintf(what, sizeof what, "a score block (%d queries x %d train examples)", M, B);
         snprintf(hint, sizeof hint, "fewer queries (--query FILE:/split[begin:end]), or --shard ROWS below %d", B);
         FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Sd, (size_t)M * B * sizeof(float), what, hint));
         if (!influence) {
-            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T1, (size_t)M * B * sizeof(float), what, hint));
-            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T2, (size_t)M * B * sizeof(float), what, hint));
+            // (rq, rows): the ghost form's products of query and train token rows
+            snprintf(what, sizeof what, "a ghost block (%" PRId64 " query rows x %" PRId64 " train rows)", rq, rows);
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T1, (size_t)rq * rows * sizeof(float), what, hint));
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->T2, (size_t)rq * rows * sizeof(float), what, hint));
         }
+        if (a->tokens) {
+            // per-token-row scores, summed per document by EZ
+            snprintf(what, sizeof what, "per-token scores (%d queries x %" PRId64 " train rows)", M, rows);
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->R, (size_t)M * rows * sizeof(float), what, hint));
+        }
+    }
+    if (a->tokens) {
+        FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->EZ, (size_t)B * rows, "token-row sums"));
+        a->hEZ = infl_malloc(ctx, (size_t)B * rows * sizeof(float), "token-row sums");
+        if (!a->hEZ) return INFL_E_NOMEM;
+        // per-document gradients of a chunk of documents: within 16 Mi floats
+        size_t pl = infl_model_max_layer_size(a->m);
+        int64_t bm = (int64_t)(16777216 / (pl ? pl : 1));
+        a->Bm = (int)(bm < 1 ? 1 : bm < B ? bm : B);
+        snprintf(what, sizeof what, "per-document gradients (%d documents x %zu)", a->Bm, pl);
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Gm, (size_t)a->Bm * pl * sizeof(float), what, hint));
     }
     // row norms serve the train sub-batches (B rows) and the M queries (prepare_queries)
     size_t nr = (size_t)(M > B ? M : B);
@@ -273,14 +331,17 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     if (!a->hrow || !a->hrow2) return INFL_E_NOMEM;
     if (influence) {
         int maxin = infl_model_max_in(a->m);
-        snprintf(what, sizeof what, "a contraction block (%d train rows x %d inputs)", B, maxin);
+        snprintf(what, sizeof what, "a contraction block (%" PRId64 " train rows x %d inputs)", rows, maxin);
         snprintf(hint, sizeof hint, "--shard ROWS below %d makes the sub-batches smaller", B);
-        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Gz, (size_t)B * maxin * sizeof(float), what, hint));
+        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->Gz, (size_t)rows * maxin * sizeof(float), what, hint));
     }
     return INFL_OK;
 }
 
 infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd) {
+    if (a->tokens)
+        return infl_reader_start_docs(ctx, a->train, S, 2, 0, -1, a->ctxT, infl_be_host_alloc_hook,
+                                      infl_be_host_free_hook, ctx, rd);
     return infl_reader_start(ctx, a->train, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, rd);
 }
 
@@ -288,12 +349,29 @@ infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt
     return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
 }
 
-// Per-example squared gradient norms |∇ℓ_i|² = Σ_l |δ_l,i|² (|a_l,i|² + β_l) of the
-// last backward (T = 1), into host out (b), multiplied by wgt and added when accumulate.
+// Per-example squared gradient norms of the last backward into host out (b), multiplied
+// by wgt and added when accumulate: |∇ℓ_i|² = Σ_l |δ_l,i|² (|a_l,i|² + β_l) for T = 1;
+// for examples of token rows, |Σ_t δ_t ã_tᵀ|² from the documents' gradients, formed
+// a chunk of a->Bm documents at a time.
 infl_status attrib_sqnorms(infl_ctx *ctx, attrib *a, infl_model_work *work, int b, double wgt, double *out,
                            int accumulate) {
     if (!accumulate)
         for (int i = 0; i < b; i++) out[i] = 0;
+    if (a->tokens) {
+        for (int l = 0; l < a->L; l++) {
+            const infl_linear *ly = &a->m->layer[l];
+            int pl = (int)infl_linear_size(ly);
+            for (int i0 = 0; i0 < b; i0 += a->Bm) {
+                int n = b - i0 < a->Bm ? b - i0 : a->Bm;
+                FORWARD_IF_ERROR(
+                    score_doc_grads_layer(ctx, a->Gm, (size_t)pl, NULL, ly, work->D[l], work->A[l], work->row_off, i0, n));
+                FORWARD_IF_ERROR(ctx->be->row_dot(ctx, a->rn, a->Gm, a->Gm, n, pl, 1.0f, 0.0f));
+                FORWARD_IF_ERROR(ctx->be->download(ctx, a->hrow, a->rn, (size_t)n * sizeof(float)));
+                for (int i = 0; i < n; i++) out[i0 + i] += wgt * (double)a->hrow[i];
+            }
+        }
+        return INFL_OK;
+    }
     for (int l = 0; l < a->L; l++)
         FORWARD_IF_ERROR(
             score_sqnorms_layer(ctx, out, a->rn, a->hrow, a->hrow2, &a->m->layer[l], work->D[l], work->A[l], b, wgt));
@@ -326,8 +404,9 @@ infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int
 int64_t attrib_shard_rows(const attrib *a) {
     const infl_rank_options *o = a->o;
     if (o->shard_rows > 0) return o->shard_rows < a->N ? o->shard_rows : a->N;
-    // x rows and the host score block (M floats a row) share the budget
-    return infl_shard_rows(a->N, a->D + a->M, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
+    // x rows (a document's tokens, length and label) and the host score block (M floats a row) share the budget
+    int64_t width = a->tokens ? (int64_t)a->ctxT + 2 : a->D;
+    return infl_shard_rows(a->N, width + a->M, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
 }
 
 infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a) {

@@ -31,6 +31,23 @@ typedef struct {
     int64_t D;       // features
     int64_t Kt;      // real-target width (0: class labels)
     int M;           // queries
+    // language models (m->tokens): examples of T_i token rows
+    int tokens;      // the model's examples are token sequences
+    int ctxT;        // tokens read per document (the model's context)
+    double zrows;    // mean token rows of a train document (the layer paths' FLOP counts)
+    // the queries as documents, host: tokens (M, ctxT), lengths, loss ranges (M, 2) (a
+    // completion's positions; NULL: every position), and their texts for the report
+    int32_t *qtok, *qlen, *qrange;
+    char **qprompt, **qcompletion;  // (M) text queries' prompt and completion (the greedy one when none was given)
+    int RQ;          // the queries' token rows
+    float *EQ;       // (M, RQ) backend: sums the queries' token rows per query
+    int path[INFL_MAX_LINEAR];  // per layer: ATTRIB_ROWS (ghost or contraction per token row) or ATTRIB_DOCS
+    float **qG;      // (nck * L) ghost methods' layers on ATTRIB_DOCS: the queries' gradients (M, pl)
+    float *R;        // (M, B ctxT) per-token-row scores, or (B ctxT, M) with --query-rank
+    float *EZ;       // (B, B ctxT) backend: sums a sub-batch's token rows per document
+    float *hEZ;      // host twin of EZ
+    float *Gm;       // (Bm, max pl) per-document gradients of a chunk of Bm documents
+    int Bm;
     // query state
     float **qD, **qA;  // (nck * L) factors Δ_Q (M, d_out) and A_Q (M, d_in)
     double *qinv;      // (M) 1/|∇L_q| for gradcos
@@ -55,7 +72,10 @@ typedef struct {
     double flops;
 } attrib;
 
-const char *infl_method_name(infl_method m);
+enum { ATTRIB_ROWS = 0, ATTRIB_DOCS = 1 };
+
+// The token rows of a sub-batch buffer (a->B examples of up to a->ctxT rows; B for T = 1).
+static inline int64_t attrib_max_rows(const attrib *a) { return (int64_t)a->B * (a->tokens ? a->ctxT : 1); }
 // Methods scored by contraction with preconditioned queries: if, ekfac, kfac, diagonal.
 static inline int attrib_contracts(infl_method m) { return m == INFL_METHOD_IF || m >= INFL_METHOD_EKFAC; }
 static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC; }
@@ -64,6 +84,9 @@ static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC
 // is closed.
 infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, int need_query);
 void attrib_close(attrib *a);
+// Language models: the queries as documents (a->qtok, qlen, qrange, qprompt,
+// qcompletion, RQ) from the query split's documents or the text queries (lmquery.c).
+infl_status attrib_lm_queries(infl_ctx *ctx, attrib *a);
 // Scoring buffers for M queries (M = 0: none), with the contraction block of
 // influence-function scoring when `influence`. Sub-batches of a->B rows (1024 unless
 // set before; at most --shard rows, which does not change how rows are batched: a
@@ -99,6 +122,14 @@ typedef struct {
     int64_t N;
 } attrib_full;
 infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0);
+
+// rank.c's scoring of a sub-batch (the comments there): the layers' paths, checkpoint
+// c's terms, and the token rows' sum per example.
+void attrib_choose_paths(attrib *a);
+infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only);
+infl_status attrib_sum_rows(infl_ctx *ctx, attrib *a, int b);
+// Language models: the per-token shares of every reported document (shares.c).
+infl_status attrib_token_shares(infl_ctx *ctx, attrib *a, infl_rank_result *res);
 
 // infl_rank with an optional block callback.
 infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,

@@ -23,6 +23,7 @@
 
 #include "backend.h"
 #include "estimators/ekfac.h"
+#include "estimators/score.h"
 #include "models/model.h"
 #include "models/train.h"
 #include "sched/reader.h"
@@ -53,7 +54,11 @@ typedef struct {
     float *accA[INFL_MAX_LINEAR];   // (ni, ni) pass 1; rows < din and, with a bias, row din (column sums)
     float *accS[INFL_MAX_LINEAR];   // (dout, dout)
     float *accL[INFL_MAX_LINEAR];   // (dout, ni) pass 2
-    float *DQ, *AQ;                 // (B, max dout), (B, max ni)
+    float *DQ, *AQ;                 // (rows, max dout), (rows, max ni): rows = B, or B · context for documents
+    int tokens, ctxT;               // a language model: documents of token rows, read in ctxT tokens
+    int64_t rows_seen;              // pass 1: token rows (examples for T = 1), the covariances' count
+    float *Gd;                      // (Bm, max dout·ni) documents' rotated gradients (pass 2, documents)
+    int Bm;
     float *hbuf;                    // host (max block)
     double flops;
     double wait;
@@ -67,11 +72,11 @@ static infl_status fit_factors(fitter *F, const infl_batch *bt, int draw) {
     infl_ctx *ctx = F->ctx;
     if (draw == 0) {
         FORWARD_IF_ERROR(infl_model_forward(ctx, F->m, F->W, bt, F->work));
-        F->flops += infl_model_fb_flops(F->m, bt->b) / 2;
+        F->flops += infl_model_fb_flops(F->m, F->work->rows) / 2;
     }
     infl_targets tg = {.sampled = !F->o->fisher_empirical, .seed = draw_seed(F->o->seed, draw)};
     FORWARD_IF_ERROR(infl_model_backward(ctx, F->m, F->W, bt, &tg, F->work, NULL, 1.0f));
-    F->flops += infl_model_fb_flops(F->m, bt->b) / 2;
+    F->flops += infl_model_fb_flops(F->m, F->work->rows) / 2;
     return INFL_OK;
 }
 
@@ -100,12 +105,18 @@ static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA
     const infl_backend *be = ctx->be;
     const infl_model *m = F->m;
     const int64_t begin = store_split_info(F->split)->begin;
+    int64_t width = F->tokens ? (int64_t)F->ctxT + 2 : F->D;
     int64_t S = F->o->shard_rows > 0 ? (F->o->shard_rows < F->N ? F->o->shard_rows : F->N)
-                                     : infl_shard_rows(F->N, F->D, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
+                                     : infl_shard_rows(F->N, width, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
     infl_reader *rd = NULL;
     infl_status rc = INFL_OK;
     // shard buffers in the backend's host memory (pinned on CUDA)
-    CHECK(infl_reader_start(ctx, F->split, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, &rd));
+    if (F->tokens)
+        CHECK(infl_reader_start_docs(ctx, F->split, S, 2, 0, -1, F->ctxT, infl_be_host_alloc_hook,
+                                     infl_be_host_free_hook, ctx, &rd));
+    else
+        CHECK(infl_reader_start(ctx, F->split, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx,
+                                &rd));
     int64_t done_rows = 0;
     const int labels = F->o->fisher_empirical;  // else sampled on the backend into F->by / F->byf
     for (;;) {
@@ -123,29 +134,46 @@ static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA
             infl_batch bt = infl_stage_batch(&F->st, cur, b, begin + sh->row0 + r0, labels);
             for (int draw = 0; draw < F->draws; draw++) {
                 CHECK(fit_factors(F, &bt, draw));
+                // covariances over token rows; Λ over the examples' (documents') gradients
+                const int rows = F->work->rows;
+                if (pass == 1 && draw == 0) F->rows_seen += rows;
                 for (int l = 0; l < m->nlayers; l++) {
                     const infl_linear *ly = &m->layer[l];
                     int din = ly->d_in, ni = infl_linear_ni(ly), dout = ly->d_out;
                     const float *Dl = F->work->D[l], *Al = F->work->A[l];
                     if (pass == 1) {
                         // S += ΔᵀΔ / draws; A[:din, :din] += AᵀA; with a bias A[din, :din] += 1ᵀA (once)
-                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, b, 1.0f / F->draws, Dl, dout, Dl, dout, 1.0f,
+                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, rows, 1.0f / F->draws, Dl, dout, Dl, dout, 1.0f,
                                         F->accS[l], dout));
-                        F->flops += 2.0 * b * (double)dout * dout;
+                        F->flops += 2.0 * rows * (double)dout * dout;
                         if (draw == 0) {
-                            CHECK(be->sgemm(ctx, INFL_T, INFL_N, din, din, b, 1.0f, Al, din, Al, din, 1.0f, F->accA[l],
-                                            ni));
+                            CHECK(be->sgemm(ctx, INFL_T, INFL_N, din, din, rows, 1.0f, Al, din, Al, din, 1.0f,
+                                            F->accA[l], ni));
                             if (ly->bias)
-                                CHECK(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, b, din, 1.0f, 1.0f));
-                            F->flops += 2.0 * b * (double)din * din + (double)b * din;
+                                CHECK(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, rows, din, 1.0f, 1.0f));
+                            F->flops += 2.0 * rows * (double)din * din + (double)rows * din;
                         }
                     } else {
                         float *DQ = F->DQ, *AQ = F->AQ;
                         if (p) {
-                            CHECK(ekfac_rotate(ctx, DQ, AQ, p, l, Dl, Al, b));
-                            F->flops += 2.0 * b * ((double)dout * dout + (double)din * ni);
+                            CHECK(ekfac_rotate(ctx, DQ, AQ, p, l, Dl, Al, rows));
+                            F->flops += 2.0 * rows * ((double)dout * dout + (double)din * ni);
                         } else {
-                            CHECK(ekfac_identity_factors(ctx, DQ, AQ, ly, Dl, Al, b));
+                            CHECK(ekfac_identity_factors(ctx, DQ, AQ, ly, Dl, Al, rows));
+                        }
+                        if (F->tokens) {
+                            // Λ += Σ_docs (Q_Sᵀ G_z Q_A)^∘2 with G_z = Σ_t δ_t ã_tᵀ: each document's rotated
+                            // gradient DQ_zᵀ AQ_z (d_out, ni), squared, summed over the documents
+                            infl_linear rot = {.d_in = ni, .d_out = dout, .bias = 0};
+                            size_t n2 = (size_t)dout * ni;
+                            for (int i0 = 0; i0 < b; i0 += F->Bm) {
+                                int n = b - i0 < F->Bm ? b - i0 : F->Bm;
+                                CHECK(score_doc_grads_layer(ctx, F->Gd, n2, NULL, &rot, DQ, AQ, F->work->row_off, i0, n));
+                                CHECK(be->mul(ctx, F->Gd, F->Gd, F->Gd, (size_t)n * n2));
+                                CHECK(be->col_sum(ctx, F->accL[l], F->Gd, n, (int)n2, 1.0f / F->draws, 1.0f));
+                            }
+                            F->flops += 2.0 * rows * (double)n2 + 2.0 * b * (double)n2;
+                            continue;
                         }
                         CHECK(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
                         CHECK(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
@@ -218,6 +246,7 @@ static void fitter_free(fitter *F) {
     infl_stage_free(ctx, &F->st);
     infl_be_free(ctx, F->DQ);
     infl_be_free(ctx, F->AQ);
+    infl_be_free(ctx, F->Gd);
     if (F->m) infl_model_work_free(ctx, F->m, F->work);
     free(F->hbuf);
     store_split_close(F->split);
@@ -255,10 +284,8 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
     m->tokenizer = store_run_tokenizer(run);
     F.m = m;
-    GOTO_IF(ctx, m->tokens, INFL_E_UNSUPPORTED,
-            "%s: a %s model (examples of many tokens): fitting factors over token sequences is not built yet; fit "
-            "serves models of one row per example (mlp)",
-            o->run, infl_model_kind_of(m));
+    F.tokens = m->tokens;
+    if (F.tokens) F.ctxT = m->spec.gpt.context;
     const int L = m->nlayers;
     int ck;
     CHECK(store_run_find(ctx, run, o->checkpoint, &ck));
@@ -303,9 +330,11 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     F.Kt = si->y_kind == INFL_Y_REAL ? si->k : 0;
     f->examples = F.N;
     r.examples = F.N;
-    // sub-batches of 1024 rows, at most --shard rows (which batches the rows the same:
-    // a shard is then one sub-batch either way)
-    F.B = o->shard_rows > 0 && o->shard_rows < 1024 ? (int)o->shard_rows : 1024;
+    // sub-batches of 1024 rows (documents: about 8192 token rows), at most --shard rows
+    // (which batches the rows the same: a shard is then one sub-batch either way)
+    int B0 = F.tokens ? (8192 / F.ctxT > 1 ? 8192 / F.ctxT : 1) : 1024;
+    F.B = o->shard_rows > 0 && o->shard_rows < B0 ? (int)o->shard_rows : B0;
+    const int64_t maxrows = (int64_t)F.B * (F.tokens ? F.ctxT : 1);
     CHECK(infl_model_work_create(ctx, m, F.B, &F.work));
     // targets: the data's (empirical Fisher) or sampled by the model into its own buffers
     CHECK(infl_stage_alloc(ctx, &F.st, F.split, m, F.B, F.D, F.Kt, F.Kt));
@@ -339,7 +368,7 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
             double *A = f->A_vecs[l];
             if (m->layer[l].bias) {
                 for (int i = 0; i < din; i++) A[(size_t)i * ni + din] = A[(size_t)din * ni + i];
-                A[(size_t)din * ni + din] = (double)F.N;
+                A[(size_t)din * ni + din] = (double)F.rows_seen;
             }
             infl_be_free(ctx, F.accA[l]);
             infl_be_free(ctx, F.accS[l]);
@@ -350,8 +379,8 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
         double t1 = infl_now();
         for (int l = 0; l < L; l++) {
             int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
-            CHECK(eig(ctx, f->A_vecs[l], f->A_vals[l], ni, (double)F.N, "A", l));
-            CHECK(eig(ctx, f->S_vecs[l], f->S_vals[l], no, (double)F.N, "S", l));
+            CHECK(eig(ctx, f->A_vecs[l], f->A_vals[l], ni, (double)F.rows_seen, "A", l));
+            CHECK(eig(ctx, f->S_vecs[l], f->S_vals[l], no, (double)F.rows_seen, "S", l));
         }
         r.seconds_eig = infl_now() - t1;
     } else {
@@ -378,8 +407,19 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
             snprintf(f->strategy, sizeof f->strategy, "ekfac");
             CHECK(ekfac_pre_create(ctx, f, out_path, m, INFL_METHOD_EKFAC, 1.0, 0, &pre));
         }
-        CHECK(infl_be_alloc_f(ctx, &F.DQ, (size_t)F.B * maxo, "rotated factors"));
-        CHECK(infl_be_alloc_f(ctx, &F.AQ, (size_t)F.B * maxi, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &F.DQ, (size_t)maxrows * maxo, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &F.AQ, (size_t)maxrows * maxi, "rotated factors"));
+        if (F.tokens) {
+            // the documents' rotated gradients, a chunk within 16 Mi floats
+            size_t big = 0;
+            for (int l = 0; l < L; l++) {
+                size_t n = (size_t)infl_linear_ni(&m->layer[l]) * m->layer[l].d_out;
+                big = n > big ? n : big;
+            }
+            int64_t bm = (int64_t)(16777216 / big);
+            F.Bm = (int)(bm < 1 ? 1 : bm < F.B ? bm : F.B);
+            CHECK(infl_be_alloc_f(ctx, &F.Gd, (size_t)F.Bm * big, "documents' rotated gradients"));
+        }
         for (int l = 0; l < L; l++) {
             size_t n = infl_linear_size(&m->layer[l]);
             memset(f->lambda[l], 0, n * sizeof(double));

@@ -5,9 +5,12 @@
  * Model k (k < models) is the run's model trained again, with the run's recorded
  * training options, on the subset S_k of its train split that keeps row i when
  * uniform(seed, SUBSET, i, k) < fraction (the counter generator: no subset is ever
- * stored). Its output on each query (loss, or margin) is recorded in a state file
- * that is rewritten (temporary name, then rename) after every model, so a killed run
- * resumes where it stopped. A method's prediction for model k and query q is the sum
+ * stored; the trainers keep a shard's rows of S_k as they read it, models/train.h).
+ * An MLP's or a GPT's run: a GPT's rows are its documents, and its output on a query
+ * document is the document's loss (the sum of its next-token losses, the seam's
+ * per-example loss). Its output on each query (loss, or margin) is recorded in a
+ * state file that is rewritten (temporary name, then rename) after every model, so a
+ * killed run resumes where it stopped. A method's prediction for model k and query q is the sum
  * of its scores over S_k (−Σ for the loss: proponents lower it); the LDS is the
  * Spearman correlation over k of prediction and truth, averaged over queries.
  */
@@ -23,6 +26,7 @@
 #include "backend.h"
 #include "core/rng.h"
 #include "models/mlp.h"
+#include "models/model.h"
 #include "models/train.h"
 #include "store/store.h"
 #include "estimators/stats.h"
@@ -50,14 +54,25 @@ void infl_lds_result_free(infl_lds_result *r) {
 
 // The run's recorded training options, for training again on a subset.
 static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds_options *o, infl_train_options *t) {
-    *t = infl_train_options_default();
-    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
+    const infl_model_spec *ms = store_run_spec(run);
+    if (ms->kind == INFL_MODEL_GPT) {
+        const infl_gpt_spec *g = &ms->gpt;
+        *t = infl_train_options_gpt_default();
+        t->nlayers = g->n_layer;
+        t->heads = g->n_head;
+        t->dim = g->dim;
+        t->context = g->context;
+        t->weight_decay = g->wd;
+    } else {
+        const infl_mlp_spec *s = &ms->mlp;
+        *t = infl_train_options_default();
+        t->nlayers = s->L;
+        for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
+        t->activation = s->act;
+        t->loss = s->loss;
+        t->weight_decay = s->wd;
+    }
     t->data = store_run_data(run);
-    t->nlayers = s->L;
-    for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
-    t->activation = s->act;
-    t->loss = s->loss;
-    t->weight_decay = s->wd;
     double v;
     char sched[32];
     RETURN_IF(ctx, !store_run_get_f64(run, "train_epochs", &v), INFL_E_FORMAT,
@@ -79,6 +94,11 @@ static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds
     if (store_run_get_f64(run, "train_warmup", &v) && v >= 0 && v <= 1e9) t->warmup = (int)v;
     if (store_run_get_str(run, "train_schedule", sched, sizeof sched))
         t->schedule = strcmp(sched, "cosine") == 0 ? INFL_SCHED_COSINE : INFL_SCHED_CONSTANT;
+    // AdamW's (the GPT's trainer records them)
+    if (store_run_get_f64(run, "train_beta1", &v)) t->beta1 = v;
+    if (store_run_get_f64(run, "train_beta2", &v)) t->beta2 = v;
+    if (store_run_get_f64(run, "train_adam_eps", &v)) t->adam_eps = v;
+    if (store_run_get_f64(run, "train_clip", &v)) t->clip = v;
     t->checkpoint_every = 0;
     t->subset_fraction = o->fraction;
     t->subset_seed = o->seed;
@@ -86,9 +106,9 @@ static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds
     return INFL_OK;
 }
 
-// The queries' outputs (M) at the final weights of a run: loss or margin.
-static infl_status query_outputs(infl_ctx *ctx, const char *run_path, const float *qx, const int32_t *qy,
-                                 const float *qyf, int M, int64_t D, int64_t kt, int margin, double *out) {
+// The queries' outputs (M) at the final weights of an MLP run: loss or margin.
+static infl_status mlp_query_outputs(infl_ctx *ctx, const char *run_path, const float *qx, const int32_t *qy,
+                                     const float *qyf, int M, int64_t D, int64_t kt, int margin, double *out) {
     const infl_backend *be = ctx->be;
     infl_run *run = NULL;
     float *hp = NULL, *dW = NULL, *dX = NULL, *dyf = NULL, *hl = NULL, *hz = NULL;
@@ -152,6 +172,24 @@ done:
     return rc;
 }
 
+// The queries' outputs (M, the documents of the split qs) at the final weights of a
+// GPT run: each document's loss.
+static infl_status gpt_query_outputs(infl_ctx *ctx, const char *run_path, infl_split *qs, double *out) {
+    infl_run *run = NULL;
+    infl_status rc = INFL_OK;
+    CHECK(store_run_open(ctx, run_path, &run));
+    int fin;
+    int64_t tokens, truncated;
+    CHECK(store_run_find(ctx, run, NULL, &fin));
+    CHECK(infl_gpt_split_losses(ctx, run, fin, qs, NULL, out, &tokens, &truncated));
+    for (int64_t q = 0; q < store_split_info(qs)->n; q++)
+        GOTO_IF(ctx, !isfinite(out[q]), INFL_E_NUMERIC, "%s: query %" PRId64 ": the loss is not finite (diverged?)",
+                run_path, q);
+done:
+    store_run_close(run);
+    return rc;
+}
+
 // ---- scoring the methods ----
 
 // pred (models, M) = Σ_{i ∈ S_k} scores[q, i], streamed by columns.
@@ -207,16 +245,25 @@ static void remove_model_files(const char *model) {
     }
 }
 
-// "hash …, layers …, epochs …" of the run's final checkpoint and training options.
+// "weights …, layers …, optimizer …" of the run's final checkpoint, its architecture
+// and training options.
 static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_options *t, char *buf, size_t size) {
-    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
-    size_t P = infl_mlp_nparams(s);
+    const infl_model_spec *ms = store_run_spec(run);
+    const infl_mlp_spec *s = &ms->mlp;
+    size_t P = infl_spec_nparams(ms);
     float *w = infl_malloc(ctx, P * sizeof(float), "the parameters");
     if (!w) return INFL_E_NOMEM;
     int fin;
     infl_status rc = store_run_find(ctx, run, NULL, &fin);
     if (rc == INFL_OK) rc = store_run_load(ctx, run, fin, w);
-    if (rc == INFL_OK) {
+    if (rc == INFL_OK && ms->kind == INFL_MODEL_GPT) {
+        const infl_gpt_spec *g = &ms->gpt;
+        snprintf(buf, size,
+                 "weights %016llx, gpt layers %d heads %d dim %d context %d vocab %d, batch %d, lr %g, wd %g, "
+                 "schedule %d, warmup %d, betas %g,%g, eps %g, clip %g",
+                 (unsigned long long)infl_weights_hash(w, P), g->n_layer, g->n_head, g->dim, g->context, g->vocab,
+                 t->batch, t->lr, g->wd, (int)t->schedule, t->warmup, t->beta1, t->beta2, t->adam_eps, t->clip);
+    } else if (rc == INFL_OK) {
         int at = snprintf(buf, size, "weights %016llx, layers", (unsigned long long)infl_weights_hash(w, P));
         for (int l = 0; l <= s->L && at < (int)size; l++) at += snprintf(buf + at, size - at, "%s%d", l ? "," : " ", s->widths[l]);
         if (at < (int)size)
@@ -240,6 +287,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     infl_lds_result *res = infl_calloc(ctx, 1, sizeof *res, "the result");
     if (!res) return INFL_E_NOMEM;
     infl_run *run = NULL;
+    infl_model *model = NULL;
     infl_split *qs = NULL, *train = NULL;
     infl_scr *sc = NULL;
     infl_lds_state st;
@@ -252,11 +300,13 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     infl_status rc = INFL_OK;
 
     CHECK(store_run_open(ctx, o->run, &run));
-    GOTO_IF(ctx, store_run_spec(run)->kind != INFL_MODEL_MLP, INFL_E_UNSUPPORTED,
-            "%s: a %s run: lds retrains mlp runs (retraining other models is not built yet)", o->run,
-            infl_model_kind_name(store_run_spec(run)->kind));
-    const infl_mlp_spec *s = &store_run_spec(run)->mlp;
-    GOTO_IF(ctx, o->output_margin && s->loss == INFL_LOSS_MSE, INFL_E_ARG,
+    const infl_model_spec *ms = store_run_spec(run);
+    const int gpt = ms->kind == INFL_MODEL_GPT;
+    GOTO_IF(ctx, ms->kind != INFL_MODEL_MLP && !gpt, INFL_E_UNSUPPORTED,
+            "%s: a %s run: lds retrains mlp and gpt runs", o->run, infl_model_kind_name(ms->kind));
+    GOTO_IF(ctx, o->output_margin && gpt, INFL_E_ARG,
+            "--output margin is a class margin; a gpt's output is a document's loss (use --output loss)");
+    GOTO_IF(ctx, o->output_margin && ms->mlp.loss == INFL_LOSS_MSE, INFL_E_ARG,
             "--output margin needs class labels; this model's loss is mse (use --output loss)");
     infl_train_options to;
     CHECK(training_options(ctx, run, o, &to));
@@ -266,22 +316,28 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     const int64_t N = store_split_info(train)->n, tbegin = store_split_info(train)->begin;
     CHECK(infl_dataref_parse(ctx, o->query, &ref));
     CHECK(store_split_open(ctx, &ref, &qs));
-    CHECK(infl_check_data_for_model(ctx, qs, s));
+    // the queries against the model, through the seam (a gpt's: documents of its tokenizer)
+    CHECK(infl_model_create(ctx, ms, 0, &model));
+    model->tokenizer = store_run_tokenizer(run);
+    CHECK(infl_model_check_data(ctx, model, qs));
     const infl_split_info *qi = store_split_info(qs);
     GOTO_IF(ctx, qi->n > 100000, INFL_E_ARG, "%" PRId64 " queries; lds takes at most 100000", qi->n);
     const int M = (int)qi->n;
     const int64_t kt = qi->y_kind == INFL_Y_REAL ? qi->k : 0;
-    qx = infl_malloc(ctx, (size_t)M * qi->d * sizeof(float), "the queries");
-    GOTO_NOMEM_IF(!qx);
-    if (kt) {
-        qyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
-        GOTO_NOMEM_IF(!qyf);
-    } else {
-        qy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
-        GOTO_NOMEM_IF(!qy);
+    if (!gpt) {
+        // an MLP's queries are read once (a gpt's documents are read by each evaluation)
+        qx = infl_malloc(ctx, (size_t)M * qi->d * sizeof(float), "the queries");
+        GOTO_NOMEM_IF(!qx);
+        if (kt) {
+            qyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
+            GOTO_NOMEM_IF(!qyf);
+        } else {
+            qy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
+            GOTO_NOMEM_IF(!qy);
+        }
+        CHECK(store_split_read(ctx, qs, 0, M, qx, qy, qyf));
+        if (qy) CHECK(infl_model_check_labels(ctx, model, qs, qy, 0, M));
     }
-    CHECK(store_split_read(ctx, qs, 0, M, qx, qy, qyf));
-    if (qy) CHECK(infl_check_labels(ctx, qs, s, qy, 0, M));
 
     // the scores files first: a wrong one is found before hours of training
     for (int m = 0; m < o->nscores; m++) {
@@ -347,7 +403,9 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         rc = infl_train(ctx, &tk, tmprun, NULL);
         ctx->progress = saved;
         CHECK(rc);
-        rc = query_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, st.outputs + (size_t)k * M);
+        double *out_k = st.outputs + (size_t)k * M;
+        rc = gpt ? gpt_query_outputs(ctx, tmprun, qs, out_k)
+                 : mlp_query_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, out_k);
         remove_model_files(tmprun);
         CHECK(rc);
         st.done[k] = 1;
@@ -417,6 +475,7 @@ done:
     store_scores_close(sc);
     store_split_close(qs);
     store_split_close(train);
+    infl_model_free(model);
     store_run_close(run);
     free(st.outputs);
     free(st.done);

@@ -35,48 +35,66 @@
 static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res) {
     const infl_backend *be = ctx->be;
     const infl_rank_options *o = a->o;
-    const infl_split_info *qi = store_split_info(a->query);
+    const infl_split_info *qi = a->query ? store_split_info(a->query) : NULL;
     int M = a->M, L = a->L;
-    int64_t kt = qi->y_kind == INFL_Y_REAL ? qi->k : 0;
+    int64_t kt = qi && qi->y_kind == INFL_Y_REAL ? qi->k : 0;
     infl_status rc = INFL_OK;
-    float *hx = NULL, *hyf = NULL, *qX = NULL, *qyf = NULL, *G = NULL, *tmp = NULL, *ql = NULL;
+    float *hx = NULL, *hyf = NULL, *qX = NULL, *qyf = NULL, *G = NULL, *tmp = NULL, *ql = NULL, *hE = NULL;
     double *qn = NULL;
     int32_t *hy = NULL, *qy = NULL, *hp = NULL;
     infl_model_work *qw = NULL;
     infl_hvp *op = NULL;
+    infl_batch qb;
 
-    hx = infl_malloc(ctx, (size_t)M * a->D * sizeof(float), "the queries");
     hp = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query predictions");
-    GOTO_NOMEM_IF(!hx || !hp);
-    if (kt) {
-        hyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
-        GOTO_NOMEM_IF(!hyf);
-        CHECK(infl_be_alloc_f(ctx, &qyf, (size_t)M * kt, "query targets"));
+    GOTO_NOMEM_IF(!hp);
+    if (a->tokens) {
+        // documents (lmquery.c): the model reads their tokens on the host
+        qb = (infl_batch){.b = M, .index0 = qi ? qi->begin : 0, .tok = a->qtok, .T = a->ctxT, .len = a->qlen,
+                          .loss_range = a->qrange};
     } else {
-        hy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
-        GOTO_NOMEM_IF(!hy);
-        CHECK(be->alloc(ctx, (size_t)M * sizeof(int32_t), (void **)&qy));
+        hx = infl_malloc(ctx, (size_t)M * a->D * sizeof(float), "the queries");
+        GOTO_NOMEM_IF(!hx);
+        if (kt) {
+            hyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
+            GOTO_NOMEM_IF(!hyf);
+            CHECK(infl_be_alloc_f(ctx, &qyf, (size_t)M * kt, "query targets"));
+        } else {
+            hy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
+            GOTO_NOMEM_IF(!hy);
+            CHECK(be->alloc(ctx, (size_t)M * sizeof(int32_t), (void **)&qy));
+        }
+        CHECK(store_split_read(ctx, a->query, 0, M, hx, hy, hyf));
+        if (hy) CHECK(infl_model_check_labels(ctx, a->m, a->query, hy, 0, M));
+        CHECK(infl_be_alloc_f(ctx, &qX, (size_t)M * a->D, "the queries"));
+        CHECK(be->upload(ctx, qX, hx, (size_t)M * a->D * sizeof(float)));
+        if (hy) CHECK(be->upload(ctx, qy, hy, (size_t)M * sizeof(int32_t)));
+        if (hyf) CHECK(be->upload(ctx, qyf, hyf, (size_t)M * kt * sizeof(float)));
+        qb = (infl_batch){.b = M, .index0 = qi->begin, .x = qX, .y = qy, .yf = qyf};
     }
-    CHECK(store_split_read(ctx, a->query, 0, M, hx, hy, hyf));
-    if (hy) CHECK(infl_model_check_labels(ctx, a->m, a->query, hy, 0, M));
-    CHECK(infl_be_alloc_f(ctx, &qX, (size_t)M * a->D, "the queries"));
-    CHECK(be->upload(ctx, qX, hx, (size_t)M * a->D * sizeof(float)));
-    if (hy) CHECK(be->upload(ctx, qy, hy, (size_t)M * sizeof(int32_t)));
-    if (hyf) CHECK(be->upload(ctx, qyf, hyf, (size_t)M * kt * sizeof(float)));
     CHECK(infl_model_work_create(ctx, a->m, M, &qw));
-    infl_batch qb = {.b = M, .index0 = qi->begin, .x = qX, .y = qy, .yf = qyf};
 
-    res->query_begin = qi->begin;
+    res->query_begin = qi ? qi->begin : 0;
     bool influence = attrib_contracts(o->method);
     if (!influence) {
         a->qD = calloc((size_t)a->nck * L, sizeof(float *));
         a->qA = calloc((size_t)a->nck * L, sizeof(float *));
-        GOTO_IF(ctx, !a->qD || !a->qA, INFL_E_NOMEM, "out of memory");
+        a->qG = calloc((size_t)a->nck * L, sizeof(float *));
+        GOTO_IF(ctx, !a->qD || !a->qA || !a->qG, INFL_E_NOMEM, "out of memory");
     }
     qn = infl_calloc(ctx, (size_t)M, sizeof(double), "query gradient norms");
     GOTO_NOMEM_IF(!qn);
     for (int c = 0; c < a->nck; c++) {
         CHECK(attrib_factors(ctx, a, c, &qb, qw));
+        if (a->tokens && c == 0 && !influence) {
+            // sums the queries' token rows per query in the ghost form
+            hE = infl_malloc(ctx, (size_t)M * qw->rows * sizeof(float), "query row sums");
+            GOTO_NOMEM_IF(!hE);
+            GOTO_IF(ctx, qw->rows != a->RQ, INFL_E_INTERNAL, "queries of %d token rows; expected %d", qw->rows, a->RQ);
+            score_seg_indicator(hE, qw->row_off, M, 0);
+            CHECK(infl_be_alloc_f(ctx, &a->EQ, (size_t)M * qw->rows, "query row sums"));
+            CHECK(be->upload(ctx, a->EQ, hE, (size_t)M * qw->rows * sizeof(float)));
+        }
         // gradient norms: finite, or the checkpoint diverged
         CHECK(attrib_sqnorms(ctx, a, qw, M, 1.0, qn, 0));
         for (int q = 0; q < M; q++)
@@ -91,14 +109,23 @@ static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         }
         if (!influence)
             for (int l = 0; l < L; l++) {
-                int din = a->m->layer[l].d_in, dout = a->m->layer[l].d_out;
+                const infl_linear *ly = &a->m->layer[l];
+                int din = ly->d_in, dout = ly->d_out;
+                size_t rq = (size_t)qw->rows, pl = infl_linear_size(ly);
                 const float *Dl = qw->D[l], *Al = qw->A[l];
                 float **qd = &a->qD[c * L + l], **qa = &a->qA[c * L + l];
                 const char *hint = "fewer queries (--query FILE:/split[begin:end]) or checkpoints (--checkpoints)";
-                CHECK(infl_be_alloc_hint(ctx, (void **)qd, (size_t)M * dout * sizeof(float), "query factors", hint));
-                CHECK(infl_be_alloc_hint(ctx, (void **)qa, (size_t)M * din * sizeof(float), "query factors", hint));
-                CHECK(be->copy(ctx, *qd, Dl, (size_t)M * dout * sizeof(float)));
-                CHECK(be->copy(ctx, *qa, Al, (size_t)M * din * sizeof(float)));
+                CHECK(infl_be_alloc_hint(ctx, (void **)qd, rq * dout * sizeof(float), "query factors", hint));
+                CHECK(infl_be_alloc_hint(ctx, (void **)qa, rq * din * sizeof(float), "query factors", hint));
+                CHECK(be->copy(ctx, *qd, Dl, rq * dout * sizeof(float)));
+                CHECK(be->copy(ctx, *qa, Al, rq * din * sizeof(float)));
+                if (a->path[l] == ATTRIB_DOCS) {
+                    // the queries' gradients of this layer (M, pl), scored against the documents' by GEMM
+                    float **qg = &a->qG[c * L + l];
+                    CHECK(infl_be_alloc_hint(ctx, (void **)qg, (size_t)M * pl * sizeof(float), "query gradients",
+                                             hint));
+                    CHECK(score_doc_grads_layer(ctx, *qg, pl, NULL, ly, Dl, Al, qw->row_off, 0, M));
+                }
             }
     }
     // labels, predictions and losses at the last checkpoint (qw holds its forward)
@@ -145,6 +172,7 @@ done:
     free(hy);
     free(hyf);
     free(hp);
+    free(hE);
     infl_be_free(ctx, qX);
     infl_be_free(ctx, qy);
     infl_be_free(ctx, qyf);
@@ -154,28 +182,78 @@ done:
     return rc;
 }
 
-// Adds the score block of b train rows (already through attrib_factors at
-// checkpoint c) into a->Sd: (M, b), or (b, M) for --query-rank.
-static infl_status score_block(infl_ctx *ctx, attrib *a, int c, int b) {
+// Adds checkpoint c's score terms of the sub-batch in a->work (b examples, already
+// through attrib_factors): into a->Sd (M, b) for layers scored by documents' gradients
+// (ATTRIB_DOCS) and, for the others, per token row into R ((M, rows), or (rows, M) for
+// --query-rank), which attrib_sum_rows sums per example. For T = 1, R is a->Sd itself.
+// rows_only: every layer per token row (the token shares).
+infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only) {
     int M = a->M;
+    const infl_model_work *w = a->work;
+    int rz = w->rows;
+    float *R = a->tokens ? a->R : a->Sd;
     for (int l = 0; l < a->L; l++) {
         const infl_linear *ly = &a->m->layer[l];
-        const float *Dl = a->work->D[l], *Al = a->work->A[l];
-        if (a->lowrank) {
-            FORWARD_IF_ERROR(
-                score_lowrank_layer(ctx, a->Sd, a->X1, a->X2, ly, a->LF[l], a->RF[l], a->rl[l], Dl, Al, M, b));
-            a->flops += score_lowrank_flops(ly, M, b, a->rl[l]);
+        const float *Dl = w->D[l], *Al = w->A[l];
+        if (a->path[l] == ATTRIB_DOCS && !rows_only) {
+            // S += w_c G_Q G_Zᵀ: the documents' gradients formed a chunk at a time
+            size_t pl = infl_linear_size(ly);
+            const float *Q = attrib_contracts(a->o->method) ? a->V + a->m->loff[l] : a->qG[c * a->L + l];
+            int ldq = attrib_contracts(a->o->method) ? (int)a->m->lsize : (int)pl;
+            for (int i0 = 0; i0 < b; i0 += a->Bm) {
+                int n = b - i0 < a->Bm ? b - i0 : a->Bm;
+                FORWARD_IF_ERROR(score_doc_grads_layer(ctx, a->Gm, pl, NULL, ly, Dl, Al, w->row_off, i0, n));
+                FORWARD_IF_ERROR(ctx->be->sgemm(ctx, INFL_N, INFL_T, M, n, (int)pl, (float)a->weight[c], Q, ldq,
+                                                a->Gm, (int)pl, 1.0f, a->Sd + i0, b));
+            }
+            a->flops += score_doc_grads_flops(ly, rz) + 2.0 * M * b * (double)pl;
+        } else if (a->lowrank) {
+            FORWARD_IF_ERROR(score_lowrank_layer(ctx, R, a->X1, a->X2, ly, a->LF[l], a->RF[l], a->rl[l], Dl, Al, M, rz));
+            a->flops += score_lowrank_flops(ly, M, rz, a->rl[l]);
         } else if (attrib_contracts(a->o->method)) {
             FORWARD_IF_ERROR(
-                score_contract_layer(ctx, a->Sd, a->Gz, ly, a->V + a->m->loff[l], a->m->lsize, Dl, Al, M, b));
-            a->flops += score_contract_flops(ly, M, b);
+                score_contract_layer(ctx, R, a->Gz, ly, a->V + a->m->loff[l], a->m->lsize, Dl, Al, M, rz));
+            a->flops += score_contract_flops(ly, M, rz);
         } else {
-            FORWARD_IF_ERROR(score_ghost_layer(ctx, a->Sd, a->T1, a->T2, ly, a->qD[c * a->L + l], a->qA[c * a->L + l],
-                                               Dl, Al, M, b, (float)a->weight[c]));
-            a->flops += score_ghost_flops(ly, M, b);
+            int rq = a->tokens ? a->RQ : M;
+            FORWARD_IF_ERROR(score_ghost_rows_layer(ctx, R, a->T1, a->T2, ly, a->qD[c * a->L + l],
+                                                    a->qA[c * a->L + l], a->tokens ? a->EQ : NULL, M, rq, Dl, Al, rz,
+                                                    (float)a->weight[c]));
+            a->flops += score_ghost_rows_flops(ly, M, rq, rz);
         }
     }
     return INFL_OK;
+}
+
+// Language models: a->Sd += the per-token-row scores a->R summed per example of the
+// sub-batch in a->work (R E_Zᵀ, or E_Z R for --query-rank's (rows, M) layout).
+infl_status attrib_sum_rows(infl_ctx *ctx, attrib *a, int b) {
+    if (!a->tokens) return INFL_OK;
+    int rz = a->work->rows, M = a->M;
+    score_seg_indicator(a->hEZ, a->work->row_off, b, 0);
+    FORWARD_IF_ERROR(ctx->be->upload(ctx, a->EZ, a->hEZ, (size_t)b * rz * sizeof(float)));
+    a->flops += 2.0 * M * (double)rz * b;
+    if (a->lowrank)
+        return ctx->be->sgemm(ctx, INFL_N, INFL_N, b, M, rz, 1.0f, a->EZ, rz, a->R, M, 1.0f, a->Sd, M);
+    return ctx->be->sgemm(ctx, INFL_N, INFL_T, M, b, rz, 1.0f, a->R, rz, a->EZ, rz, 1.0f, a->Sd, b);
+}
+
+// Per layer, how a language model's layers are scored: by the token-row form (ghost
+// pairs, or the contraction per row) or by forming each document's gradient Δᵀ Ã and
+// one GEMM against the queries', whichever counts fewer FLOPs for a document of the
+// train split's mean length. T = 1 models and --query-rank keep the row form.
+void attrib_choose_paths(attrib *a) {
+    for (int l = 0; l < a->L; l++) {
+        const infl_linear *ly = &a->m->layer[l];
+        a->path[l] = ATTRIB_ROWS;
+        if (!a->tokens || a->lowrank) continue;
+        double z = a->zrows, M = a->M, pl = (double)infl_linear_size(ly);
+        double rows = attrib_contracts(a->o->method) ? score_contract_flops(ly, a->M, 1) * z
+                                                     : score_ghost_rows_flops(ly, a->M, a->RQ, z);
+        double docs = score_doc_grads_flops(ly, z) + 2.0 * M * pl;
+        int form = a->o->score_form;
+        if (form == 2 || (form == 0 && docs < rows)) a->path[l] = ATTRIB_DOCS;
+    }
 }
 
 static infl_rank_result *result_new(int M, int k) {
@@ -211,6 +289,24 @@ void infl_rank_result_free(infl_rank_result *r) {
     free(r->query_loss);
     free(r->layer_damping);
     free(r->layer_mean_eigenvalue);
+    free(r->layer_path);
+    for (int q = 0; q < r->M; q++) {
+        if (r->query_prompt) free(r->query_prompt[q]);
+        if (r->query_completion) free(r->query_completion[q]);
+        for (int j = 0; j < r->k; j++) {
+            infl_token_shares *sh[2] = {r->top_shares ? &r->top_shares[(size_t)q * r->k + j] : NULL,
+                                        r->bottom_shares ? &r->bottom_shares[(size_t)q * r->k + j] : NULL};
+            for (int i = 0; i < 2; i++)
+                if (sh[i]) {
+                    free(sh[i]->token);
+                    free(sh[i]->share);
+                }
+        }
+    }
+    free(r->query_prompt);
+    free(r->query_completion);
+    free(r->top_shares);
+    free(r->bottom_shares);
     free(r);
 }
 
@@ -251,17 +347,19 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     bool influence = attrib_contracts(o->method);
     if (a.lowrank) {
         // the low-rank blocks (B, M r) within ~8 Mi floats each
-        int64_t per = (int64_t)M * o->query_rank;
+        int64_t per = (int64_t)M * o->query_rank * (a.tokens ? a.ctxT : 1);
         a.B = (int)(8388608 / per < 1024 ? 8388608 / per : 1024);
-        a.B = a.B < 16 ? 16 : a.B;
+        a.B = a.B < (a.tokens ? 1 : 16) ? (a.tokens ? 1 : 16) : a.B;
     }
+    attrib_choose_paths(&a);
     CHECK(attrib_alloc_scoring(ctx, &a, M, influence));
     if (a.lowrank) {
         char what[128];
-        snprintf(what, sizeof what, "a low-rank score block (%d train rows x %d queries x rank %d)", a.B, M,
+        int64_t rows = attrib_max_rows(&a);
+        snprintf(what, sizeof what, "a low-rank score block (%" PRId64 " train rows x %d queries x rank %d)", rows, M,
                  o->query_rank);
         const char *hint = "a lower --query-rank, or fewer queries (--query FILE:/split[begin:end])";
-        size_t n = (size_t)a.B * M * o->query_rank * sizeof(float);
+        size_t n = (size_t)rows * M * o->query_rank * sizeof(float);
         CHECK(infl_be_alloc_hint(ctx, (void **)&a.X1, n, what, hint));
         CHECK(infl_be_alloc_hint(ctx, (void **)&a.X2, n, what, hint));
     }
@@ -307,10 +405,12 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
             CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));
             for (int c = 0; c < a.nck; c++) {
                 CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
-                a.flops += infl_model_fb_flops(a.m, b);
+                if (c == 0 && a.tokens) CHECK(ctx->be->fill(ctx, a.R, 0.0f, (size_t)M * a.work->rows));
+                a.flops += infl_model_fb_flops(a.m, a.work->rows);
                 if (o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, &a, a.work, b, 1.0, zn, 0));
-                CHECK(score_block(ctx, &a, c, b));
+                CHECK(attrib_score_block(ctx, &a, c, b, 0));
             }
+            CHECK(attrib_sum_rows(ctx, &a, b));
             CHECK(ctx->be->download(ctx, hsub, a.Sd, (size_t)M * b * sizeof(float)));
             for (int q = 0; q < M; q++) {
                 float *dst = hblock + (size_t)q * S + r0;
@@ -345,6 +445,20 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         infl_topk_get(tk, q, res->top_index + (size_t)q * o->top, res->top_score + (size_t)q * o->top,
                       res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
         res->k = cnt;
+    }
+    if (a.tokens) {
+        res->query_prompt = calloc((size_t)M, sizeof(char *));
+        res->query_completion = calloc((size_t)M, sizeof(char *));
+        res->layer_path = calloc((size_t)a.L, sizeof(int));
+        GOTO_IF(ctx, !res->query_prompt || !res->query_completion || !res->layer_path, INFL_E_NOMEM, "out of memory");
+        res->layer_paths = a.L;
+        for (int l = 0; l < a.L; l++) res->layer_path[l] = a.path[l];
+        for (int q = 0; q < M; q++) {
+            res->query_prompt[q] = a.qprompt[q];
+            res->query_completion[q] = a.qcompletion[q];
+            a.qprompt[q] = a.qcompletion[q] = NULL;
+        }
+        if (o->token_shares) CHECK(attrib_token_shares(ctx, &a, res));
     }
     if (scw) {
         CHECK(store_scores_write_topk(ctx, scw, res->top_index, res->top_score, res->bottom_index,

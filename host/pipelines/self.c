@@ -129,9 +129,10 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     }
     if (a.pre) {
         int maxo = infl_model_max_out(a.m), maxi = infl_model_max_ni(a.m);
-        CHECK(infl_be_alloc_f(ctx, &DQ, (size_t)a.B * maxo, "rotated factors"));
-        CHECK(infl_be_alloc_f(ctx, &AQ, (size_t)a.B * maxi, "rotated factors"));
-        CHECK(infl_be_alloc_f(ctx, &T, (size_t)a.B * maxi, "rotated factors"));
+        size_t rows = (size_t)attrib_max_rows(&a);
+        CHECK(infl_be_alloc_f(ctx, &DQ, rows * maxo, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &AQ, rows * maxi, "rotated factors"));
+        CHECK(infl_be_alloc_f(ctx, &T, rows * maxi, "rotated factors"));
         CHECK(infl_be_alloc_f(ctx, &d, (size_t)a.B, "row dots"));
     }
     double t0 = infl_now();
@@ -154,7 +155,25 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
             infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
             for (int c = 0; c < a.nck; c++) {
                 CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
-                if (a.pre) {
+                if (a.pre && a.tokens) {
+                    // documents: each one's rotated gradient R = Σ_t (Q_Sᵀ δ_t)(Q_Aᵀ ã_t)ᵀ, then
+                    // Σ_ij R_ij² / (Λ_ij + wd + λ): R squared against the inverse, a chunk at a time
+                    for (int l = 0; l < a.L; l++) {
+                        int ni = infl_linear_ni(&a.m->layer[l]), dout = a.m->layer[l].d_out;
+                        infl_linear rot = {.d_in = ni, .d_out = dout, .bias = 0};
+                        size_t n2 = (size_t)dout * ni;
+                        CHECK(ekfac_rotate(ctx, DQ, AQ, a.pre, l, a.work->D[l], a.work->A[l], a.work->rows));
+                        for (int i0 = 0; i0 < b; i0 += a.Bm) {
+                            int n = b - i0 < a.Bm ? b - i0 : a.Bm;
+                            CHECK(score_doc_grads_layer(ctx, a.Gm, n2, NULL, &rot, DQ, AQ, a.work->row_off, i0, n));
+                            CHECK(ctx->be->mul(ctx, a.Gm, a.Gm, a.Gm, (size_t)n * n2));
+                            CHECK(ctx->be->sgemm(ctx, INFL_N, INFL_N, n, 1, (int)n2, 1.0f, a.Gm, (int)n2, a.pre->inv[l],
+                                                 1, l > 0 ? 1.0f : 0.0f, d + i0, 1));
+                        }
+                    }
+                    CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
+                    for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
+                } else if (a.pre) {
                     for (int l = 0; l < a.L; l++) {
                         int ni = infl_linear_ni(&a.m->layer[l]), dout = a.m->layer[l].d_out;
                         CHECK(ekfac_rotate(ctx, DQ, AQ, a.pre, l, a.work->D[l], a.work->A[l], b));

@@ -30,6 +30,7 @@ struct infl_reader {
     int64_t shard_rows;  // rows per shard (the last may be shorter)
     int64_t begin, end;  // rows [begin, end) of the split's selected range
     int nbuf;
+    int T;               // documents: tokens kept per document (0: a rows split)
     infl_host_alloc_fn alloc;
     infl_host_free_fn free_fn;
     void *user;
@@ -72,7 +73,8 @@ static void *reader_main(void *arg) {
         infl_shard *sh = &r->slot[s];
         int64_t n = r->end - row < r->shard_rows ? r->end - row : r->shard_rows;
         double t0 = infl_now();
-        infl_status rc = store_split_read(&r->tctx, r->split, row, n, sh->x, sh->y, sh->yf);
+        infl_status rc = r->T ? store_split_read_docs(&r->tctx, r->split, row, n, r->T, 0, sh->tok, sh->len, sh->y)
+                              : store_split_read(&r->tctx, r->split, row, n, sh->x, sh->y, sh->yf);
         double dt = infl_now() - t0;
 
         pthread_mutex_lock(&r->mu);
@@ -108,9 +110,8 @@ static void free_buffers(infl_reader *r) {
     }
 }
 
-infl_status infl_reader_start(infl_ctx *ctx, infl_split *split, int64_t shard_rows, int nbuf, int64_t begin,
-                              int64_t end, infl_host_alloc_fn alloc, infl_host_free_fn free_fn, void *user,
-                              infl_reader **out) {
+static infl_status start(infl_ctx *ctx, infl_split *split, int64_t shard_rows, int nbuf, int64_t begin, int64_t end,
+                         int T, infl_host_alloc_fn alloc, infl_host_free_fn free_fn, void *user, infl_reader **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "infl_reader_start: out is NULL");
     *out = NULL;
     RETURN_IF(ctx, !split, INFL_E_ARG, "infl_reader_start: no split");
@@ -127,9 +128,15 @@ infl_status infl_reader_start(infl_ctx *ctx, infl_split *split, int64_t shard_ro
               "%s: cannot stream rows [%" PRId64 ":%" PRId64 "] of a range of %" PRId64 " rows", ref, begin, end,
               in->n);
 
-    // One buffer: rows × (d + k) values of 4 bytes (x float32, y int32 or yf float32).
+    int docs = in->kind == INFL_SPLIT_DOCS;
+    RETURN_IF(ctx, docs != (T > 0), INFL_E_ARG,
+              docs ? "%s: a documents split is streamed with infl_reader_start_docs"
+                   : "%s: a rows split is streamed with infl_reader_start",
+              ref);
+    // One buffer: rows × (d + k) values of 4 bytes (x float32, y int32 or yf float32);
+    // documents: rows × (T + 2) (tokens, lengths, labels; all int32).
     int64_t rows = end - begin < shard_rows ? end - begin : shard_rows;
-    int64_t width = in->d + in->k;
+    int64_t width = docs ? (int64_t)T + 2 : in->d + in->k;
     RETURN_IF(ctx, rows > 0 && width > (int64_t)(SIZE_MAX / 4 / (uint64_t)rows), INFL_E_NOMEM,
               "%s: shards of %" PRId64 " rows x %" PRId64 " values do not fit in memory", ref, rows, width);
     size_t bytes = (size_t)rows * (size_t)width * 4;
@@ -141,6 +148,7 @@ infl_status infl_reader_start(infl_ctx *ctx, infl_split *split, int64_t shard_ro
     r->begin = begin;
     r->end = end;
     r->nbuf = nbuf;
+    r->T = T;
     r->alloc = alloc;
     r->free_fn = free_fn;
     r->user = user;
@@ -154,6 +162,13 @@ infl_status infl_reader_start(infl_ctx *ctx, infl_split *split, int64_t shard_ro
         GOTO_IF(ctx, !r->mem[i], INFL_E_NOMEM, "%s: out of memory allocating shard buffer %d of %d (%zu bytes)", ref,
                 i + 1, nbuf, bytes);
         infl_shard *sh = &r->slot[i];
+        if (docs) {
+            sh->T = T;
+            sh->tok = r->mem[i];
+            sh->len = sh->tok + (size_t)rows * (size_t)T;
+            sh->y = sh->len + rows;
+            continue;
+        }
         sh->x = r->mem[i];
         void *tail = sh->x + (size_t)rows * (size_t)in->d;
         if (in->y_kind == INFL_Y_CLASS)
@@ -188,6 +203,20 @@ done:
     }
     *out = r;
     return INFL_OK;
+}
+
+infl_status infl_reader_start(infl_ctx *ctx, infl_split *split, int64_t shard_rows, int nbuf, int64_t begin,
+                              int64_t end, infl_host_alloc_fn alloc, infl_host_free_fn free_fn, void *user,
+                              infl_reader **out) {
+    return start(ctx, split, shard_rows, nbuf, begin, end, 0, alloc, free_fn, user, out);
+}
+
+infl_status infl_reader_start_docs(infl_ctx *ctx, infl_split *split, int64_t shard_rows, int nbuf, int64_t begin,
+                                   int64_t end, int T, infl_host_alloc_fn alloc, infl_host_free_fn free_fn,
+                                   void *user, infl_reader **out) {
+    RETURN_IF(ctx, T < 1, INFL_E_ARG, "%s: documents streamed in %d tokens; expected at least 1",
+              split ? store_split_ref(split) : "?", T);
+    return start(ctx, split, shard_rows, nbuf, begin, end, T, alloc, free_fn, user, out);
 }
 
 void infl_reader_stop(infl_reader *r) {

@@ -38,6 +38,10 @@ typedef struct {
     float *x;      // (n, d) host memory
     int32_t *y;    // (n) class labels, or NULL for real targets
     float *yf;     // (n, k) real targets, or NULL
+    // documents (infl_reader_start_docs; x and yf NULL, y the class labels):
+    int T;         // tokens kept per document
+    int32_t *tok;  // (n, T) each document's first min(len, T) tokens, padded with 0
+    int32_t *len;  // (n) the documents' full lengths
 } infl_shard;
 
 typedef struct infl_reader infl_reader;
@@ -57,6 +61,14 @@ typedef void (*infl_host_free_fn)(void *p, void *user);
 infl_status infl_reader_start(infl_ctx *ctx, infl_split *split, int64_t shard_rows, int nbuf, int64_t begin,
                               int64_t end, infl_host_alloc_fn alloc, infl_host_free_fn free_fn, void *user,
                               infl_reader **out);
+
+// The same for a documents split: shards of shard_rows documents, each read as its
+// first T tokens (store_split_read_docs) into tok, with len and y; a buffer is
+// rows × (T + 2) × 4 bytes. infl_reader_start refuses a documents split and this a
+// rows split (INFL_E_ARG).
+infl_status infl_reader_start_docs(infl_ctx *ctx, infl_split *split, int64_t shard_rows, int nbuf, int64_t begin,
+                                   int64_t end, int T, infl_host_alloc_fn alloc, infl_host_free_fn free_fn,
+                                   void *user, infl_reader **out);
 
 // Blocks until the next shard is ready and points *shard at it; at the end of the
 // stream *shard is an end marker with n == 0 (returned again on further calls). The

@@ -22,7 +22,8 @@ infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *sp
     for (int i = 0; i < 2; i++) {
         char what[96];
         snprintf(what, sizeof what, "sub-batch buffer %d of 2 (%d train rows x %" PRId64 " features)", i + 1, B, D);
-        FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->x[i], (size_t)B * D * sizeof(float), what, hint));
+        if (D > 0)  // documents (D = 0) stay on the host: the model reads their tokens there
+            FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->x[i], (size_t)B * D * sizeof(float), what, hint));
         FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->y[i], (size_t)B * sizeof(int32_t), "sub-batch labels", hint));
         if (yf_width > 0)
             FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&st->yf[i], (size_t)B * yf_width * sizeof(float), "sub-batch targets", hint));
@@ -43,6 +44,8 @@ infl_status infl_stage_put(infl_ctx *ctx, infl_stage *st, int i, const infl_shar
                            int labels) {
     RETURN_IF(ctx, (i != 0 && i != 1) || b < 0 || b > st->B, INFL_E_INTERNAL,
               "infl_stage_put: buffer %d, %d rows (at most %d)", i, b, st->B);
+    st->put_r0[i] = r0;
+    if (sh->tok) return INFL_OK;  // documents: the batch points into the host shard
     FORWARD_IF_ERROR(infl_be_upload_async(ctx, st->x[i], sh->x + (size_t)r0 * st->D, (size_t)b * st->D * sizeof(float),
                                           i));
     if (!labels) return INFL_OK;
@@ -95,6 +98,13 @@ infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0
     memset(&bt, 0, sizeof bt);
     bt.b = b;
     bt.index0 = index0;
+    if (st->sh && st->sh->tok) {
+        int64_t r0 = st->put_r0[cur];
+        bt.T = st->sh->T;
+        bt.tok = st->sh->tok + (size_t)r0 * st->sh->T;
+        bt.len = st->sh->len + r0;
+        return bt;
+    }
     bt.x = st->x[cur];
     if (labels) {
         if (st->Kt)

@@ -19,7 +19,9 @@
  * its copy waits for the work issued before it (which may still read the buffer),
  * so issued later it would wait for sub-batch i's work and not overlap it.
  * The shard's host memory must stay until the last sub-batch's results are
- * downloaded (release it to the reader after that).
+ * downloaded (release it to the reader after that). Documents (shards of
+ * infl_reader_start_docs; D = 0) are not uploaded: a batch points at its documents'
+ * tokens in the host shard, which the model reads there.
  */
 #ifndef INFL_SCHED_STAGE_H
 #define INFL_SCHED_STAGE_H
@@ -44,6 +46,7 @@ typedef struct {
     const infl_shard *sh;
     int64_t r0;   // first row of the next sub-batch
     int cur;      // its buffer
+    int64_t put_r0[2];  // the first row of each buffer's last put (documents point into the shard)
     int labels;
 } infl_stage;
 
