@@ -79,16 +79,19 @@ step_data() {
 }
 
 # export_gpt.py's loss per token against infl's, on the test split and on the train documents.
-# infl eval prints four decimals; eval_digits (compiled here against the build's libraries, when the
-# build folder has them) prints infl_eval's result with nine digits.
+# infl eval prints four decimals; eval_digits (linked here as the build links infl, when $INFL sits in
+# its CMake build folder) prints infl_eval's result with nine digits.
 step_check() {
     local bdir digits="" ref
     rm -f gpt-check.txt
     bdir=$(cd "$(dirname "$INFL")" && pwd)
-    if [ -f "$bdir/CMakeFiles/infl.dir/linkLibs.rsp" ] && [ -f "$ROOT/include/infl.h" ]; then
-        (cd "$bdir" && g++ -x c -O1 -I "$ROOT/include" "$HERE/eval_digits.c" -x none -o "$WORK/eval_digits" \
-            @CMakeFiles/infl.dir/linkLibs.rsp -L/usr/local/cuda/targets/x86_64-linux/lib/stubs \
-            -L/usr/local/cuda/targets/x86_64-linux/lib) && digits=$WORK/eval_digits
+    # link eval_digits.o the way the build links infl (its link.txt, main.c's object swapped for ours)
+    if [ -f "$bdir/CMakeFiles/infl.dir/link.txt" ] && [ -f "$ROOT/include/infl.h" ]; then
+        cc -O1 -std=c11 -I "$ROOT/include" -c "$HERE/eval_digits.c" -o "$WORK/eval_digits.o" &&
+            (cd "$bdir" && sh -c "$(sed -e "s#@CMakeFiles/infl.dir/objects1#$WORK/eval_digits.o#" \
+                -e "s#CMakeFiles/infl.dir/host/cli/main.c.o#$WORK/eval_digits.o#" \
+                -e "s#-o infl #-o $WORK/eval_digits #" CMakeFiles/infl.dir/link.txt)") && digits=$WORK/eval_digits ||
+            say "could not link eval_digits against $bdir; checking against infl eval's four decimals"
     fi
     for ref in fortunes.h5:/test "$TRAIN"; do
         say "loss check on $ref: infl vs export_gpt.py"
