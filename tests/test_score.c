@@ -42,8 +42,11 @@ Test(score, layers_without_bias_against_float64) {
     float *hA[8], *hD[8];
     infl_model_work w = {0};
     const float *Av[8], *Dv[8];
+    int off[7] = {0, 1, 2, 3, 4, 5, 6};  // one row per example
     w.A = Av;
     w.D = Dv;
+    w.row_off = off;
+    w.b = w.rows = b;
     for (int l = 0; l < L; l++) {
         int din = m->layer[l].d_in, dout = m->layer[l].d_out;
         hA[l] = malloc(sizeof(float) * b * din);
