@@ -872,3 +872,61 @@ Test(reader, rejects_bad_arguments) {
     store_split_close(s);
     infl_ctx_free(ctx);
 }
+
+// Documents stream as store_split_read_docs reads them at once (every shard size and
+// range), and each kind of split is refused by the other kind's reader.
+Test(reader, documents_stream_as_one_read) {
+    const char *txt = tu_path("sched_docs.txt"), *h5 = tu_path("sched_docs.h5");
+    FILE *f = fopen(txt, "w");
+    cr_assert(f);
+    for (int i = 0; i < 57; i++) fprintf(f, "document %d %.*s\n", i, i % 23, "abcdefghijklmnopqrstuvwxyz");
+    fclose(f);
+    infl_ctx *ctx = tu_ctx();
+    infl_import_text_options io = infl_import_text_options_default();
+    const char *files[1] = {txt};
+    io.files = files;
+    io.nfiles = 1;
+    io.sep = "line";
+    io.test_fraction = 0;
+    io.force = 1;
+    ASSERT_OK(ctx, infl_import_text(ctx, &io, h5, NULL));
+    infl_split *s = tu_open_split(ctx, tu_ref(0, h5, "train"));
+    int64_t N = store_split_info(s)->n;
+    const int T = 12;
+    int32_t *tok = malloc((size_t)N * T * sizeof(int32_t)), *len = malloc((size_t)N * sizeof(int32_t)),
+            *lab = malloc((size_t)N * sizeof(int32_t));
+    ASSERT_OK(ctx, store_split_read_docs(ctx, s, 0, N, T, 0, tok, len, lab));
+    const int64_t shards[] = {1, 5, 16, 57, 100};
+    for (int is = 0; is < 5; is++)
+        for (int64_t b0 = 0; b0 < N; b0 += 19) {
+            infl_reader *r;
+            ASSERT_OK(ctx, infl_reader_start_docs(ctx, s, shards[is], 2, b0, -1, T, NULL, NULL, NULL, &r));
+            int64_t row = b0;
+            for (;;) {
+                infl_shard *sh;
+                ASSERT_OK(ctx, infl_reader_next(ctx, r, &sh));
+                if (sh->n == 0) break;
+                cr_assert_eq(sh->row0, row);
+                cr_assert(!sh->x && sh->T == T);
+                cr_assert(!memcmp(sh->tok, tok + row * T, (size_t)sh->n * T * sizeof(int32_t)), "shard at %" PRId64, row);
+                cr_assert(!memcmp(sh->len, len + row, (size_t)sh->n * sizeof(int32_t)));
+                cr_assert(!memcmp(sh->y, lab + row, (size_t)sh->n * sizeof(int32_t)));
+                row += sh->n;
+                infl_reader_release(r, sh);
+            }
+            cr_assert_eq(row, N);
+            infl_reader_stop(r);
+        }
+    infl_reader *r = NULL;
+    ASSERT_ERR(ctx, infl_reader_start(ctx, s, 10, 2, 0, -1, NULL, NULL, NULL, &r), INFL_E_ARG, "infl_reader_start_docs");
+    ASSERT_ERR(ctx, infl_reader_start_docs(ctx, s, 10, 2, 0, -1, 0, NULL, NULL, NULL, &r), INFL_E_ARG, "0 tokens");
+    store_split_close(s);
+    const char *blobs = tu_path("sched_blobs.h5");
+    tu_make_blobs(blobs, 20, 3, 2, 1);
+    s = tu_open_split(ctx, tu_ref(1, blobs, "train"));
+    ASSERT_ERR(ctx, infl_reader_start_docs(ctx, s, 10, 2, 0, -1, 8, NULL, NULL, NULL, &r), INFL_E_ARG,
+               "infl_reader_start");
+    store_split_close(s);
+    free(tok), free(len), free(lab);
+    infl_ctx_free(ctx);
+}
