@@ -588,3 +588,58 @@ Test(lm, prefilter_and_rerank_over_every_document_equal_the_full_method, .timeou
     free(full);
     infl_ctx_free(ctx);
 }
+
+// ---- the command line ----
+
+#define LMCLI(...)                                        \
+    ({                                                    \
+        const char *argv_[] = {"infl", __VA_ARGS__, NULL}; \
+        tu_cli(argv_);                                    \
+    })
+
+Test(lm, the_command_line_report_and_its_bad_input, .timeout = 300) {
+    setup_lm();
+    const char *q = tu_ref(1, data_path, "test[0:2]"), *html = tu_path("lm.html"), *json = tu_path("lm.json"),
+               *jl = tu_path("lm_queries.jsonl");
+    cr_assert_eq(LMCLI("rank", "--run", run_path, "--query", q, "--method", "tracin", "--top", "2", "--tokens",
+                       "--html", html, "--json", json, "--force", "-q"),
+                 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "proponents") && strstr(tu_out(), "log p ="), "%s", tu_out());
+    cr_assert(strstr(tu_out(), "\u27e6"), "the spans are marked: %s", tu_out());
+    size_t n;
+    char *page = tu_read_file(html, &n), *js = tu_read_file(json, &n);
+    cr_assert(page && strstr(page, "<html") && strstr(page, "title="), "the report");
+    cr_assert(js && strstr(js, "\"shares\": [") && strstr(js, "\"logprob\""), "the json");
+    free(page), free(js);
+    // text queries from a file, one with its completion and one greedy
+    const char *good = "{\"prompt\": \"the cat\", \"completion\": \" sat\"}\n\n{\"prompt\": \"we\"}\n";
+    tu_write_file(jl, good, strlen(good));
+    cr_assert_eq(LMCLI("rank", "--run", run_path, "--queries", jl, "--method", "graddot", "--top", "2", "--gen-tokens", "5", "-q"), 0,
+                 "%s", tu_err());
+    cr_assert(strstr(tu_out(), "completion \" sat\""), "%s", tu_out());
+    // bad input: a malformed line, an empty prompt, text longer than the context, --png
+    const char *bad = "{\"prompt\": \"ok\"}\n{\"prompt\": \"x\\q\"}\n";
+    tu_write_file(jl, bad, strlen(bad));
+    cr_assert_neq(LMCLI("rank", "--run", run_path, "--queries", jl, "-q"), 0);
+    cr_assert(strstr(tu_err(), ":2:") && strstr(tu_err(), "escape"), "%s", tu_err());
+    cr_assert_neq(LMCLI("rank", "--run", run_path, "--prompt", "", "--completion", "x", "-q"), 0);
+    cr_assert(strstr(tu_err(), "empty prompt"), "%s", tu_err());
+    cr_assert_neq(LMCLI("rank", "--run", run_path, "--prompt", "a long prompt of many words", "--completion",
+                        "and a completion", "-q"),
+                  0);
+    cr_assert(strstr(tu_err(), "too many"), "%s", tu_err());
+    cr_assert_neq(LMCLI("rank", "--run", run_path, "--query", q, "--png", tu_path("lm.png"), "-q"), 0);
+    cr_assert(strstr(tu_err(), "--html"), "%s", tu_err());
+    // --tokens and --html with a model that is not a language model
+    const char *blobs = tu_path("lm_blobs2.h5"), *mlp = tu_path("lm_mlp2.h5");
+    tu_make_blobs(blobs, 60, 4, 3, 1);
+    cr_assert_eq(LMCLI("train", "--data", tu_ref(2, blobs, "train"), "--layers", "4,3", "--epochs", "1", "-o", mlp,
+                       "--force", "-q"),
+                 0, "%s", tu_err());
+    cr_assert_neq(LMCLI("rank", "--run", mlp, "--query", tu_ref(3, blobs, "test[0:2]"), "--tokens", "-q"), 0);
+    cr_assert(strstr(tu_err(), "language models"), "%s", tu_err());
+    cr_assert_neq(LMCLI("rank", "--run", mlp, "--query", tu_ref(3, blobs, "test[0:2]"), "--html", html, "--force",
+                        "-q"),
+                  0);
+    cr_assert(strstr(tu_err(), "language models"), "%s", tu_err());
+}
