@@ -18,7 +18,7 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DINFL_CUDA=AUTO > "$out/conf
 cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { echo "build failed" > "$out/summary.txt"; exit 1; }
 ctest --test-dir build-gpu --output-on-failure > "$out/ctest.log" 2>&1
 echo "ctest: $(tail -3 "$out/ctest.log" | head -1)" > "$out/summary.txt"
-for t in build-gpu/test_cuda_* build-gpu/test_gpt; do
+for t in build-gpu/test_cuda_* build-gpu/test_gpt build-gpu/test_lm; do
   [ -x "$t" ] || continue
   "$t" --jobs 1 --verbose > "$out/$(basename "$t").log" 2>&1
   echo "$(basename "$t"): exit $?; $(grep -c '^\[PASS\]' "$out/$(basename "$t").log") passed," \
@@ -62,10 +62,12 @@ build-gpu/bench_rank --n 60000 --queries 100 --reps 3 --json "$out/bench_rank.js
 # and exits non-zero on any error it reports (--error-exitcode).
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
 if [ -d cuda ] && ls cuda/*.cu >/dev/null 2>&1 && [ -n "$cs" ]; then
-  for t in build-gpu/test_cuda_* build-gpu/test_gpt; do
+  for t in build-gpu/test_cuda_* build-gpu/test_gpt build-gpu/test_lm; do
     [ -x "$t" ] || continue
     for tool in memcheck racecheck; do
-      only=(); [ "$(basename "$t")" = test_gpt ] && only=(--filter 'gpt_cuda/*')  # its CUDA test, not the CPU ones
+      only=()  # in test_gpt and test_lm their CUDA tests, not the CPU ones
+      [ "$(basename "$t")" = test_gpt ] && only=(--filter 'gpt_cuda/*')
+      [ "$(basename "$t")" = test_lm ] && only=(--filter 'lm_cuda/*')
       timeout 240 "$cs" --tool "$tool" --target-processes all --error-exitcode 99 "$t" --jobs 1 "${only[@]}" \
         > "$out/$(basename "$t").$tool.log" 2>&1
       echo "$(basename "$t") $tool: exit $? ($(grep -m1 'ERROR SUMMARY' "$out/$(basename "$t").$tool.log"))" \

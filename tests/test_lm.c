@@ -7,6 +7,7 @@
  * up to the score, completion queries (the prompt's positions carry no loss), and the
  * bad input a user can give.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "models/model.h"
 #include "pipelines/attrib.h"
 #include "store/store.h"
+#include "cudapair.h"
 #include "testutil.h"
 
 #define CTX 16
@@ -642,4 +644,58 @@ Test(lm, the_command_line_report_and_its_bad_input, .timeout = 300) {
                         "-q"),
                   0);
     cr_assert(strstr(tu_err(), "language models"), "%s", tu_err());
+}
+
+// ---- the CUDA backend ----
+
+// fit, rank (every method family, both scoring forms, token shares) and self on the
+// CUDA backend against the CPU's, ‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-4 (skips without a device).
+Test(lm_cuda, fit_rank_and_self_match_cpu, .timeout = 300) {
+    setup_lm();
+    pair p = open_pair();
+    infl_split *s = tu_open_split(p.c[0], tu_ref(2, data_path, "train"));
+    int64_t N = store_split_info(s)->n;
+    store_split_close(s);
+    char fac2[600];
+    snprintf(fac2, sizeof fac2, "%s", tu_path("lm_fac_cuda.h5"));
+    infl_fit_options fo = infl_fit_options_default();
+    fo.run = run_path;
+    fo.fisher_empirical = 1;
+    fo.force = 1;
+    OK(p.c[1], infl_fit(p.c[1], &fo, fac2, NULL));
+    const struct {
+        infl_method m;
+        int form, rank;
+        const char *fac;
+    } cases[] = {{INFL_METHOD_TRACIN, 1, 0, NULL}, {INFL_METHOD_TRACIN, 2, 0, NULL}, {INFL_METHOD_GRADCOS, 0, 0, NULL},
+                 {INFL_METHOD_EKFAC, 1, 0, NULL},  {INFL_METHOD_EKFAC, 2, 0, NULL},  {INFL_METHOD_EKFAC, 0, 2, NULL}};
+    for (int i = 0; i < 6; i++) {
+        float *S[2];
+        for (int b = 0; b < 2; b++) {
+            infl_rank_options o = lm_opts(cases[i].m);
+            o.score_form = cases[i].form;
+            o.query_rank = cases[i].rank;
+            // the CPU's factors for both: the scores compare, not the fits
+            if (cases[i].m == INFL_METHOD_EKFAC) o.factors = fac_path, o.damping = 0.05;
+            S[b] = rank_full(p.c[b], &o, 3, N, NULL);
+        }
+        double num = 0, den = 0;
+        for (size_t j = 0; j < (size_t)3 * N; j++) num += pow(S[1][j] - S[0][j], 2), den += pow(S[0][j], 2);
+        cr_assert(sqrt(num / den) <= 1e-4, "case %d (%s): relative error %.3g", i, infl_method_name(cases[i].m),
+                  sqrt(num / den));
+        free(S[0]), free(S[1]);
+    }
+    // the CUDA fit against the CPU's: the same eigenvalues and corrections
+    infl_factors *f[2];
+    OK(p.c[0], store_factors_read(p.c[0], fac_path, &f[0]));
+    OK(p.c[0], store_factors_read(p.c[0], fac2, &f[1]));
+    for (int l = 0; l < f[0]->L; l++) {
+        size_t n = infl_linear_size(&f[0]->layer[l]);
+        double num = 0, den = 0;
+        for (size_t j = 0; j < n; j++) num += pow(f[1]->lambda[l][j] - f[0]->lambda[l][j], 2), den += pow(f[0]->lambda[l][j], 2);
+        cr_assert(sqrt(num / den) <= 1e-4, "layer %d: lambda relative error %.3g", l, sqrt(num / den));
+    }
+    infl_factors_free(f[0]);
+    infl_factors_free(f[1]);
+    close_pair(&p);
 }
