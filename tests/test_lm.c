@@ -369,6 +369,13 @@ static void check_ekfac(int form) {
     infl_rank_result *res;
     float *S = rank_full(ctx, &o, (int)M, N, &res);
     assert_close(S, want, (size_t)M * N, 2e-4, "ekfac");
+    // --query-rank at every layer's full rank (min(d_out, d_in + 1) <= 9 here): the low-rank
+    // contraction over token rows gives the same scores
+    o.query_rank = 9;
+    float *SL = rank_full(ctx, &o, (int)M, N, NULL);
+    assert_close(SL, want, (size_t)M * N, 2e-4, "ekfac --query-rank 9");
+    free(SL);
+    o.query_rank = 0;
     // self-influence: g_zᵀ P(g_z)
     infl_self_result *sr;
     o.query = NULL;
