@@ -490,16 +490,7 @@ static void make_docs(const char *out, int bpe) {
     uint64_t st = 2;
     for (int i = 0; i < 240; i++) fprintf(f, "%s and %s.\n", words[(int)(tu_uniform(&st) * 5)], words[i % 5]);
     fclose(f);
-    infl_ctx *ctx = tu_ctx();
-    infl_import_text_options o = infl_import_text_options_default();
-    const char *files[1] = {txt};
-    o.files = files;
-    o.nfiles = 1;
-    o.sep = "line";
-    o.bpe_vocab = bpe;
-    o.force = 1;
-    cr_assert_eq(infl_import_text(ctx, &o, out, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_ctx_free(ctx);
+    tu_import_lines(txt, out, bpe, infl_import_text_options_default().test_fraction);
 }
 
 static infl_train_options tiny_train(const char *data) {

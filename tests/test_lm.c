@@ -43,14 +43,8 @@ static void setup_lm(void) {
         fprintf(f, "\n");
     }
     fclose(f);
+    tu_import_lines(txt, data_path, 0, infl_import_text_options_default().test_fraction);
     infl_ctx *ctx = tu_ctx();
-    infl_import_text_options io = infl_import_text_options_default();
-    const char *files[1] = {txt};
-    io.files = files;
-    io.nfiles = 1;
-    io.sep = "line";
-    io.force = 1;
-    cr_assert_eq(infl_import_text(ctx, &io, data_path, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_train_options o = infl_train_options_gpt_default();
     o.data = tu_ref(0, data_path, "train");
     o.nlayers = 1;

@@ -881,15 +881,8 @@ Test(reader, documents_stream_as_one_read) {
     cr_assert(f);
     for (int i = 0; i < 57; i++) fprintf(f, "document %d %.*s\n", i, i % 23, "abcdefghijklmnopqrstuvwxyz");
     fclose(f);
+    tu_import_lines(txt, h5, 0, 0.0);
     infl_ctx *ctx = tu_ctx();
-    infl_import_text_options io = infl_import_text_options_default();
-    const char *files[1] = {txt};
-    io.files = files;
-    io.nfiles = 1;
-    io.sep = "line";
-    io.test_fraction = 0;
-    io.force = 1;
-    ASSERT_OK(ctx, infl_import_text(ctx, &io, h5, NULL));
     infl_split *s = tu_open_split(ctx, tu_ref(0, h5, "train"));
     int64_t N = store_split_info(s)->n;
     const int T = 12;

@@ -281,3 +281,17 @@ void tu_import_fm7(const char *path, int64_t limit, double flip, uint64_t seed) 
     cr_assert_eq(infl_import_fashion_mnist(ctx, &io, path), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
 }
+
+void tu_import_lines(const char *txt, const char *out, int bpe, double test_fraction) {
+    infl_ctx *ctx = tu_ctx();
+    infl_import_text_options o = infl_import_text_options_default();
+    const char *files[1] = {txt};
+    o.files = files;
+    o.nfiles = 1;
+    o.sep = "line";
+    o.bpe_vocab = bpe;
+    o.test_fraction = test_fraction;
+    o.force = 1;
+    cr_assert_eq(infl_import_text(ctx, &o, out, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}
