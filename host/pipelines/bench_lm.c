@@ -396,7 +396,7 @@ static infl_status score_setup(infl_ctx *ctx, bench_fix *f, bench_work *w, int f
     f->rep->score_query_rows = a->RQ;
     f->rep->score_rows = rz;
 
-    char paths[160] = "";
+    int ndocs = 0;
     for (int l = 0; l < f->L; l++) {
         bench_work lw;
         memset(&lw, 0, sizeof lw);
@@ -407,9 +407,7 @@ static infl_status score_setup(infl_ctx *ctx, bench_fix *f, bench_work *w, int f
             y->flops[form] = lw.flops;
         }
         add_work(w, &lw);
-        if (form == 2 && a->path[l] == ATTRIB_DOCS && strlen(paths) < sizeof paths - 40)
-            snprintf(paths + strlen(paths), sizeof paths - strlen(paths), "%s%s", paths[0] ? "," : "",
-                     f->m->layer[l].name);
+        ndocs += a->path[l] == ATTRIB_DOCS;
     }
     if (anyrows) {
         // the token rows' per-document sum: R E_Zᵀ
@@ -423,10 +421,11 @@ static infl_status score_setup(infl_ctx *ctx, bench_fix *f, bench_work *w, int f
         add_work(w, &sw);
     }
     char d[32], t[32];
-    snprintf(w->what, sizeof w->what, "%s documents (%s token rows) x %d queries (%d rows), %s%s%s",
+    char how[64];
+    snprintf(how, sizeof how, "documents' gradients for %d of %d layers", ndocs, f->L);
+    snprintf(w->what, sizeof w->what, "%s documents (%s token rows) x %d queries (%d rows), %s",
              bench_group_digits(d, sizeof d, (int64_t)b * f->nsub), bench_group_digits(t, sizeof t, (int64_t)rz * f->nsub),
-             M, a->RQ, form == 0 ? "token rows" : form == 1 ? "documents' gradients" : "docs form for: ",
-             form == 2 && !paths[0] ? "none" : "", form == 2 ? paths : "");
+             M, a->RQ, form == 0 ? "token rows" : form == 1 ? "documents' gradients" : how);
     w->examples = (double)rz * f->nsub;
     return INFL_OK;
 }
