@@ -57,6 +57,15 @@ INFL_BACKEND=cuda build-gpu/bench_gpt --layers 6 --heads 8 --dim 512 --context 2
   --json "$out/bench_gpt-cuda-512.json" > "$out/bench_gpt-cuda-512.md" 2>&1
 echo "bench_gpt cuda dim 512: exit $?" >> "$out/summary.txt"
 INFL_BACKEND=cpu build-gpu/bench_gpt --json "$out/bench_gpt-cpu.json" > "$out/bench_gpt-cpu.md" 2>&1
+# the GPT's attribution phases (per-token factors, the EK-FAC fit, scoring in both forms per layer) on the
+# README's demo GPT trained for one epoch, over its first 2,000 documents
+g="$out/gpt"; mkdir -p "$g"
+$B import text -o "$g/fortunes.h5" --force -q &&
+$B train --backend cuda --model gpt --data "$g/fortunes.h5:/train" --layers 2 --heads 4 --dim 64 --context 128 \
+  --epochs 1 --batch 32 --lr 4e-3 --warmup 50 -o "$g/gpt.h5" --force -q &&
+$B bench --backend cuda --run "$g/gpt.h5" --n 2000 --json "$out/bench-gpt-attrib-cuda.json" --force \
+  > "$out/bench-gpt-attrib-cuda.md" 2>&1
+echo "infl bench --run gpt cuda: exit $?" >> "$out/summary.txt"
 build-gpu/bench_rank --n 60000 --queries 100 --reps 3 --json "$out/bench_rank.json" > "$out/bench_rank.md" 2>&1
 # compute-sanitizer follows Criterion's forked test processes (--target-processes all)
 # and exits non-zero on any error it reports (--error-exitcode).

@@ -295,3 +295,68 @@ Test(bench, bad_input) {
         cr_assert(strstr(tu_err(), "error") != NULL, "%s", tu_err());
     }
 }
+
+// ---- a language model's attribution (--run gpt.h5) ----
+
+Test(bench, gpt_run_reports_every_phase_and_both_forms, .timeout = 120) {
+    // a tiny GPT on a few hundred short documents
+    const char *txt = tu_path("lm.txt"), *data = tu_path("lm.h5"), *run = tu_path("lm_gpt.h5"),
+               *json = tu_path("lm.json");
+    FILE *f = fopen(txt, "w");
+    cr_assert(f);
+    const char *words[] = {"cat", "dog ran far", "sun", "tea is hot", "we", "it is late at night again"};
+    uint64_t st = 3;
+    for (int i = 0; i < 200; i++) {
+        int n = 1 + (int)(tu_uniform(&st) * 3);
+        for (int j = 0; j < n; j++) fprintf(f, "%s%s", j ? " " : "", words[(int)(tu_uniform(&st) * 6)]);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    cr_assert_eq(CLI("import", "text", txt, "--sep", "line", "-o", data, "--force", "-q"), 0, "%s", tu_err());
+    cr_assert_eq(CLI("train", "--model", "gpt", "--data", tu_ref(0, data, "train"), "--layers", "1", "--heads", "2",
+                     "--dim", "8", "--context", "16", "--epochs", "1", "--batch", "8", "-o", run, "--force", "-q"),
+                 0, "%s", tu_err());
+    cr_assert_eq(CLI("bench", "--backend", "cpu", "--run", run, "--data", tu_ref(1, data, "train"), "--n", "150",
+                     "--rows", "100", "--queries", "3", "--reps", "1", "--json", json, "--workdir", tu_tmpdir()),
+                 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "tokens/s") != NULL, "%s", tu_out());
+    cr_assert(strstr(tu_out(), "N = 150 documents") != NULL, "%s", tu_out());
+    char *j = tu_read_file(json, NULL);
+    cr_assert(j, "no JSON written");
+    char names[512];
+    infl_bench_lm_phase_names(names, sizeof names);
+    int seen = 0;
+    for (char *save = NULL, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char pat[64];
+        snprintf(pat, sizeof pat, "\"name\": \"%s\"", t);
+        const char *p = strstr(j, pat);
+        cr_assert(p, "phase %s missing from the JSON: %s", t, j);
+        double s = json_num(p, "seconds"), r = json_num(p, "ratio"), fl = json_num(p, "flops");
+        cr_assert(s > 0 && isfinite(s), "%s: seconds %g", t, s);
+        cr_assert(fl > 0, "%s: no work counted", t);
+        cr_assert(r > 0 && r <= 1.5, "%s: ratio to its ceiling %g", t, r);
+        seen++;
+    }
+    cr_assert_geq(seen, 10);
+    // every layer (4 linear layers of one block) of both families timed in both forms, the pick named
+    int layers = 0;
+    for (const char *p = strstr(j, "\"family\""); p; p = strstr(p + 1, "\"family\"")) {
+        cr_assert(json_num(p, "rows_seconds") > 0 && json_num(p, "docs_seconds") > 0, "%.300s", p);
+        cr_assert(json_num(p, "rows_ceiling_seconds") > 0 && json_num(p, "docs_ceiling_seconds") > 0, "%.300s", p);
+        cr_assert(strstr(p, "\"chosen\": \"rows\"") == strstr(p, "\"chosen\"") ||
+                      strstr(p, "\"chosen\": \"docs\"") == strstr(p, "\"chosen\""),
+                  "%.300s", p);
+        layers++;
+    }
+    cr_assert_eq(layers, 8, "%s", j);
+    cr_assert(strstr(tu_out(), "picked right") != NULL, "%s", tu_out());
+    free(j);
+    // a run that is not a language model: a clear error
+    const char *blobs = tu_path("blobs.h5"), *mlp = tu_path("mlp.h5");
+    cr_assert_eq(CLI("synth", "-o", blobs, "--n", "200", "--d", "4", "--classes", "2", "--test", "4", "-q"), 0);
+    cr_assert_eq(CLI("train", "--data", tu_ref(2, blobs, "train"), "--layers", "4,3,2", "--epochs", "1", "-o", mlp,
+                     "--force", "-q"),
+                 0, "%s", tu_err());
+    cr_assert_eq(CLI("bench", "--run", mlp, "--reps", "1", "--workdir", tu_tmpdir()), 1);
+    cr_assert(strstr(tu_err(), "gpt") != NULL, "%s", tu_err());
+}

@@ -1,7 +1,9 @@
 /*
  * cmd_bench.c — `infl synth` (a synthetic class-structured dataset file of any size)
  * and `infl bench` (every phase of attribution beside the machine's own ceilings,
- * measured in the same run: a Markdown table on stdout, JSON with --json). The work
+ * measured in the same run: a Markdown table on stdout, JSON with --json; with --run
+ * a gpt run's attribution over its documents, and a table of its layers scored both
+ * ways). The work
  * is in the library (host/data/synth.c, host/bench/bench.c); this file parses, prints
  * and writes.
  */
@@ -89,21 +91,10 @@ static double rate_of(const infl_bench_phase *p, double seconds) {
     return (p->rate_is_flops ? p->flops : p->bytes) / seconds / 1e9;
 }
 
-static void print_markdown(FILE *out, const infl_bench_report *r, double rss_mb) {
-    char n[32], m[32], rows[32], P[32];
-    fprintf(out, "infl bench on %s\n", r->backend);
-    fprintf(out,
-            "model %s (P = %s); N = %s train rows, M = %s queries, %d checkpoints; in-memory phases on %s rows; "
-            "median of %d runs after a warm-up\n",
-            r->model, digits(P, sizeof P, (int64_t)r->params), digits(n, sizeof n, r->n),
-            digits(m, sizeof m, r->queries), r->checkpoints, digits(rows, sizeof rows, r->rows), r->reps);
-    fprintf(out, "data: %s", r->data);
-    if (r->synth_seconds > 0) fprintf(out, ", written in %.1f s", r->synth_seconds);
-    fprintf(out, "\n\n| ceiling (measured in this run) | value |\n|---|---|\n");
-    fprintf(out, "| sgemm 2048³ through the backend | %.1f GFLOP/s |\n", r->sgemm_peak_gflops);
-    fprintf(out, "| HDF5 read of /train (64 MiB shards) | %.2f GB/s |\n\n", r->hdf5_read_gbs);
-    fprintf(out, "| phase | work | time (median) | examples/s | achieved | ceiling | vs ceiling |\n"
-                 "|---|---|---|---|---|---|---|\n");
+static void print_phases(FILE *out, const infl_bench_report *r) {
+    fprintf(out, "| phase | work | time (median) | %s | achieved | ceiling | vs ceiling |\n"
+                 "|---|---|---|---|---|---|---|\n",
+            r->lm ? "tokens/s" : "examples/s");
     for (int i = 0; i < r->nphases; i++) {
         const infl_bench_phase *p = &r->phase[i];
         const char *unit = p->rate_is_flops ? "GFLOP/s" : "GB/s";
@@ -117,6 +108,60 @@ static void print_markdown(FILE *out, const infl_bench_report *r, double rss_mb)
                 p->what, amount, t, digits(ex, sizeof ex, (int64_t)llround(p->examples / p->seconds)),
                 rate_of(p, p->seconds), unit, rate_of(p, p->ceiling_seconds), unit, p->ceiling, p->ratio);
     }
+}
+
+// A language model's layers scored both ways: per family, the form the FLOP count
+// picks, each form's time and its ratio to its GEMMs alone, and which was faster.
+static void print_layers(FILE *out, const infl_bench_report *r) {
+    static const char *fam[2] = {"graddot (ghost)", "ekfac (contraction)"};
+    fprintf(out,
+            "\nscoring per layer: one sub-batch of %d documents (%d token rows) against %d queries (%d token rows), "
+            "scored %" PRId64 " documents in all; ms, and GEMM-ceiling time / time in parentheses\n\n",
+            r->score_docs, r->score_rows, r->score_queries, r->score_query_rows, r->rows);
+    fprintf(out, "| family | layer | d_in x d_out | token rows | documents' gradients | FLOP count picks | faster | "
+                 "picked right |\n|---|---|---|---|---|---|---|---|\n");
+    for (int f = 0; f < 2; f++) {
+        for (int l = 0; l < r->nlayers; l++) {
+            const infl_bench_layer *y = &r->layer[f][l];
+            if (!(y->seconds[0] > 0) || !(y->seconds[1] > 0)) continue;
+            int faster = y->seconds[1] < y->seconds[0];
+            fprintf(out, "| %s | %s | %d x %d | %.3f (%.2f; %.3g GFLOP) | %.3f (%.2f; %.3g GFLOP) | %s | %s | %s |\n",
+                    fam[f], y->name, y->d_in, y->d_out, 1e3 * y->seconds[0], y->ceiling_seconds[0] / y->seconds[0],
+                    y->flops[0] / 1e9, 1e3 * y->seconds[1], y->ceiling_seconds[1] / y->seconds[1], y->flops[1] / 1e9,
+                    y->chosen ? "docs" : "rows", faster ? "docs" : "rows", y->chosen == faster ? "yes" : "**no**");
+        }
+        if (r->sum_rows_seconds[f] > 0)
+            fprintf(out, "| %s | (the token rows' per-document sum, once per sub-batch) | | %.3f (%.2f; %.3g GFLOP) | "
+                         "| | | |\n",
+                    fam[f], 1e3 * r->sum_rows_seconds[f], r->sum_rows_ceiling[f] / r->sum_rows_seconds[f],
+                    r->sum_rows_flops[f] / 1e9);
+    }
+}
+
+static void print_markdown(FILE *out, const infl_bench_report *r, double rss_mb) {
+    char n[32], m[32], rows[32], P[32], tk[32];
+    fprintf(out, "infl bench on %s\n", r->backend);
+    if (r->lm)
+        fprintf(out,
+                "model %s (P = %s); N = %s documents (%s tokens), M = %s query documents; in-memory phases on %s "
+                "documents; median of %d runs after a warm-up\n",
+                r->model, digits(P, sizeof P, (int64_t)r->params), digits(n, sizeof n, r->n),
+                digits(tk, sizeof tk, r->tokens), digits(m, sizeof m, r->queries), digits(rows, sizeof rows, r->rows),
+                r->reps);
+    else
+        fprintf(out,
+                "model %s (P = %s); N = %s train rows, M = %s queries, %d checkpoints; in-memory phases on %s rows; "
+                "median of %d runs after a warm-up\n",
+                r->model, digits(P, sizeof P, (int64_t)r->params), digits(n, sizeof n, r->n),
+                digits(m, sizeof m, r->queries), r->checkpoints, digits(rows, sizeof rows, r->rows), r->reps);
+    fprintf(out, "data: %s", r->data);
+    if (r->synth_seconds > 0) fprintf(out, ", written in %.1f s", r->synth_seconds);
+    fprintf(out, "\n\n| ceiling (measured in this run) | value |\n|---|---|\n");
+    fprintf(out, "| sgemm 2048³ through the backend | %.1f GFLOP/s |\n", r->sgemm_peak_gflops);
+    if (!r->lm) fprintf(out, "| HDF5 read of /train (64 MiB shards) | %.2f GB/s |\n", r->hdf5_read_gbs);
+    fprintf(out, "\n");
+    print_phases(out, r);
+    if (r->lm) print_layers(out, r);
     fprintf(out, "\npeak resident memory: %.1f MB\n", rss_mb);
 }
 
@@ -148,7 +193,26 @@ static void print_json(FILE *f, const infl_bench_report *r, double rss_mb) {
         fprintf(f, ", \"ceiling_rate\": %.6g, \"ceiling_seconds\": %.6g, \"ratio\": %.6g}",
                 rate_of(p, p->ceiling_seconds), p->ceiling_seconds, p->ratio);
     }
-    fprintf(f, "\n ],\n \"peak_rss_mb\": %.1f}\n", rss_mb);
+    fprintf(f, "\n ]");
+    if (r->lm) {
+        fprintf(f, ",\n \"tokens\": %" PRId64 ", \"layers\": [", r->tokens);
+        int k = 0;
+        for (int fam = 0; fam < 2; fam++)
+            for (int l = 0; l < r->nlayers; l++) {
+                const infl_bench_layer *y = &r->layer[fam][l];
+                if (!(y->seconds[0] > 0) && !(y->seconds[1] > 0)) continue;
+                fprintf(f, "%s\n  {\"family\": \"%s\", \"layer\": ", k++ ? "," : "", fam ? "ekfac" : "graddot");
+                put_json(f, y->name);
+                fprintf(f, ", \"d_in\": %d, \"d_out\": %d, \"chosen\": \"%s\", \"rows_seconds\": %.6g, "
+                           "\"rows_ceiling_seconds\": %.6g, \"rows_flops\": %.6g, \"docs_seconds\": %.6g, "
+                           "\"docs_ceiling_seconds\": %.6g, \"docs_flops\": %.6g}",
+                        y->d_in, y->d_out, y->chosen ? "docs" : "rows", y->seconds[0], y->ceiling_seconds[0],
+                        y->flops[0], y->seconds[1], y->ceiling_seconds[1], y->flops[1]);
+            }
+        fprintf(f, "\n ],\n \"sum_rows_seconds\": [%.6g, %.6g], \"sum_rows_ceiling_seconds\": [%.6g, %.6g]",
+                r->sum_rows_seconds[0], r->sum_rows_seconds[1], r->sum_rows_ceiling[0], r->sum_rows_ceiling[1]);
+    }
+    fprintf(f, ",\n \"peak_rss_mb\": %.1f}\n", rss_mb);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -174,9 +238,13 @@ int cmd_bench(int argc, char **argv) {
         {"seed", 0, ARG_U64, &o.seed, "S", "weights and synthetic data (default 1)"},
         {"phases", 0, ARG_STR, &o.phases, "LIST", "comma-separated phases to run (default all)"},
         {"workdir", 0, ARG_STR, &o.workdir, "DIR", "temporary files (default $TMPDIR, else /tmp)"},
+        {"run", 0, ARG_STR, &o.run, "RUN.h5",
+         "a gpt run: benchmark its attribution over its documents (--data FILE:/split, default the run's; --n the "
+         "first N documents; --rows documents in memory, default 512; --queries M of --query, default /test[0:M])"},
+        {"query", 0, ARG_STR, &o.query, "FILE:/split[a:b]", "with --run: the query documents"},
         COMMON_OPTS(c),
     };
-    char names[1024], about[2048];
+    char names[1024], lmnames[512], about[2600];
     snprintf(about, sizeof about,
              "Measures the ceilings of this machine on the chosen backend (sgemm at each phase's own\n"
              "GEMM shapes and at 2048^3; the HDF5 read rate of the data), then times every phase of\n"
@@ -186,8 +254,11 @@ int cmd_bench(int argc, char **argv) {
              "eigendecomposition, query preconditioning, full and rank-r scoring). For each: the work\n"
              "counted from the shapes, the median time, the achieved rate and its ratio to its ceiling\n"
              "(1 = as fast as its GEMMs alone, or its reads alone). A Markdown table on stdout; --json\n"
-             "for a file.\nPhases: %s.",
-             infl_bench_phase_names(names, sizeof names));
+             "for a file.\nPhases: %s.\n"
+             "With --run gpt.h5, a language model's attribution over its documents instead: per-token factors,\n"
+             "the EK-FAC fit's passes, and scoring (graddot and ekfac) in both forms, token rows and\n"
+             "documents' gradients, per layer beside the form the FLOP count picks. Phases: %s.",
+             infl_bench_phase_names(names, sizeof names), infl_bench_lm_phase_names(lmnames, sizeof lmnames));
     cli_spec spec = {"infl bench", "[--backend B] [--model 784,256,128,10] [--n N] [--queries M] [--reps R] [--json F]",
                      about, opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
@@ -195,7 +266,7 @@ int cmd_bench(int argc, char **argv) {
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     if (model && parse_widths(model, o.widths, &o.nlayers) != 0)
         return usage_error(spec.cmd, "--model: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,128,10");
-    if (o.n < 0 || (o.n == 0 && !o.data)) return usage_error(spec.cmd, "--n: expected at least 1 training row");
+    if (o.n < 0 || (o.n == 0 && !o.data && !o.run)) return usage_error(spec.cmd, "--n: expected at least 1 training row");
     if (o.queries < 1) return usage_error(spec.cmd, "--queries: expected at least 1");
     if (o.reps < 1 || o.reps > 64) return usage_error(spec.cmd, "--reps: expected 1 to 64");
     if (o.checkpoints < 1) return usage_error(spec.cmd, "--checkpoints: expected at least 1");

@@ -123,9 +123,14 @@ typedef struct {
 } attrib_full;
 infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0);
 
-// rank.c's scoring of a sub-batch (the comments there): the layers' paths, checkpoint
-// c's terms, and the token rows' sum per example.
+// rank.c's scoring of a sub-batch (the comments there): the queries' state (res gets
+// their labels, predictions and losses), the layers' paths, checkpoint c's terms of
+// one layer or of all, and the token rows' sum per example.
+infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res);
+// An empty result for M queries and k per query (infl_rank_result_free); NULL when out of memory.
+infl_rank_result *attrib_result_new(int M, int k);
 void attrib_choose_paths(attrib *a);
+infl_status attrib_score_layer(infl_ctx *ctx, attrib *a, int c, int l, int b, int rows_only);
 infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only);
 infl_status attrib_sum_rows(infl_ctx *ctx, attrib *a, int b);
 // A sub-batch of listed documents, scored (attrib_score_list): their rows within the

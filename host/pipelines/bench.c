@@ -100,16 +100,22 @@ const char *bench_group_digits(char *buf, size_t size, int64_t v) {
     return buf;
 }
 
-void bench_add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count) {
+void bench_add_gemm_batched(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, int batch,
+                            double count) {
     for (int i = 0; i < w->ngemm; i++) {
         bench_gemm *g = &w->gemm[i];
-        if (g->m == m && g->n == n && g->k == k && g->ta == ta && g->tb == tb) {
+        if (g->m == m && g->n == n && g->k == k && g->ta == ta && g->tb == tb && g->batch == batch) {
             g->count += count;
             return;
         }
     }
     if (w->ngemm < BENCH_MAX_GEMMS)
-        w->gemm[w->ngemm++] = (bench_gemm){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .count = count};
+        w->gemm[w->ngemm++] =
+            (bench_gemm){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .batch = batch, .count = count};
+}
+
+void bench_add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count) {
+    bench_add_gemm_batched(w, m, n, k, ta, tb, 0, count);
 }
 
 // ---- the fixture ----
@@ -169,19 +175,28 @@ done:
     return rc;
 }
 
-// bench_time_gemm of an sgemm shape, cached per shape for the run.
-static infl_status gemm_seconds(infl_ctx *ctx, bench_fix *f, int m, int n, int k, infl_trans ta, infl_trans tb,
-                                double *out) {
+infl_status bench_gemm_seconds(infl_ctx *ctx, bench_fix *f, const bench_gemm *g, double *out) {
     for (int i = 0; i < f->nrates; i++) {
         gemm_rate *r = &f->rates[i];
-        if (r->m == m && r->n == n && r->k == k && r->ta == ta && r->tb == tb) {
+        if (r->m == g->m && r->n == g->n && r->k == g->k && r->ta == g->ta && r->tb == g->tb && r->batch == g->batch) {
             *out = r->seconds;
             return INFL_OK;
         }
     }
-    FORWARD_IF_ERROR(bench_time_gemm(ctx, m, n, k, ta, tb, 0, out));
+    FORWARD_IF_ERROR(bench_time_gemm(ctx, g->m, g->n, g->k, g->ta, g->tb, g->batch, out));
     if (f->nrates < (int)(sizeof f->rates / sizeof f->rates[0]))
-        f->rates[f->nrates++] = (gemm_rate){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .seconds = *out};
+        f->rates[f->nrates++] =
+            (gemm_rate){.m = g->m, .n = g->n, .k = g->k, .ta = g->ta, .tb = g->tb, .batch = g->batch, .seconds = *out};
+    return INFL_OK;
+}
+
+infl_status bench_gemms_seconds(infl_ctx *ctx, bench_fix *f, const bench_work *w, double *out) {
+    *out = 0;
+    for (int i = 0; i < w->ngemm; i++) {
+        double s;
+        FORWARD_IF_ERROR(bench_gemm_seconds(ctx, f, &w->gemm[i], &s));
+        *out += w->gemm[i].count * s;
+    }
     return INFL_OK;
 }
 
@@ -731,32 +746,39 @@ static const bench_phase_def phase_table[] = {
 };
 #define NPHASES ((int)(sizeof phase_table / sizeof phase_table[0]))
 
-const char *infl_bench_phase_names(char *buf, size_t size) {
+static const char *table_names(const bench_phase_def *table, int n, char *buf, size_t size) {
     if (!size) return buf;
     buf[0] = 0;
-    for (int i = 0; i < NPHASES; i++)
-        snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? "," : "", phase_table[i].name);
+    for (int i = 0; i < n; i++) snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? "," : "", table[i].name);
     return buf;
 }
 
-// Which phases to run: sel[i] = 1 for those named in `list` (NULL / "all": every one).
-static infl_status select_phases(infl_ctx *ctx, const char *list, int *sel, int *count) {
+const char *infl_bench_phase_names(char *buf, size_t size) { return table_names(phase_table, NPHASES, buf, size); }
+
+const char *infl_bench_lm_phase_names(char *buf, size_t size) {
+    return table_names(bench_lm_phases, bench_lm_nphases, buf, size);
+}
+
+// Which phases of the table (n of them) to run: sel[i] = 1 for those named in `list`
+// (NULL / "all": every one).
+static infl_status select_phases(infl_ctx *ctx, const bench_phase_def *table, int n, const char *list, int *sel,
+                                 int *count) {
     *count = 0;
     if (!list || !*list || strcmp(list, "all") == 0) {
-        for (int i = 0; i < NPHASES; i++) sel[i] = 1;
-        *count = NPHASES;
+        for (int i = 0; i < n; i++) sel[i] = 1;
+        *count = n;
         return INFL_OK;
     }
-    for (int i = 0; i < NPHASES; i++) sel[i] = 0;
+    for (int i = 0; i < n; i++) sel[i] = 0;
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", list);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         int found = -1;
-        for (int i = 0; i < NPHASES; i++)
-            if (strcmp(t, phase_table[i].name) == 0) found = i;
+        for (int i = 0; i < n; i++)
+            if (strcmp(t, table[i].name) == 0) found = i;
         char names[512];
         RETURN_IF(ctx, found < 0, INFL_E_ARG, "--phases: unknown phase '%s'; the phases are %s", t,
-                  infl_bench_phase_names(names, sizeof names));
+                  table_names(table, n, names, sizeof names));
         if (!sel[found]) (*count)++;
         sel[found] = 1;
     }
@@ -792,16 +814,11 @@ static infl_status run_phase(infl_ctx *ctx, bench_fix *f, const bench_phase_def 
     infl_status rc = d->setup(ctx, f, &w);
     double gemm_s = 0, io_s = 0, own_s = 0;
     if (rc == INFL_OK) rc = time_body(ctx, f, d->run, 0, &ph->seconds);
-    for (int i = 0; i < w.ngemm && rc == INFL_OK; i++) {
-        double s;
-        const bench_gemm *g = &w.gemm[i];
-        rc = gemm_seconds(ctx, f, g->m, g->n, g->k, g->ta, g->tb, &s);
-        gemm_s += g->count * s;
-    }
+    if (rc == INFL_OK) rc = bench_gemms_seconds(ctx, f, &w, &gemm_s);
     if (rc == INFL_OK && w.ceiling_run) rc = time_body(ctx, f, w.ceiling_run, 1, &own_s);
     if (d->teardown) d->teardown(ctx, f);
     FORWARD_IF_ERROR(rc);
-    if (w.io_bytes > 0) io_s = w.io_bytes / hdf5_bps;
+    if (w.io_bytes > 0 && hdf5_bps > 0) io_s = w.io_bytes / hdf5_bps;
     snprintf(ph->what, sizeof ph->what, "%s", w.what);
     ph->flops = w.flops;
     ph->bytes = w.bytes;
@@ -828,7 +845,7 @@ static infl_status check_options(infl_ctx *ctx, const infl_bench_options *o) {
     RETURN_IF(ctx, !o, INFL_E_ARG, "infl_bench: no options");
     RETURN_IF(ctx, o->nlayers < 1 || o->nlayers > INFL_MAX_LAYERS, INFL_E_ARG,
               "--model: expected 2 to %d widths, e.g. 784,256,128,10", INFL_MAX_LAYERS + 1);
-    RETURN_IF(ctx, o->n < 0 || (!o->data && o->n < 1), INFL_E_ARG, "--n: expected at least 1 training row, got %" PRId64,
+    RETURN_IF(ctx, o->n < 0 || (!o->data && !o->run && o->n < 1), INFL_E_ARG, "--n: expected at least 1 training row, got %" PRId64,
               o->n);
     RETURN_IF(ctx, o->queries < 1 || o->queries > 100000, INFL_E_ARG, "--queries: expected 1 to 100000, got %d",
               o->queries);
@@ -846,37 +863,45 @@ infl_status infl_bench(infl_ctx *ctx, const infl_bench_options *o, infl_bench_re
     RETURN_IF(ctx, !out, INFL_E_ARG, "infl_bench: out is NULL");
     *out = NULL;
     FORWARD_IF_ERROR(check_options(ctx, o));
-    int sel[NPHASES], count = 0;
-    FORWARD_IF_ERROR(select_phases(ctx, o->phases, sel, &count));
+    const int lm = o->run && *o->run;
+    const bench_phase_def *table = lm ? bench_lm_phases : phase_table;
+    const int ntable = lm ? bench_lm_nphases : NPHASES;
+    int sel[INFL_BENCH_MAX_PHASES], count = 0;
+    FORWARD_IF_ERROR(select_phases(ctx, table, ntable, o->phases, sel, &count));
     infl_bench_report *rep = infl_calloc(ctx, 1, sizeof *rep, "the report");
     bench_fix *f = infl_calloc(ctx, 1, sizeof *f, "the benchmark's state");
     infl_status rc = INFL_OK;
     GOTO_NOMEM_IF(!rep || !f);
     infl_progress(ctx, "bench", 0, (uint64_t)count + 1, "data, model, ceilings");
-    CHECK(fix_open(ctx, f, o, rep));
-
+    if (lm) {
+        CHECK(bench_lm_open(ctx, f, o, rep));
+    } else {
+        CHECK(fix_open(ctx, f, o, rep));
+        infl_model_describe(f->m, rep->model, sizeof rep->model);
+        rep->params = f->P;
+        rep->n = f->N;
+        rep->queries = f->M;
+        rep->checkpoints = f->C;
+        rep->rows = f->R;
+    }
     snprintf(rep->backend, sizeof rep->backend, "%s", infl_ctx_backend(ctx));
-    infl_model_describe(f->m, rep->model, sizeof rep->model);
-    rep->params = f->P;
-    rep->n = f->N;
-    rep->queries = f->M;
     rep->reps = o->reps;
-    rep->checkpoints = f->C;
-    rep->rows = f->R;
 
-    // ceilings of the whole run
-    double s;
-    CHECK(gemm_seconds(ctx, f, 2048, 2048, 2048, INFL_N, INFL_N, &s));
+    // ceilings of the whole run (a language model's documents are a few MB of tokens: no HDF5 ceiling)
+    double s, hdf5_bps = 0;
+    CHECK(bench_gemm_seconds(ctx, f, &(bench_gemm){.m = 2048, .n = 2048, .k = 2048, .ta = INFL_N, .tb = INFL_N}, &s));
     rep->sgemm_peak_gflops = 2.0 * 2048.0 * 2048.0 * 2048.0 / s / 1e9;
-    CHECK(hdf5_read_seconds(ctx, f, &s));
-    double hdf5_bps = (double)f->N * (f->D + 1) * 4.0 / s;
-    rep->hdf5_read_gbs = hdf5_bps / 1e9;
+    if (!lm) {
+        CHECK(hdf5_read_seconds(ctx, f, &s));
+        hdf5_bps = (double)f->N * (f->D + 1) * 4.0 / s;
+        rep->hdf5_read_gbs = hdf5_bps / 1e9;
+    }
 
     int done = 0;
-    for (int i = 0; i < NPHASES; i++) {
+    for (int i = 0; i < ntable; i++) {
         if (!sel[i]) continue;
-        infl_progress(ctx, "bench", (uint64_t)done + 1, (uint64_t)count + 1, phase_table[i].name);
-        CHECK(run_phase(ctx, f, &phase_table[i], hdf5_bps, &rep->phase[rep->nphases]));
+        infl_progress(ctx, "bench", (uint64_t)done + 1, (uint64_t)count + 1, table[i].name);
+        CHECK(run_phase(ctx, f, &table[i], hdf5_bps, &rep->phase[rep->nphases]));
         rep->nphases++;
         done++;
     }
@@ -884,6 +909,7 @@ infl_status infl_bench(infl_ctx *ctx, const infl_bench_options *o, infl_bench_re
     *out = rep;
     rep = NULL;
 done:
+    if (f && f->lm) bench_lm_close(ctx, f);
     if (f) fix_free(ctx, f);
     free(f);
     free(rep);

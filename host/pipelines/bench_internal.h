@@ -26,6 +26,7 @@
 typedef struct {
     int m, n, k;
     infl_trans ta, tb;
+    int batch;     // > 0: sgemm_batched of `batch` matrices (the GPT's attention per head)
     double count;  // calls at this shape (may be fractional: an average)
 } bench_gemm;
 
@@ -60,6 +61,7 @@ typedef struct {
 typedef struct {
     int m, n, k;
     infl_trans ta, tb;
+    int batch;
     double seconds;  // one call
 } gemm_rate;
 
@@ -102,8 +104,22 @@ struct bench_fix {
     float *LF[INFL_MAX_LINEAR], *RF[INFL_MAX_LINEAR];
     int rl[INFL_MAX_LINEAR];
     float *X1, *X2;           // (B, M r) low-rank score blocks
-    gemm_rate rates[128];     // measured GEMM shapes
+    gemm_rate rates[256];     // measured GEMM shapes
     int nrates;
+    // language models (bench_lm.c)
+    int lm;
+    infl_bench_report *rep;   // the report the scoring phases add their layers to
+    infl_run *lrun;           // the run, open
+    int ctxT;                 // the model's context
+    int32_t *dtok, *dlen;     // (R, ctxT), (R) host: the first R documents
+    double zreal, zpad;       // token rows per document of those: real, and as computed (padded to a sub-batch's longest)
+    double tokens;            // tokens of the N documents (as rows: +1 EOT each, cut at the context)
+    infl_rank_options ro;     // a scoring phase's rank options
+    attrib *a;                // ... and its open attribution (graddot or ekfac), one sub-batch's factors in a->work
+    int family, form;         // the running scoring phase: family 0 ghost, 1 ekfac; form 0 rows, 1 docs, 2 auto
+    int bsub, nsub;           // documents of the scored sub-batch, sub-batches scored per run
+    double (*lt)[INFL_BENCH_MAX_LAYERS + 1];  // (65, L + 1) seconds per run and layer (L: the row sums)
+    int nrun;
 };
 
 
@@ -113,8 +129,15 @@ struct bench_fix {
 // batch > 0 sgemm_batched of `batch` matrices one after the other; the best of short
 // samples (BENCH_GEMM_SAMPLE each, BENCH_GEMM_BUDGET in all), after a warm-up.
 infl_status bench_time_gemm(infl_ctx *ctx, int m, int n, int k, infl_trans ta, infl_trans tb, int batch, double *out);
-// Adds `count` calls of a GEMM shape to a phase's ceiling.
+// Adds `count` calls of a GEMM shape to a phase's ceiling (batched: of `batch` matrices).
+// The phase counts its FLOPs itself.
 void bench_add_gemm(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, double count);
+void bench_add_gemm_batched(bench_work *w, int m, int n, int k, infl_trans ta, infl_trans tb, int batch,
+                            double count);
+// bench_time_gemm of a shape, cached per shape for the run.
+infl_status bench_gemm_seconds(infl_ctx *ctx, bench_fix *f, const bench_gemm *g, double *out);
+// The seconds of w's GEMMs at the ceiling: Σ count · one call.
+infl_status bench_gemms_seconds(infl_ctx *ctx, bench_fix *f, const bench_work *w, double *out);
 // Waits for the backend's queued work (a download synchronises).
 infl_status bench_sync(infl_ctx *ctx, bench_fix *f);
 // "12,345" into buf.
@@ -148,5 +171,15 @@ infl_status bench_ekscore_setup(infl_ctx *ctx, bench_fix *f, bench_work *w);
 infl_status bench_ekscorer_setup(infl_ctx *ctx, bench_fix *f, bench_work *w);
 infl_status bench_ekscorer_run(infl_ctx *ctx, bench_fix *f);
 void bench_ekpre_teardown(infl_ctx *ctx, bench_fix *f);
+
+// ---- language models (bench_lm.c) ----
+
+// Opens the fixture of a gpt run's attribution (the options' run, data, n, rows,
+// queries, query) and fills the report's header fields; bench_lm_close frees what only
+// it made (then the driver's fixture free).
+infl_status bench_lm_open(infl_ctx *ctx, bench_fix *f, const infl_bench_options *o, infl_bench_report *rep);
+void bench_lm_close(infl_ctx *ctx, bench_fix *f);
+extern const bench_phase_def bench_lm_phases[];
+extern const int bench_lm_nphases;
 
 #endif

@@ -32,7 +32,7 @@
 // Reads the queries and prepares their state: ghost factors per checkpoint and layer
 // (graddot, gradcos, tracin) or the preconditioned gradients V (if); their labels,
 // predictions and losses at the last checkpoint.
-static infl_status prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res) {
+infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res) {
     const infl_backend *be = ctx->be;
     const infl_rank_options *o = a->o;
     const infl_split_info *qi = a->query ? store_split_info(a->query) : NULL;
@@ -184,46 +184,48 @@ done:
     return rc;
 }
 
-// Adds checkpoint c's score terms of the sub-batch in a->work (b examples, already
-// through attrib_factors): into a->Sd (M, b) for layers scored by documents' gradients
-// (ATTRIB_DOCS) and, for the others, per token row into R ((M, rows), or (rows, M) for
-// --query-rank), which attrib_sum_rows sums per example. For T = 1, R is a->Sd itself.
-// rows_only: every layer per token row (the token shares).
-infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only) {
+// Adds checkpoint c's score terms of layer l for the sub-batch in a->work (b examples,
+// already through attrib_factors): into a->Sd (M, b) when the layer is scored by
+// documents' gradients (ATTRIB_DOCS) and, if not, per token row into R ((M, rows), or
+// (rows, M) for --query-rank), which attrib_sum_rows sums per example. For T = 1, R is
+// a->Sd itself. rows_only: the token-row form whatever the layer's path (the token shares).
+infl_status attrib_score_layer(infl_ctx *ctx, attrib *a, int c, int l, int b, int rows_only) {
     int M = a->M;
     const infl_model_work *w = a->work;
     int rz = w->rows;
     float *R = a->tokens ? a->R : a->Sd;
-    for (int l = 0; l < a->L; l++) {
-        const infl_linear *ly = &a->m->layer[l];
-        const float *Dl = w->D[l], *Al = w->A[l];
-        if (a->path[l] == ATTRIB_DOCS && !rows_only) {
-            // S += w_c G_Q G_Zᵀ: the documents' gradients formed a chunk at a time
-            size_t pl = infl_linear_size(ly);
-            const float *Q = attrib_contracts(a->o->method) ? a->V + a->m->loff[l] : a->qG[c * a->L + l];
-            int ldq = attrib_contracts(a->o->method) ? (int)a->m->lsize : (int)pl;
-            for (int i0 = 0; i0 < b; i0 += a->Bm) {
-                int n = b - i0 < a->Bm ? b - i0 : a->Bm;
-                FORWARD_IF_ERROR(score_doc_grads_layer(ctx, a->Gm, pl, NULL, ly, Dl, Al, w->row_off, i0, n));
-                FORWARD_IF_ERROR(ctx->be->sgemm(ctx, INFL_N, INFL_T, M, n, (int)pl, (float)a->weight[c], Q, ldq,
-                                                a->Gm, (int)pl, 1.0f, a->Sd + i0, b));
-            }
-            a->flops += score_doc_grads_flops(ly, rz) + 2.0 * M * b * (double)pl;
-        } else if (a->lowrank) {
-            FORWARD_IF_ERROR(score_lowrank_layer(ctx, R, a->X1, a->X2, ly, a->LF[l], a->RF[l], a->rl[l], Dl, Al, M, rz));
-            a->flops += score_lowrank_flops(ly, M, rz, a->rl[l]);
-        } else if (attrib_contracts(a->o->method)) {
-            FORWARD_IF_ERROR(
-                score_contract_layer(ctx, R, a->Gz, ly, a->V + a->m->loff[l], a->m->lsize, Dl, Al, M, rz));
-            a->flops += score_contract_flops(ly, M, rz);
-        } else {
-            int rq = a->tokens ? a->RQ : M;
-            FORWARD_IF_ERROR(score_ghost_rows_layer(ctx, R, a->T1, a->T2, ly, a->qD[c * a->L + l],
-                                                    a->qA[c * a->L + l], a->tokens ? a->EQ : NULL, M, rq, Dl, Al, rz,
-                                                    (float)a->weight[c]));
-            a->flops += score_ghost_rows_flops(ly, M, rq, rz);
+    const infl_linear *ly = &a->m->layer[l];
+    const float *Dl = w->D[l], *Al = w->A[l];
+    if (a->path[l] == ATTRIB_DOCS && !rows_only) {
+        // S += w_c G_Q G_Zᵀ: the documents' gradients formed a chunk at a time
+        size_t pl = infl_linear_size(ly);
+        const float *Q = attrib_contracts(a->o->method) ? a->V + a->m->loff[l] : a->qG[c * a->L + l];
+        int ldq = attrib_contracts(a->o->method) ? (int)a->m->lsize : (int)pl;
+        for (int i0 = 0; i0 < b; i0 += a->Bm) {
+            int n = b - i0 < a->Bm ? b - i0 : a->Bm;
+            FORWARD_IF_ERROR(score_doc_grads_layer(ctx, a->Gm, pl, NULL, ly, Dl, Al, w->row_off, i0, n));
+            FORWARD_IF_ERROR(ctx->be->sgemm(ctx, INFL_N, INFL_T, M, n, (int)pl, (float)a->weight[c], Q, ldq, a->Gm,
+                                            (int)pl, 1.0f, a->Sd + i0, b));
         }
+        a->flops += score_doc_grads_flops(ly, rz) + 2.0 * M * b * (double)pl;
+    } else if (a->lowrank) {
+        FORWARD_IF_ERROR(score_lowrank_layer(ctx, R, a->X1, a->X2, ly, a->LF[l], a->RF[l], a->rl[l], Dl, Al, M, rz));
+        a->flops += score_lowrank_flops(ly, M, rz, a->rl[l]);
+    } else if (attrib_contracts(a->o->method)) {
+        FORWARD_IF_ERROR(score_contract_layer(ctx, R, a->Gz, ly, a->V + a->m->loff[l], a->m->lsize, Dl, Al, M, rz));
+        a->flops += score_contract_flops(ly, M, rz);
+    } else {
+        int rq = a->tokens ? a->RQ : M;
+        FORWARD_IF_ERROR(score_ghost_rows_layer(ctx, R, a->T1, a->T2, ly, a->qD[c * a->L + l], a->qA[c * a->L + l],
+                                                a->tokens ? a->EQ : NULL, M, rq, Dl, Al, rz, (float)a->weight[c]));
+        a->flops += score_ghost_rows_flops(ly, M, rq, rz);
     }
+    return INFL_OK;
+}
+
+// Checkpoint c's score terms of every layer (attrib_score_layer).
+infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only) {
+    for (int l = 0; l < a->L; l++) FORWARD_IF_ERROR(attrib_score_layer(ctx, a, c, l, b, rows_only));
     return INFL_OK;
 }
 
@@ -258,7 +260,7 @@ void attrib_choose_paths(attrib *a) {
     }
 }
 
-static infl_rank_result *result_new(int M, int k) {
+infl_rank_result *attrib_result_new(int M, int k) {
     infl_rank_result *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->M = M;
@@ -341,7 +343,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     int64_t *cand = NULL;
     int M = a.M;
     GOTO_IF(ctx, o->top > a.N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training examples", o->top, a.N);
-    res = result_new(M, o->top);
+    res = attrib_result_new(M, o->top);
     GOTO_IF(ctx, !res, INFL_E_NOMEM, "out of memory for the results");
     res->N = a.N;
     res->checkpoints = a.nck;
@@ -377,7 +379,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     }
 
     double t0 = infl_now();
-    CHECK(prepare_queries(ctx, &a, res));
+    CHECK(attrib_prepare_queries(ctx, &a, res));
     res->seconds_prepare = infl_now() - t0;
 
     int64_t S = attrib_shard_rows(&a);
