@@ -310,6 +310,48 @@ Test(lm, ekfac_factors_are_token_covariances_and_document_lambda, .timeout = 300
     infl_ctx_free(ctx);
 }
 
+// The diagonal strategy: Λ = the mean over documents of each gradient entry squared,
+// in the layer's (d_out, d_in + 1) layout.
+Test(lm, diagonal_factors_are_the_mean_squared_document_gradient, .timeout = 300) {
+    setup_lm();
+    infl_ctx *ctx = tu_ctx();
+    const char *dpath = tu_path("lm_diag.h5");
+    infl_fit_options fo = infl_fit_options_default();
+    fo.run = run_path;
+    fo.fisher_empirical = 1;
+    fo.strategy = INFL_STRATEGY_DIAGONAL;
+    fo.force = 1;
+    cr_assert_eq(infl_fit(ctx, &fo, dpath, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_factors *fac;
+    cr_assert_eq(store_factors_read(ctx, dpath, &fac), INFL_OK);
+    ref r;
+    ref_open(ctx, &r);
+    int32_t *ztok, *zlen;
+    int64_t N = read_docs(ctx, tu_ref(2, data_path, "train"), &ztok, &zlen);
+    double *G = all_grads(ctx, &r, r.ncheck - 1, ztok, zlen, N);
+    for (int l = 0; l < r.m->nlayers; l++) {
+        const infl_linear *ly = &r.m->layer[l];
+        int din = ly->d_in, dout = ly->d_out, ni = infl_linear_ni(ly);
+        double *want = calloc((size_t)dout * ni, sizeof(double));
+        float *got = malloc((size_t)dout * ni * sizeof(float));
+        for (int64_t z = 0; z < N; z++) {
+            const double *gl = G + z * r.S + r.m->loff[l];
+            for (int i = 0; i < dout; i++)
+                for (int j = 0; j < ni; j++) {
+                    double v = j < din ? gl[(size_t)i * din + j] : gl[(size_t)dout * din + i];
+                    want[i * ni + j] += v * v / N;
+                }
+        }
+        for (int i = 0; i < dout * ni; i++) got[i] = (float)fac->lambda[l][i];
+        assert_close(got, want, (size_t)dout * ni, 1e-4, "diagonal lambda");
+        free(want), free(got);
+    }
+    free(G), free(ztok), free(zlen);
+    infl_factors_free(fac);
+    ref_close(ctx, &r);
+    infl_ctx_free(ctx);
+}
+
 // P(V) = Q_S [(Q_Sᵀ V Q_A) ⊘ (Λ + wd + λ)] Q_Aᵀ per layer, in the layer space, float64.
 static void ref_precondition(const ref *r, const infl_factors *f, double lambda, const double *g, double *out) {
     for (int l = 0; l < r->m->nlayers; l++) {
