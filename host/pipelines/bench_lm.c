@@ -167,7 +167,7 @@ infl_status bench_lm_open(infl_ctx *ctx, bench_fix *f, const infl_bench_options 
     for (int fam = 0; fam < 2; fam++)
         for (int l = 0; l < f->L; l++) {
             infl_bench_layer *y = &rep->layer[fam][l];
-            snprintf(y->name, sizeof y->name, "%s", f->m->layer[l].name);
+            snprintf(y->name, sizeof y->name, "%.*s", (int)sizeof y->name - 1, f->m->layer[l].name);
             y->d_in = f->m->layer[l].d_in;
             y->d_out = f->m->layer[l].d_out;
         }
