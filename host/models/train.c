@@ -71,3 +71,23 @@ int64_t infl_subset_compact(const infl_train_options *o, int64_t index0, int64_t
     }
     return m;
 }
+
+double infl_subset_cut(uint64_t seed, int draw, int64_t begin, int64_t n, double fraction) {
+    int64_t m = llround(fraction * (double)n);
+    m = m < 1 ? 1 : m > n ? n : m;
+    if (m == n) return 1.0;
+    // bisection on the cut t: count(t) = #{i : u_i < t} is a step function of t that
+    // climbs by one at each (distinct) draw; stop where it is m
+    double lo = 0.0, hi = 1.0;
+    for (int it = 0; it < 200; it++) {
+        double mid = 0.5 * (lo + hi);
+        if (mid <= lo || mid >= hi) break;
+        int64_t c = 0;
+        for (int64_t i = 0; i < n; i++)
+            c += infl_rng_uniform(seed, INFL_RNG_SUBSET, (uint64_t)(begin + i), (uint32_t)draw) < mid;
+        if (c == m) return mid;
+        if (c < m) lo = mid;
+        else hi = mid;
+    }
+    return hi;  // two draws equal to the last bit: the subset holds one more
+}

@@ -85,6 +85,13 @@ static inline int infl_subset_keeps(const infl_train_options *o, int64_t index) 
                o->subset_fraction;
 }
 
+// The cut t for which exactly round(fraction · n) of the rows [begin, begin + n) have
+// uniform(seed, SUBSET, i, draw) < t: with subset_fraction = t, infl_subset_keeps keeps
+// a subset of exactly that size (the lds's subsets are all of one size, as TRAK's are:
+// a subset's size would otherwise move every query's loss and look like influence).
+// O(n) draws per bisection step, no memory.
+double infl_subset_cut(uint64_t seed, int draw, int64_t begin, int64_t n, double fraction);
+
 typedef struct {
     double tol;        // stop when |∇R| <= tol (2-norm)
     int max_iters;     // Newton iterations

@@ -4,7 +4,8 @@
  *
  * Model k (k < models) is the run's model trained again, with the run's recorded
  * training options, on the subset S_k of its train split that keeps row i when
- * uniform(seed, SUBSET, i, k) < fraction (the counter generator: no subset is ever
+ * uniform(seed, SUBSET, i, k) < t_k, the cut t_k for which S_k holds exactly
+ * round(fraction · N) rows (infl_subset_cut; the counter generator: no subset is ever
  * stored; the trainers keep a shard's rows of S_k as they read it, models/train.h).
  * An MLP's or a GPT's run: a GPT's rows are its documents, and its output on a query
  * document is the document's loss (the sum of its next-token losses, the seam's
@@ -192,9 +193,10 @@ done:
 
 // ---- scoring the methods ----
 
-// pred (models, M) = Σ_{i ∈ S_k} scores[q, i], streamed by columns.
+// pred (models, M) = Σ_{i ∈ S_k} scores[q, i], streamed by columns; S_k the rows whose
+// draw is below cut[k].
 static infl_status predictions(infl_ctx *ctx, infl_scr *sc, int models, int M, int64_t N, int64_t begin,
-                               double fraction, uint64_t seed, double *pred) {
+                               const double *cut, uint64_t seed, double *pred) {
     const int64_t C = 4096;
     float *blk = infl_malloc(ctx, (size_t)M * C * sizeof(float), "a block of scores");
     if (!blk) return INFL_E_NOMEM;
@@ -205,7 +207,7 @@ static infl_status predictions(infl_ctx *ctx, infl_scr *sc, int models, int M, i
         CHECK(store_scores_read_cols(ctx, sc, c0, n, blk));
         for (int64_t j = 0; j < n; j++)
             for (int k = 0; k < models; k++) {
-                if (!(infl_rng_uniform(seed, INFL_RNG_SUBSET, (uint64_t)(begin + c0 + j), (uint32_t)k) < fraction))
+                if (!(infl_rng_uniform(seed, INFL_RNG_SUBSET, (uint64_t)(begin + c0 + j), (uint32_t)k) < cut[k]))
                     continue;
                 double *pk = pred + (size_t)k * M;
                 for (int q = 0; q < M; q++) pk[q] += blk[(size_t)q * n + j];
@@ -294,7 +296,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     memset(&st, 0, sizeof st);
     float *qx = NULL, *qyf = NULL;
     int32_t *qy = NULL;
-    double *pred = NULL, *ra = NULL, *rb = NULL, *col = NULL, *tru = NULL;
+    double *pred = NULL, *cut = NULL, *ra = NULL, *rb = NULL, *col = NULL, *tru = NULL;
     stats_pair *idx = NULL;
     char tmprun[4200] = "";
     infl_status rc = INFL_OK;
@@ -371,6 +373,13 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     st.output_margin = o->output_margin;
     st.epochs = to.epochs;
     CHECK(fingerprint(ctx, run, &to, st.fingerprint, sizeof st.fingerprint));
+    // subsets of exactly round(fraction · N) rows (older state files drew each row alone:
+    // their fingerprint lacks this and they are not resumed into the new subsets)
+    snprintf(st.fingerprint + strlen(st.fingerprint), sizeof st.fingerprint - strlen(st.fingerprint),
+             ", subsets of %lld", (long long)llround(o->fraction * (double)N));
+    cut = infl_malloc(ctx, (size_t)o->models * sizeof(double), "the subsets");
+    GOTO_NOMEM_IF(!cut);
+    for (int k = 0; k < o->models; k++) cut[k] = infl_subset_cut(o->seed, k, tbegin, N, o->fraction);
     st.outputs = infl_calloc(ctx, (size_t)o->models * M, sizeof(double), "the outputs");
     st.done = infl_calloc(ctx, (size_t)o->models, sizeof(int32_t), "the state");
     GOTO_NOMEM_IF(!st.outputs || !st.done);
@@ -397,6 +406,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);
         infl_train_options tk = to;
         tk.subset_draw = k;
+        tk.subset_fraction = cut[k];  // exactly round(fraction · N) rows
         tk.seed = o->seed * 1000003ull + (uint64_t)k + 1;  // another initialisation and order per model
         infl_progress_fn saved = ctx->progress;  // the trainer's progress would replace ours
         ctx->progress = NULL;
@@ -444,7 +454,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         CHECK(store_scores_open(ctx, o->scores[m], &sc));
         snprintf(res->method[m], sizeof res->method[m], "%s",
                  *store_scores_attr(sc, "method") ? store_scores_attr(sc, "method") : o->scores[m]);
-        CHECK(predictions(ctx, sc, o->models, M, N, tbegin, o->fraction, o->seed, pred));
+        CHECK(predictions(ctx, sc, o->models, M, N, tbegin, cut, o->seed, pred));
         store_scores_close(sc);
         sc = NULL;
         double sum = 0, sum2 = 0;
@@ -483,6 +493,7 @@ done:
     free(qy);
     free(qyf);
     free(pred);
+    free(cut);
     free(ra);
     free(rb);
     free(col);

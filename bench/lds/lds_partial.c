@@ -7,7 +7,7 @@
  * better model for every query: a method whose scores share a positive part over all training
  * rows is rewarded for counting rows. The partial correlation (of the ranks, with the ranks of
  * |S_k| partialled out) removes that. Only the models marked done are used.
- *   gcc -O2 -Ihost -I/usr/include/hdf5/serial bench/lds_partial.c \
+ *   gcc -O2 -Ihost -I/usr/include/hdf5/serial bench/lds/lds_partial.c \
  *       -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -lm -o build/lds_partial
  *   build/lds_partial STATE.h5 SEED FRACTION BEGIN SCORES.h5 ...
  * (BEGIN: the first training row of the run's data, e.g. 0 for /train[0:4000].)

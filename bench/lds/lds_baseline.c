@@ -4,7 +4,7 @@
  * that does not depend on the query: "const" (1 for every row: the prediction is minus the
  * subset's size) or "len" (the tokens of the document the GPT was trained on, min(len + 1,
  * context)), and sets @method to baseline-<kind>. A method should beat both.
- *   gcc -O2 -I/usr/include/hdf5/serial bench/lds_baseline.c \
+ *   gcc -O2 -I/usr/include/hdf5/serial bench/lds/lds_baseline.c \
  *       -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -o build/lds_baseline
  *   cp s_graddot.h5 s_const.h5 && build/lds_baseline s_const.h5 const fortunes.h5 FIRST_DOC CONTEXT
  */
