@@ -698,3 +698,23 @@ Test(lds, gpt_judges_the_scores_of_rank, .timeout = 300) {
     }
     infl_lds_result_free(r);
 }
+
+// Every subset holds exactly round(fraction · n) rows, whatever the range, draw and seed.
+Test(lds, subsets_are_of_one_size) {
+    const int64_t ns[] = {1, 7, 100, 4001};
+    const double fr[] = {0.1, 0.5, 0.77};
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 3; b++)
+            for (int draw = 0; draw < 5; draw++) {
+                int64_t n = ns[a], begin = 13 * draw, kept = 0, want = llround(fr[b] * (double)n);
+                want = want < 1 ? 1 : want;
+                double t = infl_subset_cut(99, draw, begin, n, fr[b]);
+                infl_train_options o = infl_train_options_default();
+                o.subset_fraction = t;
+                o.subset_seed = 99;
+                o.subset_draw = draw;
+                for (int64_t i = 0; i < n; i++) kept += infl_subset_keeps(&o, begin + i);
+                cr_assert_eq(kept, want, "n %lld, fraction %g, draw %d: %lld rows kept", (long long)n, fr[b], draw,
+                             (long long)kept);
+            }
+}
