@@ -29,6 +29,7 @@ infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int
     GOTO_NOMEM_IF(!tok || !len || !hS || !hT || !zn);
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         int b = n - i0 < B ? (int)(n - i0) : B;
+        GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
         for (int i = 0; i < b; i++)
             CHECK(store_split_read_docs(ctx, a->train, rows[i0 + i], 1, T, 0, tok + (size_t)i * T, len + i, NULL));
         infl_batch bt = {.b = b, .index0 = begin + rows[i0], .tok = tok, .T = T, .len = len};

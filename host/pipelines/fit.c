@@ -131,6 +131,8 @@ static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA
             int b, cur;
             CHECK(infl_stage_next(ctx, &F->st, &r0, &b, &cur));
             if (b == 0) break;
+            // a shard can be long (a language model's): Ctrl-C and SIGTERM between sub-batches too
+            GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
             infl_batch bt = infl_stage_batch(&F->st, cur, b, begin + sh->row0 + r0, labels);
             for (int draw = 0; draw < F->draws; draw++) {
                 CHECK(fit_factors(F, &bt, draw));

@@ -152,6 +152,8 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
             int b, cur;
             CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
             if (b == 0) break;
+            // a shard can be long (a language model's): Ctrl-C and SIGTERM between sub-batches too
+            GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
             infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
             for (int c = 0; c < a.nck; c++) {
                 CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
