@@ -352,6 +352,39 @@ Test(lm, diagonal_factors_are_the_mean_squared_document_gradient, .timeout = 300
     infl_ctx_free(ctx);
 }
 
+// K-FAC's Λ over documents: λ_S ⊗ λ_A of the per-token covariances times the mean token
+// positions of a document, so that it is per document as EK-FAC's is.
+Test(lm, kfac_lambda_is_per_document, .timeout = 300) {
+    setup_lm();
+    infl_ctx *ctx = tu_ctx();
+    const char *kpath = tu_path("lm_kfac.h5");
+    infl_fit_options fo = infl_fit_options_default();
+    fo.run = run_path;
+    fo.fisher_empirical = 1;
+    fo.strategy = INFL_STRATEGY_KFAC;
+    fo.force = 1;
+    cr_assert_eq(infl_fit(ctx, &fo, kpath, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_factors *f;
+    cr_assert_eq(store_factors_read(ctx, kpath, &f), INFL_OK);
+    int32_t *tok, *len;
+    int64_t N = read_docs(ctx, tu_ref(2, data_path, "train"), &tok, &len), rows = 0;
+    for (int64_t i = 0; i < N; i++) rows += len[i] + 1 < CTX ? len[i] + 1 : CTX;
+    double tbar = (double)rows / (double)N;
+    cr_assert(tbar > 2, "documents of %.2f positions", tbar);
+    for (int l = 0; l < f->L; l++) {
+        int ni = infl_linear_ni(&f->layer[l]), no = f->layer[l].d_out;
+        for (int i = 0; i < no; i++)
+            for (int j = 0; j < ni; j++) {
+                double want = tbar * f->S_vals[l][i] * f->A_vals[l][j], got = f->lambda[l][(size_t)i * ni + j];
+                cr_assert(fabs(got - want) <= 1e-9 * fabs(want) + 1e-300, "layer %d (%d, %d): %g, expected %g", l, i, j,
+                          got, want);
+            }
+    }
+    free(tok), free(len);
+    infl_factors_free(f);
+    infl_ctx_free(ctx);
+}
+
 // P(V) = Q_S [(Q_Sᵀ V Q_A) ⊘ (Λ + wd + λ)] Q_Aᵀ per layer, in the layer space, float64.
 static void ref_precondition(const ref *r, const infl_factors *f, double lambda, const double *g, double *out) {
     for (int l = 0; l < r->m->nlayers; l++) {

@@ -12,7 +12,8 @@
  * never changes them; with `samples` > 1 each example draws that many, draw d under
  * the key seed ⊕ d·0x9E3779B97F4A7C15, and S and Λ average over them) or at the
  * data's targets (empirical Fisher). Strategies: kfac stops after the
- * eigendecomposition (Λ = λ_S ⊗ λ_A); diagonal skips pass 1 (identity bases, so
+ * eigendecomposition (Λ = λ_S ⊗ λ_A, times the mean token rows of a document for a
+ * language model, so that Λ is per document as EK-FAC's is); diagonal skips pass 1 (identity bases, so
  * pass 2 gives the Fisher's diagonal); identity needs no data (Λ = 1).
  */
 #include <inttypes.h>
@@ -392,10 +393,15 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
         }
     }
     if (o->strategy == INFL_STRATEGY_KFAC) {
+        // documents: the covariances are per token, Λ per document (as EK-FAC's is): a
+        // document's gradient sums T tokens' outer products, so under K-FAC's independence
+        // E[(q_Sᵀ G q_A)²] ≈ T̄ λ_S λ_A with T̄ the mean token rows of a document (1 for rows)
+        double tbar = F.tokens && F.N > 0 ? (double)F.rows_seen / (double)F.N : 1.0;
         for (int l = 0; l < L; l++) {
             int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
             for (int i = 0; i < no; i++)
-                for (int j = 0; j < ni; j++) f->lambda[l][(size_t)i * ni + j] = f->S_vals[l][i] * f->A_vals[l][j];
+                for (int j = 0; j < ni; j++)
+                    f->lambda[l][(size_t)i * ni + j] = tbar * f->S_vals[l][i] * f->A_vals[l][j];
         }
     } else {
         // pass 2: Λ in the eigenbases (identity for diagonal)
