@@ -25,6 +25,18 @@
 
 static char data_path[512], run_path[512], fac_path[512];
 
+// Fits the tiny GPT's factors by a strategy (empirical Fisher) into path (on ctx's
+// backend); with out, reads them back.
+static void fit_lm(infl_ctx *ctx, infl_strategy strategy, const char *path, infl_factors **out) {
+    infl_fit_options fo = infl_fit_options_default();
+    fo.run = run_path;
+    fo.fisher_empirical = 1;
+    fo.strategy = strategy;
+    fo.force = 1;
+    cr_assert_eq(infl_fit(ctx, &fo, path, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    if (out) cr_assert_eq(store_factors_read(ctx, path, out), INFL_OK, "%s", infl_ctx_error(ctx));
+}
+
 // Documents of 3 to 40 bytes (some longer than the context), imported with the bytes
 // tokenizer; a 1-block GPT trained briefly with 3 checkpoints; its EK-FAC factors
 // (empirical Fisher, so the reference can use the data's targets).
@@ -58,11 +70,7 @@ static void setup_lm(void) {
     o.checkpoint_every = 4;
     o.force = 1;
     cr_assert_eq(infl_train(ctx, &o, run_path, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_fit_options fo = infl_fit_options_default();
-    fo.run = run_path;
-    fo.fisher_empirical = 1;
-    fo.force = 1;
-    cr_assert_eq(infl_fit(ctx, &fo, fac_path, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    fit_lm(ctx, INFL_STRATEGY_EKFAC, fac_path, NULL);
     infl_ctx_free(ctx);
 }
 
@@ -315,15 +323,8 @@ Test(lm, ekfac_factors_are_token_covariances_and_document_lambda, .timeout = 300
 Test(lm, diagonal_factors_are_the_mean_squared_document_gradient, .timeout = 300) {
     setup_lm();
     infl_ctx *ctx = tu_ctx();
-    const char *dpath = tu_path("lm_diag.h5");
-    infl_fit_options fo = infl_fit_options_default();
-    fo.run = run_path;
-    fo.fisher_empirical = 1;
-    fo.strategy = INFL_STRATEGY_DIAGONAL;
-    fo.force = 1;
-    cr_assert_eq(infl_fit(ctx, &fo, dpath, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_factors *fac;
-    cr_assert_eq(store_factors_read(ctx, dpath, &fac), INFL_OK);
+    fit_lm(ctx, INFL_STRATEGY_DIAGONAL, tu_path("lm_diag.h5"), &fac);
     ref r;
     ref_open(ctx, &r);
     int32_t *ztok, *zlen;
@@ -357,15 +358,8 @@ Test(lm, diagonal_factors_are_the_mean_squared_document_gradient, .timeout = 300
 Test(lm, kfac_lambda_is_per_document, .timeout = 300) {
     setup_lm();
     infl_ctx *ctx = tu_ctx();
-    const char *kpath = tu_path("lm_kfac.h5");
-    infl_fit_options fo = infl_fit_options_default();
-    fo.run = run_path;
-    fo.fisher_empirical = 1;
-    fo.strategy = INFL_STRATEGY_KFAC;
-    fo.force = 1;
-    cr_assert_eq(infl_fit(ctx, &fo, kpath, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_factors *f;
-    cr_assert_eq(store_factors_read(ctx, kpath, &f), INFL_OK);
+    fit_lm(ctx, INFL_STRATEGY_KFAC, tu_path("lm_kfac.h5"), &f);
     int32_t *tok, *len;
     int64_t N = read_docs(ctx, tu_ref(2, data_path, "train"), &tok, &len), rows = 0;
     for (int64_t i = 0; i < N; i++) rows += len[i] + 1 < CTX ? len[i] + 1 : CTX;
@@ -734,11 +728,7 @@ Test(lm_cuda, fit_rank_and_self_match_cpu, .timeout = 300) {
     store_split_close(s);
     char fac2[600];
     snprintf(fac2, sizeof fac2, "%s", tu_path("lm_fac_cuda.h5"));
-    infl_fit_options fo = infl_fit_options_default();
-    fo.run = run_path;
-    fo.fisher_empirical = 1;
-    fo.force = 1;
-    OK(p.c[1], infl_fit(p.c[1], &fo, fac2, NULL));
+    fit_lm(p.c[1], INFL_STRATEGY_EKFAC, fac2, NULL);
     const struct {
         infl_method m;
         int form, rank;
