@@ -40,6 +40,14 @@ static void index_free(bm25_index *ix) {
     free(ix->post);
 }
 
+// The distinct tokens of a query into seen (returned: how many), each one's count in cnt.
+static int distinct_tokens(const int32_t *tok, int len, int32_t *cnt, int32_t *seen) {
+    int nd = 0;
+    for (int j = 0; j < len; j++)
+        if (cnt[tok[j]]++ == 0) seen[nd++] = tok[j];
+    return nd;
+}
+
 // Builds the inverted list of the queries. cnt (vocab) is zeroed scratch, returned zeroed;
 // seen (max qlen) scratch.
 static infl_status index_build(infl_ctx *ctx, bm25_index *ix, int32_t *cnt, int32_t *seen,
@@ -49,11 +57,7 @@ static infl_status index_build(infl_ctx *ctx, bm25_index *ix, int32_t *cnt, int3
     GOTO_NOMEM_IF(!ix->head);
     // distinct tokens of each query, counted per token into head[t + 1]
     for (int q = 0; q < nq; q++) {
-        int nd = 0;
-        for (int j = 0; j < qlen[q]; j++) {
-            int32_t t = qtok[q][j];
-            if (cnt[t]++ == 0) seen[nd++] = t;
-        }
+        int nd = distinct_tokens(qtok[q], qlen[q], cnt, seen);
         for (int d = 0; d < nd; d++) {
             ix->head[seen[d] + 1]++;
             cnt[seen[d]] = 0;
@@ -65,11 +69,7 @@ static infl_status index_build(infl_ctx *ctx, bm25_index *ix, int32_t *cnt, int3
     GOTO_NOMEM_IF(!ix->post);
     // fill: head[t] runs ahead as a cursor and is shifted back after
     for (int q = 0; q < nq; q++) {
-        int nd = 0;
-        for (int j = 0; j < qlen[q]; j++) {
-            int32_t t = qtok[q][j];
-            if (cnt[t]++ == 0) seen[nd++] = t;
-        }
+        int nd = distinct_tokens(qtok[q], qlen[q], cnt, seen);
         for (int d = 0; d < nd; d++) {
             int32_t t = seen[d];
             ix->post[ix->head[t]++] = (bm25_post){.q = q, .qtf = cnt[t], .w = 0};
