@@ -600,7 +600,10 @@ Test(lds, gpt_records_document_losses_deterministically_and_resumes, .timeout = 
     // the truth of model 1: the loss of each query document of the GPT trained on S_1
     // (its initialisation and order seeded seed · 1000003 + k + 1, lds.c)
     infl_train_options tk = to;
-    tk.subset_fraction = o.fraction;
+    infl_split *ts = tu_open_split(ctx, tu_ref(2, data, "train"));
+    // the subset of exactly round(fraction · N) documents model 1 was trained on
+    tk.subset_fraction = infl_subset_cut(o.seed, 1, store_split_info(ts)->begin, store_split_info(ts)->n, o.fraction);
+    store_split_close(ts);
     tk.subset_seed = o.seed;
     tk.subset_draw = 1;
     tk.seed = o.seed * 1000003ull + 2;

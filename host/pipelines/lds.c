@@ -376,7 +376,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     // subsets of exactly round(fraction · N) rows (older state files drew each row alone:
     // their fingerprint lacks this and they are not resumed into the new subsets)
     snprintf(st.fingerprint + strlen(st.fingerprint), sizeof st.fingerprint - strlen(st.fingerprint),
-             ", subsets of %lld", (long long)llround(o->fraction * (double)N));
+             ", subsets of one size");
     cut = infl_malloc(ctx, (size_t)o->models * sizeof(double), "the subsets");
     GOTO_NOMEM_IF(!cut);
     for (int k = 0; k < o->models; k++) cut[k] = infl_subset_cut(o->seed, k, tbegin, N, o->fraction);
