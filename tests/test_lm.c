@@ -591,6 +591,11 @@ Test(lm, bad_queries_get_clear_errors, .timeout = 300) {
     o.token_shares = 1;
     cr_assert_eq(infl_rank(ctx, &o, &r), INFL_E_ARG);
     cr_assert(strstr(infl_ctx_error(ctx), "language models"), "%s", infl_ctx_error(ctx));
+    o.token_shares = 0;
+    o.top = 2;
+    o.prefilter_bm25 = 5;
+    cr_assert_eq(infl_rank(ctx, &o, &r), INFL_E_ARG);
+    cr_assert(strstr(infl_ctx_error(ctx), "language models"), "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
 }
 

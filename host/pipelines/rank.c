@@ -343,6 +343,8 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     int64_t *cand = NULL;
     int M = a.M;
     GOTO_IF(ctx, o->top > a.N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training examples", o->top, a.N);
+    GOTO_IF(ctx, (o->rerank || o->prefilter_bm25) && !a.tokens, INFL_E_ARG,
+            "%s: --prefilter and --rerank choose among documents: they serve language models (a gpt run)", o->run);
     res = attrib_result_new(M, o->top);
     GOTO_IF(ctx, !res, INFL_E_NOMEM, "out of memory for the results");
     res->N = a.N;
