@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "models/model.h"
 #include "pipelines/attrib.h"
+#include "store/h5util.h"
 #include "store/store.h"
 #include "cudapair.h"
 #include "testutil.h"
@@ -537,8 +538,19 @@ Test(lm, completion_queries_measure_only_the_completion, .timeout = 300) {
     o.ntext = 1;
     o.prompt = pp;
     o.completion = cc;
+    o.output = tu_path("lm_text_scores.h5");
+    o.force = 1;
     infl_rank_result *res;
     float *S = rank_full(ctx, &o, 1, N, &res);
+    // the scores file records what was measured
+    hid_t h = H5Fopen(o.output, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(h >= 0);
+    char got[64];
+    cr_assert_eq(h5u_attr_str(ctx, o.output, h, "/", "prompt_0", got, sizeof got), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_str_eq(got, prompt);
+    cr_assert_eq(h5u_attr_str(ctx, o.output, h, "/", "completion_0", got, sizeof got), INFL_OK);
+    cr_assert_str_eq(got, completion);
+    H5Fclose(h);
     double *GZ = all_grads(ctx, &r, c, ztok, zlen, N), *want = malloc((size_t)N * sizeof(double));
     for (int64_t z = 0; z < N; z++) want[z] = dot(gc, GZ + z * r.S, r.S);
     assert_close(S, want, (size_t)N, 2e-4, "completion query");

@@ -348,7 +348,7 @@ int cmd_rank(int argc, char **argv) {
         {"prefilter", 0, ARG_STR, &prefilter, "bm25:K",
          "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
-         "with --query-rank: score every document at that rank, then the best K of each side at full rank"},
+         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
          "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},

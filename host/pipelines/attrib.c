@@ -172,6 +172,8 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     infl_status rc = INFL_OK;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
     RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_DIAGONAL, INFL_E_ARG, "unknown method %d", (int)o->method);
+    RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG,
+              "score form %d: expected 0 (auto), 1 (token rows) or 2 (documents' gradients)", o->score_form);
     if (attrib_is_ekfac(o->method)) {
         RETURN_IF(ctx, !o->factors || !*o->factors, INFL_E_ARG,
                   "--method %s needs --factors factors.h5 (made by infl fit --strategy %s)", infl_method_name(o->method),
@@ -186,8 +188,6 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
-    RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG, "score form %d: expected 0 (auto), 1 (token rows) or 2 "
-              "(documents' gradients)", o->score_form);
     a->tokens = a->m->tokens;
     if (a->tokens) a->ctxT = a->m->spec.gpt.context;
     GOTO_IF(ctx, !a->tokens && (o->ntext > 0 || o->token_shares), INFL_E_ARG,
@@ -287,7 +287,10 @@ static int token_batch(const attrib *a, int M) {
 }
 
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence) {
-    if (a->B <= 0) a->B = a->tokens ? token_batch(a, M) : 1024;  // train examples per forward/backward and score block
+    // train examples per forward/backward and score block; a language model's within its
+    // token-row budget whatever the caller asked (--query-rank's blocks count rows too)
+    if (a->B <= 0) a->B = a->tokens ? token_batch(a, M) : 1024;
+    if (a->tokens && a->B > token_batch(a, M)) a->B = token_batch(a, M);
     if (a->o->shard_rows > 0 && a->o->shard_rows < a->B) a->B = (int)a->o->shard_rows;
     int B = a->B;
     int64_t rows = attrib_max_rows(a), rq = a->tokens ? (a->RQ > M ? a->RQ : M) : M;
@@ -312,10 +315,12 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
             FORWARD_IF_ERROR(infl_be_alloc_hint(ctx, (void **)&a->R, (size_t)M * rows * sizeof(float), what, hint));
         }
     }
-    if (a->tokens) {
+    if (a->tokens && M > 0) {
         FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &a->EZ, (size_t)B * rows, "token-row sums"));
         a->hEZ = infl_malloc(ctx, (size_t)B * rows * sizeof(float), "token-row sums");
         if (!a->hEZ) return INFL_E_NOMEM;
+    }
+    if (a->tokens) {
         // per-document gradients of a chunk of documents: within 16 Mi floats
         size_t pl = infl_model_max_layer_size(a->m);
         int64_t bm = (int64_t)(16777216 / (pl ? pl : 1));
@@ -415,6 +420,20 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
     FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "run", o->run));
     FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "train", store_split_ref(a->train)));
     if (a->query) FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "query", store_split_ref(a->query)));
+    if (!a->query && a->qprompt) {
+        // text queries: what was measured (the prompts and completions, given or greedy)
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "query", "text (prompt_Q, completion_Q)"));
+        for (int q = 0; q < a->M && q < 1000; q++) {
+            char name[32];
+            snprintf(name, sizeof name, "prompt_%d", q);
+            FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, name, a->qprompt[q]));
+            snprintf(name, sizeof name, "completion_%d", q);
+            FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, name, a->qcompletion[q]));
+        }
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "gen_tokens", (double)o->complete_tokens));
+    }
+    if (o->prefilter_bm25) FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "prefilter_bm25", (double)o->prefilter_bm25));
+    if (o->rerank) FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "rerank", (double)o->rerank));
     FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "infl_version_string", INFL_VERSION_STRING));
     for (int c = 0; c < a->nck && strlen(buf) < sizeof buf - 40; c++)
         snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", c ? "," : "",

@@ -76,9 +76,16 @@ static int by_row(const void *x, const void *y) {
     int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
     return (a > b) - (a < b);
 }
+// Best first (top-k) or worst first (bottom-k); equal scores by the lower index on both
+// sides, as the streamed top-k orders them (sched/topk.c).
 static int by_score_desc(const void *x, const void *y) {
     const scored *a = x, *b = y;
     if (a->s != b->s) return a->s > b->s ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+static int by_score_asc(const void *x, const void *y) {
+    const scored *a = x, *b = y;
+    if (a->s != b->s) return a->s < b->s ? -1 : 1;
     return (a->i > b->i) - (a->i < b->i);
 }
 
@@ -127,13 +134,16 @@ infl_status attrib_rank_candidates(infl_ctx *ctx, attrib *a, const int64_t *cand
             int64_t at = (int64_t *)bsearch(&r, u, (size_t)nu, sizeof(int64_t), by_row) - u;
             t[n++] = (scored){S[(size_t)q * nu + at], r};
         }
-        qsort(t, (size_t)n, sizeof(scored), by_score_desc);
         GOTO_IF(ctx, n < k, INFL_E_ARG, "query %d has %d candidates; --top %d asks for more", q, n, k);
+        qsort(t, (size_t)n, sizeof(scored), by_score_desc);
         for (int j = 0; j < k; j++) {
             res->top_index[(size_t)q * k + j] = begin + t[j].i;
             res->top_score[(size_t)q * k + j] = t[j].s;
-            res->bottom_index[(size_t)q * k + j] = begin + t[n - 1 - j].i;
-            res->bottom_score[(size_t)q * k + j] = t[n - 1 - j].s;
+        }
+        qsort(t, (size_t)n, sizeof(scored), by_score_asc);
+        for (int j = 0; j < k; j++) {
+            res->bottom_index[(size_t)q * k + j] = begin + t[j].i;
+            res->bottom_score[(size_t)q * k + j] = t[j].s;
         }
     }
 done:

@@ -101,7 +101,7 @@ infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
             GOTO_IF(ctx, !isfinite(qn[q]), INFL_E_NUMERIC,
                     "%s: checkpoint %s: the gradient of query %" PRId64 " is not finite (NaN or Inf): the checkpoint "
                     "may have diverged",
-                    o->run, store_run_checkpoint(a->run, a->ck[c])->name, qi->begin + q);
+                    o->run, store_run_checkpoint(a->run, a->ck[c])->name, (qi ? qi->begin : 0) + q);
         if (o->method == INFL_METHOD_GRADCOS) {
             a->qinv = calloc((size_t)M, sizeof(double));
             GOTO_IF(ctx, !a->qinv, INFL_E_NOMEM, "out of memory");
