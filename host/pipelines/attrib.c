@@ -343,13 +343,6 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     return INFL_OK;
 }
 
-infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd) {
-    if (a->tokens)
-        return infl_reader_start_docs(ctx, a->train, S, 2, 0, -1, a->ctxT, infl_be_host_alloc_hook,
-                                      infl_be_host_free_hook, ctx, rd);
-    return infl_reader_start(ctx, a->train, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx, rd);
-}
-
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
     return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
 }

@@ -93,9 +93,6 @@ infl_status attrib_lm_queries(infl_ctx *ctx, attrib *a);
 // shard is then one sub-batch either way).
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
 int64_t attrib_shard_rows(const attrib *a);
-// infl_reader_start on the train split with shards of S rows in the backend's host
-// memory (pinned on CUDA).
-infl_status attrib_reader_start(infl_ctx *ctx, attrib *a, int64_t S, infl_reader **rd);
 // Forward and backward of a batch at checkpoint c: per-example factors in work.
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work);
 // Per-example squared gradient norms of the last backward (host out (b)), times wgt,

@@ -27,7 +27,6 @@
 #include "estimators/score.h"
 #include "models/model.h"
 #include "models/train.h"
-#include "sched/reader.h"
 #include "sched/stage.h"
 #include "store/store.h"
 
@@ -99,106 +98,102 @@ static infl_status flush(fitter *F, int pass, double **hA, double **hS, double *
     return INFL_OK;
 }
 
-// One streamed pass over the split: pass 1 accumulates A and S, pass 2 Λ with the
-// rotation p (identity bases for diagonal: p NULL means Q = I).
-static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA, double **hS, double **hL) {
-    infl_ctx *ctx = F->ctx;
+// One streamed sub-batch of a pass (infl_stage_stream): its terms into the backend
+// accumulators; each shard's flush adds them to the float64 sums.
+typedef struct {
+    fitter *F;
+    int pass;
+    const ekfac_pre *p;
+    double **hA, **hS, **hL;
+} fit_stream;
+
+static infl_status fit_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
+    (void)sh;
+    (void)r0;
+    fit_stream *fs = user;
+    fitter *F = fs->F;
     const infl_backend *be = ctx->be;
     const infl_model *m = F->m;
-    const int64_t begin = store_split_info(F->split)->begin;
+    const int pass = fs->pass, b = bt->b;
+    const ekfac_pre *p = fs->p;
+    for (int draw = 0; draw < F->draws; draw++) {
+        FORWARD_IF_ERROR(fit_factors(F, bt, draw));
+        // covariances over token rows; Λ over the examples' (documents') gradients
+        const int rows = F->work->rows;
+        if (pass == 1 && draw == 0) F->rows_seen += rows;
+        for (int l = 0; l < m->nlayers; l++) {
+            const infl_linear *ly = &m->layer[l];
+            int din = ly->d_in, ni = infl_linear_ni(ly), dout = ly->d_out;
+            const float *Dl = F->work->D[l], *Al = F->work->A[l];
+            if (pass == 1) {
+                // S += ΔᵀΔ / draws; A[:din, :din] += AᵀA; with a bias A[din, :din] += 1ᵀA (once)
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, rows, 1.0f / F->draws, Dl, dout, Dl, dout,
+                                           1.0f, F->accS[l], dout));
+                F->flops += 2.0 * rows * (double)dout * dout;
+                if (draw == 0) {
+                    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, din, din, rows, 1.0f, Al, din, Al, din, 1.0f,
+                                               F->accA[l], ni));
+                    if (ly->bias)
+                        FORWARD_IF_ERROR(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, rows, din, 1.0f, 1.0f));
+                    F->flops += 2.0 * rows * (double)din * din + (double)rows * din;
+                }
+            } else {
+                float *DQ = F->DQ, *AQ = F->AQ;
+                if (p) {
+                    FORWARD_IF_ERROR(ekfac_rotate(ctx, DQ, AQ, p, l, Dl, Al, rows));
+                    F->flops += 2.0 * rows * ((double)dout * dout + (double)din * ni);
+                } else {
+                    FORWARD_IF_ERROR(ekfac_identity_factors(ctx, DQ, AQ, ly, Dl, Al, rows));
+                }
+                if (F->tokens) {
+                    // Λ += Σ_docs (Q_Sᵀ G_z Q_A)^∘2 with G_z = Σ_t δ_t ã_tᵀ: each document's rotated
+                    // gradient DQ_zᵀ AQ_z (d_out, ni), squared, summed over the documents
+                    infl_linear rot = {.d_in = ni, .d_out = dout, .bias = 0};
+                    size_t n2 = (size_t)dout * ni;
+                    for (int i0 = 0; i0 < b; i0 += F->Bm) {
+                        int n = b - i0 < F->Bm ? b - i0 : F->Bm;
+                        FORWARD_IF_ERROR(
+                            score_doc_grads_layer(ctx, F->Gd, n2, NULL, &rot, DQ, AQ, F->work->row_off, i0, n));
+                        FORWARD_IF_ERROR(be->mul(ctx, F->Gd, F->Gd, F->Gd, (size_t)n * n2));
+                        FORWARD_IF_ERROR(be->col_sum(ctx, F->accL[l], F->Gd, n, (int)n2, 1.0f / F->draws, 1.0f));
+                    }
+                    F->flops += 2.0 * rows * (double)n2 + 2.0 * b * (double)n2;
+                    continue;
+                }
+                FORWARD_IF_ERROR(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
+                FORWARD_IF_ERROR(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_T, INFL_N, dout, ni, b, 1.0f / F->draws, DQ, dout, AQ, ni, 1.0f,
+                                           F->accL[l], ni));
+                F->flops += 2.0 * b * (double)dout * ni + (double)b * (dout + ni);
+            }
+        }
+    }
+    return INFL_OK;
+}
+
+static infl_status fit_shard(infl_ctx *ctx, void *user, const infl_shard *sh) {
+    (void)ctx;
+    (void)sh;
+    fit_stream *fs = user;
+    return flush(fs->F, fs->pass, fs->hA, fs->hS, fs->hL);
+}
+
+// One streamed pass over the split: pass 1 accumulates A and S, pass 2 Λ with the
+// rotation p (identity bases for diagonal: p NULL means Q = I). Sub-batches are double-
+// buffered; nothing waits on the host until flush's downloads, once a shard.
+static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA, double **hS, double **hL) {
     int64_t width = F->tokens ? (int64_t)F->ctxT + 2 : F->D;
     int64_t S = F->o->shard_rows > 0 ? (F->o->shard_rows < F->N ? F->o->shard_rows : F->N)
                                      : infl_shard_rows(F->N, width, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
-    infl_reader *rd = NULL;
-    infl_status rc = INFL_OK;
-    // shard buffers in the backend's host memory (pinned on CUDA)
-    if (F->tokens)
-        CHECK(infl_reader_start_docs(ctx, F->split, S, 2, 0, -1, F->ctxT, infl_be_host_alloc_hook,
-                                     infl_be_host_free_hook, ctx, &rd));
-    else
-        CHECK(infl_reader_start(ctx, F->split, S, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx,
-                                &rd));
-    int64_t done_rows = 0;
-    const int labels = F->o->fisher_empirical;  // else sampled on the backend into F->by / F->byf
-    for (;;) {
-        infl_shard *sh;
-        CHECK(infl_reader_next(ctx, rd, &sh));
-        if (sh->n == 0) break;
-        // sub-batches double-buffered: the upload of the next one overlaps the work on
-        // this one; nothing waits on the host until flush's downloads, once a shard
-        CHECK(infl_stage_begin(ctx, &F->st, sh, labels));
-        for (;;) {
-            int64_t r0;
-            int b, cur;
-            CHECK(infl_stage_next(ctx, &F->st, &r0, &b, &cur));
-            if (b == 0) break;
-            // a shard can be long (a language model's): Ctrl-C and SIGTERM between sub-batches too
-            GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
-            infl_batch bt = infl_stage_batch(&F->st, cur, b, begin + sh->row0 + r0, labels);
-            for (int draw = 0; draw < F->draws; draw++) {
-                CHECK(fit_factors(F, &bt, draw));
-                // covariances over token rows; Λ over the examples' (documents') gradients
-                const int rows = F->work->rows;
-                if (pass == 1 && draw == 0) F->rows_seen += rows;
-                for (int l = 0; l < m->nlayers; l++) {
-                    const infl_linear *ly = &m->layer[l];
-                    int din = ly->d_in, ni = infl_linear_ni(ly), dout = ly->d_out;
-                    const float *Dl = F->work->D[l], *Al = F->work->A[l];
-                    if (pass == 1) {
-                        // S += ΔᵀΔ / draws; A[:din, :din] += AᵀA; with a bias A[din, :din] += 1ᵀA (once)
-                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, dout, rows, 1.0f / F->draws, Dl, dout, Dl, dout, 1.0f,
-                                        F->accS[l], dout));
-                        F->flops += 2.0 * rows * (double)dout * dout;
-                        if (draw == 0) {
-                            CHECK(be->sgemm(ctx, INFL_T, INFL_N, din, din, rows, 1.0f, Al, din, Al, din, 1.0f,
-                                            F->accA[l], ni));
-                            if (ly->bias)
-                                CHECK(be->col_sum(ctx, F->accA[l] + (size_t)din * ni, Al, rows, din, 1.0f, 1.0f));
-                            F->flops += 2.0 * rows * (double)din * din + (double)rows * din;
-                        }
-                    } else {
-                        float *DQ = F->DQ, *AQ = F->AQ;
-                        if (p) {
-                            CHECK(ekfac_rotate(ctx, DQ, AQ, p, l, Dl, Al, rows));
-                            F->flops += 2.0 * rows * ((double)dout * dout + (double)din * ni);
-                        } else {
-                            CHECK(ekfac_identity_factors(ctx, DQ, AQ, ly, Dl, Al, rows));
-                        }
-                        if (F->tokens) {
-                            // Λ += Σ_docs (Q_Sᵀ G_z Q_A)^∘2 with G_z = Σ_t δ_t ã_tᵀ: each document's rotated
-                            // gradient DQ_zᵀ AQ_z (d_out, ni), squared, summed over the documents
-                            infl_linear rot = {.d_in = ni, .d_out = dout, .bias = 0};
-                            size_t n2 = (size_t)dout * ni;
-                            for (int i0 = 0; i0 < b; i0 += F->Bm) {
-                                int n = b - i0 < F->Bm ? b - i0 : F->Bm;
-                                CHECK(score_doc_grads_layer(ctx, F->Gd, n2, NULL, &rot, DQ, AQ, F->work->row_off, i0, n));
-                                CHECK(be->mul(ctx, F->Gd, F->Gd, F->Gd, (size_t)n * n2));
-                                CHECK(be->col_sum(ctx, F->accL[l], F->Gd, n, (int)n2, 1.0f / F->draws, 1.0f));
-                            }
-                            F->flops += 2.0 * rows * (double)n2 + 2.0 * b * (double)n2;
-                            continue;
-                        }
-                        CHECK(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
-                        CHECK(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
-                        CHECK(be->sgemm(ctx, INFL_T, INFL_N, dout, ni, b, 1.0f / F->draws, DQ, dout, AQ, ni, 1.0f,
-                                        F->accL[l], ni));
-                        F->flops += 2.0 * b * (double)dout * ni + (double)b * (dout + ni);
-                    }
-                }
-            }
-        }
-        CHECK(flush(F, pass, hA, hS, hL));
-        done_rows += sh->n;
-        infl_reader_release(rd, sh);
-        infl_progress(ctx, pass == 1 ? "fit: covariances" : "fit: eigenvalue correction", (uint64_t)done_rows,
-                      (uint64_t)F->N, ekfac_strategy_name(F->o->strategy));
-    }
-    double read_s = 0, wait_s = 0;
-    infl_reader_stats(rd, &read_s, &wait_s);
+    fit_stream fs = {.F = F, .pass = pass, .p = p, .hA = hA, .hS = hS, .hL = hL};
+    infl_stream_fns fns = {.batch = fit_batch, .shard = fit_shard, .user = &fs};
+    double wait_s = 0;
+    // the data's labels for the empirical Fisher; else the model samples them itself
+    FORWARD_IF_ERROR(infl_stage_stream(F->ctx, &F->st, F->split, S, F->tokens ? F->ctxT : 0, F->o->fisher_empirical,
+                                       &fns, pass == 1 ? "fit: covariances" : "fit: eigenvalue correction",
+                                       ekfac_strategy_name(F->o->strategy), &wait_s));
     F->wait += wait_s;
-done:
-    infl_reader_stop(rd);
-    return rc;
+    return INFL_OK;
 }
 
 // Symmetrises C (n, n) in place, scales by 1/N, eigendecomposes on the backend:

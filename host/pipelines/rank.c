@@ -314,6 +314,62 @@ void infl_rank_result_free(infl_rank_result *r) {
     free(r);
 }
 
+// The streamed scoring (infl_stage_stream): each sub-batch's block into the shard's
+// host block, each shard's block into the top-k, the block callback and the file.
+typedef struct {
+    attrib *a;
+    int64_t S;        // rows of a shard's host block
+    float *hblock;    // (M, S) host
+    float *hsub;      // (M, B) a sub-batch's download
+    double *zn;       // (B) gradcos norms
+    infl_topk *tk;
+    infl_scw *scw;
+    attrib_block_fn block;
+    void *user;
+} rank_stream;
+
+static infl_status rank_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
+    (void)sh;
+    rank_stream *rs = user;
+    attrib *a = rs->a;
+    const infl_rank_options *o = a->o;
+    int M = a->M, b = bt->b;
+    FORWARD_IF_ERROR(ctx->be->fill(ctx, a->Sd, 0.0f, (size_t)M * b));
+    for (int c = 0; c < a->nck; c++) {
+        FORWARD_IF_ERROR(attrib_factors(ctx, a, c, bt, a->work));
+        if (c == 0 && a->tokens) FORWARD_IF_ERROR(ctx->be->fill(ctx, a->R, 0.0f, (size_t)M * a->work->rows));
+        a->flops += infl_model_fb_flops(a->m, a->work->rows);
+        if (o->method == INFL_METHOD_GRADCOS) FORWARD_IF_ERROR(attrib_sqnorms(ctx, a, a->work, b, 1.0, rs->zn, 0));
+        FORWARD_IF_ERROR(attrib_score_block(ctx, a, c, b, 0));
+    }
+    FORWARD_IF_ERROR(attrib_sum_rows(ctx, a, b));
+    FORWARD_IF_ERROR(ctx->be->download(ctx, rs->hsub, a->Sd, (size_t)M * b * sizeof(float)));
+    for (int q = 0; q < M; q++) {
+        float *dst = rs->hblock + (size_t)q * rs->S + r0;
+        const float *src = rs->hsub + (size_t)q * b;
+        if (o->method == INFL_METHOD_GRADCOS)
+            for (int j = 0; j < b; j++)
+                dst[j] = (float)(src[j] * a->qinv[q] * (rs->zn[j] > 0 ? 1.0 / sqrt(rs->zn[j]) : 0.0));
+        else if (a->lowrank)  // (b, M) on the backend
+            for (int j = 0; j < b; j++) dst[j] = rs->hsub[(size_t)j * M + q];
+        else
+            memcpy(dst, src, (size_t)b * sizeof(float));
+    }
+    return INFL_OK;
+}
+
+static infl_status rank_shard(infl_ctx *ctx, void *user, const infl_shard *sh) {
+    rank_stream *rs = user;
+    attrib *a = rs->a;
+    int M = a->M;
+    const int64_t begin = store_split_info(a->train)->begin;
+    FORWARD_IF_ERROR(infl_topk_push(ctx, rs->tk, rs->hblock, M, (int)sh->n, (int)rs->S, begin + sh->row0));
+    if (rs->block) FORWARD_IF_ERROR(rs->block(ctx, rs->user, rs->hblock, M, (int)sh->n, (int)rs->S, sh->row0));
+    if (rs->scw && a->o->save_scores)
+        FORWARD_IF_ERROR(store_scores_write_block(ctx, rs->scw, rs->hblock, (int)sh->n, (int)rs->S, sh->row0));
+    return INFL_OK;
+}
+
 infl_status infl_rank(infl_ctx *ctx, const infl_rank_options *o, infl_rank_result **out) {
     return attrib_rank(ctx, o, NULL, NULL, out);
 }
@@ -336,7 +392,6 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     if (rc < 0) return rc;
     infl_rank_result *res = NULL;
     infl_topk *tk = NULL;
-    infl_reader *rd = NULL;
     infl_scw *scw = NULL;
     float *hblock = NULL, *hsub = NULL;
     double *zn = NULL;
@@ -405,58 +460,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     double t1 = infl_now();
     a.flops = 0;
     if (!o->prefilter_bm25) {
-        CHECK(attrib_reader_start(ctx, &a, S, &rd));
-        int64_t done_rows = 0;
-        for (;;) {
-            infl_shard *sh;
-            CHECK(infl_reader_next(ctx, rd, &sh));
-            if (sh->n == 0) break;
-            // sub-batches double-buffered (stage.h): the upload of the next one overlaps
-            // the work on this one; the score download is the only synchronisation
-            CHECK(infl_stage_begin(ctx, &a.st, sh, 1));
-            for (;;) {
-                int64_t r0;
-                int b, cur;
-                CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
-                if (b == 0) break;
-                // a shard can be long (a language model's): Ctrl-C and SIGTERM between sub-batches too
-                GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
-                infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
-                CHECK(ctx->be->fill(ctx, a.Sd, 0.0f, (size_t)M * b));
-                for (int c = 0; c < a.nck; c++) {
-                    CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
-                    if (c == 0 && a.tokens) CHECK(ctx->be->fill(ctx, a.R, 0.0f, (size_t)M * a.work->rows));
-                    a.flops += infl_model_fb_flops(a.m, a.work->rows);
-                    if (o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, &a, a.work, b, 1.0, zn, 0));
-                    CHECK(attrib_score_block(ctx, &a, c, b, 0));
-                }
-                CHECK(attrib_sum_rows(ctx, &a, b));
-                CHECK(ctx->be->download(ctx, hsub, a.Sd, (size_t)M * b * sizeof(float)));
-                for (int q = 0; q < M; q++) {
-                    float *dst = hblock + (size_t)q * S + r0;
-                    const float *src = hsub + (size_t)q * b;
-                    if (o->method == INFL_METHOD_GRADCOS)
-                        for (int j = 0; j < b; j++)
-                            dst[j] = (float)(src[j] * a.qinv[q] * (zn[j] > 0 ? 1.0 / sqrt(zn[j]) : 0.0));
-                    else if (a.lowrank)  // (b, M) on the backend
-                        for (int j = 0; j < b; j++) dst[j] = hsub[(size_t)j * M + q];
-                    else
-                        memcpy(dst, src, (size_t)b * sizeof(float));
-                }
-            }
-            CHECK(infl_topk_push(ctx, tk, hblock, M, (int)sh->n, (int)S, begin + sh->row0));
-            if (block) CHECK(block(ctx, user, hblock, M, (int)sh->n, (int)S, sh->row0));
-            if (scw && o->save_scores) CHECK(store_scores_write_block(ctx, scw, hblock, (int)sh->n, (int)S, sh->row0));
-            done_rows += sh->n;
-            infl_reader_release(rd, sh);
-            char info[64];
-            snprintf(info, sizeof info, "%s, %d queries", infl_method_name(o->method), M);
-            infl_progress(ctx, "rank", (uint64_t)done_rows, (uint64_t)a.N, info);
-        }
-        double read_s = 0, wait_s = 0;
-        infl_reader_stats(rd, &read_s, &wait_s);
-        infl_reader_stop(rd);
-        rd = NULL;
+        // the train split streamed past (stage.h); the score download is the only synchronisation
+        rank_stream rs = {.a = &a, .S = S, .hblock = hblock, .hsub = hsub, .zn = zn, .tk = tk, .scw = scw,
+                          .block = block, .user = user};
+        infl_stream_fns fns = {.batch = rank_batch, .shard = rank_shard, .user = &rs};
+        char info[64];
+        snprintf(info, sizeof info, "%s, %d queries", infl_method_name(o->method), M);
+        double wait_s = 0;
+        CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "rank", info, &wait_s));
         res->seconds_score = infl_now() - t1;
         res->seconds_wait = wait_s;
         res->flops = a.flops;
@@ -524,7 +535,6 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     *out = res;
     res = NULL;
 done:
-    infl_reader_stop(rd);
     store_scores_abort(scw);
     infl_topk_free(tk);
     free(cand);

@@ -77,13 +77,80 @@ done:
     return rc;
 }
 
+// One streamed sub-batch (infl_stage_stream): its examples' self-influence into r->self.
+typedef struct {
+    attrib *a;
+    infl_self_result *r;
+    double *acc;                                // (B) host
+    float *G, *X, *tmp, *d, *DQ, *AQ, *T;       // backend scratch (as the method needs)
+    infl_hvp **op;                              // if: the direct solver's factorisation
+} self_stream;
+
+static infl_status self_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
+    self_stream *ss = user;
+    attrib *a = ss->a;
+    const infl_backend *be = ctx->be;
+    int b = bt->b;
+    double *acc = ss->acc;
+    float *d = ss->d, *DQ = ss->DQ, *AQ = ss->AQ;
+    for (int c = 0; c < a->nck; c++) {
+        FORWARD_IF_ERROR(attrib_factors(ctx, a, c, bt, a->work));
+        if (a->pre && a->tokens) {
+            // documents: each one's rotated gradient R = Σ_t (Q_Sᵀ δ_t)(Q_Aᵀ ã_t)ᵀ, then
+            // Σ_ij R_ij² / (Λ_ij + wd + λ): R squared against the inverse, a chunk at a time
+            for (int l = 0; l < a->L; l++) {
+                int ni = infl_linear_ni(&a->m->layer[l]), dout = a->m->layer[l].d_out;
+                infl_linear rot = {.d_in = ni, .d_out = dout, .bias = 0};
+                size_t n2 = (size_t)dout * ni;
+                FORWARD_IF_ERROR(ekfac_rotate(ctx, DQ, AQ, a->pre, l, a->work->D[l], a->work->A[l], a->work->rows));
+                for (int i0 = 0; i0 < b; i0 += a->Bm) {
+                    int n = b - i0 < a->Bm ? b - i0 : a->Bm;
+                    FORWARD_IF_ERROR(score_doc_grads_layer(ctx, a->Gm, n2, NULL, &rot, DQ, AQ, a->work->row_off, i0, n));
+                    FORWARD_IF_ERROR(be->mul(ctx, a->Gm, a->Gm, a->Gm, (size_t)n * n2));
+                    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, n, 1, (int)n2, 1.0f, a->Gm, (int)n2, a->pre->inv[l], 1,
+                                               l > 0 ? 1.0f : 0.0f, d + i0, 1));
+                }
+            }
+            FORWARD_IF_ERROR(be->download(ctx, a->hrow, d, (size_t)b * sizeof(float)));
+            for (int i = 0; i < b; i++) acc[i] = a->hrow[i];
+        } else if (a->pre) {
+            for (int l = 0; l < a->L; l++) {
+                int ni = infl_linear_ni(&a->m->layer[l]), dout = a->m->layer[l].d_out;
+                FORWARD_IF_ERROR(ekfac_rotate(ctx, DQ, AQ, a->pre, l, a->work->D[l], a->work->A[l], b));
+                FORWARD_IF_ERROR(be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
+                FORWARD_IF_ERROR(be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
+                FORWARD_IF_ERROR(
+                    be->sgemm(ctx, INFL_N, INFL_N, b, ni, dout, 1.0f, DQ, dout, a->pre->inv[l], ni, 0.0f, ss->T, ni));
+                FORWARD_IF_ERROR(be->row_dot(ctx, d, ss->T, AQ, b, ni, 1.0f, l > 0 ? 1.0f : 0.0f));
+            }
+            FORWARD_IF_ERROR(be->download(ctx, a->hrow, d, (size_t)b * sizeof(float)));
+            for (int i = 0; i < b; i++) acc[i] = a->hrow[i];
+        } else if (a->o->method != INFL_METHOD_IF) {
+            FORWARD_IF_ERROR(attrib_sqnorms(ctx, a, a->work, b, a->weight[c], acc, c > 0));
+        } else {
+            FORWARD_IF_ERROR(score_full_grads(ctx, ss->G, ss->tmp, a->m, a->work, b));
+            FORWARD_IF_ERROR(attrib_solve(ctx, a, ss->G, ss->X, b, 0, ss->op));
+            FORWARD_IF_ERROR(be->row_dot(ctx, d, ss->G, ss->X, b, (int)a->m->lsize, 1.0f, 0.0f));
+            FORWARD_IF_ERROR(be->download(ctx, a->hrow, d, (size_t)b * sizeof(float)));
+            for (int i = 0; i < b; i++) acc[i] = a->hrow[i];
+        }
+    }
+    for (int i = 0; i < b; i++) {
+        int64_t row = sh->row0 + r0 + i;
+        RETURN_IF(ctx, !isfinite(acc[i]), INFL_E_NUMERIC,
+                  "training example %" PRId64 ": self-influence is not finite: a checkpoint may have diverged",
+                  bt->index0 + i);
+        ss->r->self[row] = (float)acc[i];
+    }
+    return INFL_OK;
+}
+
 infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out) {
     *out = NULL;
     attrib a;
     infl_status rc = attrib_open(ctx, &a, o, 0);
     if (rc < 0) return rc;
     infl_self_result *r = calloc(1, sizeof *r);
-    infl_reader *rd = NULL;
     infl_hvp *op = NULL;
     infl_scw *scw = NULL;
     double *acc = NULL;
@@ -138,79 +205,11 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     double t0 = infl_now();
     const int64_t begin = store_split_info(a.train)->begin;
     int64_t S = attrib_shard_rows(&a);
-    CHECK(attrib_reader_start(ctx, &a, S, &rd));
-    int64_t done_rows = 0;
-    for (;;) {
-        infl_shard *sh;
-        CHECK(infl_reader_next(ctx, rd, &sh));
-        if (sh->n == 0) break;
-        // sub-batches double-buffered (stage.h): the upload of the next one overlaps
-        // the work on this one
-        CHECK(infl_stage_begin(ctx, &a.st, sh, 1));
-        for (;;) {
-            int64_t r0;
-            int b, cur;
-            CHECK(infl_stage_next(ctx, &a.st, &r0, &b, &cur));
-            if (b == 0) break;
-            // a shard can be long (a language model's): Ctrl-C and SIGTERM between sub-batches too
-            GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
-            infl_batch bt = infl_stage_batch(&a.st, cur, b, begin + sh->row0 + r0, 1);
-            for (int c = 0; c < a.nck; c++) {
-                CHECK(attrib_factors(ctx, &a, c, &bt, a.work));
-                if (a.pre && a.tokens) {
-                    // documents: each one's rotated gradient R = Σ_t (Q_Sᵀ δ_t)(Q_Aᵀ ã_t)ᵀ, then
-                    // Σ_ij R_ij² / (Λ_ij + wd + λ): R squared against the inverse, a chunk at a time
-                    for (int l = 0; l < a.L; l++) {
-                        int ni = infl_linear_ni(&a.m->layer[l]), dout = a.m->layer[l].d_out;
-                        infl_linear rot = {.d_in = ni, .d_out = dout, .bias = 0};
-                        size_t n2 = (size_t)dout * ni;
-                        CHECK(ekfac_rotate(ctx, DQ, AQ, a.pre, l, a.work->D[l], a.work->A[l], a.work->rows));
-                        for (int i0 = 0; i0 < b; i0 += a.Bm) {
-                            int n = b - i0 < a.Bm ? b - i0 : a.Bm;
-                            CHECK(score_doc_grads_layer(ctx, a.Gm, n2, NULL, &rot, DQ, AQ, a.work->row_off, i0, n));
-                            CHECK(ctx->be->mul(ctx, a.Gm, a.Gm, a.Gm, (size_t)n * n2));
-                            CHECK(ctx->be->sgemm(ctx, INFL_N, INFL_N, n, 1, (int)n2, 1.0f, a.Gm, (int)n2, a.pre->inv[l],
-                                                 1, l > 0 ? 1.0f : 0.0f, d + i0, 1));
-                        }
-                    }
-                    CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
-                    for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
-                } else if (a.pre) {
-                    for (int l = 0; l < a.L; l++) {
-                        int ni = infl_linear_ni(&a.m->layer[l]), dout = a.m->layer[l].d_out;
-                        CHECK(ekfac_rotate(ctx, DQ, AQ, a.pre, l, a.work->D[l], a.work->A[l], b));
-                        CHECK(ctx->be->mul(ctx, DQ, DQ, DQ, (size_t)b * dout));
-                        CHECK(ctx->be->mul(ctx, AQ, AQ, AQ, (size_t)b * ni));
-                        CHECK(ctx->be->sgemm(ctx, INFL_N, INFL_N, b, ni, dout, 1.0f, DQ, dout, a.pre->inv[l], ni, 0.0f,
-                                             T, ni));
-                        CHECK(ctx->be->row_dot(ctx, d, T, AQ, b, ni, 1.0f, l > 0 ? 1.0f : 0.0f));
-                    }
-                    CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
-                    for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
-                } else if (!influence) {
-                    CHECK(attrib_sqnorms(ctx, &a, a.work, b, a.weight[c], acc, c > 0));
-                } else {
-                    CHECK(score_full_grads(ctx, G, tmp, a.m, a.work, b));
-                    CHECK(attrib_solve(ctx, &a, G, X, b, 0, &op));
-                    CHECK(ctx->be->row_dot(ctx, d, G, X, b, (int)a.m->lsize, 1.0f, 0.0f));
-                    CHECK(ctx->be->download(ctx, a.hrow, d, (size_t)b * sizeof(float)));
-                    for (int i = 0; i < b; i++) acc[i] = a.hrow[i];
-                }
-            }
-            for (int i = 0; i < b; i++) {
-                int64_t row = sh->row0 + r0 + i;
-                GOTO_IF(ctx, !isfinite(acc[i]), INFL_E_NUMERIC,
-                        "training example %" PRId64 ": self-influence is not finite: a checkpoint may have diverged",
-                        begin + row);
-                r->self[row] = (float)acc[i];
-            }
-        }
-        done_rows += sh->n;
-        infl_reader_release(rd, sh);
-        infl_progress(ctx, "self", (uint64_t)done_rows, (uint64_t)a.N, infl_method_name(o->method));
-    }
-    infl_reader_stop(rd);
-    rd = NULL;
+    self_stream ss = {.a = &a, .r = r, .acc = acc, .G = G, .X = X, .tmp = tmp, .d = d, .DQ = DQ, .AQ = AQ, .T = T,
+                      .op = &op};
+    infl_stream_fns fns = {.batch = self_batch, .shard = NULL, .user = &ss};
+    CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "self", infl_method_name(o->method),
+                            NULL));
     CHECK(sort_order(ctx, r->self, a.N, r->order));
     r->has_flipped = store_split_info(a.train)->has_flipped;
     if (r->has_flipped) CHECK(flipped_recall(ctx, &a, r));
@@ -228,7 +227,6 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     *out = r;
     r = NULL;
 done:
-    infl_reader_stop(rd);
     store_scores_abort(scw);
     infl_hvp_free(ctx, op);
     infl_be_free(ctx, G);

@@ -114,3 +114,44 @@ infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0
     }
     return bt;
 }
+
+infl_status infl_stage_stream(infl_ctx *ctx, infl_stage *st, infl_split *split, int64_t shard_rows, int T, int labels,
+                              const infl_stream_fns *fn, const char *what, const char *info, double *wait_s) {
+    const infl_split_info *in = store_split_info(split);
+    infl_reader *rd = NULL;
+    infl_status rc = INFL_OK;
+    if (T > 0)
+        CHECK(infl_reader_start_docs(ctx, split, shard_rows, 2, 0, -1, T, infl_be_host_alloc_hook,
+                                     infl_be_host_free_hook, ctx, &rd));
+    else
+        CHECK(infl_reader_start(ctx, split, shard_rows, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx,
+                                &rd));
+    int64_t done_rows = 0;
+    for (;;) {
+        infl_shard *sh;
+        CHECK(infl_reader_next(ctx, rd, &sh));
+        if (sh->n == 0) break;
+        CHECK(infl_stage_begin(ctx, st, sh, labels));
+        for (;;) {
+            int64_t r0;
+            int b, cur;
+            CHECK(infl_stage_next(ctx, st, &r0, &b, &cur));
+            if (b == 0) break;
+            // a shard can be long (a language model's): Ctrl-C and SIGTERM between sub-batches too
+            GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
+            infl_batch bt = infl_stage_batch(st, cur, b, in->begin + sh->row0 + r0, labels);
+            CHECK(fn->batch(ctx, fn->user, sh, r0, &bt));
+        }
+        if (fn->shard) CHECK(fn->shard(ctx, fn->user, sh));
+        done_rows += sh->n;
+        infl_reader_release(rd, sh);
+        infl_progress(ctx, what, (uint64_t)done_rows, (uint64_t)in->n, info);
+    }
+    if (wait_s) {
+        double read_s = 0;
+        infl_reader_stats(rd, &read_s, wait_s);
+    }
+done:
+    infl_reader_stop(rd);
+    return rc;
+}

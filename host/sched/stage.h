@@ -72,4 +72,23 @@ infl_status infl_stage_next(infl_ctx *ctx, infl_stage *st, int64_t *r0, int *b, 
 // (labels or real targets) are part of it, else none.
 infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0, int labels);
 
+// ---- the whole stream ----
+
+// What a pipeline does with the stream: batch for every sub-batch (bt: the model's view of
+// it, labels as asked; r0 its first row within the shard), then shard once the shard's
+// sub-batches are done (may be NULL); user is theirs.
+typedef struct {
+    infl_status (*batch)(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt);
+    infl_status (*shard)(infl_ctx *ctx, void *user, const infl_shard *sh);
+    void *user;
+} infl_stream_fns;
+
+// Streams the whole split through st: a reader thread (reader.h) with shards of
+// shard_rows rows in the backend's host memory (documents of T tokens when T > 0, rows
+// when T = 0), each shard's sub-batches double-buffered as above, the cancel flag looked
+// at between sub-batches, progress reported as `what` (with `info`) after every shard.
+// *wait_s (may be NULL) gets the seconds spent waiting for the reader.
+infl_status infl_stage_stream(infl_ctx *ctx, infl_stage *st, infl_split *split, int64_t shard_rows, int T, int labels,
+                              const infl_stream_fns *fn, const char *what, const char *info, double *wait_s);
+
 #endif
