@@ -361,13 +361,17 @@ int cmd_rank(int argc, char **argv) {
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite outputs that exist"},
         COMMON_OPTS(c),
     };
-    cli_spec spec = {"infl rank", "--run run.h5 --query FILE:/split[a:b] [--method M] [--top K] [options]",
+    cli_spec spec = {"infl rank",
+                     "--run run.h5 --query FILE:/split[a:b] [--method M] [--top K] [options]\n"
+                     "       infl rank --run gpt.h5 --prompt TEXT [--completion TEXT] [--tokens] [--html F] [options]",
                      "Ranks the training examples by their influence on each query's loss:\n"
                      "  score(q, z) = grad L_q' (H + lambda I)^-1 grad l_z   (if; H = I for graddot)\n"
                      "  tracin: sum over checkpoints of lr_c grad L_q(w_c)' grad l_z(w_c)\n"
                      "  ekfac, kfac, diagonal: H from the factors of infl fit, (H + lambda I)^-1 in their eigenbasis\n"
                      "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
-                     "about score/N). Train indices are rows of the train split.",
+                     "about score/N). Train indices are rows of the train split.\n"
+                     "A gpt run: a query is log p(completion | prompt) (the completion's tokens carry the loss) or a\n"
+                     "document's whole loss; each reported document's score splits over its tokens (--tokens, --html).",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;

@@ -32,9 +32,11 @@ int cmd_fit(int argc, char **argv) {
                      "Fits Kronecker factors of the curvature at a checkpoint, for influence functions at scale\n"
                      "(EK-FAC: George et al. 2018, Grosse et al. 2023). Per layer, one pass over the data\n"
                      "accumulates A = E[a a'] and S = E[d d'] (float32 within a shard, float64 across shards),\n"
-                     "eigendecomposes them in float64, and a second pass\n"
-                     "the eigenvalue correction Lambda = E[(Q_S' d a' Q_A)^2]. Strategies: ekfac; kfac (Lambda =\n"
+                     "eigendecomposes them in float64, and a second pass the eigenvalue correction\n"
+                     "Lambda = E[(Q_S' g Q_A)^2] of the examples' gradients g. Strategies: ekfac; kfac (Lambda =\n"
                      "eig(S) x eig(A), one pass); diagonal (the Fisher's diagonal, one pass); identity (none).\n"
+                     "A gpt run: A and S over every token position of the documents, g each document's gradient\n"
+                     "(the sum over its positions), as kronfluence does.\n"
                      "Then: infl rank --method ekfac --factors factors.h5 --query ...",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
