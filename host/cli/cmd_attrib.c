@@ -576,12 +576,15 @@ int cmd_self(int argc, char **argv) {
     char tref[4096];
     infl_split *train = NULL;
     float *x = NULL;
+    tok_codec *codec = NULL;  // documents: their text beside the label, decoded once
     st = train_ref(ctx, &A.o, tref, sizeof tref);
     if (st == INFL_OK) st = open_split(ctx, tref, &train);
     if (st == INFL_OK) {
         x = malloc((size_t)store_split_info(train)->d * sizeof(float));
         if (!x) st = infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
     }
+    if (st == INFL_OK && store_split_info(train)->kind == INFL_SPLIT_DOCS)
+        st = tok_codec_create(ctx, store_split_tokenizer(train), &codec);
     if (st == INFL_OK) {
         int64_t begin = store_split_info(train)->begin;
         printf("self-influence by %s of %" PRId64 " training examples (%.2f s)\n", infl_method_name(A.o.method), r->N,
@@ -596,8 +599,7 @@ int cmd_self(int argc, char **argv) {
             char lab[64];
             st = row_label(ctx, train, r->order[i], x, lab, sizeof lab);
             char text[512] = "";
-            if (st == INFL_OK && store_split_info(train)->kind == INFL_SPLIT_DOCS)
-                st = lm_doc_line(ctx, train, r->order[i], 80, text, sizeof text);
+            if (st == INFL_OK && codec) st = lm_doc_line(ctx, train, codec, r->order[i], 80, text, sizeof text);
             if (st == INFL_OK)
                 printf("%5" PRId64 " %8" PRId64 " %-14.14s %14.6e  %s\n", i + 1, r->order[i], lab,
                        r->self[r->order[i] - begin], text);
@@ -625,6 +627,7 @@ int cmd_self(int argc, char **argv) {
         }
     }
     free(x);
+    tok_codec_free(codec);
     store_split_close(train);
     infl_self_result_free(r);
     return finish(&c, ctx, st);

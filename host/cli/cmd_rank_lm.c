@@ -197,6 +197,20 @@ static void docinfo_free(docinfo *d) {
     free(d->piece);
 }
 
+// Each of n tokens' bytes as a NUL-terminated string into piece (n, zeroed; the caller
+// frees what it holds, also after a failure).
+static infl_status token_pieces(infl_ctx *ctx, const tok_codec *codec, const int32_t *ids, int n, char **piece) {
+    for (int t = 0; t < n; t++) {
+        int k = 0;
+        const uint8_t *b = tok_token_bytes(codec, ids[t], &k);
+        piece[t] = malloc((size_t)k + 1);
+        RETURN_IF(ctx, !piece[t], INFL_E_NOMEM, "out of memory");
+        if (k) memcpy(piece[t], b, (size_t)k);
+        piece[t][k] = 0;
+    }
+    return INFL_OK;
+}
+
 static infl_status load_doc(infl_ctx *ctx, infl_split *train, const tok_codec *codec, int64_t idx,
                             const infl_token_shares *sh, docinfo *d) {
     const infl_split_info *in = store_split_info(train);
@@ -207,15 +221,7 @@ static infl_status load_doc(infl_ctx *ctx, infl_split *train, const tok_codec *c
     d->n = sh->n;
     d->piece = calloc((size_t)(sh->n ? sh->n : 1), sizeof(char *));
     RETURN_IF(ctx, !d->piece, INFL_E_NOMEM, "out of memory");
-    for (int t = 0; t < sh->n; t++) {
-        int n = 0;
-        const uint8_t *b = tok_token_bytes(codec, sh->token[t], &n);
-        d->piece[t] = malloc((size_t)n + 1);
-        RETURN_IF(ctx, !d->piece[t], INFL_E_NOMEM, "out of memory");
-        if (n) memcpy(d->piece[t], b, (size_t)n);
-        d->piece[t][n] = 0;
-    }
-    return INFL_OK;
+    return token_pieces(ctx, codec, sh->token, sh->n, d->piece);
 }
 
 static infl_report_doc report_doc(const docinfo *d, int64_t idx, float score, const infl_token_shares *sh) {
@@ -339,26 +345,18 @@ static void print_line(const char *s, int width) {
     }
 }
 
-infl_status lm_doc_line(infl_ctx *ctx, infl_split *split, int64_t idx, int width, char *buf, size_t size) {
+infl_status lm_doc_line(infl_ctx *ctx, infl_split *split, const tok_codec *codec, int64_t idx, int width, char *buf,
+                        size_t size) {
     const infl_split_info *in = store_split_info(split);
     int T = width > 0 ? width : 1;
     int32_t *tok = infl_malloc(ctx, (size_t)T * sizeof(int32_t), "a document"), len = 0;
     float *share = infl_calloc(ctx, (size_t)T, sizeof(float), "a document");
     char **piece = infl_calloc(ctx, (size_t)T, sizeof(char *), "a document");
-    tok_codec *c = NULL;
     infl_status rc = INFL_OK;
     GOTO_NOMEM_IF(!tok || !share || !piece);
     CHECK(store_split_read_docs(ctx, split, idx - in->begin, 1, T, 0, tok, &len, NULL));
-    CHECK(tok_codec_create(ctx, store_split_tokenizer(split), &c));
     int n = len < T ? len : T;
-    for (int t = 0; t < n; t++) {
-        int k = 0;
-        const uint8_t *b = tok_token_bytes(c, tok[t], &k);
-        piece[t] = malloc((size_t)k + 1);
-        GOTO_NOMEM_IF(!piece[t]);
-        if (k) memcpy(piece[t], b, (size_t)k);
-        piece[t][k] = 0;
-    }
+    CHECK(token_pieces(ctx, codec, tok, n, piece));
     infl_report_doc d = {.index = idx, .n = n, .piece = (const char *const *)piece, .share = share};
     infl_report_line(buf, size, &d, width, -1);
 done:
@@ -366,7 +364,6 @@ done:
     free(piece);
     free(tok);
     free(share);
-    tok_codec_free(c);
     return rc;
 }
 

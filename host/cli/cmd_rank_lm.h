@@ -6,6 +6,7 @@
 #define INFL_CMD_RANK_LM_H
 
 #include "cliutil.h"
+#include "data/tokenizer.h"
 #include "infl.h"
 #include "store/store.h"
 
@@ -27,8 +28,9 @@ typedef struct {
 } lm_report_opts;
 
 // The start of document idx (within the split) as one line of at most `width`
-// characters (newlines as ⏎, "…" when cut), into buf.
-infl_status lm_doc_line(infl_ctx *ctx, infl_split *split, int64_t idx, int width, char *buf, size_t size);
+// characters (newlines as ⏎, "…" when cut), into buf; codec: the split's tokenizer's.
+infl_status lm_doc_line(infl_ctx *ctx, infl_split *split, const tok_codec *codec, int64_t idx, int width, char *buf,
+                        size_t size);
 
 // Prints the ranking of a language model (every document with its token shares:
 // r->top_shares) and writes the files asked for.
