@@ -439,18 +439,6 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     CHECK(attrib_prepare_queries(ctx, &a, res));
     res->seconds_prepare = infl_now() - t0;
 
-    int64_t S = attrib_shard_rows(&a);
-    hblock = malloc((size_t)M * S * sizeof(float));
-    GOTO_IF(ctx, !hblock, INFL_E_NOMEM,
-            "out of memory for a shard's score block (%d queries x %" PRId64 " train rows, %.1f MiB); to fit: a "
-            "smaller --shard-mb or --shard, or fewer queries",
-            M, S, (double)M * S * 4.0 / 1048576.0);
-    // the score download of every sub-batch lands here: pinned on CUDA (a faster copy)
-    CHECK(infl_be_host_alloc(ctx, (size_t)M * a.B * sizeof(float), (void **)&hsub, "a score block"));
-    zn = infl_malloc(ctx, (size_t)a.B * sizeof(double), "train gradient norms");
-    GOTO_NOMEM_IF(!hblock || !hsub || !zn);
-    // --rerank keeps the best K of each side for the second pass
-    CHECK(infl_topk_create(ctx, M, o->rerank > o->top ? o->rerank : o->top, &tk));
     if (o->output) {
         CHECK(store_scores_create(ctx, o->output, o->force, M, o->top, a.N, o->save_scores, &scw));
         CHECK(attrib_write_attrs(ctx, scw, o, &a));
@@ -461,6 +449,18 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     a.flops = 0;
     if (!o->prefilter_bm25) {
         // the train split streamed past (stage.h); the score download is the only synchronisation
+        int64_t S = attrib_shard_rows(&a);
+        hblock = malloc((size_t)M * S * sizeof(float));
+        GOTO_IF(ctx, !hblock, INFL_E_NOMEM,
+                "out of memory for a shard's score block (%d queries x %" PRId64 " train rows, %.1f MiB); to fit: a "
+                "smaller --shard-mb or --shard, or fewer queries",
+                M, S, (double)M * S * 4.0 / 1048576.0);
+        // the score download of every sub-batch lands here: pinned on CUDA (a faster copy)
+        CHECK(infl_be_host_alloc(ctx, (size_t)M * a.B * sizeof(float), (void **)&hsub, "a score block"));
+        zn = infl_malloc(ctx, (size_t)a.B * sizeof(double), "train gradient norms");
+        GOTO_NOMEM_IF(!hblock || !hsub || !zn);
+        // --rerank keeps the best K of each side for the second pass
+        CHECK(infl_topk_create(ctx, M, o->rerank > o->top ? o->rerank : o->top, &tk));
         rank_stream rs = {.a = &a, .S = S, .hblock = hblock, .hsub = hsub, .zn = zn, .tk = tk, .scw = scw,
                           .block = block, .user = user};
         infl_stream_fns fns = {.batch = rank_batch, .shard = rank_shard, .user = &rs};
