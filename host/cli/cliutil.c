@@ -156,3 +156,17 @@ void put_json(FILE *f, const char *v) {
     }
     fputc('"', f);
 }
+
+// A CSV field: quoted (with "" for ") when it holds a separator, quote or newline.
+void put_csv(FILE *f, const char *v) {
+    if (!strpbrk(v, ",\"\n\r")) {
+        fputs(v, f);
+        return;
+    }
+    fputc('"', f);
+    for (const char *p = v; *p; p++) {
+        if (*p == '"') fputc('"', f);
+        fputc(*p, f);
+    }
+    fputc('"', f);
+}

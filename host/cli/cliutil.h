@@ -39,6 +39,9 @@ int finish(common *c, infl_ctx *ctx, infl_status st);
 // "784,256,128,10" into widths (INFL_MAX_LAYERS + 1 entries) and *nlayers (entries
 // minus one); -1 when malformed (fewer than 2 widths, a width outside 1..2^24, too many).
 int parse_widths(const char *text, int *widths, int *nlayers);
+// Writes v as a CSV field: quoted (with "" for ") when it holds a separator, quote or
+// newline, else as it is.
+void put_csv(FILE *f, const char *v);
 // Writes v as a JSON string, with its quotes and escapes; bytes that are not UTF-8
 // become U+FFFD.
 void put_json(FILE *f, const char *v);

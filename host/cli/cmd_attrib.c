@@ -161,20 +161,6 @@ static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int 
     return INFL_OK;
 }
 
-// A CSV field: quoted (with "" for ") when it holds a separator, quote or newline.
-static void put_csv(FILE *f, const char *v) {
-    if (!strpbrk(v, ",\"\n\r")) {
-        fputs(v, f);
-        return;
-    }
-    fputc('"', f);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"') fputc('"', f);
-        fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 // ---- rank ----
 
 typedef struct {

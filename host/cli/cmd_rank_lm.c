@@ -244,15 +244,6 @@ static char *doc_text(const docinfo *d) {
     return s;
 }
 
-static void put_csv_field(FILE *f, const char *v) {
-    fputc('"', f);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"') fputc('"', f);
-        fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 // Writes the CSV (one row per document: query, side, rank, index, topic, score, text)
 // or the JSON (every document with its tokens and shares) of the rankings.
 static infl_status write_file(infl_ctx *ctx, const char *path, int force, int json, const infl_rank_result *r,
@@ -307,14 +298,14 @@ static infl_status write_file(infl_ctx *ctx, const char *path, int force, int js
                     fprintf(fp, "]}");
                 } else {
                     fprintf(fp, "%d,", q);
-                    put_csv_field(fp, r->query_prompt[q]);
+                    put_csv(fp, r->query_prompt[q]);
                     fputc(',', fp);
-                    put_csv_field(fp, r->query_completion[q]);
+                    put_csv(fp, r->query_completion[q]);
                     fprintf(fp, ",%.9g,%s,%d,%" PRId64 ",", -r->query_loss[q], side ? "opponent" : "proponent", j + 1,
                             idx);
-                    put_csv_field(fp, d->topic);
+                    put_csv(fp, d->topic);
                     fprintf(fp, ",%.9g,", sc);
-                    put_csv_field(fp, text);
+                    put_csv(fp, text);
                     fputc('\n', fp);
                 }
                 free(text);
