@@ -11,7 +11,8 @@
  *    linear model; the projected grad-dot's error shrinks as 1/√k;
  *  - an interrupted index resumes to the same rows as an uninterrupted one;
  *  - bad input: another run's index, k larger than the gradient, a truncated file;
- *  - float16 conversion (rounding to nearest even, subnormals, overflow).
+ *  - float16 conversion (rounding to nearest even, subnormals, overflow);
+ *  - the CUDA backend's index against the CPU's (skipped without a device).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -26,6 +27,7 @@
 #include "estimators/score.h"
 #include "pipelines/attrib.h"
 #include "testutil.h"
+#include "cudapair.h"
 
 // A small trained MLP on blobs (SGD, checkpoints every 5 steps), or with no hidden layer (Newton).
 static void make_run(const char *data, const char *run, int L, const int *w, uint64_t seed) {
@@ -612,4 +614,44 @@ Test(index, float16_rounds_to_nearest_even) {
     cr_assert_eq(infl_f16_to_f32(infl_f32_to_f16(0x1.0p-26f)), 0.0f);
     // every half round-trips
     for (uint32_t h = 0; h < 0x7c00u; h++) cr_assert_eq(infl_f32_to_f16(infl_f16_to_f32((uint16_t)h)), h);
+}
+
+// The same index built on the CUDA backend and on the CPU: rows within 1e-4 (relative).
+Test(index, cuda_index_matches_cpu) {
+    pair Pp = open_pair();
+    char data[4096], run[4096];
+    snprintf(data, sizeof data, "%s", tu_path("d.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("r.h5"));
+    tu_make_blobs(data, 90, 30, 3, 4);
+    const int w[] = {30, 20, 3};
+    make_run(data, run, 2, w, 1);
+    const infl_projection kinds[] = {INFL_PROJ_RADEMACHER, INFL_PROJ_GAUSSIAN, INFL_PROJ_KRON};
+    for (int t = 0; t < 3; t++) {
+        float *rows[2];
+        int64_t n = 0;
+        int k = 0;
+        for (int s = 0; s < 2; s++) {
+            char out[4096];
+            snprintf(out, sizeof out, "%s", tu_path(s ? "ix1.h5" : "ix0.h5"));
+            infl_index_options io = ix_opts(run, kinds[t], 64);
+            io.kron_out = 4;
+            io.kron_in = 9;
+            infl_index_report rep;
+            OK(Pp.c[s], infl_index(Pp.c[s], &io, out, &rep));
+            infl_ixr *r;
+            OK(Pp.c[s], store_index_open(Pp.c[s], out, &r));
+            const infl_index_info *in = store_index_info(r);
+            n = in->N * in->nck;
+            k = in->k;
+            rows[s] = malloc((size_t)n * k * sizeof(float));
+            for (int c = 0; c < in->nck; c++)
+                OK(Pp.c[s], store_index_read(Pp.c[s], r, c, 0, in->N, rows[s] + (size_t)c * in->N * k, NULL));
+            store_index_close_r(r);
+        }
+        double e = relerr(rows[1], rows[0], (size_t)n * k);
+        cr_assert(e <= 1e-4, "%s: the CUDA index differs from the CPU's by %g", infl_projection_name(kinds[t]), e);
+        free(rows[0]);
+        free(rows[1]);
+    }
+    close_pair(&Pp);
 }
