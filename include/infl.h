@@ -439,6 +439,8 @@ typedef struct {
     double damping;           /* if, ekfac: λ added to H (which already has the weight decay); default 0.001 */
     int damping_auto;         /* ekfac, kfac, diagonal: λ_l = 0.1 × mean(Λ_l) per layer instead of damping
                                  (default 0 here; the CLI sets it unless --damping VALUE is given) */
+    double damping_factor;    /* trak and if over an index, with damping_auto: λ = this × the mean eigenvalue of
+                                 each kernel block; default 0.1 */
     const char *factors;      /* ekfac, kfac, diagonal: factors file from infl_fit; required */
     int query_rank;           /* ekfac, kfac, diagonal: rank-r SVD of each preconditioned query matrix per
                                  layer (layers of smaller rank keep their full rank); 0 = full */

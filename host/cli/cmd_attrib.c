@@ -36,7 +36,8 @@ typedef struct {
         {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
         {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
          "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
-         "0.1 x mean eigenvalue per layer) or a value"},                                                             \
+         "0.1 x mean eigenvalue per layer) or a value; trak, if with --index: auto, auto:F (F x mean eigenvalue) "     \
+         "or a value"},                                                             \
         {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
         {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
         {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
@@ -76,7 +77,12 @@ static int resolve(attrib_args *A, const char *cmd) {
     o->damping_auto = ek || ix;
     if (A->damping) {
         char *end = NULL;
-        if (!strcmp(A->damping, "auto")) {
+        if (!strncmp(A->damping, "auto:", 5) && ix) {
+            // auto:F, the factor of the mean eigenvalue (index kernels)
+            o->damping_factor = strtod(A->damping + 5, &end);
+            if (!A->damping[5] || *end || !(o->damping_factor > 0) || !isfinite(o->damping_factor))
+                return usage_error(cmd, "--damping auto:F: expected a factor F > 0");
+        } else if (!strcmp(A->damping, "auto")) {
             if (!ek && !ix)
                 return usage_error(cmd, "--damping auto goes with --method ekfac, kfac, diagonal, or trak and if with --index");
         } else {

@@ -206,7 +206,7 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
         double mean = 0;
         for (int i = 0; i < bn; i++) mean += hw[i] > 0 ? hw[i] : 0;
         mean /= bn;
-        double lambda = o->damping_auto ? 0.1 * mean : o->damping;
+        double lambda = o->damping_auto ? (o->damping_factor > 0 ? o->damping_factor : 0.1) * mean : o->damping;
         p->mean[b] = mean;
         p->lambda[b] = lambda;
         for (size_t i = 0; i < (size_t)bn * bn; i++) hf[i] = (float)Kb[i];
@@ -503,8 +503,9 @@ static infl_status ix_attrs(infl_ctx *ctx, infl_scw *w, const ix_state *s, const
                  in->ck[s->f[0].ck[c]].name);
     FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "checkpoints", names));
     if (o->method == INFL_METHOD_TRAK || o->method == INFL_METHOD_IF) {
-        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "damping_rule",
-                                               o->damping_auto ? "auto: 0.1 x mean eigenvalue per block" : "given"));
+        char rule[64];
+        snprintf(rule, sizeof rule, "auto: %g x mean eigenvalue per block", o->damping_factor > 0 ? o->damping_factor : 0.1);
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "damping_rule", o->damping_auto ? rule : "given"));
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "damping", s->f[0].pre[0].lambda[0]));
     }
     return INFL_OK;
