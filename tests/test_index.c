@@ -239,6 +239,39 @@ Test(index, projection_of_documents_equals_materialised_gradient) {
     infl_ctx_free(ctx);
     check_projection(run, tu_ref(0, data, "test[0:4]"), INFL_PROJ_RADEMACHER, 40, 0, 0);
     check_projection(run, tu_ref(0, data, "test[0:4]"), INFL_PROJ_KRON, 0, 3, 5);
+    // ranked from an index: each reported document's token shares add up to its score
+    ctx = tu_ctx();
+    char ix[4096];
+    snprintf(ix, sizeof ix, "%s", tu_path("gix.h5"));
+    infl_index_options io = ix_opts(run, INFL_PROJ_KRON, 0);
+    io.kron_out = 4;
+    io.kron_in = 6;
+    infl_index_report rep;
+    cr_assert_eq(infl_index(ctx, &io, ix, &rep), INFL_OK, "%s", infl_ctx_error(ctx));
+    const infl_method ms[] = {INFL_METHOD_TRACIN, INFL_METHOD_TRAK, INFL_METHOD_GRADCOS};
+    for (int t = 0; t < 3; t++) {
+        infl_rank_options ro = infl_rank_options_default();
+        ro.index = ix;
+        ro.query = tu_ref(1, data, "test[0:3]");
+        ro.method = ms[t];
+        ro.damping_auto = 1;
+        ro.top = 3;
+        ro.token_shares = 1;
+        infl_rank_result *res;
+        cr_assert_eq(infl_rank(ctx, &ro, &res), INFL_OK, "%s", infl_ctx_error(ctx));
+        cr_assert_not_null(res->top_shares);
+        for (int e = 0; e < res->M * res->k; e++)
+            for (int side = 0; side < 2; side++) {
+                const infl_token_shares *sh = &(side ? res->bottom_shares : res->top_shares)[e];
+                double sum = 0, score = (side ? res->bottom_score : res->top_score)[e];
+                for (int i = 0; i < sh->n; i++) sum += sh->share[i];
+                cr_assert(sh->n > 0);
+                cr_assert(fabs(sum - score) <= 1e-4 * fabs(score) + 1e-7, "method %d: shares add up to %g, score %g",
+                          (int)ms[t], sum, score);
+            }
+        infl_rank_result_free(res);
+    }
+    infl_ctx_free(ctx);
 }
 
 // ---- scores against float64 references ----

@@ -412,6 +412,17 @@ static infl_status ix_queries(ix_state *s, ix_file *f, int first, infl_rank_resu
         }
         res->query_begin = a.query ? store_split_info(a.query)->begin : 0;
         res->weight_decay = a.m->wd;
+        if (a.tokens) {
+            // the queries' texts (given, greedy, or the documents'), for the report
+            res->query_prompt = calloc((size_t)M, sizeof(char *));
+            res->query_completion = calloc((size_t)M, sizeof(char *));
+            GOTO_IF(ctx, !res->query_prompt || !res->query_completion, INFL_E_NOMEM, "out of memory");
+            for (int q = 0; q < M; q++) {
+                res->query_prompt[q] = a.qprompt[q];
+                res->query_completion[q] = a.qcompletion[q];
+                a.qprompt[q] = a.qcompletion[q] = NULL;
+            }
+        }
     }
 done:
     free(hp);
@@ -438,9 +449,8 @@ static infl_status ix_open(infl_ctx *ctx, ix_state *s, const infl_rank_options *
               m != INFL_METHOD_GRADDOT && m != INFL_METHOD_GRADCOS && m != INFL_METHOD_TRACIN && m != INFL_METHOD_TRAK &&
                   m != INFL_METHOD_IF,
               INFL_E_ARG, "--index serves --method graddot, gradcos, tracin, trak or if (not %s)", infl_method_name(m));
-    RETURN_IF(ctx, o->query_rank || o->prefilter_bm25 || o->rerank || o->token_shares || o->factors, INFL_E_ARG,
-              "--index scores stored projections: --query-rank, --prefilter, --rerank, --tokens and --factors do not "
-              "apply");
+    RETURN_IF(ctx, o->query_rank || o->prefilter_bm25 || o->rerank || o->factors, INFL_E_ARG,
+              "--index scores stored projections: --query-rank, --prefilter, --rerank and --factors do not apply");
     char buf[8192];
     snprintf(buf, sizeof buf, "%s", o->index);
     int kmax = 0;
@@ -538,6 +548,104 @@ static infl_status ix_score_chunk(ix_state *s, int64_t r0, int n, float *Sd, flo
     return INFL_OK;
 }
 
+// Language models: each reported document's score split over its token positions. The
+// projection is linear, so a document's φ is the sum of its token rows' (each row projected
+// as an example of its own) and its score the sum of ψ_Q · φ_t over the rows t, file f and
+// checkpoint c (documents carry the loss's gradient: q = 1; gradcos divides by |φ|).
+static infl_status ix_token_shares(ix_state *s, infl_rank_result *res) {
+    infl_ctx *ctx = s->ctx;
+    const infl_backend *be = ctx->be;
+    const infl_rank_options *o = s->o;
+    int M = s->M, k = res->k;
+    size_t nd = (size_t)M * (k > 0 ? k : 1);
+    res->top_shares = calloc(nd, sizeof(infl_token_shares));
+    res->bottom_shares = calloc(nd, sizeof(infl_token_shares));
+    RETURN_IF(ctx, !res->top_shares || !res->bottom_shares, INFL_E_NOMEM, "out of memory for token shares");
+    infl_status rc = INFL_OK;
+    for (int i = 0; i < s->nf && rc == INFL_OK; i++) {
+        ix_file *f = &s->f[i];
+        const infl_index_info *in = f->in;
+        char run[4096], names[4096] = "";
+        store_resolve_beside(i == 0 && o->run && *o->run ? o->run : in->run, store_index_path(f->r), run, sizeof run);
+        for (int c = 0; c < f->nck && strlen(names) < sizeof names - 40; c++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", c ? "," : "", in->ck[f->ck[c]].name);
+        infl_rank_options ro = *o;
+        ro.run = run;
+        ro.train = in->data;
+        ro.method = INFL_METHOD_TRAK;
+        ro.checkpoints = names;
+        ro.index = NULL;
+        attrib a;
+        FORWARD_IF_ERROR(attrib_open(ctx, &a, &ro, 0));
+        int T = a.ctxT, kk = in->k;
+        infl_proj *p = NULL;
+        infl_model_work *w = NULL;
+        int32_t *tok = malloc((size_t)T * sizeof(int32_t)), *ident = malloc((size_t)(T + 1) * sizeof(int32_t));
+        float *hrow = malloc((size_t)T * M * sizeof(float)), *hphi = malloc((size_t)T * kk * sizeof(float));
+        float *phi = NULL, *St = NULL;
+        infl_projection kind = !strcmp(in->projection, "kron")       ? INFL_PROJ_KRON
+                               : !strcmp(in->projection, "gaussian") ? INFL_PROJ_GAUSSIAN
+                                                                     : INFL_PROJ_RADEMACHER;
+        const int64_t begin = store_split_info(a.train)->begin;
+        GOTO_IF(ctx, !tok || !ident || !hrow || !hphi, INFL_E_NOMEM, "out of memory for token shares");
+        for (int t = 0; t <= T; t++) ident[t] = t;
+        CHECK(proj_create(ctx, a.m, kind, kk, in->kron_out, in->kron_in, in->seed, T, T, &p));
+        CHECK(infl_model_work_create(ctx, a.m, 1, &w));
+        CHECK(infl_be_alloc_f(ctx, &phi, (size_t)T * kk, "token projections"));
+        CHECK(infl_be_alloc_f(ctx, &St, (size_t)T * M, "token shares"));
+        for (int q = 0; q < M; q++)
+            for (int side = 0; side < 2; side++)
+                for (int j = 0; j < k; j++) {
+                    size_t at = (size_t)q * k + j;
+                    infl_token_shares *sh = &(side ? res->bottom_shares : res->top_shares)[at];
+                    int64_t row = (side ? res->bottom_index : res->top_index)[at] - begin;
+                    int32_t len;
+                    CHECK(store_split_read_docs(ctx, a.train, row, 1, T, 0, tok, &len, NULL));
+                    infl_batch bt = {.b = 1, .index0 = begin + row, .tok = tok, .T = T, .len = &len};
+                    double norm2 = 0;
+                    for (int c = 0; c < f->nck; c++) {
+                        CHECK(attrib_factors(ctx, &a, c, &bt, w));
+                        int rows = w->rows;
+                        if (!sh->share) {
+                            sh->n = rows;
+                            sh->token = malloc((size_t)(rows ? rows : 1) * sizeof(int32_t));
+                            sh->share = calloc((size_t)(rows ? rows : 1), sizeof(float));
+                            GOTO_IF(ctx, !sh->token || !sh->share, INFL_E_NOMEM, "out of memory for token shares");
+                            for (int t = 0; t < rows; t++) sh->token[t] = t < len ? tok[t] : a.m->spec.gpt.eot;
+                        }
+                        // every token row as an example of its own
+                        infl_model_work view = *w;
+                        view.row_off = ident;
+                        CHECK(proj_batch(ctx, p, a.m, &view, rows, phi));
+                        CHECK(be->sgemm(ctx, INFL_N, INFL_T, rows, M, kk, 1.0f, phi, kk, f->psi[c], kk, 0.0f, St, M));
+                        CHECK(be->download(ctx, hrow, St, (size_t)rows * M * sizeof(float)));
+                        for (int t = 0; t < rows && t < sh->n; t++) sh->share[t] += hrow[(size_t)t * M + q];
+                        if (o->method == INFL_METHOD_GRADCOS) {
+                            CHECK(be->download(ctx, hphi, phi, (size_t)rows * kk * sizeof(float)));
+                            for (int e = 0; e < kk; e++) {
+                                double v = 0;
+                                for (int t = 0; t < rows; t++) v += hphi[(size_t)t * kk + e];
+                                norm2 += v * v;
+                            }
+                        }
+                    }
+                    if (o->method == INFL_METHOD_GRADCOS)
+                        for (int t = 0; t < sh->n; t++) sh->share[t] = (float)(sh->share[t] * (norm2 > 0 ? 1.0 / sqrt(norm2) : 0.0));
+                }
+    done:
+        free(tok);
+        free(ident);
+        free(hrow);
+        free(hphi);
+        infl_be_free(ctx, phi);
+        infl_be_free(ctx, St);
+        infl_model_work_free(ctx, a.m, w);
+        proj_free(ctx, p);
+        attrib_close(&a);
+    }
+    return rc;
+}
+
 infl_status index_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,
                        infl_rank_result **out) {
     *out = NULL;
@@ -584,6 +692,7 @@ infl_status index_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_f
                       res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
         res->k = cnt;
     }
+    if (o->token_shares) CHECK(ix_token_shares(&s, res));
     if (scw) {
         CHECK(store_scores_write_topk(ctx, scw, res->top_index, res->top_score, res->bottom_index, res->bottom_score));
         rc = store_scores_commit(ctx, scw);
