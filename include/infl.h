@@ -421,6 +421,15 @@ typedef struct {
                                  side (proponents, opponents) again at full rank */
     int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
                                  token rows (ghost pairs or contraction); 2 by forming documents' gradients */
+    /* FastIF (Guo et al. 2020) */
+    int prefilter_knn;        /* models of feature rows (an mlp run): K > 0 scores each query only against its K
+                                 nearest training examples by squared Euclidean distance in the knn_features
+                                 space (exact k-NN, one GEMM per sub-batch of the streamed split) */
+    int knn_features;         /* 0: the inputs x (default); 1: the penultimate activations (the last layer's
+                                 inputs) at the method's last checkpoint */
+    const int64_t *query_rows;/* optional (nquery_rows > 0): the queries are these rows of `query`'s range, in
+                                 this order, instead of all of it (infl debug's misclassified examples) */
+    int nquery_rows;
 } infl_rank_options;
 
 /* Returns the defaults documented above. */
@@ -465,6 +474,9 @@ typedef struct {
     char **query_completion;  /* (M) the completion measured (given, greedy, or the document's text) */
     infl_token_shares *top_shares;    /* (M, k) with token_shares: the proponents' per-token shares; else NULL */
     infl_token_shares *bottom_shares; /* (M, k) the opponents' */
+    double seconds_prefilter; /* --prefilter: finding the candidates (part of seconds_score) */
+    int64_t candidates;       /* --prefilter, --rerank: distinct training examples scored (the union of the
+                                 queries' candidates); else N */
     int layer_paths;          /* layers below, for the record: 1 = scored by forming per-document gradients, */
     int *layer_path;          /* (layer_paths) 0 = by the token-pair (ghost) or per-token contraction form */
 } infl_rank_result;

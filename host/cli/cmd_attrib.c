@@ -316,7 +316,7 @@ int cmd_rank(int argc, char **argv) {
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
-               *queries = NULL, *prefilter = NULL;
+               *queries = NULL, *prefilter = NULL, *knn_features = NULL;
     int spans = 0;
     A.o.complete_tokens = 20;
     const cli_opt opts[] = {
@@ -331,8 +331,11 @@ int cmd_rank(int argc, char **argv) {
         {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
         {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
         {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
-        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K",
-         "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
+        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K|knn:K",
+         "score each query only against its K candidates: bm25 (gpt) the most similar training documents by BM25 "
+         "over tokens; knn (mlp, FastIF) the nearest training rows by squared Euclidean distance"},
+        {"knn-features", 0, ARG_STR, &knn_features, "F",
+         "--prefilter knn's space: inputs (default) or penultimate (the last layer's inputs at the checkpoint)"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
          "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
@@ -371,10 +374,17 @@ int cmd_rank(int argc, char **argv) {
     if (completion && !prompt) return usage_error(spec.cmd, "--completion goes with --prompt");
     if (prefilter) {
         char *end = NULL;
-        long k = strncmp(prefilter, "bm25:", 5) == 0 ? strtol(prefilter + 5, &end, 10) : -1;
-        if (k < 1 || k > 1 << 30 || !end || *end)
-            return usage_error(spec.cmd, "--prefilter: expected bm25:K with K >= 1 (e.g. bm25:500)");
-        A.o.prefilter_bm25 = (int)k;
+        int bm25 = strncmp(prefilter, "bm25:", 5) == 0, knn = strncmp(prefilter, "knn:", 4) == 0;
+        long k = bm25 || knn ? strtol(prefilter + (bm25 ? 5 : 4), &end, 10) : -1;
+        if (k < 1 || k > 1 << 30 || !end || *end || end == prefilter + (bm25 ? 5 : 4))
+            return usage_error(spec.cmd, "--prefilter: expected bm25:K or knn:K with K >= 1 (e.g. knn:1000)");
+        *(bm25 ? &A.o.prefilter_bm25 : &A.o.prefilter_knn) = (int)k;
+    }
+    if (knn_features) {
+        if (!A.o.prefilter_knn) return usage_error(spec.cmd, "--knn-features goes with --prefilter knn:K");
+        if (strcmp(knn_features, "inputs") && strcmp(knn_features, "penultimate"))
+            return usage_error(spec.cmd, "--knn-features: expected inputs or penultimate");
+        A.o.knn_features = strcmp(knn_features, "penultimate") == 0;
     }
     if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
     if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
@@ -478,8 +488,14 @@ int cmd_rank(int argc, char **argv) {
                 else st = row_label(ctx, train, idx, ri->x, ri->label, sizeof ri->label);
             }
     if (st == INFL_OK) {
-        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
+        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring",
                infl_method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+        if (A.o.prefilter_knn)
+            printf(" (of which %.2f s the k-NN search; each query's %d nearest by its %s, %" PRId64
+                   " distinct candidates scored)",
+                   r->seconds_prefilter, A.o.prefilter_knn, A.o.knn_features ? "penultimate activations" : "inputs",
+                   r->candidates);
+        printf("\n");
         if (r->layers > 0) {
             printf("curvature per layer: damping");
             for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_damping[l]);
