@@ -416,6 +416,7 @@ static const struct {
     {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
     {"lds", cmd_lds, "linear datamodeling score of methods' scores, by retraining on subsets"},
+    {"debug", cmd_debug, "remove the opponents of misclassified examples, retrain, compare with random removal"},
     {"compare", cmd_compare, "how two scores files agree: Pearson, Spearman, top-k overlap per query"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
     {"synth", cmd_synth, "write a synthetic class-structured dataset of any size"},

@@ -13,43 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attrib_args.h"
 #include "cliutil.h"
 #include "cmd_rank_lm.h"
 #include "core/internal.h"
 #include "render.h"
 #include "store/store.h"
 
-// ---- options shared by rank, self and loo ----
+// ---- options shared by rank, self, loo and debug (attrib_args.h) ----
 
-typedef struct {
-    infl_rank_options o;
-    const char *method, *hessian, *solver, *damping;
-    double shard_mb;
-} attrib_args;
-
-#define ATTRIB_OPTS(A)                                                                                                 \
-    {"run", 0, ARG_STR, &(A).o.run, "FILE", "the run file (required)"},                                                \
-        {"train", 0, ARG_STR, &(A).o.train, "FILE:/split", "training data (default: the data the run was trained on)"}, \
-        {"checkpoint", 0, ARG_STR, &(A).o.checkpoint, "NAME", "graddot, gradcos, if: final (default), a name or step; ekfac: the factors' own"},  \
-        {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
-        {"hessian", 0, ARG_STR, &(A).hessian, "H", "if: exact (R-operator, default) or ggn (Gauss-Newton)"},            \
-        {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
-        {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
-         "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
-         "0.1 x mean eigenvalue per layer) or a value"},                                                             \
-        {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
-        {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
-        {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
-        {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)"},                           \
-        {"lissa-depth", 0, ARG_INT, &(A).o.lissa_depth, "N", "lissa: recursion depth (default 1000)"},                   \
-        {"lissa-scale", 0, ARG_DOUBLE, &(A).o.lissa_scale, "S", "lissa: scale, above H's largest eigenvalue (default 10)"}, \
-        {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)"},                 \
-        {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
-        {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
-        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"}
-
-// Resolves the text options into the enum fields. Returns 0 or a usage exit code.
-static int resolve(attrib_args *A, const char *cmd) {
+int attrib_args_resolve(attrib_args *A, const char *cmd) {
     infl_rank_options *o = &A->o;
     if (!o->run) return usage_error(cmd, "no run file (--run run.h5)");
     if (A->method) {
@@ -150,15 +123,6 @@ static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
     store_split_class_name(s, c, name, sizeof name);
     if (name[0]) snprintf(buf, size, "%s", name);
     else snprintf(buf, size, "%d", (int)c);
-}
-
-// Refuses existing outputs (NULL entries skipped) before the work, not after it.
-static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
-    for (int i = 0; i < n; i++) {
-        char tmp[4200];
-        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
-    }
-    return INFL_OK;
 }
 
 // ---- rank ----
@@ -365,7 +329,7 @@ int cmd_rank(int argc, char **argv) {
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query && !prompt && !queries)
         return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end], or --prompt TEXT for a gpt)");
@@ -562,7 +526,7 @@ int cmd_self(int argc, char **argv) {
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (top < 0) return usage_error(spec.cmd, "--top: expected 0 or more");
     if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
@@ -666,7 +630,7 @@ int cmd_loo(int argc, char **argv) {
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     A.method = "if";
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
     infl_ctx *ctx = open_ctx(&c);
