@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "estimators/knn.h"
+#include "models/train.h"
 #include "pipelines/attrib.h"
 #include "testutil.h"
 
@@ -253,4 +254,95 @@ Test(knn, bad_k_is_a_clear_error) {
     cr_assert(strstr(tu_err(), "expected 1 to 150"), "%s", tu_err());
     const char *feat[] = {"infl", "rank", "--run", run, "--query", q, "--knn-features", "penultimate", NULL};
     cr_assert_eq(tu_cli(feat), 2, "--knn-features without --prefilter knn");
+}
+
+// ---- infl debug ----
+
+Test(debug, removes_the_union_of_the_opponents_and_the_run_records_it) {
+    const char *data = tu_path("blobs.h5"), *run = tu_path("run.h5");
+    tu_make_blobs(data, 200, 6, 3, 5);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options t = infl_train_options_default();
+    t.data = tu_ref(3, data, "train");
+    t.nlayers = 2;
+    t.widths[0] = 6, t.widths[1] = 4, t.widths[2] = 3;
+    t.epochs = 1;  // under-trained: some test examples are wrong
+    t.batch = 32;
+    t.lr = 0.02;
+    t.optimizer = INFL_OPT_SGD;
+    cr_assert_eq(infl_train(ctx, &t, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_debug_options o = infl_debug_options_default();
+    o.rank.run = run;
+    o.rank.method = INFL_METHOD_GRADDOT;
+    o.val = tu_ref(0, data, "test");
+    o.fix = 4;
+    o.per_example = 3;
+    o.random = 2;
+    o.seed = 9;
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s/kept", tu_tmpdir());
+    o.keep_prefix = prefix;
+    infl_debug_result *r = NULL;
+    cr_assert_eq(infl_debug(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert(r->M >= 1 && r->M <= 4 && r->val_wrong >= r->M, "M %d of %lld wrong", r->M, (long long)r->val_wrong);
+    cr_assert_eq(r->before_fixed, 0.0);
+    // the removed rows are the union of each fixed example's negative bottom-3, by the same ranking
+    infl_rank_options ro = o.rank;
+    ro.query = o.val;
+    ro.query_rows = r->fixed;
+    ro.nquery_rows = r->M;
+    ro.top = 3;
+    infl_rank_result *rk = NULL;
+    cr_assert_eq(infl_rank(ctx, &ro, &rk), INFL_OK, "%s", infl_ctx_error(ctx));
+    int64_t want[12], nw = 0;
+    for (int i = 0; i < r->M * 3; i++) {
+        if (!(rk->bottom_score[i] < 0)) continue;
+        int seen = 0;
+        for (int j = 0; j < nw; j++) seen |= want[j] == rk->bottom_index[i];
+        if (!seen) want[nw++] = rk->bottom_index[i];
+    }
+    cr_assert_eq(r->nremoved, nw, "removed %lld, the union has %lld", (long long)r->nremoved, (long long)nw);
+    for (int j = 0; j < nw; j++) {
+        int found = 0;
+        for (int64_t i = 0; i < r->nremoved; i++) found |= r->removed[i] == want[j];
+        cr_assert(found, "opponent %lld was not removed", (long long)want[j]);
+    }
+    // the retrained runs record what they left out: the opponents, and as many random rows
+    char path[4300];
+    infl_run *kept = NULL;
+    int64_t *rows = NULL, n = 0;
+    snprintf(path, sizeof path, "%s-removed.h5", prefix);
+    cr_assert_eq(store_run_open(ctx, path, &kept), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_run_read_rows(ctx, kept, "train_excluded", &rows, &n), INFL_OK);
+    cr_assert_eq(n, r->nremoved);
+    for (int64_t i = 0; i < n; i++) cr_assert_eq(rows[i], r->removed[i]);
+    cr_assert_eq(store_run_seed(kept), 1, "retrained with the run's seed");
+    free(rows);
+    store_run_close(kept);
+    snprintf(path, sizeof path, "%s-random-1.h5", prefix);
+    cr_assert_eq(store_run_open(ctx, path, &kept), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_run_read_rows(ctx, kept, "train_excluded", &rows, &n), INFL_OK);
+    cr_assert_eq(n, r->nremoved);
+    for (int64_t i = 1; i < n; i++) cr_assert(rows[i] > rows[i - 1] && rows[i] < 200);
+    free(rows);
+    store_run_close(kept);
+    // the trainer left exactly those rows out: an epoch over 200 - n rows in batches of 32
+    infl_train_options te = t;
+    te.exclude = r->removed;
+    te.nexclude = r->nremoved;
+    int64_t steps, used;
+    cr_assert_eq(infl_train_epoch_steps(ctx, &te, 0, 200, 200, 32, &steps, &used), INFL_OK);
+    cr_assert_eq(used, 200 - r->nremoved);
+    for (int64_t i = 0; i < r->nremoved; i++) cr_assert(!infl_subset_keeps(&te, r->removed[i]));
+    cr_assert(infl_subset_keeps(&te, r->removed[0] == 0 ? 199 : 0) || r->nremoved == 200);
+    cr_assert(r->after_test >= 0 && r->after_test <= 1 && r->nrandom == 2);
+    infl_rank_result_free(rk);
+    infl_debug_result_free(r);
+    // bad input
+    o.fix = 0;
+    cr_assert_eq(infl_debug(ctx, &o, &r), INFL_E_ARG);
+    infl_ctx_free(ctx);
+    const char *act[] = {"infl", "debug", "--run", run, "--val", tu_ref(0, data, "test"), "--action", "finetune", NULL};
+    cr_assert_eq(tu_cli(act), 2);
+    cr_assert(strstr(tu_err(), "only remove is implemented"), "%s", tu_err());
 }
