@@ -35,6 +35,17 @@ static int by_dist(const void *x, const void *y) {
     return (a->i > b->i) - (a->i < b->i);
 }
 
+// out (n): every row of X (n, d) with its squared distance to q (d) in float64, nearest
+// first, ties by index.
+static void brute_force(pair *out, const float *q, const float *X, int n, int d) {
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int j = 0; j < d; j++) s += ((double)q[j] - X[i * d + j]) * ((double)q[j] - X[i * d + j]);
+        out[i] = (pair){s, i};
+    }
+    qsort(out, (size_t)n, sizeof(pair), by_dist);
+}
+
 Test(knn, gemm_equals_brute_force_across_block_sizes) {
     infl_ctx *ctx = tu_ctx();
     enum { N = 53, D = 6, NQ = 5, K = 9 };
@@ -51,14 +62,7 @@ Test(knn, gemm_equals_brute_force_across_block_sizes) {
     }
     float *dX = tu_upload(ctx, X, sizeof X), *dQ = tu_upload(ctx, Q, sizeof Q);
     pair ref[NQ][N];
-    for (int q = 0; q < NQ; q++) {
-        for (int i = 0; i < N; i++) {
-            double s = 0;
-            for (int j = 0; j < D; j++) s += ((double)Q[q * D + j] - X[i * D + j]) * ((double)Q[q * D + j] - X[i * D + j]);
-            ref[q][i] = (pair){s, i};
-        }
-        qsort(ref[q], N, sizeof(pair), by_dist);
-    }
+    for (int q = 0; q < NQ; q++) brute_force(ref[q], Q + q * D, X, N, D);
     const int blocks[] = {1, 4, 16, 53};
     for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
         int B = blocks[bi];
@@ -200,12 +204,7 @@ Test(knn, candidates_are_the_nearest_and_keep_the_full_scores) {
     cr_assert_eq(infl_rank(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
     for (int q = 0; q < 5; q++) {
         pair p[150];
-        for (int i = 0; i < 150; i++) {
-            double s = 0;
-            for (int j = 0; j < 6; j++) s += ((double)qx[q * 6 + j] - x[i * 6 + j]) * ((double)qx[q * 6 + j] - x[i * 6 + j]);
-            p[i] = (pair){s, i};
-        }
-        qsort(p, 150, sizeof(pair), by_dist);
+        brute_force(p, qx + q * 6, x, 150, 6);
         for (int j = 0; j < 4; j++) {
             int64_t t = r->top_index[q * 4 + j], b = r->bottom_index[q * 4 + j];
             int in_t = 0, in_b = 0;
