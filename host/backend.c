@@ -14,7 +14,7 @@
 #include "core/internal.h"
 
 infl_ctx_options infl_ctx_options_default(void) {
-    infl_ctx_options o = {.backend = NULL, .threads = 0};
+    infl_ctx_options o = {.backend = NULL, .threads = 0, .deterministic = -1};
     return o;
 }
 
@@ -33,6 +33,13 @@ infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out) {
     infl_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return INFL_E_NOMEM;
     *out = ctx;
+    const char *det = getenv("INFL_DETERMINISTIC");
+    if (o.deterministic < 0 && det && *det) {
+        RETURN_IF(ctx, strcmp(det, "0") != 0 && strcmp(det, "1") != 0, INFL_E_ARG,
+                  "INFL_DETERMINISTIC=%s: expected 0 or 1", det);
+        o.deterministic = det[0] == '1';
+    }
+    ctx->deterministic = o.deterministic != 0;  // -1 (not asked): on
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);  // we translate HDF5 errors ourselves
 
     const char *want = o.backend;

@@ -23,6 +23,7 @@ struct infl_ctx {
     infl_progress_fn progress;
     void *progress_user;
     const volatile int *cancel;
+    int deterministic;              // CPU GEMMs give the same bits at every thread count (infl_ctx_options)
 };
 
 // ---- errors ----

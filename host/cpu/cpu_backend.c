@@ -1,5 +1,5 @@
 /*
- * cpu_backend.c — the CPU backend: OpenBLAS for GEMMs, OpenMP loops for the rest.
+ * cpu_backend.c — the CPU backend: OpenBLAS for GEMMs (cpu_gemm.c), OpenMP loops for the rest.
  * It is the reference oracle every CUDA primitive is tested against, so each function
  * is the plain loop of what it computes. The transformer primitives (the GPT's layers)
  * are in cpu_nn.c.
@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "core/mathfn.h"
 #include "core/spec.h"
+#include "cpu_gemm.h"
 #include "cpu_nn.h"
 
 // ---- lifecycle ----
@@ -35,8 +36,12 @@ static infl_status cpu_init(infl_ctx *ctx, const char *spec, int threads, void *
     c->threads = threads > 0 ? threads : omp_get_max_threads();
     char *cfg = openblas_get_config();
     int par = openblas_get_parallel();  // 0 sequential, 1 pthreads, 2 OpenMP
-    snprintf(desc, desc_size, "cpu (%s; %s; %d threads)", cfg ? cfg : "OpenBLAS",
-             par == 2 ? "OpenMP BLAS" : par == 1 ? "pthreads BLAS" : "sequential BLAS", c->threads);
+    // Deterministic GEMMs (cpu_gemm.c) call OpenBLAS from inside OpenMP loops: its
+    // OpenMP build then runs single-threaded by itself; a pthreads build must be told.
+    if (ctx->deterministic && par == 1) openblas_set_num_threads(1);
+    snprintf(desc, desc_size, "cpu (%s; %s; %d threads%s)", cfg ? cfg : "OpenBLAS",
+             par == 2 ? "OpenMP BLAS" : par == 1 ? "pthreads BLAS" : "sequential BLAS", c->threads,
+             ctx->deterministic ? "; deterministic" : "");
     *be = c;
     return INFL_OK;
 }
@@ -68,17 +73,6 @@ static infl_status cpu_fill(infl_ctx *ctx, float *x, float v, size_t n) {
     (void)ctx;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) x[i] = v;
-    return INFL_OK;
-}
-
-// ---- BLAS ----
-
-static infl_status cpu_sgemm(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
-                             const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    RETURN_IF(ctx, m < 0 || n < 0 || k < 0, INFL_E_ARG, "sgemm: negative size (%d, %d, %d)", m, n, k);
-    if (m == 0 || n == 0) return INFL_OK;
-    cblas_sgemm(CblasRowMajor, ta == INFL_T ? CblasTrans : CblasNoTrans, tb == INFL_T ? CblasTrans : CblasNoTrans,
-                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return INFL_OK;
 }
 
