@@ -5,6 +5,7 @@
  * backend floor, above core/ (which knows no backend).
  */
 #include <hdf5.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,20 @@ infl_status infl_be_wait_upload(infl_ctx *ctx, int slot) {
     RETURN_IF(ctx, slot < 0 || slot >= INFL_UPLOAD_SLOTS, INFL_E_ARG, "wait_upload: slot %d is not in 0..%d", slot,
               INFL_UPLOAD_SLOTS - 1);
     return ctx->be->wait_upload ? ctx->be->wait_upload(ctx, slot) : INFL_OK;
+}
+
+// OpenBLAS's OpenMP build takes omp_get_max_threads() threads outside parallel regions
+// (its pthreads build was set to one thread by the CPU backend in deterministic mode).
+int infl_blas_serial_begin(infl_ctx *ctx) {
+    if (!ctx->deterministic) return 0;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return saved;
+}
+
+void infl_blas_serial_end(infl_ctx *ctx, int saved) {
+    (void)ctx;
+    if (saved > 0) omp_set_num_threads(saved);
 }
 
 const char *infl_build_info(void) {

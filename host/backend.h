@@ -203,6 +203,14 @@ typedef struct infl_backend {
 extern const infl_backend infl_cpu_backend;
 #ifdef INFL_HAVE_CUDA
 extern const infl_backend infl_cuda_backend;
+// Host BLAS and LAPACK calls made outside the table (float64 Cholesky and solves,
+// the convex trainer's dgemm, the CPU backend's eigendecompositions): in deterministic
+// mode (infl_ctx_options), infl_blas_serial_begin makes OpenBLAS run them on one thread
+// until infl_blas_serial_end, so that their bits do not depend on the thread count;
+// otherwise both do nothing. begin returns what end restores. Calling thread only.
+int infl_blas_serial_begin(infl_ctx *ctx);
+void infl_blas_serial_end(infl_ctx *ctx, int saved);
+
 #endif
 
 // Convenience wrappers: the context's backend and its memory.
@@ -227,5 +235,13 @@ void infl_be_host_free_hook(void *p, void *ctx);
 // (same results: the overlap is the only difference).
 infl_status infl_be_upload_async(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes, int slot);
 infl_status infl_be_wait_upload(infl_ctx *ctx, int slot);
+
+// Host BLAS and LAPACK calls made outside the table (float64 Cholesky and solves,
+// the convex trainer's dgemm, the CPU backend's eigendecompositions): in deterministic
+// mode (infl_ctx_options), infl_blas_serial_begin makes OpenBLAS run them on one thread
+// until infl_blas_serial_end, so that their bits do not depend on the thread count;
+// otherwise both do nothing. begin returns what end restores. Calling thread only.
+int infl_blas_serial_begin(infl_ctx *ctx);
+void infl_blas_serial_end(infl_ctx *ctx, int saved);
 
 #endif

@@ -38,15 +38,15 @@ typedef struct {
          "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
          "0.1 x mean eigenvalue per layer) or a value"},                                                             \
         {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
-        {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
-        {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
-        {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)"},                           \
-        {"lissa-depth", 0, ARG_INT, &(A).o.lissa_depth, "N", "lissa: recursion depth (default 1000)"},                   \
-        {"lissa-scale", 0, ARG_DOUBLE, &(A).o.lissa_scale, "S", "lissa: scale, above H's largest eigenvalue (default 10)"}, \
-        {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)"},                 \
+        {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)", ">=1"}, \
+        {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)", ">=1"},                             \
+        {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)", ">0"},                           \
+        {"lissa-depth", 0, ARG_INT, &(A).o.lissa_depth, "N", "lissa: recursion depth (default 1000)", ">=1"},                   \
+        {"lissa-scale", 0, ARG_DOUBLE, &(A).o.lissa_scale, "S", "lissa: scale, above H's largest eigenvalue (default 10)", ">0"}, \
+        {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)", ">=1"},                 \
         {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
-        {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
-        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"}
+        {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)", ">=1"},          \
+        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)", ">0"}
 
 // Resolves the text options into the enum fields. Returns 0 or a usage exit code.
 static int resolve(attrib_args *A, const char *cmd) {
@@ -64,7 +64,6 @@ static int resolve(attrib_args *A, const char *cmd) {
     }
     bool ek = o->method >= INFL_METHOD_EKFAC;
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
-    if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
     if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
     if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
     o->damping_auto = ek;
@@ -91,9 +90,6 @@ static int resolve(attrib_args *A, const char *cmd) {
         else return usage_error(cmd, "--solver: expected direct, cg or lissa");
     }
     o->shard_mb = A->shard_mb;
-    if (o->shard_rows < 0) return usage_error(cmd, "--shard: expected a number of rows >= 1");
-    if (!(o->shard_mb > 0)) return usage_error(cmd, "--shard-mb: expected a value > 0");
-    if (o->hessian_samples < 0) return usage_error(cmd, "--hessian-samples: expected 0 (all) or more");
     return 0;
 }
 
@@ -312,7 +308,7 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
 }
 
 int cmd_rank(int argc, char **argv) {
-    common c = {.cmd = "infl rank"};
+    common c = COMMON_INIT("infl rank");
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
@@ -328,17 +324,17 @@ int cmd_rank(int argc, char **argv) {
          "gpt: the completion measured (default: the model's greedy completion of --gen-tokens)"},
         {"queries", 0, ARG_STR, &queries, "FILE.jsonl",
          "gpt: several queries, one {\"prompt\": ..., \"completion\": ...} a line (completion optional)"},
-        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
+        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)", ">=1"},
         {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
         {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
         {"prefilter", 0, ARG_STR, &prefilter, "bm25:K",
          "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
-         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
+         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank", ">=1"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
-         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
-        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)"},
+         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix", ">=1"},
+        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)", ">=1"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write a scores HDF5 (/topk, /bottomk)"},
         {"save-scores", 0, ARG_FLAG, &A.o.save_scores, NULL, "with -o: also the full matrix /scores [M, N]"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write the rankings as CSV"},
@@ -376,9 +372,6 @@ int cmd_rank(int argc, char **argv) {
             return usage_error(spec.cmd, "--prefilter: expected bm25:K with K >= 1 (e.g. bm25:500)");
         A.o.prefilter_bm25 = (int)k;
     }
-    if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
-    if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
-    if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -522,7 +515,7 @@ int cmd_rank(int argc, char **argv) {
 // ---- self ----
 
 int cmd_self(int argc, char **argv) {
-    common c = {.cmd = "infl self"};
+    common c = COMMON_INIT("infl self");
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL;
@@ -531,7 +524,7 @@ int cmd_self(int argc, char **argv) {
         ATTRIB_OPTS(A),
         {"method", 'm', ARG_STR, &A.method, "M",
          "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors)"},
-        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)"},
+        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)", ">=0"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write /self and /self_order to an HDF5 file"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write rank,train_index,label,self_influence for every example"},
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite outputs that exist"},
@@ -548,7 +541,6 @@ int cmd_self(int argc, char **argv) {
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     int u = resolve(&A, spec.cmd);
     if (u) return u;
-    if (top < 0) return usage_error(spec.cmd, "--top: expected 0 or more");
     if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -622,7 +614,7 @@ int cmd_self(int argc, char **argv) {
 // ---- loo ----
 
 int cmd_loo(int argc, char **argv) {
-    common c = {.cmd = "infl loo"};
+    common c = COMMON_INIT("infl loo");
     attrib_args A = {.o = infl_rank_options_default()};
     A.o.damping = 0;
     A.o.solver = 0;
@@ -632,10 +624,10 @@ int cmd_loo(int argc, char **argv) {
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
         {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries (required)"},
-        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)"},
-        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)"},
-        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)"},
-        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)"},
+        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)", ">=0"},
+        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)", ">=0"},
+        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)", ">=0"},
+        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)", ">0"},
         {"png", 0, ARG_STR, &png, "FILE", "scatter plot of predicted against actual loss changes"},
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite the picture if it exists"},
         COMMON_OPTS(c),

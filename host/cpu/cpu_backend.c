@@ -266,7 +266,9 @@ static infl_status cpu_sample_labels(infl_ctx *ctx, infl_loss loss, const float 
 static infl_status cpu_syevd(infl_ctx *ctx, double *A, double *w, int n) {
     // Row-major A is its own transpose (symmetric); LAPACK's column-major eigenvectors
     // in columns are, read row-major, eigenvectors in rows.
+    int serial = infl_blas_serial_begin(ctx);
     lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, A, (lapack_int)n, w);
+    infl_blas_serial_end(ctx, serial);
     RETURN_IF(ctx, info < 0, INFL_E_INTERNAL, "dsyevd: argument %d is invalid", (int)-info);
     RETURN_IF(ctx, info > 0, INFL_E_NUMERIC, "dsyevd: the eigendecomposition of a %d x %d matrix did not converge "
               "(NaN or Inf in it?)", n, n);
@@ -281,8 +283,10 @@ static infl_status cpu_syevd_top(infl_ctx *ctx, double *A, double *w, int n, int
     lapack_int m = 0;
     // column-major on the row-major symmetric A (its own transpose); eigenvector j is
     // column j of Z (leading dimension n), i.e. n contiguous values: row j row-major
+    int serial = infl_blas_serial_begin(ctx);
     lapack_int info = LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', (lapack_int)n, A, (lapack_int)n, 0.0, 0.0,
                                      (lapack_int)(n - k + 1), (lapack_int)n, 0.0, &m, w, Z, (lapack_int)n, isuppz);
+    infl_blas_serial_end(ctx, serial);
     infl_status rc = INFL_OK;
     if (info < 0) rc = infl_seterr(ctx, INFL_E_INTERNAL, "dsyevr: argument %d is invalid", (int)-info);
     else if (info > 0 || m != k)
