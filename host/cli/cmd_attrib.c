@@ -101,9 +101,11 @@ static infl_status train_ref(infl_ctx *ctx, const infl_rank_options *o, char *bu
     }
     infl_run *r;
     FORWARD_IF_ERROR(store_run_open(ctx, o->run, &r));
-    snprintf(buf, size, "%s", store_run_data(r));
+    const char *data = NULL;
+    infl_status st = store_run_find_data(ctx, r, &data);
+    if (st == INFL_OK) snprintf(buf, size, "%s", data);
     store_run_close(r);
-    return INFL_OK;
+    return st;
 }
 
 static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {

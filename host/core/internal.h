@@ -95,4 +95,8 @@ infl_status infl_out_commit(infl_ctx *ctx, const char *tmp, const char *path);
 // Removes tmp, ignoring errors (for failure paths).
 void infl_out_abort(const char *tmp);
 
+// The length of the file part of a data reference "FILE:/split[...]": up to its last
+// ":/" (paths may hold ':'), or the whole text when it has none (core/util.c).
+size_t infl_dataref_file_len(const char *ref);
+
 #endif
