@@ -69,14 +69,12 @@ infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out) {
             snprintf(ctx->backend_note, sizeof ctx->backend_note, "backend auto: using %s", ctx->backend_desc);
             return INFL_OK;
         }
-        // A failing CUDA init counts as no device: say why in the note (without the
-        // hints after "; "), not as an error.
-        const char *why = ctx->detail;
-        int nodev = strncmp(why, "no CUDA device: ", 16) == 0;
-        if (nodev) why += 16;
-        int len = (int)strcspn(why, ";");
-        snprintf(ctx->backend_note, sizeof ctx->backend_note, "backend auto: %s (%.*s): using the CPU backend",
-                 nodev ? "no CUDA device" : "CUDA unavailable", len > 400 ? 400 : len, why);
+        // A failing CUDA init counts as no device: one line says why in brief (the
+        // detail's words before its first ':', "no usable CUDA device (driver older than
+        // the runtime)"), not as an error; `--backend cuda` shows the whole detail.
+        int len = (int)strcspn(ctx->detail, ":");
+        snprintf(ctx->backend_note, sizeof ctx->backend_note, "%.*s; using the CPU", len > 300 ? 300 : len,
+                 ctx->detail);
         ctx->detail[0] = 0;
 #endif
         return try_backend(ctx, &infl_cpu_backend, "", o.threads);

@@ -119,7 +119,7 @@ const char *infl_ctx_error(const infl_ctx *ctx);
  * Static to the context; never NULL. */
 const char *infl_ctx_backend(const infl_ctx *ctx);
 /* Returns what backend "auto" chose and why, one line without a newline (e.g.
- * "backend auto: no CUDA device (...): using the CPU backend"), for the caller to
+ * "no usable CUDA device (driver older than the runtime); using the CPU"), for the caller to
  * show; "" when the context was not created with "auto" or the build has no CUDA
  * backend. Static to the context; never NULL. Accepts NULL (returns ""). */
 const char *infl_ctx_backend_note(const infl_ctx *ctx);

@@ -15,8 +15,9 @@
  *    threads, each GEMM on one), as before; the last bits may depend on the threads.
  *
  * OpenBLAS's OpenMP build runs single-threaded inside an active OpenMP parallel region,
- * and with one OpenMP thread it takes the one thread it is given (cpu_init); the
- * pthreads build is set to one thread in deterministic mode (cpu_init).
+ * and outside one on omp_get_max_threads() threads, which infl_blas_serial_begin sets
+ * to one for a product of one tile; the pthreads build is set to one thread in
+ * deterministic mode (cpu_init).
  */
 #include <cblas.h>
 #include <omp.h>
@@ -58,15 +59,22 @@ static void gemm_tile(CBLAS_TRANSPOSE opA, CBLAS_TRANSPOSE opB, int r0, int mr, 
     cblas_sgemm(CblasRowMajor, opA, opB, mr, nc, k, alpha, a, lda, b, ldb, beta, C + (size_t)r0 * ldc + c0, ldc);
 }
 
-// The deterministic batched product: every (matrix, tile) pair is one task.
-static void gemm_tiled(CBLAS_TRANSPOSE opA, CBLAS_TRANSPOSE opB, int m, int n, int k, float alpha, const float *A,
+// The deterministic batched product: every (matrix, tile) pair is one task, run on one
+// thread; a single task is run here, on one thread (no parallel region to wake).
+static void gemm_tiled(infl_ctx *ctx, CBLAS_TRANSPOSE opA, CBLAS_TRANSPOSE opB, int m, int n, int k, float alpha, const float *A,
                        int lda, int64_t sA, const float *B, int ldb, int64_t sB, float beta, float *C, int ldc,
                        int64_t sC, int count) {
     int tiles, step, by_rows;
     tiling(m, n, k, &tiles, &step, &by_rows);
     if (count > 1 && (int64_t)count * tiles > TILE_MAX) tiles = 1, step = by_rows ? m : n;  // the batch is the work
     int64_t tasks = (int64_t)count * tiles;
-    // no `if` clause: a call must never run on OpenBLAS's threads, even for one task
+    if (tasks == 1) {
+        int serial = infl_blas_serial_begin(ctx);
+        cblas_sgemm(CblasRowMajor, opA, opB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        infl_blas_serial_end(ctx, serial);
+        return;
+    }
+    // no `if` clause: inside an active region OpenBLAS runs each call on one thread
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < tasks; t++) {
         int i = (int)(t / tiles), j = (int)(t % tiles);
@@ -122,7 +130,7 @@ infl_status cpu_sgemm_batched(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m
     if (m == 0 || n == 0 || count == 0) return INFL_OK;
     CBLAS_TRANSPOSE opA = ta == INFL_T ? CblasTrans : CblasNoTrans, opB = tb == INFL_T ? CblasTrans : CblasNoTrans;
     if (ctx->deterministic)
-        gemm_tiled(opA, opB, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, count);
+        gemm_tiled(ctx, opA, opB, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, count);
     else
         gemm_threaded(opA, opB, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, count);
     return INFL_OK;
