@@ -132,15 +132,15 @@ static const char *short_reason(cudaError_t e) {
     }
 }
 
-// The architectures this build has kernels for ("80;90" from CMake) as "sm_80, sm_90".
+// The architectures this build has kernels for ("80,90" from CMake) as "sm_80, sm_90".
 static void compiled_archs(char *out, size_t size) {
     const char *a = INFL_CUDA_ARCHS;
     size_t at = 0;
     out[0] = 0;
     while (*a && at + 8 < size) {
-        size_t n = strcspn(a, ";");
+        size_t n = strcspn(a, ",");
         at += (size_t)snprintf(out + at, size - at, "%ssm_%.*s", at ? ", " : "", (int)n, a);
-        a += n + (a[n] == ';');
+        a += n + (a[n] == ',');
     }
 }
 

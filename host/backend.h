@@ -107,7 +107,12 @@ typedef struct infl_backend {
     // Targets for B examples drawn from the model's predictive distribution at logits
     // (B, K) (infl_sample_label_row of core/mathfn.h, keyed by seed and example index
     // index0 + i): class labels into y (B) for softmax_ce / sigmoid_ce, real targets
-    // into yf (B, K) for mse. Bit-identical on every backend.
+    // into yf (B, K) for mse. Across backends: the same formula and the same uniform
+    // draws, but exp, log and cos in float64 come from each backend's own library
+    // (glibc, CUDA's; within an ulp or two of each other). So a label is the same on
+    // every backend unless its uniform lies within 1e-12 (relative) of a class boundary
+    // of the cumulative probabilities (a chance of about 1e-12 per draw), and a target
+    // is the same or 1 ulp (float) away. tests/test_cuda_backend.c checks exactly this.
     infl_status (*sample_labels)(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
                                  int64_t index0, int32_t *y, float *yf);
     // Symmetric eigendecomposition in float64 of A (n, n), row-major, in place: on
