@@ -1,7 +1,7 @@
 /*
  * bench_det.c — what deterministic GEMMs cost (infl_ctx_options.deterministic; README
  * "Reproducibility"): training at 1 and 2 threads, with the CPU backend's GEMMs cut into
- * shape-only tiles (deterministic, the default) and on OpenBLAS's own threads, each
+ * shape-only tiles (deterministic) and on OpenBLAS's own threads (the default), each
  * configuration's time beside the others measured in the same run, the configurations
  * interleaved repetition by repetition so that a busy machine slows them alike.
  *

@@ -98,7 +98,7 @@ typedef struct {
                              count (GEMMs cut into tiles by their shapes, each tile on one
                              thread; README "Reproducibility"); 0: GEMMs on OpenBLAS's own
                              threads, whose last bits may depend on the thread count;
-                             -1: the environment variable INFL_DETERMINISTIC (0 or 1), else 1. */
+                             -1: the environment variable INFL_DETERMINISTIC (0 or 1), else 0. */
 } infl_ctx_options;
 
 /* Returns the defaults: backend NULL (INFL_BACKEND or auto), threads 0, deterministic -1. */

@@ -2,7 +2,7 @@
  * test_repro.c — what README "Reproducibility" promises, on the CPU backend:
  *  - the same seed at the same thread count gives a bit-identical model (both GEMM
  *    modes);
- *  - deterministic mode (the default) gives a bit-identical model at 1 and 2 threads,
+ *  - deterministic mode (--deterministic 1) gives a bit-identical model at 1 and 2 threads,
  *    and bit-identical rank scores (influence functions with the Gauss-Newton Hessian
  *    and CG, the case the issue measured) at 1 and 2 threads;
  *  - with OpenBLAS's own threading (deterministic = 0), rank scores at 1 and 2 threads

@@ -30,7 +30,7 @@ typedef struct {
     {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
         {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)", ">=1"},                     \
         {"deterministic", 0, ARG_INT, &(c).deterministic, "0|1",                                             \
-         "1: the same bits at every --threads (default; $INFL_DETERMINISTIC); 0: GEMMs on OpenBLAS's threads", \
+         "1: the same bits at every --threads; 0: GEMMs on OpenBLAS's threads (default; $INFL_DETERMINISTIC)", \
          "[0,1]"},                                                                                           \
         {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
         {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"},   \

@@ -2,7 +2,7 @@
  * cpu_gemm.c — the CPU backend's GEMMs (the sgemm and sgemm_batched slots of
  * host/backend.h) on OpenBLAS, in two modes:
  *
- *  - deterministic (the context's `deterministic`, the default): the output C of each
+ *  - deterministic (the context's `deterministic`, --deterministic 1): the output C of each
  *    product is cut into tiles by a rule that looks only at the shapes (never at the
  *    thread count), and every tile is one single-threaded OpenBLAS call made from
  *    inside an OpenMP loop over the tiles. A tile's bits depend only on its own call,
@@ -11,7 +11,7 @@
  *    counts (784-wide inputs, measured: 3/4 of the outputs of a 128 x 256 x 784 product
  *    differ in the last bits between 1 and 2 threads), which is what made training
  *    at --threads 1 and 2 diverge.
- *  - threaded: each GEMM on all of OpenBLAS's threads (or a batch spread over OpenMP
+ *  - threaded (the default): each GEMM on all of OpenBLAS's threads (or a batch spread over OpenMP
  *    threads, each GEMM on one), as before; the last bits may depend on the threads.
  *
  * OpenBLAS's OpenMP build runs single-threaded inside an active OpenMP parallel region,
