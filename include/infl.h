@@ -94,9 +94,14 @@ typedef struct {
     const char *backend;  /* "auto" | "cpu" | "cuda" | "cuda:N"; NULL reads the
                              INFL_BACKEND environment variable, else "auto". */
     int threads;          /* CPU threads for OpenMP and BLAS; 0 = the runtime default. */
+    int deterministic;    /* 1: the CPU backend's results are the same bits at every thread
+                             count (GEMMs cut into tiles by their shapes, each tile on one
+                             thread; README "Reproducibility"); 0: GEMMs on OpenBLAS's own
+                             threads, whose last bits may depend on the thread count;
+                             -1: the environment variable INFL_DETERMINISTIC (0 or 1), else 0. */
 } infl_ctx_options;
 
-/* Returns the defaults: backend NULL (INFL_BACKEND or auto), threads 0. */
+/* Returns the defaults: backend NULL (INFL_BACKEND or auto), threads 0, deterministic -1. */
 infl_ctx_options infl_ctx_options_default(void);
 
 /* Creates a context with the backend the options ask for. `opts` may be NULL for the
@@ -114,7 +119,7 @@ const char *infl_ctx_error(const infl_ctx *ctx);
  * Static to the context; never NULL. */
 const char *infl_ctx_backend(const infl_ctx *ctx);
 /* Returns what backend "auto" chose and why, one line without a newline (e.g.
- * "backend auto: no CUDA device (...): using the CPU backend"), for the caller to
+ * "no usable CUDA device (driver older than the runtime); using the CPU"), for the caller to
  * show; "" when the context was not created with "auto" or the build has no CUDA
  * backend. Static to the context; never NULL. Accepts NULL (returns ""). */
 const char *infl_ctx_backend_note(const infl_ctx *ctx);

@@ -51,6 +51,7 @@ infl_ctx *open_ctx(common *c) {
     infl_ctx_options o = infl_ctx_options_default();
     o.backend = c->backend;
     o.threads = c->threads;
+    o.deterministic = c->deterministic;
     infl_ctx *ctx = NULL;
     infl_status st = infl_ctx_create(&o, &ctx);
     if (st != INFL_OK) {

@@ -14,6 +14,7 @@
 typedef struct {
     const char *backend;
     int threads;
+    int deterministic;  // -1: not given (the library's default)
     int quiet;
     int progress;
     int verbose;
@@ -22,9 +23,15 @@ typedef struct {
     int printed;
 } common;
 
+// A command's common options before parsing: nothing given.
+#define COMMON_INIT(name) {.cmd = (name), .deterministic = -1}
+
 #define COMMON_OPTS(c)                                                                                     \
     {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
-        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)"},                            \
+        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)", ">=1"},                     \
+        {"deterministic", 0, ARG_INT, &(c).deterministic, "0|1",                                             \
+         "1: the same bits at every --threads; 0: GEMMs on OpenBLAS's threads (default; $INFL_DETERMINISTIC)", \
+         "[0,1]"},                                                                                           \
         {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
         {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"},   \
         {"verbose", 'v', ARG_FLAG, &(c).verbose, NULL, "say how the work was done (e.g. each layer's scoring form)"}

@@ -39,7 +39,6 @@ int attrib_args_resolve(attrib_args *A, const char *cmd) {
     if (o->method == INFL_METHOD_TRAK && !o->index) return usage_error(cmd, "--method trak scores from a gradient index: give --index FILE (infl index)");
     bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
-    if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
     if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
     if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
     // the projected kernels of trak and if --index take auto damping too
@@ -74,9 +73,6 @@ int attrib_args_resolve(attrib_args *A, const char *cmd) {
         else return usage_error(cmd, "--solver: expected direct, cg or lissa");
     }
     o->shard_mb = A->shard_mb;
-    if (o->shard_rows < 0) return usage_error(cmd, "--shard: expected a number of rows >= 1");
-    if (!(o->shard_mb > 0)) return usage_error(cmd, "--shard-mb: expected a value > 0");
-    if (o->hessian_samples < 0) return usage_error(cmd, "--hessian-samples: expected 0 (all) or more");
     return 0;
 }
 
@@ -88,9 +84,11 @@ static infl_status train_ref(infl_ctx *ctx, const infl_rank_options *o, char *bu
     }
     infl_run *r;
     FORWARD_IF_ERROR(store_run_open(ctx, o->run, &r));
-    snprintf(buf, size, "%s", store_run_data(r));
+    const char *data = NULL;
+    infl_status st = store_run_find_data(ctx, r, &data);
+    if (st == INFL_OK) snprintf(buf, size, "%s", data);
     store_run_close(r);
-    return INFL_OK;
+    return st;
 }
 
 static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {
@@ -286,7 +284,7 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
 }
 
 int cmd_rank(int argc, char **argv) {
-    common c = {.cmd = "infl rank"};
+    common c = COMMON_INIT("infl rank");
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
@@ -302,7 +300,7 @@ int cmd_rank(int argc, char **argv) {
          "gpt: the completion measured (default: the model's greedy completion of --gen-tokens)"},
         {"queries", 0, ARG_STR, &queries, "FILE.jsonl",
          "gpt: several queries, one {\"prompt\": ..., \"completion\": ...} a line (completion optional)"},
-        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
+        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)", ">=1"},
         {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
         {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
         {"prefilter", 0, ARG_STR, &prefilter, "bm25:K|knn:K",
@@ -311,11 +309,11 @@ int cmd_rank(int argc, char **argv) {
         {"knn-features", 0, ARG_STR, &knn_features, "F",
          "--prefilter knn's space: inputs (default) or penultimate (the last layer's inputs at the checkpoint)"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
-         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
+         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank", ">=1"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
-         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
-        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)"},
+         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix", ">=1"},
+        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)", ">=1"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write a scores HDF5 (/topk, /bottomk)"},
         {"save-scores", 0, ARG_FLAG, &A.o.save_scores, NULL, "with -o: also the full matrix /scores [M, N]"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write the rankings as CSV"},
@@ -360,9 +358,6 @@ int cmd_rank(int argc, char **argv) {
             return usage_error(spec.cmd, "--knn-features: expected inputs or penultimate");
         A.o.knn_features = strcmp(knn_features, "penultimate") == 0;
     }
-    if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
-    if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
-    if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -519,7 +514,7 @@ int cmd_rank(int argc, char **argv) {
 // ---- self ----
 
 int cmd_self(int argc, char **argv) {
-    common c = {.cmd = "infl self"};
+    common c = COMMON_INIT("infl self");
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL;
@@ -528,7 +523,7 @@ int cmd_self(int argc, char **argv) {
         ATTRIB_OPTS(A),
         {"method", 'm', ARG_STR, &A.method, "M",
          "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors)"},
-        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)"},
+        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)", ">=0"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write /self and /self_order to an HDF5 file"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write rank,train_index,label,self_influence for every example"},
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite outputs that exist"},
@@ -545,7 +540,6 @@ int cmd_self(int argc, char **argv) {
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
-    if (top < 0) return usage_error(spec.cmd, "--top: expected 0 or more");
     if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -626,7 +620,7 @@ int cmd_self(int argc, char **argv) {
 // ---- loo ----
 
 int cmd_loo(int argc, char **argv) {
-    common c = {.cmd = "infl loo"};
+    common c = COMMON_INIT("infl loo");
     attrib_args A = {.o = infl_rank_options_default()};
     A.o.damping = 0;
     A.o.solver = 0;
@@ -636,10 +630,10 @@ int cmd_loo(int argc, char **argv) {
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
         {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries (required)"},
-        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)"},
-        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)"},
-        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)"},
-        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)"},
+        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)", ">=0"},
+        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)", ">=0"},
+        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)", ">=0"},
+        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)", ">0"},
         {"png", 0, ARG_STR, &png, "FILE", "scatter plot of predicted against actual loss changes"},
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite the picture if it exists"},
         COMMON_OPTS(c),

@@ -62,11 +62,11 @@ int cmd_debug(int argc, char **argv) {
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
         {"val", 0, ARG_STR, &d.val, "FILE:/split[a:b]", "validation examples; the misclassified ones are fixed (required)"},
         {"test", 0, ARG_STR, &d.test, "FILE:/split[a:b]", "accuracy before and after on this split (default: val's whole split)"},
-        {"fix", 0, ARG_INT, &d.fix, "M", "the first M misclassified validation examples (default 100)"},
-        {"per-example", 'k', ARG_INT, &d.per_example, "K", "opponents removed per example: its K most negative scores (default 10)"},
+        {"fix", 0, ARG_INT, &d.fix, "M", "the first M misclassified validation examples (default 100)", ">=1"},
+        {"per-example", 'k', ARG_INT, &d.per_example, "K", "opponents removed per example: its K most negative scores (default 10)", ">=1"},
         {"action", 0, ARG_STR, &action, "A", "remove (the only one implemented; downweight and finetune are not)"},
-        {"random", 0, ARG_INT, &d.random, "R", "controls: R models without as many random rows (default 3; --seed)"},
-        {"epochs", 0, ARG_INT, &d.epochs, "E", "epochs of each retraining (default: the run's own)"},
+        {"random", 0, ARG_INT, &d.random, "R", "controls: R models without as many random rows (default 3; --seed)", ">=0"},
+        {"epochs", 0, ARG_INT, &d.epochs, "E", "epochs of each retraining (default: the run's own; 0 = the run's own)", ">=0"},
         {"keep", 0, ARG_STR, &d.keep_prefix, "PREFIX", "keep the retrained runs as PREFIX-removed.h5, PREFIX-random-S.h5"},
         {"json", 0, ARG_STR, &json, "FILE", "write the result as JSON"},
         {"force", 'f', ARG_FLAG, &d.force, NULL, "overwrite outputs that exist"},
@@ -91,10 +91,6 @@ int cmd_debug(int argc, char **argv) {
         return usage_error(spec.cmd, strcmp(action, "downweight") && strcmp(action, "finetune")
                                          ? "--action: expected remove"
                                          : "--action: only remove is implemented (downweight and finetune are not)");
-    if (d.fix < 1) return usage_error(spec.cmd, "--fix: expected at least 1");
-    if (d.per_example < 1) return usage_error(spec.cmd, "--per-example: expected at least 1");
-    if (d.random < 0) return usage_error(spec.cmd, "--random: expected 0 or more");
-    if (d.epochs < 0) return usage_error(spec.cmd, "--epochs: expected at least 1");
     d.rank = A.o;
     d.seed = A.o.seed;
     infl_ctx *ctx = open_ctx(&c);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "train.h"
 
 typedef struct {
@@ -35,6 +36,7 @@ typedef struct {
     double *x, *yf, *wrow;  // x (S, D), yf (S, K), wrow (S): 1 or 0 (excluded)
     double *Z, *G;          // (S, K)
     int64_t loaded;         // shard index held in x, or -1
+    int serial;             // infl_blas_serial_begin's, for cvx_close
 } cvx;
 
 // Loads shard s into c->x (double), c->y / c->yf and the row weights.
@@ -185,7 +187,7 @@ static infl_status cvx_open(cvx *c, infl_ctx *ctx, infl_split *split, const infl
                             const infl_convex_options *o) {
     const infl_split_info *in = store_split_info(split);
     *c = (cvx){.ctx = ctx, .split = split, .spec = spec, .n = in->n, .D = spec->widths[0], .K = spec->widths[1],
-               .loaded = -1, .n_eff = (double)in->n};
+               .loaded = -1, .n_eff = (double)in->n, .serial = infl_blas_serial_begin(ctx)};
     c->S = o->shard_rows > 0 && o->shard_rows < c->n ? o->shard_rows : c->n;
     c->nshards = (c->n + c->S - 1) / c->S;
     size_t S = (size_t)c->S;
@@ -207,6 +209,7 @@ static infl_status cvx_open(cvx *c, infl_ctx *ctx, infl_split *split, const infl
 }
 
 static void cvx_close(cvx *c) {
+    infl_blas_serial_end(c->ctx, c->serial);
     free(c->fx);
     free(c->x);
     free(c->wrow);

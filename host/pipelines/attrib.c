@@ -198,9 +198,8 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->P = a->m->nparams;
     CHECK(pick_checkpoints(ctx, a, o));
 
-    const char *train = o->train && *o->train ? o->train : store_run_data(a->run);
-    GOTO_IF(ctx, !train || !*train, INFL_E_ARG, "%s: the run names no training data; give --train FILE:/split",
-            o->run);
+    const char *train = o->train;
+    if (!train || !*train) CHECK(store_run_find_data(ctx, a->run, &train));
     infl_dataref ref;
     CHECK(infl_dataref_parse(ctx, train, &ref));
     CHECK(store_split_open(ctx, &ref, &a->train));

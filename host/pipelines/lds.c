@@ -73,7 +73,7 @@ infl_status retrain_options(infl_ctx *ctx, infl_run *run, int epochs, infl_train
         t->loss = s->loss;
         t->weight_decay = s->wd;
     }
-    t->data = store_run_data(run);
+    FORWARD_IF_ERROR(store_run_find_data(ctx, run, &t->data));
     double v;
     char sched[32];
     RETURN_IF(ctx, !store_run_get_f64(run, "train_epochs", &v), INFL_E_FORMAT,

@@ -223,7 +223,13 @@ typedef struct infl_run infl_run;
 // sorted by step; a run without checkpoints is INFL_E_FORMAT.
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out);
 const infl_model_spec *store_run_spec(const infl_run *r);
-const char *store_run_data(const infl_run *r);  // the training data reference
+// The training data reference the run records (/model attribute data), its file found
+// from the current folder or, when relative and not there, from the run file's folder
+// (README, "File formats": data_from_run, then the path, then its file name).
+const char *store_run_data(const infl_run *r);
+// The same, for opening: INFL_E_IO naming every path tried when the file is nowhere,
+// INFL_E_ARG when the run records none.
+infl_status store_run_find_data(infl_ctx *ctx, const infl_run *r, const char **ref);
 // A gpt run's tokenizer (/model/tokenizer, checked against the spec's vocab and eot);
 // NULL for an mlp run.
 const infl_tokenizer *store_run_tokenizer(const infl_run *r);
