@@ -9,6 +9,7 @@
 #define INFL_ATTRIB_H
 
 #include "estimators/ekfac.h"
+#include "estimators/representer.h"
 #include "estimators/score.h"
 #include "models/model.h"
 #include "sched/reader.h"
@@ -61,6 +62,9 @@ typedef struct {
     float *RF[INFL_MAX_LINEAR];      // (d_in + bias, M rl) right factors
     float *X1, *X2;                  // (B, M max rl) low-rank score blocks
     double energy;
+    // representer: the fine-tuned logits layer (attrib_repr_fit) and its λ
+    repr_layer *repr;
+    double repr_lambda;
     // scoring buffers for sub-batches of B train rows
     int B;
     infl_model_work *work;
@@ -77,8 +81,8 @@ enum { ATTRIB_ROWS = 0, ATTRIB_DOCS = 1 };
 // The token rows of a sub-batch buffer (a->B examples of up to a->ctxT rows; B for T = 1).
 static inline int64_t attrib_max_rows(const attrib *a) { return (int64_t)a->B * (a->tokens ? a->ctxT : 1); }
 // Methods scored by contraction with preconditioned queries: if, ekfac, kfac, diagonal.
-static inline int attrib_contracts(infl_method m) { return m == INFL_METHOD_IF || m >= INFL_METHOD_EKFAC; }
-static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC; }
+static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC && m <= INFL_METHOD_DIAGONAL; }
+static inline int attrib_contracts(infl_method m) { return m == INFL_METHOD_IF || attrib_is_ekfac(m); }
 // Opens the run and its model, picks checkpoints, opens the train split (and the
 // queries when need_query), uploads the checkpoints' weights. On failure everything
 // is closed.
@@ -93,6 +97,9 @@ infl_status attrib_lm_queries(infl_ctx *ctx, attrib *a);
 // shard is then one sub-batch either way).
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
 int64_t attrib_shard_rows(const attrib *a);
+// Representer points: fine-tunes the logits layer at the checkpoint on the train split (a->repr;
+// after attrib_alloc_scoring, whose sub-batch size it shares).
+infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a);
 // Forward and backward of a batch at checkpoint c: per-example factors in work.
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work);
 // Per-example squared gradient norms of the last backward (host out (b)), times wgt,
@@ -108,6 +115,9 @@ infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int
 // Writes the attributes of a scores file: method, inputs, checkpoints, and the
 // method's parameters (for ekfac the damping and mean eigenvalue per layer).
 infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a);
+
+// Representer points: the fine-tune's quality (f) as attributes of a scores file.
+infl_status attrib_write_repr_fit(infl_ctx *ctx, infl_scw *w, const infl_representer_fit *f);
 
 // Receives each shard's score block (M, n) with leading dimension ld; col0 is the
 // shard's first row within the split's range.
