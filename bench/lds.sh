@@ -34,8 +34,11 @@ rank ekfac --method ekfac --factors "$out/ekfac.h5"
 rank kfac --method kfac --factors "$out/ekfac.h5"
 rank ekfac-r32 --method ekfac --factors "$out/ekfac.h5" --query-rank 32
 rank if-ggn-cg --method if --hessian ggn --solver cg --hessian-samples 1000 --damping 0.01 --cg-iters 30
+# representer points: each row's part of the query's true-class logit (what the loss reads), and of the predicted
+rank representer --method representer --representer-class true
+rank representer-pred --method representer
 t $B lds --run "$out/run.h5" --query "$Q" --state "$out/lds_state.h5" --models "$models" --fraction 0.5 --seed 1 \
   "$out"/s_tracin.h5 "$out"/s_graddot.h5 "$out"/s_ekfac.h5 "$out"/s_kfac.h5 "$out"/s_ekfac-r32.h5 \
-  "$out"/s_if-ggn-cg.h5 | tee "$out/lds.txt"
+  "$out"/s_if-ggn-cg.h5 "$out"/s_representer.h5 "$out"/s_representer-pred.h5 | tee "$out/lds.txt"
 echo "lds $(cat "$out/.last_seconds") s" >> "$out/times.txt"
 cat "$out/times.txt"

@@ -23,7 +23,7 @@
 
 typedef struct {
     infl_rank_options o;
-    const char *method, *hessian, *solver, *damping, *repr_class;
+    const char *method, *hessian, *solver, *damping, *repr_lambda, *repr_class;
     double shard_mb;
 } attrib_args;
 
@@ -47,7 +47,7 @@ typedef struct {
         {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
         {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
         {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"},               \
-        {"representer-lambda", 0, ARG_DOUBLE, &(A).o.representer_lambda, "L",                                         \
+        {"representer-lambda", 0, ARG_STR, &(A).repr_lambda, "L",                                         \
          "representer: λ of the last layer's fine-tune, (1/n) sum l_i + λ |W|^2 (default: the run's weight decay / 2)"}, \
         {"representer-class", 0, ARG_STR, &(A).repr_class, "C",                                                        \
          "representer (rank): the class whose logit is explained, predicted (default) or true"}
@@ -71,10 +71,14 @@ static int resolve(attrib_args *A, const char *cmd) {
     }
     bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
     bool rp = o->method == INFL_METHOD_REPRESENTER;
-    if (!rp && (o->representer_lambda != 0 || A->repr_class))
+    if (!rp && (A->repr_lambda || A->repr_class))
         return usage_error(cmd, "--representer-lambda and --representer-class go with --method representer");
-    if (rp && o->representer_lambda != 0 && !(o->representer_lambda > 0 && isfinite(o->representer_lambda)))
-        return usage_error(cmd, "--representer-lambda: expected λ > 0");
+    if (A->repr_lambda) {
+        char *end = NULL;
+        o->representer_lambda = strtod(A->repr_lambda, &end);
+        if (!*A->repr_lambda || *end || !(o->representer_lambda > 0) || !isfinite(o->representer_lambda))
+            return usage_error(cmd, "--representer-lambda: expected λ > 0 (the weight of |W|^2 in the fine-tune)");
+    }
     if (A->repr_class) {
         if (!strcmp(A->repr_class, "predicted")) o->representer_class = 0;
         else if (!strcmp(A->repr_class, "true")) o->representer_class = 1;
