@@ -53,6 +53,9 @@ typedef struct {
     // the block-Jacobi preconditioner (o->precondition): per output k the Cholesky factor of B_k
     double *Bk;             // (K, D+1, D+1), lower, column-major
     double *T;              // (2 (D+1)) scratch
+    // a split of one shard: the curvature (curvature_rows) at the iterate Pw, kept between products
+    double *P, *Pw;         // (S, K), (nparams)
+    int P_valid;
 } cvx;
 
 // Loads shard s into c->x (double), c->y / c->yf and the row weights.
@@ -161,35 +164,70 @@ static infl_status fg(cvx *c, const double *w, double *f, double *g) {
     return INFL_OK;
 }
 
-// hv = H(w) v: one pass (logits of w recomputed per shard).
+// Z (len, K) := the output curvature's parameters at the logits in Z, row by row: p = softmax(z)
+// (softmax_ce), σ(z)(1 − σ(z)) (sigmoid_ce); mse needs none.
+static void curvature_rows(cvx *c, int64_t len, double *Z) {
+    int K = c->K;
+    for (int64_t i = 0; i < len; i++) {
+        double *z = Z + i * K;
+        if (c->spec->loss == INFL_LOSS_SOFTMAX_CE) {
+            double m = z[0], sum = 0;
+            for (int j = 1; j < K; j++) m = z[j] > m ? z[j] : m;
+            for (int j = 0; j < K; j++) sum += (z[j] = exp(z[j] - m));
+            for (int j = 0; j < K; j++) z[j] /= sum;
+        } else if (c->spec->loss == INFL_LOSS_SIGMOID_CE) {
+            double p = 1.0 / (1.0 + exp(-z[0]));
+            z[0] = p * (1.0 - p);
+        }
+    }
+}
+
+// H_out(z)_kl from a row p of curvature_rows: p_k (δ_kl − p_l) (softmax), σ(1−σ) (sigmoid), δ_kl (mse).
+static inline double curvature_kl(const cvx *c, const double *p, int k, int l) {
+    return c->spec->loss == INFL_LOSS_SOFTMAX_CE ? p[k] * ((k == l) - p[l])
+           : c->spec->loss == INFL_LOSS_SIGMOID_CE ? p[0]
+                                                   : (double)(k == l);
+}
+
+// hv = H(w) v: one pass. The curvature at w is recomputed per shard, except that a split of
+// one shard keeps it for the w it was computed at (the CG's products all share one w).
 static infl_status hvp(cvx *c, const double *w, const double *v, double *hv) {
     size_t np = infl_mlp_nparams(c->spec);
     int K = c->K;
     memset(hv, 0, np * sizeof(double));
+    const int keep = c->nshards == 1;
+    if (keep && !c->P) {
+        c->P = infl_malloc(c->ctx, (size_t)c->S * K * sizeof(double), "the curvature at the Newton iterate");
+        c->Pw = infl_malloc(c->ctx, np * sizeof(double), "the Newton iterate");
+        if (!c->P || !c->Pw) return INFL_E_NOMEM;
+    }
     for (int64_t s = 0; s < c->nshards; s++) {
         RETURN_IF_CANCELLED(c->ctx);
         int64_t len;
         FORWARD_IF_ERROR(load_shard(c, s, &len));
-        logits(c, w, w + (size_t)K * c->D, len, c->Z);  // z_i
+        double *P = keep ? c->P : c->Z;
+        if (!(keep && c->P_valid && memcmp(c->Pw, w, np * sizeof(double)) == 0)) {
+            logits(c, w, w + (size_t)K * c->D, len, P);  // z_i, then its curvature
+            curvature_rows(c, len, P);
+            if (keep) {
+                memcpy(c->Pw, w, np * sizeof(double));
+                c->P_valid = 1;
+            }
+        }
         logits(c, v, v + (size_t)K * c->D, len, c->G);  // r_i = V x_i + v_b
         for (int64_t i = 0; i < len; i++) {
-            double *z = c->Z + i * K, *r = c->G + i * K, wr = c->wrow[i];
+            const double *p = P + i * K;
+            double *r = c->G + i * K, wr = c->wrow[i];
             switch (c->spec->loss) {
             case INFL_LOSS_SOFTMAX_CE: {
-                double m = z[0];
-                for (int j = 1; j < K; j++) m = z[j] > m ? z[j] : m;
-                double sum = 0;
-                for (int j = 0; j < K; j++) sum += (z[j] = exp(z[j] - m));
                 double pr = 0;
-                for (int j = 0; j < K; j++) pr += (z[j] /= sum) * r[j];
-                for (int j = 0; j < K; j++) r[j] = wr * z[j] * (r[j] - pr);
+                for (int j = 0; j < K; j++) pr += p[j] * r[j];
+                for (int j = 0; j < K; j++) r[j] = wr * p[j] * (r[j] - pr);
                 break;
             }
-            case INFL_LOSS_SIGMOID_CE: {
-                double p = 1.0 / (1.0 + exp(-z[0]));
-                r[0] *= wr * p * (1.0 - p);
+            case INFL_LOSS_SIGMOID_CE:
+                r[0] *= wr * p[0];
                 break;
-            }
             case INFL_LOSS_MSE:
                 for (int j = 0; j < K; j++) r[j] *= wr;
                 break;
@@ -217,31 +255,13 @@ static infl_status precond_build(cvx *c, const double *w) {
         int64_t len;
         CHECK(load_shard(c, s, &len));
         logits(c, w, w + (size_t)K * D, len, c->Z);
+        curvature_rows(c, len, c->Z);
         for (int64_t i0 = 0; i0 < len; i0 += C) {
             int n = (int)(len - i0 < C ? len - i0 : C);
             for (int i = 0; i < n; i++) {
-                const double *z = c->Z + (i0 + i) * K;
+                const double *p = c->Z + (i0 + i) * K;
                 double *hi = h + (size_t)i * K, wr = c->wrow[i0 + i];
-                switch (c->spec->loss) {
-                case INFL_LOSS_SOFTMAX_CE: {
-                    double m = z[0], sum = 0;
-                    for (int k = 1; k < K; k++) m = z[k] > m ? z[k] : m;
-                    for (int k = 0; k < K; k++) sum += (hi[k] = exp(z[k] - m));
-                    for (int k = 0; k < K; k++) {
-                        double p = hi[k] / sum;
-                        hi[k] = wr * p * (1 - p);
-                    }
-                    break;
-                }
-                case INFL_LOSS_SIGMOID_CE: {
-                    double p = 1.0 / (1.0 + exp(-z[0]));
-                    hi[0] = wr * p * (1 - p);
-                    break;
-                }
-                case INFL_LOSS_MSE:
-                    for (int k = 0; k < K; k++) hi[k] = wr;
-                    break;
-                }
+                for (int k = 0; k < K; k++) hi[k] = wr * curvature_kl(c, p, k, k);
                 memcpy(xt + (size_t)i * D1, c->x + (i0 + i) * D, (size_t)D * sizeof(double));
                 xt[(size_t)i * D1 + D] = 1.0;
             }
@@ -342,6 +362,8 @@ static void cvx_close(cvx *c) {
     free(c->y);
     free(c->Bk);
     free(c->T);
+    free(c->P);
+    free(c->Pw);
 }
 
 infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec, const int64_t *exclude,
@@ -483,18 +505,8 @@ infl_status infl_convex_hessian(infl_ctx *ctx, infl_split *split, const infl_mlp
         int64_t len;
         CHECK(load_shard(&c, s, &len));
         logits(&c, w, w + (size_t)K * c.D, len, c.Z);
-        // probabilities (softmax) or σ(1−σ) (sigmoid) per row in Z
+        curvature_rows(&c, len, c.Z);  // probabilities (softmax) or σ(1−σ) (sigmoid) per row in Z
         for (int64_t i = 0; i < len; i++) {
-            double *z = c.Z + i * K;
-            if (spec->loss == INFL_LOSS_SOFTMAX_CE) {
-                double m = z[0], sum = 0;
-                for (int k = 1; k < K; k++) m = z[k] > m ? z[k] : m;
-                for (int k = 0; k < K; k++) sum += (z[k] = exp(z[k] - m));
-                for (int k = 0; k < K; k++) z[k] /= sum;
-            } else if (spec->loss == INFL_LOSS_SIGMOID_CE) {
-                double p = 1.0 / (1.0 + exp(-z[0]));
-                z[0] = p * (1 - p);
-            }
             for (int j = 0; j < c.D; j++) xt[i * D1 + j] = c.x[i * c.D + j];
             xt[i * D1 + c.D] = 1.0;
         }
@@ -503,10 +515,7 @@ infl_status infl_convex_hessian(infl_ctx *ctx, infl_split *split, const infl_mlp
             for (int l = k; l < K; l++) {
                 if (spec->loss == INFL_LOSS_MSE && l != k) continue;
                 for (int64_t i = 0; i < len; i++) {
-                    const double *pz = c.Z + i * K;
-                    double h = spec->loss == INFL_LOSS_SOFTMAX_CE ? pz[k] * ((k == l) - pz[l])
-                               : spec->loss == INFL_LOSS_SIGMOID_CE ? pz[0]
-                                                                      : 1.0;
+                    double h = curvature_kl(&c, c.Z + i * K, k, l);
                     for (int j = 0; j < D1; j++) cx[i * D1 + j] = h * xt[i * D1 + j];
                 }
                 cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D1, D1, (int)len, 1.0 / c.n_eff, xt, D1, cx, D1,
