@@ -26,23 +26,25 @@
 #include "store/store.h"
 #include "testutil.h"
 
-// A small MLP (widths w[0..L]) trained by SGD on blobs, softmax or sigmoid head.
+// A small MLP trained by SGD on blobs (tanh; softmax or sigmoid head, weight decay wd).
+typedef struct {
+    infl_loss loss;
+    double wd;
+} head;
+
+static void tweak(infl_train_options *o, void *u) {
+    const head *h = u;
+    o->activation = INFL_ACT_TANH;
+    o->loss = h->loss;
+    o->weight_decay = h->wd;
+    o->epochs = 3;
+    o->batch = 16;
+    o->lr = 0.05;
+}
+
 static void make_run(const char *data, const char *run, int L, const int *w, infl_loss loss, double wd) {
-    infl_ctx *ctx = tu_ctx();
-    infl_train_options o = infl_train_options_default();
-    o.data = tu_ref(3, data, "train");
-    o.nlayers = L;
-    for (int l = 0; l <= L; l++) o.widths[l] = w[l];
-    o.activation = INFL_ACT_TANH;
-    o.loss = loss;
-    o.epochs = 3;
-    o.batch = 16;
-    o.lr = 0.05;
-    o.weight_decay = wd;
-    o.optimizer = INFL_OPT_SGD;
-    o.force = 1;
-    cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_ctx_free(ctx);
+    head h = {loss, wd};
+    tu_train_mlp(data, run, L, w, tweak, &h);
 }
 
 // The run's model and final weights on the backend, and a fine-tune of its last layer.
