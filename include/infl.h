@@ -478,7 +478,9 @@ typedef struct {
      * α_{z,c} f̃_zᵀ f̃_q for the class c scored: its part of q's logit of class c (positive: excitatory) */
     double representer_lambda; /* λ > 0; 0 (default): the run's weight decay / 2, the training objective's own
                                   weight on the last layer (an error when the run has none) */
-    int representer_class;    /* the class scored: 0 the fine-tuned model's prediction (default), 1 the query's label */
+    int representer_class;    /* the class scored: 0 the fine-tuned model's prediction (default), 1 the query's label;
+                                 2 (loss) every class weighted by −∂ℓ_q/∂Φ_qc at the label: z's part of the
+                                 query's loss decrease to first order in the fine-tuned logits, Σ_c −∂ℓ_q/∂Φ_qc α_zc f̃_zᵀ f̃_q */
     const char *index;        /* gradient index files (infl_index), comma-separated: scores from the stored
                                  projected gradients, with no pass over the training data. Methods: graddot,
                                  gradcos, tracin (the index's checkpoints, or `checkpoints`), trak, if (the
@@ -549,8 +551,8 @@ typedef struct {
     /* representer (NULL arrays otherwise) */
     infl_representer_fit representer;
     int32_t *query_class;     /* (M) the class scored (the fine-tuned prediction, or the label) */
-    double *query_logit;      /* (M) its fine-tuned logit, float64: the sum of the query's scores over the train
-                                 split (sigmoid_ce: the logit of the class, −z for class 0) */
+    double *query_logit;      /* (M) the sum of the query's scores over the train split, float64: the class's fine-tuned
+                                 logit (sigmoid_ce: −z for class 0); with representer_class 2, −∇_Φ ℓ_qᵀ Φ_q */
 } infl_rank_result;
 
 /* Ranks the training examples by their influence on each query (DESIGN.md, "The

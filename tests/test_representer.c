@@ -253,7 +253,7 @@ typedef struct {
     int w[3];
     infl_loss loss;
     int k;            // classes of the blobs
-    int cls;          // representer_class
+    int cls;          // representer_class: 0 predicted, 1 true, 2 loss
     int64_t shard;
     double lambda;    // 0: the run's wd / 2
 } rcase;
@@ -264,6 +264,8 @@ static const rcase cases[] = {
     {"sigmoid head, true class", 2, {4, 5, 1}, INFL_LOSS_SIGMOID_CE, 2, 1, 0, 0.02},
     {"sigmoid head, predicted class", 2, {4, 5, 1}, INFL_LOSS_SIGMOID_CE, 2, 0, 0, 0},
     {"no hidden layer (the features are the rows)", 1, {5, 4}, INFL_LOSS_SOFTMAX_CE, 4, 1, 0, 0},
+    {"softmax, the loss (every class by -dl/dlogit)", 2, {5, 6, 3}, INFL_LOSS_SOFTMAX_CE, 3, 2, 0, 0},
+    {"sigmoid head, the loss", 2, {4, 5, 1}, INFL_LOSS_SIGMOID_CE, 2, 2, 0, 0.02},
 };
 
 Test(representer, rank_and_self_match_the_reference) {
@@ -311,18 +313,25 @@ Test(representer, rank_and_self_match_the_reference) {
             right1 += p1 == y[i];
         }
         for (int q = 0; q < M; q++) {
-            int pred = ref_logits(r, r->W, Fq + q * d, 0, z, NULL);
+            // the query's weights over the classes: ±e_c for a class, −∂ℓ_q/∂Φ_q for the loss
+            double e[16] = {0}, gq[16], want_logit = 0;
+            int pred = ref_logits(r, r->W, Fq + q * d, yq[q], z, gq);
             int cl = cs->cls ? yq[q] : pred;
-            double sign = cs->loss == INFL_LOSS_SIGMOID_CE && cl == 0 ? -1.0 : 1.0;
-            int col = cs->loss == INFL_LOSS_SIGMOID_CE ? 0 : cl;
+            if (cs->cls == 2)
+                for (int k = 0; k < K; k++) e[k] = -gq[k];
+            else
+                e[cs->loss == INFL_LOSS_SIGMOID_CE ? 0 : cl] = cs->loss == INFL_LOSS_SIGMOID_CE && cl == 0 ? -1.0 : 1.0;
+            for (int k = 0; k < K; k++) want_logit += e[k] * z[k];
             cr_assert_eq(res->query_class[q], cl, "%s: query %d scored for class %d, expected %d", cs->name, q,
                          res->query_class[q], cl);
-            cr_assert(fabs(res->query_logit[q] - sign * z[col]) <= 1e-5 * (1 + fabs(z[col])), "%s: query %d logit %g vs %g",
-                      cs->name, q, res->query_logit[q], sign * z[col]);
+            cr_assert(fabs(res->query_logit[q] - want_logit) <= 1e-5 * (1 + fabs(want_logit)),
+                      "%s: query %d logit %g vs %g", cs->name, q, res->query_logit[q], want_logit);
             cr_assert_eq(store_scores_read_row(f.ctx, sc, q, row), INFL_OK);
             double err = 0, mag = 0, sum = 0, abssum = 0, best = -INFINITY;
             for (int64_t i = 0; i < n; i++) {
-                double want = sign * al[i * K + col] * kern(F + i * d, Fq + q * d, d);
+                double want = 0;
+                for (int k = 0; k < K; k++) want += e[k] * al[i * K + k];
+                want *= kern(F + i * d, Fq + q * d, d);
                 err = fmax(err, fabs(row[i] - want));
                 mag = fmax(mag, fabs(want));
                 sum += row[i];
@@ -331,7 +340,7 @@ Test(representer, rank_and_self_match_the_reference) {
             }
             cr_assert(err <= 1e-4 * mag, "%s: query %d: scores differ from the reference by %g (max %g)", cs->name, q,
                       err, mag);
-            // the scores add up to the fine-tuned logit of the class
+            // the scores add up to the fine-tuned logit of the class (the loss: −∂ℓ_q/∂Φ_q · Φ_q)
             cr_assert(fabs(sum - res->query_logit[q]) <= 1e-5 * abssum + 1e-6, "%s: query %d: sum %g, logit %g",
                       cs->name, q, sum, res->query_logit[q]);
             cr_assert_eq(res->top_score[q * o.top], (float)best);
@@ -413,7 +422,7 @@ Test(representer, bad_input_is_refused_clearly) {
     o.run = run;
     o.query = tu_ref(1, data, "test");
     o.method = INFL_METHOD_REPRESENTER;
-    o.representer_class = 2;
+    o.representer_class = 3;
     infl_rank_result *res;
     cr_assert_eq(infl_rank(ctx, &o, &res), INFL_E_ARG);
     cr_assert(strstr(infl_ctx_error(ctx), "--representer-class"), "%s", infl_ctx_error(ctx));

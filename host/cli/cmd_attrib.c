@@ -53,7 +53,8 @@ typedef struct {
         {"representer-lambda", 0, ARG_STR, &(A).repr_lambda, "L",                                                    \
          "representer: λ of the last layer's fine-tune, (1/n) sum l_i + λ |W|^2 (default: the run's weight decay / 2)"}, \
         {"representer-class", 0, ARG_STR, &(A).repr_class, "C",                                                      \
-         "representer (rank): the class whose logit is explained, predicted (default) or true"}
+         "representer (rank): the class whose logit is explained, predicted (default) or true; loss: every class by "  \
+         "-dl_q/dlogit (the query's loss)"}
 
 // Resolves the text options into the enum fields. Returns 0 or a usage exit code.
 static int resolve(attrib_args *A, const char *cmd) {
@@ -87,7 +88,8 @@ static int resolve(attrib_args *A, const char *cmd) {
     if (A->repr_class) {
         if (!strcmp(A->repr_class, "predicted")) o->representer_class = 0;
         else if (!strcmp(A->repr_class, "true")) o->representer_class = 1;
-        else return usage_error(cmd, "--representer-class: expected predicted or true");
+        else if (!strcmp(A->repr_class, "loss")) o->representer_class = 2;
+        else return usage_error(cmd, "--representer-class: expected predicted, true or loss");
     }
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
     if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
@@ -302,7 +304,7 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
     }
     int h = ti->image_shape[0], w = ti->image_shape[1], ch = ti->image_shape[2];
     hdr[0] = "query";
-    int rp = o->method == INFL_METHOD_REPRESENTER;
+    int rp = o->method == INFL_METHOD_REPRESENTER && o->representer_class != 2;  // a class's logit
     for (int j = 0; j < kp; j++) {
         hdr[1 + j] = rp ? "excitatory (raise its logit)" : "proponents (help)";
         hdr[1 + kp + j] = rp ? "inhibitory (lower it)" : "opponents (hurt)";
@@ -366,7 +368,12 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
     class_text(query, r->query_pred[q], qp, sizeof qp);
     printf("\nquery %" PRId64 ": label %s, predicted %s%s, loss %.4g\n", r->query_begin + q, ql, qp,
            r->query_label[q] >= 0 && r->query_label[q] != r->query_pred[q] ? " (wrong)" : "", r->query_loss[q]);
-    if (r->query_class) {
+    if (r->query_class && o->representer_class == 2) {
+        // representer for the loss: the scores split −∂ℓ/∂Φ · Φ at the fine-tuned layer
+        printf("  -dl/dlogits . logits at the fine-tuned layer, %.6g, is the sum of the scores over the training set\n",
+               r->query_logit[q]);
+        printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    } else if (r->query_class) {
         // representer: the scores split the fine-tuned logit of one class
         char qc[64];
         class_text(query, r->query_class[q], qc, sizeof qc);

@@ -224,6 +224,17 @@ void repr_logits(double *Z, const repr_layer *r, const double *W, const float *f
         }
 }
 
+void repr_loss_grad(double *g, const repr_layer *r, const double *z, int y) {
+    if (r->m->out_loss == INFL_LOSS_SIGMOID_CE) {
+        g[0] = 1.0 / (1.0 + exp(-z[0])) - y;
+        return;
+    }
+    double m = z[0], s = 0;
+    for (int k = 1; k < r->K; k++) m = z[k] > m ? z[k] : m;
+    for (int k = 0; k < r->K; k++) s += exp(z[k] - m);
+    for (int k = 0; k < r->K; k++) g[k] = exp(z[k] - m) / s - (k == y);
+}
+
 int repr_argmax(const repr_layer *r, const double *z) {
     if (r->m->out_loss == INFL_LOSS_SIGMOID_CE) return z[0] > 0;
     int a = 0;

@@ -70,6 +70,8 @@ void repr_finish_train(repr_layer *r);
 void repr_logits(double *Z, const repr_layer *r, const double *W, const float *f, int M);
 // The class a row of logits z (K) predicts (sigmoid_ce: 1 when z > 0).
 int repr_argmax(const repr_layer *r, const double *z);
+// g (K) = ∂ℓ/∂Φ at logits z (K) and label y: softmax(z) − e_y, or σ(z) − y (sigmoid_ce).
+void repr_loss_grad(double *g, const repr_layer *r, const double *z, int y);
 // The sign of class c's logit in Φ: 1, but for sigmoid_ce's one output −1 for class 0.
 static inline double repr_class_sign(const repr_layer *r, int c) {
     return r->m->out_loss == INFL_LOSS_SIGMOID_CE && c == 0 ? -1.0 : 1.0;

@@ -177,8 +177,9 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
     RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_REPRESENTER && o->method != INFL_METHOD_TRAK, INFL_E_ARG,
               "unknown method %d", (int)o->method);
-    RETURN_IF(ctx, o->method == INFL_METHOD_REPRESENTER && (unsigned)o->representer_class > 1, INFL_E_ARG,
-              "--representer-class %d: expected 0 (the predicted class) or 1 (the query's label)", o->representer_class);
+    RETURN_IF(ctx, o->method == INFL_METHOD_REPRESENTER && (unsigned)o->representer_class > 2, INFL_E_ARG,
+              "--representer-class %d: expected 0 (the predicted class), 1 (the query's label) or 2 (the loss)",
+              o->representer_class);
     RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG,
               "score form %d: expected 0 (auto), 1 (token rows) or 2 (documents' gradients)", o->score_form);
     if (attrib_is_ekfac(o->method)) {
@@ -458,7 +459,9 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         // the fine-tune's settings; its quality is written when the scores are (attrib_write_repr_fit)
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "representer_lambda", a->repr_lambda));
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "representer_class",
-                                               o->representer_class ? "true" : "predicted"));
+                                               o->representer_class == 2   ? "loss"
+                                               : o->representer_class == 1 ? "true"
+                                                                           : "predicted"));
     }
     if (a->pre) {
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "factors", o->factors));

@@ -37,7 +37,7 @@
 // scored for (the fine-tuned prediction, or its label) and that class's fine-tuned logit, how
 // close the fine-tuned logits of the queries stay to the run's, and the signed one-hot e_c in
 // place of the queries' output gradients of the logits layer (a->qD), so that the ghost
-// product scores α_{z,c} f̃_zᵀ f̃_q.
+// product scores α_{z,c} f̃_zᵀ f̃_q (for the loss, −∂ℓ_q/∂Φ_q in place of e_c).
 static infl_status repr_queries(infl_ctx *ctx, attrib *a, const infl_model_work *qw, const int32_t *hy,
                                 infl_rank_result *res) {
     const repr_layer *r = a->repr;
@@ -57,9 +57,21 @@ static infl_status repr_queries(infl_ctx *ctx, attrib *a, const infl_model_work 
     for (int q = 0; q < M; q++) {
         int p1 = repr_argmax(r, Z + (size_t)q * K), p0 = repr_argmax(r, Z0 + (size_t)q * K);
         int c = a->o->representer_class ? hy[q] : p1;
+        double *zq = Z + (size_t)q * K;
         res->query_class[q] = c;
-        res->query_logit[q] = repr_class_sign(r, c) * Z[(size_t)q * K + repr_class_col(r, c)];
-        E[(size_t)q * K + repr_class_col(r, c)] = (float)repr_class_sign(r, c);
+        if (a->o->representer_class == 2) {
+            // every class, weighted by −∂ℓ_q/∂Φ_q at the label
+            double g[K];
+            repr_loss_grad(g, r, zq, c);
+            res->query_logit[q] = 0;
+            for (int k = 0; k < K; k++) {
+                E[(size_t)q * K + k] = (float)-g[k];
+                res->query_logit[q] -= g[k] * zq[k];
+            }
+        } else {
+            res->query_logit[q] = repr_class_sign(r, c) * zq[repr_class_col(r, c)];
+            E[(size_t)q * K + repr_class_col(r, c)] = (float)repr_class_sign(r, c);
+        }
         right0 += p0 == hy[q];
         right1 += p1 == hy[q];
     }
