@@ -427,11 +427,13 @@ typedef enum {
     INFL_METHOD_EKFAC = 4,    /* ∇L_qᵀ P(∇ℓ_z), P the EK-FAC inverse of fitted factors (infl_fit) */
     INFL_METHOD_KFAC = 5,     /* the same with the KFAC eigenvalues λ_S ⊗ λ_A */
     INFL_METHOD_DIAGONAL = 6, /* the same with the diagonal Fisher */
+    INFL_METHOD_REPRESENTER = 7, /* representer points (Yeh et al. 2018): α_ic f̃_iᵀ f̃_q, the last layer fine-tuned
+                                    to a stationary point of (1/n) Σ ℓ_i + λ |W̃|² (infl_rank_options) */
     INFL_METHOD_TRAK = 9,     /* TRAK over a gradient index (rank_options.index): φ_q (ΦᵀΦ + λI)⁻¹ φ_z ·
                                  mean(1 − p_z), averaged over checkpoints and runs */
 } infl_method;
 
-/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal"; "?" for others. */
+/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "representer", "trak"; "?" for others. */
 const char *infl_method_name(infl_method m);
 
 typedef struct {
@@ -478,6 +480,15 @@ typedef struct {
                                  side (proponents, opponents) again at full rank */
     int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
                                  token rows (ghost pairs or contraction); 2 by forming documents' gradients */
+    /* representer points: the last layer W̃ = [W | b] (its output the logits Φ) is fine-tuned, on the features
+     * f̃ = [f; 1] it reads, to the optimum of (1/n) Σ ℓ_i + λ |W̃|² (float64 Newton); then exactly
+     * Φ(x_q) = Σ_i α_i f̃_iᵀ f̃_q with α_i = −(1/(2λn)) ∂ℓ_i/∂Φ_i, and z's score for query q is
+     * α_{z,c} f̃_zᵀ f̃_q for the class c scored: its part of q's logit of class c (positive: excitatory) */
+    double representer_lambda; /* λ > 0; 0 (default): the run's weight decay / 2, the training objective's own
+                                  weight on the last layer (an error when the run has none) */
+    int representer_class;    /* the class scored: 0 the fine-tuned model's prediction (default), 1 the query's label;
+                                 2 (loss) every class weighted by −∂ℓ_q/∂Φ_qc at the label: z's part of the
+                                 query's loss decrease to first order in the fine-tuned logits, Σ_c −∂ℓ_q/∂Φ_qc α_zc f̃_zᵀ f̃_q */
     const char *index;        /* gradient index files (infl_index), comma-separated: scores from the stored
                                  projected gradients, with no pass over the training data. Methods: graddot,
                                  gradcos, tracin (the index's checkpoints, or `checkpoints`), trak, if (the
@@ -507,6 +518,21 @@ typedef struct {
     int32_t *token;           /* (n) the token each position predicts */
     float *share;             /* (n) */
 } infl_token_shares;
+
+/* How the representer's fine-tuned last layer came out and how close it stays to the run's
+ * (Yeh et al. 2018 report the logits' correlation and the accuracy). */
+typedef struct {
+    double lambda;            /* λ of (1/n) Σ ℓ_i + λ |W̃|² */
+    double grad_norm;         /* |∇| of that objective at the fine-tuned W̃: the decomposition is exact up to */
+    double decomposition_bound; /* |∇| / (2λ), the Frobenius distance between W̃ and Σ_i α_i f̃_iᵀ */
+    int iters, cg_iters;      /* Newton iterations and CG steps */
+    double seconds;           /* the fine-tune, the features' passes included */
+    int64_t n;                /* training rows */
+    double train_pearson;     /* Pearson of the original and the fine-tuned logits over the train split (n·K values) */
+    double train_acc_before, train_acc_after; /* accuracy on the train split, original and fine-tuned last layer */
+    double query_pearson;     /* (rank) the same over the queries' logits (M·K values) */
+    double query_acc_before, query_acc_after; /* (rank) on the queries with labels; NaN when none */
+} infl_representer_fit;
 
 typedef struct {
     int M;                    /* queries */
@@ -542,6 +568,11 @@ typedef struct {
                                  queries' candidates); else N */
     int layer_paths;          /* layers below, for the record: 1 = scored by forming per-document gradients, */
     int *layer_path;          /* (layer_paths) 0 = by the token-pair (ghost) or per-token contraction form */
+    /* representer (NULL arrays otherwise) */
+    infl_representer_fit representer;
+    int32_t *query_class;     /* (M) the class scored (the fine-tuned prediction, or the label) */
+    double *query_logit;      /* (M) the sum of the query's scores over the train split, float64: the class's fine-tuned
+                                 logit (sigmoid_ce: −z for class 0); with representer_class 2, −∇_Φ ℓ_qᵀ Φ_q */
 } infl_rank_result;
 
 /* Ranks the training examples by their influence on each query (DESIGN.md, "The
@@ -559,11 +590,13 @@ typedef struct {
     int64_t flipped;          /* how many are flipped */
     double recall[3];         /* share of the flipped found in the top 5%, 10%, 20% */
     double seconds;
+    infl_representer_fit representer; /* representer: the fine-tune (its query fields NaN) */
 } infl_self_result;
 
 /* Self-influence of every training example: tracin Σ_c lr_c |∇ℓ_z(w_c)|², graddot
  * |∇ℓ_z|², if ∇ℓ_zᵀ (H + λI)⁻¹ ∇ℓ_z (solver direct only: one factorisation serves
- * every example). opts->output writes /self and /self_order. */
+ * every example), representer α_{z,y_z} |f̃_z|² (z's part of its own label's logit, ≥ 0 for
+ * softmax_ce: (1 − p_y) |f̃_z|² / (2λn)). opts->output writes /self and /self_order. */
 infl_status infl_self(infl_ctx *ctx, const infl_rank_options *opts, infl_self_result **out);
 void infl_self_result_free(infl_self_result *r);  /* accepts NULL */
 

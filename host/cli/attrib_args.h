@@ -9,7 +9,7 @@
 
 typedef struct {
     infl_rank_options o;
-    const char *method, *hessian, *solver, *damping;
+    const char *method, *hessian, *solver, *damping, *repr_lambda, *repr_class;
     double shard_mb;
 } attrib_args;
 
@@ -35,7 +35,12 @@ typedef struct {
         {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)", ">=1"},          \
         {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)", ">0"},             \
         {"index", 0, ARG_STR, &(A).o.index, "FILE[,FILE]",                                                           \
-         "score from gradient indexes (infl index): graddot, gradcos, tracin, trak, if; several: TRAK's ensemble"}
+         "score from gradient indexes (infl index): graddot, gradcos, tracin, trak, if; several: TRAK's ensemble"},   \
+        {"representer-lambda", 0, ARG_STR, &(A).repr_lambda, "L",                                                    \
+         "representer: λ of the last layer's fine-tune, (1/n) sum l_i + λ |W|^2 (default: the run's weight decay / 2)"}, \
+        {"representer-class", 0, ARG_STR, &(A).repr_class, "C",                                                      \
+         "representer (rank): the class whose logit is explained, predicted (default) or true; loss: every class by "  \
+         "-dl_q/dlogit (the query's loss)"}
 
 // Resolves the text options into the enum fields. Returns 0 or a usage exit code.
 int attrib_args_resolve(attrib_args *A, const char *cmd);

@@ -34,10 +34,28 @@ int attrib_args_resolve(attrib_args *A, const char *cmd) {
         else if (!strcmp(A->method, "kfac")) o->method = INFL_METHOD_KFAC;
         else if (!strcmp(A->method, "diagonal")) o->method = INFL_METHOD_DIAGONAL;
         else if (!strcmp(A->method, "trak")) o->method = INFL_METHOD_TRAK;
-        else return usage_error(cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal or trak");
+        else if (!strcmp(A->method, "representer")) o->method = INFL_METHOD_REPRESENTER;
+        else
+            return usage_error(
+                cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal, trak or representer");
     }
     if (o->method == INFL_METHOD_TRAK && !o->index) return usage_error(cmd, "--method trak scores from a gradient index: give --index FILE (infl index)");
     bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
+    bool rp = o->method == INFL_METHOD_REPRESENTER;
+    if (!rp && (A->repr_lambda || A->repr_class))
+        return usage_error(cmd, "--representer-lambda and --representer-class go with --method representer");
+    if (A->repr_lambda) {
+        char *end = NULL;
+        o->representer_lambda = strtod(A->repr_lambda, &end);
+        if (!*A->repr_lambda || *end || !(o->representer_lambda > 0) || !isfinite(o->representer_lambda))
+            return usage_error(cmd, "--representer-lambda: expected λ > 0 (the weight of |W|^2 in the fine-tune)");
+    }
+    if (A->repr_class) {
+        if (!strcmp(A->repr_class, "predicted")) o->representer_class = 0;
+        else if (!strcmp(A->repr_class, "true")) o->representer_class = 1;
+        else if (!strcmp(A->repr_class, "loss")) o->representer_class = 2;
+        else return usage_error(cmd, "--representer-class: expected predicted, true or loss");
+    }
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
     if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
     if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
@@ -175,6 +193,14 @@ static int write_text_outputs(common *c, infl_ctx *ctx, const infl_rank_result *
                 fprintf(fp, ", \"pred\": ");
                 put_json(fp, qp);
                 fprintf(fp, ", \"loss\": %.6g, ", r->query_loss[q]);
+                if (r->query_class) {
+                    // representer: the class whose fine-tuned logit the scores split, and that logit
+                    char qc[64];
+                    class_text(query, r->query_class[q], qc, sizeof qc);
+                    fprintf(fp, "\"class\": ");
+                    put_json(fp, qc);
+                    fprintf(fp, ", \"logit\": %.9g, ", r->query_logit[q]);
+                }
             }
             for (int side = 0; side < 2; side++) {
                 const int64_t *idx = side ? r->bottom_index : r->top_index;
@@ -232,9 +258,10 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
     }
     int h = ti->image_shape[0], w = ti->image_shape[1], ch = ti->image_shape[2];
     hdr[0] = "query";
+    int rp = o->method == INFL_METHOD_REPRESENTER && o->representer_class != 2;  // a class's logit
     for (int j = 0; j < kp; j++) {
-        hdr[1 + j] = "proponents (help)";
-        hdr[1 + kp + j] = "opponents (hurt)";
+        hdr[1 + j] = rp ? "excitatory (raise its logit)" : "proponents (help)";
+        hdr[1 + kp + j] = rp ? "inhibitory (lower it)" : "opponents (hurt)";
     }
     for (int q = 0; q < r->M; q++) {
         infl_tile *t = tiles + (size_t)q * cols;
@@ -243,7 +270,14 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
         class_text(query, r->query_pred[q], qp, sizeof qp);
         int right = r->query_label[q] == r->query_pred[q];
         snprintf(cap[(size_t)q * cols][0], 40, "#%" PRId64 " %.20s", r->query_begin + q, ql);
-        snprintf(cap[(size_t)q * cols][1], 40, "%s %.20s", right ? "ok:" : "predicted", qp);
+        if (rp) {
+            // the class whose logit the scores split, as the second line
+            char qc[64];
+            class_text(query, r->query_class[q], qc, sizeof qc);
+            snprintf(cap[(size_t)q * cols][1], 40, "%s %.16s", right ? "ok, logit of" : "logit of", qc);
+        } else {
+            snprintf(cap[(size_t)q * cols][1], 40, "%s %.20s", right ? "ok:" : "predicted", qp);
+        }
         t[0] = (infl_tile){qx + (size_t)q * ti->d, h, w, ch, cap[(size_t)q * cols][0], cap[(size_t)q * cols][1],
                            right ? 0x2E9E4Fu : 0xD62728u};
         for (int side = 0; side < 2; side++)
@@ -266,6 +300,20 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
     return st;
 }
 
+// Representer points: how the fine-tuned last layer came out and how close it stays to the run's.
+static void print_repr_fit(const infl_representer_fit *f) {
+    printf("representer: last layer fine-tuned with lambda %.3g in %.2f s (%d Newton iterations, %d CG steps), "
+           "|grad| %.2e (W within %.1e of sum_i alpha_i f_i')\n",
+           f->lambda, f->seconds, f->iters, f->cg_iters, f->grad_norm, f->decomposition_bound);
+    printf("representer: fine-tuned vs the run's logits: Pearson %.6f over the train split, accuracy %.2f%% -> "
+           "%.2f%%",
+           f->train_pearson, 100 * f->train_acc_before, 100 * f->train_acc_after);
+    if (!isnan(f->query_pearson))
+        printf("; queries: Pearson %.6f, accuracy %.2f%% -> %.2f%%", f->query_pearson, 100 * f->query_acc_before,
+               100 * f->query_acc_after);
+    printf("\n");
+}
+
 // Prints the table of one query: proponents beside opponents.
 static void print_query(const infl_rank_result *r, const infl_rank_options *o, infl_split *query, int q,
                         rowinfo *top, rowinfo *bot) {
@@ -274,7 +322,21 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
     class_text(query, r->query_pred[q], qp, sizeof qp);
     printf("\nquery %" PRId64 ": label %s, predicted %s%s, loss %.4g\n", r->query_begin + q, ql, qp,
            r->query_label[q] >= 0 && r->query_label[q] != r->query_pred[q] ? " (wrong)" : "", r->query_loss[q]);
-    printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    if (r->query_class && o->representer_class == 2) {
+        // representer for the loss: the scores split −∂ℓ/∂Φ · Φ at the fine-tuned layer
+        printf("  -dl/dlogits . logits at the fine-tuned layer, %.6g, is the sum of the scores over the training set\n",
+               r->query_logit[q]);
+        printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    } else if (r->query_class) {
+        // representer: the scores split the fine-tuned logit of one class
+        char qc[64];
+        class_text(query, r->query_class[q], qc, sizeof qc);
+        printf("  the fine-tuned logit of %s, %.6g, is the sum of the scores over the training set\n", qc,
+               r->query_logit[q]);
+        printf("  %3s  %-36s  %-36s\n", "", "excitatory (raise that logit)", "inhibitory (lower it)");
+    } else {
+        printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    }
     printf("  %3s  %8s %-14s %12s  %8s %-14s %12s\n", "#", "train", "label", "score", "train", "label", "score");
     for (int j = 0; j < r->k; j++) {
         size_t at = (size_t)q * r->k + j, oi = (size_t)q * o->top + j;
@@ -310,7 +372,8 @@ int cmd_rank(int argc, char **argv) {
          "--prefilter knn's space: inputs (default) or penultimate (the last layer's inputs at the checkpoint)"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
          "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank", ">=1"},
-        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
+        {"method", 'm', ARG_STR, &A.method, "M",
+         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal, representer; trak (with --index)"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
          "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix", ">=1"},
         {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)", ">=1"},
@@ -329,8 +392,12 @@ int cmd_rank(int argc, char **argv) {
                      "  score(q, z) = grad L_q' (H + lambda I)^-1 grad l_z   (if; H = I for graddot)\n"
                      "  tracin: sum over checkpoints of lr_c grad L_q(w_c)' grad l_z(w_c)\n"
                      "  ekfac, kfac, diagonal: H from the factors of infl fit, (H + lambda I)^-1 in their eigenbasis\n"
+                     "  representer: the last layer fine-tuned to the optimum of (1/n) sum l_i + lambda |W|^2 (bias\n"
+                     "    folded in), then score = alpha_zc (f_z' f_q + 1), alpha_z = -(1/(2 lambda n)) dl_z/dlogits:\n"
+                     "    z's exact part of the query's fine-tuned logit of class c (--representer-class)\n"
                      "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
-                     "about score/N). Train indices are rows of the train split.\n"
+                     "about score/N); representer: positive = excitatory (raises the class's logit). Train indices\n"
+                     "are rows of the train split.\n"
                      "A gpt run: a query is log p(completion | prompt) (the completion's tokens carry the loss) or a\n"
                      "document's whole loss; each reported document's score splits over its tokens (--tokens, --html).",
                      opts, (int)(sizeof opts / sizeof opts[0])};
@@ -479,6 +546,7 @@ int cmd_rank(int argc, char **argv) {
             for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_mean_eigenvalue[l]);
             printf("; the run's weight decay %g is added to every eigenvalue too\n", r->weight_decay);
         }
+        if (r->query_class) print_repr_fit(&r->representer);
         if (A.o.query_rank > 0)
             printf("query rank %d: the rank-%d factors keep %.2f%% of the preconditioned queries' squared norm "
                    "(mean over queries and layers)\n",
@@ -522,7 +590,8 @@ int cmd_self(int argc, char **argv) {
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
         {"method", 'm', ARG_STR, &A.method, "M",
-         "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors)"},
+         "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors), "
+         "representer; trak (with --index)"},
         {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)", ">=0"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write /self and /self_order to an HDF5 file"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write rank,train_index,label,self_influence for every example"},
@@ -533,13 +602,16 @@ int cmd_self(int argc, char **argv) {
                      "Self-influence of every training example, grad l_z' (H + lambda I)^-1 grad l_z (tracin: sum of\n"
                      "lr_c |grad l_z(w_c)|^2): mislabelled or atypical examples pull hardest on themselves. When the\n"
                      "data record flipped labels (/train/flipped, from infl import --flip-labels), prints the share\n"
-                     "of them found among the top 5%, 10% and 20%.",
+                     "of them found among the top 5%, 10% and 20%. representer: alpha_z,y_z (|f_z|^2 + 1), z's part\n"
+                     "of its own label's logit at the fine-tuned last layer.",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
+    if (A.repr_class)
+        return usage_error(spec.cmd, "--representer-class is rank's: self scores each example's own label");
     if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -573,6 +645,7 @@ int cmd_self(int argc, char **argv) {
         int64_t begin = store_split_info(train)->begin;
         printf("self-influence by %s of %" PRId64 " training examples (%.2f s)\n", infl_method_name(A.o.method), r->N,
                r->seconds);
+        if (A.o.method == INFL_METHOD_REPRESENTER) print_repr_fit(&r->representer);
         if (r->has_flipped)
             printf("flipped labels: %" PRId64 " (%.1f%%); found in the top 5%%: %.1f%%, top 10%%: %.1f%%, top 20%%: "
                    "%.1f%% (random: 5, 10, 20%%)\n",

@@ -118,6 +118,16 @@ typedef struct {
     // Optional: train on the subset of these training options only (rows outside get
     // weight 0 and the mean runs over the rows kept).
     const infl_train_options *subset;
+    // Precondition Newton-CG by the Hessian's diagonal blocks at the start (convex.c): fewer CG
+    // steps where the features are correlated and wd is small (ignored with chol).
+    int precondition;
+    // Optional: the rows come from here instead of the split's x (the split still gives their count,
+    // the kind of targets and the names in errors): x (n, widths[0]) of rows [row0, row0 + n) of the
+    // split's range with their labels y (n) or real targets yf (n, widths[1]), as store_split_read
+    // fills them (e.g. a network's features of its rows: representer points). read_user is passed.
+    infl_status (*read_rows)(infl_ctx *ctx, void *read_user, int64_t row0, int64_t n, float *x, int32_t *y,
+                             float *yf);
+    void *read_user;
 } infl_convex_options;
 
 typedef struct {

@@ -42,6 +42,7 @@ const char *infl_method_name(infl_method m) {
     case INFL_METHOD_EKFAC: return "ekfac";
     case INFL_METHOD_KFAC: return "kfac";
     case INFL_METHOD_DIAGONAL: return "diagonal";
+    case INFL_METHOD_REPRESENTER: return "representer";
     case INFL_METHOD_TRAK: return "trak";
     }
     return "?";
@@ -153,6 +154,8 @@ void attrib_close(attrib *a) {
     infl_be_free(ctx, a->X2);
     ekfac_pre_free(ctx, a->pre);
     infl_factors_free(a->fac);
+    if (a->repr) repr_free(ctx, a->repr);
+    free(a->repr);
     if (a->m) infl_model_work_free(ctx, a->m, a->work);
     infl_model_free(a->m);
     free(a->ck);
@@ -172,7 +175,11 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->o = o;
     infl_status rc = INFL_OK;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
-    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_DIAGONAL && o->method != INFL_METHOD_TRAK, INFL_E_ARG, "unknown method %d", (int)o->method);
+    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_REPRESENTER && o->method != INFL_METHOD_TRAK, INFL_E_ARG,
+              "unknown method %d", (int)o->method);
+    RETURN_IF(ctx, o->method == INFL_METHOD_REPRESENTER && (unsigned)o->representer_class > 2, INFL_E_ARG,
+              "--representer-class %d: expected 0 (the predicted class), 1 (the query's label) or 2 (the loss)",
+              o->representer_class);
     RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG,
               "score form %d: expected 0 (auto), 1 (token rows) or 2 (documents' gradients)", o->score_form);
     if (attrib_is_ekfac(o->method)) {
@@ -189,6 +196,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
+    if (o->method == INFL_METHOD_REPRESENTER) CHECK(repr_check(ctx, a->m, o->run, o->representer_lambda, &a->repr_lambda));
     a->tokens = a->m->tokens;
     if (a->tokens) a->ctxT = a->m->spec.gpt.context;
     GOTO_IF(ctx, !a->tokens && (o->ntext > 0 || o->token_shares), INFL_E_ARG,
@@ -373,6 +381,12 @@ infl_status attrib_read_queries(infl_ctx *ctx, attrib *a, float *x, int32_t *y, 
     return y ? infl_model_check_labels(ctx, a->m, a->query, y, 0, a->M) : INFL_OK;
 }
 
+infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a) {
+    a->repr = infl_calloc(ctx, 1, sizeof *a->repr, "the representer layer");
+    if (!a->repr) return INFL_E_NOMEM;
+    return repr_fit(ctx, a->repr, a->m, a->Wd[0], a->train, a->repr_lambda, a->o->shard_rows, a->o->shard_mb, a->B);
+}
+
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
     return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
 }
@@ -474,6 +488,14 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "damping", o->damping));
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "hessian_samples", (double)o->hessian_samples));
     }
+    if (a->repr) {
+        // the fine-tune's settings; its quality is written when the scores are (attrib_write_repr_fit)
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "representer_lambda", a->repr_lambda));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "representer_class",
+                                               o->representer_class == 2   ? "loss"
+                                               : o->representer_class == 1 ? "true"
+                                                                           : "predicted"));
+    }
     if (a->pre) {
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "factors", o->factors));
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "strategy", a->fac->strategy));
@@ -490,6 +512,20 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "mean_eigenvalue", mean));
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "query_rank", (double)o->query_rank));
     }
+    return INFL_OK;
+}
+
+infl_status attrib_write_repr_fit(infl_ctx *ctx, infl_scw *w, const infl_representer_fit *f) {
+    const struct {
+        const char *name;
+        double v;
+    } at[] = {{"representer_grad_norm", f->grad_norm},          {"representer_decomposition_bound", f->decomposition_bound},
+              {"representer_train_pearson", f->train_pearson},  {"representer_train_acc_before", f->train_acc_before},
+              {"representer_train_acc_after", f->train_acc_after}, {"representer_query_pearson", f->query_pearson},
+              {"representer_query_acc_before", f->query_acc_before}, {"representer_query_acc_after", f->query_acc_after},
+              {"representer_seconds", f->seconds}};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, at[i].name, at[i].v));
     return INFL_OK;
 }
 

@@ -9,6 +9,7 @@
 #define INFL_ATTRIB_H
 
 #include "estimators/ekfac.h"
+#include "estimators/representer.h"
 #include "estimators/score.h"
 #include "models/model.h"
 #include "sched/reader.h"
@@ -62,6 +63,9 @@ typedef struct {
     float *RF[INFL_MAX_LINEAR];      // (d_in + bias, M rl) right factors
     float *X1, *X2;                  // (B, M max rl) low-rank score blocks
     double energy;
+    // representer: the fine-tuned logits layer (attrib_repr_fit) and its λ
+    repr_layer *repr;
+    double repr_lambda;
     // scoring buffers for sub-batches of B train rows
     int B;
     infl_model_work *work;
@@ -101,6 +105,9 @@ infl_status attrib_read_rows(infl_ctx *ctx, attrib *a, infl_split *split, const 
                              int32_t *y, float *yf);
 // The M queries of a rows split (the range, or o->query_rows of it) into host x, y, yf.
 infl_status attrib_read_queries(infl_ctx *ctx, attrib *a, float *x, int32_t *y, float *yf);
+// Representer points: fine-tunes the logits layer at the checkpoint on the train split (a->repr;
+// after attrib_alloc_scoring, whose sub-batch size it shares).
+infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a);
 // Forward and backward of a batch at checkpoint c: per-example factors in work.
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work);
 // Per-example squared gradient norms of the last backward (host out (b)), times wgt,
@@ -116,6 +123,9 @@ infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int
 // Writes the attributes of a scores file: method, inputs, checkpoints, and the
 // method's parameters (for ekfac the damping and mean eigenvalue per layer).
 infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a);
+
+// Representer points: the fine-tune's quality (f) as attributes of a scores file.
+infl_status attrib_write_repr_fit(infl_ctx *ctx, infl_scw *w, const infl_representer_fit *f);
 
 // Receives each shard's score block (M, n) with leading dimension ld; col0 is the
 // shard's first row within the split's range.

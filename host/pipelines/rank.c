@@ -16,6 +16,10 @@
  *    (DESIGN.md, EK-FAC scores): S[q, z] += Σ_l δ_lᵀ V_q,l ã_l, one GEMM
  *    (b, d_out)·(d_out, d_in) and a row dot per query and layer (or, with
  *    --query-rank, the low-rank contraction); train gradients are never formed.
+ *  - representer: the ghost dot product of the logits layer alone, with the query's
+ *    output gradient replaced by the one-hot e_c of the class scored and the train
+ *    row's taken at the fine-tuned layer (estimators/representer.h), weighted by
+ *    −1/(2λn): α_{z,c} (f_qᵀ f_z + 1).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -28,6 +32,61 @@
 #include "sched/topk.h"
 
 // ---- queries ----
+
+// Representer points, after the queries' factors and predictions: the class each query is
+// scored for (the fine-tuned prediction, or its label) and that class's fine-tuned logit, how
+// close the fine-tuned logits of the queries stay to the run's, and the signed one-hot e_c in
+// place of the queries' output gradients of the logits layer (a->qD), so that the ghost
+// product scores α_{z,c} f̃_zᵀ f̃_q (for the loss, −∂ℓ_q/∂Φ_q in place of e_c).
+static infl_status repr_queries(infl_ctx *ctx, attrib *a, const infl_model_work *qw, const int32_t *hy,
+                                infl_rank_result *res) {
+    const repr_layer *r = a->repr;
+    int M = a->M, K = r->K, d = r->d;
+    infl_status rc = INFL_OK;
+    float *f = infl_malloc(ctx, (size_t)M * d * sizeof(float), "query features");
+    float *E = infl_calloc(ctx, (size_t)M * K, sizeof(float), "query classes");
+    double *Z = infl_malloc(ctx, (size_t)M * K * sizeof(double), "query logits");
+    double *Z0 = infl_malloc(ctx, (size_t)M * K * sizeof(double), "query logits");
+    res->query_class = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query classes");
+    res->query_logit = infl_malloc(ctx, (size_t)M * sizeof(double), "query logits");
+    GOTO_NOMEM_IF(!f || !E || !Z || !Z0 || !res->query_class || !res->query_logit);
+    CHECK(ctx->be->download(ctx, f, qw->A[r->l], (size_t)M * d * sizeof(float)));
+    repr_logits(Z, r, r->W, f, M);
+    repr_logits(Z0, r, r->W0, f, M);
+    int64_t right0 = 0, right1 = 0;
+    for (int q = 0; q < M; q++) {
+        int p1 = repr_argmax(r, Z + (size_t)q * K), p0 = repr_argmax(r, Z0 + (size_t)q * K);
+        int c = a->o->representer_class ? hy[q] : p1;
+        double *zq = Z + (size_t)q * K;
+        res->query_class[q] = c;
+        if (a->o->representer_class == 2) {
+            // every class, weighted by −∂ℓ_q/∂Φ_q at the label
+            double g[K];
+            repr_loss_grad(g, r, zq, c);
+            res->query_logit[q] = 0;
+            for (int k = 0; k < K; k++) {
+                E[(size_t)q * K + k] = (float)-g[k];
+                res->query_logit[q] -= g[k] * zq[k];
+            }
+        } else {
+            res->query_logit[q] = repr_class_sign(r, c) * zq[repr_class_col(r, c)];
+            E[(size_t)q * K + repr_class_col(r, c)] = (float)repr_class_sign(r, c);
+        }
+        right0 += p0 == hy[q];
+        right1 += p1 == hy[q];
+    }
+    res->representer = r->fit;
+    res->representer.query_pearson = stats_pearson(Z0, Z, (int64_t)M * K);
+    res->representer.query_acc_before = (double)right0 / M;
+    res->representer.query_acc_after = (double)right1 / M;
+    CHECK(ctx->be->upload(ctx, a->qD[r->l], E, (size_t)M * K * sizeof(float)));
+done:
+    free(f);
+    free(E);
+    free(Z);
+    free(Z0);
+    return rc;
+}
 
 // Reads the queries and prepares their state: ghost factors per checkpoint and layer
 // (graddot, gradcos, tracin) or the preconditioned gradients V (if); their labels,
@@ -162,6 +221,7 @@ infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         res->query_label[q] = hy ? hy[q] : -1;
         res->query_pred[q] = hp[q];
     }
+    if (a->repr) CHECK(repr_queries(ctx, a, qw, hy, res));
 
     if (influence) {
         // V = (H + λI)⁻¹ G_Q: query gradients, then the solver
@@ -322,6 +382,8 @@ void infl_rank_result_free(infl_rank_result *r) {
     free(r->layer_damping);
     free(r->layer_mean_eigenvalue);
     free(r->layer_path);
+    free(r->query_class);
+    free(r->query_logit);
     for (int q = 0; q < r->M; q++) {
         if (r->query_prompt) free(r->query_prompt[q]);
         if (r->query_completion) free(r->query_completion[q]);
@@ -356,6 +418,17 @@ typedef struct {
     void *user;
 } rank_stream;
 
+// Representer points: the sub-batch's output gradients at the fine-tuned layer (and the
+// fine-tune's train statistics), then a->Sd (M, b) = −1/(2λn) (E_Q G_Zᵀ) ∘ (F_Q F_Zᵀ + 1).
+static infl_status repr_score_block(infl_ctx *ctx, attrib *a, const infl_batch *bt, int b) {
+    repr_layer *r = a->repr;
+    const infl_linear *ly = &a->m->layer[r->l];
+    FORWARD_IF_ERROR(repr_train_block(ctx, r, a->work, bt->y, b));
+    a->flops += 4.0 * b * (double)r->d * r->K + score_ghost_flops(ly, a->M, b);
+    return score_ghost_layer(ctx, a->Sd, a->T1, a->T2, ly, a->qD[r->l], a->qA[r->l], r->G, a->work->A[r->l], a->M, b,
+                             (float)repr_alpha_scale(r));
+}
+
 static infl_status rank_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
     (void)sh;
     rank_stream *rs = user;
@@ -368,7 +441,10 @@ static infl_status rank_batch(infl_ctx *ctx, void *user, const infl_shard *sh, i
         if (c == 0 && a->tokens) FORWARD_IF_ERROR(ctx->be->fill(ctx, a->R, 0.0f, (size_t)M * a->work->rows));
         a->flops += infl_model_fb_flops(a->m, a->work->rows);
         if (o->method == INFL_METHOD_GRADCOS) FORWARD_IF_ERROR(attrib_sqnorms(ctx, a, a->work, b, 1.0, rs->zn, 0));
-        FORWARD_IF_ERROR(attrib_score_block(ctx, a, c, b, 0));
+        if (a->repr)
+            FORWARD_IF_ERROR(repr_score_block(ctx, a, bt, b));
+        else
+            FORWARD_IF_ERROR(attrib_score_block(ctx, a, c, b, 0));
     }
     FORWARD_IF_ERROR(attrib_sum_rows(ctx, a, b));
     FORWARD_IF_ERROR(ctx->be->download(ctx, rs->hsub, a->Sd, (size_t)M * b * sizeof(float)));
@@ -475,6 +551,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         CHECK(infl_be_alloc_hint(ctx, (void **)&a.X2, n, what, hint));
     }
 
+    if (o->method == INFL_METHOD_REPRESENTER) CHECK(attrib_repr_fit(ctx, &a));
     double t0 = infl_now();
     CHECK(attrib_prepare_queries(ctx, &a, res));
     res->seconds_prepare = infl_now() - t0;
@@ -560,6 +637,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
             a.qprompt[q] = a.qcompletion[q] = NULL;
         }
         if (o->token_shares) CHECK(attrib_token_shares(ctx, &a, res));
+    }
+    if (a.repr) {
+        // the train statistics came with the scoring pass (--prefilter and --rerank serve gpt runs only)
+        repr_finish_train(a.repr);
+        res->representer.train_pearson = a.repr->fit.train_pearson;
+        res->representer.train_acc_before = a.repr->fit.train_acc_before;
+        res->representer.train_acc_after = a.repr->fit.train_acc_after;
+        if (scw) CHECK(attrib_write_repr_fit(ctx, scw, &res->representer));
     }
     if (scw) {
         CHECK(store_scores_write_topk(ctx, scw, res->top_index, res->top_score, res->bottom_index,
