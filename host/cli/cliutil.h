@@ -45,6 +45,9 @@ void put_csv(FILE *f, const char *v);
 // Writes v as a JSON string, with its quotes and escapes; bytes that are not UTF-8
 // become U+FFFD.
 void put_json(FILE *f, const char *v);
+// INFL_E_EXISTS (naming it) when one of the n output paths (NULL entries skipped)
+// exists and !force: checked before the work, so a long run does not end refused.
+infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force);
 // Prints a usage error and returns 2.
 int usage_error(const char *cmd, const char *msg);
 // Ends the progress line when one is open.
@@ -69,6 +72,8 @@ int cmd_fit(int argc, char **argv);
 // cmd_lds.c
 int cmd_lds(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+// cmd_shapley.c
+int cmd_shapley(int argc, char **argv);
 // cmd_bench.c
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -153,14 +153,6 @@ static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
 }
 
 // Refuses existing outputs (NULL entries skipped) before the work, not after it.
-static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
-    for (int i = 0; i < n; i++) {
-        char tmp[4200];
-        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
-    }
-    return INFL_OK;
-}
-
 // ---- rank ----
 
 typedef struct {
