@@ -592,12 +592,29 @@ static void scatter_draw(gdImagePtr im, const scatter_geom *g, const infl_series
     }
     gdImageSetClip(im, 0, 0, INFL_SCATTER_W - 1, INFL_SCATTER_H - 1);
 
-    // the legend: the labelled series, top left inside the plot area
+    // the legend: the labelled series, in the corner of the plot area with the fewest points under it
     gdFontPtr fleg = gdFontGetSmall();
-    int ly = l->py0 + 8;
+    int nlab = 0, wmax = 0;
+    for (int s = 0; s < ns; s++)
+        if (nonempty(sr[s].label)) {
+            nlab++;
+            wmax = textlen(sr[s].label) > wmax ? textlen(sr[s].label) : wmax;
+        }
+    int bw = 34 + wmax * fleg->w, bh = nlab * (fleg->h + 4) + 12, best = -1, corner = 0;
+    for (int k = 0; k < 4 && nlab > 0; k++) {
+        int x0 = k & 1 ? l->px1 - bw : l->px0, y0 = k & 2 ? l->py1 - bh : l->py0, under = 0;
+        for (int s = 0; s < ns; s++)
+            for (int i = 0; i < sr[s].n; i++) {
+                if (!isfinite(sr[s].x[i]) || !isfinite(sr[s].y[i])) continue;
+                int px = infl_scatter_px(l, sr[s].x[i]), py = infl_scatter_py(l, sr[s].y[i]);
+                under += px >= x0 && px <= x0 + bw && py >= y0 && py <= y0 + bh;
+            }
+        if (best < 0 || under < best) best = under, corner = k;
+    }
+    int ly = (corner & 2 ? l->py1 - bh : l->py0) + 8;
     for (int s = 0; s < ns; s++) {
         if (!nonempty(sr[s].label)) continue;
-        int lx = l->px0 + 10, w = textlen(sr[s].label) * fleg->w;
+        int lx = (corner & 1 ? l->px1 - bw : l->px0) + 10, w = textlen(sr[s].label) * fleg->w;
         gdImageFilledRectangle(im, lx - 4, ly - 2, lx + 28 + w + 4, ly + fleg->h + 1, RGB(C_BACKGROUND));
         gdImageSetThickness(im, 2);
         gdImageLine(im, lx, ly + fleg->h / 2, lx + 20, ly + fleg->h / 2, RGB(sr[s].colour));

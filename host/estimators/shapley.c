@@ -26,7 +26,8 @@ infl_status shap_work_create(infl_ctx *ctx, const shap_problem *p, shap_work *w)
     w->sx = infl_malloc(ctx, n * p->D * sizeof(double), "a subset's rows");
     w->sy = infl_malloc(ctx, n * sizeof(int32_t), "a subset's labels");
     w->tmp = infl_malloc(ctx, (2 * h + p->K) * sizeof(double), "scratch");
-    if (!w->w || !w->Z || (h && !w->H) || !w->sx || !w->sy || !w->tmp) {
+    w->idx = infl_malloc(ctx, n * sizeof(int64_t), "a subset's rows");
+    if (!w->w || !w->Z || (h && !w->H) || !w->sx || !w->sy || !w->tmp || !w->idx) {
         shap_work_free(w);
         return INFL_E_NOMEM;
     }
@@ -40,6 +41,7 @@ void shap_work_free(shap_work *w) {
     free(w->sx);
     free(w->sy);
     free(w->tmp);
+    free(w->idx);
     memset(w, 0, sizeof *w);
 }
 
@@ -207,8 +209,24 @@ infl_status shap_tmc_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, c
             delta[i] = 0;
             continue;
         }
-        memcpy(wk->sx + j * D, p->x + i * D, (size_t)D * sizeof(double));
-        wk->sy[j] = p->y[i];
+        if (p->mlp) {
+            // the MLP's fit depends on its rows' order and its start: U(S) is a function of the set only
+            // when the prefix is fitted from the untrained model in index order
+            int64_t at = j;
+            while (at > 0 && wk->idx[at - 1] > i) {
+                wk->idx[at] = wk->idx[at - 1];
+                at--;
+            }
+            wk->idx[at] = i;
+            for (int64_t k = 0; k <= j; k++) {
+                memcpy(wk->sx + k * D, p->x + wk->idx[k] * D, (size_t)D * sizeof(double));
+                wk->sy[k] = p->y[wk->idx[k]];
+            }
+            shap_model_init(p, wk->w);
+        } else {  // the convex model's optimum is unique: warm start from the previous prefix's
+            memcpy(wk->sx + j * D, p->x + i * D, (size_t)D * sizeof(double));
+            wk->sy[j] = p->y[i];
+        }
         FORWARD_IF_ERROR(shap_fit(ctx, p, wk, j + 1));
         (*fits)++;
         double v = shap_utility(p, wk, wk->w);
@@ -276,7 +294,9 @@ void shap_exact_values(double *phi, const double *U, int n) {
 
 void shap_knn_recursion(double *s, const uint8_t *match, int64_t N, int K) {
     if (N < 1) return;
-    s[N - 1] = (double)match[N - 1] / (double)N;
+    // the farthest point counts among the K nearest of S ∪ {it} when |S| < K: a share
+    // min(K, N) / N of the subset sizes (Jia et al. state N ≥ K, where this is 1/N)
+    s[N - 1] = (double)match[N - 1] / (double)K * (double)(N < K ? N : K) / (double)N;
     for (int64_t r = N - 2; r >= 0; r--) {
         double i = (double)(r + 1);  // 1-based rank
         double kk = i < K ? i : (double)K;

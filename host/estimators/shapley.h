@@ -11,8 +11,11 @@
  *                   hidden layer, `epochs` passes of per-example SGD from a seeded
  *                   initialisation). U(∅) is the untrained model's score (the convex
  *                   model's w = 0: uniform probabilities, ties to class 0).
- *   TMC             one permutation π: U of the growing prefixes, each fit warm started
- *                   from the previous prefix's; example π_j gets U(π_1..j) − U(π_1..j−1).
+ *                   A subset's rows are fitted in index order, so U is a function of
+ *                   the set (the MLP's fit depends on the order and the start).
+ *   TMC             one permutation π: U of the growing prefixes (the convex model's
+ *                   fit warm started from the previous prefix's optimum, the MLP's from
+ *                   the untrained model); example π_j gets U(π_1..j) − U(π_1..j−1).
  *                   Truncation: after `patience` prefixes in a row whose utility is
  *                   within tolerance·|U(N)| of U(N), the rest of π get 0.
  *   G-Shapley       one permutation: one SGD step per example in π's order from the
@@ -61,6 +64,7 @@ typedef struct {
     double *sx;       // (n, D) the rows of the current subset
     int32_t *sy;      // (n)
     double *tmp;      // (2 hidden + K) per-example scratch
+    int64_t *idx;     // (n) the rows of the current subset, in index order
 } shap_work;
 
 // Parameters of the problem's model: convex K·D + K, MLP H·D + H + K·H + K.
@@ -93,7 +97,7 @@ void shap_exact_values(double *phi, const double *U, int n);
 // KNN-Shapley of one validation point: s (N) gets the value of the training points at
 // ranks 0..N−1 (nearest first), match (N) 1 where that point's label is the validation
 // point's. The utility is (1/K) Σ_{k ≤ min(K, |S|)} match of S's k-th nearest; with 1-based
-// ranks: s_N = match_N / N, s_i = s_{i+1} + (match_i − match_{i+1}) / K · min(K, i) / i.
+// ranks: s_N = match_N min(K, N) / (K N), s_i = s_{i+1} + (match_i − match_{i+1}) / K · min(K, i) / i.
 void shap_knn_recursion(double *s, const uint8_t *match, int64_t N, int K);
 
 #endif

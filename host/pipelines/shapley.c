@@ -357,12 +357,15 @@ static infl_status curve_job(infl_ctx *tctx, void *user, shap_work *wk, int64_t 
     const shap_problem *p = cj->p;
     int c = (int)(job / cj->npoints), j = (int)(job % cj->npoints);
     const int64_t *ord = cj->orders + (size_t)c * p->n;
+    // the rows kept, in index order (U is a function of the set: shapley.h)
+    for (int64_t i = 0; i < p->n; i++) wk->idx[i] = 1;
+    for (int64_t k = 0; k < cj->cut[j]; k++) wk->idx[ord[k]] = 0;
     int64_t m = 0;
-    for (int64_t k = cj->cut[j]; k < p->n; k++) {  // the rows kept, in index order of the removal list's tail
-        int64_t i = ord[k];
-        memcpy(wk->sx + m * p->D, p->x + i * p->D, (size_t)p->D * sizeof(double));
-        wk->sy[m++] = p->y[i];
-    }
+    for (int64_t i = 0; i < p->n; i++)
+        if (wk->idx[i]) {
+            memcpy(wk->sx + m * p->D, p->x + i * p->D, (size_t)p->D * sizeof(double));
+            wk->sy[m++] = p->y[i];
+        }
     shap_model_init(p, wk->w);
     FORWARD_IF_ERROR(shap_fit(tctx, p, wk, m));
     cj->acc[job] = shap_utility(p, wk, wk->w);
