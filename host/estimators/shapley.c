@@ -197,8 +197,9 @@ static int truncates(const shap_problem *p, double v, int *within) {
     return *within >= SHAP_PATIENCE;
 }
 
-infl_status shap_tmc_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, const int64_t *perm, double *delta,
-                          int64_t *fits) {
+// One permutation's walk: TMC's fit of each prefix, or G-Shapley's one SGD step.
+static infl_status walk(infl_ctx *ctx, const shap_problem *p, shap_work *wk, const int64_t *perm, int gshapley,
+                        double *delta, int64_t *fits) {
     const int D = p->D;
     shap_model_init(p, wk->w);
     double prev = p->u_empty;
@@ -209,7 +210,9 @@ infl_status shap_tmc_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, c
             delta[i] = 0;
             continue;
         }
-        if (p->mlp) {
+        if (gshapley) {
+            shap_sgd_step(p, wk, wk->w, i);
+        } else if (p->mlp) {
             // the MLP's fit depends on its rows' order and its start: U(S) is a function of the set only
             // when the prefix is fitted from the untrained model in index order
             int64_t at = j;
@@ -227,9 +230,11 @@ infl_status shap_tmc_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, c
             memcpy(wk->sx + j * D, p->x + i * D, (size_t)D * sizeof(double));
             wk->sy[j] = p->y[i];
         }
-        FORWARD_IF_ERROR(shap_fit(ctx, p, wk, j + 1));
+        if (!gshapley) FORWARD_IF_ERROR(shap_fit(ctx, p, wk, j + 1));
         (*fits)++;
         double v = shap_utility(p, wk, wk->w);
+        RETURN_IF(ctx, !isfinite(v), INFL_E_NUMERIC, "the utility is not finite at step %lld (lr %g): lower --lr",
+                  (long long)j, p->lr);
         delta[i] = v - prev;
         prev = v;
         done = truncates(p, v, &within);
@@ -237,27 +242,14 @@ infl_status shap_tmc_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, c
     return INFL_OK;
 }
 
+infl_status shap_tmc_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, const int64_t *perm, double *delta,
+                          int64_t *fits) {
+    return walk(ctx, p, wk, perm, 0, delta, fits);
+}
+
 infl_status shap_gshapley_perm(infl_ctx *ctx, const shap_problem *p, shap_work *wk, const int64_t *perm,
                                double *delta, int64_t *fits) {
-    shap_model_init(p, wk->w);
-    double prev = p->u_empty;
-    int within = 0, done = 0;
-    for (int64_t j = 0; j < p->n; j++) {
-        int64_t i = perm[j];
-        if (done) {
-            delta[i] = 0;
-            continue;
-        }
-        shap_sgd_step(p, wk, wk->w, i);
-        (*fits)++;
-        double v = shap_utility(p, wk, wk->w);
-        RETURN_IF(ctx, !isfinite(v), INFL_E_NUMERIC, "G-Shapley's SGD diverged at step %lld (lr %g): lower --lr",
-                  (long long)j, p->lr);
-        delta[i] = v - prev;
-        prev = v;
-        done = truncates(p, v, &within);
-    }
-    return INFL_OK;
+    return walk(ctx, p, wk, perm, 1, delta, fits);
 }
 
 // ---- exact ----

@@ -33,15 +33,8 @@ infl_status store_shapley_state_write(infl_ctx *ctx, const char *path, const inf
         CHECK(h5u_write_array(ctx, path, f, "", "snap_values", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)s->nsnap,
                               (hsize_t)s->n, s->snap_values));
     }
-    herr_t e = H5Fclose(f);
-    f = H5I_INVALID_HID;
-    GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);
-    rc = infl_out_commit(ctx, tmp, path);
-    h5u_unlock();
-    return rc;
 done:
-    if (f >= 0) H5Fclose(f);
-    infl_out_abort(tmp);
+    rc = h5u_finish_infl(ctx, path, tmp, f, rc);
     h5u_unlock();
     return rc;
 }
@@ -111,12 +104,7 @@ done:
 }
 
 infl_status store_shapley_is_state(infl_ctx *ctx, const char *path) {
-    h5u_lock();
-    hid_t f;
-    infl_status rc = h5u_open_infl(ctx, path, "shapley_state", &f);
-    if (rc == INFL_OK) H5Fclose(f);
-    h5u_unlock();
-    return rc;
+    return h5u_is_infl(ctx, path, "shapley_state");
 }
 
 infl_status store_shapley_write(infl_ctx *ctx, const char *path, int force, const infl_shapley_result *r,
@@ -164,18 +152,9 @@ infl_status store_shapley_write(infl_ctx *ctx, const char *path, int force, cons
         H5Gclose(g);
         g = H5I_INVALID_HID;
     }
-    herr_t e = H5Fclose(f);
-    f = H5I_INVALID_HID;
-    GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);
-    rc = infl_out_commit(ctx, tmp, path);
-    h5u_unlock();
-    free(index);
-    free(order);
-    return rc;
 done:
     if (g >= 0) H5Gclose(g);
-    if (f >= 0) H5Fclose(f);
-    infl_out_abort(tmp);
+    rc = h5u_finish_infl(ctx, path, tmp, f, rc);
     h5u_unlock();
     free(index);
     free(order);
