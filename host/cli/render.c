@@ -600,7 +600,7 @@ static void scatter_draw(gdImagePtr im, const scatter_geom *g, const infl_series
             nlab++;
             wmax = textlen(sr[s].label) > wmax ? textlen(sr[s].label) : wmax;
         }
-    int bw = 34 + wmax * fleg->w, bh = nlab * (fleg->h + 4) + 12, best = -1, corner = 0;
+    int bw = 44 + wmax * fleg->w, bh = nlab * (fleg->h + 4) + 12, best = -1, corner = 0;
     for (int k = 0; k < 4 && nlab > 0; k++) {
         int x0 = k & 1 ? l->px1 - bw : l->px0, y0 = k & 2 ? l->py1 - bh : l->py0, under = 0;
         for (int s = 0; s < ns; s++)
@@ -615,7 +615,7 @@ static void scatter_draw(gdImagePtr im, const scatter_geom *g, const infl_series
     for (int s = 0; s < ns; s++) {
         if (!nonempty(sr[s].label)) continue;
         int lx = (corner & 1 ? l->px1 - bw : l->px0) + 10, w = textlen(sr[s].label) * fleg->w;
-        gdImageFilledRectangle(im, lx - 4, ly - 2, lx + 28 + w + 4, ly + fleg->h + 1, RGB(C_BACKGROUND));
+        gdImageFilledRectangle(im, lx - 4, ly - 2, lx + 26 + w + 4, ly + fleg->h + 1, RGB(C_BACKGROUND));
         gdImageSetThickness(im, 2);
         gdImageLine(im, lx, ly + fleg->h / 2, lx + 20, ly + fleg->h / 2, RGB(sr[s].colour));
         gdImageSetThickness(im, 1);
