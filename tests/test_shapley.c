@@ -190,7 +190,8 @@ Test(shapley, knn_streamed_in_shards_and_blocks_equals_naive) {
     o.knn_k = 4;
     o.shard_rows = 16;                       // 6 shards
     o.block_mb = 7 * 90 * 4 / 1048576.0;     // 7 validation points a block: 5 blocks
-    o.curve_points = 3;
+    o.curve_points = 4;
+    o.curve_max = 0.6;
     o.threads = 2;
     infl_shapley_result *r = NULL;
     cr_assert_eq(infl_shapley(ctx, &o, &r), INFL_OK, "%s", infl_ctx_error(ctx));
@@ -225,6 +226,34 @@ Test(shapley, knn_streamed_in_shards_and_blocks_equals_naive) {
     cr_assert(fabs(sum - r->u_all) < 1e-9, "efficiency: the values sum to %g, U(all) = %g", sum, r->u_all);
     cr_assert(r->curve_high[0] == r->curve_low[0] && r->curve_low[0] == r->curve_random[0]);
     for (int64_t k = 1; k < n; k++) cr_assert(r->values[r->order[k - 1]] <= r->values[r->order[k]]);
+    // the removal curves: the 4-NN classifier without the lowest- (highest-) valued rows, naively
+    int *removed = malloc(sizeof(int) * n);
+    for (int side = 0; side < 2; side++)
+        for (int j = 0; j < r->curve_points; j++) {
+            int64_t cut = llround(r->curve_fraction[j] * n), right = 0;
+            for (int64_t k = 0; k < n; k++) removed[k] = 0;
+            for (int64_t k = 0; k < cut; k++) removed[r->order[side ? n - 1 - k : k]] = 1;
+            for (int64_t q = 0; q < M; q++) {
+                for (int64_t i = 0; i < n; i++) {
+                    double t = 0;
+                    for (int64_t c = 0; c < d; c++) t += ((double)x[i * d + c] - vx[q * d + c]) * ((double)x[i * d + c] - vx[q * d + c]);
+                    pr[i] = (pair){(float)t, (int)i};
+                }
+                qsort(pr, (size_t)n, sizeof(pair), by_d);
+                int votes[3] = {0}, got = 0, best = -1;
+                for (int64_t k = 0; k < n && got < 4; k++) {
+                    if (removed[pr[k].i]) continue;
+                    int c = y[pr[k].i];
+                    votes[c]++, got++;
+                    if (best < 0 || votes[c] > votes[best]) best = c;
+                }
+                right += best == vy[q];
+            }
+            double want = (double)right / M, have = side ? r->curve_high[j] : r->curve_low[j];
+            cr_expect(fabs(have - want) < 1e-12, "%s removed first, point %d: %g, naive %g",
+                      side ? "highest" : "lowest", j, have, want);
+        }
+    free(removed);
     free(x), free(vx), free(y), free(vy), free(ref), free(pr);
     infl_shapley_result_free(r);
     infl_ctx_free(ctx);

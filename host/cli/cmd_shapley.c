@@ -60,14 +60,15 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
 }
 
 static void print_result(const infl_shapley_result *r, const infl_shapley_options *o, int show) {
-    printf("Data Shapley (%s) of %" PRId64 " rows of %s, %d classes, features %s (%" PRId64 "); utility: %s of the %s "
-           "on %s\n",
+    char utility[96];
+    if (o->method == INFL_SHAPLEY_KNN)
+        snprintf(utility, sizeof utility, "the %d-NN classifier's likelihood of the label", o->knn_k);
+    else
+        snprintf(utility, sizeof utility, "%s of the %s", o->utility_loss ? "minus the cross-entropy" : "accuracy",
+                 o->model_mlp ? "MLP" : "convex model");
+    printf("Data Shapley (%s) of %" PRId64 " rows of %s, %d classes, features %s (%" PRId64 "); utility: %s on %s\n",
            infl_shapley_method_name(o->method), r->n, o->train, r->classes, o->run && *o->run ? o->run : "inputs",
-           r->features, o->utility_loss ? "minus the cross-entropy" : "accuracy",
-           o->method == INFL_SHAPLEY_KNN  ? "KNN classifier's likelihood"
-           : o->model_mlp                 ? "MLP"
-                                          : "convex model",
-           o->valid);
+           r->features, utility, o->valid);
     printf("  U(all) %.4f  U(empty) %.4f  sum of values %.4f  (U(all) - U(empty) = %.4f)\n", r->u_all, r->u_empty,
            r->sum, r->u_all - r->u_empty);
     if (o->method == INFL_SHAPLEY_TMC || o->method == INFL_SHAPLEY_GSHAPLEY)

@@ -274,32 +274,36 @@ done:
 typedef struct {
     const shap_knn_job *job;
     int64_t *correct;  // (threads, ncurves, npoints)
-    int *votes;        // (threads, classes)
+    int *votes;        // (threads, npoints · classes + 2 npoints): votes, counts, leaders per point
 } curves_pass;
 
 static void curves_point(void *user, int t, int64_t q, const nb *sorted, const int32_t *labels, int64_t N) {
     curves_pass *cp = user;
     const shap_knn_job *job = cp->job;
-    const int C = job->classes, K = job->K;
-    int *votes = cp->votes + (size_t)t * C;
-    int64_t *correct = cp->correct + (size_t)t * job->ncurves * job->npoints;
+    const int C = job->classes, K = job->K, P = job->npoints;
+    int *votes = cp->votes + (size_t)t * (P * C + 2 * P), *got = votes + P * C, *best = got + P;
+    int64_t *correct = cp->correct + (size_t)t * job->ncurves * P;
     for (int c = 0; c < job->ncurves; c++) {
+        // one walk out from the point serves every point of the curve: a row of removal rank
+        // rk is kept where cut[j] <= rk (the cuts grow with j). The K nearest kept rows vote;
+        // a tie goes to the class that reached the count first.
         const int64_t *rank = job->rank + (size_t)c * N;
-        for (int j = 0; j < job->npoints; j++) {
-            // the K nearest kept rows vote; a tie goes to the class met first (the nearest)
-            memset(votes, 0, (size_t)C * sizeof(int));
-            int got = 0, best = -1;
-            for (int64_t r = 0; r < N && got < K; r++) {
-                int64_t i = sorted[r].i;
-                if (rank[i] < job->cut[j]) continue;
-                int y = labels[i];
-                if (y < 0 || y >= C) continue;
-                votes[y]++;
-                got++;
-                if (best < 0 || votes[y] > votes[best]) best = y;
+        memset(votes, 0, (size_t)(P * C + 2 * P) * sizeof(int));
+        for (int j = 0; j < P; j++) best[j] = -1;
+        int open = P;
+        for (int64_t r = 0; r < N && open > 0; r++) {
+            int64_t i = sorted[r].i, rk = rank[i];
+            int y = labels[i];
+            if (y < 0 || y >= C) continue;
+            for (int j = 0; j < P && job->cut[j] <= rk; j++) {
+                if (got[j] == K) continue;
+                int *v = votes + j * C;
+                v[y]++;
+                if (best[j] < 0 || v[y] > v[best[j]]) best[j] = y;
+                if (++got[j] == K) open--;
             }
-            correct[c * job->npoints + j] += best == job->ty[q];
         }
+        for (int j = 0; j < P; j++) correct[c * P + j] += best[j] == job->ty[q];
     }
 }
 
@@ -308,7 +312,7 @@ infl_status shap_knn_curves(infl_ctx *ctx, shap_feat *f, infl_split *train, cons
     const int nt = job->threads, cells = job->ncurves * job->npoints;
     curves_pass cp = {.job = job};
     cp.correct = infl_calloc(ctx, (size_t)nt * cells, sizeof(int64_t), "the curves' counts");
-    cp.votes = infl_malloc(ctx, (size_t)nt * job->classes * sizeof(int), "votes");
+    cp.votes = infl_malloc(ctx, (size_t)nt * (job->npoints * job->classes + 2 * job->npoints) * sizeof(int), "votes");
     int32_t *labels = infl_malloc(ctx, (size_t)N * sizeof(int32_t), "the train labels");
     infl_status rc = INFL_OK;
     GOTO_NOMEM_IF(!cp.correct || !cp.votes || !labels);
