@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/shapley.sh OUT — Data Shapley's figures (bench/results/*-shapley-*.md):
 #   1. TMC against exact Shapley on 10 rows (accuracy and loss utilities; convex and MLP)
-#   2. TMC and G-Shapley on 200 rows of 7×7 Fashion-MNIST with 10% flipped labels:
-#      convergence, flipped-label recall, removal curves
+#   2. TMC and G-Shapley (and KNN) on 200 rows of 7×7 Fashion-MNIST with 10% flipped labels:
+#      convergence, flipped-label recall, removal curves; TMC on 500 rows; the MLP on 100
 #   3. KNN-Shapley on all 60,000 rows of /work/data/fmnist-flip.h5: the inputs, and the
 #      penultimate activations of /work/data/run.h5
 # Needs build/infl (Release). Single runs on a shared machine: the times are noisy.
@@ -45,6 +45,11 @@ T $B shapley --train 'fm7f.h5:/train[0:200]' --valid 'fm7f.h5:/test[0:500]' --te
   --method gshapley --permutations 1000 -o gs200.h5 --csv gs200.csv --png gs200.png --force > gs200.txt 2> gs200.log
 T $B shapley --train 'fm7f.h5:/train[0:200]' --valid 'fm7f.h5:/test[0:500]' --test 'fm7f.h5:/test[500:2000]' \
   --method knn --png knn200.png --force > knn200.txt 2>&1
+# TMC on 500 rows (at most 300 permutations; resumable: run again to go on), the MLP utility on 100 rows
+T $B shapley --train 'fm7f.h5:/train[0:500]' --valid 'fm7f.h5:/test[0:500]' --test 'fm7f.h5:/test[500:2000]' \
+  --method tmc --permutations 300 --state tmc500-state.h5 -o tmc500.h5 --png tmc500.png > tmc500.txt 2> tmc500.log
+T $B shapley --train 'fm7f.h5:/train[0:100]' --valid 'fm7f.h5:/test[0:500]' --test 'fm7f.h5:/test[500:2000]' \
+  --method tmc --model mlp --permutations 100 --png mlp100.png --force > mlp100.txt 2> mlp100.log
 
 # 3. KNN-Shapley on all 60,000 (valid: 1,000 test rows; curves: the next 2,000)
 T $B shapley --train "$FLIP:/train" --valid "$FLIP:/test[0:1000]" --test "$FLIP:/test[1000:3000]" --method knn \
