@@ -36,6 +36,14 @@ static infl_status write_csv(infl_ctx *ctx, const char *path, int force, const i
     return infl_out_commit(ctx, tmp, path);
 }
 
+// A data reference without the folders of its file ("/a/b/f.h5:/test[0:9]" -> "f.h5:/test[0:9]").
+static const char *short_ref(const char *ref) {
+    const char *split = strstr(ref, ":/"), *base = ref;
+    for (const char *c = ref; *c && (!split || c < split); c++)
+        if (*c == '/') base = c + 1;
+    return base;
+}
+
 static infl_status write_png(infl_ctx *ctx, const char *path, int force, const infl_shapley_result *r,
                              const infl_shapley_options *o) {
     const int P = r->curve_points;
@@ -49,9 +57,9 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
     };
     char title[160], sub[256];
     snprintf(title, sizeof title, "Data Shapley (%s): removing training rows", infl_shapley_method_name(o->method));
-    snprintf(sub, sizeof sub, "%" PRId64 " rows of %s; accuracy of the %s on %s", r->n, o->train,
+    snprintf(sub, sizeof sub, "%" PRId64 " rows of %s; accuracy of the %s on %s", r->n, short_ref(o->train),
              o->method == INFL_SHAPLEY_KNN ? "KNN classifier" : o->model_mlp ? "MLP" : "convex model",
-             o->test && *o->test ? o->test : o->valid);
+             short_ref(o->test && *o->test ? o->test : o->valid));
     infl_status st = infl_png_plot(ctx, path, force, s, 3, "training rows removed (%)",
                                    o->method == INFL_SHAPLEY_KNN ? "test accuracy (KNN)" : "test accuracy", title,
                                    sub, 0);
