@@ -670,7 +670,8 @@ typedef struct {
     double curve_max;         /* the largest share removed; default 0.5 */
     int64_t shard_rows;       /* knn and features: rows per shard; 0 = from shard_mb */
     double shard_mb;          /* default 64 */
-    double block_mb;          /* knn: memory for the distance block (validation points × N floats); default 256 */
+    double block_mb;          /* knn: memory for the distance block, validation points × N distances of 8 bytes
+                                 (a float on the backend, one on the host); default 512 */
     FILE *log;                /* a line per round of permutations (the convergence as it runs); NULL: none */
     int force;                /* overwrite the output; start the state afresh */
 } infl_shapley_options;
@@ -708,8 +709,8 @@ typedef struct {
 /* Data Shapley values of the training rows (README "Data Shapley"): tmc and gshapley run
  * permutations in parallel rounds and print a line per round to o->log; with a state
  * file they resume, and a larger permutations extends a finished state. knn streams the
- * train split in shards (memory: the block of validation points × N distances, block_mb,
- * plus O(N) for the values). Writes o->output when given. *out is the caller's. */
+ * train split in shards, its distances by the backend's sgemm (memory: the block of
+ * validation points × N distances, block_mb, plus O(N) for the values). Writes o->output when given. *out is the caller's. */
 infl_status infl_shapley(infl_ctx *ctx, const infl_shapley_options *o, infl_shapley_result **out);
 void infl_shapley_result_free(infl_shapley_result *r);  /* accepts NULL */
 

@@ -189,7 +189,7 @@ Test(shapley, knn_streamed_in_shards_and_blocks_equals_naive) {
     o.method = INFL_SHAPLEY_KNN;
     o.knn_k = 4;
     o.shard_rows = 16;                       // 6 shards
-    o.block_mb = 7 * 90 * 4 / 1048576.0;     // 7 validation points a block: 5 blocks
+    o.block_mb = 7 * 90 * 8 / 1048576.0;     // 7 validation points a block: 5 blocks
     o.curve_points = 4;
     o.curve_max = 0.6;
     o.threads = 2;

@@ -154,7 +154,7 @@ int cmd_shapley(int argc, char **argv) {
         {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows per shard read (default from --shard-mb)"},
         {"shard-mb", 0, ARG_DOUBLE, &o.shard_mb, "MB", "memory of one shard (default 64)"},
         {"block-mb", 0, ARG_DOUBLE, &o.block_mb, "MB",
-         "knn: memory of the distance block, validation points x N floats (default 256)"},
+         "knn: memory of the distance block, validation points x N x 8 bytes (default 512)"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "overwrite outputs; start the state afresh"},
         COMMON_OPTS(c),
     };

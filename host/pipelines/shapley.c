@@ -45,7 +45,7 @@ infl_shapley_options infl_shapley_options_default(void) {
     o.curve_points = 11;
     o.curve_max = 0.5;
     o.shard_mb = 64;
-    o.block_mb = 256;
+    o.block_mb = 512;
     return o;
 }
 

@@ -31,13 +31,15 @@ infl_status shap_feat_open(infl_ctx *ctx, shap_feat *f, const char *run, const c
 void shap_feat_close(infl_ctx *ctx, shap_feat *f);  // accepts a zeroed one
 
 // What a stream of features hands its consumer: rows [row, row + b) of the split's
-// range, F (b, d) host, their labels y (b).
+// range, their features F (b, d) on the host (NULL unless asked for) and Fdev (b, d)
+// on the backend, their labels y (b, host).
 typedef infl_status (*shap_feat_fn)(infl_ctx *ctx, void *user, int64_t row, int b, const float *F,
-                                    const int32_t *y);
+                                    const float *Fdev, const int32_t *y);
 // Streams the split (shards of shard_rows rows, through the scheduler) and hands every
-// sub-batch's features to fn. Checks the split against the run's model.
-infl_status shap_feat_stream(infl_ctx *ctx, shap_feat *f, infl_split *split, int64_t shard_rows, shap_feat_fn fn,
-                             void *user, const char *what);
+// sub-batch's features to fn (with host: on the host too). Checks the split against
+// the run's model.
+infl_status shap_feat_stream(infl_ctx *ctx, shap_feat *f, infl_split *split, int64_t shard_rows, int host,
+                             shap_feat_fn fn, void *user, const char *what);
 // Every row's features (n, d) and labels (n) of a split into memory.
 infl_status shap_feat_gather(infl_ctx *ctx, shap_feat *f, infl_split *split, int64_t shard_rows, float *F,
                              int32_t *y);
@@ -52,7 +54,7 @@ typedef struct {
     int K;                 // neighbours
     int threads;
     int64_t shard_rows;
-    double block_mb;       // the distance block
+    double block_mb;       // the distance block (on the backend and the host: 8 bytes a distance)
     int classes;           // for the votes
     const float *V;        // (M, d)
     const int32_t *vy;     // (M)

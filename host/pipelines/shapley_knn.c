@@ -8,14 +8,14 @@
  * points by distance (the recursion runs from the farthest to the nearest and gives
  * every point a value, not only the K nearest). So the validation points go in blocks
  * of Mb: for a block, the train split streams once in shards and its squared distances
- * |v|² + |a|² − 2 v·a (one sgemm per sub-batch) fill a block of Mb × N floats; then
- * each validation point of the block is sorted (distance, then index) and its
- * recursion added into the values, in parallel over the block's points. Memory: the
- * block (Mb · N · 4 bytes, Mb from block_mb, at least one point), per thread N sort
- * entries and N values, the labels (N), and one shard of the reader: O(N) per
- * validation point, not O(N · M). The train split is read ceil(M / Mb) times.
+ * |a|² − 2 v·a (on the backend: one sgemm per sub-batch) fill a block of Mb × N floats;
+ * then the block is downloaded and each validation point of it is sorted (distance, then
+ * index) and its recursion added into the values, in parallel over the block's points.
+ * Memory: the block on the backend and on the host (Mb · N · 8 bytes, Mb from block_mb,
+ * at least one point), per thread N sort entries and N values, the labels (N), and the
+ * reader's shards: O(N) per validation point, not O(N · M). The train split is read
+ * ceil(M / Mb) times.
  */
-#include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
@@ -74,6 +74,7 @@ void shap_feat_close(infl_ctx *ctx, shap_feat *f) {
 typedef struct {
     shap_feat *f;
     int64_t D;
+    int host;
     shap_feat_fn fn;
     void *user;
 } feat_stream;
@@ -81,25 +82,25 @@ typedef struct {
 static infl_status feat_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
     feat_stream *fs = user;
     shap_feat *f = fs->f;
-    const float *F = sh->x + (size_t)r0 * fs->D;  // the inputs, on the host
+    const float *F = sh->x + (size_t)r0 * fs->D, *Fdev = bt->x;  // the inputs, on the host and the backend
     if (f->m) {
         FORWARD_IF_ERROR(infl_model_forward(ctx, f->m, f->params, bt, f->work));
-        FORWARD_IF_ERROR(ctx->be->download(ctx, f->host, f->work->A[f->m->nlayers - 1],
-                                           (size_t)bt->b * f->d * sizeof(float)));
+        Fdev = f->work->A[f->m->nlayers - 1];
+        if (fs->host) FORWARD_IF_ERROR(ctx->be->download(ctx, f->host, Fdev, (size_t)bt->b * f->d * sizeof(float)));
         F = f->host;
     }
-    return fs->fn(ctx, fs->user, sh->row0 + r0, bt->b, F, sh->y + r0);
+    return fs->fn(ctx, fs->user, sh->row0 + r0, bt->b, fs->host ? F : NULL, Fdev, sh->y + r0);
 }
 
-infl_status shap_feat_stream(infl_ctx *ctx, shap_feat *f, infl_split *split, int64_t shard_rows, shap_feat_fn fn,
-                             void *user, const char *what) {
+infl_status shap_feat_stream(infl_ctx *ctx, shap_feat *f, infl_split *split, int64_t shard_rows, int host,
+                             shap_feat_fn fn, void *user, const char *what) {
     const infl_split_info *in = store_split_info(split);
     RETURN_IF(ctx, in->kind != INFL_SPLIT_ROWS || in->y_kind != INFL_Y_CLASS, INFL_E_ARG,
               "%s: shapley takes rows with class labels", store_split_ref(split));
     if (f->m) FORWARD_IF_ERROR(infl_model_check_data(ctx, f->m, split));
     infl_stage st;
     memset(&st, 0, sizeof st);
-    feat_stream fs = {.f = f, .D = in->d, .fn = fn, .user = user};
+    feat_stream fs = {.f = f, .D = in->d, .host = host, .fn = fn, .user = user};
     infl_stream_fns fns = {.batch = feat_batch, .shard = NULL, .user = &fs};
     infl_status rc = infl_stage_alloc(ctx, &st, split, f->m, f->B, in->d, 0, 0);
     if (rc == INFL_OK) rc = infl_stage_stream(ctx, &st, split, shard_rows, 0, 0, &fns, what, NULL, NULL);
@@ -113,8 +114,9 @@ typedef struct {
     int64_t d;
 } gather;
 
-static infl_status gather_rows(infl_ctx *ctx, void *user, int64_t row, int b, const float *F, const int32_t *y) {
-    (void)ctx;
+static infl_status gather_rows(infl_ctx *ctx, void *user, int64_t row, int b, const float *F, const float *Fdev,
+                               const int32_t *y) {
+    (void)ctx, (void)Fdev;
     gather *g = user;
     memcpy(g->F + (size_t)row * g->d, F, (size_t)b * g->d * sizeof(float));
     memcpy(g->y + row, y, (size_t)b * sizeof(int32_t));
@@ -124,37 +126,34 @@ static infl_status gather_rows(infl_ctx *ctx, void *user, int64_t row, int b, co
 infl_status shap_feat_gather(infl_ctx *ctx, shap_feat *f, infl_split *split, int64_t shard_rows, float *F,
                              int32_t *y) {
     gather g = {.F = F, .y = y, .d = f->d};
-    return shap_feat_stream(ctx, f, split, shard_rows, gather_rows, &g, "features");
+    return shap_feat_stream(ctx, f, split, shard_rows, 1, gather_rows, &g, "features");
 }
 
 // ---- distances of a block of validation points to the streamed train split ----
 
+// On the backend: a sub-batch's block S (mb, b) = |a_i|² − 2 v_q·a_i (one sgemm, the row
+// norms, a row added), copied into its columns of the block (mb, N). The validation
+// point's own |v_q|² is left out: it does not change the order of its neighbours.
 typedef struct {
-    const float *V;     // (mb, d) the block's features
-    const float *vn;    // (mb) their squared norms
+    const float *V;     // (mb, d) backend: the block's features
     int mb;
     int64_t N, d;
-    float *dist;        // (mb, N)
-    int32_t *labels;    // (N) the train labels
-    float *an;          // (B) scratch: the sub-batch's squared norms
+    float *dist;        // (mb, N) backend
+    float *S;           // (mb, B) backend scratch
+    float *an;          // (B) backend scratch: the sub-batch's squared norms
+    int32_t *labels;    // (N) host: the train labels
 } dist_block;
 
-static infl_status dist_rows(infl_ctx *ctx, void *user, int64_t row, int b, const float *F, const int32_t *y) {
-    (void)ctx;
+static infl_status dist_rows(infl_ctx *ctx, void *user, int64_t row, int b, const float *F, const float *Fdev,
+                             const int32_t *y) {
+    (void)F;
     dist_block *db = user;
-    const int64_t d = db->d, N = db->N;
-    for (int i = 0; i < b; i++) {
-        double s = 0;
-        for (int64_t j = 0; j < d; j++) s += (double)F[i * d + j] * F[i * d + j];
-        db->an[i] = (float)s;
-    }
-    // dist[q, row + i] = −2 v_q·a_i, then the norms
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, db->mb, b, (int)d, -2.0f, db->V, (int)d, F, (int)d, 0.0f,
-                db->dist + row, (int)N);
-    for (int q = 0; q < db->mb; q++) {
-        float *o = db->dist + (size_t)q * N + row;
-        for (int i = 0; i < b; i++) o[i] += db->vn[q] + db->an[i];
-    }
+    const infl_backend *be = ctx->be;
+    const int d = (int)db->d;
+    FORWARD_IF_ERROR(be->row_dot(ctx, db->an, Fdev, Fdev, b, d, 1.0f, 0.0f));
+    FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, db->mb, b, d, -2.0f, db->V, d, Fdev, d, 0.0f, db->S, b));
+    FORWARD_IF_ERROR(be->add_row(ctx, db->S, db->an, db->mb, b));
+    FORWARD_IF_ERROR(be->copy_2d(ctx, db->dist + row, (int)db->N, db->S, b, db->mb, b));
     memcpy(db->labels + row, y, (size_t)b * sizeof(int32_t));
     return INFL_OK;
 }
@@ -173,29 +172,30 @@ static int by_dist(const void *x, const void *y) {
 // What a pass does with each sorted validation point, on thread t.
 typedef void (*point_fn)(void *user, int t, int64_t q, const nb *sorted, const int32_t *labels, int64_t N);
 
-// Streams the train split once per block of the points P (M, d), sorts every point's
-// neighbours and hands them to fn (in parallel over a block's points).
+// Streams the train split once per block of the points P (M, d, host), sorts every
+// point's neighbours and hands them to fn (in parallel over a block's points).
 static infl_status knn_pass(infl_ctx *ctx, shap_feat *f, infl_split *train, const shap_knn_job *job, const float *P,
                             int64_t M, int32_t *labels, point_fn fn, void *user, const char *what) {
     const int64_t N = store_split_info(train)->n, d = f->d;
     const int nt = job->threads;
-    int64_t mb = (int64_t)(job->block_mb * 1048576.0 / (4.0 * (double)N));
+    // the block twice (on the backend, then downloaded to sort): 8 bytes per distance
+    int64_t mb = (int64_t)(job->block_mb * 1048576.0 / (8.0 * (double)N));
     mb = mb < 1 ? 1 : mb > M ? M : mb;
     infl_status rc = INFL_OK;
     float *dist = infl_malloc(ctx, (size_t)mb * N * sizeof(float), "the distance block (validation points x N)");
-    float *vn = infl_malloc(ctx, (size_t)mb * sizeof(float), "norms");
-    float *an = infl_malloc(ctx, (size_t)f->B * sizeof(float), "norms");
     nb *sorted = infl_malloc(ctx, (size_t)nt * N * sizeof(nb), "the neighbours' order, per thread");
-    GOTO_NOMEM_IF(!dist || !vn || !an || !sorted);
+    dist_block db = {.mb = (int)mb, .N = N, .d = d, .labels = labels};
+    GOTO_NOMEM_IF(!dist || !sorted);
+    CHECK(infl_be_alloc_f(ctx, &db.dist, (size_t)mb * N, "the distance block (validation points x N)"));
+    CHECK(infl_be_alloc_f(ctx, (float **)&db.V, (size_t)mb * d, "a block of validation features"));
+    CHECK(infl_be_alloc_f(ctx, &db.S, (size_t)mb * f->B, "a sub-batch's distances"));
+    CHECK(infl_be_alloc_f(ctx, &db.an, (size_t)f->B, "norms"));
     for (int64_t q0 = 0; q0 < M; q0 += mb) {
         int m = (int)(q0 + mb <= M ? mb : M - q0);
-        for (int q = 0; q < m; q++) {
-            double s = 0;
-            for (int64_t j = 0; j < d; j++) s += (double)P[(q0 + q) * d + j] * P[(q0 + q) * d + j];
-            vn[q] = (float)s;
-        }
-        dist_block db = {.V = P + q0 * d, .vn = vn, .mb = m, .N = N, .d = d, .dist = dist, .labels = labels, .an = an};
-        CHECK(shap_feat_stream(ctx, f, train, job->shard_rows, dist_rows, &db, what));
+        db.mb = m;
+        CHECK(ctx->be->upload(ctx, (float *)db.V, P + q0 * d, (size_t)m * d * sizeof(float)));
+        CHECK(shap_feat_stream(ctx, f, train, job->shard_rows, 0, dist_rows, &db, what));
+        CHECK(ctx->be->download(ctx, dist, db.dist, (size_t)m * N * sizeof(float)));
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
         for (int q = 0; q < m; q++) {
             nb *s = sorted + (size_t)omp_get_thread_num() * N;
@@ -210,9 +210,11 @@ static infl_status knn_pass(infl_ctx *ctx, shap_feat *f, infl_split *train, cons
         GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
     }
 done:
+    infl_be_free(ctx, db.dist);
+    infl_be_free(ctx, (float *)db.V);
+    infl_be_free(ctx, db.S);
+    infl_be_free(ctx, db.an);
     free(dist);
-    free(vn);
-    free(an);
     free(sorted);
     return rc;
 }
