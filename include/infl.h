@@ -783,6 +783,94 @@ typedef struct {
 infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, infl_compare_result **out);
 void infl_compare_result_free(infl_compare_result *r);  /* accepts NULL */
 
+// ---- Data Shapley ----
+
+typedef enum {
+    INFL_SHAPLEY_TMC = 0,       /* Truncated Monte Carlo over permutations (Ghorbani & Zou 2019) */
+    INFL_SHAPLEY_GSHAPLEY = 1,  /* G-Shapley: one SGD pass per permutation, in its order */
+    INFL_SHAPLEY_KNN = 2,       /* exact KNN-Shapley (Jia et al. 2019) on a feature space, streamed */
+    INFL_SHAPLEY_EXACT = 3,     /* enumeration of every subset (at most 16 training rows) */
+} infl_shapley_method;
+
+/* "tmc", "gshapley", "knn", "exact"; "?" for others. */
+const char *infl_shapley_method_name(infl_shapley_method m);
+
+typedef struct {
+    const char *train;        /* the rows valued, e.g. "f.h5:/train[0:500]"; required */
+    const char *valid;        /* the utility's split (class labels, at least two classes); required */
+    const char *test;         /* the removal curves' split; NULL: valid */
+    infl_shapley_method method;   /* default tmc */
+    int utility_loss;         /* 0: validation accuracy (default); 1: minus the mean validation cross-entropy */
+    int model_mlp;            /* utility model: 0 the convex one (softmax regression, Newton, warm started;
+                                 default); 1 an MLP with one tanh hidden layer (per-example SGD) */
+    int hidden;               /* the MLP's hidden width; default 32 */
+    int epochs;               /* the MLP's SGD passes per fit; default 5 */
+    double weight_decay;      /* both models; default 1e-3 */
+    double lr;                /* SGD's rate (the MLP; G-Shapley's steps); 0: G-Shapley picks the best one-pass
+                                 rate of 1, 0.3, 0.1, 0.03, 0.01 on the validation split, the MLP takes 0.1 */
+    double newton_tol;        /* the convex model's |grad| target; default 1e-6 */
+    const char *run;          /* features: NULL = the inputs; else the penultimate activations (the last
+                                 layer's inputs) of this MLP run, through the model seam's forward */
+    const char *checkpoint;   /* NULL or "final", a name or a step of run */
+    int permutations;         /* tmc, gshapley: at most this many permutations in all; default 500 */
+    double tolerance;         /* tmc, gshapley: truncation once the prefix's utility is within tolerance ·
+                                 |U(all)| of U(all) for 5 prefixes in a row; default 0.01; 0 = never */
+    double converge;          /* stop when the convergence criterion (relative change of the values over the
+                                 last `window` permutations) is below this; default 0.05; 0 = run them all */
+    int window;               /* permutations the criterion looks back; default 100 */
+    int knn_k;                /* knn: K; default 10 */
+    uint64_t seed;            /* permutations, the MLP's initialisation, random removal; default 0 */
+    int threads;              /* permutations (subsets, validation points) in parallel; 0 = OpenMP's default */
+    const char *state;        /* tmc, gshapley: state file (resumable; more permutations extend it), or NULL */
+    const char *output;       /* HDF5 values file, or NULL */
+    int curve_points;         /* removal curves: points from 0 to curve_max removed; default 11; 0 = none */
+    double curve_max;         /* the largest share removed; default 0.5 */
+    int64_t shard_rows;       /* knn and features: rows per shard; 0 = from shard_mb */
+    double shard_mb;          /* default 64 */
+    double block_mb;          /* knn: memory for the distance block, validation points × N distances of 8 bytes
+                                 (a float on the backend, one on the host); default 512 */
+    FILE *log;                /* a line per round of permutations (the convergence as it runs); NULL: none */
+    int force;                /* overwrite the output; start the state afresh */
+} infl_shapley_options;
+
+infl_shapley_options infl_shapley_options_default(void);
+
+typedef struct {
+    int64_t n;                /* training rows valued */
+    int64_t begin;            /* the first one's row within its split */
+    int classes;              /* K */
+    int64_t features;         /* the feature space's width */
+    double *values;           /* (n) */
+    double *se;               /* (n) standard error over permutations (tmc, gshapley); 0 for exact and knn */
+    int32_t *label;           /* (n) */
+    int64_t *order;           /* (n) positions 0..n-1 by increasing value (the lowest-valued first) */
+    int32_t *flipped;         /* (n) /flipped of the train split, or NULL when it has none */
+    int64_t nflipped;
+    double recall[2];         /* share of the flipped among the lowest-valued 10% and 20% (NaN without) */
+    int permutations;         /* tmc, gshapley: done in all (the state file's included) */
+    int permutations_now;     /* of which in this call */
+    int64_t fits;             /* utility evaluations (model fits for tmc and exact) in this call */
+    double truncated;         /* tmc, gshapley: share of marginal contributions truncated */
+    double convergence;       /* the last criterion; NaN before `window` permutations */
+    double u_all, u_empty;    /* U(all rows), U(∅) */
+    double sum;               /* Σ values (efficiency: ≈ u_all − u_empty; exact for exact and knn) */
+    double lr;                /* the SGD rate used (gshapley, mlp) */
+    int curve_points;
+    double *curve_fraction;   /* (curve_points) share removed */
+    double *curve_high;       /* (curve_points) test accuracy after removing the highest-valued first */
+    double *curve_low;        /* ... the lowest-valued first */
+    double *curve_random;     /* ... a seeded random sample (mean of 3 draws) */
+    double seconds, seconds_curves;
+} infl_shapley_result;
+
+/* Data Shapley values of the training rows (README "Data Shapley"): tmc and gshapley run
+ * permutations in parallel rounds and print a line per round to o->log; with a state
+ * file they resume, and a larger permutations extends a finished state. knn streams the
+ * train split in shards, its distances by the backend's sgemm (memory: the block of
+ * validation points × N distances, block_mb, plus O(N) for the values). Writes o->output when given. *out is the caller's. */
+infl_status infl_shapley(infl_ctx *ctx, const infl_shapley_options *o, infl_shapley_result **out);
+void infl_shapley_result_free(infl_shapley_result *r);  /* accepts NULL */
+
 // ---- inspection ----
 
 /* Writes a human-readable description of an infl file (format, splits, shapes,

@@ -418,6 +418,7 @@ static const struct {
     {"debug", cmd_debug, "remove the opponents of misclassified examples, retrain, compare with random removal"},
     {"compare", cmd_compare, "how two scores files agree: Pearson, Spearman, top-k overlap per query"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
+    {"shapley", cmd_shapley, "Data Shapley values of training rows (tmc, gshapley, knn, exact), removal curves"},
     {"synth", cmd_synth, "write a synthetic class-structured dataset of any size"},
     {"bench", cmd_bench, "time every phase of attribution against this machine's own ceilings"},
     {"info", cmd_info, "describe a file, or the build and backends"},

@@ -5,6 +5,8 @@
 #include "cliutil.h"
 #include "core/internal.h"
 
+#include "core/internal.h"
+
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>

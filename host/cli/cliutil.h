@@ -52,6 +52,9 @@ void put_csv(FILE *f, const char *v);
 // Writes v as a JSON string, with its quotes and escapes; bytes that are not UTF-8
 // become U+FFFD.
 void put_json(FILE *f, const char *v);
+// INFL_E_EXISTS (naming it) when one of the n output paths (NULL entries skipped)
+// exists and !force: checked before the work, so a long run does not end refused.
+infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force);
 // Prints a usage error and returns 2.
 int usage_error(const char *cmd, const char *msg);
 // Ends the progress line when one is open.
@@ -67,9 +70,6 @@ void cli_signals_restore(void);
         if (r_ == 2) return 2;                                                 \
     } while (0)
 
-// Refuses existing outputs (NULL entries skipped) before the work, not after it.
-infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force);
-
 // The commands of cmd_attrib.c.
 int cmd_rank(int argc, char **argv);
 int cmd_self(int argc, char **argv);
@@ -83,6 +83,8 @@ int cmd_lds(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 // cmd_debug.c
 int cmd_debug(int argc, char **argv);
+// cmd_shapley.c
+int cmd_shapley(int argc, char **argv);
 // cmd_bench.c
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -13,6 +13,9 @@
  *   r_i = V x_i + v_b,  s_i = H_out(z_i) r_i,  Hv = (1/n) Σ_i [s_i x_iᵀ | s_i] + wd v
  * with H_out = diag(p) − p pᵀ (softmax), σ(1−σ) (sigmoid), I (mse).
  *
+ * The same Newton loop also fits rows the caller holds in memory (infl_convex_fit_rows:
+ * Data Shapley's utility, thousands of small fits that must not touch HDF5).
+ *
  * Optionally (o->precondition) the CG is preconditioned by the Hessian's diagonal blocks
  * at the start, one per output k (block Jacobi): B_k = (1/n) Σ_i H_out(z_i)_kk x̃_i x̃_iᵀ
  * + wd I ((D+1, D+1), Cholesky-factored), exact for one output (sigmoid) and for mse;
@@ -52,6 +55,7 @@ typedef struct {
     double *Z, *G;          // (S, K)
     int64_t loaded;         // shard index held in x, or -1
     int serial;             // infl_blas_serial_begin's, for cvx_close
+    int borrowed;           // x, y, yf are the caller's resident rows (infl_convex_fit_rows): one shard, never read
     // the block-Jacobi preconditioner (o->precondition): per output k the Cholesky factor of B_k
     double *Bk;             // (K, D+1, D+1), lower, column-major
     double *T;              // (2 (D+1)) scratch
@@ -356,18 +360,22 @@ static infl_status cvx_open(cvx *c, infl_ctx *ctx, infl_split *split, const infl
 static void cvx_close(cvx *c) {
     infl_blas_serial_end(c->ctx, c->serial);
     free(c->fx);
-    free(c->x);
     free(c->wrow);
     free(c->Z);
     free(c->G);
     free(c->fyf);
-    free(c->yf);
-    free(c->y);
+    if (!c->borrowed) {
+        free(c->x);
+        free(c->yf);
+        free(c->y);
+    }
     free(c->Bk);
     free(c->T);
     free(c->P);
     free(c->Pw);
 }
+
+static infl_status newton(cvx *c, const infl_convex_options *o, double *w, infl_convex_report *rep);
 
 infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec, const int64_t *exclude,
                             int64_t nexclude, const infl_convex_options *o, double *w, infl_convex_report *rep) {
@@ -388,10 +396,48 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
     // The rows kept keep their weight 1/n: removing z is up-weighting it by −1/n, the
     // perturbation influence functions predict (renormalising by n − 1 would also
     // shift the balance with the weight decay, moving every query loss a little).
+    if (rc == INFL_OK && nexclude >= c.n)
+        rc = infl_seterr(ctx, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
+    if (rc == INFL_OK) rc = newton(&c, o, w, rep);
+    cvx_close(&c);
+    return rc;
+}
+
+infl_status infl_convex_fit_rows(infl_ctx *ctx, const infl_convex_rows *rows, const infl_mlp_spec *spec,
+                                 const infl_convex_options *o, double *w, infl_convex_report *rep) {
+    RETURN_IF(ctx, spec->L != 1, INFL_E_ARG, "the convex optimiser takes models with one layer, not %d", spec->L);
+    RETURN_IF(ctx, !(spec->wd > 0), INFL_E_ARG, "the convex optimiser needs weight decay > 0");
+    RETURN_IF(ctx, rows->n < 1, INFL_E_ARG, "the convex optimiser needs at least one row");
+    RETURN_IF(ctx, spec->loss == INFL_LOSS_MSE ? !rows->yf : !rows->y, INFL_E_ARG,
+              "the convex optimiser's rows have no %s", spec->loss == INFL_LOSS_MSE ? "targets" : "labels");
+    const int D = spec->widths[0], K = spec->widths[1];
+    size_t n = (size_t)rows->n;
+    cvx c = {.ctx = ctx, .spec = spec, .n = rows->n, .S = rows->n, .nshards = 1, .D = D, .K = K, .loaded = 0,
+             .n_eff = (double)rows->n, .borrowed = 1, .x = (double *)rows->x, .y = (int32_t *)rows->y,
+             .yf = (double *)rows->yf};
+    c.wrow = infl_malloc(ctx, n * sizeof(double), "row weights");
+    c.Z = infl_malloc(ctx, n * K * sizeof(double), "logits");
+    c.G = infl_malloc(ctx, n * K * sizeof(double), "logit gradients");
+    infl_status rc = c.wrow && c.Z && c.G ? INFL_OK : INFL_E_NOMEM;
+    int hi = spec->loss == INFL_LOSS_SIGMOID_CE ? 2 : K;
+    for (size_t i = 0; rc == INFL_OK && i < n; i++) {
+        c.wrow[i] = 1.0;
+        if (rows->y && (rows->y[i] < 0 || rows->y[i] >= hi))
+            rc = infl_seterr(ctx, INFL_E_VALUE, "row %zu: label %d is out of range for a model with %d classes", i,
+                             (int)rows->y[i], hi);
+    }
+    if (rc == INFL_OK) rc = newton(&c, o, w, rep);
+    cvx_close(&c);
+    return rc;
+}
+
+// Newton-CG (or chord steps with o->chol) from w to |∇R| <= o->tol on the rows of c.
+static infl_status newton(cvx *c, const infl_convex_options *o, double *w, infl_convex_report *rep) {
+    infl_ctx *ctx = c->ctx;
+    const infl_mlp_spec *spec = c->spec;
+    infl_status rc = INFL_OK;
     size_t np = infl_mlp_nparams(spec);
     double *g = NULL, *p = NULL, *r = NULL, *d = NULL, *hd = NULL, *wt = NULL, *gt = NULL, *zr = NULL;
-    CHECK(rc);
-    GOTO_IF(ctx, nexclude >= c.n, INFL_E_ARG, "no training rows left after excluding %" PRId64, nexclude);
     g = infl_malloc(ctx, np * sizeof(double), "the gradient");
     p = infl_malloc(ctx, np * sizeof(double), "the Newton step");
     r = infl_malloc(ctx, np * sizeof(double), "CG residual");
@@ -402,11 +448,11 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
     zr = infl_malloc(ctx, np * sizeof(double), "preconditioned residual");
     GOTO_NOMEM_IF(!g || !p || !r || !d || !hd || !wt || !gt || !zr);
     int pre = o->precondition && !o->chol;
-    if (pre) CHECK(precond_build(&c, w));
+    if (pre) CHECK(precond_build(c, w));
 
     double f, gn;
     int it = 0, cg_total = 0;
-    CHECK(fg(&c, w, &f, g));
+    CHECK(fg(c, w, &f, g));
     gn = sqrt(dotv(g, g, np));
     while (gn > o->tol) {
         GOTO_IF(ctx, it >= o->max_iters, INFL_E_NUMERIC,
@@ -427,13 +473,13 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
                 p[i] = 0;
                 r[i] = -g[i];
             }
-            if (pre) precond_apply(&c, r, zr);
+            if (pre) precond_apply(c, r, zr);
             else memcpy(zr, r, np * sizeof(double));
             memcpy(d, zr, np * sizeof(double));
         }
         double rz = o->chol ? 0 : dotv(r, zr, np), rr = o->chol ? 0 : dotv(r, r, np);
         for (int j = 0; !o->chol && j < 500 && sqrt(rr) > eta * gn; j++) {
-            CHECK(hvp(&c, w, d, hd));
+            CHECK(hvp(c, w, d, hd));
             cg_total++;
             double dhd = dotv(d, hd, np);
             GOTO_IF(ctx, !(dhd > 0), INFL_E_NUMERIC, "the Hessian is not positive definite (d'Hd = %g)", dhd);
@@ -442,7 +488,7 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
                 p[i] += alpha * d[i];
                 r[i] -= alpha * hd[i];
             }
-            if (pre) precond_apply(&c, r, zr);
+            if (pre) precond_apply(c, r, zr);
             else memcpy(zr, r, np * sizeof(double));
             double rz2 = dotv(r, zr, np);
             for (size_t i = 0; i < np; i++) d[i] = zr[i] + (rz2 / rz) * d[i];
@@ -455,7 +501,7 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
         int accepted = 0;
         for (int ls = 0; ls < 40 && !accepted; ls++, t *= 0.5) {
             for (size_t i = 0; i < np; i++) wt[i] = w[i] + t * p[i];
-            CHECK(fg(&c, wt, &ft, gt));
+            CHECK(fg(c, wt, &ft, gt));
             gnt = sqrt(dotv(gt, gt, np));
             accepted = ft <= f + 1e-4 * t * gp || (ft <= f + 1e-12 * fabs(f) && gnt < gn);
         }
@@ -476,7 +522,6 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
         rep->grad_norm = gn;
     }
 done:
-    cvx_close(&c);
     free(g);
     free(p);
     free(r);

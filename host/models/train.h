@@ -147,6 +147,21 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
                             const int64_t *exclude, int64_t nexclude, const infl_convex_options *o,
                             double *w, infl_convex_report *rep);
 
+// Rows held in memory, float64 (infl_convex_fit_rows): the caller's, borrowed.
+typedef struct {
+    int64_t n;         // rows
+    const double *x;   // (n, D) row-major
+    const int32_t *y;  // (n) class labels (softmax_ce, sigmoid_ce), or NULL
+    const double *yf;  // (n, K) real targets (mse), or NULL
+} infl_convex_rows;
+
+// The same minimisation on rows in memory, every row weighted 1/n (no exclusion, no
+// subset, no shards: o->shard_rows and o->subset are ignored). Nothing is read from a
+// file, nothing but ctx's detail and progress is shared, so calls on distinct contexts
+// may run in parallel. Labels are checked against the model's classes (INFL_E_VALUE).
+infl_status infl_convex_fit_rows(infl_ctx *ctx, const infl_convex_rows *rows, const infl_mlp_spec *spec,
+                                 const infl_convex_options *o, double *w, infl_convex_report *rep);
+
 // H (P × P, float64, row-major = column-major: it is symmetric) = ∇²R(w) of a
 // one-layer model on the split's rows: (1/n) Σ_i H_out(z_i) ⊗ x̃_i x̃_iᵀ + wd I,
 // streamed in shards (o->shard_rows).

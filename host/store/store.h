@@ -422,6 +422,36 @@ infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s);
 // INFL_OK when path is an lds state file (format and version), else the error.
 infl_status store_lds_is_state(infl_ctx *ctx, const char *path);
 
+// ---- shapley state and values files ----
+
+// The state of `infl shapley` (tmc, gshapley; store_shapley.c): what makes its
+// permutations comparable (the fingerprint) and their running sums.
+typedef struct {
+    char fingerprint[2048];  // method, data, utility, model and their settings, seed
+    int64_t n;               // training rows
+    int64_t perms;           // permutations done (0 .. perms-1, keyed by their number)
+    int64_t truncated;       // marginal contributions truncated
+    double *sum, *sum2;      // (n) Σ and Σ² of each row's marginal contributions
+    int nsnap, cap;          // snapshots of the running means (for the convergence criterion)
+    int64_t *snap_perms;     // (cap)
+    double *snap_values;     // (cap, n)
+} infl_shapley_state;
+
+// Writes the whole state (temporary name, then rename; replaces an existing file).
+infl_status store_shapley_state_write(infl_ctx *ctx, const char *path, const infl_shapley_state *s);
+// Reads an existing state into s (fingerprint and n set by the caller, arrays allocated
+// for n and cap snapshots; older snapshots beyond cap are dropped): INFL_E_ARG when the
+// fingerprint differs, naming both.
+infl_status store_shapley_state_read(infl_ctx *ctx, const char *path, infl_shapley_state *s);
+// INFL_OK when path is a shapley state file, else the error.
+infl_status store_shapley_is_state(infl_ctx *ctx, const char *path);
+// Writes a values file (format "shapley"): /values, /se float64 [n], /index int64 [n]
+// (rows of the split), /label int32 [n], /order int64 [n] (rows of the split, the
+// lowest-valued first), /flipped when known, /curves/{fraction,high,low,random}; root
+// attributes: the settings (attrs: name = value pairs, nattrs of them) and the figures.
+infl_status store_shapley_write(infl_ctx *ctx, const char *path, int force, const infl_shapley_result *r,
+                                const char *const (*attrs)[2], int nattrs);
+
 // ---- inspection ----
 
 // infl_info's body: describes any infl file (dataset, run; unknown formats listed as
