@@ -58,6 +58,38 @@ static inline int h5u_is_i32(const h5u_dinfo *i) {
     return i->cls == H5T_INTEGER && i->size == 4 && i->is_signed;
 }
 
+// ---- sizes a file claims ----
+//
+// Every size, count, width or shape a reader takes from a file passes here before
+// anything is allocated for it, so that a small damaged or hostile file cannot make
+// infl ask for gigabytes: a number from an attribute or a type through h5u_claim, a
+// dataset through h5u_open_dset (its shape checked against what is really stored),
+// and a shape an attribute claims is then compared with that dataset's dims.
+
+// The longest fixed-length string infl reads (an attribute, a class or layer name):
+// what it keeps is shorter still (names 63 bytes, paths 4095).
+#define H5U_MAX_STRING (1 << 20)
+
+// Checks that v, which the file claims for `what` of object `where` ("the width of
+// layer 2", "the string size"), lies in [lo, hi]: INFL_E_FORMAT naming path, where,
+// what, the value claimed and the bounds.
+infl_status h5u_claim(infl_ctx *ctx, const char *path, const char *where, const char *what, int64_t v, int64_t lo,
+                      int64_t hi);
+
+// The physical memory of this machine in bytes (the bound of what is read whole).
+uint64_t h5u_mem_bytes(void);
+
+// Opens dataset `name` under loc (`where` names it in messages; `expected` says what
+// it should be, e.g. "float32 [N, D]") and fills *info, after checking that its shape
+// is real: it is stored in this file (not a virtual dataset, no external raw-data
+// files), every element is written (a contiguous dataset's storage is allocated and
+// large enough, every chunk of a chunked one is present), and its size (elements ×
+// element size) is at most max_bytes (h5u_mem_bytes() for what is read whole,
+// UINT64_MAX for what is streamed). INFL_E_FORMAT naming the dataset and the size
+// it claims; *out is closed again on failure.
+infl_status h5u_open_dset(infl_ctx *ctx, const char *path, hid_t loc, const char *name, const char *where,
+                          const char *expected, hid_t dapl, uint64_t max_bytes, hid_t *out, h5u_dinfo *info);
+
 // ---- objects ----
 
 // The type of the object that the link `name` (one path component) under `loc`

@@ -111,27 +111,20 @@ static void list_groups(hid_t file, char *buf, size_t size) {
     h5u_list_free(names, n);
 }
 
-// Opens `name` under the split group as a dataset, or says it is missing.
-static infl_status open_member(infl_ctx *ctx, infl_split *s, const char *name, const char *expected, hid_t dapl,
-                               hid_t *out) {
-    int ty = h5u_obj_type(s->group, name);
-    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /%s/%s: cannot read the link", s->path, s->split, name);
-    RETURN_IF(ctx, ty == -1, INFL_E_FORMAT, "%s: /%s/%s: missing; expected %s", s->path, s->split, name, expected);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s/%s: is not a dataset; expected %s", s->path,
-              s->split, name, expected);
-    *out = H5Dopen2(s->group, name, dapl);
-    RETURN_IF(ctx, *out < 0, INFL_E_FORMAT, "%s: /%s/%s: cannot open the dataset", s->path, s->split, name);
-    return INFL_OK;
+infl_status store_split_member(infl_ctx *ctx, infl_split *s, const char *name, const char *expected, hid_t dapl,
+                               hid_t *out, h5u_dinfo *info) {
+    char where[600];
+    snprintf(where, sizeof where, "/%s/%s", s->split, name);
+    return h5u_open_dset(ctx, s->path, s->group, name, where, expected, dapl, UINT64_MAX, out, info);
 }
 
 static infl_status read_classes(infl_ctx *ctx, infl_split *s) {
     int ty = h5u_obj_type(s->file, "classes");
     if (ty == -1) return INFL_OK;
-    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /classes: cannot read the link", s->path);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /classes: expected a 1-D string array, found a group",
-              s->path);
-    hid_t d = H5Dopen2(s->file, "classes", H5P_DEFAULT);
-    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /classes: cannot open the dataset", s->path);
+    hid_t d;
+    h5u_dinfo di;
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, s->path, s->file, "classes", "/classes", "a 1-D string array", H5P_DEFAULT,
+                                   UINT64_MAX, &d, &di));
     s->names = infl_calloc(ctx, MAX_CACHED_NAMES, sizeof *s->names, "class names");
     if (!s->names) {
         H5Dclose(d);
@@ -215,9 +208,8 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     // x float32 [N, D]
     dapl = row_dapl();
     GOTO_IF(ctx, dapl < 0, INFL_E_INTERNAL, "%s: cannot make a dataset access list", path);
-    CHECK(open_member(ctx, s, "x", "float32 [N, D]", dapl, &s->x));
     h5u_dinfo xi, yi;
-    GOTO_IF(ctx, h5u_dset_info(s->x, &xi) < 0, INFL_E_FORMAT, "%s: /%s/x: cannot read its type and shape", path, sp);
+    CHECK(store_split_member(ctx, s, "x", "float32 [N, D]", dapl, &s->x, &xi));
     GOTO_IF(ctx, !h5u_is_f32(&xi) || xi.rank != 2 || xi.dims[1] < 1, INFL_E_FORMAT,
             "%s: /%s/x: expected float32 [N, D] with D >= 1, found %s", path, sp, xi.desc);
     int64_t n = (int64_t)xi.dims[0];
@@ -227,8 +219,7 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     // y int32 [N] or float32 [N, K]
     char yexp[400];
     snprintf(yexp, sizeof yexp, "int32 [N] or float32 [N, K] with N = %" PRId64 " rows like /%s/x", n, sp);
-    CHECK(open_member(ctx, s, "y", yexp, dapl, &s->y));
-    GOTO_IF(ctx, h5u_dset_info(s->y, &yi) < 0, INFL_E_FORMAT, "%s: /%s/y: cannot read its type and shape", path, sp);
+    CHECK(store_split_member(ctx, s, "y", yexp, dapl, &s->y, &yi));
     if (h5u_is_i32(&yi) && yi.rank == 1 && (int64_t)yi.dims[0] == n) {
         s->info.y_kind = INFL_Y_CLASS;
         s->info.k = 1;
@@ -338,10 +329,9 @@ static infl_status store_split_read_int_impl(infl_ctx *ctx, infl_split *s, const
     snprintf(where, sizeof where, "/%s/%s", s->split, name);
     snprintf(expected, sizeof expected, "int32 [N] with N = %" PRId64 " rows like /%s/x", in->n_total, s->split);
     hid_t d;
-    FORWARD_IF_ERROR(open_member(ctx, s, name, expected, H5P_DEFAULT, &d));
-    infl_status rc = INFL_OK;
     h5u_dinfo di;
-    GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", s->path, where);
+    FORWARD_IF_ERROR(store_split_member(ctx, s, name, expected, H5P_DEFAULT, &d, &di));
+    infl_status rc = INFL_OK;
     GOTO_IF(ctx, !h5u_is_i32(&di) || di.rank != 1 || (int64_t)di.dims[0] != in->n_total, INFL_E_FORMAT,
             "%s: %s: expected %s, found %s", s->path, where, expected, di.desc);
     if (nrows > 0) CHECK(store_rows_io(ctx, s->path, d, where, H5T_NATIVE_INT32, in->begin + row, nrows, 0, out, 0));

@@ -100,24 +100,102 @@ static void tree_attrs(lines *ls, hid_t obj, int depth) {
     }
 }
 
-static void tree_group(lines *ls, hid_t g, const char *gpath, int depth) {
+// The walk of a tree: every object is shown once (a second hard link to it says where
+// it was shown), soft and external links are shown and never followed, and the walk
+// stops when the context's cancel flag is raised. So a file whose links make cycles
+// (a soft or hard link to a parent group) prints one line per link and ends.
+typedef struct {
+    lines ls;
+    infl_ctx *ctx;
+    haddr_t *seen;  // (nseen) object addresses already shown
+    char **seen_at; // (nseen) the path each was shown at
+    int nseen, cap;
+    int stopped;    // cancelled
+} tree_walk;
+
+// The path `addr` was first shown at, or NULL; records it at `cpath` when new.
+static const char *tree_seen(tree_walk *w, haddr_t addr, const char *cpath) {
+    for (int i = 0; i < w->nseen; i++)
+        if (w->seen[i] == addr) return w->seen_at[i];
+    if (w->nseen == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 64;
+        haddr_t *a = realloc(w->seen, (size_t)cap * sizeof *a);
+        if (a) w->seen = a;
+        char **p = realloc(w->seen_at, (size_t)cap * sizeof *p);
+        if (p) w->seen_at = p;
+        if (!a || !p) return NULL;
+        w->cap = cap;
+    }
+    char *c = malloc(strlen(cpath) + 1);
+    if (!c) return NULL;
+    strcpy(c, cpath);
+    w->seen[w->nseen] = addr;
+    w->seen_at[w->nseen++] = c;
+    return NULL;
+}
+
+// "soft link to /a/b (not followed)", "external link to f.h5:/x (not followed)".
+static void link_desc(hid_t g, const char *name, const H5L_info_t *li, char *buf, size_t size) {
+    char val[512] = "?";
+    size_t n = li->u.val_size;
+    if (n > 0 && n <= sizeof val && H5Lget_val(g, name, val, sizeof val, H5P_DEFAULT) >= 0) {
+        val[sizeof val - 1] = 0;
+        if (li->type == H5L_TYPE_EXTERNAL) {
+            const char *file = NULL, *obj = NULL;
+            unsigned flags;
+            if (H5Lunpack_elink_val(val, n, &flags, &file, &obj) >= 0 && file && obj) {
+                snprintf(buf, size, "external link to %.200s:%.200s (not followed)", file, obj);
+                return;
+            }
+        }
+    } else {
+        snprintf(val, sizeof val, "?");
+    }
+    if (li->type == H5L_TYPE_SOFT)
+        snprintf(buf, size, "soft link to %.400s (not followed)", val);
+    else
+        snprintf(buf, size, "%s link (not followed)", li->type == H5L_TYPE_EXTERNAL ? "external" : "user-defined");
+}
+
+static void tree_group(tree_walk *w, hid_t g, const char *gpath, int depth) {
+    lines *ls = &w->ls;
     char **names = NULL;
     int n = 0;
     if (h5u_list(NULL, "", g, gpath, &names, &n) < 0) {
         add_line(ls, gpath, "(cannot list)");
         return;
     }
-    for (int i = 0; i < n; i++) {
-        char cpath[1024], left[1100], desc[200];
+    for (int i = 0; i < n && !w->stopped; i++) {
+        if (w->ctx && infl_cancelled(w->ctx)) {
+            w->stopped = 1;
+            break;
+        }
+        char cpath[1024], left[1100], desc[600];
         snprintf(cpath, sizeof cpath, "%.400s%s%.400s", gpath, strcmp(gpath, "/") ? "/" : "", names[i]);
         snprintf(left, sizeof left, "%*s%s", 2 * depth, "", cpath);
+        H5L_info_t li;
+        if (H5Lget_info(g, names[i], &li, H5P_DEFAULT) < 0) {
+            add_line(ls, left, "(cannot read the link)");
+            continue;
+        }
+        if (li.type != H5L_TYPE_HARD) {
+            link_desc(g, names[i], &li, desc, sizeof desc);
+            add_line(ls, left, desc);
+            continue;
+        }
+        const char *first = tree_seen(w, li.u.address, cpath);
+        if (first) {
+            snprintf(desc, sizeof desc, "hard link to %.500s (shown there)", first);
+            add_line(ls, left, desc);
+            continue;
+        }
         int ty = h5u_obj_type(g, names[i]);
         if (ty == H5O_TYPE_GROUP) {
             hid_t c = depth < 32 ? H5Gopen2(g, names[i], H5P_DEFAULT) : H5I_INVALID_HID;
             add_line(ls, left, c >= 0 ? "group" : "group (not opened)");
             if (c >= 0) {
                 tree_attrs(ls, c, depth);
-                tree_group(ls, c, cpath, depth + 1);
+                tree_group(w, c, cpath, depth + 1);
                 H5Gclose(c);
             }
         } else if (ty == H5O_TYPE_DATASET) {
@@ -133,38 +211,47 @@ static void tree_group(lines *ls, hid_t g, const char *gpath, int depth) {
         } else if (ty == H5O_TYPE_NAMED_DATATYPE) {
             add_line(ls, left, "named datatype");
         } else {
-            add_line(ls, left, ty == -1 ? "link (dangling or external)" : "(cannot read)");
+            add_line(ls, left, "(cannot read)");
         }
     }
     h5u_list_free(names, n);
 }
 
-static void print_tree(FILE *out, hid_t file) {
-    lines ls = {NULL, 0, 0};
-    add_line(&ls, "/", "group");
-    tree_attrs(&ls, file, 0);
-    tree_group(&ls, file, "/", 1);
-    int w = 0;
-    for (int i = 0; i < ls.n; i++) {
-        int l = (int)strlen(ls.v[i].left);
-        if (l > w) w = l;
+// Prints the tree; INFL_E_INTERRUPTED when the cancel flag stopped the walk.
+static infl_status print_tree(infl_ctx *ctx, FILE *out, hid_t file) {
+    tree_walk w = {.ctx = ctx};
+    add_line(&w.ls, "/", "group");
+    tree_attrs(&w.ls, file, 0);
+    H5O_info_t oi;
+    if (H5Oget_info2(file, &oi, H5O_INFO_BASIC) >= 0) tree_seen(&w, oi.addr, "/");
+    tree_group(&w, file, "/", 1);
+    lines *ls = &w.ls;
+    int wd = 0;
+    for (int i = 0; i < ls->n; i++) {
+        int l = (int)strlen(ls->v[i].left);
+        if (l > wd) wd = l;
     }
-    if (w > 40) w = 40;
-    fprintf(out, "contents\n");
-    for (int i = 0; i < ls.n; i++) {
-        fprintf(out, "  %-*s  %s\n", w, ls.v[i].left, ls.v[i].right);
-        free(ls.v[i].left);
-        free(ls.v[i].right);
+    if (wd > 40) wd = 40;
+    if (!w.stopped) fprintf(out, "contents\n");
+    for (int i = 0; i < ls->n; i++) {
+        if (!w.stopped) fprintf(out, "  %-*s  %s\n", wd, ls->v[i].left, ls->v[i].right);
+        free(ls->v[i].left);
+        free(ls->v[i].right);
     }
-    free(ls.v);
+    free(ls->v);
+    for (int i = 0; i < w.nseen; i++) free(w.seen_at[i]);
+    free(w.seen);
+    free(w.seen_at);
+    RETURN_IF(ctx, w.stopped, INFL_E_INTERRUPTED, "interrupted");
+    return INFL_OK;
 }
 
 // ---- datasets ----
 
 static void print_classes(FILE *out, const char *path, hid_t file) {
-    if (h5u_obj_type(file, "classes") != H5O_TYPE_DATASET) return;
-    hid_t d = H5Dopen2(file, "classes", H5P_DEFAULT);
-    if (d < 0) return;
+    hid_t d;
+    h5u_dinfo di;
+    if (h5u_open_dset(NULL, path, file, "classes", "/classes", "", H5P_DEFAULT, UINT64_MAX, &d, &di) < 0) return;
     enum { SHOW = 100 };
     char(*names)[64] = calloc(SHOW, sizeof *names);
     int64_t count = 0;
@@ -385,7 +472,7 @@ static infl_status store_describe_impl(infl_ctx *ctx, const char *path, FILE *ou
     if (has > 0) CHECK(h5u_attr_str(ctx, path, f, "root", "infl_format", fmt, sizeof fmt));
     if (!fmt[0]) {
         kv(out, "", "format", "plain HDF5 (no infl_format attribute)");
-        print_tree(out, f);
+        rc = print_tree(ctx, out, f);
         goto done;
     }
     has = h5u_has_attr(f, "infl_version");
@@ -398,19 +485,19 @@ static infl_status store_describe_impl(infl_ctx *ctx, const char *path, FILE *ou
         else
             kv(out, "", "format", "%s, version %" PRId64 " (this infl reads version %d)", fmt, ver,
                INFL_FORMAT_VERSION);
-        print_tree(out, f);
+        rc = print_tree(ctx, out, f);
         goto done;
     }
-    if (strcmp(fmt, "dataset") == 0)
-        rc = describe_dataset(ctx, out, path, f);
-    else if (strcmp(fmt, "run") == 0)
-        rc = describe_run(ctx, out, path, f);
-    else
-        print_tree(out, f);
-    if (rc < 0) {
+    if (strcmp(fmt, "dataset") != 0 && strcmp(fmt, "run") != 0) {
+        rc = print_tree(ctx, out, f);
+        goto done;
+    }
+    rc = strcmp(fmt, "dataset") == 0 ? describe_dataset(ctx, out, path, f) : describe_run(ctx, out, path, f);
+    if (rc < 0 && rc != INFL_E_INTERRUPTED) {
         // The structured view failed: show what is there, and still report why.
         fprintf(out, "(cannot describe it as a %s: %s)\n", fmt, ctx ? ctx->detail : "");
-        print_tree(out, f);
+        infl_status t = print_tree(ctx, out, f);
+        if (t == INFL_E_INTERRUPTED) rc = t;
     }
 done:
     H5Fclose(f);

@@ -4,6 +4,7 @@
  * (chunked, so memory stays bounded by the shard), and self-influence vectors.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,14 +189,13 @@ static infl_status scr_open(infl_ctx *ctx, const char *path, infl_scr **out) {
     snprintf(r->path, sizeof r->path, "%s", path);
     infl_status rc = INFL_OK;
     CHECK(h5u_open_infl(ctx, path, "scores", &r->file));
-    GOTO_IF(ctx, h5u_obj_type(r->file, "scores") != H5O_TYPE_DATASET, INFL_E_FORMAT,
-            "%s: /scores: missing; expected the full score matrix float32 [M, N] (infl rank -o FILE --save-scores)",
-            path);
-    r->scores = H5Dopen2(r->file, "scores", H5P_DEFAULT);
     h5u_dinfo di;
-    GOTO_IF(ctx, r->scores < 0 || h5u_dset_info(r->scores, &di) < 0, INFL_E_FORMAT, "%s: /scores: cannot open", path);
+    CHECK(h5u_open_dset(ctx, path, r->file, "scores", "/scores",
+                        "the full score matrix float32 [M, N] (infl rank -o FILE --save-scores)", H5P_DEFAULT,
+                        UINT64_MAX, &r->scores, &di));
     GOTO_IF(ctx, !h5u_is_f32(&di) || di.rank != 2 || di.dims[0] < 1 || di.dims[1] < 1, INFL_E_FORMAT,
             "%s: /scores: expected float32 [M, N], found %s", path, di.desc);
+    CHECK(h5u_claim(ctx, path, "/scores", "the number of queries M", (int64_t)di.dims[0], 1, INT_MAX));
     r->M = (int)di.dims[0];
     r->N = (int64_t)di.dims[1];
     const char *names[3] = {"method", "query", "train"};
