@@ -38,26 +38,59 @@ static void h5u_lock_init(void) {
 
 // HDF5 built thread-safe (as Debian's is, despite the name "serial") keeps its error
 // stack and the auto-print setting per thread. So infl_ctx_create's silencing covers
-// only its own thread: a store call on any other thread (the shard reader) silences
-// that thread's once, and HDF5 never prints (its errors reach us as statuses). And a
-// thread that exits with records on its error stack leaks them: the outermost unlock
-// clears the stack once the store call has turned it into a status and a detail.
-static _Thread_local int h5u_thread_silenced;
-static _Thread_local int h5u_depth;  // nesting of h5u_lock on this thread
+// only its own thread: each outermost store call sets this thread's handler to
+// on_h5_error (below) instead, so HDF5 never prints on any thread (its errors reach us
+// as statuses). And a thread that exits with records on its error stack leaks them:
+// the outermost unlock clears the stack once the store call has turned it into a
+// status and a detail.
+static _Thread_local int h5u_depth;     // nesting of h5u_lock on this thread
+static _Thread_local int h5u_checksum;  // a failing HDF5 call met a checksum mismatch
+
+// "incorrect metadata checksum after all read attempts", "data error detected by
+// Fletcher32 checksum": HDF5's words for damage that its checksums caught.
+static herr_t find_checksum(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    if (e && e->desc && strstr(e->desc, "checksum")) *(int *)data = 1;
+    return 0;
+}
+
+// HDF5 calls this (instead of printing) when one of its API calls fails, before the
+// next call clears the stack: it remembers whether a checksum caught damage.
+static herr_t on_h5_error(hid_t estack, void *data) {
+    (void)data;
+    int found = 0;
+    H5Ewalk2(estack, H5E_WALK_UPWARD, find_checksum, &found);
+    if (found) h5u_checksum = 1;
+    return 0;
+}
 
 void h5u_lock(void) {
     pthread_once(&h5u_lock_once, h5u_lock_init);
     pthread_mutex_lock(&h5u_mutex);
-    if (!h5u_thread_silenced) {
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-        h5u_thread_silenced = 1;
+    if (h5u_depth++ == 0) {
+        H5Eset_auto2(H5E_DEFAULT, on_h5_error, NULL);
+        h5u_checksum = 0;
     }
-    h5u_depth++;
 }
 
 void h5u_unlock(void) {
-    if (--h5u_depth == 0) H5Eclear2(H5E_DEFAULT);
+    if (--h5u_depth == 0) {
+        H5Eclear2(H5E_DEFAULT);
+        // silent again between store calls: HDF5 1.10 prints "infinite loop closing
+        // library" at exit when a handler is set and a damaged object header has left
+        // its free lists unbalanced
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    }
     pthread_mutex_unlock(&h5u_mutex);
+}
+
+infl_status h5u_unlock_rc(infl_ctx *ctx, infl_status rc) {
+    if (h5u_depth == 1 && rc < 0 && h5u_checksum && ctx && !strstr(ctx->detail, "checksum"))
+        infl_errprefix(ctx, "damaged file: an HDF5 checksum does not match (the file was changed or corrupted after "
+                            "it was written)");
+    if (h5u_depth == 1) h5u_checksum = 0;
+    h5u_unlock();
+    return rc;
 }
 
 // Closes an id of any kind when it is valid (for `done:` labels).
@@ -222,9 +255,9 @@ uint64_t h5u_mem_bytes(void) {
 static void bytes_str(uint64_t b, char *buf, size_t size) {
     if (b < 10000)
         snprintf(buf, size, "%" PRIu64 " bytes", b);
-    else if (b < 10000000ull)
+    else if (b < 1000000ull)
         snprintf(buf, size, "%.1f kB", (double)b / 1e3);
-    else if (b < 10000000000ull)
+    else if (b < 1000000000ull)
         snprintf(buf, size, "%.1f MB", (double)b / 1e6);
     else
         snprintf(buf, size, "%.1f GB", (double)b / 1e9);
@@ -436,7 +469,16 @@ infl_status h5u_open_infl(infl_ctx *ctx, const char *path, const char *want, hid
 infl_status h5u_create_infl(infl_ctx *ctx, const char *path, const char *tmp, const char *format,
                             hid_t *out) {
     *out = H5I_INVALID_HID;
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    // HDF5 1.10's file format, pinned (not "latest", which would drift with the HDF5 we
+    // are built against): a version 3 superblock, version 2 object headers, and the
+    // 1.10 chunk indexes, all of whose metadata carry checksums, so damage to an infl
+    // file's metadata is found as such rather than parsed. Readable by HDF5 1.10 and
+    // later (h5py's wheels bundle 1.12 or 1.14), not by 1.8.
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    RETURN_IF(ctx, fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0, INFL_E_INTERNAL,
+              "%s: cannot set up the HDF5 file format", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) {
         char why[256];
         h5u_errmsg(why, sizeof why);

@@ -22,11 +22,16 @@
 // HDF5: an HDF5 built without thread safety must never be entered by two threads, and
 // the scheduler's reader thread reads shards while the main thread may write other
 // files. Recursive, so a locked store function may call another (store_describe
-// closes a run it opened). The first lock on a thread also turns off HDF5's error
-// printing for that thread, and the outermost unlock clears the thread's HDF5 error
-// stack (both per-thread in thread-safe builds; see h5util.c).
+// closes a run it opened). The outermost lock on a thread also replaces HDF5's error
+// printing on that thread by a silent handler that notes checksum failures, and the
+// outermost unlock clears the thread's HDF5 error stack (both per-thread in
+// thread-safe builds; see h5util.c).
 void h5u_lock(void);
 void h5u_unlock(void);
+// h5u_unlock for a store call that ends with status rc: when rc is a failure and an
+// HDF5 call failed on a checksum mismatch (metadata of a file written with checksums,
+// as infl writes them: h5u_create_infl), the detail says the file is damaged. Returns rc.
+infl_status h5u_unlock_rc(infl_ctx *ctx, infl_status rc);
 
 // ---- types and shapes as text ----
 

@@ -257,8 +257,7 @@ done:
 infl_status store_split_open(infl_ctx *ctx, const infl_dataref *ref, infl_split **out) {
     h5u_lock();
     infl_status rc = store_split_open_impl(ctx, ref, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 const infl_split_info *store_split_info(const infl_split *s) { return &s->info; }
@@ -312,8 +311,7 @@ infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t 
                              float *yf) {
     h5u_lock();
     infl_status rc = store_split_read_impl(ctx, s, row, nrows, x, y, yf);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_split_read_int_impl(infl_ctx *ctx, infl_split *s, const char *name, int64_t row, int64_t nrows,
@@ -344,8 +342,7 @@ infl_status store_split_read_int(infl_ctx *ctx, infl_split *s, const char *name,
                                  int32_t *out) {
     h5u_lock();
     infl_status rc = store_split_read_int_impl(ctx, s, name, row, nrows, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 void store_split_class_name(const infl_split *s, int i, char *buf, size_t size) {
@@ -402,8 +399,7 @@ static infl_status store_dataset_create_impl(infl_ctx *ctx, const char *path, in
 infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, infl_dsw **out) {
     h5u_lock();
     infl_status rc = store_dataset_create_impl(ctx, path, force, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 dsw_split *store_dsw_new(infl_ctx *ctx, infl_dsw *w, const char *split) {
@@ -513,8 +509,7 @@ infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *spli
                                     infl_ykind y_kind, int64_t k, const int image_shape[3]) {
     h5u_lock();
     infl_status rc = store_dataset_add_split_impl(ctx, w, split, n, d, y_kind, k, image_shape);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_write_rows_impl(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row,
@@ -544,8 +539,7 @@ infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *spl
                                      const float *x, const int32_t *y, const float *yf) {
     h5u_lock();
     infl_status rc = store_dataset_write_rows_impl(ctx, w, split, row, nrows, x, y, yf);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_write_int_impl(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name,
@@ -575,8 +569,7 @@ infl_status store_dataset_write_int(infl_ctx *ctx, infl_dsw *w, const char *spli
                                     const int32_t *v) {
     h5u_lock();
     infl_status rc = store_dataset_write_int_impl(ctx, w, split, name, n, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_set_classes_impl(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
@@ -594,8 +587,7 @@ static infl_status store_dataset_set_classes_impl(infl_ctx *ctx, infl_dsw *w, co
 infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
     h5u_lock();
     infl_status rc = store_dataset_set_classes_impl(ctx, w, names, count);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_set_attr_impl(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
@@ -609,8 +601,7 @@ static infl_status store_dataset_set_attr_impl(infl_ctx *ctx, infl_dsw *w, const
 infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
     h5u_lock();
     infl_status rc = store_dataset_set_attr_impl(ctx, w, name, value);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // A numeric attribute of the root or a split: kind 'i' int64, 'u' uint64, 'f' float64.
@@ -637,22 +628,19 @@ static infl_status set_attr_num_impl(infl_ctx *ctx, infl_dsw *w, const char *spl
 infl_status store_dataset_set_attr_i64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, int64_t v) {
     h5u_lock();
     infl_status rc = set_attr_num_impl(ctx, w, split, name, 'i', v, 0, 0);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_dataset_set_attr_u64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, uint64_t v) {
     h5u_lock();
     infl_status rc = set_attr_num_impl(ctx, w, split, name, 'u', 0, v, 0);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_dataset_set_attr_f64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, double v) {
     h5u_lock();
     infl_status rc = set_attr_num_impl(ctx, w, split, name, 'f', 0, 0, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Closes every id of the writer; < 0 when any close failed.
@@ -694,8 +682,7 @@ static infl_status store_dataset_commit_impl(infl_ctx *ctx, infl_dsw *w) {
 infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w) {
     h5u_lock();
     infl_status rc = store_dataset_commit_impl(ctx, w);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static void store_dataset_abort_impl(infl_dsw *w) {

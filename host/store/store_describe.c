@@ -357,7 +357,8 @@ static infl_status describe_dataset(infl_ctx *ctx, FILE *out, const char *path, 
             continue;  // described above
         } else if (ty == H5O_TYPE_GROUP) {
             hid_t g = H5Gopen2(file, names[i], H5P_DEFAULT);
-            int has_x = g >= 0 && (h5u_obj_type(g, "x") >= 0 || h5u_obj_type(g, "tokens") >= 0);
+            // a link that cannot be read (damage) counts: describing the split says why
+            int has_x = g < 0 || h5u_obj_type(g, "x") != -1 || h5u_obj_type(g, "tokens") != -1;
             if (g >= 0) H5Gclose(g);
             if (has_x) {
                 rc = describe_split(ctx, out, path, file, names[i]);
@@ -507,6 +508,5 @@ done:
 infl_status store_describe(infl_ctx *ctx, const char *path, FILE *out) {
     h5u_lock();
     infl_status rc = store_describe_impl(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

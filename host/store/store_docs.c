@@ -203,8 +203,7 @@ infl_status store_split_read_docs(infl_ctx *ctx, infl_split *s, int64_t row, int
                                   int32_t *tok, int32_t *len, int32_t *label) {
     h5u_lock();
     infl_status rc = read_docs_impl(ctx, s, row, nrows, T, pad, tok, len, label);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 const infl_tokenizer *store_split_tokenizer(const infl_split *s) {
@@ -254,8 +253,7 @@ static infl_status add_docs_split_impl(infl_ctx *ctx, infl_dsw *w, const char *s
 infl_status store_dataset_add_docs_split(infl_ctx *ctx, infl_dsw *w, const char *split) {
     h5u_lock();
     infl_status rc = add_docs_split_impl(ctx, w, split);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Extends a 1-D dataset to `n` elements and writes v (count) at `at`.
@@ -315,8 +313,7 @@ infl_status store_dataset_append_docs(infl_ctx *ctx, infl_dsw *w, const char *sp
                                       const int32_t *tok, const int32_t *label) {
     h5u_lock();
     infl_status rc = append_docs_impl(ctx, w, split, n, len, tok, label);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status set_tokenizer_impl(infl_ctx *ctx, infl_dsw *w, const infl_tokenizer *t) {
@@ -331,8 +328,7 @@ static infl_status set_tokenizer_impl(infl_ctx *ctx, infl_dsw *w, const infl_tok
 infl_status store_dataset_set_tokenizer(infl_ctx *ctx, infl_dsw *w, const infl_tokenizer *t) {
     h5u_lock();
     infl_status rc = set_tokenizer_impl(ctx, w, t);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_docs_finish(infl_ctx *ctx, infl_dsw *w) {

@@ -131,8 +131,7 @@ done:
 infl_status store_factors_write(infl_ctx *ctx, const char *path, int force, const infl_factors *f) {
     h5u_lock();
     infl_status rc = write_impl(ctx, path, force, f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Opens float64 dataset `name` of group g, which must be [rows, cols] ([rows] when cols
@@ -307,6 +306,5 @@ done:
 infl_status store_factors_read(infl_ctx *ctx, const char *path, infl_factors **out) {
     h5u_lock();
     infl_status rc = read_impl(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

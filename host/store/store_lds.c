@@ -41,8 +41,7 @@ infl_status store_lds_write(infl_ctx *ctx, const char *path, const infl_lds_stat
 done:
     if (f >= 0) H5Fclose(f);
     infl_out_abort(tmp);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s) {
@@ -96,8 +95,7 @@ infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s) {
     }
 done:
     if (f >= 0) H5Fclose(f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_lds_is_state(infl_ctx *ctx, const char *path) {
@@ -105,6 +103,5 @@ infl_status store_lds_is_state(infl_ctx *ctx, const char *path) {
     hid_t f;
     infl_status rc = h5u_open_infl(ctx, path, "lds", &f);
     if (rc == INFL_OK) H5Fclose(f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

@@ -114,8 +114,7 @@ infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const i
                              const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
     h5u_lock();
     infl_status rc = store_run_create_impl(ctx, path, force, spec, data_ref, optimizer, seed, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Writes a float32 dataset of rank 1 or 2 under loc from v.
@@ -177,8 +176,7 @@ infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, 
                                      double grad_norm, const float *params) {
     h5u_lock();
     infl_status rc = store_run_add_checkpoint_impl(ctx, w, step, epoch, lr, grad_norm, params);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_run_commit_impl(infl_ctx *ctx, infl_runw *w) {
@@ -207,8 +205,7 @@ done:
 infl_status store_run_commit(infl_ctx *ctx, infl_runw *w) {
     h5u_lock();
     infl_status rc = store_run_commit_impl(ctx, w);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static void store_run_abort_impl(infl_runw *w) {
@@ -430,8 +427,7 @@ done:
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
     h5u_lock();
     infl_status rc = store_run_open_impl(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 const infl_model_spec *store_run_spec(const infl_run *r) { return &r->spec; }
@@ -560,8 +556,7 @@ infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params) {
     RETURN_IF(ctx, !r || !params, INFL_E_ARG, "store_run_load: no run or parameter buffer");
     h5u_lock();
     infl_status rc = load_checkpoint(ctx, r, i, params);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static void store_run_close_impl(infl_run *r) {
@@ -588,8 +583,7 @@ infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_toke
               t->vocab, t->eot, infl_model_kind_name(w->spec.kind), w->spec.gpt.vocab);
     h5u_lock();
     infl_status rc = store_tok_write(ctx, w->path, w->file, "model/tokenizer", t);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // ---- optional root attributes ----
@@ -597,15 +591,13 @@ infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_toke
 infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v) {
     h5u_lock();
     infl_status rc = h5u_wattr_f64(ctx, w->path, w->file, "root", name, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v) {
     h5u_lock();
     infl_status rc = h5u_wattr_str(ctx, w->path, w->file, "root", name, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 int store_run_get_f64(infl_run *r, const char *name, double *v) {
