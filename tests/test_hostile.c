@@ -473,3 +473,65 @@ Test(hostile, live_or_foreign_tmps_are_kept) {
     cr_assert(!tu_exists(mine) && tu_exists(odd) && tu_exists(other));
     cr_assert(strstr(tu_err(), "removed stale temporary"), "%s", tu_err());
 }
+
+// ---- runs and scores: the model and the matrix are as large as what is stored ----
+
+Test(hostile, run_widths_borne_out_by_tensors) {
+    cap_memory();
+    const char *data = tu_path("d.h5"), *run = tu_path("run.h5");
+    tu_make_blobs(data, 60, 8, 3, 1);
+    const char *argv[] = {"infl", "train", "--data", tu_ref(1, data, "train"), "--layers", "8,16,3", "--epochs", "1",
+                          "-o", run, "--quiet", NULL};
+    cr_assert_eq(tu_cli(argv), 0, "%s", tu_err());
+    // /model claims a hidden layer of 60000 (W0 alone 1.9 GB, P the caller allocates)
+    hid_t f = H5Fopen(run, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
+    cr_assert(g >= 0 && H5Adelete(g, "layers") >= 0);
+    hsize_t n = 3;
+    int32_t w[3] = {8, 60000, 3};
+    hid_t s = H5Screate_simple(1, &n, NULL);
+    hid_t a = H5Acreate2(g, "layers", H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT32, w) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Gclose(g);
+    H5Fclose(f);
+    infl_ctx *ctx = tu_ctx();
+    infl_run *r = NULL;
+    ASSERT_ERR(ctx, store_run_open(ctx, run, &r), INFL_E_SHAPE, "/W0: expected float32 [60000, 8], found [16, 8]");
+    cr_assert_null(r);
+    infl_ctx_free(ctx);
+}
+
+Test(hostile, scores_matrix_not_stored) {
+    const char *path = tu_path("s.h5");
+    infl_ctx *ctx = tu_ctx();
+    infl_scw *w = NULL;
+    ASSERT_OK(ctx, store_scores_create(ctx, path, 1, 2, 1, 5, 1, &w));
+    float sc[10] = {0};
+    ASSERT_OK(ctx, store_scores_write_block(ctx, w, sc, 5, 5, 0));
+    int64_t idx[2] = {0, 1};
+    float top[2] = {0, 0};
+    ASSERT_OK(ctx, store_scores_write_topk(ctx, w, idx, top, idx, top));
+    ASSERT_OK(ctx, store_scores_commit(ctx, w));
+    infl_scr *r = NULL;
+    ASSERT_OK(ctx, store_scores_open(ctx, path, &r));
+    store_scores_close(r);
+    // /scores replaced by a [100000, 100000] matrix (40 GB) of which nothing is stored
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0 && H5Ldelete(f, "scores", H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {100000, 100000}, chunk[2] = {64, 4096};
+    hid_t s = H5Screate_simple(2, dims, NULL), pl = H5Pcreate(H5P_DATASET_CREATE);
+    cr_assert(H5Pset_chunk(pl, 2, chunk) >= 0);
+    hid_t d = H5Dcreate2(f, "scores", H5T_IEEE_F32LE, s, H5P_DEFAULT, pl, H5P_DEFAULT);
+    cr_assert(d >= 0);
+    H5Dclose(d);
+    H5Pclose(pl);
+    H5Sclose(s);
+    H5Fclose(f);
+    r = NULL;
+    ASSERT_ERR(ctx, store_scores_open(ctx, path, &r), INFL_E_FORMAT,
+               "/scores: float32 [100000, 100000] claims 40.0 GB, but the file holds 0 of its 39075 chunks");
+    cr_assert_null(r);
+    infl_ctx_free(ctx);
+}
