@@ -148,6 +148,15 @@ static void write_factors(infl_ctx *ctx, const char *path) {
     infl_factors_free(f);
 }
 
+// Writes attribute `name` of obj: int32 [n].
+static void put_ints_attr(hid_t obj, const char *name, const int32_t *v, hsize_t n) {
+    hid_t s = H5Screate_simple(1, &n, NULL);
+    hid_t a = H5Acreate2(obj, name, H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT32, v) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
 // Replaces a factors file's layer list by the older width chain `layers` = [w, w].
 static void claim_layers(const char *path, int32_t w) {
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -156,14 +165,42 @@ static void claim_layers(const char *path, int32_t w) {
     for (int i = 0; i < 4; i++)
         if (H5Aexists(f, attrs[i]) > 0) cr_assert(H5Adelete(f, attrs[i]) >= 0);
     if (H5Lexists(f, "layer_names", H5P_DEFAULT) > 0) cr_assert(H5Ldelete(f, "layer_names", H5P_DEFAULT) >= 0);
-    hsize_t n = 2;
     int32_t v[2] = {w, w};
-    hid_t s = H5Screate_simple(1, &n, NULL);
-    hid_t a = H5Acreate2(f, "layers", H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
-    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT32, v) >= 0);
-    H5Aclose(a);
+    put_ints_attr(f, "layers", v, 2);
+    H5Fclose(f);
+}
+
+// Puts dataset `name` (replacing one of that name) into the file at path: file type
+// ft, shape dims (rank), chunked when chunk is not NULL (and deflated when asked);
+// zeros written when `write`, else nothing stored: a shape the file does not hold.
+static void put_dset(const char *path, const char *name, hid_t ft, int rank, const hsize_t *dims,
+                     const hsize_t *chunk, int deflate, int write) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    if (H5Lexists(f, name, H5P_DEFAULT) > 0) cr_assert(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+    hid_t s = H5Screate_simple(rank, dims, NULL), pl = H5Pcreate(H5P_DATASET_CREATE);
+    if (chunk) cr_assert(H5Pset_chunk(pl, rank, chunk) >= 0);
+    if (deflate) cr_assert(H5Pset_deflate(pl, 9) >= 0);
+    hid_t d = H5Dcreate2(f, name, ft, s, H5P_DEFAULT, pl, H5P_DEFAULT);
+    cr_assert(d >= 0, "H5Dcreate2 %s", name);
+    if (write) {
+        size_t n = H5Tget_size(ft);
+        for (int i = 0; i < rank; i++) n *= dims[i];
+        char *zeros = calloc(n, 1);
+        cr_assert(zeros && H5Dwrite(d, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
+        free(zeros);
+    }
+    H5Dclose(d);
+    H5Pclose(pl);
     H5Sclose(s);
     H5Fclose(f);
+}
+
+// put_dset of a rank-2 chunked dataset of which nothing is stored.
+static void unstored_dset(const char *path, const char *name, hid_t ft, hsize_t d0, hsize_t d1, hsize_t c0,
+                          hsize_t c1) {
+    hsize_t dims[2] = {d0, d1}, chunk[2] = {c0, c1};
+    put_dset(path, name, ft, 2, dims, chunk, 0, 0);
 }
 
 Test(hostile, factors_huge_layers) {
@@ -178,33 +215,11 @@ Test(hostile, factors_huge_layers) {
                "/layer0/A_vecs: expected float64 [20001, 20001] (the widths of the layer list), found float64 [4, 4]");
     cr_assert_null(out);
     // the datasets claim it too, but the file stores none of it (chunks never written)
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    cr_assert(f >= 0 && H5Ldelete(f, "/layer0/A_vecs", H5P_DEFAULT) >= 0);
-    hsize_t dims[2] = {20001, 20001}, chunk[2] = {256, 256};
-    hid_t s = H5Screate_simple(2, dims, NULL), pl = H5Pcreate(H5P_DATASET_CREATE);
-    cr_assert(H5Pset_chunk(pl, 2, chunk) >= 0);
-    hid_t d = H5Dcreate2(f, "/layer0/A_vecs", H5T_IEEE_F64LE, s, H5P_DEFAULT, pl, H5P_DEFAULT);
-    cr_assert(d >= 0);
-    H5Dclose(d);
-    H5Pclose(pl);
-    H5Sclose(s);
-    H5Fclose(f);
+    unstored_dset(path, "/layer0/A_vecs", H5T_IEEE_F64LE, 20001, 20001, 256, 256);
     ASSERT_ERR(ctx, store_factors_read(ctx, path, &out), INFL_E_FORMAT,
                "/layer0/A_vecs: float64 [20001, 20001] claims 3.2 GB, but the file holds 0 of its 6241 chunks");
     // a shape beyond this machine's memory is refused before its storage is looked at
-    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    cr_assert(f >= 0 && H5Ldelete(f, "/layer0/A_vecs", H5P_DEFAULT) >= 0);
-    dims[0] = dims[1] = (hsize_t)1 << 24;
-    chunk[0] = chunk[1] = 1024;
-    s = H5Screate_simple(2, dims, NULL);
-    pl = H5Pcreate(H5P_DATASET_CREATE);
-    cr_assert(H5Pset_chunk(pl, 2, chunk) >= 0);
-    d = H5Dcreate2(f, "/layer0/A_vecs", H5T_IEEE_F64LE, s, H5P_DEFAULT, pl, H5P_DEFAULT);
-    cr_assert(d >= 0);
-    H5Dclose(d);
-    H5Pclose(pl);
-    H5Sclose(s);
-    H5Fclose(f);
+    unstored_dset(path, "/layer0/A_vecs", H5T_IEEE_F64LE, 1 << 24, 1 << 24, 1024, 1024);
     claim_layers(path, (1 << 24) - 1);
     ASSERT_ERR(ctx, store_factors_read(ctx, path, &out), INFL_E_FORMAT,
                "/layer0/A_vecs: float64 [16777216, 16777216] claims 2251799.8 GB; at most");
@@ -218,29 +233,13 @@ Test(hostile, factors_huge_layers) {
 
 // A dataset file (written by infl) whose /classes is replaced by n fixed-length
 // strings of `size` bytes: stored (deflated chunks of zeros) or not (never written).
-static void claim_classes(infl_ctx *ctx, const char *path, hsize_t n, size_t size, int stored) {
-    (void)ctx;
+static void claim_classes(const char *path, hsize_t n, size_t size, int stored) {
     tu_make_blobs(path, 40, 4, 3, 1);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    cr_assert(f >= 0);
-    if (H5Lexists(f, "classes", H5P_DEFAULT) > 0) cr_assert(H5Ldelete(f, "classes", H5P_DEFAULT) >= 0);
     hid_t t = H5Tcopy(H5T_C_S1);
     cr_assert(H5Tset_size(t, size) >= 0);
-    hid_t s = H5Screate_simple(1, &n, NULL), pl = H5Pcreate(H5P_DATASET_CREATE);
     hsize_t one = 1;
-    if (stored) cr_assert(H5Pset_chunk(pl, 1, &one) >= 0 && H5Pset_deflate(pl, 9) >= 0);
-    hid_t d = H5Dcreate2(f, "classes", t, s, H5P_DEFAULT, pl, H5P_DEFAULT);
-    cr_assert(d >= 0, "H5Dcreate2 /classes of %zu-byte strings", size);
-    if (stored) {
-        char *zeros = calloc(n, size);
-        cr_assert(zeros && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
-        free(zeros);
-    }
-    H5Dclose(d);
-    H5Pclose(pl);
-    H5Sclose(s);
+    put_dset(path, "classes", t, 1, &n, stored ? &one : NULL, stored, stored);
     H5Tclose(t);
-    H5Fclose(f);
 }
 
 Test(hostile, classes_huge_string_size) {
@@ -251,17 +250,17 @@ Test(hostile, classes_huge_string_size) {
     infl_dataref ref;
     ASSERT_OK(ctx, infl_dataref_parse(ctx, tu_ref(0, path, "train"), &ref));
     // ten strings of 4 GB each: 40 GB claimed by a file of a few kilobytes
-    claim_classes(ctx, path, 10, 4000000000u, 0);
+    claim_classes(path, 10, 4000000000u, 0);
     ASSERT_ERR(ctx, store_split_open(ctx, &ref, &sp), INFL_E_FORMAT,
                "/classes: string (4000000000 bytes) [10] claims 40.0 GB, but the file holds only 0 bytes of its data");
     cr_assert_null(sp);
     // stored for real, compressed (8 MB of zeros in a few kilobytes): the string size
     // itself is bounded before HDF5 is asked to convert it
-    claim_classes(ctx, path, 1, 8u << 20, 1);
+    claim_classes(path, 1, 8u << 20, 1);
     ASSERT_ERR(ctx, store_split_open(ctx, &ref, &sp), INFL_E_FORMAT,
                "/classes: the string size (bytes) is 8388608; expected 1 to 1048576");
     // and what is sane still reads
-    claim_classes(ctx, path, 3, 80, 1);
+    claim_classes(path, 3, 80, 1);
     ASSERT_OK(ctx, store_split_open(ctx, &ref, &sp));
     cr_assert_eq(store_split_info(sp)->n_classes, 3);
     store_split_close(sp);
@@ -272,16 +271,9 @@ Test(hostile, split_width_not_stored) {
     infl_ctx *ctx = tu_ctx();
     const char *path = tu_path("d.h5");
     tu_make_blobs(path, 40, 4, 3, 1);
-    // /train/x claims [40, 2^28] (43 GB a shard of 1 row... ) with nothing stored
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    cr_assert(f >= 0 && H5Ldelete(f, "/train/x", H5P_DEFAULT) >= 0);
+    // /train/x claims [40, 2^28] (43 GB), contiguous, with nothing stored
     hsize_t dims[2] = {40, (hsize_t)1 << 28};
-    hid_t s = H5Screate_simple(2, dims, NULL);
-    hid_t d = H5Dcreate2(f, "/train/x", H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    cr_assert(d >= 0);
-    H5Dclose(d);
-    H5Sclose(s);
-    H5Fclose(f);
+    put_dset(path, "/train/x", H5T_IEEE_F32LE, 2, dims, NULL, 0, 0);
     infl_dataref ref;
     infl_split *sp = NULL;
     ASSERT_OK(ctx, infl_dataref_parse(ctx, tu_ref(0, path, "train"), &ref));
@@ -487,13 +479,8 @@ Test(hostile, run_widths_borne_out_by_tensors) {
     hid_t f = H5Fopen(run, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
     cr_assert(g >= 0 && H5Adelete(g, "layers") >= 0);
-    hsize_t n = 3;
     int32_t w[3] = {8, 60000, 3};
-    hid_t s = H5Screate_simple(1, &n, NULL);
-    hid_t a = H5Acreate2(g, "layers", H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
-    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT32, w) >= 0);
-    H5Aclose(a);
-    H5Sclose(s);
+    put_ints_attr(g, "layers", w, 3);
     H5Gclose(g);
     H5Fclose(f);
     infl_ctx *ctx = tu_ctx();
@@ -518,17 +505,7 @@ Test(hostile, scores_matrix_not_stored) {
     ASSERT_OK(ctx, store_scores_open(ctx, path, &r));
     store_scores_close(r);
     // /scores replaced by a [100000, 100000] matrix (40 GB) of which nothing is stored
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    cr_assert(f >= 0 && H5Ldelete(f, "scores", H5P_DEFAULT) >= 0);
-    hsize_t dims[2] = {100000, 100000}, chunk[2] = {64, 4096};
-    hid_t s = H5Screate_simple(2, dims, NULL), pl = H5Pcreate(H5P_DATASET_CREATE);
-    cr_assert(H5Pset_chunk(pl, 2, chunk) >= 0);
-    hid_t d = H5Dcreate2(f, "scores", H5T_IEEE_F32LE, s, H5P_DEFAULT, pl, H5P_DEFAULT);
-    cr_assert(d >= 0);
-    H5Dclose(d);
-    H5Pclose(pl);
-    H5Sclose(s);
-    H5Fclose(f);
+    unstored_dset(path, "scores", H5T_IEEE_F32LE, 100000, 100000, 64, 4096);
     r = NULL;
     ASSERT_ERR(ctx, store_scores_open(ctx, path, &r), INFL_E_FORMAT,
                "/scores: float32 [100000, 100000] claims 40.0 GB, but the file holds 0 of its 39075 chunks");
