@@ -610,6 +610,15 @@ Test(index, bad_input_is_named) {
     infl_rank_result *res = NULL;
     cr_assert_eq(infl_rank(ctx, &o, &res), INFL_E_ARG);
     cr_assert(strstr(infl_ctx_error(ctx), "other weights"), "%s", infl_ctx_error(ctx));
+    // queries of another width
+    char other[4096];
+    snprintf(other, sizeof other, "%s", tu_path("d4.h5"));
+    tu_make_blobs(other, 10, 4, 3, 1);
+    o.run = NULL;
+    o.query = tu_ref(1, other, "test[0:2]");
+    cr_assert_eq(infl_rank(ctx, &o, &res), INFL_E_SHAPE, "%s", infl_ctx_error(ctx));
+    cr_assert(strstr(infl_ctx_error(ctx), "features"), "%s", infl_ctx_error(ctx));
+    o.query = tu_ref(1, data, "test[0:2]");
     // several indexes are an ensemble for trak only; methods the index cannot serve
     char two[9000];
     snprintf(two, sizeof two, "%s,%s", ix, ix);

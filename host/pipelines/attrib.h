@@ -13,6 +13,7 @@
 #include "models/model.h"
 #include "sched/reader.h"
 #include "sched/stage.h"
+#include "sched/topk.h"
 #include "store/store.h"
 
 typedef struct {
@@ -138,6 +139,8 @@ void attrib_qbatch_free(infl_ctx *ctx, attrib_qbatch *q);  // accepts a zeroed o
 infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res);
 // An empty result for M queries and k per query (infl_rank_result_free); NULL when out of memory.
 infl_rank_result *attrib_result_new(int M, int k);
+// Fills res's top and bottom entries (top per query, res->k = how many) from tk.
+void attrib_result_topk(infl_rank_result *res, const infl_topk *tk, int top);
 void attrib_choose_paths(attrib *a);
 infl_status attrib_score_layer(infl_ctx *ctx, attrib *a, int c, int l, int b, int rows_only);
 infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only);

@@ -303,6 +303,37 @@ static infl_status ix_pick(infl_ctx *ctx, const infl_rank_options *o, ix_file *f
     return INFL_OK;
 }
 
+// The options that open file f's run as attrib_open wants it: the run (o->run for the first
+// file when given, else the index's own, resolved beside the index), the indexed training
+// data, and the index's checkpoints used (method trak lists them whatever their lr).
+typedef struct {
+    infl_rank_options ro;
+    char run[4096], names[4096];
+} ix_runopts;
+
+static void ix_run_options(const ix_state *s, const ix_file *f, int first, ix_runopts *r) {
+    const infl_rank_options *o = s->o;
+    const infl_index_info *in = f->in;
+    store_resolve_beside(first && o->run && *o->run ? o->run : in->run, store_index_path(f->r), r->run, sizeof r->run);
+    r->names[0] = 0;
+    for (int c = 0; c < f->nck && strlen(r->names) < sizeof r->names - 40; c++)
+        snprintf(r->names + strlen(r->names), sizeof r->names - strlen(r->names), "%s%s", c ? "," : "",
+                 in->ck[f->ck[c]].name);
+    r->ro = *o;
+    r->ro.run = r->run;
+    r->ro.train = in->data;
+    r->ro.method = INFL_METHOD_TRAK;
+    r->ro.checkpoints = r->names;
+    r->ro.index = NULL;
+    r->ro.factors = NULL;
+}
+
+static infl_projection ix_kind(const infl_index_info *in) {
+    return !strcmp(in->projection, "kron")       ? INFL_PROJ_KRON
+           : !strcmp(in->projection, "gaussian") ? INFL_PROJ_GAUSSIAN
+                                                 : INFL_PROJ_RADEMACHER;
+}
+
 // Opens file f's run and projects the queries with the index's projection: the query side
 // psi of every checkpoint (after the kernels of trak and if). first: fills res's queries.
 static infl_status ix_queries(ix_state *s, ix_file *f, int first, infl_rank_result **resp) {
@@ -312,19 +343,11 @@ static infl_status ix_queries(ix_state *s, ix_file *f, int first, infl_rank_resu
     const infl_index_info *in = f->in;
     const char *path = store_index_path(f->r);
     infl_status rc = INFL_OK;
-    char run[4096], names[4096] = "";
-    store_resolve_beside(first && o->run && *o->run ? o->run : in->run, path, run, sizeof run);
-    for (int c = 0; c < f->nck && strlen(names) < sizeof names - 40; c++)
-        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", c ? "," : "", in->ck[f->ck[c]].name);
-    infl_rank_options ro = *o;
-    ro.run = run;
-    ro.train = in->data;
-    ro.method = INFL_METHOD_TRAK;
-    ro.checkpoints = names;
-    ro.index = NULL;
-    ro.factors = NULL;
+    ix_runopts ro;
+    ix_run_options(s, f, first, &ro);
+    const char *run = ro.run;
     attrib a;
-    FORWARD_IF_ERROR(attrib_open(ctx, &a, &ro, 1));
+    FORWARD_IF_ERROR(attrib_open(ctx, &a, &ro.ro, 1));
     infl_proj *p = NULL;
     infl_model_work *qw = NULL;
     attrib_qbatch qb = {0};
@@ -354,9 +377,7 @@ static infl_status ix_queries(ix_state *s, ix_file *f, int first, infl_rank_resu
                 "retrained): make the index again (infl index --run %s)",
                 path, run, in->ck[f->ck[c]].name, run);
     }
-    infl_projection kind = !strcmp(in->projection, "kron")       ? INFL_PROJ_KRON
-                           : !strcmp(in->projection, "gaussian") ? INFL_PROJ_GAUSSIAN
-                                                                 : INFL_PROJ_RADEMACHER;
+    infl_projection kind = ix_kind(in);
     int rows = a.tokens ? a.RQ : M;
     CHECK(proj_create(ctx, a.m, kind, in->k, in->kron_out, in->kron_in, in->seed, M, rows > M ? rows : M, &p));
     GOTO_IF(ctx, proj_dim(p) != k, INFL_E_FORMAT, "%s: dim %d, but its projection of %s gives %d", path, k, run,
@@ -565,27 +586,17 @@ static infl_status ix_token_shares(ix_state *s, infl_rank_result *res) {
     for (int i = 0; i < s->nf && rc == INFL_OK; i++) {
         ix_file *f = &s->f[i];
         const infl_index_info *in = f->in;
-        char run[4096], names[4096] = "";
-        store_resolve_beside(i == 0 && o->run && *o->run ? o->run : in->run, store_index_path(f->r), run, sizeof run);
-        for (int c = 0; c < f->nck && strlen(names) < sizeof names - 40; c++)
-            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", c ? "," : "", in->ck[f->ck[c]].name);
-        infl_rank_options ro = *o;
-        ro.run = run;
-        ro.train = in->data;
-        ro.method = INFL_METHOD_TRAK;
-        ro.checkpoints = names;
-        ro.index = NULL;
+        ix_runopts ro;
+        ix_run_options(s, f, i == 0, &ro);
         attrib a;
-        FORWARD_IF_ERROR(attrib_open(ctx, &a, &ro, 0));
+        FORWARD_IF_ERROR(attrib_open(ctx, &a, &ro.ro, 0));
         int T = a.ctxT, kk = in->k;
         infl_proj *p = NULL;
         infl_model_work *w = NULL;
         int32_t *tok = malloc((size_t)T * sizeof(int32_t)), *ident = malloc((size_t)(T + 1) * sizeof(int32_t));
         float *hrow = malloc((size_t)T * M * sizeof(float)), *hphi = malloc((size_t)T * kk * sizeof(float));
         float *phi = NULL, *St = NULL;
-        infl_projection kind = !strcmp(in->projection, "kron")       ? INFL_PROJ_KRON
-                               : !strcmp(in->projection, "gaussian") ? INFL_PROJ_GAUSSIAN
-                                                                     : INFL_PROJ_RADEMACHER;
+        infl_projection kind = ix_kind(in);
         const int64_t begin = store_split_info(a.train)->begin;
         GOTO_IF(ctx, !tok || !ident || !hrow || !hphi, INFL_E_NOMEM, "out of memory for token shares");
         for (int t = 0; t <= T; t++) ident[t] = t;
@@ -686,12 +697,7 @@ infl_status index_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_f
         infl_progress(ctx, "rank", (uint64_t)(r0 + n), (uint64_t)s.N, infl_method_name(o->method));
     }
     res->seconds_score = infl_now() - t1;
-    for (int q = 0; q < M; q++) {
-        int cnt;
-        infl_topk_get(tk, q, res->top_index + (size_t)q * o->top, res->top_score + (size_t)q * o->top,
-                      res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
-        res->k = cnt;
-    }
+    attrib_result_topk(res, tk, o->top);
     if (o->token_shares) CHECK(ix_token_shares(&s, res));
     if (scw) {
         CHECK(store_scores_write_topk(ctx, scw, res->top_index, res->top_score, res->bottom_index, res->bottom_score));

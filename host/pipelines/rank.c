@@ -302,6 +302,15 @@ infl_rank_result *attrib_result_new(int M, int k) {
     return r;
 }
 
+void attrib_result_topk(infl_rank_result *res, const infl_topk *tk, int top) {
+    for (int q = 0; q < res->M; q++) {
+        int cnt;
+        infl_topk_get(tk, q, res->top_index + (size_t)q * top, res->top_score + (size_t)q * top,
+                      res->bottom_index + (size_t)q * top, res->bottom_score + (size_t)q * top, &cnt);
+        res->k = cnt;
+    }
+}
+
 void infl_rank_result_free(infl_rank_result *r) {
     if (!r) return;
     free(r->top_index);
@@ -525,12 +534,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         CHECK(attrib_rank_candidates(ctx, &a, cand, k2, res));
         res->seconds_rerank = infl_now() - t2;
     } else {
-        for (int q = 0; q < M; q++) {
-            int cnt;
-            infl_topk_get(tk, q, res->top_index + (size_t)q * o->top, res->top_score + (size_t)q * o->top,
-                          res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
-            res->k = cnt;
-        }
+        attrib_result_topk(res, tk, o->top);
     }
     if (a.tokens) {
         res->query_prompt = calloc((size_t)M, sizeof(char *));
