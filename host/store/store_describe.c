@@ -107,31 +107,58 @@ static void tree_attrs(lines *ls, hid_t obj, int depth) {
 typedef struct {
     lines ls;
     infl_ctx *ctx;
-    haddr_t *seen;  // (nseen) object addresses already shown
-    char **seen_at; // (nseen) the path each was shown at
-    int nseen, cap;
-    int stopped;    // cancelled
+    haddr_t *seen;   // (nseen) object addresses already shown
+    char **seen_at;  // (nseen) the path each was shown at
+    int nseen;
+    int *slot;       // (nslot, a power of two) open-addressing hash of seen: index + 1, 0 empty
+    int nslot;
+    int stopped;     // 1 cancelled, 2 out of memory
 } tree_walk;
 
-// The path `addr` was first shown at, or NULL; records it at `cpath` when new.
-static const char *tree_seen(tree_walk *w, haddr_t addr, const char *cpath) {
-    for (int i = 0; i < w->nseen; i++)
-        if (w->seen[i] == addr) return w->seen_at[i];
-    if (w->nseen == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 64;
-        haddr_t *a = realloc(w->seen, (size_t)cap * sizeof *a);
+static size_t addr_hash(haddr_t a, int nslot) {
+    uint64_t h = (uint64_t)a * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (size_t)(nslot - 1);
+}
+
+// Whether `addr` was shown before: 1 (*first gets the path it was shown at), or 0 and
+// it is recorded as shown at cpath; -1 out of memory.
+static int tree_visit(tree_walk *w, haddr_t addr, const char *cpath, const char **first) {
+    if (w->nslot) {
+        for (size_t i = addr_hash(addr, w->nslot); w->slot[i]; i = (i + 1) & (size_t)(w->nslot - 1))
+            if (w->seen[w->slot[i] - 1] == addr) {
+                *first = w->seen_at[w->slot[i] - 1];
+                return 1;
+            }
+    }
+    if (2 * (w->nseen + 1) > w->nslot) {  // grow: at most half full
+        int ns = w->nslot ? 2 * w->nslot : 256;
+        int *sl = calloc((size_t)ns, sizeof *sl);
+        haddr_t *a = realloc(w->seen, (size_t)ns / 2 * sizeof *a);
         if (a) w->seen = a;
-        char **p = realloc(w->seen_at, (size_t)cap * sizeof *p);
+        char **p = realloc(w->seen_at, (size_t)ns / 2 * sizeof *p);
         if (p) w->seen_at = p;
-        if (!a || !p) return NULL;
-        w->cap = cap;
+        if (!sl || !a || !p) {
+            free(sl);
+            return -1;
+        }
+        for (int j = 0; j < w->nseen; j++) {
+            size_t i = addr_hash(w->seen[j], ns);
+            while (sl[i]) i = (i + 1) & (size_t)(ns - 1);
+            sl[i] = j + 1;
+        }
+        free(w->slot);
+        w->slot = sl;
+        w->nslot = ns;
     }
     char *c = malloc(strlen(cpath) + 1);
-    if (!c) return NULL;
+    if (!c) return -1;
     strcpy(c, cpath);
+    size_t i = addr_hash(addr, w->nslot);
+    while (w->slot[i]) i = (i + 1) & (size_t)(w->nslot - 1);
     w->seen[w->nseen] = addr;
-    w->seen_at[w->nseen++] = c;
-    return NULL;
+    w->seen_at[w->nseen] = c;
+    w->slot[i] = ++w->nseen;
+    return 0;
 }
 
 // "soft link to /a/b (not followed)", "external link to f.h5:/x (not followed)".
@@ -183,8 +210,13 @@ static void tree_group(tree_walk *w, hid_t g, const char *gpath, int depth) {
             add_line(ls, left, desc);
             continue;
         }
-        const char *first = tree_seen(w, li.u.address, cpath);
-        if (first) {
+        const char *first = NULL;
+        int seen = tree_visit(w, li.u.address, cpath, &first);
+        if (seen < 0) {
+            w->stopped = 2;
+            break;
+        }
+        if (seen) {
             snprintf(desc, sizeof desc, "hard link to %.500s (shown there)", first);
             add_line(ls, left, desc);
             continue;
@@ -217,14 +249,16 @@ static void tree_group(tree_walk *w, hid_t g, const char *gpath, int depth) {
     h5u_list_free(names, n);
 }
 
-// Prints the tree; INFL_E_INTERRUPTED when the cancel flag stopped the walk.
+// Prints the tree; INFL_E_INTERRUPTED when the cancel flag stopped the walk (then nothing
+// is printed).
 static infl_status print_tree(infl_ctx *ctx, FILE *out, hid_t file) {
     tree_walk w = {.ctx = ctx};
     add_line(&w.ls, "/", "group");
     tree_attrs(&w.ls, file, 0);
     H5O_info_t oi;
-    if (H5Oget_info2(file, &oi, H5O_INFO_BASIC) >= 0) tree_seen(&w, oi.addr, "/");
-    tree_group(&w, file, "/", 1);
+    const char *first;
+    if (H5Oget_info2(file, &oi, H5O_INFO_BASIC) >= 0 && tree_visit(&w, oi.addr, "/", &first) < 0) w.stopped = 2;
+    if (!w.stopped) tree_group(&w, file, "/", 1);
     lines *ls = &w.ls;
     int wd = 0;
     for (int i = 0; i < ls->n; i++) {
@@ -242,6 +276,8 @@ static infl_status print_tree(infl_ctx *ctx, FILE *out, hid_t file) {
     for (int i = 0; i < w.nseen; i++) free(w.seen_at[i]);
     free(w.seen);
     free(w.seen_at);
+    free(w.slot);
+    RETURN_IF(ctx, w.stopped == 2, INFL_E_NOMEM, "out of memory listing the file's objects");
     RETURN_IF(ctx, w.stopped, INFL_E_INTERRUPTED, "interrupted");
     return INFL_OK;
 }
