@@ -278,6 +278,9 @@ typedef struct {
                                     (LDS); 0 = all */
     uint64_t subset_seed;
     int subset_draw;
+    const int64_t *exclude;      /* rows (gpt: documents) of the split left out, absolute within it, ascending
+                                    (infl debug); recorded in the run as /train_excluded. NULL: none */
+    int64_t nexclude;
     int force;                   /* overwrite an existing output */
     /* gpt (infl_train_options_gpt_default): its architecture and AdamW. lr, weight_decay
      * (decoupled, matrices and embeddings only), schedule, epochs, batch (documents per
@@ -484,6 +487,15 @@ typedef struct {
                                  projected Fisher, exact per layer block: LoGra's preconditioning). Several files
                                  (indexes of independently trained runs of one training set) are TRAK's ensemble.
                                  run may then be NULL: each index names its run */
+    /* FastIF (Guo et al. 2020) */
+    int prefilter_knn;        /* models of feature rows (an mlp run): K > 0 scores each query only against its K
+                                 nearest training examples by squared Euclidean distance in the knn_features
+                                 space (exact k-NN, one GEMM per sub-batch of the streamed split) */
+    int knn_features;         /* 0: the inputs x (default); 1: the penultimate activations (the last layer's
+                                 inputs) at the method's last checkpoint */
+    const int64_t *query_rows;/* optional (nquery_rows > 0): the queries are these rows of `query`'s range, in
+                                 this order, instead of all of it (infl debug's misclassified examples) */
+    int nquery_rows;
 } infl_rank_options;
 
 /* Returns the defaults documented above. */
@@ -528,6 +540,9 @@ typedef struct {
     char **query_completion;  /* (M) the completion measured (given, greedy, or the document's text) */
     infl_token_shares *top_shares;    /* (M, k) with token_shares: the proponents' per-token shares; else NULL */
     infl_token_shares *bottom_shares; /* (M, k) the opponents' */
+    double seconds_prefilter; /* --prefilter: finding the candidates (part of seconds_score) */
+    int64_t candidates;       /* --prefilter, --rerank: distinct training examples scored (the union of the
+                                 queries' candidates); else N */
     int layer_paths;          /* layers below, for the record: 1 = scored by forming per-document gradients, */
     int *layer_path;          /* (layer_paths) 0 = by the token-pair (ghost) or per-token contraction form */
 } infl_rank_result;
@@ -667,6 +682,55 @@ typedef struct {
  * interrupted call resumes, and a larger `models` extends a finished state. */
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *opts, infl_lds_result **out);
 void infl_lds_result_free(infl_lds_result *r);  /* accepts NULL */
+
+// ---- model debugging (FastIF, Guo et al. 2020) ----
+
+typedef struct {
+    infl_rank_options rank;   /* the run, its train data, the method and its settings (infl_rank_options_default;
+                                 rank.query and rank.top are set here) */
+    const char *val;          /* validation split, e.g. "fmnist.h5:/test[0:2000]": the misclassified examples
+                                 are chosen here; required */
+    const char *test;         /* the split accuracy is reported on; NULL: val's whole split */
+    int fix;                  /* M: the first M misclassified validation examples; default 100 */
+    int per_example;          /* opponents removed per example (the k most negative scores; only negative ones);
+                                 default 10 */
+    int random;               /* controls: as many random training rows removed, each seed a model; default 3 */
+    uint64_t seed;            /* the random controls' rows; default 0 (retraining uses the run's own seed) */
+    int epochs;               /* 0: the run's recorded training options (train_epochs), else this */
+    const char *keep_prefix;  /* NULL: retrained runs are deleted; else kept as PREFIX-removed.h5 and
+                                 PREFIX-random-S.h5 (S = 0, 1, ...) */
+    int force;                /* overwrite kept runs */
+} infl_debug_options;
+
+infl_debug_options infl_debug_options_default(void);
+
+typedef struct {
+    int64_t val_n;            /* validation examples */
+    int64_t val_wrong;        /* of which the run's final model misclassifies */
+    int M;                    /* misclassified examples fixed (min(fix, val_wrong)) */
+    int64_t *fixed;           /* (M) their rows within val's range (row 0 = its first) */
+    int64_t nremoved;         /* training rows removed: the union of their opponents */
+    int64_t *removed;         /* (nremoved) ascending, rows within the train split */
+    double before_fixed;      /* accuracy on the M examples: the run (0 by construction), */
+    double after_fixed;       /*   after retraining without the opponents */
+    double before_test, after_test;  /* accuracy on the test split */
+    int nrandom;
+    double *random_fixed;     /* (nrandom) the controls: as many random rows removed */
+    double *random_test;      /* (nrandom) */
+    double seconds_rank, seconds_train;
+    char test[4400];          /* the test split's reference (val's whole split when none was given) */
+} infl_debug_result;
+
+/* Model debugging (FastIF's experiment, Guo et al. 2020): takes the first M examples of
+ * the validation split the run's final model misclassifies, ranks the training data for
+ * them with the options' method, removes the union of their k strongest opponents (the
+ * most negative scores: removing an opponent is predicted to lower the example's loss),
+ * retrains the model with the run's recorded training options and seed, and reports the
+ * accuracy on the M examples and on the test split, before and after, beside controls
+ * that remove as many random training rows (one model per seed). MLP runs of class
+ * labels only. *out is the caller's (infl_debug_result_free). */
+infl_status infl_debug(infl_ctx *ctx, const infl_debug_options *o, infl_debug_result **out);
+void infl_debug_result_free(infl_debug_result *r);  /* accepts NULL */
 
 // ---- comparing two methods ----
 

@@ -417,6 +417,7 @@ static const struct {
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
     {"index", cmd_index, "project every training example's gradient once (TRAK, LoGra), for rank --index"},
     {"lds", cmd_lds, "linear datamodeling score of methods' scores, by retraining on subsets"},
+    {"debug", cmd_debug, "remove the opponents of misclassified examples, retrain, compare with random removal"},
     {"compare", cmd_compare, "how two scores files agree: Pearson, Spearman, top-k overlap per query"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
     {"synth", cmd_synth, "write a synthetic class-structured dataset of any size"},

@@ -3,6 +3,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cliutil.h"
+#include "core/internal.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -198,4 +199,12 @@ void put_csv(FILE *f, const char *v) {
         fputc(*p, f);
     }
     fputc('"', f);
+}
+
+infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
+    for (int i = 0; i < n; i++) {
+        char tmp[4200];
+        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
+    }
+    return INFL_OK;
 }

@@ -64,6 +64,9 @@ void cli_signals_restore(void);
         if (r_ == 2) return 2;                                                 \
     } while (0)
 
+// Refuses existing outputs (NULL entries skipped) before the work, not after it.
+infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force);
+
 // The commands of cmd_attrib.c.
 int cmd_rank(int argc, char **argv);
 int cmd_self(int argc, char **argv);
@@ -75,6 +78,8 @@ int cmd_index(int argc, char **argv);
 // cmd_lds.c
 int cmd_lds(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+// cmd_debug.c
+int cmd_debug(int argc, char **argv);
 // cmd_bench.c
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -13,46 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attrib_args.h"
 #include "cliutil.h"
 #include "cmd_rank_lm.h"
 #include "core/internal.h"
 #include "render.h"
 #include "store/store.h"
 
-// ---- options shared by rank, self and loo ----
+// ---- options shared by rank, self, loo and debug (attrib_args.h) ----
 
-typedef struct {
-    infl_rank_options o;
-    const char *method, *hessian, *solver, *damping;
-    double shard_mb;
-} attrib_args;
-
-#define ATTRIB_OPTS(A)                                                                                                 \
-    {"run", 0, ARG_STR, &(A).o.run, "FILE", "the run file (required)"},                                                \
-        {"train", 0, ARG_STR, &(A).o.train, "FILE:/split", "training data (default: the data the run was trained on)"}, \
-        {"checkpoint", 0, ARG_STR, &(A).o.checkpoint, "NAME", "graddot, gradcos, if: final (default), a name or step; ekfac: the factors' own"},  \
-        {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
-        {"hessian", 0, ARG_STR, &(A).hessian, "H", "if: exact (R-operator, default) or ggn (Gauss-Newton)"},            \
-        {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
-        {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
-         "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
-         "0.1 x mean eigenvalue per layer) or a value; trak, if with --index: auto, auto:F (F x mean eigenvalue) "     \
-         "or a value"},                                                             \
-        {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
-        {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
-        {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
-        {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)"},                           \
-        {"lissa-depth", 0, ARG_INT, &(A).o.lissa_depth, "N", "lissa: recursion depth (default 1000)"},                   \
-        {"lissa-scale", 0, ARG_DOUBLE, &(A).o.lissa_scale, "S", "lissa: scale, above H's largest eigenvalue (default 10)"}, \
-        {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)"},                 \
-        {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
-        {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
-        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"},             \
-        {"index", 0, ARG_STR, &(A).o.index, "FILE[,FILE]",                                                           \
-         "score from gradient indexes (infl index): graddot, gradcos, tracin, trak, if; several: TRAK's ensemble"}
-
-// Resolves the text options into the enum fields. Returns 0 or a usage exit code.
-static int resolve(attrib_args *A, const char *cmd) {
+int attrib_args_resolve(attrib_args *A, const char *cmd) {
     infl_rank_options *o = &A->o;
     if (!o->run && !o->index) return usage_error(cmd, "no run file (--run run.h5) or index (--index index.h5)");
     if (A->method) {
@@ -163,15 +133,6 @@ static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
     store_split_class_name(s, c, name, sizeof name);
     if (name[0]) snprintf(buf, size, "%s", name);
     else snprintf(buf, size, "%d", (int)c);
-}
-
-// Refuses existing outputs (NULL entries skipped) before the work, not after it.
-static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
-    for (int i = 0; i < n; i++) {
-        char tmp[4200];
-        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
-    }
-    return INFL_OK;
 }
 
 // ---- rank ----
@@ -329,7 +290,7 @@ int cmd_rank(int argc, char **argv) {
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
-               *queries = NULL, *prefilter = NULL;
+               *queries = NULL, *prefilter = NULL, *knn_features = NULL;
     int spans = 0;
     A.o.complete_tokens = 20;
     const cli_opt opts[] = {
@@ -344,8 +305,11 @@ int cmd_rank(int argc, char **argv) {
         {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
         {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
         {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
-        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K",
-         "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
+        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K|knn:K",
+         "score each query only against its K candidates: bm25 (gpt) the most similar training documents by BM25 "
+         "over tokens; knn (mlp, FastIF) the nearest training rows by squared Euclidean distance"},
+        {"knn-features", 0, ARG_STR, &knn_features, "F",
+         "--prefilter knn's space: inputs (default) or penultimate (the last layer's inputs at the checkpoint)"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
          "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
         {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
@@ -375,7 +339,7 @@ int cmd_rank(int argc, char **argv) {
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query && !prompt && !queries)
         return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end], or --prompt TEXT for a gpt)");
@@ -384,10 +348,17 @@ int cmd_rank(int argc, char **argv) {
     if (completion && !prompt) return usage_error(spec.cmd, "--completion goes with --prompt");
     if (prefilter) {
         char *end = NULL;
-        long k = strncmp(prefilter, "bm25:", 5) == 0 ? strtol(prefilter + 5, &end, 10) : -1;
-        if (k < 1 || k > 1 << 30 || !end || *end)
-            return usage_error(spec.cmd, "--prefilter: expected bm25:K with K >= 1 (e.g. bm25:500)");
-        A.o.prefilter_bm25 = (int)k;
+        int bm25 = strncmp(prefilter, "bm25:", 5) == 0, knn = strncmp(prefilter, "knn:", 4) == 0;
+        long k = bm25 || knn ? strtol(prefilter + (bm25 ? 5 : 4), &end, 10) : -1;
+        if (k < 1 || k > 1 << 30 || !end || *end || end == prefilter + (bm25 ? 5 : 4))
+            return usage_error(spec.cmd, "--prefilter: expected bm25:K or knn:K with K >= 1 (e.g. knn:1000)");
+        *(bm25 ? &A.o.prefilter_bm25 : &A.o.prefilter_knn) = (int)k;
+    }
+    if (knn_features) {
+        if (!A.o.prefilter_knn) return usage_error(spec.cmd, "--knn-features goes with --prefilter knn:K");
+        if (strcmp(knn_features, "inputs") && strcmp(knn_features, "penultimate"))
+            return usage_error(spec.cmd, "--knn-features: expected inputs or penultimate");
+        A.o.knn_features = strcmp(knn_features, "penultimate") == 0;
     }
     if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
     if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
@@ -498,8 +469,14 @@ int cmd_rank(int argc, char **argv) {
                 else st = row_label(ctx, train, idx, ri->x, ri->label, sizeof ri->label);
             }
     if (st == INFL_OK) {
-        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
+        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring",
                infl_method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+        if (A.o.prefilter_knn)
+            printf(" (of which %.2f s the k-NN search; each query's %d nearest by its %s, %" PRId64
+                   " distinct candidates scored)",
+                   r->seconds_prefilter, A.o.prefilter_knn, A.o.knn_features ? "penultimate activations" : "inputs",
+                   r->candidates);
+        printf("\n");
         if (r->layers > 0) {
             printf("curvature per layer: damping");
             for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_damping[l]);
@@ -567,7 +544,7 @@ int cmd_self(int argc, char **argv) {
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (top < 0) return usage_error(spec.cmd, "--top: expected 0 or more");
     if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
@@ -678,7 +655,7 @@ int cmd_loo(int argc, char **argv) {
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     A.method = "if";
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
     infl_ctx *ctx = open_ctx(&c);

@@ -225,7 +225,7 @@ infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spe
     infl_status rc = cvx_open(&c, ctx, split, spec, o);
     c.exclude = exclude;
     c.nexclude = nexclude;
-    if (rc == INFL_OK && o->subset && o->subset->subset_fraction > 0) {
+    if (rc == INFL_OK && o->subset && infl_subset_active(o->subset)) {
         c.subset = o->subset;
         int64_t kept = 0, b0 = store_split_info(split)->begin;
         for (int64_t i = 0; i < c.n; i++) kept += infl_subset_keeps(o->subset, b0 + i);

@@ -44,7 +44,7 @@ infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, i
     *n_used = 0;
     for (int64_t row0 = 0; row0 < n; row0 += S) {
         int64_t len = row0 + S <= n ? S : n - row0, kept = len;
-        if (o->subset_fraction > 0) {
+        if (infl_subset_active(o)) {
             kept = 0;
             for (int64_t r = 0; r < len; r++) kept += infl_subset_keeps(o, begin + row0 + r);
         }
@@ -58,7 +58,7 @@ infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, i
 
 int64_t infl_subset_compact(const infl_train_options *o, int64_t index0, int64_t len, int narrays,
                             void *const *arrays, const size_t *row_bytes) {
-    if (!(o->subset_fraction > 0)) return len;
+    if (!infl_subset_active(o)) return len;
     int64_t m = 0;
     for (int64_t r = 0; r < len; r++) {
         if (!infl_subset_keeps(o, index0 + r)) continue;

@@ -78,8 +78,22 @@ infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *spli
 // ---- convex optimiser (L = 1), float64 ----
 
 // Whether row `index` of a split (absolute within the split) is in the seeded subset
-// of the training options (always when subset_fraction is 0).
+// of the training options (always when subset_fraction is 0) and not excluded.
+// Whether the options train on part of the split only: a seeded subset or excluded rows.
+static inline int infl_subset_active(const infl_train_options *o) {
+    return o->subset_fraction > 0 || o->nexclude > 0;
+}
 static inline int infl_subset_keeps(const infl_train_options *o, int64_t index) {
+    if (o->nexclude > 0) {
+        // the excluded rows (ascending): a binary search
+        int64_t lo = 0, hi = o->nexclude;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (o->exclude[mid] < index) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo < o->nexclude && o->exclude[lo] == index) return 0;
+    }
     return !(o->subset_fraction > 0) ||
            infl_rng_uniform(o->subset_seed, INFL_RNG_SUBSET, (uint64_t)index, (uint32_t)o->subset_draw) <
                o->subset_fraction;

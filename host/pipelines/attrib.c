@@ -230,6 +230,15 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
         GOTO_IF(ctx, qi->n > 100000, INFL_E_ARG,
                 "%" PRId64 " queries at once; rank at most 100000 (run several ranges)", qi->n);
         a->M = (int)qi->n;
+        if (o->nquery_rows > 0) {
+            // a list of the range's rows (infl debug's misclassified examples)
+            GOTO_IF(ctx, a->tokens || !o->query_rows, INFL_E_ARG, "query rows: a list of rows serves mlp runs");
+            for (int q = 0; q < o->nquery_rows; q++)
+                GOTO_IF(ctx, o->query_rows[q] < 0 || o->query_rows[q] >= qi->n, INFL_E_ARG,
+                        "query row %" PRId64 " is outside %s (rows 0 to %" PRId64 ")", o->query_rows[q], o->query,
+                        qi->n - 1);
+            a->M = o->nquery_rows;
+        }
     }
     // every checkpoint's weights resident on the backend: each shard is read once
     a->Wd = calloc((size_t)a->nck, sizeof(float *));
@@ -344,6 +353,27 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     return INFL_OK;
 }
 
+infl_status attrib_read_rows(infl_ctx *ctx, attrib *a, infl_split *split, const int64_t *rows, int64_t n, float *x,
+                             int32_t *y, float *yf) {
+    int64_t kt = a->Kt;
+    for (int64_t i = 0; i < n;) {
+        // a run of consecutive rows is one read
+        int64_t j = i + 1;
+        while (j < n && rows[j] == rows[j - 1] + 1) j++;
+        FORWARD_IF_ERROR(store_split_read(ctx, split, rows[i], j - i, x + (size_t)i * a->D, y ? y + i : NULL,
+                                          yf ? yf + (size_t)i * kt : NULL));
+        if (y) FORWARD_IF_ERROR(infl_model_check_labels(ctx, a->m, split, y + i, rows[i], j - i));
+        i = j;
+    }
+    return INFL_OK;
+}
+
+infl_status attrib_read_queries(infl_ctx *ctx, attrib *a, float *x, int32_t *y, float *yf) {
+    if (a->o->nquery_rows > 0) return attrib_read_rows(ctx, a, a->query, a->o->query_rows, a->M, x, y, yf);
+    FORWARD_IF_ERROR(store_split_read(ctx, a->query, 0, a->M, x, y, yf));
+    return y ? infl_model_check_labels(ctx, a->m, a->query, y, 0, a->M) : INFL_OK;
+}
+
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
     return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
 }
@@ -427,6 +457,10 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "gen_tokens", (double)o->complete_tokens));
     }
     if (o->prefilter_bm25) FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "prefilter_bm25", (double)o->prefilter_bm25));
+    if (o->prefilter_knn) {
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "prefilter_knn", (double)o->prefilter_knn));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "knn_features", o->knn_features ? "penultimate" : "inputs"));
+    }
     if (o->rerank) FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "rerank", (double)o->rerank));
     FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "infl_version_string", INFL_VERSION_STRING));
     for (int c = 0; c < a->nck && strlen(buf) < sizeof buf - 40; c++)

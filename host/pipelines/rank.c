@@ -66,8 +66,7 @@ infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q) {
         GOTO_NOMEM_IF(!q->hy);
         CHECK(be->alloc(ctx, (size_t)M * sizeof(int32_t), (void **)&q->qy));
     }
-    CHECK(store_split_read(ctx, a->query, 0, M, hx, q->hy, q->hyf));
-    if (q->hy) CHECK(infl_model_check_labels(ctx, a->m, a->query, q->hy, 0, M));
+    CHECK(attrib_read_queries(ctx, a, hx, q->hy, q->hyf));
     CHECK(infl_be_alloc_f(ctx, &q->qX, (size_t)M * a->D, "the queries"));
     CHECK(be->upload(ctx, q->qX, hx, (size_t)M * a->D * sizeof(float)));
     if (q->hy) CHECK(be->upload(ctx, q->qy, q->hy, (size_t)M * sizeof(int32_t)));
@@ -408,15 +407,19 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     *out = NULL;
     RETURN_IF(ctx, o->top < 1, INFL_E_ARG, "--top: expected at least 1, got %d", o->top);
     if (o->index && *o->index) return index_rank(ctx, o, block, user, out);
-    RETURN_IF(ctx, o->prefilter_bm25 < 0 || o->rerank < 0, INFL_E_ARG, "--prefilter bm25:K and --rerank K: expected K >= 1");
-    RETURN_IF(ctx, o->prefilter_bm25 && o->rerank, INFL_E_ARG, "give --prefilter or --rerank, not both");
-    RETURN_IF(ctx, (o->prefilter_bm25 || o->rerank) && o->save_scores, INFL_E_ARG,
-              "--save-scores writes every document's score; with --prefilter or --rerank only the candidates have one");
+    // the candidates per query of a prefilter (bm25 or knn), 0 for none
+    const int pre = o->prefilter_bm25 ? o->prefilter_bm25 : o->prefilter_knn;
+    const char *pre_name = o->prefilter_bm25 ? "bm25" : "knn";
+    RETURN_IF(ctx, o->prefilter_bm25 < 0 || o->prefilter_knn < 0 || o->rerank < 0, INFL_E_ARG,
+              "--prefilter bm25:K or knn:K and --rerank K: expected K >= 1");
+    RETURN_IF(ctx, o->prefilter_bm25 && o->prefilter_knn, INFL_E_ARG, "give one --prefilter, bm25 or knn");
+    RETURN_IF(ctx, pre && o->rerank, INFL_E_ARG, "give --prefilter or --rerank, not both");
+    RETURN_IF(ctx, (pre || o->rerank) && o->save_scores, INFL_E_ARG,
+              "--save-scores writes every example's score; with --prefilter or --rerank only the candidates have one");
     RETURN_IF(ctx, o->rerank && o->query_rank < 1, INFL_E_ARG,
               "--rerank K rescored the best K at full rank after a pass at --query-rank r: give --query-rank");
-    RETURN_IF(ctx, (o->prefilter_bm25 && o->prefilter_bm25 < o->top) || (o->rerank && o->rerank < o->top), INFL_E_ARG,
-              "--top %d is more than the %d candidates of each query", o->top,
-              o->prefilter_bm25 ? o->prefilter_bm25 : o->rerank);
+    RETURN_IF(ctx, (pre && pre < o->top) || (o->rerank && o->rerank < o->top), INFL_E_ARG,
+              "--top %d is more than the %d candidates of each query", o->top, pre ? pre : o->rerank);
     attrib a;
     infl_status rc = attrib_open(ctx, &a, o, 1);
     if (rc < 0) return rc;
@@ -429,7 +432,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     int M = a.M;
     GOTO_IF(ctx, o->top > a.N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training examples", o->top, a.N);
     GOTO_IF(ctx, (o->rerank || o->prefilter_bm25) && !a.tokens, INFL_E_ARG,
-            "%s: --prefilter and --rerank choose among documents: they serve language models (a gpt run)", o->run);
+            "%s: --prefilter bm25 and --rerank choose among documents: they serve language models (a gpt run); an "
+            "mlp's rows take --prefilter knn:K",
+            o->run);
+    GOTO_IF(ctx, o->prefilter_knn && a.tokens, INFL_E_ARG,
+            "%s: --prefilter knn finds the nearest rows of an mlp run's features; for a gpt's documents use bm25:K",
+            o->run);
+    GOTO_IF(ctx, pre > a.N, INFL_E_ARG, "--prefilter %s:%d: expected 1 to %" PRId64 " (the training %s)", pre_name,
+            pre, a.N, a.tokens ? "documents" : "examples");
     res = attrib_result_new(M, o->top);
     GOTO_IF(ctx, !res, INFL_E_NOMEM, "out of memory for the results");
     res->N = a.N;
@@ -477,7 +487,8 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
 
     double t1 = infl_now();
     a.flops = 0;
-    if (!o->prefilter_bm25) {
+    res->candidates = a.N;
+    if (!pre) {
         // the train split streamed past (stage.h); the score download is the only synchronisation
         int64_t S = attrib_shard_rows(&a);
         hblock = malloc((size_t)M * S * sizeof(float));
@@ -502,14 +513,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         res->seconds_wait = wait_s;
         res->flops = a.flops;
     }
-    if (o->prefilter_bm25) {
-        // each query against its K most similar documents only
+    if (pre) {
+        // each query against its K candidates only: the most similar documents (bm25) or nearest rows (knn)
         double t2 = infl_now();
-        int K = o->prefilter_bm25;
-        cand = infl_malloc(ctx, (size_t)M * K * sizeof(int64_t), "candidates");
+        cand = infl_malloc(ctx, (size_t)M * pre * sizeof(int64_t), "candidates");
         GOTO_NOMEM_IF(!cand);
-        CHECK(attrib_bm25_candidates(ctx, &a, K, cand));
-        CHECK(attrib_rank_candidates(ctx, &a, cand, K, res));
+        CHECK(attrib_prefilter_candidates(ctx, &a, pre, cand));
+        res->seconds_prefilter = infl_now() - t2;
+        CHECK(attrib_rank_candidates(ctx, &a, cand, pre, res));
         res->seconds_score = infl_now() - t2;
     } else if (o->rerank) {
         // the best K of each side at rank r, again at full rank

@@ -209,6 +209,9 @@ infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_toke
 // Root attributes of a run being written (the training options, e.g. "train_lr").
 infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v);
 infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v);
+// Writes the int64 dataset /name [n] of a run being written (e.g. train_excluded, the
+// training rows left out).
+infl_status store_run_write_rows(infl_ctx *ctx, infl_runw *w, const char *name, const int64_t *rows, int64_t n);
 // Sets /checkpoints attribute `final` to the last checkpoint, closes, renames; frees w.
 infl_status store_run_commit(infl_ctx *ctx, infl_runw *w);
 void store_run_abort(infl_runw *w);  // accepts NULL
@@ -234,6 +237,11 @@ infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, i
 // checks every named tensor is there, float32 of its shape, and all finite.
 infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params);
 const char *store_run_path(const infl_run *r);
+// /model attribute seed: the seed the run was trained with.
+uint64_t store_run_seed(const infl_run *r);
+// Reads the int64 dataset /name [n] (store_run_write_rows) into *rows (malloc'd, the
+// caller's); absent: *rows NULL and *n 0.
+infl_status store_run_read_rows(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows, int64_t *n);
 // Optional root attributes: 1 and the value when present, 0 when absent.
 int store_run_get_f64(infl_run *r, const char *name, double *v);
 int store_run_get_str(infl_run *r, const char *name, char *buf, size_t size);

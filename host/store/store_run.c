@@ -233,6 +233,7 @@ struct infl_run {
     infl_tokenizer tok;    // gpt: /model/tokenizer
     char data[4096];
     char optimizer[64];
+    uint64_t seed;
     int n, final_idx;
     infl_ckpt_info *ck;  // (n), sorted by step
 };
@@ -309,6 +310,7 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     CHECK(h5u_attr_str(ctx, path, g, "/model", "optimizer", opt, sizeof opt));
     snprintf(r->optimizer, sizeof r->optimizer, "%s", opt);
     CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
+    r->seed = seed;
     if (infl_spec_check(ctx, sp) < 0) {
         infl_errprefix(ctx, "%s: /model", path);
         rc = INFL_E_FORMAT;
@@ -436,6 +438,7 @@ const infl_tokenizer *store_run_tokenizer(const infl_run *r) {
     return r->spec.kind == INFL_MODEL_GPT ? &r->tok : NULL;
 }
 const char *store_run_optimizer(const infl_run *r) { return r->optimizer; }
+uint64_t store_run_seed(const infl_run *r) { return r->seed; }
 int store_run_ncheckpoints(const infl_run *r) { return r ? r->n : 0; }
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i) {
     return r && i >= 0 && i < r->n ? &r->ck[i] : NULL;
@@ -617,4 +620,49 @@ int store_run_get_str(infl_run *r, const char *name, char *buf, size_t size) {
              h5u_attr_str(&scratch, r->path, r->file, "root", name, buf, size) == INFL_OK;
     h5u_unlock();
     return ok;
+}
+
+// ---- lists of rows (the training's excluded rows) ----
+
+infl_status store_run_write_rows(infl_ctx *ctx, infl_runw *w, const char *name, const int64_t *rows, int64_t n) {
+    h5u_lock();
+    infl_status rc = h5u_write_array(ctx, w->path, w->file, "", name, H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)n, 0,
+                                     rows);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_run_read_rows_impl(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows,
+                                            int64_t *n) {
+    *rows = NULL;
+    *n = 0;
+    int ty = h5u_obj_type(r->file, name);
+    if (ty == -1) return INFL_OK;
+    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: expected an int64 dataset", r->path, name);
+    hid_t d = H5Dopen2(r->file, name, H5P_DEFAULT);
+    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /%s: cannot open", r->path, name);
+    h5u_dinfo info;
+    infl_status rc = INFL_OK;
+    GOTO_IF(ctx, h5u_dset_info(d, &info) < 0 || info.rank != 1, INFL_E_FORMAT, "%s: /%s: expected rank 1", r->path,
+            name);
+    *n = (int64_t)info.dims[0];
+    *rows = infl_malloc(ctx, (size_t)(*n > 0 ? *n : 1) * sizeof(int64_t), "a list of rows");
+    GOTO_NOMEM_IF(!*rows);
+    GOTO_IF(ctx, *n > 0 && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *rows) < 0, INFL_E_FORMAT,
+            "%s: /%s: cannot read it as int64", r->path, name);
+done:
+    H5Dclose(d);
+    if (rc < 0) {
+        free(*rows);
+        *rows = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+infl_status store_run_read_rows(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows, int64_t *n) {
+    h5u_lock();
+    infl_status rc = store_run_read_rows_impl(ctx, r, name, rows, n);
+    h5u_unlock();
+    return rc;
 }
