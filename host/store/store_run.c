@@ -636,15 +636,17 @@ static infl_status store_run_read_rows_impl(infl_ctx *ctx, infl_run *r, const ch
                                             int64_t *n) {
     *rows = NULL;
     *n = 0;
-    int ty = h5u_obj_type(r->file, name);
-    if (ty == -1) return INFL_OK;
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: expected an int64 dataset", r->path, name);
-    hid_t d = H5Dopen2(r->file, name, H5P_DEFAULT);
-    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /%s: cannot open", r->path, name);
+    if (h5u_obj_type(r->file, name) == -1) return INFL_OK;
+    char where[300];
+    snprintf(where, sizeof where, "/%s", name);
+    hid_t d;
     h5u_dinfo info;
+    // read whole: its length is borne out by what the file stores and bounded by memory
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, r->path, r->file, name, where, "an int64 dataset [n]", H5P_DEFAULT,
+                                   h5u_mem_bytes(), &d, &info));
     infl_status rc = INFL_OK;
-    GOTO_IF(ctx, h5u_dset_info(d, &info) < 0 || info.rank != 1, INFL_E_FORMAT, "%s: /%s: expected rank 1", r->path,
-            name);
+    GOTO_IF(ctx, info.cls != H5T_INTEGER || info.size != 8 || info.rank != 1, INFL_E_FORMAT,
+            "%s: %s: expected an int64 dataset [n], found %s", r->path, where, info.desc);
     *n = (int64_t)info.dims[0];
     *rows = infl_malloc(ctx, (size_t)(*n > 0 ? *n : 1) * sizeof(int64_t), "a list of rows");
     GOTO_NOMEM_IF(!*rows);
@@ -663,6 +665,5 @@ done:
 infl_status store_run_read_rows(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows, int64_t *n) {
     h5u_lock();
     infl_status rc = store_run_read_rows_impl(ctx, r, name, rows, n);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
