@@ -188,7 +188,7 @@ static infl_status read_layers(infl_ctx *ctx, const char *path, hid_t file, infl
     *L = 0;
     int has = h5u_has_attr(file, "d_in");
     RETURN_IF(ctx, has < 0, INFL_E_FORMAT, "%s: cannot read the root attributes", path);
-    char what[64];
+    char what[128];
     if (!has) {
         int n = 0;
         FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, file, "root", "layers", 2, INFL_MAX_LAYERS + 1, din, &n));
