@@ -123,6 +123,14 @@ const char *infl_ctx_backend(const infl_ctx *ctx);
  * show; "" when the context was not created with "auto" or the build has no CUDA
  * backend. Static to the context; never NULL. Accepts NULL (returns ""). */
 const char *infl_ctx_backend_note(const infl_ctx *ctx);
+/* Returns what the library did on the caller's behalf that the caller may want to
+ * say, one line per note, each ending in '\n' — e.g. "removed stale temporary
+ * out.h5.tmp.4242 (process 4242 is gone)\n" when an output's temporary left by a
+ * killed run was cleaned up; "" when none. Notes accumulate until
+ * infl_ctx_clear_notes. Static to the context; never NULL. Accepts NULL. */
+const char *infl_ctx_notes(const infl_ctx *ctx);
+/* Forgets the notes (after showing them). Accepts NULL. */
+void infl_ctx_clear_notes(infl_ctx *ctx);
 /* Sets the progress callback (NULL to turn progress off). */
 void infl_ctx_set_progress(infl_ctx *ctx, infl_progress_fn fn, void *user);
 /* Sets a flag the library polls during long work; when *flag becomes non-zero the

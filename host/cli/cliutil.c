@@ -17,8 +17,16 @@
 static volatile sig_atomic_t g_interrupt;
 static volatile int g_cancel;
 
+// The first Ctrl-C or SIGTERM raises the cancel flag, which the library polls: the work
+// stops and leaves no output. A second one ends the process at once (the default
+// action), for work that does not poll; the temporary it leaves is removed by the
+// next run that writes the same output (infl_out_begin).
 static void on_sigint(int sig) {
-    (void)sig;
+    if (g_interrupt) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     g_interrupt = 1;
     g_cancel = 1;
 }
@@ -29,8 +37,24 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+void say_notes(common *c, infl_ctx *ctx) {
+    const char *notes = infl_ctx_notes(ctx);
+    if (!*notes) return;
+    if (!c->quiet) {
+        if (c->printed) fputs("\r\033[K", stderr);  // over the progress line, which the next update redraws
+        for (const char *p = notes; *p;) {
+            const char *nl = strchr(p, '\n');
+            int len = nl ? (int)(nl - p) : (int)strlen(p);
+            fprintf(stderr, "%s: %.*s\n", c->cmd, len, p);
+            p += len + (nl != NULL);
+        }
+    }
+    infl_ctx_clear_notes(ctx);
+}
+
 static void progress_cb(void *user, const char *what, uint64_t done, uint64_t total, const char *info) {
     common *c = user;
+    if (c->ctx) say_notes(c, c->ctx);
     double t = now_s();
     if (done < total && t - c->last_print < 0.2) return;
     c->last_print = t;
@@ -72,12 +96,15 @@ infl_ctx *open_ctx(common *c) {
     g_cancel = 0;
     g_interrupt = 0;
     infl_ctx_set_cancel(ctx, &g_cancel);
+    c->ctx = ctx;
     return ctx;
 }
 
 // Prints the failure of a library call and returns the exit code.
 int fail(common *c, infl_ctx *ctx, infl_status st) {
     if (c->printed) fputc('\n', stderr);
+    c->printed = 0;
+    say_notes(c, ctx);
     if (st == INFL_E_INTERRUPTED) {
         fprintf(stderr, "%s: interrupted; no output was written\n", c->cmd);
         return 130;
@@ -88,7 +115,9 @@ int fail(common *c, infl_ctx *ctx, infl_status st) {
 }
 
 int finish(common *c, infl_ctx *ctx, infl_status st) {
+    if (st == INFL_OK) say_notes(c, ctx);
     int rc = st == INFL_OK ? 0 : fail(c, ctx, st);
+    c->ctx = NULL;
     infl_ctx_free(ctx);
     return rc;
 }

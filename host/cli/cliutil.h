@@ -21,6 +21,7 @@ typedef struct {
     const char *cmd;
     double last_print;
     int printed;
+    infl_ctx *ctx;  // the context open_ctx made (its notes are said as progress is)
 } common;
 
 // A command's common options before parsing: nothing given.
@@ -39,7 +40,10 @@ typedef struct {
 // Creates the context the common options ask for, with progress and Ctrl-C wired;
 // prints the error and returns NULL on failure.
 infl_ctx *open_ctx(common *c);
-// Prints the failure of a library call and returns the exit code (1, or 130).
+// Prints the context's notes (infl_ctx_notes: e.g. a stale temporary removed), one
+// "CMD: note" line each on stderr unless --quiet, and clears them.
+void say_notes(common *c, infl_ctx *ctx);
+// Prints the failure of a library call (after the notes) and returns the exit code (1, or 130).
 int fail(common *c, infl_ctx *ctx, infl_status st);
 // Frees the context and returns 0, or fail()'s code.
 int finish(common *c, infl_ctx *ctx, infl_status st);

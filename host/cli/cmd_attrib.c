@@ -573,6 +573,7 @@ int cmd_rank(int argc, char **argv) {
     store_split_close(query);
     infl_rank_result_free(r);
     if (rc) {
+        say_notes(&c, ctx);
         infl_ctx_free(ctx);
         return rc;
     }

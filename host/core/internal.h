@@ -24,6 +24,7 @@ struct infl_ctx {
     void *progress_user;
     const volatile int *cancel;
     int deterministic;              // CPU GEMMs give the same bits at every thread count (infl_ctx_options)
+    char notes[2048];               // what the library did that the caller may say (infl_ctx_notes)
 };
 
 // ---- errors ----
@@ -31,6 +32,9 @@ struct infl_ctx {
 // Sets the context's detail (printf format) and returns `st`. Always returns `st`.
 infl_status infl_seterr(infl_ctx *ctx, infl_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+// Appends one line to the context's notes (infl_ctx_notes), for the caller to show;
+// the library itself never prints. A note that does not fit is dropped.
+void infl_note(infl_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // Prepends "prefix: " to the current detail (for adding the file name on the way up).
 void infl_errprefix(infl_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -88,7 +92,12 @@ double infl_now(void);  // seconds, monotonic
 // ---- output files ----
 
 // Checks that `path` may be written: fails with INFL_E_EXISTS when it exists and
-// !force. Fills `tmp` (size >= strlen(path) + 32) with a temporary name beside it.
+// !force. Fills `tmp` (size >= strlen(path) + 32) with a temporary name beside it,
+// "PATH.tmp.PID". First removes the stale temporaries of `path`: regular files named
+// PATH.tmp.<digits> in its folder whose process is gone (kill(pid, 0) fails with
+// ESRCH: a run killed by SIGKILL or a crash); a live process's (or this one's) is
+// never touched. Each removal is noted on the context ("removed stale temporary X
+// (process N is gone)").
 infl_status infl_out_begin(infl_ctx *ctx, const char *path, int force, char *tmp, size_t tmpsize);
 // Renames tmp to path (atomic on one filesystem).
 infl_status infl_out_commit(infl_ctx *ctx, const char *tmp, const char *path);

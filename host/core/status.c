@@ -38,6 +38,26 @@ infl_status infl_seterr(infl_ctx *ctx, infl_status st, const char *fmt, ...) {
     return st;
 }
 
+void infl_note(infl_ctx *ctx, const char *fmt, ...) {
+    if (!ctx) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    size_t at = strlen(ctx->notes), n = strlen(line);
+    if (at + n + 2 > sizeof ctx->notes) return;
+    memcpy(ctx->notes + at, line, n);
+    ctx->notes[at + n] = '\n';
+    ctx->notes[at + n + 1] = 0;
+}
+
+const char *infl_ctx_notes(const infl_ctx *ctx) { return ctx ? ctx->notes : ""; }
+
+void infl_ctx_clear_notes(infl_ctx *ctx) {
+    if (ctx) ctx->notes[0] = 0;
+}
+
 void infl_errprefix(infl_ctx *ctx, const char *fmt, ...) {
     if (!ctx) return;
     char pre[1024], old[sizeof ctx->detail];

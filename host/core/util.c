@@ -3,8 +3,10 @@
  * output files written under a temporary name, and data-reference parsing.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +38,51 @@ double infl_now(void) {
 
 // ---- output files ----
 
+// The process id of a temporary's name "BASE.tmp.<digits>" (entry is a folder entry,
+// base the output's file name), or 0 when the name is not one.
+static pid_t tmp_owner(const char *entry, const char *base) {
+    size_t bl = strlen(base);
+    if (strncmp(entry, base, bl) != 0 || strncmp(entry + bl, ".tmp.", 5) != 0) return 0;
+    const char *d = entry + bl + 5;
+    size_t nd = strspn(d, "0123456789");
+    if (nd == 0 || nd > 9 || d[nd] != 0) return 0;  // 9 digits: any pid_t, no overflow
+    return (pid_t)strtol(d, NULL, 10);
+}
+
+// Removes the temporaries of `path` whose writer is gone (internal.h, infl_out_begin).
+static void remove_stale_tmps(infl_ctx *ctx, const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    const char *base = slash ? slash + 1 : path;
+    if (!*base) return;
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else
+        return;
+    DIR *dp = opendir(dir);
+    if (!dp) return;  // nothing to clean where we cannot look; the write reports its own errors
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL) {
+        pid_t pid = tmp_owner(e->d_name, base);
+        if (pid <= 0 || pid == getpid()) continue;
+        // alive, or someone else's that we may not signal (EPERM): not ours to remove
+        if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char full[4096 + 512];
+        snprintf(full, sizeof full, "%s%s%s", slash ? dir : "", slash && slash != path ? "/" : "", e->d_name);
+        struct stat st;
+        if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode)) continue;  // never follow a link, never a folder
+        if (unlink(full) == 0) infl_note(ctx, "removed stale temporary %s (process %ld is gone)", full, (long)pid);
+    }
+    closedir(dp);
+}
+
 infl_status infl_out_begin(infl_ctx *ctx, const char *path, int force, char *tmp, size_t tmpsize) {
     RETURN_IF(ctx, !path || !*path, INFL_E_ARG, "no output file given");
+    remove_stale_tmps(ctx, path);
     struct stat st;
     if (stat(path, &st) == 0) {
         RETURN_IF(ctx, S_ISDIR(st.st_mode), INFL_E_ARG, "%s: is a directory, expected a file name", path);

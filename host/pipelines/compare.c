@@ -84,6 +84,7 @@ infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, inf
                      !ka || !kb || !t || !mka || !mkb,
             INFL_E_NOMEM, "out of memory for rows of %lld scores", (long long)N);
     for (int q = 0; q < M; q++) {
+        GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
         CHECK(store_scores_read_row(ctx, sa, q, ra));
         CHECK(store_scores_read_row(ctx, sb, q, rb));
         for (int64_t i = 0; i < N; i++)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 // ---- the store lock ----
 
@@ -37,26 +38,59 @@ static void h5u_lock_init(void) {
 
 // HDF5 built thread-safe (as Debian's is, despite the name "serial") keeps its error
 // stack and the auto-print setting per thread. So infl_ctx_create's silencing covers
-// only its own thread: a store call on any other thread (the shard reader) silences
-// that thread's once, and HDF5 never prints (its errors reach us as statuses). And a
-// thread that exits with records on its error stack leaks them: the outermost unlock
-// clears the stack once the store call has turned it into a status and a detail.
-static _Thread_local int h5u_thread_silenced;
-static _Thread_local int h5u_depth;  // nesting of h5u_lock on this thread
+// only its own thread: each outermost store call sets this thread's handler to
+// on_h5_error (below) instead, so HDF5 never prints on any thread (its errors reach us
+// as statuses). And a thread that exits with records on its error stack leaks them:
+// the outermost unlock clears the stack once the store call has turned it into a
+// status and a detail.
+static _Thread_local int h5u_depth;     // nesting of h5u_lock on this thread
+static _Thread_local int h5u_checksum;  // a failing HDF5 call met a checksum mismatch
+
+// "incorrect metadata checksum after all read attempts", "data error detected by
+// Fletcher32 checksum": HDF5's words for damage that its checksums caught.
+static herr_t find_checksum(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    if (e && e->desc && strstr(e->desc, "checksum")) *(int *)data = 1;
+    return 0;
+}
+
+// HDF5 calls this (instead of printing) when one of its API calls fails, before the
+// next call clears the stack: it remembers whether a checksum caught damage.
+static herr_t on_h5_error(hid_t estack, void *data) {
+    (void)data;
+    int found = 0;
+    H5Ewalk2(estack, H5E_WALK_UPWARD, find_checksum, &found);
+    if (found) h5u_checksum = 1;
+    return 0;
+}
 
 void h5u_lock(void) {
     pthread_once(&h5u_lock_once, h5u_lock_init);
     pthread_mutex_lock(&h5u_mutex);
-    if (!h5u_thread_silenced) {
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-        h5u_thread_silenced = 1;
+    if (h5u_depth++ == 0) {
+        H5Eset_auto2(H5E_DEFAULT, on_h5_error, NULL);
+        h5u_checksum = 0;
     }
-    h5u_depth++;
 }
 
 void h5u_unlock(void) {
-    if (--h5u_depth == 0) H5Eclear2(H5E_DEFAULT);
+    if (--h5u_depth == 0) {
+        H5Eclear2(H5E_DEFAULT);
+        // silent again between store calls: HDF5 1.10 prints "infinite loop closing
+        // library" at exit when a handler is set and a damaged object header has left
+        // its free lists unbalanced
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    }
     pthread_mutex_unlock(&h5u_mutex);
+}
+
+infl_status h5u_unlock_rc(infl_ctx *ctx, infl_status rc) {
+    if (h5u_depth == 1 && rc < 0 && h5u_checksum && ctx && !strstr(ctx->detail, "checksum"))
+        infl_errprefix(ctx, "damaged file: an HDF5 checksum does not match (the file was changed or corrupted after "
+                            "it was written)");
+    if (h5u_depth == 1) h5u_checksum = 0;
+    h5u_unlock();
+    return rc;
 }
 
 // Closes an id of any kind when it is valid (for `done:` labels).
@@ -202,6 +236,136 @@ int h5u_obj_type(hid_t loc, const char *name) {
     return (int)oi.type;
 }
 
+// ---- sizes a file claims ----
+
+infl_status h5u_claim(infl_ctx *ctx, const char *path, const char *where, const char *what, int64_t v, int64_t lo,
+                      int64_t hi) {
+    RETURN_IF(ctx, v < lo || v > hi, INFL_E_FORMAT, "%s: %s: %s is %" PRId64 "; expected %" PRId64 " to %" PRId64,
+              path, where, what, v, lo, hi);
+    return INFL_OK;
+}
+
+uint64_t h5u_mem_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return (uint64_t)1 << 40;  // unknown: the bound still stops overflow
+    return (uint64_t)pages * (uint64_t)page;
+}
+
+// "3.0 GB", "512 bytes".
+static void bytes_str(uint64_t b, char *buf, size_t size) {
+    if (b < 10000)
+        snprintf(buf, size, "%" PRIu64 " bytes", b);
+    else if (b < 1000000ull)
+        snprintf(buf, size, "%.1f kB", (double)b / 1e3);
+    else if (b < 1000000000ull)
+        snprintf(buf, size, "%.1f MB", (double)b / 1e6);
+    else
+        snprintf(buf, size, "%.1f GB", (double)b / 1e9);
+}
+
+// Whether every element of dataset d (of `points` elements of `esize` bytes each as
+// stored; esize 0 for variable-length types, stored elsewhere) is written in this
+// file: 1 yes, 0 no (*why says what is missing), -1 when HDF5 cannot tell.
+static int dset_stored(hid_t d, uint64_t points, size_t esize, char *why, size_t wsize) {
+    int ret = -1;
+    hid_t pl = H5Dget_create_plist(d), fs = H5I_INVALID_HID;
+    if (pl < 0) goto done;
+    H5D_layout_t lay = H5Pget_layout(pl);
+    int ext = H5Pget_external_count(pl);
+    if (lay < 0 || ext < 0) goto done;
+    ret = 0;
+    if (lay == H5D_VIRTUAL) {
+        snprintf(why, wsize, "it is a virtual dataset (its data lie in other files); infl reads only data stored in the file itself");
+        goto done;
+    }
+    if (ext > 0) {
+        snprintf(why, wsize, "its data lie in %d external file%s; infl reads only data stored in the file itself", ext,
+                 ext > 1 ? "s" : "");
+        goto done;
+    }
+    if (points == 0 || lay == H5D_COMPACT) {  // a compact dataset's data are in its header
+        ret = 1;
+        goto done;
+    }
+    if (lay == H5D_CHUNKED) {
+        hsize_t cdims[H5S_MAX_RANK], dims[H5S_MAX_RANK], have = 0;
+        fs = H5Dget_space(d);
+        int crank = H5Pget_chunk(pl, H5S_MAX_RANK, cdims);
+        int rank = fs >= 0 ? H5Sget_simple_extent_dims(fs, dims, NULL) : -1;
+        if (crank < 1 || rank != crank || H5Dget_num_chunks(d, fs, &have) < 0) {
+            ret = -1;
+            goto done;
+        }
+        uint64_t need = 1;
+        for (int i = 0; i < rank; i++) {
+            if (cdims[i] == 0) {
+                ret = -1;
+                goto done;
+            }
+            uint64_t c = (dims[i] + cdims[i] - 1) / cdims[i];
+            need = c && need > UINT64_MAX / c ? UINT64_MAX : need * c;
+        }
+        ret = have >= need;
+        if (!ret)
+            snprintf(why, wsize, "the file holds %llu of its %" PRIu64 " chunks", (unsigned long long)have, need);
+        goto done;
+    }
+    // contiguous: its storage, allocated when written, holds every element
+    uint64_t stored = H5Dget_storage_size(d);
+    uint64_t need = esize ? (points > UINT64_MAX / esize ? UINT64_MAX : points * esize) : 1;
+    ret = stored >= need;
+    if (!ret) {
+        char a[32];
+        bytes_str(stored, a, sizeof a);
+        snprintf(why, wsize, "the file holds only %s of its data", a);
+    }
+done:
+    if (fs >= 0) H5Sclose(fs);
+    if (pl >= 0) H5Pclose(pl);
+    return ret;
+}
+
+infl_status h5u_open_dset(infl_ctx *ctx, const char *path, hid_t loc, const char *name, const char *where,
+                          const char *expected, hid_t dapl, uint64_t max_bytes, hid_t *out, h5u_dinfo *info) {
+    *out = H5I_INVALID_HID;
+    int ty = h5u_obj_type(loc, name);
+    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: %s: cannot read the link", path, where);
+    RETURN_IF(ctx, ty == -1, INFL_E_FORMAT, "%s: %s: missing; expected %s", path, where, expected);
+    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: %s: is not a dataset; expected %s", path, where,
+              expected);
+    hid_t d = H5Dopen2(loc, name, dapl);
+    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: %s: cannot open the dataset", path, where);
+    infl_status rc = INFL_OK;
+    hid_t t = H5I_INVALID_HID;
+    GOTO_IF(ctx, h5u_dset_info(d, info) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", path, where);
+    // the size its shape claims, without overflow
+    uint64_t points = 1, bytes;
+    for (int i = 0; i < info->rank; i++)
+        points = info->dims[i] && points > UINT64_MAX / info->dims[i] ? UINT64_MAX : points * info->dims[i];
+    if (info->rank < 0) points = 0;
+    bytes = points > UINT64_MAX / info->size ? UINT64_MAX : points * info->size;
+    char claimed[32], bound[32], why[200] = "";
+    bytes_str(bytes, claimed, sizeof claimed);
+    bytes_str(max_bytes, bound, sizeof bound);
+    GOTO_IF(ctx, bytes > max_bytes, INFL_E_FORMAT, "%s: %s: %s claims %s; at most %s (this machine's memory) can be read",
+            path, where, info->desc, claimed, bound);
+    t = H5Dget_type(d);
+    htri_t vl = t >= 0 ? H5Tdetect_class(t, H5T_VLEN) : -1;
+    htri_t vs = t >= 0 && info->cls == H5T_STRING ? H5Tis_variable_str(t) : 0;
+    GOTO_IF(ctx, vl < 0 || vs < 0, INFL_E_FORMAT, "%s: %s: cannot read its type", path, where);
+    int st = dset_stored(d, points, vl > 0 || vs > 0 ? 0 : info->size, why, sizeof why);
+    GOTO_IF(ctx, st < 0, INFL_E_FORMAT, "%s: %s: cannot read how its data are stored (damaged file?)", path, where);
+    GOTO_IF(ctx, st == 0, INFL_E_FORMAT, "%s: %s: %s claims %s, but %s", path, where, info->desc, claimed, why);
+done:
+    close_id(t);
+    if (rc < 0) {
+        H5Dclose(d);
+        return rc;
+    }
+    *out = d;
+    return INFL_OK;
+}
+
 typedef struct {
     char **names;
     int n, cap;
@@ -305,7 +469,16 @@ infl_status h5u_open_infl(infl_ctx *ctx, const char *path, const char *want, hid
 infl_status h5u_create_infl(infl_ctx *ctx, const char *path, const char *tmp, const char *format,
                             hid_t *out) {
     *out = H5I_INVALID_HID;
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    // HDF5 1.10's file format, pinned (not "latest", which would drift with the HDF5 we
+    // are built against): a version 3 superblock, version 2 object headers, and the
+    // 1.10 chunk indexes, all of whose metadata carry checksums, so damage to an infl
+    // file's metadata is found as such rather than parsed. Readable by HDF5 1.10 and
+    // later (h5py's wheels bundle 1.12 or 1.14), not by 1.8.
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    RETURN_IF(ctx, fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0, INFL_E_INTERNAL,
+              "%s: cannot set up the HDF5 file format", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) {
         char why[256];
         h5u_errmsg(why, sizeof why);
@@ -388,7 +561,9 @@ infl_status h5u_attr_str(infl_ctx *ctx, const char *path, hid_t obj, const char 
         if (s >= 0) H5Dvlen_reclaim(mt, s, H5P_DEFAULT, &p);
     } else {
         size_t fsize = H5Tget_size(t);
-        GOTO_IF(ctx, fsize == 0, INFL_E_FORMAT, "%s: %s: cannot read attribute %s", path, where, name);
+        char what[160];
+        snprintf(what, sizeof what, "the size of string attribute %s (bytes)", name);
+        CHECK(h5u_claim(ctx, path, where, what, (int64_t)fsize, 1, H5U_MAX_STRING));
         GOTO_IF(ctx, H5Tset_size(mt, fsize + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0, INFL_E_INTERNAL,
                 "%s: %s attribute %s: H5Tset_size failed", path, where, name);
         tmp = infl_malloc(ctx, fsize + 1, "a string attribute");
@@ -509,7 +684,7 @@ void h5u_attr_value_str(hid_t attr, char *buf, size_t size) {
             H5Dvlen_reclaim(mt, s, H5P_DEFAULT, &p);
         } else {
             size_t fsize = H5Tget_size(t);
-            char *tmp = malloc(fsize + 1);
+            char *tmp = fsize <= H5U_MAX_STRING ? malloc(fsize + 1) : NULL;
             if (!tmp || H5Tset_size(mt, fsize + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 ||
                 H5Aread(attr, mt, tmp) < 0) {
                 free(tmp);
@@ -630,7 +805,6 @@ infl_status h5u_read_strings(infl_ctx *ctx, const char *path, hid_t dset, const 
                              int max, int64_t *count) {
     infl_status rc = INFL_OK;
     hid_t t = H5I_INVALID_HID, mt = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
-    char *fixed = NULL;
     char **vl = NULL;
     h5u_dinfo di;
     *count = 0;
@@ -665,27 +839,18 @@ infl_status h5u_read_strings(infl_ctx *ctx, const char *path, hid_t dset, const 
         for (hsize_t i = 0; i < m; i++) snprintf(names[i], 64, "%s", vl[i] ? vl[i] : "");
         H5Dvlen_reclaim(mt, ms, H5P_DEFAULT, vl);
     } else {
-        size_t fsize = H5Tget_size(t);
-        GOTO_IF(ctx, fsize == 0 || H5Tset_size(mt, fsize + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0,
-                INFL_E_FORMAT, "%s: %s: cannot read the string type", path, where);
-        fixed = infl_malloc(ctx, (size_t)m * (fsize + 1), "strings");
-        if (!fixed) {
-            rc = INFL_E_NOMEM;
-            goto done;
-        }
-        GOTO_IF(ctx, H5Dread(dset, mt, ms, fs, H5P_DEFAULT, fixed) < 0, INFL_E_FORMAT,
+        // HDF5 converts each string into names[i] (64 bytes, truncated, null-terminated):
+        // nothing is allocated by the size the file claims, which is bounded all the same
+        // (the conversion buffer HDF5 itself allocates holds at least one string)
+        CHECK(h5u_claim(ctx, path, where, "the string size (bytes)", (int64_t)H5Tget_size(t), 1, H5U_MAX_STRING));
+        GOTO_IF(ctx, H5Tset_size(mt, 64) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0, INFL_E_INTERNAL,
+                "%s: %s: H5Tset_size failed", path, where);
+        GOTO_IF(ctx, H5Dread(dset, mt, ms, fs, H5P_DEFAULT, names) < 0, INFL_E_FORMAT,
                 "%s: %s: cannot read the strings", path, where);
-        for (hsize_t i = 0; i < m; i++) {
-            const char *p = fixed + i * (fsize + 1);
-            size_t len = strnlen(p, fsize);
-            if (len > 63) len = 63;
-            memcpy(names[i], p, len);
-            names[i][len] = 0;
-        }
+        for (hsize_t i = 0; i < m; i++) names[i][63] = 0;
     }
 done:
     free(vl);
-    free(fixed);
     close_id(ms);
     close_id(fs);
     close_id(mt);
@@ -754,6 +919,5 @@ infl_status h5u_is_infl(infl_ctx *ctx, const char *path, const char *format) {
     hid_t f;
     infl_status rc = h5u_open_infl(ctx, path, format, &f);
     if (rc == INFL_OK) H5Fclose(f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

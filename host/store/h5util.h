@@ -22,11 +22,16 @@
 // HDF5: an HDF5 built without thread safety must never be entered by two threads, and
 // the scheduler's reader thread reads shards while the main thread may write other
 // files. Recursive, so a locked store function may call another (store_describe
-// closes a run it opened). The first lock on a thread also turns off HDF5's error
-// printing for that thread, and the outermost unlock clears the thread's HDF5 error
-// stack (both per-thread in thread-safe builds; see h5util.c).
+// closes a run it opened). The outermost lock on a thread also replaces HDF5's error
+// printing on that thread by a silent handler that notes checksum failures, and the
+// outermost unlock clears the thread's HDF5 error stack (both per-thread in
+// thread-safe builds; see h5util.c).
 void h5u_lock(void);
 void h5u_unlock(void);
+// h5u_unlock for a store call that ends with status rc: when rc is a failure and an
+// HDF5 call failed on a checksum mismatch (metadata of a file written with checksums,
+// as infl writes them: h5u_create_infl), the detail says the file is damaged. Returns rc.
+infl_status h5u_unlock_rc(infl_ctx *ctx, infl_status rc);
 
 // ---- types and shapes as text ----
 
@@ -57,6 +62,38 @@ static inline int h5u_is_f32(const h5u_dinfo *i) { return i->cls == H5T_FLOAT &&
 static inline int h5u_is_i32(const h5u_dinfo *i) {
     return i->cls == H5T_INTEGER && i->size == 4 && i->is_signed;
 }
+
+// ---- sizes a file claims ----
+//
+// Every size, count, width or shape a reader takes from a file passes here before
+// anything is allocated for it, so that a small damaged or hostile file cannot make
+// infl ask for gigabytes: a number from an attribute or a type through h5u_claim, a
+// dataset through h5u_open_dset (its shape checked against what is really stored),
+// and a shape an attribute claims is then compared with that dataset's dims.
+
+// The longest fixed-length string infl reads (an attribute, a class or layer name):
+// what it keeps is shorter still (names 63 bytes, paths 4095).
+#define H5U_MAX_STRING (1 << 20)
+
+// Checks that v, which the file claims for `what` of object `where` ("the width of
+// layer 2", "the string size"), lies in [lo, hi]: INFL_E_FORMAT naming path, where,
+// what, the value claimed and the bounds.
+infl_status h5u_claim(infl_ctx *ctx, const char *path, const char *where, const char *what, int64_t v, int64_t lo,
+                      int64_t hi);
+
+// The physical memory of this machine in bytes (the bound of what is read whole).
+uint64_t h5u_mem_bytes(void);
+
+// Opens dataset `name` under loc (`where` names it in messages; `expected` says what
+// it should be, e.g. "float32 [N, D]") and fills *info, after checking that its shape
+// is real: it is stored in this file (not a virtual dataset, no external raw-data
+// files), every element is written (a contiguous dataset's storage is allocated and
+// large enough, every chunk of a chunked one is present), and its size (elements ×
+// element size) is at most max_bytes (h5u_mem_bytes() for what is read whole,
+// UINT64_MAX for what is streamed). INFL_E_FORMAT naming the dataset and the size
+// it claims; *out is closed again on failure.
+infl_status h5u_open_dset(infl_ctx *ctx, const char *path, hid_t loc, const char *name, const char *where,
+                          const char *expected, hid_t dapl, uint64_t max_bytes, hid_t *out, h5u_dinfo *info);
 
 // ---- objects ----
 

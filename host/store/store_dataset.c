@@ -111,27 +111,20 @@ static void list_groups(hid_t file, char *buf, size_t size) {
     h5u_list_free(names, n);
 }
 
-// Opens `name` under the split group as a dataset, or says it is missing.
-static infl_status open_member(infl_ctx *ctx, infl_split *s, const char *name, const char *expected, hid_t dapl,
-                               hid_t *out) {
-    int ty = h5u_obj_type(s->group, name);
-    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /%s/%s: cannot read the link", s->path, s->split, name);
-    RETURN_IF(ctx, ty == -1, INFL_E_FORMAT, "%s: /%s/%s: missing; expected %s", s->path, s->split, name, expected);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s/%s: is not a dataset; expected %s", s->path,
-              s->split, name, expected);
-    *out = H5Dopen2(s->group, name, dapl);
-    RETURN_IF(ctx, *out < 0, INFL_E_FORMAT, "%s: /%s/%s: cannot open the dataset", s->path, s->split, name);
-    return INFL_OK;
+infl_status store_split_member(infl_ctx *ctx, infl_split *s, const char *name, const char *expected, hid_t dapl,
+                               hid_t *out, h5u_dinfo *info) {
+    char where[600];
+    snprintf(where, sizeof where, "/%s/%s", s->split, name);
+    return h5u_open_dset(ctx, s->path, s->group, name, where, expected, dapl, UINT64_MAX, out, info);
 }
 
 static infl_status read_classes(infl_ctx *ctx, infl_split *s) {
     int ty = h5u_obj_type(s->file, "classes");
     if (ty == -1) return INFL_OK;
-    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /classes: cannot read the link", s->path);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /classes: expected a 1-D string array, found a group",
-              s->path);
-    hid_t d = H5Dopen2(s->file, "classes", H5P_DEFAULT);
-    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /classes: cannot open the dataset", s->path);
+    hid_t d;
+    h5u_dinfo di;
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, s->path, s->file, "classes", "/classes", "a 1-D string array", H5P_DEFAULT,
+                                   UINT64_MAX, &d, &di));
     s->names = infl_calloc(ctx, MAX_CACHED_NAMES, sizeof *s->names, "class names");
     if (!s->names) {
         H5Dclose(d);
@@ -215,9 +208,8 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     // x float32 [N, D]
     dapl = row_dapl();
     GOTO_IF(ctx, dapl < 0, INFL_E_INTERNAL, "%s: cannot make a dataset access list", path);
-    CHECK(open_member(ctx, s, "x", "float32 [N, D]", dapl, &s->x));
     h5u_dinfo xi, yi;
-    GOTO_IF(ctx, h5u_dset_info(s->x, &xi) < 0, INFL_E_FORMAT, "%s: /%s/x: cannot read its type and shape", path, sp);
+    CHECK(store_split_member(ctx, s, "x", "float32 [N, D]", dapl, &s->x, &xi));
     GOTO_IF(ctx, !h5u_is_f32(&xi) || xi.rank != 2 || xi.dims[1] < 1, INFL_E_FORMAT,
             "%s: /%s/x: expected float32 [N, D] with D >= 1, found %s", path, sp, xi.desc);
     int64_t n = (int64_t)xi.dims[0];
@@ -227,8 +219,7 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     // y int32 [N] or float32 [N, K]
     char yexp[400];
     snprintf(yexp, sizeof yexp, "int32 [N] or float32 [N, K] with N = %" PRId64 " rows like /%s/x", n, sp);
-    CHECK(open_member(ctx, s, "y", yexp, dapl, &s->y));
-    GOTO_IF(ctx, h5u_dset_info(s->y, &yi) < 0, INFL_E_FORMAT, "%s: /%s/y: cannot read its type and shape", path, sp);
+    CHECK(store_split_member(ctx, s, "y", yexp, dapl, &s->y, &yi));
     if (h5u_is_i32(&yi) && yi.rank == 1 && (int64_t)yi.dims[0] == n) {
         s->info.y_kind = INFL_Y_CLASS;
         s->info.k = 1;
@@ -266,8 +257,7 @@ done:
 infl_status store_split_open(infl_ctx *ctx, const infl_dataref *ref, infl_split **out) {
     h5u_lock();
     infl_status rc = store_split_open_impl(ctx, ref, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 const infl_split_info *store_split_info(const infl_split *s) { return &s->info; }
@@ -321,8 +311,7 @@ infl_status store_split_read(infl_ctx *ctx, infl_split *s, int64_t row, int64_t 
                              float *yf) {
     h5u_lock();
     infl_status rc = store_split_read_impl(ctx, s, row, nrows, x, y, yf);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_split_read_int_impl(infl_ctx *ctx, infl_split *s, const char *name, int64_t row, int64_t nrows,
@@ -338,10 +327,9 @@ static infl_status store_split_read_int_impl(infl_ctx *ctx, infl_split *s, const
     snprintf(where, sizeof where, "/%s/%s", s->split, name);
     snprintf(expected, sizeof expected, "int32 [N] with N = %" PRId64 " rows like /%s/x", in->n_total, s->split);
     hid_t d;
-    FORWARD_IF_ERROR(open_member(ctx, s, name, expected, H5P_DEFAULT, &d));
-    infl_status rc = INFL_OK;
     h5u_dinfo di;
-    GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", s->path, where);
+    FORWARD_IF_ERROR(store_split_member(ctx, s, name, expected, H5P_DEFAULT, &d, &di));
+    infl_status rc = INFL_OK;
     GOTO_IF(ctx, !h5u_is_i32(&di) || di.rank != 1 || (int64_t)di.dims[0] != in->n_total, INFL_E_FORMAT,
             "%s: %s: expected %s, found %s", s->path, where, expected, di.desc);
     if (nrows > 0) CHECK(store_rows_io(ctx, s->path, d, where, H5T_NATIVE_INT32, in->begin + row, nrows, 0, out, 0));
@@ -354,8 +342,7 @@ infl_status store_split_read_int(infl_ctx *ctx, infl_split *s, const char *name,
                                  int32_t *out) {
     h5u_lock();
     infl_status rc = store_split_read_int_impl(ctx, s, name, row, nrows, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 void store_split_class_name(const infl_split *s, int i, char *buf, size_t size) {
@@ -412,8 +399,7 @@ static infl_status store_dataset_create_impl(infl_ctx *ctx, const char *path, in
 infl_status store_dataset_create(infl_ctx *ctx, const char *path, int force, infl_dsw **out) {
     h5u_lock();
     infl_status rc = store_dataset_create_impl(ctx, path, force, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 dsw_split *store_dsw_new(infl_ctx *ctx, infl_dsw *w, const char *split) {
@@ -523,8 +509,7 @@ infl_status store_dataset_add_split(infl_ctx *ctx, infl_dsw *w, const char *spli
                                     infl_ykind y_kind, int64_t k, const int image_shape[3]) {
     h5u_lock();
     infl_status rc = store_dataset_add_split_impl(ctx, w, split, n, d, y_kind, k, image_shape);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_write_rows_impl(infl_ctx *ctx, infl_dsw *w, const char *split, int64_t row,
@@ -554,8 +539,7 @@ infl_status store_dataset_write_rows(infl_ctx *ctx, infl_dsw *w, const char *spl
                                      const float *x, const int32_t *y, const float *yf) {
     h5u_lock();
     infl_status rc = store_dataset_write_rows_impl(ctx, w, split, row, nrows, x, y, yf);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_write_int_impl(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name,
@@ -585,8 +569,7 @@ infl_status store_dataset_write_int(infl_ctx *ctx, infl_dsw *w, const char *spli
                                     const int32_t *v) {
     h5u_lock();
     infl_status rc = store_dataset_write_int_impl(ctx, w, split, name, n, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_set_classes_impl(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
@@ -604,8 +587,7 @@ static infl_status store_dataset_set_classes_impl(infl_ctx *ctx, infl_dsw *w, co
 infl_status store_dataset_set_classes(infl_ctx *ctx, infl_dsw *w, const char *const *names, int count) {
     h5u_lock();
     infl_status rc = store_dataset_set_classes_impl(ctx, w, names, count);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_dataset_set_attr_impl(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
@@ -619,8 +601,7 @@ static infl_status store_dataset_set_attr_impl(infl_ctx *ctx, infl_dsw *w, const
 infl_status store_dataset_set_attr(infl_ctx *ctx, infl_dsw *w, const char *name, const char *value) {
     h5u_lock();
     infl_status rc = store_dataset_set_attr_impl(ctx, w, name, value);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // A numeric attribute of the root or a split: kind 'i' int64, 'u' uint64, 'f' float64.
@@ -647,22 +628,19 @@ static infl_status set_attr_num_impl(infl_ctx *ctx, infl_dsw *w, const char *spl
 infl_status store_dataset_set_attr_i64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, int64_t v) {
     h5u_lock();
     infl_status rc = set_attr_num_impl(ctx, w, split, name, 'i', v, 0, 0);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_dataset_set_attr_u64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, uint64_t v) {
     h5u_lock();
     infl_status rc = set_attr_num_impl(ctx, w, split, name, 'u', 0, v, 0);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_dataset_set_attr_f64(infl_ctx *ctx, infl_dsw *w, const char *split, const char *name, double v) {
     h5u_lock();
     infl_status rc = set_attr_num_impl(ctx, w, split, name, 'f', 0, 0, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Closes every id of the writer; < 0 when any close failed.
@@ -704,8 +682,7 @@ static infl_status store_dataset_commit_impl(infl_ctx *ctx, infl_dsw *w) {
 infl_status store_dataset_commit(infl_ctx *ctx, infl_dsw *w) {
     h5u_lock();
     infl_status rc = store_dataset_commit_impl(ctx, w);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static void store_dataset_abort_impl(infl_dsw *w) {

@@ -100,24 +100,134 @@ static void tree_attrs(lines *ls, hid_t obj, int depth) {
     }
 }
 
-static void tree_group(lines *ls, hid_t g, const char *gpath, int depth) {
+// The walk of a tree: every object is shown once (a second hard link to it says where
+// it was shown), soft and external links are shown and never followed, and the walk
+// stops when the context's cancel flag is raised. So a file whose links make cycles
+// (a soft or hard link to a parent group) prints one line per link and ends.
+typedef struct {
+    lines ls;
+    infl_ctx *ctx;
+    haddr_t *seen;   // (nseen) object addresses already shown
+    char **seen_at;  // (nseen) the path each was shown at
+    int nseen;
+    int *slot;       // (nslot, a power of two) open-addressing hash of seen: index + 1, 0 empty
+    int nslot;
+    int stopped;     // 1 cancelled, 2 out of memory
+} tree_walk;
+
+static size_t addr_hash(haddr_t a, int nslot) {
+    uint64_t h = (uint64_t)a * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (size_t)(nslot - 1);
+}
+
+// Whether `addr` was shown before: 1 (*first gets the path it was shown at), or 0 and
+// it is recorded as shown at cpath; -1 out of memory.
+static int tree_visit(tree_walk *w, haddr_t addr, const char *cpath, const char **first) {
+    if (w->nslot) {
+        for (size_t i = addr_hash(addr, w->nslot); w->slot[i]; i = (i + 1) & (size_t)(w->nslot - 1))
+            if (w->seen[w->slot[i] - 1] == addr) {
+                *first = w->seen_at[w->slot[i] - 1];
+                return 1;
+            }
+    }
+    if (2 * (w->nseen + 1) > w->nslot) {  // grow: at most half full
+        int ns = w->nslot ? 2 * w->nslot : 256;
+        int *sl = calloc((size_t)ns, sizeof *sl);
+        haddr_t *a = realloc(w->seen, (size_t)ns / 2 * sizeof *a);
+        if (a) w->seen = a;
+        char **p = realloc(w->seen_at, (size_t)ns / 2 * sizeof *p);
+        if (p) w->seen_at = p;
+        if (!sl || !a || !p) {
+            free(sl);
+            return -1;
+        }
+        for (int j = 0; j < w->nseen; j++) {
+            size_t i = addr_hash(w->seen[j], ns);
+            while (sl[i]) i = (i + 1) & (size_t)(ns - 1);
+            sl[i] = j + 1;
+        }
+        free(w->slot);
+        w->slot = sl;
+        w->nslot = ns;
+    }
+    char *c = malloc(strlen(cpath) + 1);
+    if (!c) return -1;
+    strcpy(c, cpath);
+    size_t i = addr_hash(addr, w->nslot);
+    while (w->slot[i]) i = (i + 1) & (size_t)(w->nslot - 1);
+    w->seen[w->nseen] = addr;
+    w->seen_at[w->nseen] = c;
+    w->slot[i] = ++w->nseen;
+    return 0;
+}
+
+// "soft link to /a/b (not followed)", "external link to f.h5:/x (not followed)".
+static void link_desc(hid_t g, const char *name, const H5L_info_t *li, char *buf, size_t size) {
+    char val[512] = "?";
+    size_t n = li->u.val_size;
+    if (n > 0 && n <= sizeof val && H5Lget_val(g, name, val, sizeof val, H5P_DEFAULT) >= 0) {
+        val[sizeof val - 1] = 0;
+        if (li->type == H5L_TYPE_EXTERNAL) {
+            const char *file = NULL, *obj = NULL;
+            unsigned flags;
+            if (H5Lunpack_elink_val(val, n, &flags, &file, &obj) >= 0 && file && obj) {
+                snprintf(buf, size, "external link to %.200s:%.200s (not followed)", file, obj);
+                return;
+            }
+        }
+    } else {
+        snprintf(val, sizeof val, "?");
+    }
+    if (li->type == H5L_TYPE_SOFT)
+        snprintf(buf, size, "soft link to %.400s (not followed)", val);
+    else
+        snprintf(buf, size, "%s link (not followed)", li->type == H5L_TYPE_EXTERNAL ? "external" : "user-defined");
+}
+
+static void tree_group(tree_walk *w, hid_t g, const char *gpath, int depth) {
+    lines *ls = &w->ls;
     char **names = NULL;
     int n = 0;
     if (h5u_list(NULL, "", g, gpath, &names, &n) < 0) {
         add_line(ls, gpath, "(cannot list)");
         return;
     }
-    for (int i = 0; i < n; i++) {
-        char cpath[1024], left[1100], desc[200];
+    for (int i = 0; i < n && !w->stopped; i++) {
+        if (w->ctx && infl_cancelled(w->ctx)) {
+            w->stopped = 1;
+            break;
+        }
+        char cpath[1024], left[1100], desc[600];
         snprintf(cpath, sizeof cpath, "%.400s%s%.400s", gpath, strcmp(gpath, "/") ? "/" : "", names[i]);
         snprintf(left, sizeof left, "%*s%s", 2 * depth, "", cpath);
+        H5L_info_t li;
+        if (H5Lget_info(g, names[i], &li, H5P_DEFAULT) < 0) {
+            add_line(ls, left, "(cannot read the link)");
+            continue;
+        }
+        if (li.type != H5L_TYPE_HARD) {
+            link_desc(g, names[i], &li, desc, sizeof desc);
+            add_line(ls, left, desc);
+            continue;
+        }
+        const char *first = NULL;
+        int seen = tree_visit(w, li.u.address, cpath, &first);
+        if (seen < 0) {
+            w->stopped = 2;
+            break;
+        }
+        if (seen) {
+            snprintf(desc, sizeof desc, "hard link to %.500s (shown there)", first);
+            add_line(ls, left, desc);
+            continue;
+        }
         int ty = h5u_obj_type(g, names[i]);
         if (ty == H5O_TYPE_GROUP) {
             hid_t c = depth < 32 ? H5Gopen2(g, names[i], H5P_DEFAULT) : H5I_INVALID_HID;
             add_line(ls, left, c >= 0 ? "group" : "group (not opened)");
             if (c >= 0) {
                 tree_attrs(ls, c, depth);
-                tree_group(ls, c, cpath, depth + 1);
+                tree_group(w, c, cpath, depth + 1);
                 H5Gclose(c);
             }
         } else if (ty == H5O_TYPE_DATASET) {
@@ -133,38 +243,51 @@ static void tree_group(lines *ls, hid_t g, const char *gpath, int depth) {
         } else if (ty == H5O_TYPE_NAMED_DATATYPE) {
             add_line(ls, left, "named datatype");
         } else {
-            add_line(ls, left, ty == -1 ? "link (dangling or external)" : "(cannot read)");
+            add_line(ls, left, "(cannot read)");
         }
     }
     h5u_list_free(names, n);
 }
 
-static void print_tree(FILE *out, hid_t file) {
-    lines ls = {NULL, 0, 0};
-    add_line(&ls, "/", "group");
-    tree_attrs(&ls, file, 0);
-    tree_group(&ls, file, "/", 1);
-    int w = 0;
-    for (int i = 0; i < ls.n; i++) {
-        int l = (int)strlen(ls.v[i].left);
-        if (l > w) w = l;
+// Prints the tree; INFL_E_INTERRUPTED when the cancel flag stopped the walk (then nothing
+// is printed).
+static infl_status print_tree(infl_ctx *ctx, FILE *out, hid_t file) {
+    tree_walk w = {.ctx = ctx};
+    add_line(&w.ls, "/", "group");
+    tree_attrs(&w.ls, file, 0);
+    H5O_info_t oi;
+    const char *first;
+    if (H5Oget_info2(file, &oi, H5O_INFO_BASIC) >= 0 && tree_visit(&w, oi.addr, "/", &first) < 0) w.stopped = 2;
+    if (!w.stopped) tree_group(&w, file, "/", 1);
+    lines *ls = &w.ls;
+    int wd = 0;
+    for (int i = 0; i < ls->n; i++) {
+        int l = (int)strlen(ls->v[i].left);
+        if (l > wd) wd = l;
     }
-    if (w > 40) w = 40;
-    fprintf(out, "contents\n");
-    for (int i = 0; i < ls.n; i++) {
-        fprintf(out, "  %-*s  %s\n", w, ls.v[i].left, ls.v[i].right);
-        free(ls.v[i].left);
-        free(ls.v[i].right);
+    if (wd > 40) wd = 40;
+    if (!w.stopped) fprintf(out, "contents\n");
+    for (int i = 0; i < ls->n; i++) {
+        if (!w.stopped) fprintf(out, "  %-*s  %s\n", wd, ls->v[i].left, ls->v[i].right);
+        free(ls->v[i].left);
+        free(ls->v[i].right);
     }
-    free(ls.v);
+    free(ls->v);
+    for (int i = 0; i < w.nseen; i++) free(w.seen_at[i]);
+    free(w.seen);
+    free(w.seen_at);
+    free(w.slot);
+    RETURN_IF(ctx, w.stopped == 2, INFL_E_NOMEM, "out of memory listing the file's objects");
+    RETURN_IF(ctx, w.stopped, INFL_E_INTERRUPTED, "interrupted");
+    return INFL_OK;
 }
 
 // ---- datasets ----
 
 static void print_classes(FILE *out, const char *path, hid_t file) {
-    if (h5u_obj_type(file, "classes") != H5O_TYPE_DATASET) return;
-    hid_t d = H5Dopen2(file, "classes", H5P_DEFAULT);
-    if (d < 0) return;
+    hid_t d;
+    h5u_dinfo di;
+    if (h5u_open_dset(NULL, path, file, "classes", "/classes", "", H5P_DEFAULT, UINT64_MAX, &d, &di) < 0) return;
     enum { SHOW = 100 };
     char(*names)[64] = calloc(SHOW, sizeof *names);
     int64_t count = 0;
@@ -270,7 +393,8 @@ static infl_status describe_dataset(infl_ctx *ctx, FILE *out, const char *path, 
             continue;  // described above
         } else if (ty == H5O_TYPE_GROUP) {
             hid_t g = H5Gopen2(file, names[i], H5P_DEFAULT);
-            int has_x = g >= 0 && (h5u_obj_type(g, "x") >= 0 || h5u_obj_type(g, "tokens") >= 0);
+            // a link that cannot be read (damage) counts: describing the split says why
+            int has_x = g < 0 || h5u_obj_type(g, "x") != -1 || h5u_obj_type(g, "tokens") != -1;
             if (g >= 0) H5Gclose(g);
             if (has_x) {
                 rc = describe_split(ctx, out, path, file, names[i]);
@@ -385,7 +509,7 @@ static infl_status store_describe_impl(infl_ctx *ctx, const char *path, FILE *ou
     if (has > 0) CHECK(h5u_attr_str(ctx, path, f, "root", "infl_format", fmt, sizeof fmt));
     if (!fmt[0]) {
         kv(out, "", "format", "plain HDF5 (no infl_format attribute)");
-        print_tree(out, f);
+        rc = print_tree(ctx, out, f);
         goto done;
     }
     has = h5u_has_attr(f, "infl_version");
@@ -398,19 +522,19 @@ static infl_status store_describe_impl(infl_ctx *ctx, const char *path, FILE *ou
         else
             kv(out, "", "format", "%s, version %" PRId64 " (this infl reads version %d)", fmt, ver,
                INFL_FORMAT_VERSION);
-        print_tree(out, f);
+        rc = print_tree(ctx, out, f);
         goto done;
     }
-    if (strcmp(fmt, "dataset") == 0)
-        rc = describe_dataset(ctx, out, path, f);
-    else if (strcmp(fmt, "run") == 0)
-        rc = describe_run(ctx, out, path, f);
-    else
-        print_tree(out, f);
-    if (rc < 0) {
+    if (strcmp(fmt, "dataset") != 0 && strcmp(fmt, "run") != 0) {
+        rc = print_tree(ctx, out, f);
+        goto done;
+    }
+    rc = strcmp(fmt, "dataset") == 0 ? describe_dataset(ctx, out, path, f) : describe_run(ctx, out, path, f);
+    if (rc < 0 && rc != INFL_E_INTERRUPTED) {
         // The structured view failed: show what is there, and still report why.
         fprintf(out, "(cannot describe it as a %s: %s)\n", fmt, ctx ? ctx->detail : "");
-        print_tree(out, f);
+        infl_status t = print_tree(ctx, out, f);
+        if (t == INFL_E_INTERRUPTED) rc = t;
     }
 done:
     H5Fclose(f);
@@ -420,6 +544,5 @@ done:
 infl_status store_describe(infl_ctx *ctx, const char *path, FILE *out) {
     h5u_lock();
     infl_status rc = store_describe_impl(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

@@ -23,20 +23,6 @@
 
 // ---- reading ----
 
-// Opens `name` under the split group as a dataset, or says it is missing.
-static infl_status open_dset(infl_ctx *ctx, infl_split *s, const char *name, const char *expected, hid_t dapl,
-                             hid_t *out) {
-    int ty = h5u_obj_type(s->group, name);
-    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /%s/%s: cannot read the link", s->path, s->split, name);
-    RETURN_IF(ctx, ty == -1, INFL_E_FORMAT, "%s: /%s/%s: missing; expected %s (a documents split)", s->path, s->split,
-              name, expected);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s/%s: is not a dataset; expected %s", s->path,
-              s->split, name, expected);
-    *out = H5Dopen2(s->group, name, dapl);
-    RETURN_IF(ctx, *out < 0, INFL_E_FORMAT, "%s: /%s/%s: cannot open the dataset", s->path, s->split, name);
-    return INFL_OK;
-}
-
 // Reads offsets[i] into *v.
 static infl_status read_offset(infl_ctx *ctx, infl_split *s, int64_t i, int64_t *v) {
     char where[300];
@@ -51,23 +37,18 @@ infl_status store_docs_open(infl_ctx *ctx, infl_split *s, const infl_dataref *re
     GOTO_IF(ctx, dapl < 0 || H5Pset_chunk_cache(dapl, 521, TOK_CACHE, 0.75) < 0, INFL_E_INTERNAL,
             "%s: cannot make a dataset access list", path);
     h5u_dinfo ti, oi, yi;
-    CHECK(open_dset(ctx, s, "tokens", "int32 [T]", dapl, &s->tokens));
-    GOTO_IF(ctx, h5u_dset_info(s->tokens, &ti) < 0, INFL_E_FORMAT, "%s: /%s/tokens: cannot read its type and shape",
-            path, sp);
+    CHECK(store_split_member(ctx, s, "tokens", "int32 [T] (a documents split)", dapl, &s->tokens, &ti));
     GOTO_IF(ctx, !h5u_is_i32(&ti) || ti.rank != 1, INFL_E_FORMAT, "%s: /%s/tokens: expected int32 [T], found %s",
             path, sp, ti.desc);
     s->T = (int64_t)ti.dims[0];
-    CHECK(open_dset(ctx, s, "offsets", "int64 [N+1]", H5P_DEFAULT, &s->offsets));
-    GOTO_IF(ctx, h5u_dset_info(s->offsets, &oi) < 0, INFL_E_FORMAT,
-            "%s: /%s/offsets: cannot read its type and shape", path, sp);
+    CHECK(store_split_member(ctx, s, "offsets", "int64 [N+1] (a documents split)", H5P_DEFAULT, &s->offsets, &oi));
     GOTO_IF(ctx, oi.cls != H5T_INTEGER || oi.size != 8 || !oi.is_signed || oi.rank != 1 || oi.dims[0] < 1,
             INFL_E_FORMAT, "%s: /%s/offsets: expected int64 [N+1] with N >= 0 documents, found %s", path, sp,
             oi.desc);
     const int64_t n = (int64_t)oi.dims[0] - 1;
     char yexp[200];
     snprintf(yexp, sizeof yexp, "int32 [N] with N = %" PRId64 " documents (offsets has N+1 entries)", n);
-    CHECK(open_dset(ctx, s, "y", yexp, H5P_DEFAULT, &s->y));
-    GOTO_IF(ctx, h5u_dset_info(s->y, &yi) < 0, INFL_E_FORMAT, "%s: /%s/y: cannot read its type and shape", path, sp);
+    CHECK(store_split_member(ctx, s, "y", yexp, H5P_DEFAULT, &s->y, &yi));
     GOTO_IF(ctx, !h5u_is_i32(&yi) || yi.rank != 1 || (int64_t)yi.dims[0] != n, INFL_E_FORMAT,
             "%s: /%s/y: expected %s, found %s", path, sp, yexp, yi.desc);
 
@@ -222,8 +203,7 @@ infl_status store_split_read_docs(infl_ctx *ctx, infl_split *s, int64_t row, int
                                   int32_t *tok, int32_t *len, int32_t *label) {
     h5u_lock();
     infl_status rc = read_docs_impl(ctx, s, row, nrows, T, pad, tok, len, label);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 const infl_tokenizer *store_split_tokenizer(const infl_split *s) {
@@ -273,8 +253,7 @@ static infl_status add_docs_split_impl(infl_ctx *ctx, infl_dsw *w, const char *s
 infl_status store_dataset_add_docs_split(infl_ctx *ctx, infl_dsw *w, const char *split) {
     h5u_lock();
     infl_status rc = add_docs_split_impl(ctx, w, split);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Extends a 1-D dataset to `n` elements and writes v (count) at `at`.
@@ -334,8 +313,7 @@ infl_status store_dataset_append_docs(infl_ctx *ctx, infl_dsw *w, const char *sp
                                       const int32_t *tok, const int32_t *label) {
     h5u_lock();
     infl_status rc = append_docs_impl(ctx, w, split, n, len, tok, label);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status set_tokenizer_impl(infl_ctx *ctx, infl_dsw *w, const infl_tokenizer *t) {
@@ -350,8 +328,7 @@ static infl_status set_tokenizer_impl(infl_ctx *ctx, infl_dsw *w, const infl_tok
 infl_status store_dataset_set_tokenizer(infl_ctx *ctx, infl_dsw *w, const infl_tokenizer *t) {
     h5u_lock();
     infl_status rc = set_tokenizer_impl(ctx, w, t);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_docs_finish(infl_ctx *ctx, infl_dsw *w) {

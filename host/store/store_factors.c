@@ -131,13 +131,14 @@ done:
 infl_status store_factors_write(infl_ctx *ctx, const char *path, int force, const infl_factors *f) {
     h5u_lock();
     infl_status rc = write_impl(ctx, path, force, f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
-// Reads float64 dataset `name` of shape (rows[, cols]) into v, checking finiteness.
-static infl_status read_f64(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name,
-                            hsize_t rows, hsize_t cols, double *v) {
+// Opens float64 dataset `name` of group g, which must be [rows, cols] ([rows] when cols
+// is 0): the widths the layer list claims, checked against the dataset's real dims
+// and what the file stores (h5u_open_dset) before anything is allocated for them.
+static infl_status open_f64(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name,
+                            hsize_t rows, hsize_t cols, hid_t *out) {
     char where[96], expected[96];
     snprintf(where, sizeof where, "%s/%s", gwhere, name);
     if (cols)
@@ -145,106 +146,139 @@ static infl_status read_f64(infl_ctx *ctx, const char *path, hid_t g, const char
                  (unsigned long long)cols);
     else
         snprintf(expected, sizeof expected, "float64 [%llu]", (unsigned long long)rows);
-    int ty = h5u_obj_type(g, name);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: %s: missing; expected %s", path, where, expected);
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: %s: cannot open the dataset", path, where);
-    infl_status rc = INFL_OK;
     h5u_dinfo di;
-    GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", path, where);
+    hid_t d;
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, path, g, name, where, expected, H5P_DEFAULT, h5u_mem_bytes(), &d, &di));
     int ok = di.cls == H5T_FLOAT && di.size == 8 && di.rank == (cols ? 2 : 1) && di.dims[0] == rows &&
              (!cols || di.dims[1] == cols);
-    GOTO_IF(ctx, !ok, INFL_E_SHAPE, "%s: %s: expected %s (the model's layer widths), found %s", path, where,
-            expected, di.desc);
+    if (!ok) {
+        H5Dclose(d);
+        return infl_seterr(ctx, INFL_E_SHAPE, "%s: %s: expected %s (the widths of the layer list), found %s", path,
+                           where, expected, di.desc);
+    }
+    *out = d;
+    return INFL_OK;
+}
+
+// Reads float64 dataset `name` of shape (rows[, cols]) into v (NULL: only checks its
+// type and shape), checking finiteness.
+static infl_status read_f64(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name,
+                            hsize_t rows, hsize_t cols, double *v) {
+    hid_t d = H5I_INVALID_HID;
+    FORWARD_IF_ERROR(open_f64(ctx, path, g, gwhere, name, rows, cols, &d));
+    infl_status rc = INFL_OK;
+    if (!v) goto done;
     GOTO_IF(ctx, H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0, INFL_E_FORMAT,
-            "%s: %s: cannot read the values (damaged file?)", path, where);
+            "%s: %s/%s: cannot read the values (damaged file?)", path, gwhere, name);
     size_t n = (size_t)rows * (cols ? cols : 1);
     for (size_t i = 0; i < n; i++)
-        GOTO_IF(ctx, !isfinite(v[i]), INFL_E_VALUE, "%s: %s entry %zu is %s; expected finite values", path, where, i,
-                isnan(v[i]) ? "NaN" : "Inf");
+        GOTO_IF(ctx, !isfinite(v[i]), INFL_E_VALUE, "%s: %s/%s entry %zu is %s; expected finite values", path, gwhere,
+                name, i, isnan(v[i]) ? "NaN" : "Inf");
 done:
     H5Dclose(d);
     return rc;
 }
 
 // The layer list: d_in, d_out, bias (int32 [L]) and /layer_names, or an older file's
-// MLP width chain `layers` (every layer with a bias, named layer0, layer1, ...).
-static infl_status read_layers(infl_ctx *ctx, const char *path, hid_t file, infl_factors **out) {
-    int64_t din[INFL_MAX_LINEAR], dout[INFL_MAX_LINEAR], bias[INFL_MAX_LINEAR];
-    infl_linear *ly = infl_calloc(ctx, INFL_MAX_LINEAR, sizeof *ly, "the layer list");
-    if (!ly) return INFL_E_NOMEM;
-    infl_status rc = INFL_OK;
-    int L = 0;
+// MLP width chain `layers` (every layer with a bias, named layer0, layer1, ...), into
+// ly (INFL_MAX_LINEAR) and *L. Each width is bounded (h5u_claim); the datasets that
+// back them are checked by read_layer_groups.
+static infl_status read_layers(infl_ctx *ctx, const char *path, hid_t file, infl_linear *ly, int *L) {
+    int64_t din[INFL_MAX_LINEAR + 1], dout[INFL_MAX_LINEAR], bias[INFL_MAX_LINEAR];
+    *L = 0;
     int has = h5u_has_attr(file, "d_in");
-    GOTO_IF(ctx, has < 0, INFL_E_FORMAT, "%s: cannot read the root attributes", path);
+    RETURN_IF(ctx, has < 0, INFL_E_FORMAT, "%s: cannot read the root attributes", path);
+    char what[128];
     if (!has) {
         int n = 0;
-        CHECK(h5u_attr_ints(ctx, path, file, "root", "layers", 2, INFL_MAX_LAYERS + 1, din, &n));
-        L = n - 1;
-        for (int l = 0; l <= L; l++)
-            GOTO_IF(ctx, din[l] < 1 || din[l] > 16777216, INFL_E_FORMAT,
-                    "%s: attribute layers: width %d is %" PRId64 "; expected 1 to 16777216", path, l, din[l]);
-        for (int l = 0; l < L; l++) {
+        FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, file, "root", "layers", 2, INFL_MAX_LAYERS + 1, din, &n));
+        *L = n - 1;
+        for (int l = 0; l < *L; l++) {
             snprintf(ly[l].name, sizeof ly[l].name, "layer%d", l);
-            ly[l].d_in = (int)din[l];
-            ly[l].d_out = (int)din[l + 1];
-            ly[l].bias = 1;
+            dout[l] = din[l + 1];
+            bias[l] = 1;
         }
     } else {
         int n1 = 0, n2 = 0, n3 = 0;
-        CHECK(h5u_attr_ints(ctx, path, file, "root", "d_in", 1, INFL_MAX_LINEAR, din, &n1));
-        CHECK(h5u_attr_ints(ctx, path, file, "root", "d_out", 1, INFL_MAX_LINEAR, dout, &n2));
-        CHECK(h5u_attr_ints(ctx, path, file, "root", "bias", 1, INFL_MAX_LINEAR, bias, &n3));
-        GOTO_IF(ctx, n1 != n2 || n1 != n3, INFL_E_FORMAT,
-                "%s: attributes d_in, d_out and bias have %d, %d and %d entries; expected one per layer", path, n1,
-                n2, n3);
-        L = n1;
+        FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, file, "root", "d_in", 1, INFL_MAX_LINEAR, din, &n1));
+        FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, file, "root", "d_out", 1, INFL_MAX_LINEAR, dout, &n2));
+        FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, file, "root", "bias", 1, INFL_MAX_LINEAR, bias, &n3));
+        RETURN_IF(ctx, n1 != n2 || n1 != n3, INFL_E_FORMAT,
+                  "%s: attributes d_in, d_out and bias have %d, %d and %d entries; expected one per layer", path, n1,
+                  n2, n3);
+        *L = n1;
         int64_t count = 0;
-        hid_t d = h5u_obj_type(file, "layer_names") == H5O_TYPE_DATASET ? H5Dopen2(file, "layer_names", H5P_DEFAULT)
-                                                                         : H5I_INVALID_HID;
-        GOTO_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /layer_names: missing; expected one name per layer", path);
-        char(*names)[64] = calloc((size_t)L, sizeof *names);
-        rc = names ? h5u_read_strings(ctx, path, d, "/layer_names", names, L, &count)
-                   : infl_seterr(ctx, INFL_E_NOMEM, "out of memory");
+        hid_t d;
+        h5u_dinfo di;
+        FORWARD_IF_ERROR(h5u_open_dset(ctx, path, file, "layer_names", "/layer_names", "one name per layer",
+                                       H5P_DEFAULT, h5u_mem_bytes(), &d, &di));
+        char(*names)[64] = infl_calloc(ctx, (size_t)*L, sizeof *names, "the layer names");
+        infl_status rc = names ? h5u_read_strings(ctx, path, d, "/layer_names", names, *L, &count) : INFL_E_NOMEM;
         H5Dclose(d);
-        if (rc == INFL_OK && count != L)
+        if (rc == INFL_OK && count != *L)
             rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: /layer_names has %" PRId64 " names; expected %d", path, count,
-                             L);
-        for (int l = 0; rc == INFL_OK && l < L; l++) {
-            if (din[l] < 1 || din[l] > 16777216 || dout[l] < 1 || dout[l] > 16777216) {
-                rc = infl_seterr(ctx, INFL_E_FORMAT,
-                                 "%s: layer %d is %" PRId64 " -> %" PRId64 "; expected widths of 1 to 16777216", path, l,
-                                 din[l], dout[l]);
-                break;
-            }
+                             *L);
+        for (int l = 0; rc == INFL_OK && l < *L; l++) {
             snprintf(ly[l].name, sizeof ly[l].name, "%.47s", names[l]);
-            ly[l].d_in = (int)din[l];
-            ly[l].d_out = (int)dout[l];
-            ly[l].bias = (int)bias[l];
-            if (bias[l] != 0 && bias[l] != 1)
-                rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: attribute bias: entry %d is %" PRId64 "; expected 0 or 1",
-                                 path, l, bias[l]);
+            snprintf(what, sizeof what, "attribute bias, entry %d", l);
+            rc = h5u_claim(ctx, path, "root", what, bias[l], 0, 1);
         }
         free(names);
-        CHECK(rc);
+        FORWARD_IF_ERROR(rc);
     }
-    for (int l = 0; l < L; l++)
-        GOTO_IF(ctx, ly[l].d_in < 1 || ly[l].d_in > 16777216 || ly[l].d_out < 1 || ly[l].d_out > 16777216,
-                INFL_E_FORMAT, "%s: layer %d (%s) is %d -> %d; expected widths of 1 to 16777216", path, l, ly[l].name,
-                ly[l].d_in, ly[l].d_out);
-    rc = infl_factors_alloc(ctx, L, ly, out);
+    for (int l = 0; l < *L; l++) {
+        snprintf(what, sizeof what, "the input width of layer %d (%s)", l, ly[l].name);
+        FORWARD_IF_ERROR(h5u_claim(ctx, path, "root", what, din[l], 1, 1 << 24));
+        snprintf(what, sizeof what, "the output width of layer %d (%s)", l, ly[l].name);
+        FORWARD_IF_ERROR(h5u_claim(ctx, path, "root", what, dout[l], 1, 1 << 24));
+        ly[l].d_in = (int)din[l];
+        ly[l].d_out = (int)dout[l];
+        ly[l].bias = (int)bias[l];
+    }
+    return INFL_OK;
+}
+
+// Checks (f NULL) or reads (into f) every layer's group /layerL: its five datasets
+// have the shapes the layer list claims.
+static infl_status read_layer_groups(infl_ctx *ctx, const char *path, hid_t file, int L, const infl_linear *ly,
+                                     infl_factors *f) {
+    infl_status rc = INFL_OK;
+    hid_t g = H5I_INVALID_HID;
+    for (int l = 0; l < L; l++) {
+        char name[32], where[40];
+        snprintf(name, sizeof name, "layer%d", l);
+        snprintf(where, sizeof where, "/%s", name);
+        GOTO_IF(ctx, h5u_obj_type(file, name) != H5O_TYPE_GROUP, INFL_E_FORMAT,
+                "%s: %s: missing; the factors have %d layers and every layer needs its group", path, where, L);
+        g = H5Gopen2(file, name, H5P_DEFAULT);
+        GOTO_IF(ctx, g < 0, INFL_E_FORMAT, "%s: %s: cannot open the group", path, where);
+        hsize_t ni = (hsize_t)infl_linear_ni(&ly[l]), no = (hsize_t)ly[l].d_out;
+        CHECK(read_f64(ctx, path, g, where, "A_vecs", ni, ni, f ? f->A_vecs[l] : NULL));
+        CHECK(read_f64(ctx, path, g, where, "A_vals", ni, 0, f ? f->A_vals[l] : NULL));
+        CHECK(read_f64(ctx, path, g, where, "S_vecs", no, no, f ? f->S_vecs[l] : NULL));
+        CHECK(read_f64(ctx, path, g, where, "S_vals", no, 0, f ? f->S_vals[l] : NULL));
+        CHECK(read_f64(ctx, path, g, where, "lambda", no, ni, f ? f->lambda[l] : NULL));
+        H5Gclose(g);
+        g = H5I_INVALID_HID;
+    }
 done:
-    free(ly);
+    if (g >= 0) H5Gclose(g);
     return rc;
 }
 
 static infl_status read_impl(infl_ctx *ctx, const char *path, infl_factors **out) {
     *out = NULL;
-    hid_t file = H5I_INVALID_HID, g = H5I_INVALID_HID;
+    hid_t file = H5I_INVALID_HID;
     infl_factors *f = NULL;
     infl_status rc = INFL_OK;
-    FORWARD_IF_ERROR(h5u_open_infl(ctx, path, "factors", &file));
-    CHECK(read_layers(ctx, path, file, &f));
+    int L = 0;
+    infl_linear *ly = infl_calloc(ctx, INFL_MAX_LINEAR, sizeof *ly, "the layer list");
+    if (!ly) return INFL_E_NOMEM;
+    CHECK(h5u_open_infl(ctx, path, "factors", &file));
+    CHECK(read_layers(ctx, path, file, ly, &L));
+    // the widths are believed (and allocated for) only once the datasets bear them out
+    CHECK(read_layer_groups(ctx, path, file, L, ly, NULL));
+    CHECK(infl_factors_alloc(ctx, L, ly, &f));
     CHECK(h5u_attr_str(ctx, path, file, "root", "strategy", f->strategy, sizeof f->strategy));
     GOTO_IF(ctx, strcmp(f->strategy, "ekfac") && strcmp(f->strategy, "kfac") && strcmp(f->strategy, "diagonal") &&
                      strcmp(f->strategy, "identity"),
@@ -259,35 +293,18 @@ static infl_status read_impl(infl_ctx *ctx, const char *path, infl_factors **out
     CHECK(h5u_attr_i64(ctx, path, file, "root", "examples", &f->examples));
     CHECK(h5u_attr_u64(ctx, path, file, "root", "seed", &f->seed));
     CHECK(h5u_attr_i64(ctx, path, file, "root", "samples", &f->samples));
-    for (int l = 0; l < f->L; l++) {
-        char name[32], where[40];
-        snprintf(name, sizeof name, "layer%d", l);
-        snprintf(where, sizeof where, "/%s", name);
-        GOTO_IF(ctx, h5u_obj_type(file, name) != H5O_TYPE_GROUP, INFL_E_FORMAT,
-                "%s: %s: missing; the factors have %d layers and every layer needs its group", path, where, f->L);
-        g = H5Gopen2(file, name, H5P_DEFAULT);
-        GOTO_IF(ctx, g < 0, INFL_E_FORMAT, "%s: %s: cannot open the group", path, where);
-        hsize_t ni = (hsize_t)infl_linear_ni(&f->layer[l]), no = (hsize_t)f->layer[l].d_out;
-        CHECK(read_f64(ctx, path, g, where, "A_vecs", ni, ni, f->A_vecs[l]));
-        CHECK(read_f64(ctx, path, g, where, "A_vals", ni, 0, f->A_vals[l]));
-        CHECK(read_f64(ctx, path, g, where, "S_vecs", no, no, f->S_vecs[l]));
-        CHECK(read_f64(ctx, path, g, where, "S_vals", no, 0, f->S_vals[l]));
-        CHECK(read_f64(ctx, path, g, where, "lambda", no, ni, f->lambda[l]));
-        H5Gclose(g);
-        g = H5I_INVALID_HID;
-    }
+    CHECK(read_layer_groups(ctx, path, file, L, ly, f));
     *out = f;
     f = NULL;
 done:
-    if (g >= 0) H5Gclose(g);
     if (file >= 0) H5Fclose(file);
     infl_factors_free(f);
+    free(ly);
     return rc;
 }
 
 infl_status store_factors_read(infl_ctx *ctx, const char *path, infl_factors **out) {
     h5u_lock();
     infl_status rc = read_impl(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

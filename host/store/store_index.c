@@ -92,19 +92,30 @@ static infl_status read_info(infl_ctx *ctx, const char *path, hid_t f, infl_inde
     FORWARD_IF_ERROR(h5u_attr_str(ctx, path, f, "root", "model", in->model, sizeof in->model));
     FORWARD_IF_ERROR(h5u_attr_str(ctx, path, f, "root", "projection", in->projection, sizeof in->projection));
     FORWARD_IF_ERROR(h5u_attr_u64(ctx, path, f, "root", "seed", &in->seed));
+    // sizes: dim (and rows, below) are borne out by the datasets' dims when the index is
+    // opened (store_index_open); the kron dims must add up to dim
     FORWARD_IF_ERROR(h5u_attr_i64(ctx, path, f, "root", "dim", &v));
-    RETURN_IF(ctx, v < 1 || v > (1 << 30), INFL_E_FORMAT, "%s: attribute dim = %" PRId64 ": expected 1 to 2^30", path,
-              v);
+    FORWARD_IF_ERROR(h5u_claim(ctx, path, "root", "attribute dim", v, 1, 1 << 30));
     in->k = (int)v;
     FORWARD_IF_ERROR(h5u_attr_i64(ctx, path, f, "root", "kron_out", &v));
+    FORWARD_IF_ERROR(h5u_claim(ctx, path, "root", "attribute kron_out", v, 0, 1 << 30));
     in->kron_out = (int)v;
     FORWARD_IF_ERROR(h5u_attr_i64(ctx, path, f, "root", "kron_in", &v));
+    FORWARD_IF_ERROR(h5u_claim(ctx, path, "root", "attribute kron_in", v, 0, 1 << 30));
     in->kron_in = (int)v;
     int n = 0;
     if (h5u_has_attr(f, "kdims") == 1) {
         FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, f, "root", "kdims", 0, 2 * INFL_MAX_LINEAR, kd, &n));
         RETURN_IF(ctx, n % 2, INFL_E_FORMAT, "%s: attribute kdims has %d entries: expected pairs", path, n);
-        for (int i = 0; i < n; i++) in->kdims[i] = (int32_t)kd[i];
+        int64_t sum = 0;
+        for (int i = 0; i < n; i++) {
+            FORWARD_IF_ERROR(h5u_claim(ctx, path, "root", "an entry of attribute kdims", kd[i], 1, in->k));
+            in->kdims[i] = (int32_t)kd[i];
+            if (i % 2) sum += kd[i - 1] * kd[i];
+        }
+        RETURN_IF(ctx, n > 0 && sum != in->k, INFL_E_FORMAT,
+                  "%s: attribute kdims: its layers' k_out x k_in add up to %" PRId64 " entries, not dim %d", path, sum,
+                  in->k);
     }
     in->L = n / 2;
     FORWARD_IF_ERROR(h5u_attr_str(ctx, path, f, "root", "target", in->target, sizeof in->target));
@@ -308,7 +319,7 @@ infl_status store_index_begin(infl_ctx *ctx, const char *path, int force, const 
     return INFL_OK;
 done:
     ixw_close_ids(w);
-    h5u_unlock();
+    rc = h5u_unlock_rc(ctx, rc);
     free(w);
     return rc;
 }
@@ -343,8 +354,7 @@ infl_status store_index_write(infl_ctx *ctx, infl_ixw *w, int c, int64_t row0, i
     infl_status rc = store_rows_io(ctx, w->partial, w->phi[c], where, w->ftype, row0, n, in->k, (void *)buf, 1);
     snprintf(where, sizeof where, "/checkpoints/%s/q", in->ck[c].name);
     if (rc == INFL_OK) rc = store_rows_io(ctx, w->partial, w->q[c], where, H5T_NATIVE_FLOAT, row0, n, 0, (void *)q, 1);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_index_mark(infl_ctx *ctx, infl_ixw *w, int64_t rows) {
@@ -352,8 +362,7 @@ infl_status store_index_mark(infl_ctx *ctx, infl_ixw *w, int64_t rows) {
     infl_status rc = h5u_wattr_i64(ctx, w->path, w->file, "root", "rows_done", rows);
     if (rc == INFL_OK && H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
         rc = infl_seterr(ctx, INFL_E_IO, "%s: cannot flush", w->partial);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_index_commit(infl_ctx *ctx, infl_ixw *w) {
@@ -430,28 +439,30 @@ infl_status store_index_open(infl_ctx *ctx, const char *path, infl_ixr **out) {
     r->half = half_type();
     GOTO_IF(ctx, r->half < 0, INFL_E_INTERNAL, "cannot make the float16 type");
     for (int c = 0; c < r->info.nck; c++) {
-        char where[96];
+        char name[96], where[100], exp[96];
         h5u_dinfo di;
-        snprintf(where, sizeof where, "checkpoints/%s/phi", r->info.ck[c].name);
-        r->phi[c] = H5Dopen2(r->file, where, H5P_DEFAULT);
-        GOTO_IF(ctx, r->phi[c] < 0 || h5u_dset_info(r->phi[c], &di) < 0, INFL_E_FORMAT, "%s: no dataset /%s", path,
-                where);
+        snprintf(name, sizeof name, "checkpoints/%s/phi", r->info.ck[c].name);
+        snprintf(where, sizeof where, "/%s", name);
+        snprintf(exp, sizeof exp, "%s [%" PRId64 ", %d]", r->info.float16 ? "float16" : "float32", r->info.N,
+                 r->info.k);
+        // streamed: its dims are borne out by what the file stores (h5u_open_dset)
+        CHECK(h5u_open_dset(ctx, path, r->file, name, where, exp, H5P_DEFAULT, UINT64_MAX, &r->phi[c], &di));
         GOTO_IF(ctx,
                 di.cls != H5T_FLOAT || di.size != (r->info.float16 ? 2u : 4u) || di.rank != 2 ||
                     di.dims[0] != (hsize_t)r->info.N || di.dims[1] != (hsize_t)r->info.k,
-                INFL_E_FORMAT, "%s: /%s is %s: expected %s [%" PRId64 ", %d]", path, where, di.desc,
-                r->info.float16 ? "float16" : "float32", r->info.N, r->info.k);
-        snprintf(where, sizeof where, "checkpoints/%s/q", r->info.ck[c].name);
-        r->q[c] = H5Dopen2(r->file, where, H5P_DEFAULT);
-        GOTO_IF(ctx, r->q[c] < 0 || h5u_dset_info(r->q[c], &di) < 0, INFL_E_FORMAT, "%s: no dataset /%s", path, where);
+                INFL_E_FORMAT, "%s: %s is %s: expected %s", path, where, di.desc, exp);
+        snprintf(name, sizeof name, "checkpoints/%s/q", r->info.ck[c].name);
+        snprintf(where, sizeof where, "/%s", name);
+        snprintf(exp, sizeof exp, "float32 [%" PRId64 "]", r->info.N);
+        CHECK(h5u_open_dset(ctx, path, r->file, name, where, exp, H5P_DEFAULT, UINT64_MAX, &r->q[c], &di));
         GOTO_IF(ctx, !h5u_is_f32(&di) || di.rank != 1 || di.dims[0] != (hsize_t)r->info.N, INFL_E_FORMAT,
-                "%s: /%s is %s: expected float32 [%" PRId64 "]", path, where, di.desc, r->info.N);
+                "%s: %s is %s: expected %s", path, where, di.desc, exp);
     }
     h5u_unlock();
     *out = r;
     return INFL_OK;
 done:
-    h5u_unlock();
+    rc = h5u_unlock_rc(ctx, rc);
     store_index_close_r(r);
     return rc;
 }
@@ -485,8 +496,7 @@ infl_status store_index_read(infl_ctx *ctx, infl_ixr *r, int c, int64_t row0, in
         CHECK(store_rows_io(ctx, r->path, r->q[c], where, H5T_NATIVE_FLOAT, row0, n, 0, q, 0));
     }
 done:
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 void store_resolve_beside(const char *name, const char *file, char *out, size_t size) {

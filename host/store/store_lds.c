@@ -34,8 +34,7 @@ infl_status store_lds_write(infl_ctx *ctx, const char *path, const infl_lds_stat
     CHECK(h5u_write_array(ctx, path, f, "", "done", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)s->models, 0, s->done));
 done:
     rc = h5u_finish_infl(ctx, path, tmp, f, rc);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s) {
@@ -73,24 +72,23 @@ infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s) {
             path, what, run, query, models, fraction, seed, output, epochs);
     const char *names[2] = {"outputs", "done"};
     for (int i = 0; i < 2; i++) {
-        GOTO_IF(ctx, h5u_obj_type(f, names[i]) != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: missing", path,
-                names[i]);
-        hid_t d = H5Dopen2(f, names[i], H5P_DEFAULT);
+        char where[16], expected[64];
+        snprintf(where, sizeof where, "/%s", names[i]);
+        snprintf(expected, sizeof expected, "[%d%s] values", (int)models, i ? "" : ", M");
+        hid_t d;
         h5u_dinfo di;
+        CHECK(h5u_open_dset(ctx, path, f, names[i], where, expected, H5P_DEFAULT, h5u_mem_bytes(), &d, &di));
         // a state of fewer models grows: its rows fill the first ones (model k is keyed by k)
-        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.dims[0] == (hsize_t)models &&
-                 (i == 1 || (di.rank == 2 && di.dims[1] == (hsize_t)s->M));
+        int ok = di.dims[0] == (hsize_t)models && di.rank == (i ? 1 : 2) && (i == 1 || di.dims[1] == (hsize_t)s->M);
         herr_t e = ok ? H5Dread(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                 i ? (void *)s->done : (void *)s->outputs)
                       : -1;
-        if (d >= 0) H5Dclose(d);
-        GOTO_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: expected [%d%s] values", path, names[i], (int)models,
-                i ? "" : ", M");
+        H5Dclose(d);
+        GOTO_IF(ctx, e < 0, INFL_E_FORMAT, "%s: %s: expected %s", path, where, expected);
     }
 done:
     if (f >= 0) H5Fclose(f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_lds_is_state(infl_ctx *ctx, const char *path) { return h5u_is_infl(ctx, path, "lds"); }

@@ -11,6 +11,7 @@
 #include <hdf5.h>
 #include <stdint.h>
 
+#include "h5util.h"
 #include "store.h"
 
 // ---- a split being read ----
@@ -64,6 +65,10 @@ struct infl_dsw {
 // hyperslab, in memory type mt. Messages name path and where.
 infl_status store_rows_io(infl_ctx *ctx, const char *path, hid_t dset, const char *where, hid_t mt, int64_t r0,
                           int64_t nrows, int64_t w, void *buf, int write);
+// Opens dataset `name` of the split's group (named /split/name in messages) with
+// h5u_open_dset: streamed, so bounded by what the file really stores, not by memory.
+infl_status store_split_member(infl_ctx *ctx, infl_split *s, const char *name, const char *expected, hid_t dapl,
+                               hid_t *out, h5u_dinfo *info);
 // The split lookup of a writer (NULL when not added).
 dsw_split *store_dsw_find(infl_dsw *w, const char *name);
 // A new split's name: one HDF5 group name, not /classes or /tokenizer, not added yet.

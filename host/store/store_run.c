@@ -168,8 +168,7 @@ infl_status store_run_create(infl_ctx *ctx, const char *path, int force, const i
                              const char *data_ref, const char *optimizer, uint64_t seed, infl_runw **out) {
     h5u_lock();
     infl_status rc = store_run_create_impl(ctx, path, force, spec, data_ref, optimizer, seed, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // Writes a float32 dataset of rank 1 or 2 under loc from v.
@@ -231,8 +230,7 @@ infl_status store_run_add_checkpoint(infl_ctx *ctx, infl_runw *w, int64_t step, 
                                      double grad_norm, const float *params) {
     h5u_lock();
     infl_status rc = store_run_add_checkpoint_impl(ctx, w, step, epoch, lr, grad_norm, params);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status store_run_commit_impl(infl_ctx *ctx, infl_runw *w) {
@@ -261,8 +259,7 @@ done:
 infl_status store_run_commit(infl_ctx *ctx, infl_runw *w) {
     h5u_lock();
     infl_status rc = store_run_commit_impl(ctx, w);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static void store_run_abort_impl(infl_runw *w) {
@@ -504,6 +501,8 @@ done:
     return rc;
 }
 
+static infl_status load_checkpoint(infl_ctx *ctx, infl_run *r, int i, float *params);
+
 static infl_status store_run_open_impl(infl_ctx *ctx, const char *path, infl_run **out) {
     RETURN_IF(ctx, !out, INFL_E_ARG, "store_run_open: out is NULL");
     *out = NULL;
@@ -517,6 +516,9 @@ static infl_status store_run_open_impl(infl_ctx *ctx, const char *path, infl_run
     CHECK(h5u_open_infl(ctx, path, "run", &r->file));
     CHECK(read_model(ctx, r));
     CHECK(read_checkpoint_list(ctx, r));
+    // the model's size, which callers allocate, is believed only once the final
+    // checkpoint's tensors bear it out (the others are checked as they are loaded)
+    CHECK(load_checkpoint(ctx, r, r->final_idx, NULL));
 done:
     if (rc < 0) {
         store_run_close(r);
@@ -529,8 +531,7 @@ done:
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
     h5u_lock();
     infl_status rc = store_run_open_impl(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 const infl_model_spec *store_run_spec(const infl_run *r) { return &r->spec; }
@@ -588,10 +589,11 @@ infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, i
                        r->ck[r->final_idx].name);
 }
 
-// Reads float32 dataset `name` of group g, which must have the given shape, into v
-// and checks every value is finite.
-static infl_status load_f32(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name, int rank,
-                            const hsize_t *dims, float *v) {
+// Opens float32 dataset `name` of group g, which must have the given shape (the
+// model's, from /model): the shape is checked against the dataset's dims and what
+// the file stores (h5u_open_dset) before anything is read.
+static infl_status open_f32(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name, int rank,
+                            const hsize_t *dims, hid_t *out) {
     char where[160], expected[96];
     snprintf(where, sizeof where, "%s/%s", gwhere, name);
     if (rank == 2)
@@ -599,14 +601,9 @@ static infl_status load_f32(infl_ctx *ctx, const char *path, hid_t g, const char
                  (unsigned long long)dims[1]);
     else
         snprintf(expected, sizeof expected, "float32 [%llu]", (unsigned long long)dims[0]);
-    int ty = h5u_obj_type(g, name);
-    RETURN_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: %s: cannot read the link", path, where);
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: %s: missing; expected %s", path, where, expected);
-    infl_status rc = INFL_OK;
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: %s: cannot open the dataset", path, where);
+    hid_t d;
     h5u_dinfo di;
-    GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", path, where);
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, path, g, name, where, expected, H5P_DEFAULT, h5u_mem_bytes(), &d, &di));
     int shape_ok = di.rank == rank;
     for (int i = 0; shape_ok && i < rank; i++) shape_ok = di.dims[i] == dims[i];
     if (!h5u_is_f32(&di) || !shape_ok) {
@@ -616,18 +613,32 @@ static infl_status load_f32(infl_ctx *ctx, const char *path, hid_t g, const char
             const char *sp = strchr(di.desc, ' ');
             if (sp) found = sp + 1;
         }
-        GOTO_IF(ctx, 1, INFL_E_SHAPE, "%s: %s: expected %s, found %s", path, where, expected, found);
+        H5Dclose(d);
+        return infl_seterr(ctx, INFL_E_SHAPE, "%s: %s: expected %s, found %s", path, where, expected, found);
     }
+    *out = d;
+    return INFL_OK;
+}
+
+// Reads float32 dataset `name` of group g, which must have the given shape, into v
+// (NULL: only checks it, open_f32) and checks every value is finite.
+static infl_status load_f32(infl_ctx *ctx, const char *path, hid_t g, const char *gwhere, const char *name, int rank,
+                            const hsize_t *dims, float *v) {
+    hid_t d = H5I_INVALID_HID;
+    FORWARD_IF_ERROR(open_f32(ctx, path, g, gwhere, name, rank, dims, &d));
+    infl_status rc = INFL_OK;
+    if (!v) goto done;
     GOTO_IF(ctx, H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0, INFL_E_FORMAT,
-            "%s: %s: cannot read the values (damaged file?)", path, where);
+            "%s: %s/%s: cannot read the values (damaged file?)", path, gwhere, name);
     size_t total = rank == 2 ? (size_t)(dims[0] * dims[1]) : (size_t)dims[0];
     for (size_t i = 0; i < total; i++) {
         if (isfinite(v[i])) continue;
         if (rank == 2)
-            rc = infl_seterr(ctx, INFL_E_VALUE, "%s: %s row %zu column %zu: %s", path, where, i / (size_t)dims[1],
-                             i % (size_t)dims[1], nonfinite_name(v[i]));
+            rc = infl_seterr(ctx, INFL_E_VALUE, "%s: %s/%s row %zu column %zu: %s", path, gwhere, name,
+                             i / (size_t)dims[1], i % (size_t)dims[1], nonfinite_name(v[i]));
         else
-            rc = infl_seterr(ctx, INFL_E_VALUE, "%s: %s entry %zu: %s", path, where, i, nonfinite_name(v[i]));
+            rc = infl_seterr(ctx, INFL_E_VALUE, "%s: %s/%s entry %zu: %s", path, gwhere, name, i,
+                             nonfinite_name(v[i]));
         goto done;
     }
 done:
@@ -635,8 +646,9 @@ done:
     return rc;
 }
 
-static infl_status store_run_load_impl(infl_ctx *ctx, infl_run *r, int i, float *params) {
-    RETURN_IF(ctx, !r || !params, INFL_E_ARG, "store_run_load: no run or parameter buffer");
+// Loads checkpoint i into params, or (params NULL) checks that its tensors have the
+// model's shapes.
+static infl_status load_checkpoint(infl_ctx *ctx, infl_run *r, int i, float *params) {
     RETURN_IF(ctx, i < 0 || i >= r->n, INFL_E_ARG, "%s: checkpoint index %d out of range (the run has %d)", r->path,
               i, r->n);
     char gwhere[64];
@@ -647,7 +659,7 @@ static infl_status store_run_load_impl(infl_ctx *ctx, infl_run *r, int i, float 
     for (int t = 0; t < r->ntensors; t++) {
         const infl_tensor *ts = &r->tensors[t];
         hsize_t dims[2] = {(hsize_t)ts->dims[0], (hsize_t)ts->dims[1]};
-        CHECK(load_f32(ctx, r->path, g, gwhere, ts->name, ts->rank, dims, params + ts->off));
+        CHECK(load_f32(ctx, r->path, g, gwhere, ts->name, ts->rank, dims, params ? params + ts->off : NULL));
     }
 done:
     H5Gclose(g);
@@ -655,10 +667,10 @@ done:
 }
 
 infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params) {
+    RETURN_IF(ctx, !r || !params, INFL_E_ARG, "store_run_load: no run or parameter buffer");
     h5u_lock();
-    infl_status rc = store_run_load_impl(ctx, r, i, params);
-    h5u_unlock();
-    return rc;
+    infl_status rc = load_checkpoint(ctx, r, i, params);
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static void store_run_close_impl(infl_run *r) {
@@ -685,8 +697,7 @@ infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_toke
               t->vocab, t->eot, infl_model_kind_name(w->spec.kind), w->spec.gpt.vocab);
     h5u_lock();
     infl_status rc = store_tok_write(ctx, w->path, w->file, "model/tokenizer", t);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 // ---- optional root attributes ----
@@ -694,15 +705,13 @@ infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_toke
 infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v) {
     h5u_lock();
     infl_status rc = h5u_wattr_f64(ctx, w->path, w->file, "root", name, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v) {
     h5u_lock();
     infl_status rc = h5u_wattr_str(ctx, w->path, w->file, "root", name, v);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 int store_run_get_f64(infl_run *r, const char *name, double *v) {
@@ -738,15 +747,17 @@ static infl_status store_run_read_rows_impl(infl_ctx *ctx, infl_run *r, const ch
                                             int64_t *n) {
     *rows = NULL;
     *n = 0;
-    int ty = h5u_obj_type(r->file, name);
-    if (ty == -1) return INFL_OK;
-    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: expected an int64 dataset", r->path, name);
-    hid_t d = H5Dopen2(r->file, name, H5P_DEFAULT);
-    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /%s: cannot open", r->path, name);
+    if (h5u_obj_type(r->file, name) == -1) return INFL_OK;
+    char where[300];
+    snprintf(where, sizeof where, "/%s", name);
+    hid_t d;
     h5u_dinfo info;
+    // read whole: its length is borne out by what the file stores and bounded by memory
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, r->path, r->file, name, where, "an int64 dataset [n]", H5P_DEFAULT,
+                                   h5u_mem_bytes(), &d, &info));
     infl_status rc = INFL_OK;
-    GOTO_IF(ctx, h5u_dset_info(d, &info) < 0 || info.rank != 1, INFL_E_FORMAT, "%s: /%s: expected rank 1", r->path,
-            name);
+    GOTO_IF(ctx, info.cls != H5T_INTEGER || info.size != 8 || info.rank != 1, INFL_E_FORMAT,
+            "%s: %s: expected an int64 dataset [n], found %s", r->path, where, info.desc);
     *n = (int64_t)info.dims[0];
     *rows = infl_malloc(ctx, (size_t)(*n > 0 ? *n : 1) * sizeof(int64_t), "a list of rows");
     GOTO_NOMEM_IF(!*rows);
@@ -765,6 +776,5 @@ done:
 infl_status store_run_read_rows(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows, int64_t *n) {
     h5u_lock();
     infl_status rc = store_run_read_rows_impl(ctx, r, name, rows, n);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }

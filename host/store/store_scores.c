@@ -4,6 +4,7 @@
  * (chunked, so memory stays bounded by the shard), and self-influence vectors.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +66,7 @@ infl_status store_scores_create(infl_ctx *ctx, const char *path, int force, int 
     return INFL_OK;
 done:
     store_scores_abort(w);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_scores_write_block(infl_ctx *ctx, infl_scw *w, const float *scores, int nb, int ld, int64_t col0) {
@@ -89,8 +89,7 @@ infl_status store_scores_write_block(infl_ctx *ctx, infl_scw *w, const float *sc
 done:
     close_id(ms, H5Sclose);
     close_id(fs, H5Sclose);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 static infl_status write_pair(infl_ctx *ctx, infl_scw *w, const char *group, const int64_t *idx, const float *score) {
@@ -112,8 +111,7 @@ infl_status store_scores_write_topk(infl_ctx *ctx, infl_scw *w, const int64_t *t
     h5u_lock();
     infl_status rc = write_pair(ctx, w, "topk", top_idx, top_score);
     if (rc == INFL_OK) rc = write_pair(ctx, w, "bottomk", bot_idx, bot_score);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_scores_write_self(infl_ctx *ctx, infl_scw *w, const float *self, const int64_t *order, int64_t N) {
@@ -123,22 +121,19 @@ infl_status store_scores_write_self(infl_ctx *ctx, infl_scw *w, const float *sel
     if (rc == INFL_OK)
         rc = h5u_write_array(ctx, w->path, w->file, "", "self_order", H5T_NATIVE_INT64, H5T_NATIVE_INT64, (hsize_t)N, 0,
                              order);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_scores_attr_str(infl_ctx *ctx, infl_scw *w, const char *name, const char *value) {
     h5u_lock();
     infl_status rc = h5u_wattr_str(ctx, w->path, w->file, "root", name, value ? value : "");
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_scores_attr_f64(infl_ctx *ctx, infl_scw *w, const char *name, double value) {
     h5u_lock();
     infl_status rc = h5u_wattr_f64(ctx, w->path, w->file, "root", name, value);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_scores_commit(infl_ctx *ctx, infl_scw *w) {
@@ -155,8 +150,7 @@ infl_status store_scores_commit(infl_ctx *ctx, infl_scw *w) {
         rc = infl_out_commit(ctx, w->tmp, w->path);
     }
     free(w);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 void store_scores_abort(infl_scw *w) {
@@ -188,14 +182,13 @@ static infl_status scr_open(infl_ctx *ctx, const char *path, infl_scr **out) {
     snprintf(r->path, sizeof r->path, "%s", path);
     infl_status rc = INFL_OK;
     CHECK(h5u_open_infl(ctx, path, "scores", &r->file));
-    GOTO_IF(ctx, h5u_obj_type(r->file, "scores") != H5O_TYPE_DATASET, INFL_E_FORMAT,
-            "%s: /scores: missing; expected the full score matrix float32 [M, N] (infl rank -o FILE --save-scores)",
-            path);
-    r->scores = H5Dopen2(r->file, "scores", H5P_DEFAULT);
     h5u_dinfo di;
-    GOTO_IF(ctx, r->scores < 0 || h5u_dset_info(r->scores, &di) < 0, INFL_E_FORMAT, "%s: /scores: cannot open", path);
+    CHECK(h5u_open_dset(ctx, path, r->file, "scores", "/scores",
+                        "the full score matrix float32 [M, N] (infl rank -o FILE --save-scores)", H5P_DEFAULT,
+                        UINT64_MAX, &r->scores, &di));
     GOTO_IF(ctx, !h5u_is_f32(&di) || di.rank != 2 || di.dims[0] < 1 || di.dims[1] < 1, INFL_E_FORMAT,
             "%s: /scores: expected float32 [M, N], found %s", path, di.desc);
+    CHECK(h5u_claim(ctx, path, "/scores", "the number of queries M", (int64_t)di.dims[0], 1, INT_MAX));
     r->M = (int)di.dims[0];
     r->N = (int64_t)di.dims[1];
     const char *names[3] = {"method", "query", "train"};
@@ -215,8 +208,7 @@ done:
 infl_status store_scores_open(infl_ctx *ctx, const char *path, infl_scr **out) {
     h5u_lock();
     infl_status rc = scr_open(ctx, path, out);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 void store_scores_shape(const infl_scr *r, int *M, int64_t *N) {
@@ -246,8 +238,7 @@ infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int
 done:
     close_id(ms, H5Sclose);
     close_id(fs, H5Sclose);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_scores_read_row(infl_ctx *ctx, infl_scr *r, int q, float *out) {
@@ -264,8 +255,7 @@ infl_status store_scores_read_row(infl_ctx *ctx, infl_scr *r, int q, float *out)
 done:
     close_id(ms, H5Sclose);
     close_id(fs, H5Sclose);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 void store_scores_close(infl_scr *r) {

@@ -124,13 +124,10 @@ static infl_status tok_read(infl_ctx *ctx, const char *path, hid_t loc, const ch
     if (t->kind == INFL_TOK_BPE) {
         char mw[700];
         snprintf(mw, sizeof mw, "%s/merges", gw);
-        ty = h5u_obj_type(g, "merges");
-        GOTO_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: %s: missing; expected int32 [%d, 2] (vocab %d - 257)",
-                path, mw, t->n_merges, t->vocab);
-        d = H5Dopen2(g, "merges", H5P_DEFAULT);
-        GOTO_IF(ctx, d < 0, INFL_E_FORMAT, "%s: %s: cannot open the dataset", path, mw);
+        char expected[96];
+        snprintf(expected, sizeof expected, "int32 [%d, 2] (vocab %d - 257)", t->n_merges, t->vocab);
         h5u_dinfo di;
-        GOTO_IF(ctx, h5u_dset_info(d, &di) < 0, INFL_E_FORMAT, "%s: %s: cannot read its type and shape", path, mw);
+        CHECK(h5u_open_dset(ctx, path, g, "merges", mw, expected, H5P_DEFAULT, h5u_mem_bytes(), &d, &di));
         GOTO_IF(ctx,
                 di.cls != H5T_INTEGER || di.rank != 2 || (int64_t)di.dims[0] != t->n_merges || di.dims[1] != 2,
                 INFL_E_FORMAT, "%s: %s: expected int32 [%d, 2] (vocab %d - 257 merges), found %s", path, mw,
