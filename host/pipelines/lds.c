@@ -55,54 +55,11 @@ void infl_lds_result_free(infl_lds_result *r) {
 
 // The run's recorded training options, for training again on a subset.
 static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds_options *o, infl_train_options *t) {
-    const infl_model_spec *ms = store_run_spec(run);
-    if (ms->kind == INFL_MODEL_GPT) {
-        const infl_gpt_spec *g = &ms->gpt;
-        *t = infl_train_options_gpt_default();
-        t->nlayers = g->n_layer;
-        t->heads = g->n_head;
-        t->dim = g->dim;
-        t->context = g->context;
-        t->weight_decay = g->wd;
-    } else {
-        const infl_mlp_spec *s = &ms->mlp;
-        *t = infl_train_options_default();
-        t->nlayers = s->L;
-        for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
-        t->activation = s->act;
-        t->loss = s->loss;
-        t->weight_decay = s->wd;
-    }
-    t->data = store_run_data(run);
-    double v;
-    char sched[32];
-    RETURN_IF(ctx, !store_run_get_f64(run, "train_epochs", &v), INFL_E_FORMAT,
-              "%s: the run has no recorded training options (train_epochs ...): it was written by an older infl; "
-              "train it again to use lds",
-              store_run_path(run));
-    RETURN_IF(ctx, o->epochs <= 0 && !(v >= 1 && v <= 1e6), INFL_E_FORMAT,
-              "%s: attribute train_epochs is %g; expected 1 to 1000000", store_run_path(run), v);
-    t->epochs = o->epochs > 0 ? o->epochs : (int)v;
-    const char *opt = store_run_optimizer(run);
-    t->optimizer = strcmp(opt, "newton") == 0 ? INFL_OPT_NEWTON : strcmp(opt, "sgd") == 0 ? INFL_OPT_SGD : INFL_OPT_AUTO;
-    if (store_run_get_f64(run, "train_shard_rows", &v) && v >= 0 && v < 9e15) t->shard_rows = (int64_t)v;
-    if (store_run_get_f64(run, "train_shard_mb", &v) && v > 0) t->shard_mb = v;
-    if (store_run_get_f64(run, "train_batch", &v) && v >= 1 && v <= 1e9) t->batch = (int)v;
-    if (store_run_get_f64(run, "train_lr", &v)) t->lr = v;
-    if (store_run_get_f64(run, "train_momentum", &v)) t->momentum = v;
-    if (store_run_get_f64(run, "train_tol", &v)) t->tol = v;
-    if (store_run_get_f64(run, "train_max_iters", &v)) t->max_iters = (int)v;
-    if (store_run_get_f64(run, "train_warmup", &v) && v >= 0 && v <= 1e9) t->warmup = (int)v;
-    if (store_run_get_str(run, "train_schedule", sched, sizeof sched))
-        t->schedule = strcmp(sched, "cosine") == 0 ? INFL_SCHED_COSINE : INFL_SCHED_CONSTANT;
-    // AdamW's (the GPT's trainer records them)
-    if (store_run_get_f64(run, "train_beta1", &v)) t->beta1 = v;
-    if (store_run_get_f64(run, "train_beta2", &v)) t->beta2 = v;
-    if (store_run_get_f64(run, "train_adam_eps", &v)) t->adam_eps = v;
-    if (store_run_get_f64(run, "train_clip", &v)) t->clip = v;
-    t->checkpoint_every = 0;
+    FORWARD_IF_ERROR(infl_train_options_of_run(ctx, run, "lds", t));
+    if (o->epochs > 0) t->epochs = o->epochs;
     t->subset_fraction = o->fraction;
     t->subset_seed = o->seed;
+    t->subset_draw = 0;
     t->force = 1;
     return INFL_OK;
 }

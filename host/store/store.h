@@ -225,6 +225,7 @@ const char *store_run_data(const infl_run *r);  // the training data reference
 // NULL for an mlp run.
 const infl_tokenizer *store_run_tokenizer(const infl_run *r);
 const char *store_run_optimizer(const infl_run *r);  // "sgd", "newton" (or "" when unrecorded)
+uint64_t store_run_seed(const infl_run *r);          // /model seed (initialisation, shuffles)
 int store_run_ncheckpoints(const infl_run *r);
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i);
 // Index of the checkpoint named `name`; NULL or "final" gives the one the `final`

@@ -236,6 +236,7 @@ struct infl_run {
     infl_tokenizer tok;    // gpt: /model/tokenizer
     char data[4096];
     char optimizer[64];
+    uint64_t seed;       // /model seed: initialisation and shuffles
     int n, final_idx;
     infl_ckpt_info *ck;  // (n), sorted by step
 };
@@ -312,6 +313,7 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     CHECK(h5u_attr_str(ctx, path, g, "/model", "optimizer", opt, sizeof opt));
     snprintf(r->optimizer, sizeof r->optimizer, "%s", opt);
     CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
+    r->seed = seed;
     if (infl_spec_check(ctx, sp) < 0) {
         infl_errprefix(ctx, "%s: /model", path);
         rc = INFL_E_FORMAT;
@@ -435,6 +437,7 @@ const infl_tokenizer *store_run_tokenizer(const infl_run *r) {
     return r->spec.kind == INFL_MODEL_GPT ? &r->tok : NULL;
 }
 const char *store_run_optimizer(const infl_run *r) { return r->optimizer; }
+uint64_t store_run_seed(const infl_run *r) { return r->seed; }
 int store_run_ncheckpoints(const infl_run *r) { return r ? r->n : 0; }
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i) {
     return r && i >= 0 && i < r->n ? &r->ck[i] : NULL;
