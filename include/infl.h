@@ -374,9 +374,13 @@ typedef enum {
     INFL_METHOD_EKFAC = 4,    /* ∇L_qᵀ P(∇ℓ_z), P the EK-FAC inverse of fitted factors (infl_fit) */
     INFL_METHOD_KFAC = 5,     /* the same with the KFAC eigenvalues λ_S ⊗ λ_A */
     INFL_METHOD_DIAGONAL = 6, /* the same with the diagonal Fisher */
+    /* 7: representer (reserved) */
+    INFL_METHOD_SGD_INFLUENCE = 8, /* SGD-influence (Hara et al. 2019), with momentum: the run's SGD
+                                      trajectory replayed backwards; n × the change of the query's loss
+                                      had z been left out of its batches (rank options sgd_*) */
 } infl_method;
 
-/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal"; "?" for others. */
+/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "sgd-influence"; "?" for others. */
 const char *infl_method_name(infl_method m);
 
 typedef struct {
@@ -421,6 +425,14 @@ typedef struct {
                                  side (proponents, opponents) again at full rank */
     int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
                                  token rows (ghost pairs or contraction); 2 by forming documents' gradients */
+    /* sgd-influence (an MLP run trained by SGD; `hessian` picks exact or Gauss-Newton minibatch HVPs) */
+    int sgd_variant;          /* 0 (default): every step at its own parameters, replayed from the seed (bit-exact
+                                 on the build, backend and thread count that trained the run; checked against
+                                 every checkpoint); 1: checkpoints only: each step at the parameters of the
+                                 nearest checkpoint (or the initial ones), no replay: no per-step memory, the
+                                 same minibatch HVPs, an approximation within each interval */
+    int sgd_segment;          /* steps whose parameters the full replay holds at once (memory: that many times
+                                 the parameters); 0 = automatic: about sqrt(steps), within 256 MiB */
 } infl_rank_options;
 
 /* Returns the defaults documented above. */
@@ -467,6 +479,12 @@ typedef struct {
     infl_token_shares *bottom_shares; /* (M, k) the opponents' */
     int layer_paths;          /* layers below, for the record: 1 = scored by forming per-document gradients, */
     int *layer_path;          /* (layer_paths) 0 = by the token-pair (ghost) or per-token contraction form */
+    /* sgd-influence */
+    int64_t sgd_steps;        /* the run's SGD steps, each replayed backwards */
+    int sgd_segment;          /* steps whose parameters were held at once (full replay) */
+    double sgd_replay_dev;    /* full replay: the largest relative difference |w - w_c| / |w_c| between the
+                                 replayed weights and the run's checkpoints (0: bit-exact); NaN: not replayed */
+    double seconds_replay;    /* replaying the steps forwards (the rest of seconds_score is the backward pass) */
 } infl_rank_result;
 
 /* Ranks the training examples by their influence on each query (DESIGN.md, "The

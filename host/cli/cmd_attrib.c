@@ -32,7 +32,8 @@ typedef struct {
         {"train", 0, ARG_STR, &(A).o.train, "FILE:/split", "training data (default: the data the run was trained on)"}, \
         {"checkpoint", 0, ARG_STR, &(A).o.checkpoint, "NAME", "graddot, gradcos, if: final (default), a name or step; ekfac: the factors' own"},  \
         {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
-        {"hessian", 0, ARG_STR, &(A).hessian, "H", "if: exact (R-operator, default) or ggn (Gauss-Newton)"},            \
+        {"hessian", 0, ARG_STR, &(A).hessian, "H",                                                                   \
+         "if, sgd-influence: exact (R-operator, default) or ggn (Gauss-Newton)"},                                    \
         {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
         {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
          "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
@@ -60,9 +61,12 @@ static int resolve(attrib_args *A, const char *cmd) {
         else if (!strcmp(A->method, "ekfac")) o->method = INFL_METHOD_EKFAC;
         else if (!strcmp(A->method, "kfac")) o->method = INFL_METHOD_KFAC;
         else if (!strcmp(A->method, "diagonal")) o->method = INFL_METHOD_DIAGONAL;
-        else return usage_error(cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac or diagonal");
+        else if (!strcmp(A->method, "sgd-influence")) o->method = INFL_METHOD_SGD_INFLUENCE;
+        else
+            return usage_error(cmd,
+                               "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal or sgd-influence");
     }
-    bool ek = o->method >= INFL_METHOD_EKFAC;
+    bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
     if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
     if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
@@ -316,7 +320,7 @@ int cmd_rank(int argc, char **argv) {
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
-               *queries = NULL, *prefilter = NULL;
+               *queries = NULL, *prefilter = NULL, *sgd_variant = NULL;
     int spans = 0;
     A.o.complete_tokens = 20;
     const cli_opt opts[] = {
@@ -335,7 +339,14 @@ int cmd_rank(int argc, char **argv) {
          "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
          "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
-        {"method", 'm', ARG_STR, &A.method, "M", "tracin (default), graddot, gradcos, if, ekfac, kfac or diagonal"},
+        {"method", 'm', ARG_STR, &A.method, "M",
+         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal or sgd-influence"},
+        {"sgd-variant", 0, ARG_STR, &sgd_variant, "V",
+         "sgd-influence: replay (default: every step at its own weights, replayed from the seed) or checkpoints "
+         "(each step at the nearest checkpoint's weights: no replay, no per-step memory, approximate)"},
+        {"sgd-segment", 0, ARG_INT, &A.o.sgd_segment, "K",
+         "sgd-influence, replay: steps whose weights are held at once (K x the parameters; default about "
+         "sqrt(steps) within 256 MiB)"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
          "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
         {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)"},
@@ -354,6 +365,9 @@ int cmd_rank(int argc, char **argv) {
                      "  score(q, z) = grad L_q' (H + lambda I)^-1 grad l_z   (if; H = I for graddot)\n"
                      "  tracin: sum over checkpoints of lr_c grad L_q(w_c)' grad l_z(w_c)\n"
                      "  ekfac, kfac, diagonal: H from the factors of infl fit, (H + lambda I)^-1 in their eigenbasis\n"
+                     "  sgd-influence (Hara et al. 2019, with momentum): the run's SGD steps replayed backwards with\n"
+                     "    minibatch Hessian-vector products; N x the change of L_q had z been left out of its batches\n"
+                     "    (an MLP trained by SGD; its training options and seed, recorded in the run, fix the batches)\n"
                      "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
                      "about score/N). Train indices are rows of the train split.\n"
                      "A gpt run: a query is log p(completion | prompt) (the completion's tokens carry the loss) or a\n"
@@ -377,6 +391,14 @@ int cmd_rank(int argc, char **argv) {
         A.o.prefilter_bm25 = (int)k;
     }
     if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
+    if (sgd_variant) {
+        if (!strcmp(sgd_variant, "replay")) A.o.sgd_variant = 0;
+        else if (!strcmp(sgd_variant, "checkpoints")) A.o.sgd_variant = 1;
+        else return usage_error(spec.cmd, "--sgd-variant: expected replay or checkpoints");
+    }
+    if ((sgd_variant || A.o.sgd_segment) && A.o.method != INFL_METHOD_SGD_INFLUENCE)
+        return usage_error(spec.cmd, "--sgd-variant and --sgd-segment go with --method sgd-influence");
+    if (A.o.sgd_segment < 0) return usage_error(spec.cmd, "--sgd-segment: expected a number of steps >= 1");
     if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
     if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
@@ -491,6 +513,15 @@ int cmd_rank(int argc, char **argv) {
             printf("query rank %d: the rank-%d factors keep %.2f%% of the preconditioned queries' squared norm "
                    "(mean over queries and layers)\n",
                    A.o.query_rank, A.o.query_rank, 100.0 * r->query_rank_energy);
+        if (A.o.method == INFL_METHOD_SGD_INFLUENCE) {
+            if (A.o.sgd_variant == 0)
+                printf("sgd-influence: %" PRId64 " steps replayed (%.2f s) and walked backwards, %d at a time; the "
+                       "replay matches the run's checkpoints to a relative %.2g\n",
+                       r->sgd_steps, r->seconds_replay, r->sgd_segment, r->sgd_replay_dev);
+            else
+                printf("sgd-influence: %" PRId64 " steps walked backwards, each at the nearest checkpoint's weights\n",
+                       r->sgd_steps);
+        }
         for (int q = 0; q < r->M; q++) print_query(r, &A.o, query, q, top, bot);
         rc = write_text_outputs(&c, ctx, r, &A.o, train, query, top, bot, csv, json, A.o.force);
         if (rc == 0 && png) {
