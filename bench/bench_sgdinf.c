@@ -7,8 +7,9 @@
  * -o F --save-scores`).
  *
  * Usage: bench_sgdinf --run RUN --query FILE:/split[a:b] --scores F.h5 [--scores G.h5 ...]
- *                     [--random K] [--extreme K] [--seed S] [--csv FILE]
- * The rows z: K drawn at random (seeded), and the K with the largest Σ_q |score| of the
+ *                     [--random K] [--extreme K] [--seed S] [--eps E] [--csv FILE]
+ * With --eps the truth is the derivative instead: z weighted by 1 ∓ E in its batches,
+ * central difference (what SGD-influence is, to first order). The rows z: K drawn at random (seeded), and the K with the largest Σ_q |score| of the
  * first scores file. Per set and scores file: Pearson over all (query, z) pairs, the
  * mean over queries of the per-query Pearson, and the sign agreement (the share of
  * pairs where prediction and truth have the same sign). Prints a table; --csv writes
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "benchutil.h"
 #include "core/rng.h"
@@ -65,6 +67,7 @@ int main(int argc, char **argv) {
     const char *run = NULL, *query = NULL, *csv = NULL, *scores[MAXS];
     int ns = 0, nrand = 100, nextreme = 50;
     uint64_t seed = 1;
+    double eps = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--run")) run = argv[i + 1];
         else if (!strcmp(argv[i], "--query")) query = argv[i + 1];
@@ -73,11 +76,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--extreme")) nextreme = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--csv")) csv = argv[i + 1];
+        else if (!strcmp(argv[i], "--eps")) eps = atof(argv[i + 1]);
         else break;
     }
     if (!run || !query || ns == 0) {
         fprintf(stderr, "usage: bench_sgdinf --run RUN --query FILE:/split[a:b] --scores F.h5 [--scores G.h5 ...] "
-                        "[--random K] [--extreme K] [--seed S] [--csv FILE]\n");
+                        "[--random K] [--extreme K] [--seed S] [--eps E] [--csv FILE]\n");
         return 2;
     }
     infl_ctx *ctx;
@@ -149,14 +153,24 @@ int main(int argc, char **argv) {
     TRY(infl_sgd_query_losses(ctx, run, w, query, base));
     double *act = malloc((size_t)nz * M * sizeof(double)), *pred = malloc((size_t)nz * M * sizeof(double));
     t0 = bench_now();
+    double *lossp = malloc((size_t)M * sizeof(double));
     for (int j = 0; j < nz; j++) {
-        TRY(infl_sgd_counterfactual(ctx, run, &z[j], 1, 0.0, w));
-        TRY(infl_sgd_query_losses(ctx, run, w, query, loss));
-        for (int q = 0; q < M; q++) act[(size_t)j * M + q] = loss[q] - base[q];
-        fprintf(stderr, "\rcounterfactual %d of %d", j + 1, nz);
+        if (eps > 0) {
+            // the derivative SGD-influence linearises: z weighted by 1 -/+ eps, per unit of weight removed
+            TRY(infl_sgd_counterfactual(ctx, run, &z[j], 1, 1.0 - eps, w));
+            TRY(infl_sgd_query_losses(ctx, run, w, query, loss));
+            TRY(infl_sgd_counterfactual(ctx, run, &z[j], 1, 1.0 + eps, w));
+            TRY(infl_sgd_query_losses(ctx, run, w, query, lossp));
+            for (int q = 0; q < M; q++) act[(size_t)j * M + q] = (loss[q] - lossp[q]) / (2 * eps);
+        } else {
+            TRY(infl_sgd_counterfactual(ctx, run, &z[j], 1, 0.0, w));
+            TRY(infl_sgd_query_losses(ctx, run, w, query, loss));
+            for (int q = 0; q < M; q++) act[(size_t)j * M + q] = loss[q] - base[q];
+        }
+        if (isatty(2)) fprintf(stderr, "\rcounterfactual %d of %d", j + 1, nz);
     }
     double t_cf = bench_now() - t0;
-    fprintf(stderr, "\n");
+    if (isatty(2)) fprintf(stderr, "\n");
     FILE *fp = csv ? fopen(csv, "w") : NULL;
     if (fp) {
         fprintf(fp, "set,z,query,actual");
@@ -171,8 +185,10 @@ int main(int argc, char **argv) {
             }
         fclose(fp);
     }
-    printf("counterfactual trainings: %d (%.2f s each; the training replayed once: %.2f s), %d queries, N = %lld\n\n",
-           nz, t_cf / (nz > 0 ? nz : 1), t_one, M, (long long)N);
+    printf("counterfactual trainings: %d (%.2f s each; the training replayed once: %.2f s), %d queries, N = %lld; "
+           "truth: %s\n\n",
+           nz, t_cf / (nz > 0 ? nz : 1), t_one, M, (long long)N,
+           eps > 0 ? "central difference in z's weight (1 -/+ eps)" : "z left out of its batches");
     printf("| z set    | method                       | pairs |  pearson | mean per-query pearson | sign |\n");
     printf("|---|---|---|---|---|---|\n");
     for (int s = 0; s < ns; s++) {
