@@ -4,6 +4,10 @@
 # queries, and models retrained on random halves. Resumable: the state file keeps the
 # retrained outputs, so a second call trains nothing it already has.
 #   bash bench/lds.sh OUTDIR [MODELS]        (default 50 models)
+# QUERIES=N (default 100) takes the first N test images. sgd-influence replays the 2,345
+# steps backwards with an HVP per query and step: about 47 s per query on 2 shared EPYC
+# cores (bench/results/2026-11-30-sgdinf-cpu-epyc-2core.md), so 100 queries take over an
+# hour; its replay must run at the thread count the run was trained with (it checks).
 set -euo pipefail
 out=${1:?usage: bench/lds.sh OUTDIR [MODELS]}
 models=${2:-50}
@@ -11,7 +15,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 B=${INFL:-build/infl}
 [ -x $B ] || { echo "build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build" >&2; exit 1; }
-Q="$out/fmnist.h5:/test[0:100]"
+Q="$out/fmnist.h5:/test[0:${QUERIES:-100}]"
 t() { local s=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $s" | bc > "$out/.last_seconds"; }
 [ -f "$out/fmnist.h5" ] || $B import fashion-mnist -o "$out/fmnist.h5" -q
 [ -f "$out/run.h5" ] || $B train --data "$out/fmnist.h5:/train" --layers 784,256,128,10 --epochs 5 --batch 128 \
@@ -34,8 +38,9 @@ rank ekfac --method ekfac --factors "$out/ekfac.h5"
 rank kfac --method kfac --factors "$out/ekfac.h5"
 rank ekfac-r32 --method ekfac --factors "$out/ekfac.h5" --query-rank 32
 rank if-ggn-cg --method if --hessian ggn --solver cg --hessian-samples 1000 --damping 0.01 --cg-iters 30
+rank sgd-influence --method sgd-influence
 t $B lds --run "$out/run.h5" --query "$Q" --state "$out/lds_state.h5" --models "$models" --fraction 0.5 --seed 1 \
   "$out"/s_tracin.h5 "$out"/s_graddot.h5 "$out"/s_ekfac.h5 "$out"/s_kfac.h5 "$out"/s_ekfac-r32.h5 \
-  "$out"/s_if-ggn-cg.h5 | tee "$out/lds.txt"
+  "$out"/s_if-ggn-cg.h5 "$out"/s_sgd-influence.h5 | tee "$out/lds.txt"
 echo "lds $(cat "$out/.last_seconds") s" >> "$out/times.txt"
 cat "$out/times.txt"

@@ -243,11 +243,17 @@ static infl_status check_step(infl_ctx *ctx, replay_check *ck, size_t P, int64_t
     }
     double rel = cc > 0 ? sqrt(dd / cc) : sqrt(dd);
     if (rel > ck->dev) ck->dev = rel;
-    RETURN_IF(ctx, !(rel <= 1e-3), INFL_E_NUMERIC,
-              "%s: the replay of the training from its seed does not reproduce checkpoint %s (relative difference "
-              "%.3g > 1e-3): the training data changed, or another build, backend or thread count trained it; "
-              "replay where it was trained (--threads), or use --sgd-variant checkpoints (no replay)",
-              store_run_path(ck->run), store_run_checkpoint(ck->run, ck->next)->name, rel);
+    if (rel <= 1e-3) return INFL_OK;
+    char trained[256] = "";
+    int known = store_run_get_str(ck->run, "train_backend", trained, sizeof trained);
+    return infl_seterr(ctx, INFL_E_NUMERIC,
+                       "%s: the replay of the training from its seed does not reproduce checkpoint %s (relative "
+                       "difference %.3g > 1e-3): %s%s%s%s%sthe training data changed, or another build or backend "
+                       "trained it; replay where it was trained (--threads N), or use --sgd-variant checkpoints (no "
+                       "replay)",
+                       store_run_path(ck->run), store_run_checkpoint(ck->run, ck->next)->name, rel,
+                       known ? "it was trained on " : "", known ? trained : "", known ? " and replays on " : "",
+                       known ? ctx->backend_desc : "", known ? "; or " : "");
     return INFL_OK;
 }
 
@@ -454,7 +460,9 @@ infl_status sgdinf_scores(infl_ctx *ctx, attrib *a, float *S, infl_rank_result *
     CHECK(replay_open(ctx, &g.rp, a->run, a->m, a->train));
     replay *rp = &g.rp;
     const int64_t T = rp->T;
-    GOTO_IF(ctx, rp->B > a->B, INFL_E_INTERNAL, "scoring buffers of %d rows for batches of %d", a->B, rp->B);
+    GOTO_IF(ctx, rp->B > a->B, INFL_E_ARG,
+            "--shard %d is below the run's batch of %d: sgd-influence scores a step's batch at once (leave --shard out)",
+            a->B, rp->B);
     GOTO_IF(ctx, store_run_checkpoint(a->run, a->ck[a->nck - 1])->step != T, INFL_E_INTERNAL,
             "the queries' gradients are not at the final weights");
 
