@@ -500,6 +500,7 @@ extern "C" const infl_backend infl_cuda_backend = {
     .outer_rows = cu_outer_rows,
     .copy_2d = cu_copy_2d,
     .sample_labels = cu_sample_labels,
+    .proj_gen = cu_proj_gen,
     .syevd = cu_syevd,
     .syevd_top = cu_syevd_top,
     .sgemm_batched = cu_sgemm_batched,

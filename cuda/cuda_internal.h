@@ -226,5 +226,7 @@ infl_status cu_gather_rows(infl_ctx *ctx, float *out, const float *X, const int3
 // ---- sample_kernels.cu (compiled without FMA contraction: bit-identical to CPU) ----
 infl_status cu_sample_labels(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
                              int64_t index0, int32_t *y, float *yf);
+infl_status cu_proj_gen(infl_ctx *ctx, float *out, int kind, uint64_t seed, uint32_t mat, uint64_t c0, int nc, int k,
+                        float scale);
 
 #endif

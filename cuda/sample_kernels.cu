@@ -7,9 +7,11 @@
  * differently from the host. What remains is the device's float64 exp/log/cos,
  * within an ulp or two of glibc's: a draw can differ from the CPU's only when a
  * uniform falls within that much of a class boundary (softmax_ce, sigmoid_ce), or
- * when the float64 normal rounds to a different float (mse).
+ * when the float64 normal rounds to a different float (mse). Also the blocks of a
+ * gradient index's random projections (core/projgen.h), under the same rule.
  */
 #include "cuda_internal.h"
+#include "core/projgen.h"
 
 __global__ static void k_sample_labels(infl_loss loss, const float *logits, int B, int K, uint64_t seed,
                                        int64_t index0, int32_t *y, float *yf) {
@@ -29,5 +31,25 @@ infl_status cu_sample_labels(infl_ctx *ctx, infl_loss loss, const float *logits,
                   infl_loss_name(loss));
     if (B <= 0) return INFL_OK;
     CU_LAUNCH(ctx, k_sample_labels, (B + 127) / 128, 128, 0, loss, logits, B, K, seed, index0, y, yf);
+    return INFL_OK;
+}
+
+// ---- projections of a gradient index (core/projgen.h) ----
+
+// One thread per entry of out (nc, k): the same infl_proj_entry as the CPU twin.
+__global__ static void k_proj_gen(float *out, int kind, uint64_t seed, uint32_t mat, uint64_t c0, int nc, int k,
+                                  float scale) {
+    size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)nc * k) return;
+    int i = (int)(e / (size_t)k), j = (int)(e % (size_t)k);
+    out[e] = scale * infl_proj_entry(kind, seed, mat, c0 + (uint64_t)i, (uint32_t)j);
+}
+
+infl_status cu_proj_gen(infl_ctx *ctx, float *out, int kind, uint64_t seed, uint32_t mat, uint64_t c0, int nc, int k,
+                        float scale) {
+    FORWARD_IF_ERROR(cu_enter(ctx));
+    size_t n = (size_t)nc * k;
+    if (n == 0) return INFL_OK;
+    CU_LAUNCH(ctx, k_proj_gen, (unsigned)((n + 255) / 256), 256, 0, out, kind, seed, mat, c0, nc, k, scale);
     return INFL_OK;
 }

@@ -110,6 +110,12 @@ typedef struct infl_backend {
     // into yf (B, K) for mse. Bit-identical on every backend.
     infl_status (*sample_labels)(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
                                  int64_t index0, int32_t *y, float *yf);
+    // A block of a random projection's transpose (core/projgen.h): out (nc, k), row-major,
+    // out[i, j] = scale · infl_proj_entry(kind, seed, mat, c0 + i, j): the columns c0 .. c0 + nc − 1
+    // of matrix `mat`, ready for G (b, nc) · out. Rademacher entries are the same bits on every
+    // backend; gaussian ones the same to a float ulp (the device's float64 log/sin/cos).
+    infl_status (*proj_gen)(infl_ctx *ctx, float *out, int kind, uint64_t seed, uint32_t mat, uint64_t c0, int nc,
+                            int k, float scale);
     // Symmetric eigendecomposition in float64 of A (n, n), row-major, in place: on
     // return row i of A is the eigenvector of w[i], eigenvalues ascending (A and w are
     // backend memory). INFL_E_NUMERIC when it does not converge.

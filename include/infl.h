@@ -364,6 +364,51 @@ typedef struct {
 infl_status infl_generate(infl_ctx *ctx, const infl_generate_options *o, infl_generate_result **out);
 void infl_generate_result_free(infl_generate_result *r);  /* accepts NULL */
 
+// ---- gradient index ----
+
+typedef enum { INFL_PROJ_GAUSSIAN = 0, INFL_PROJ_RADEMACHER = 1, INFL_PROJ_KRON = 2 } infl_projection;
+
+/* "gaussian", "rademacher", "kron"; "?" for others. */
+const char *infl_projection_name(infl_projection p);
+
+typedef struct {
+    const char *run;          /* run file; required */
+    const char *train;        /* training data reference; NULL: the run's own data attribute */
+    const char *checkpoints;  /* NULL or "all" (default): every checkpoint; else comma-separated names or steps
+                                 ("final" the last) */
+    infl_projection projection; /* default rademacher */
+    int dim;                  /* gaussian, rademacher: the projected width k (at most the gradient's); default 2048 */
+    int kron_out, kron_in;    /* kron: each layer's k_out x k_in (capped at its d_out and d_in + 1); default 32 x 32 */
+    uint64_t seed;            /* keys the projection; default 0 */
+    int float16;              /* store φ as float16 (default 1) or float32 (0) */
+    int64_t shard_rows;       /* train rows per shard; 0 = from shard_mb */
+    double shard_mb;          /* default 64 */
+    int force;                /* overwrite the output; start afresh over a partial index of other settings */
+} infl_index_options;
+
+/* Returns the defaults documented above. */
+infl_index_options infl_index_options_default(void);
+
+typedef struct {
+    int64_t N;                /* training examples indexed */
+    int k;                    /* projected width */
+    int checkpoints;
+    int64_t resumed_rows;     /* rows a partial index already held (0: started afresh) */
+    double seconds;           /* this call */
+    double seconds_wait;      /* of which waiting for the reader */
+    double flops_project;     /* floating-point operations of the projections (this call) */
+    double flops_fb;          /* of the forward and backward passes (this call) */
+    double bytes_per_example; /* stored per training example, every checkpoint */
+} infl_index_report;
+
+/* Writes a gradient index (DESIGN.md "Files", "Projection"): for every training
+ * example and checkpoint the projected gradient φ = P g (the margin's for a softmax or
+ * sigmoid classifier, with q = 1 − p_y, so that q φ is the loss's; the loss's for other
+ * models) into out_path, streamed shard by shard. P is generated from the seed, never
+ * stored. The work goes to out_path.partial, flushed after every shard: a call that is
+ * interrupted or killed resumes from it when called again with the same options. */
+infl_status infl_index(infl_ctx *ctx, const infl_index_options *o, const char *out_path, infl_index_report *rep);
+
 // ---- attribution ----
 
 typedef enum {
@@ -378,9 +423,11 @@ typedef enum {
     INFL_METHOD_SGD_INFLUENCE = 8, /* SGD-influence (Hara et al. 2019), with momentum: the run's SGD
                                       trajectory replayed backwards; n × the change of the query's loss
                                       had z been left out of its batches (rank options sgd_*) */
+    INFL_METHOD_TRAK = 9,     /* TRAK over a gradient index (rank_options.index): φ_q (ΦᵀΦ + λI)⁻¹ φ_z ·
+                                 mean(1 − p_z), averaged over checkpoints and runs */
 } infl_method;
 
-/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "sgd-influence"; "?" for others. */
+/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "sgd-influence", "trak"; "?" for others. */
 const char *infl_method_name(infl_method m);
 
 typedef struct {
@@ -396,6 +443,8 @@ typedef struct {
     double damping;           /* if, ekfac: λ added to H (which already has the weight decay); default 0.001 */
     int damping_auto;         /* ekfac, kfac, diagonal: λ_l = 0.1 × mean(Λ_l) per layer instead of damping
                                  (default 0 here; the CLI sets it unless --damping VALUE is given) */
+    double damping_factor;    /* trak and if over an index, with damping_auto: λ = this × the mean eigenvalue of
+                                 each kernel block; default 0.1 */
     const char *factors;      /* ekfac, kfac, diagonal: factors file from infl_fit; required */
     int query_rank;           /* ekfac, kfac, diagonal: rank-r SVD of each preconditioned query matrix per
                                  layer (layers of smaller rank keep their full rank); 0 = full */
@@ -425,6 +474,12 @@ typedef struct {
                                  side (proponents, opponents) again at full rank */
     int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
                                  token rows (ghost pairs or contraction); 2 by forming documents' gradients */
+    const char *index;        /* gradient index files (infl_index), comma-separated: scores from the stored
+                                 projected gradients, with no pass over the training data. Methods: graddot,
+                                 gradcos, tracin (the index's checkpoints, or `checkpoints`), trak, if (the
+                                 projected Fisher, exact per layer block: LoGra's preconditioning). Several files
+                                 (indexes of independently trained runs of one training set) are TRAK's ensemble.
+                                 run may then be NULL: each index names its run */
     /* sgd-influence (an MLP run trained by SGD; `hessian` picks exact or Gauss-Newton minibatch HVPs) */
     int sgd_variant;          /* 0 (default): every step at its own parameters, replayed from the seed (bit-exact
                                  on the build, backend and thread count that trained the run; checked against

@@ -576,6 +576,35 @@ Test(cuda_backend, sample_labels_identical) {
     close_pair(&P);
 }
 
+// The projections of a gradient index (core/projgen.h): rademacher entries the same bits,
+// gaussian ones within a float ulp (the device's float64 log/sin/cos), for blocks of
+// several launch sizes and column offsets.
+Test(cuda_backend, proj_gen_parity) {
+    pair P = open_pair();
+    const int ncs[] = {1, 37, 300}, ks[] = {1, 129, 2048};
+    for (int kind = 0; kind < 2; kind++)
+        for (int i = 0; i < 3; i++) {
+            int nc = ncs[i], k = ks[i];
+            size_t n = (size_t)nc * k;
+            float *h[2];
+            for (int s = 0; s < 2; s++) {
+                infl_ctx *ctx = P.c[s];
+                float *d = dev(ctx, NULL, n * 4);
+                OK(ctx, ctx->be->proj_gen(ctx, d, kind, 0xabcdull, 3u * i + 1, 1000ull * i, nc, k, 0.125f));
+                h[s] = host(ctx, d, n * 4);
+                rel(ctx, d);
+            }
+            if (kind == 1)
+                cr_assert(memcmp(h[0], h[1], n * 4) == 0, "rademacher block %d x %d differs", nc, k);
+            else
+                for (size_t e = 0; e < n; e++)
+                    cr_assert(fabsf(h[1][e] - h[0][e]) <= 2e-7f * fmaxf(1.0f, fabsf(h[0][e])),
+                              "gaussian entry %zu: %a on the GPU, %a on the CPU", e, (double)h[1][e], (double)h[0][e]);
+            free(h[0]), free(h[1]);
+        }
+    close_pair(&P);
+}
+
 Test(cuda_backend, syevd) {
     pair P = open_pair();
     uint64_t st = 20;

@@ -415,6 +415,7 @@ static const struct {
     {"rank", cmd_rank, "rank the training examples that influenced each query (tracin, graddot, gradcos, if, ekfac, kfac, diagonal)"},
     {"self", cmd_self, "self-influence of every training example (finds mislabelled data)"},
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
+    {"index", cmd_index, "project every training example's gradient once (TRAK, LoGra), for rank --index"},
     {"lds", cmd_lds, "linear datamodeling score of methods' scores, by retraining on subsets"},
     {"compare", cmd_compare, "how two scores files agree: Pearson, Spearman, top-k overlap per query"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},

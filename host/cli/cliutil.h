@@ -66,6 +66,8 @@ int cmd_self(int argc, char **argv);
 int cmd_loo(int argc, char **argv);
 // cmd_fit.c
 int cmd_fit(int argc, char **argv);
+// cmd_index.c
+int cmd_index(int argc, char **argv);
 // cmd_lds.c
 int cmd_lds(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

@@ -37,7 +37,8 @@ typedef struct {
         {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
         {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
          "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
-         "0.1 x mean eigenvalue per layer) or a value"},                                                             \
+         "0.1 x mean eigenvalue per layer) or a value; trak, if with --index: auto, auto:F (F x mean eigenvalue) "     \
+         "or a value"},                                                             \
         {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
         {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
         {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
@@ -47,12 +48,14 @@ typedef struct {
         {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)"},                 \
         {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
         {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
-        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"}
+        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"},             \
+        {"index", 0, ARG_STR, &(A).o.index, "FILE[,FILE]",                                                           \
+         "score from gradient indexes (infl index): graddot, gradcos, tracin, trak, if; several: TRAK's ensemble"}
 
 // Resolves the text options into the enum fields. Returns 0 or a usage exit code.
 static int resolve(attrib_args *A, const char *cmd) {
     infl_rank_options *o = &A->o;
-    if (!o->run) return usage_error(cmd, "no run file (--run run.h5)");
+    if (!o->run && !o->index) return usage_error(cmd, "no run file (--run run.h5) or index (--index index.h5)");
     if (A->method) {
         if (!strcmp(A->method, "graddot")) o->method = INFL_METHOD_GRADDOT;
         else if (!strcmp(A->method, "gradcos")) o->method = INFL_METHOD_GRADCOS;
@@ -61,21 +64,31 @@ static int resolve(attrib_args *A, const char *cmd) {
         else if (!strcmp(A->method, "ekfac")) o->method = INFL_METHOD_EKFAC;
         else if (!strcmp(A->method, "kfac")) o->method = INFL_METHOD_KFAC;
         else if (!strcmp(A->method, "diagonal")) o->method = INFL_METHOD_DIAGONAL;
+        else if (!strcmp(A->method, "trak")) o->method = INFL_METHOD_TRAK;
         else if (!strcmp(A->method, "sgd-influence")) o->method = INFL_METHOD_SGD_INFLUENCE;
         else
-            return usage_error(cmd,
-                               "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal or sgd-influence");
+            return usage_error(
+                cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal, trak or sgd-influence");
     }
+    if (o->method == INFL_METHOD_TRAK && !o->index) return usage_error(cmd, "--method trak scores from a gradient index: give --index FILE (infl index)");
     bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
     if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
     if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
     if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
-    o->damping_auto = ek;
+    // the projected kernels of trak and if --index take auto damping too
+    bool ix = o->index && (o->method == INFL_METHOD_TRAK || o->method == INFL_METHOD_IF);
+    o->damping_auto = ek || ix;
     if (A->damping) {
         char *end = NULL;
-        if (!strcmp(A->damping, "auto")) {
-            if (!ek) return usage_error(cmd, "--damping auto goes with --method ekfac, kfac or diagonal");
+        if (!strncmp(A->damping, "auto:", 5) && ix) {
+            // auto:F, the factor of the mean eigenvalue (index kernels)
+            o->damping_factor = strtod(A->damping + 5, &end);
+            if (!A->damping[5] || *end || !(o->damping_factor > 0) || !isfinite(o->damping_factor))
+                return usage_error(cmd, "--damping auto:F: expected a factor F > 0");
+        } else if (!strcmp(A->damping, "auto")) {
+            if (!ek && !ix)
+                return usage_error(cmd, "--damping auto goes with --method ekfac, kfac, diagonal, or trak and if with --index");
         } else {
             o->damping = strtod(A->damping, &end);
             if (!*A->damping || *end || !(o->damping >= 0) || !isfinite(o->damping))
@@ -340,7 +353,7 @@ int cmd_rank(int argc, char **argv) {
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
          "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
         {"method", 'm', ARG_STR, &A.method, "M",
-         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal or sgd-influence"},
+         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal, trak (with --index) or sgd-influence"},
         {"sgd-variant", 0, ARG_STR, &sgd_variant, "V",
          "sgd-influence: replay (default: every step at its own weights, replayed from the seed) or checkpoints "
          "(each step at the nearest checkpoint's weights: no replay, no per-step memory, approximate)"},
@@ -406,6 +419,13 @@ int cmd_rank(int argc, char **argv) {
     if (!ctx) return 1;
     const char *outs[] = {A.o.output, csv, json, png, html};
     infl_status ost = refuse_existing(ctx, outs, 5, A.o.force);
+    char ixrun[4096], ixdata[4416];
+    if (ost == INFL_OK && A.o.index && !A.o.run) {
+        // the first index's run and training data stand for --run and --train
+        ost = store_index_run(ctx, A.o.index, ixrun, sizeof ixrun, ixdata, sizeof ixdata);
+        A.o.run = ixrun;
+        if (!A.o.train) A.o.train = ixdata;
+    }
     // a language model (a gpt run): text queries, token shares, its own report
     int lm = 0;
     lm_queries lq = {0};
@@ -585,6 +605,13 @@ int cmd_self(int argc, char **argv) {
     if (!ctx) return 1;
     const char *outs[] = {A.o.output, csv};
     infl_status ost = refuse_existing(ctx, outs, 2, A.o.force);
+    char ixrun[4096], ixdata[4416];
+    if (ost == INFL_OK && A.o.index && !A.o.run) {
+        // the first index's run and training data stand for --run and --train
+        ost = store_index_run(ctx, A.o.index, ixrun, sizeof ixrun, ixdata, sizeof ixdata);
+        A.o.run = ixrun;
+        if (!A.o.train) A.o.train = ixdata;
+    }
     if (ost < 0) return finish(&c, ctx, ost);
     infl_self_result *r = NULL;
     infl_status st = infl_self(ctx, &A.o, &r);

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "core/mathfn.h"
+#include "core/projgen.h"
 #include "core/spec.h"
 #include "cpu_nn.h"
 
@@ -259,6 +260,27 @@ static infl_status cpu_copy_2d(infl_ctx *ctx, float *dst, int ldd, const float *
     return INFL_OK;
 }
 
+static infl_status cpu_proj_gen(infl_ctx *ctx, float *out, int kind, uint64_t seed, uint32_t mat, uint64_t c0, int nc,
+                                int k, float scale) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if ((size_t)nc * k > 65536)
+    for (int i = 0; i < nc; i++) {
+        float *o = out + (size_t)i * k;
+        uint64_t index = ((uint64_t)mat << 40) | (c0 + (uint64_t)i);
+        if (kind == INFL_PROJ_RADEMACHER_) {
+            // 128 entries per counter: the same bits as infl_proj_entry, drawn once
+            for (int j0 = 0; j0 < k; j0 += 128) {
+                infl_rng4 w = infl_rng_words(seed, INFL_RNG_PROJECT, index, (uint32_t)(j0 >> 7));
+                int n = k - j0 < 128 ? k - j0 : 128;
+                for (int j = 0; j < n; j++) o[j0 + j] = ((w.v[j >> 5] >> (j & 31)) & 1u) ? scale : -scale;
+            }
+        } else {
+            for (int j = 0; j < k; j++) o[j] = scale * infl_proj_entry(kind, seed, mat, c0 + (uint64_t)i, (uint32_t)j);
+        }
+    }
+    return INFL_OK;
+}
+
 static infl_status cpu_sample_labels(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
                                      int64_t index0, int32_t *y, float *yf) {
     (void)ctx;
@@ -326,6 +348,7 @@ const infl_backend infl_cpu_backend = {
     .outer_rows = cpu_outer_rows,
     .copy_2d = cpu_copy_2d,
     .sample_labels = cpu_sample_labels,
+    .proj_gen = cpu_proj_gen,
     .syevd = cpu_syevd,
     .syevd_top = cpu_syevd_top,
     .sgemm_batched = cpu_sgemm_batched,

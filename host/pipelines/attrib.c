@@ -42,6 +42,7 @@ const char *infl_method_name(infl_method m) {
     case INFL_METHOD_EKFAC: return "ekfac";
     case INFL_METHOD_KFAC: return "kfac";
     case INFL_METHOD_DIAGONAL: return "diagonal";
+    case INFL_METHOD_TRAK: return "trak";
     case INFL_METHOD_SGD_INFLUENCE: return "sgd-influence";
     }
     return "?";
@@ -65,7 +66,7 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
         a->nck = n;
         return INFL_OK;
     }
-    if (o->method != INFL_METHOD_TRACIN) {
+    if (o->method != INFL_METHOD_TRACIN && o->method != INFL_METHOD_TRAK) {
         // ekfac: the checkpoint the factors were fitted on, unless one is named
         const char *name = o->checkpoint;
         if (a->fac && (!name || !*name)) name = a->fac->checkpoint;
@@ -107,7 +108,7 @@ static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_op
             a->weight[j] = a->weight[j - 1];
             a->weight[j - 1] = tw;
         }
-    for (int i = 0; i < a->nck; i++)
+    for (int i = 0; i < a->nck && o->method == INFL_METHOD_TRACIN; i++)
         RETURN_IF(ctx, !(a->weight[i] > 0) || !isfinite(a->weight[i]), INFL_E_FORMAT,
                   "%s: checkpoint %s has lr = %g; TracIn weighs checkpoints by their learning rate and needs lr > 0 "
                   "(a run trained by Newton has none: use --method graddot or if)",
@@ -181,8 +182,10 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->o = o;
     infl_status rc = INFL_OK;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
-    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_DIAGONAL && o->method != INFL_METHOD_SGD_INFLUENCE, INFL_E_ARG,
-              "unknown method %d", (int)o->method);
+    RETURN_IF(ctx,
+              (unsigned)o->method > INFL_METHOD_DIAGONAL && o->method != INFL_METHOD_TRAK &&
+                  o->method != INFL_METHOD_SGD_INFLUENCE,
+              INFL_E_ARG, "unknown method %d", (int)o->method);
     RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG,
               "score form %d: expected 0 (auto), 1 (token rows) or 2 (documents' gradients)", o->score_form);
     if (attrib_is_ekfac(o->method)) {

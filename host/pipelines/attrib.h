@@ -13,6 +13,7 @@
 #include "models/model.h"
 #include "sched/reader.h"
 #include "sched/stage.h"
+#include "sched/topk.h"
 #include "store/store.h"
 
 typedef struct {
@@ -76,9 +77,9 @@ enum { ATTRIB_ROWS = 0, ATTRIB_DOCS = 1 };
 
 // The token rows of a sub-batch buffer (a->B examples of up to a->ctxT rows; B for T = 1).
 static inline int64_t attrib_max_rows(const attrib *a) { return (int64_t)a->B * (a->tokens ? a->ctxT : 1); }
-static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC && m <= INFL_METHOD_DIAGONAL; }
 // Methods scored by contraction with preconditioned queries: if, ekfac, kfac, diagonal;
 // and sgd-influence, whose query vectors are the adjoints r_t of every step (sgdinf.h).
+static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC && m <= INFL_METHOD_DIAGONAL; }
 static inline int attrib_contracts(infl_method m) {
     return m == INFL_METHOD_IF || attrib_is_ekfac(m) || m == INFL_METHOD_SGD_INFLUENCE;
 }
@@ -123,12 +124,26 @@ typedef struct {
 } attrib_full;
 infl_status attrib_keep_full(infl_ctx *ctx, void *user, const float *scores, int M, int n, int ld, int64_t col0);
 
+// The queries as a batch of the model (rank.c): rows uploaded with their targets (hy: the
+// host labels, or NULL), or the documents' tokens on the host (language models).
+typedef struct {
+    infl_batch bt;
+    int32_t *hy;              // (M) host labels, or NULL
+    float *hyf;               // (M, K) host real targets, or NULL
+    float *qX, *qyf;          // backend
+    int32_t *qy;              // backend
+} attrib_qbatch;
+infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q);
+void attrib_qbatch_free(infl_ctx *ctx, attrib_qbatch *q);  // accepts a zeroed one
+
 // rank.c's scoring of a sub-batch (the comments there): the queries' state (res gets
 // their labels, predictions and losses), the layers' paths, checkpoint c's terms of
 // one layer or of all, and the token rows' sum per example.
 infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res);
 // An empty result for M queries and k per query (infl_rank_result_free); NULL when out of memory.
 infl_rank_result *attrib_result_new(int M, int k);
+// Fills res's top and bottom entries (top per query, res->k = how many) from tk.
+void attrib_result_topk(infl_rank_result *res, const infl_topk *tk, int top);
 void attrib_choose_paths(attrib *a);
 infl_status attrib_score_layer(infl_ctx *ctx, attrib *a, int c, int l, int b, int rows_only);
 infl_status attrib_score_block(infl_ctx *ctx, attrib *a, int c, int b, int rows_only);
@@ -158,6 +173,12 @@ infl_status attrib_rank_candidates(infl_ctx *ctx, attrib *a, const int64_t *cand
 infl_status attrib_bm25_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand);
 // Language models: the per-token shares of every reported document (shares.c).
 infl_status attrib_token_shares(infl_ctx *ctx, attrib *a, infl_rank_result *res);
+
+// rank --index and self --index (index_rank.c): scores from gradient indexes.
+infl_status index_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,
+                       infl_rank_result **out);
+// index_self: r->N and r->self; data (size) gets the indexed training data reference.
+infl_status index_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_result *r, char *data, size_t size);
 
 // infl_rank with an optional block callback.
 infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,

@@ -33,46 +33,71 @@
 // Reads the queries and prepares their state: ghost factors per checkpoint and layer
 // (graddot, gradcos, tracin) or the preconditioned gradients V (if); their labels,
 // predictions and losses at the last checkpoint.
+void attrib_qbatch_free(infl_ctx *ctx, attrib_qbatch *q) {
+    free(q->hy);
+    free(q->hyf);
+    infl_be_free(ctx, q->qX);
+    infl_be_free(ctx, q->qy);
+    infl_be_free(ctx, q->qyf);
+    memset(q, 0, sizeof *q);
+}
+
+infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q) {
+    const infl_backend *be = ctx->be;
+    const infl_split_info *qi = a->query ? store_split_info(a->query) : NULL;
+    int M = a->M;
+    int64_t kt = qi && qi->y_kind == INFL_Y_REAL ? qi->k : 0;
+    infl_status rc = INFL_OK;
+    float *hx = NULL;
+    memset(q, 0, sizeof *q);
+    if (a->tokens) {
+        // documents (lmquery.c): the model reads their tokens on the host
+        q->bt = (infl_batch){.b = M, .index0 = qi ? qi->begin : 0, .tok = a->qtok, .T = a->ctxT, .len = a->qlen,
+                             .loss_range = a->qrange};
+        return INFL_OK;
+    }
+    hx = infl_malloc(ctx, (size_t)M * a->D * sizeof(float), "the queries");
+    GOTO_NOMEM_IF(!hx);
+    if (kt) {
+        q->hyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
+        GOTO_NOMEM_IF(!q->hyf);
+        CHECK(infl_be_alloc_f(ctx, &q->qyf, (size_t)M * kt, "query targets"));
+    } else {
+        q->hy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
+        GOTO_NOMEM_IF(!q->hy);
+        CHECK(be->alloc(ctx, (size_t)M * sizeof(int32_t), (void **)&q->qy));
+    }
+    CHECK(store_split_read(ctx, a->query, 0, M, hx, q->hy, q->hyf));
+    if (q->hy) CHECK(infl_model_check_labels(ctx, a->m, a->query, q->hy, 0, M));
+    CHECK(infl_be_alloc_f(ctx, &q->qX, (size_t)M * a->D, "the queries"));
+    CHECK(be->upload(ctx, q->qX, hx, (size_t)M * a->D * sizeof(float)));
+    if (q->hy) CHECK(be->upload(ctx, q->qy, q->hy, (size_t)M * sizeof(int32_t)));
+    if (q->hyf) CHECK(be->upload(ctx, q->qyf, q->hyf, (size_t)M * kt * sizeof(float)));
+    q->bt = (infl_batch){.b = M, .index0 = qi->begin, .x = q->qX, .y = q->qy, .yf = q->qyf};
+done:
+    free(hx);
+    if (rc < 0) attrib_qbatch_free(ctx, q);
+    return rc;
+}
+
 infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *res) {
     const infl_backend *be = ctx->be;
     const infl_rank_options *o = a->o;
     const infl_split_info *qi = a->query ? store_split_info(a->query) : NULL;
     int M = a->M, L = a->L;
-    int64_t kt = qi && qi->y_kind == INFL_Y_REAL ? qi->k : 0;
     infl_status rc = INFL_OK;
-    float *hx = NULL, *hyf = NULL, *qX = NULL, *qyf = NULL, *G = NULL, *tmp = NULL, *ql = NULL, *hE = NULL;
+    float *G = NULL, *tmp = NULL, *ql = NULL, *hE = NULL;
     double *qn = NULL;
-    int32_t *hy = NULL, *qy = NULL, *hp = NULL;
+    int32_t *hp = NULL;
     infl_model_work *qw = NULL;
     infl_hvp *op = NULL;
-    infl_batch qb;
+    attrib_qbatch qbt = {0};
 
     hp = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query predictions");
     GOTO_NOMEM_IF(!hp);
-    if (a->tokens) {
-        // documents (lmquery.c): the model reads their tokens on the host
-        qb = (infl_batch){.b = M, .index0 = qi ? qi->begin : 0, .tok = a->qtok, .T = a->ctxT, .len = a->qlen,
-                          .loss_range = a->qrange};
-    } else {
-        hx = infl_malloc(ctx, (size_t)M * a->D * sizeof(float), "the queries");
-        GOTO_NOMEM_IF(!hx);
-        if (kt) {
-            hyf = infl_malloc(ctx, (size_t)M * kt * sizeof(float), "query targets");
-            GOTO_NOMEM_IF(!hyf);
-            CHECK(infl_be_alloc_f(ctx, &qyf, (size_t)M * kt, "query targets"));
-        } else {
-            hy = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query labels");
-            GOTO_NOMEM_IF(!hy);
-            CHECK(be->alloc(ctx, (size_t)M * sizeof(int32_t), (void **)&qy));
-        }
-        CHECK(store_split_read(ctx, a->query, 0, M, hx, hy, hyf));
-        if (hy) CHECK(infl_model_check_labels(ctx, a->m, a->query, hy, 0, M));
-        CHECK(infl_be_alloc_f(ctx, &qX, (size_t)M * a->D, "the queries"));
-        CHECK(be->upload(ctx, qX, hx, (size_t)M * a->D * sizeof(float)));
-        if (hy) CHECK(be->upload(ctx, qy, hy, (size_t)M * sizeof(int32_t)));
-        if (hyf) CHECK(be->upload(ctx, qyf, hyf, (size_t)M * kt * sizeof(float)));
-        qb = (infl_batch){.b = M, .index0 = qi->begin, .x = qX, .y = qy, .yf = qyf};
-    }
+    CHECK(attrib_query_batch(ctx, a, &qbt));
+    const infl_batch qb = qbt.bt;
+    const int32_t *hy = qbt.hy;
     CHECK(infl_model_work_create(ctx, a->m, M, &qw));
 
     res->query_begin = qi ? qi->begin : 0;
@@ -173,14 +198,9 @@ done:
     infl_hvp_free(ctx, op);
     free(qn);
     free(ql);
-    free(hx);
-    free(hy);
-    free(hyf);
     free(hp);
     free(hE);
-    infl_be_free(ctx, qX);
-    infl_be_free(ctx, qy);
-    infl_be_free(ctx, qyf);
+    attrib_qbatch_free(ctx, &qbt);
     infl_be_free(ctx, G);
     infl_be_free(ctx, tmp);
     infl_model_work_free(ctx, a->m, qw);
@@ -285,6 +305,15 @@ infl_rank_result *attrib_result_new(int M, int k) {
     return r;
 }
 
+void attrib_result_topk(infl_rank_result *res, const infl_topk *tk, int top) {
+    for (int q = 0; q < res->M; q++) {
+        int cnt;
+        infl_topk_get(tk, q, res->top_index + (size_t)q * top, res->top_score + (size_t)q * top,
+                      res->bottom_index + (size_t)q * top, res->bottom_score + (size_t)q * top, &cnt);
+        res->k = cnt;
+    }
+}
+
 void infl_rank_result_free(infl_rank_result *r) {
     if (!r) return;
     free(r->top_index);
@@ -381,6 +410,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
                         infl_rank_result **out) {
     *out = NULL;
     RETURN_IF(ctx, o->top < 1, INFL_E_ARG, "--top: expected at least 1, got %d", o->top);
+    if (o->index && *o->index) return index_rank(ctx, o, block, user, out);
     RETURN_IF(ctx, o->prefilter_bm25 < 0 || o->rerank < 0, INFL_E_ARG, "--prefilter bm25:K and --rerank K: expected K >= 1");
     RETURN_IF(ctx, o->prefilter_bm25 && o->rerank, INFL_E_ARG, "give --prefilter or --rerank, not both");
     RETURN_IF(ctx, (o->prefilter_bm25 || o->rerank) && o->save_scores, INFL_E_ARG,
@@ -522,12 +552,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         CHECK(attrib_rank_candidates(ctx, &a, cand, k2, res));
         res->seconds_rerank = infl_now() - t2;
     } else {
-        for (int q = 0; q < M; q++) {
-            int cnt;
-            infl_topk_get(tk, q, res->top_index + (size_t)q * o->top, res->top_score + (size_t)q * o->top,
-                          res->bottom_index + (size_t)q * o->top, res->bottom_score + (size_t)q * o->top, &cnt);
-            res->k = cnt;
-        }
+        attrib_result_topk(res, tk, o->top);
     }
     if (a.tokens) {
         res->query_prompt = calloc((size_t)M, sizeof(char *));

@@ -145,8 +145,50 @@ static infl_status self_batch(infl_ctx *ctx, void *user, const infl_shard *sh, i
     return INFL_OK;
 }
 
+// self --index: the self-influences from the index, then the order (and recall) as below.
+static infl_status self_from_index(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out) {
+    infl_self_result *r = calloc(1, sizeof *r);
+    RETURN_IF(ctx, !r, INFL_E_NOMEM, "out of memory");
+    double t0 = infl_now();
+    char data[4416];
+    attrib a = {0};
+    infl_dataref ref;
+    infl_scw *scw = NULL;
+    infl_status rc = index_self(ctx, o, r, data, sizeof data);
+    CHECK(rc);
+    r->order = malloc((size_t)r->N * sizeof(int64_t));
+    GOTO_IF(ctx, !r->order, INFL_E_NOMEM, "out of memory");
+    CHECK(sort_order(ctx, r->self, r->N, r->order));
+    // the recall of flipped labels reads the indexed split's /flipped
+    CHECK(infl_dataref_parse(ctx, data, &ref));
+    CHECK(store_split_open(ctx, &ref, &a.train));
+    a.N = r->N;
+    r->has_flipped = store_split_info(a.train)->has_flipped;
+    if (r->has_flipped) CHECK(flipped_recall(ctx, &a, r));
+    for (int64_t i = 0; i < r->N; i++) r->order[i] += ref.begin;
+    if (o->output) {
+        CHECK(store_scores_create(ctx, o->output, o->force, 1, 0, r->N, 0, &scw));
+        CHECK(store_scores_attr_str(ctx, scw, "method", infl_method_name(o->method)));
+        CHECK(store_scores_attr_str(ctx, scw, "index", o->index));
+        CHECK(store_scores_attr_str(ctx, scw, "train", data));
+        CHECK(store_scores_write_self(ctx, scw, r->self, r->order, r->N));
+        rc = store_scores_commit(ctx, scw);
+        scw = NULL;
+        CHECK(rc);
+    }
+    r->seconds = infl_now() - t0;
+    *out = r;
+    r = NULL;
+done:
+    store_scores_abort(scw);
+    store_split_close(a.train);
+    infl_self_result_free(r);
+    return rc;
+}
+
 infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out) {
     *out = NULL;
+    if (o->index && *o->index) return self_from_index(ctx, o, out);
     attrib a;
     infl_status rc = attrib_open(ctx, &a, o, 0);
     if (rc < 0) return rc;

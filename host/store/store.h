@@ -317,6 +317,74 @@ infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int
 infl_status store_scores_read_row(infl_ctx *ctx, infl_scr *r, int q, float *out);
 void store_scores_close(infl_scr *r);  // accepts NULL
 
+// ---- gradient indexes (store_index.c) ----
+//
+// Format "index": root attributes run, data (the train data reference), model (its
+// description), projection (gaussian | rademacher | kron), seed, dim k, kron_out,
+// kron_in (kron), kdims int32 [L, 2] (kron: each layer's k_out, k_in), target (margin:
+// φ is the projected gradient of the margin loss log Σ_{k≠y} e^{z_k} − z_y, whose product
+// with q is the loss's; loss: φ is the loss's and q = 1), dtype (float16 | float32), rows
+// N, and while being written rows_done (the file is then OUT.partial: a killed `infl
+// index` resumes from it). /checkpoints/NAME: attributes step, lr, weights_hash;
+// phi [N, k] (float16 or float32, chunked by rows) and q float32 [N].
+
+#define INFL_INDEX_MAX_CK 256
+
+typedef struct {
+    char run[4096];
+    char data[4416];
+    char model[256];
+    char projection[16];
+    uint64_t seed;
+    int k, kron_out, kron_in;
+    int L;
+    int32_t kdims[2 * INFL_MAX_LINEAR];
+    char target[8];
+    int float16;
+    int64_t N;
+    int nck;
+    infl_ckpt_info ck[INFL_INDEX_MAX_CK];
+    uint64_t ck_hash[INFL_INDEX_MAX_CK];
+} infl_index_info;
+
+typedef struct infl_ixw infl_ixw;
+
+// Starts or resumes writing an index at path: the work goes to path.partial. A
+// partial file of the same settings (everything in info) resumes: *rows_done gets its
+// completed rows. One of other settings, or unreadable, is an error unless force
+// (then it starts afresh). An existing path is INFL_E_EXISTS unless force.
+infl_status store_index_begin(infl_ctx *ctx, const char *path, int force, const infl_index_info *info, infl_ixw **out,
+                              int64_t *rows_done);
+// Writes rows [row0, row0 + n) of checkpoint c: phi (n, k) host, q (n) host.
+infl_status store_index_write(infl_ctx *ctx, infl_ixw *w, int c, int64_t row0, int64_t n, const float *phi,
+                              const float *q);
+// Records that rows [0, rows) of every checkpoint are written, and flushes the file.
+infl_status store_index_mark(infl_ctx *ctx, infl_ixw *w, int64_t rows);
+// Completes the index: drops rows_done, closes, renames path.partial to path; frees w.
+infl_status store_index_commit(infl_ctx *ctx, infl_ixw *w);
+// Closes a writer, keeping path.partial to resume from. Accepts NULL.
+void store_index_close(infl_ixw *w);
+
+typedef struct infl_ixr infl_ixr;
+
+// Opens a complete index (format, version, every attribute and dataset of the shapes
+// the attributes give; a partial one says how to complete it).
+infl_status store_index_open(infl_ctx *ctx, const char *path, infl_ixr **out);
+const infl_index_info *store_index_info(const infl_ixr *r);
+const char *store_index_path(const infl_ixr *r);
+// Rows [row0, row0 + n) of checkpoint c: phi (n, k) host float32, q (n) host (either may be NULL).
+infl_status store_index_read(infl_ctx *ctx, infl_ixr *r, int c, int64_t row0, int64_t n, float *phi, float *q);
+void store_index_close_r(infl_ixr *r);  // accepts NULL
+// `name` (a path recorded in the file `file`): as given when it exists or is absolute,
+// else beside `file` when it exists there (recorded relative to another folder).
+void store_resolve_beside(const char *name, const char *file, char *out, size_t size);
+// The first file of a comma-separated list of indexes: its run (resolved beside it) and
+// training data reference.
+infl_status store_index_run(infl_ctx *ctx, const char *list, char *run, size_t rsize, char *data, size_t dsize);
+// float32 <-> IEEE half (round to nearest even; values beyond ±65504 become ±Inf).
+uint16_t infl_f32_to_f16(float f);
+float infl_f16_to_f32(uint16_t h);
+
 // ---- lds state files ----
 
 // The state of `infl lds` (store_lds.c): its settings, and the outputs of the models
