@@ -6,9 +6,9 @@
 # them: 9 more runs of other seeds for its ensembles.
 #   bash bench/lds.sh OUTDIR [MODELS]        (default 50 models)
 # QUERIES=N (default 100) takes the first N test images. sgd-influence replays the 2,345
-# steps backwards with an HVP per query and step: about 47 s per query on 2 shared EPYC
-# cores (bench/results/2026-11-30-sgdinf-cpu-epyc-2core.md), so 100 queries take over an
-# hour; its replay must run at the thread count the run was trained with (it checks).
+# steps backwards with an HVP per query and step: about 20 s per query on 2 shared EPYC
+# cores at load 9, twice that at load 20 (bench/results/2026-11-30-sgdinf-cpu-epyc-2core.md), so 100 queries take
+# 35-70 min; its replay must run at the thread count the run was trained with (it checks).
 set -euo pipefail
 out=${1:?usage: bench/lds.sh OUTDIR [MODELS]}
 models=${2:-50}
