@@ -82,9 +82,10 @@ static void cu_shutdown(void *be) {
     if (c->solver) cusolverDnDestroy(c->solver);
     if (c->blas) cublasDestroy(c->blas);
     cu_pool_destroy(&c->pool);
-    if (c->d_partial) cudaFree(c->d_partial);
-    if (c->d_flag) cudaFree(c->d_flag);
-    if (c->h_pinned) cudaFreeHost(c->h_pinned);
+    // (each failure is cleared at the end: shutdown cannot report)
+    if (c->d_partial) (void)cudaFree(c->d_partial);
+    if (c->d_flag) (void)cudaFree(c->d_flag);
+    if (c->h_pinned) (void)cudaFreeHost(c->h_pinned);
     if (c->copy_stream) cudaStreamDestroy(c->copy_stream);
     if (c->stream) cudaStreamDestroy(c->stream);
     (void)cudaGetLastError();
@@ -119,6 +120,33 @@ static infl_status parse_precision(infl_ctx *ctx, int *mode) {
     return infl_seterr(ctx, INFL_E_ARG, "INFL_PRECISION=%s: expected fp32, tf32 or pedantic", p);
 }
 
+// Why the device query failed, in a few words (the one line of `auto`, host/backend.c).
+static const char *short_reason(cudaError_t e) {
+    switch (e) {
+    case cudaErrorInsufficientDriver: return "driver older than the runtime";
+    case cudaErrorNoDevice: return "no GPU visible";
+    case cudaErrorInitializationError: return "the driver did not initialise";
+    case cudaErrorSystemDriverMismatch: return "driver and kernel module of different versions";
+    case cudaErrorDevicesUnavailable: return "the GPUs are busy or prohibited";
+    default: return cudaGetErrorName(e);
+    }
+}
+
+// The architectures this build has kernels for ("80,90" from CMake) as "sm_80, sm_90".
+static void compiled_archs(char *out, size_t size) {
+    const char *a = INFL_CUDA_ARCHS;
+    size_t at = 0;
+    out[0] = 0;
+    while (*a && at + 8 < size) {
+        size_t n = strcspn(a, ",");
+        at += (size_t)snprintf(out + at, size - at, "%ssm_%.*s", at ? ", " : "", (int)n, a);
+        a += n + (a[n] == ',');
+    }
+}
+
+// Every failure of init says first, in the words before its first ':', that there is
+// no usable device and why in brief ("no usable CUDA device (driver older than the
+// runtime)"); the details follow. `auto` shows the brief part and goes on on the CPU.
 static infl_status cu_init(infl_ctx *ctx, const char *spec, int threads, void **be, char *desc, size_t desc_size) {
     (void)threads;  // host threads are the CPU backend's business
     int dev, mode, count = 0;
@@ -127,13 +155,13 @@ static infl_status cu_init(infl_ctx *ctx, const char *spec, int threads, void **
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        return infl_seterr(ctx, INFL_E_BACKEND, "no CUDA device: cudaGetDeviceCount: %s (%s)%s", cudaGetErrorString(e),
-                           cudaGetErrorName(e),
+        return infl_seterr(ctx, INFL_E_BACKEND, "no usable CUDA device (%s): cudaGetDeviceCount: %s (%s)%s",
+                           short_reason(e), cudaGetErrorString(e), cudaGetErrorName(e),
                            e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice
                                ? "; is the NVIDIA driver installed and a GPU visible (CUDA_VISIBLE_DEVICES)?"
                                : "");
     }
-    RETURN_IF(ctx, count == 0, INFL_E_BACKEND, "no CUDA device: cudaGetDeviceCount reports 0 devices");
+    RETURN_IF(ctx, count == 0, INFL_E_BACKEND, "no usable CUDA device (no GPU visible): cudaGetDeviceCount reports 0");
     RETURN_IF(ctx, dev >= count, INFL_E_BACKEND,
               "backend cuda:%d: no such device; this machine has %d CUDA device%s (cuda:0%s%.0d)", dev, count,
               count == 1 ? "" : "s", count > 1 ? " to cuda:" : "", count > 1 ? count - 1 : 0);
@@ -148,6 +176,20 @@ static infl_status cu_init(infl_ctx *ctx, const char *spec, int threads, void **
     int drv = 0, rt = 0;
     CU_GOTO(ctx, cudaSetDevice(dev));
     CU_GOTO(ctx, cudaGetDeviceProperties(&prop, dev));
+    {
+        // kernels for this device's architecture (or PTX it can compile) in this build?
+        cudaError_t k = cu_probe_kernels();
+        if (k != cudaSuccess) {
+            char archs[128];
+            compiled_archs(archs, sizeof archs);
+            rc = infl_seterr(ctx, INFL_E_BACKEND,
+                             "no usable CUDA device (%s is sm_%d%d, this build has kernels for %s): %s (%s); rebuild "
+                             "with -DCMAKE_CUDA_ARCHITECTURES=%d%d",
+                             prop.name, prop.major, prop.minor, archs, cudaGetErrorString(k), cudaGetErrorName(k),
+                             prop.major, prop.minor);
+            goto done;
+        }
+    }
     CU_GOTO(ctx, cudaDriverGetVersion(&drv));
     CU_GOTO(ctx, cudaRuntimeGetVersion(&rt));
     c->sm_count = prop.multiProcessorCount;
@@ -189,6 +231,8 @@ static infl_status cu_init(infl_ctx *ctx, const char *spec, int threads, void **
     *be = c;
     return INFL_OK;
 done:
+    if (strncmp(ctx->detail, "no usable CUDA device", 21) != 0)
+        infl_errprefix(ctx, "no usable CUDA device (setting it up failed)");
     cu_shutdown(c);
     return rc;
 }
@@ -214,9 +258,14 @@ static void cu_release(infl_ctx *ctx, void *ptr) {
         for (int i = 0; i < c->n_pending[s] && i < CU_UPLOAD_RANGES && !hit; i++)
             hit = c->pending[s][i].lo < hi && lo < c->pending[s][i].hi;
         if (!hit) continue;
-        // release cannot report an error: a failure here is sticky and the next call says it
-        if (cudaSetDevice(c->dev) != cudaSuccess || cudaStreamWaitEvent(c->stream, c->ev_up[s], 0) != cudaSuccess)
+        // The compute stream (the pool's next user of the block) waits for the upload.
+        // When it cannot be made to, the block is not pooled: cudaFree it after the
+        // device's work instead (release cannot report; the failure is cleared).
+        if (cudaSetDevice(c->dev) != cudaSuccess || cudaStreamWaitEvent(c->stream, c->ev_up[s], 0) != cudaSuccess) {
             (void)cudaGetLastError();
+            cu_pool_discard(&c->pool, ptr);
+            return;
+        }
         c->n_pending[s] = 0;
     }
     cu_pool_release(&c->pool, ptr);

@@ -174,14 +174,21 @@ void cu_pool_init(cu_pool *p);
 infl_status cu_pool_alloc(infl_ctx *ctx, cu_pool *p, size_t bytes, void **out);
 // Returns a block to the pool (NULL is ignored; unknown pointers are ignored).
 void cu_pool_release(cu_pool *p, void *ptr);
+// Frees a live block instead of caching it (cudaFree: after the device's work on it),
+// for a block that later work must not be handed (cu_release after a failed wait).
+void cu_pool_discard(cu_pool *p, void *ptr);
 // The size of the live block at ptr, 0 when ptr is not one.
 size_t cu_pool_block_bytes(const cu_pool *p, const void *ptr);
-// Frees the cached blocks (cudaFree; synchronises the device).
-void cu_pool_trim(cu_pool *p);
+// Frees the cached blocks (cudaFree; synchronises the device); the first cudaFree
+// error, cleared, for the caller to report.
+cudaError_t cu_pool_trim(cu_pool *p);
 // Frees every block, live or cached, and the pool's own arrays.
 void cu_pool_destroy(cu_pool *p);
 
 // ---- kernels.cu: the elementwise, reduction and loss primitives ----
+// Whether this build's kernels run on the current device: cudaSuccess, or the error
+// (cudaErrorNoKernelImageForDevice, ...) that a launch would give. Clears it.
+cudaError_t cu_probe_kernels(void);
 infl_status cu_fill(infl_ctx *ctx, float *x, float v, size_t n);
 infl_status cu_scale_2d(infl_ctx *ctx, float *C, int ldc, int rows, int cols, float beta);
 infl_status cu_add_row(infl_ctx *ctx, float *Z, const float *b, int rows, int cols);

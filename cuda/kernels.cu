@@ -16,6 +16,13 @@ __global__ static void k_fill(float *x, float v, size_t n) {
         x[i] = v;
 }
 
+cudaError_t cu_probe_kernels(void) {
+    cudaFuncAttributes a;
+    cudaError_t e = cudaFuncGetAttributes(&a, k_fill);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e;
+}
+
 infl_status cu_fill(infl_ctx *ctx, float *x, float v, size_t n) {
     FORWARD_IF_ERROR(cu_enter(ctx));
     if (!n) return INFL_OK;

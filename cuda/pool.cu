@@ -101,6 +101,15 @@ static bool push(cu_stack *s, void *ptr) {
     return true;
 }
 
+// ---- freeing ----
+
+// cudaFree where no error can be returned (release, destroy): a failure is cleared so
+// that it is not reported later by an unrelated call. (A sticky error, from a kernel
+// that faulted, stays: every later call then reports it, with its own name.)
+static void free_quiet(void *ptr) {
+    if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();
+}
+
 // ---- the pool ----
 
 void cu_pool_init(cu_pool *p) { memset(p, 0, sizeof *p); }
@@ -145,7 +154,8 @@ infl_status cu_pool_alloc(infl_ctx *ctx, cu_pool *p, size_t bytes, void **out) {
     cudaError_t e = cudaMalloc(&ptr, size);
     if (e == cudaErrorMemoryAllocation && p->bytes_cached) {
         (void)cudaGetLastError();  // clear the (non-sticky) error
-        cu_pool_trim(p);
+        cudaError_t et = cu_pool_trim(p);
+        if (et != cudaSuccess) return cu_fail_rt(ctx, et, "cudaFree (giving cached blocks back)", __FILE__, __LINE__);
         e = cudaMalloc(&ptr, size);
     }
     if (e == cudaErrorMemoryAllocation) {
@@ -159,7 +169,7 @@ infl_status cu_pool_alloc(infl_ctx *ctx, cu_pool *p, size_t bytes, void **out) {
     }
     if (e != cudaSuccess) return cu_fail_rt(ctx, e, "cudaMalloc(&ptr, size)", __FILE__, __LINE__);
     if (!insert(p, ptr, size)) {
-        cudaFree(ptr);
+        free_quiet(ptr);
         return infl_seterr(ctx, INFL_E_NOMEM, "out of host memory recording a device block of %zu bytes", bytes);
     }
     p->n_malloc++;
@@ -176,7 +186,7 @@ void cu_pool_release(cu_pool *p, void *ptr) {
     cu_stack *s = b->bytes <= CU_POOL_LARGE ? &p->cls[cls_of(b->bytes, &size)] : &p->large;
     p->bytes_live -= b->bytes;
     if (!push(s, ptr)) {  // no host memory for the free list: give the block back instead
-        cudaFree(ptr);
+        free_quiet(ptr);
         b->ptr = CU_TOMB;
         return;
     }
@@ -184,27 +194,39 @@ void cu_pool_release(cu_pool *p, void *ptr) {
     p->bytes_cached += b->bytes;
 }
 
+void cu_pool_discard(cu_pool *p, void *ptr) {
+    cu_block *b = ptr ? find(p, ptr) : NULL;
+    if (!b || b->state != CU_BLOCK_LIVE) return;
+    p->bytes_live -= b->bytes;
+    free_quiet(ptr);  // cudaFree waits for the device's work on the block first
+    b->ptr = CU_TOMB;
+}
+
 size_t cu_pool_block_bytes(const cu_pool *p, const void *ptr) {
     const cu_block *b = ptr ? find(p, ptr) : NULL;
     return b && b->state == CU_BLOCK_LIVE ? b->bytes : 0;
 }
 
-void cu_pool_trim(cu_pool *p) {
+cudaError_t cu_pool_trim(cu_pool *p) {
+    cudaError_t first = cudaSuccess;
     for (size_t i = 0; i < p->cap; i++) {
         cu_block *b = &p->tab[i];
         if (b->ptr && b->ptr != CU_TOMB && b->state == CU_BLOCK_CACHED) {
-            cudaFree(b->ptr);
+            cudaError_t e = cudaFree(b->ptr);
+            if (e != cudaSuccess && first == cudaSuccess) first = e;
             b->ptr = CU_TOMB;
         }
     }
+    if (first != cudaSuccess) (void)cudaGetLastError();  // reported by the caller, not by the next call
     for (int c = 0; c < CU_POOL_CLASSES; c++) p->cls[c].n = 0;
     p->large.n = 0;
     p->bytes_cached = 0;
+    return first;
 }
 
 void cu_pool_destroy(cu_pool *p) {
     for (size_t i = 0; i < p->cap; i++)
-        if (p->tab[i].ptr && p->tab[i].ptr != CU_TOMB) cudaFree(p->tab[i].ptr);
+        if (p->tab[i].ptr && p->tab[i].ptr != CU_TOMB) free_quiet(p->tab[i].ptr);
     free(p->tab);
     for (int c = 0; c < CU_POOL_CLASSES; c++) free(p->cls[c].ptr);
     free(p->large.ptr);

@@ -5,6 +5,7 @@
  * backend floor, above core/ (which knows no backend).
  */
 #include <hdf5.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 #include "core/internal.h"
 
 infl_ctx_options infl_ctx_options_default(void) {
-    infl_ctx_options o = {.backend = NULL, .threads = 0};
+    infl_ctx_options o = {.backend = NULL, .threads = 0, .deterministic = -1};
     return o;
 }
 
@@ -33,6 +34,13 @@ infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out) {
     infl_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return INFL_E_NOMEM;
     *out = ctx;
+    const char *det = getenv("INFL_DETERMINISTIC");
+    if (o.deterministic < 0 && det && *det) {
+        RETURN_IF(ctx, strcmp(det, "0") != 0 && strcmp(det, "1") != 0, INFL_E_ARG,
+                  "INFL_DETERMINISTIC=%s: expected 0 or 1", det);
+        o.deterministic = det[0] == '1';
+    }
+    ctx->deterministic = o.deterministic > 0;  // -1 (not asked): off (it costs up to 1.6x: README)
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);  // we translate HDF5 errors ourselves
 
     const char *want = o.backend;
@@ -61,14 +69,12 @@ infl_status infl_ctx_create(const infl_ctx_options *opts, infl_ctx **out) {
             snprintf(ctx->backend_note, sizeof ctx->backend_note, "backend auto: using %s", ctx->backend_desc);
             return INFL_OK;
         }
-        // A failing CUDA init counts as no device: say why in the note (without the
-        // hints after "; "), not as an error.
-        const char *why = ctx->detail;
-        int nodev = strncmp(why, "no CUDA device: ", 16) == 0;
-        if (nodev) why += 16;
-        int len = (int)strcspn(why, ";");
-        snprintf(ctx->backend_note, sizeof ctx->backend_note, "backend auto: %s (%.*s): using the CPU backend",
-                 nodev ? "no CUDA device" : "CUDA unavailable", len > 400 ? 400 : len, why);
+        // A failing CUDA init counts as no device: one line says why in brief (the
+        // detail's words before its first ':', "no usable CUDA device (driver older than
+        // the runtime)"), not as an error; `--backend cuda` shows the whole detail.
+        int len = (int)strcspn(ctx->detail, ":");
+        snprintf(ctx->backend_note, sizeof ctx->backend_note, "%.*s; using the CPU", len > 300 ? 300 : len,
+                 ctx->detail);
         ctx->detail[0] = 0;
 #endif
         return try_backend(ctx, &infl_cpu_backend, "", o.threads);
@@ -163,6 +169,20 @@ infl_status infl_be_wait_upload(infl_ctx *ctx, int slot) {
     RETURN_IF(ctx, slot < 0 || slot >= INFL_UPLOAD_SLOTS, INFL_E_ARG, "wait_upload: slot %d is not in 0..%d", slot,
               INFL_UPLOAD_SLOTS - 1);
     return ctx->be->wait_upload ? ctx->be->wait_upload(ctx, slot) : INFL_OK;
+}
+
+// OpenBLAS's OpenMP build takes omp_get_max_threads() threads outside parallel regions
+// (its pthreads build was set to one thread by the CPU backend in deterministic mode).
+int infl_blas_serial_begin(infl_ctx *ctx) {
+    if (!ctx->deterministic) return 0;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return saved;
+}
+
+void infl_blas_serial_end(infl_ctx *ctx, int saved) {
+    (void)ctx;
+    if (saved > 0) omp_set_num_threads(saved);
 }
 
 const char *infl_build_info(void) {

@@ -107,7 +107,12 @@ typedef struct infl_backend {
     // Targets for B examples drawn from the model's predictive distribution at logits
     // (B, K) (infl_sample_label_row of core/mathfn.h, keyed by seed and example index
     // index0 + i): class labels into y (B) for softmax_ce / sigmoid_ce, real targets
-    // into yf (B, K) for mse. Bit-identical on every backend.
+    // into yf (B, K) for mse. Across backends: the same formula and the same uniform
+    // draws, but exp, log and cos in float64 come from each backend's own library
+    // (glibc, CUDA's; within an ulp or two of each other). So a label is the same on
+    // every backend unless its uniform lies within 1e-12 (relative) of a class boundary
+    // of the cumulative probabilities (a chance of about 1e-12 per draw), and a target
+    // is the same or 1 ulp (float) away. tests/test_cuda_backend.c checks exactly this.
     infl_status (*sample_labels)(infl_ctx *ctx, infl_loss loss, const float *logits, int B, int K, uint64_t seed,
                                  int64_t index0, int32_t *y, float *yf);
     // A block of a random projection's transpose (core/projgen.h): out (nc, k), row-major,
@@ -209,6 +214,14 @@ typedef struct infl_backend {
 extern const infl_backend infl_cpu_backend;
 #ifdef INFL_HAVE_CUDA
 extern const infl_backend infl_cuda_backend;
+// Host BLAS and LAPACK calls made outside the table (float64 Cholesky and solves,
+// the convex trainer's dgemm, the CPU backend's eigendecompositions): in deterministic
+// mode (infl_ctx_options), infl_blas_serial_begin makes OpenBLAS run them on one thread
+// until infl_blas_serial_end, so that their bits do not depend on the thread count;
+// otherwise both do nothing. begin returns what end restores. Calling thread only.
+int infl_blas_serial_begin(infl_ctx *ctx);
+void infl_blas_serial_end(infl_ctx *ctx, int saved);
+
 #endif
 
 // Convenience wrappers: the context's backend and its memory.
@@ -233,5 +246,13 @@ void infl_be_host_free_hook(void *p, void *ctx);
 // (same results: the overlap is the only difference).
 infl_status infl_be_upload_async(infl_ctx *ctx, void *dst, const void *host_src, size_t bytes, int slot);
 infl_status infl_be_wait_upload(infl_ctx *ctx, int slot);
+
+// Host BLAS and LAPACK calls made outside the table (float64 Cholesky and solves,
+// the convex trainer's dgemm, the CPU backend's eigendecompositions): in deterministic
+// mode (infl_ctx_options), infl_blas_serial_begin makes OpenBLAS run them on one thread
+// until infl_blas_serial_end, so that their bits do not depend on the thread count;
+// otherwise both do nothing. begin returns what end restores. Calling thread only.
+int infl_blas_serial_begin(infl_ctx *ctx);
+void infl_blas_serial_end(infl_ctx *ctx, int saved);
 
 #endif

@@ -94,9 +94,14 @@ typedef struct {
     const char *backend;  /* "auto" | "cpu" | "cuda" | "cuda:N"; NULL reads the
                              INFL_BACKEND environment variable, else "auto". */
     int threads;          /* CPU threads for OpenMP and BLAS; 0 = the runtime default. */
+    int deterministic;    /* 1: the CPU backend's results are the same bits at every thread
+                             count (GEMMs cut into tiles by their shapes, each tile on one
+                             thread; README "Reproducibility"); 0: GEMMs on OpenBLAS's own
+                             threads, whose last bits may depend on the thread count;
+                             -1: the environment variable INFL_DETERMINISTIC (0 or 1), else 0. */
 } infl_ctx_options;
 
-/* Returns the defaults: backend NULL (INFL_BACKEND or auto), threads 0. */
+/* Returns the defaults: backend NULL (INFL_BACKEND or auto), threads 0, deterministic -1. */
 infl_ctx_options infl_ctx_options_default(void);
 
 /* Creates a context with the backend the options ask for. `opts` may be NULL for the
@@ -114,7 +119,7 @@ const char *infl_ctx_error(const infl_ctx *ctx);
  * Static to the context; never NULL. */
 const char *infl_ctx_backend(const infl_ctx *ctx);
 /* Returns what backend "auto" chose and why, one line without a newline (e.g.
- * "backend auto: no CUDA device (...): using the CPU backend"), for the caller to
+ * "no usable CUDA device (driver older than the runtime); using the CPU"), for the caller to
  * show; "" when the context was not created with "auto" or the build has no CUDA
  * backend. Static to the context; never NULL. Accepts NULL (returns ""). */
 const char *infl_ctx_backend_note(const infl_ctx *ctx);
@@ -270,6 +275,9 @@ typedef struct {
                                     (LDS); 0 = all */
     uint64_t subset_seed;
     int subset_draw;
+    const int64_t *exclude;      /* rows (gpt: documents) of the split left out, absolute within it, ascending
+                                    (infl debug); recorded in the run as /train_excluded. NULL: none */
+    int64_t nexclude;
     int force;                   /* overwrite an existing output */
     /* gpt (infl_train_options_gpt_default): its architecture and AdamW. lr, weight_decay
      * (decoupled, matrices and embeddings only), schedule, epochs, batch (documents per
@@ -419,7 +427,8 @@ typedef enum {
     INFL_METHOD_EKFAC = 4,    /* ∇L_qᵀ P(∇ℓ_z), P the EK-FAC inverse of fitted factors (infl_fit) */
     INFL_METHOD_KFAC = 5,     /* the same with the KFAC eigenvalues λ_S ⊗ λ_A */
     INFL_METHOD_DIAGONAL = 6, /* the same with the diagonal Fisher */
-    /* 7: representer (reserved) */
+    INFL_METHOD_REPRESENTER = 7, /* representer points (Yeh et al. 2018): α_ic f̃_iᵀ f̃_q, the last layer fine-tuned
+                                    to a stationary point of (1/n) Σ ℓ_i + λ |W̃|² (infl_rank_options) */
     INFL_METHOD_SGD_INFLUENCE = 8, /* SGD-influence (Hara et al. 2019), with momentum: the run's SGD
                                       trajectory replayed backwards; n × the change of the query's loss
                                       had z been left out of its batches (rank options sgd_*) */
@@ -427,7 +436,8 @@ typedef enum {
                                  mean(1 − p_z), averaged over checkpoints and runs */
 } infl_method;
 
-/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "sgd-influence", "trak"; "?" for others. */
+/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "representer", "sgd-influence", "trak";
+ * "?" for others. */
 const char *infl_method_name(infl_method m);
 
 typedef struct {
@@ -474,12 +484,30 @@ typedef struct {
                                  side (proponents, opponents) again at full rank */
     int score_form;           /* language models: 0 picks per layer by FLOP count (default); 1 every layer by
                                  token rows (ghost pairs or contraction); 2 by forming documents' gradients */
+    /* representer points: the last layer W̃ = [W | b] (its output the logits Φ) is fine-tuned, on the features
+     * f̃ = [f; 1] it reads, to the optimum of (1/n) Σ ℓ_i + λ |W̃|² (float64 Newton); then exactly
+     * Φ(x_q) = Σ_i α_i f̃_iᵀ f̃_q with α_i = −(1/(2λn)) ∂ℓ_i/∂Φ_i, and z's score for query q is
+     * α_{z,c} f̃_zᵀ f̃_q for the class c scored: its part of q's logit of class c (positive: excitatory) */
+    double representer_lambda; /* λ > 0; 0 (default): the run's weight decay / 2, the training objective's own
+                                  weight on the last layer (an error when the run has none) */
+    int representer_class;    /* the class scored: 0 the fine-tuned model's prediction (default), 1 the query's label;
+                                 2 (loss) every class weighted by −∂ℓ_q/∂Φ_qc at the label: z's part of the
+                                 query's loss decrease to first order in the fine-tuned logits, Σ_c −∂ℓ_q/∂Φ_qc α_zc f̃_zᵀ f̃_q */
     const char *index;        /* gradient index files (infl_index), comma-separated: scores from the stored
                                  projected gradients, with no pass over the training data. Methods: graddot,
                                  gradcos, tracin (the index's checkpoints, or `checkpoints`), trak, if (the
                                  projected Fisher, exact per layer block: LoGra's preconditioning). Several files
                                  (indexes of independently trained runs of one training set) are TRAK's ensemble.
                                  run may then be NULL: each index names its run */
+    /* FastIF (Guo et al. 2020) */
+    int prefilter_knn;        /* models of feature rows (an mlp run): K > 0 scores each query only against its K
+                                 nearest training examples by squared Euclidean distance in the knn_features
+                                 space (exact k-NN, one GEMM per sub-batch of the streamed split) */
+    int knn_features;         /* 0: the inputs x (default); 1: the penultimate activations (the last layer's
+                                 inputs) at the method's last checkpoint */
+    const int64_t *query_rows;/* optional (nquery_rows > 0): the queries are these rows of `query`'s range, in
+                                 this order, instead of all of it (infl debug's misclassified examples) */
+    int nquery_rows;
     /* sgd-influence (an MLP run trained by SGD; `hessian` picks exact or Gauss-Newton minibatch HVPs) */
     int sgd_variant;          /* 0 (default): every step at its own parameters, replayed from the seed (bit-exact
                                  on the build, backend and thread count that trained the run; checked against
@@ -502,6 +530,21 @@ typedef struct {
     int32_t *token;           /* (n) the token each position predicts */
     float *share;             /* (n) */
 } infl_token_shares;
+
+/* How the representer's fine-tuned last layer came out and how close it stays to the run's
+ * (Yeh et al. 2018 report the logits' correlation and the accuracy). */
+typedef struct {
+    double lambda;            /* λ of (1/n) Σ ℓ_i + λ |W̃|² */
+    double grad_norm;         /* |∇| of that objective at the fine-tuned W̃: the decomposition is exact up to */
+    double decomposition_bound; /* |∇| / (2λ), the Frobenius distance between W̃ and Σ_i α_i f̃_iᵀ */
+    int iters, cg_iters;      /* Newton iterations and CG steps */
+    double seconds;           /* the fine-tune, the features' passes included */
+    int64_t n;                /* training rows */
+    double train_pearson;     /* Pearson of the original and the fine-tuned logits over the train split (n·K values) */
+    double train_acc_before, train_acc_after; /* accuracy on the train split, original and fine-tuned last layer */
+    double query_pearson;     /* (rank) the same over the queries' logits (M·K values) */
+    double query_acc_before, query_acc_after; /* (rank) on the queries with labels; NaN when none */
+} infl_representer_fit;
 
 typedef struct {
     int M;                    /* queries */
@@ -532,8 +575,16 @@ typedef struct {
     char **query_completion;  /* (M) the completion measured (given, greedy, or the document's text) */
     infl_token_shares *top_shares;    /* (M, k) with token_shares: the proponents' per-token shares; else NULL */
     infl_token_shares *bottom_shares; /* (M, k) the opponents' */
+    double seconds_prefilter; /* --prefilter: finding the candidates (part of seconds_score) */
+    int64_t candidates;       /* --prefilter, --rerank: distinct training examples scored (the union of the
+                                 queries' candidates); else N */
     int layer_paths;          /* layers below, for the record: 1 = scored by forming per-document gradients, */
     int *layer_path;          /* (layer_paths) 0 = by the token-pair (ghost) or per-token contraction form */
+    /* representer (NULL arrays otherwise) */
+    infl_representer_fit representer;
+    int32_t *query_class;     /* (M) the class scored (the fine-tuned prediction, or the label) */
+    double *query_logit;      /* (M) the sum of the query's scores over the train split, float64: the class's fine-tuned
+                                 logit (sigmoid_ce: −z for class 0); with representer_class 2, −∇_Φ ℓ_qᵀ Φ_q */
     /* sgd-influence */
     int64_t sgd_steps;        /* the run's SGD steps, each replayed backwards */
     int sgd_segment;          /* steps whose parameters were held at once (full replay) */
@@ -557,11 +608,13 @@ typedef struct {
     int64_t flipped;          /* how many are flipped */
     double recall[3];         /* share of the flipped found in the top 5%, 10%, 20% */
     double seconds;
+    infl_representer_fit representer; /* representer: the fine-tune (its query fields NaN) */
 } infl_self_result;
 
 /* Self-influence of every training example: tracin Σ_c lr_c |∇ℓ_z(w_c)|², graddot
  * |∇ℓ_z|², if ∇ℓ_zᵀ (H + λI)⁻¹ ∇ℓ_z (solver direct only: one factorisation serves
- * every example). opts->output writes /self and /self_order. */
+ * every example), representer α_{z,y_z} |f̃_z|² (z's part of its own label's logit, ≥ 0 for
+ * softmax_ce: (1 − p_y) |f̃_z|² / (2λn)). opts->output writes /self and /self_order. */
 infl_status infl_self(infl_ctx *ctx, const infl_rank_options *opts, infl_self_result **out);
 void infl_self_result_free(infl_self_result *r);  /* accepts NULL */
 
@@ -678,6 +731,55 @@ typedef struct {
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *opts, infl_lds_result **out);
 void infl_lds_result_free(infl_lds_result *r);  /* accepts NULL */
 
+// ---- model debugging (FastIF, Guo et al. 2020) ----
+
+typedef struct {
+    infl_rank_options rank;   /* the run, its train data, the method and its settings (infl_rank_options_default;
+                                 rank.query and rank.top are set here) */
+    const char *val;          /* validation split, e.g. "fmnist.h5:/test[0:2000]": the misclassified examples
+                                 are chosen here; required */
+    const char *test;         /* the split accuracy is reported on; NULL: val's whole split */
+    int fix;                  /* M: the first M misclassified validation examples; default 100 */
+    int per_example;          /* opponents removed per example (the k most negative scores; only negative ones);
+                                 default 10 */
+    int random;               /* controls: as many random training rows removed, each seed a model; default 3 */
+    uint64_t seed;            /* the random controls' rows; default 0 (retraining uses the run's own seed) */
+    int epochs;               /* 0: the run's recorded training options (train_epochs), else this */
+    const char *keep_prefix;  /* NULL: retrained runs are deleted; else kept as PREFIX-removed.h5 and
+                                 PREFIX-random-S.h5 (S = 0, 1, ...) */
+    int force;                /* overwrite kept runs */
+} infl_debug_options;
+
+infl_debug_options infl_debug_options_default(void);
+
+typedef struct {
+    int64_t val_n;            /* validation examples */
+    int64_t val_wrong;        /* of which the run's final model misclassifies */
+    int M;                    /* misclassified examples fixed (min(fix, val_wrong)) */
+    int64_t *fixed;           /* (M) their rows within val's range (row 0 = its first) */
+    int64_t nremoved;         /* training rows removed: the union of their opponents */
+    int64_t *removed;         /* (nremoved) ascending, rows within the train split */
+    double before_fixed;      /* accuracy on the M examples: the run (0 by construction), */
+    double after_fixed;       /*   after retraining without the opponents */
+    double before_test, after_test;  /* accuracy on the test split */
+    int nrandom;
+    double *random_fixed;     /* (nrandom) the controls: as many random rows removed */
+    double *random_test;      /* (nrandom) */
+    double seconds_rank, seconds_train;
+    char test[4400];          /* the test split's reference (val's whole split when none was given) */
+} infl_debug_result;
+
+/* Model debugging (FastIF's experiment, Guo et al. 2020): takes the first M examples of
+ * the validation split the run's final model misclassifies, ranks the training data for
+ * them with the options' method, removes the union of their k strongest opponents (the
+ * most negative scores: removing an opponent is predicted to lower the example's loss),
+ * retrains the model with the run's recorded training options and seed, and reports the
+ * accuracy on the M examples and on the test split, before and after, beside controls
+ * that remove as many random training rows (one model per seed). MLP runs of class
+ * labels only. *out is the caller's (infl_debug_result_free). */
+infl_status infl_debug(infl_ctx *ctx, const infl_debug_options *o, infl_debug_result **out);
+void infl_debug_result_free(infl_debug_result *r);  /* accepts NULL */
+
 // ---- comparing two methods ----
 
 typedef struct {
@@ -698,6 +800,94 @@ typedef struct {
  * and column. Memory: two rows of N. */
 infl_status infl_compare(infl_ctx *ctx, const char *a, const char *b, int k, infl_compare_result **out);
 void infl_compare_result_free(infl_compare_result *r);  /* accepts NULL */
+
+// ---- Data Shapley ----
+
+typedef enum {
+    INFL_SHAPLEY_TMC = 0,       /* Truncated Monte Carlo over permutations (Ghorbani & Zou 2019) */
+    INFL_SHAPLEY_GSHAPLEY = 1,  /* G-Shapley: one SGD pass per permutation, in its order */
+    INFL_SHAPLEY_KNN = 2,       /* exact KNN-Shapley (Jia et al. 2019) on a feature space, streamed */
+    INFL_SHAPLEY_EXACT = 3,     /* enumeration of every subset (at most 16 training rows) */
+} infl_shapley_method;
+
+/* "tmc", "gshapley", "knn", "exact"; "?" for others. */
+const char *infl_shapley_method_name(infl_shapley_method m);
+
+typedef struct {
+    const char *train;        /* the rows valued, e.g. "f.h5:/train[0:500]"; required */
+    const char *valid;        /* the utility's split (class labels, at least two classes); required */
+    const char *test;         /* the removal curves' split; NULL: valid */
+    infl_shapley_method method;   /* default tmc */
+    int utility_loss;         /* 0: validation accuracy (default); 1: minus the mean validation cross-entropy */
+    int model_mlp;            /* utility model: 0 the convex one (softmax regression, Newton, warm started;
+                                 default); 1 an MLP with one tanh hidden layer (per-example SGD) */
+    int hidden;               /* the MLP's hidden width; default 32 */
+    int epochs;               /* the MLP's SGD passes per fit; default 5 */
+    double weight_decay;      /* both models; default 1e-3 */
+    double lr;                /* SGD's rate (the MLP; G-Shapley's steps); 0: G-Shapley picks the best one-pass
+                                 rate of 1, 0.3, 0.1, 0.03, 0.01 on the validation split, the MLP takes 0.1 */
+    double newton_tol;        /* the convex model's |grad| target; default 1e-6 */
+    const char *run;          /* features: NULL = the inputs; else the penultimate activations (the last
+                                 layer's inputs) of this MLP run, through the model seam's forward */
+    const char *checkpoint;   /* NULL or "final", a name or a step of run */
+    int permutations;         /* tmc, gshapley: at most this many permutations in all; default 500 */
+    double tolerance;         /* tmc, gshapley: truncation once the prefix's utility is within tolerance ·
+                                 |U(all)| of U(all) for 5 prefixes in a row; default 0.01; 0 = never */
+    double converge;          /* stop when the convergence criterion (relative change of the values over the
+                                 last `window` permutations) is below this; default 0.05; 0 = run them all */
+    int window;               /* permutations the criterion looks back; default 100 */
+    int knn_k;                /* knn: K; default 10 */
+    uint64_t seed;            /* permutations, the MLP's initialisation, random removal; default 0 */
+    int threads;              /* permutations (subsets, validation points) in parallel; 0 = OpenMP's default */
+    const char *state;        /* tmc, gshapley: state file (resumable; more permutations extend it), or NULL */
+    const char *output;       /* HDF5 values file, or NULL */
+    int curve_points;         /* removal curves: points from 0 to curve_max removed; default 11; 0 = none */
+    double curve_max;         /* the largest share removed; default 0.5 */
+    int64_t shard_rows;       /* knn and features: rows per shard; 0 = from shard_mb */
+    double shard_mb;          /* default 64 */
+    double block_mb;          /* knn: memory for the distance block, validation points × N distances of 8 bytes
+                                 (a float on the backend, one on the host); default 512 */
+    FILE *log;                /* a line per round of permutations (the convergence as it runs); NULL: none */
+    int force;                /* overwrite the output; start the state afresh */
+} infl_shapley_options;
+
+infl_shapley_options infl_shapley_options_default(void);
+
+typedef struct {
+    int64_t n;                /* training rows valued */
+    int64_t begin;            /* the first one's row within its split */
+    int classes;              /* K */
+    int64_t features;         /* the feature space's width */
+    double *values;           /* (n) */
+    double *se;               /* (n) standard error over permutations (tmc, gshapley); 0 for exact and knn */
+    int32_t *label;           /* (n) */
+    int64_t *order;           /* (n) positions 0..n-1 by increasing value (the lowest-valued first) */
+    int32_t *flipped;         /* (n) /flipped of the train split, or NULL when it has none */
+    int64_t nflipped;
+    double recall[2];         /* share of the flipped among the lowest-valued 10% and 20% (NaN without) */
+    int permutations;         /* tmc, gshapley: done in all (the state file's included) */
+    int permutations_now;     /* of which in this call */
+    int64_t fits;             /* utility evaluations (model fits for tmc and exact) in this call */
+    double truncated;         /* tmc, gshapley: share of marginal contributions truncated */
+    double convergence;       /* the last criterion; NaN before `window` permutations */
+    double u_all, u_empty;    /* U(all rows), U(∅) */
+    double sum;               /* Σ values (efficiency: ≈ u_all − u_empty; exact for exact and knn) */
+    double lr;                /* the SGD rate used (gshapley, mlp) */
+    int curve_points;
+    double *curve_fraction;   /* (curve_points) share removed */
+    double *curve_high;       /* (curve_points) test accuracy after removing the highest-valued first */
+    double *curve_low;        /* ... the lowest-valued first */
+    double *curve_random;     /* ... a seeded random sample (mean of 3 draws) */
+    double seconds, seconds_curves;
+} infl_shapley_result;
+
+/* Data Shapley values of the training rows (README "Data Shapley"): tmc and gshapley run
+ * permutations in parallel rounds and print a line per round to o->log; with a state
+ * file they resume, and a larger permutations extends a finished state. knn streams the
+ * train split in shards, its distances by the backend's sgemm (memory: the block of
+ * validation points × N distances, block_mb, plus O(N) for the values). Writes o->output when given. *out is the caller's. */
+infl_status infl_shapley(infl_ctx *ctx, const infl_shapley_options *o, infl_shapley_result **out);
+void infl_shapley_result_free(infl_shapley_result *r);  /* accepts NULL */
 
 // ---- inspection ----
 

@@ -45,7 +45,7 @@ static inline pair open_pair(void) {
         char why[1024];
         snprintf(why, sizeof why, "%s", infl_ctx_error(p.c[1]));
         infl_ctx_free(p.c[1]);
-        cr_skip_test("%s%s", strncmp(why, "no CUDA device", 14) == 0 ? "" : "no CUDA device: ", why);
+        cr_skip_test("%s%s", strncmp(why, "no usable CUDA device", 21) == 0 ? "" : "no usable CUDA device: ", why);
     }
     p.c[0] = tu_ctx();
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -213,4 +214,78 @@ Test(cli, rank_self_loo_end_to_end) {
     cr_assert(tu_exists(tu_path("loo.png")));
     cr_assert_eq(CLI("loo", "--run", run, "--query", te), 1);
     cr_assert(strstr(tu_err(), "convex") != NULL, "%s", tu_err());
+}
+
+// Every numeric option whose value would mean nothing is refused by the parser's one
+// range check (cli_opt.range): exit 2, the option and what it expects on stderr.
+Test(cli, meaningless_values_are_usage_errors) {
+    static const char *const cases[][12] = {
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--shard", "0", NULL, "--shard"},
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--epochs", "0", NULL, "--epochs"},
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--batch", "-3", NULL, "--batch"},
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--lr", "0", NULL, "--lr"},
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--momentum", "1", NULL, "--momentum"},
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--shard-mb", "0", NULL, "--shard-mb"},
+        {"train", "--data", "a.h5:/train", "--layers", "4,2", "-o", "x.h5", "--threads", "0", NULL, "--threads"},
+        {"rank", "--run", "r.h5", "--query", "a.h5:/test", "--top", "0", NULL, NULL, NULL, "--top"},
+        {"rank", "--run", "r.h5", "--query", "a.h5:/test", "--shard", "0", NULL, NULL, NULL, "--shard"},
+        {"rank", "--run", "r.h5", "--query", "a.h5:/test", "--cg-iters", "0", NULL, NULL, NULL, "--cg-iters"},
+        {"rank", "--run", "r.h5", "--query", "a.h5:/test", "--gen-tokens", "0", NULL, NULL, NULL, "--gen-tokens"},
+        {"self", "--run", "r.h5", "--top", "-1", NULL, NULL, NULL, NULL, NULL, "--top"},
+        {"fit", "--run", "r.h5", "-o", "f.h5", "--samples", "0", NULL, NULL, NULL, "--samples"},
+        {"lds", "--run", "r.h5", "--query", "q", "--fraction", "1", "s.h5", NULL, NULL, "--fraction"},
+        {"lds", "--run", "r.h5", "--query", "q", "--models", "1", "s.h5", NULL, NULL, "--models"},
+        {"generate", "--run", "g.h5", "--tokens", "0", NULL, NULL, NULL, NULL, NULL, "--tokens"},
+        {"import", "fashion-mnist", "-o", "x.h5", "--test-fraction", "1", NULL, NULL, NULL, NULL, "--test-fraction"},
+        {"synth", "-o", "x.h5", "--classes", "1", NULL, NULL, NULL, NULL, NULL, "--classes"},
+        {"compare", "a.h5", "b.h5", "--top", "0", NULL, NULL, NULL, NULL, NULL, "--top"},
+        {"info", "--deterministic", "2", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "--deterministic"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[12] = {"infl"};
+        int n = 1;
+        while (n <= 10 && cases[i][n - 1]) argv[n] = cases[i][n - 1], n++;
+        argv[n] = NULL;
+        const char *opt = cases[i][10];
+        cr_assert_eq(tu_cli(argv), 2, "infl %s ... %s: exit not 2; stderr: %s", cases[i][0], opt, tu_err());
+        cr_assert(strstr(tu_err(), opt) && strstr(tu_err(), "expected"), "infl %s: %s", cases[i][0], tu_err());
+    }
+    // the edges of the ranges are accepted (parsing goes on to the next check)
+    cr_assert_eq(CLI("train", "--layers", "4,2", "-o", "x.h5", "--shard", "1", "--momentum", "0"), 2);
+    cr_assert(strstr(tu_err(), "--data") != NULL, "%s", tu_err());
+}
+
+// A run records its data as given (demo/d.h5); from another folder the file is found
+// beside the run, and when it is nowhere the error names every path tried.
+Test(cli, run_finds_its_data_from_another_folder) {
+    char dir[1100], demo[1200], other[1200];
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    snprintf(demo, sizeof demo, "%s/demo", dir);
+    snprintf(other, sizeof other, "%s/other", dir);
+    cr_assert_eq(mkdir(demo, 0755), 0);
+    cr_assert_eq(mkdir(other, 0755), 0);
+    char d[1300];
+    snprintf(d, sizeof d, "%s/d.h5", demo);
+    tu_make_blobs(d, 200, 6, 3, 4);
+    cr_assert_eq(chdir(dir), 0);
+    cr_assert_eq(CLI("train", "--data", "demo/d.h5:/train", "--layers", "6,3", "--optimizer", "sgd", "--epochs", "1",
+                     "-o", "demo/run.h5", "-q"),
+                 0, "%s", tu_err());
+    cr_assert_eq(chdir(other), 0);
+    cr_assert_eq(CLI("rank", "--run", "../demo/run.h5", "--query", "../demo/d.h5:/test[0:2]", "--method", "graddot",
+                     "-q"),
+                 0, "%s", tu_err());
+    cr_assert_eq(CLI("rank", "--run", "../demo/run.h5", "--query", "../demo/d.h5:/test[0:2]", "--method", "graddot",
+                     "--png", "x.png", "-q"),
+                 1);  // the picture needs image data: the train split was found (and has none)
+    cr_assert(strstr(tu_err(), "image") != NULL, "%s", tu_err());
+    char moved[1300];
+    snprintf(moved, sizeof moved, "%s/e.h5", demo);
+    cr_assert_eq(rename(d, moved), 0);
+    cr_assert_eq(CLI("rank", "--run", "../demo/run.h5", "--query", "../demo/e.h5:/test[0:2]", "--method", "graddot",
+                     "-q"),
+                 1);
+    cr_assert(strstr(tu_err(), "demo/d.h5 (from the current folder)") && strstr(tu_err(), "../demo/d.h5") &&
+                  strstr(tu_err(), "../demo/demo/d.h5"),
+              "%s", tu_err());
 }

@@ -459,6 +459,30 @@ Test(render, scatter_diagonal) {
     infl_ctx_free(ctx);
 }
 
+Test(render, plot_lines_in_their_colours) {
+    // two lines (Data Shapley's removal curves): the middle of each segment has the
+    // series' colour; the axes are those of all points together
+    infl_ctx *ctx = tu_ctx();
+    const double x[3] = {0, 5, 10}, a[3] = {1, 0.9, 0.5}, b[3] = {1, 1.02, 1.05};
+    const infl_series s[2] = {{.x = x, .y = a, .n = 3, .label = "down", .colour = 0xD62728},
+                              {.x = x, .y = b, .n = 3, .label = "up", .colour = 0x2CA02C}};
+    const char *path = tu_path("lines.png");
+    ASSERT_OK(ctx, infl_png_plot(ctx, path, 0, s, 2, "removed", "accuracy", "t", NULL, 0));
+    double ax[6] = {0, 5, 10, 0, 5, 10}, ay[6] = {1, 0.9, 0.5, 1, 1.02, 1.05};
+    infl_scatter_layout l;
+    ASSERT_OK(ctx, infl_scatter_place(ctx, ax, ay, 6, "removed", "accuracy", "t", NULL, 0, &l));
+    gdImagePtr im = load_png(path);
+    uint32_t ca = rgb_at(im, infl_scatter_px(&l, 7.5), infl_scatter_py(&l, 0.7));
+    uint32_t cb = rgb_at(im, infl_scatter_px(&l, 7.5), infl_scatter_py(&l, 1.035));
+    cr_assert((ca >> 16 & 0xFF) > (ca >> 8 & 0xFF) + 60, "the red line at its middle: %06X", ca);
+    cr_assert((cb >> 8 & 0xFF) > (cb >> 16 & 0xFF) + 60, "the green line at its middle: %06X", cb);
+    gdImageDestroy(im);
+    const infl_series bad = {.x = x, .y = a, .n = 3, .colour = 0x1000000};
+    ASSERT_ERR(ctx, infl_png_plot(ctx, tu_path("bad.png"), 0, &bad, 1, NULL, NULL, NULL, NULL, 0), INFL_E_ARG,
+               "colour");
+    infl_ctx_free(ctx);
+}
+
 Test(render, scatter_single_point_and_tiny_values) {
     // one point (a zero span) and values ~1e-6 still make a plot with the point inside
     infl_ctx *ctx = tu_ctx();

@@ -295,3 +295,17 @@ void tu_import_lines(const char *txt, const char *out, int bpe, double test_frac
     cr_assert_eq(infl_import_text(ctx, &o, out, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
 }
+
+void tu_train_mlp(const char *data, const char *run, int L, const int *w, void (*tweak)(infl_train_options *o, void *u),
+                  void *u) {
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options o = infl_train_options_default();
+    o.data = tu_ref(3, data, "train");
+    o.nlayers = L;
+    for (int l = 0; l <= L; l++) o.widths[l] = w[l];
+    o.optimizer = INFL_OPT_SGD;
+    o.force = 1;
+    if (tweak) tweak(&o, u);
+    cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}

@@ -63,6 +63,11 @@ void tu_import_fm7(const char *path, int64_t limit, double flip, uint64_t seed);
 // features, k classes drawn as Gaussian blobs around random centres (k = 0: real
 // targets y float32 [N, 1], a noisy linear function of x). Asserts on failure.
 void tu_make_blobs(const char *path, int64_t n, int d, int k, uint64_t seed);
+// Trains an MLP (widths w[0..L]) by SGD on the /train split of data into run (overwriting it): the
+// library's defaults but for o's fields the caller sets in `tweak` (NULL: none), e.g. epochs or lr.
+// Asserts on failure.
+void tu_train_mlp(const char *data, const char *run, int L, const int *w, void (*tweak)(infl_train_options *o, void *u),
+                  void *u);
 // Imports the text file txt, one document a line, into the documents file out: the bytes
 // tokenizer (or BPE of bpe tokens), test_fraction of the documents in /test.
 void tu_import_lines(const char *txt, const char *out, int bpe, double test_fraction);

@@ -26,40 +26,75 @@ void cli_help(const cli_spec *s, FILE *out) {
     fprintf(out, "  %-28s %s\n", "-h, --help", "show this help");
 }
 
+int cli_in_range(const char *range, int whole, double x, char *what, size_t size) {
+    const char *noun = whole ? "a whole number" : "a number";
+    if (!range) {
+        if (what) snprintf(what, size, "%s", noun);
+        return 1;
+    }
+    char *end = NULL;
+    if (range[0] == '>') {  // ">=a" or ">a"
+        int eq = range[1] == '=';
+        double a = strtod(range + 1 + eq, &end);
+        if (end == range + 1 + eq || *end) return -1;
+        if (what) snprintf(what, size, "%s %s %g", noun, eq ? ">=" : ">", a);
+        return eq ? x >= a : x > a;
+    }
+    if (range[0] != '[' && range[0] != '(') return -1;  // "[a,b]", "(a,b]", "[a,b)", "(a,b)"
+    double a = strtod(range + 1, &end);
+    if (end == range + 1 || *end != ',') return -1;
+    const char *bp = end + 1;
+    double b = strtod(bp, &end);
+    if (end == bp || (*end != ']' && *end != ')') || end[1]) return -1;
+    int lo_in = range[0] == '[', hi_in = *end == ']';
+    if (what) snprintf(what, size, "%s in %c%g, %g%c", noun, range[0], a, b, *end);
+    return (lo_in ? x >= a : x > a) && (hi_in ? x <= b : x < b);
+}
+
 static int set_value(const cli_spec *s, const cli_opt *o, const char *v) {
     char *end = NULL;
     errno = 0;
+    double num = 0;  // the value, for the range check
     switch (o->kind) {
     case ARG_FLAG: *(int *)o->dst = 1; return 0;
     case ARG_STR: *(const char **)o->dst = v; return 0;
     case ARG_INT: {
         long x = strtol(v, &end, 10);
-        if (errno || !*v || *end || x < -2147483647L || x > 2147483647L) break;
+        if (errno || !*v || *end || x < -2147483647L || x > 2147483647L) goto bad;
         *(int *)o->dst = (int)x;
-        return 0;
+        num = (double)x;
+        break;
     }
     case ARG_I64: {
         long long x = strtoll(v, &end, 10);
-        if (errno || !*v || *end) break;
+        if (errno || !*v || *end) goto bad;
         *(int64_t *)o->dst = x;
-        return 0;
+        num = (double)x;
+        break;
     }
     case ARG_U64: {
-        if (*v == '-') break;
+        if (*v == '-') goto bad;
         unsigned long long x = strtoull(v, &end, 10);
-        if (errno || !*v || *end) break;
+        if (errno || !*v || *end) goto bad;
         *(uint64_t *)o->dst = x;
-        return 0;
+        num = (double)x;
+        break;
     }
     case ARG_DOUBLE: {
         double x = strtod(v, &end);
-        if (errno || !*v || *end || !isfinite(x)) break;
+        if (errno || !*v || *end || !isfinite(x)) goto bad;
         *(double *)o->dst = x;
-        return 0;
+        num = x;
+        break;
     }
     }
-    const char *what = o->kind == ARG_DOUBLE ? "a number" : o->kind == ARG_U64 ? "a whole number >= 0" : "a whole number";
-    fprintf(stderr, "%s: --%s: expected %s, got '%s'\n", s->cmd, o->name, what, v);
+    if (cli_in_range(o->range, o->kind != ARG_DOUBLE, num, NULL, 0) == 1) return 0;
+bad:;
+    char what[96];
+    const char *range = o->range ? o->range : o->kind == ARG_U64 ? ">=0" : NULL;
+    if (cli_in_range(range, o->kind != ARG_DOUBLE, 0, what, sizeof what) < 0)
+        snprintf(what, sizeof what, "a value (bad range '%s' in the option table)", range);
+    fprintf(stderr, "%s: --%s: expected %s, got '%s' (see %s --help)\n", s->cmd, o->name, what, v, s->cmd);
     return 2;
 }
 

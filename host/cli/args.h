@@ -9,6 +9,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+// Option tables give `range` only where it applies (the rest are zero, i.e. NULL, by the
+// language's rule for a shorter initialiser): keep -Wextra from asking for the NULLs in the
+// CLI's files, which are the ones that include this header.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 typedef enum { ARG_FLAG, ARG_STR, ARG_INT, ARG_I64, ARG_U64, ARG_DOUBLE } arg_kind;
 
 typedef struct {
@@ -18,6 +23,9 @@ typedef struct {
     void *dst;            // int* for flags, const char** for strings, ...
     const char *metavar;  // "N", "FILE", NULL for flags
     const char *help;     // one line; defaults belong here
+    const char *range;    // numbers only, optional: the values that mean something, checked by
+                          // the parser (a usage error, exit 2, names the option and the range):
+                          // ">=1", ">0", "[0,1]", "(0,1]", "[0,1)" ...; NULL: any
 } cli_opt;
 
 typedef struct {
@@ -27,6 +35,11 @@ typedef struct {
     const cli_opt *opts;
     int nopts;
 } cli_spec;
+
+// Whether x lies in `range` (cli_opt.range; NULL: any); writes the range as words
+// ("a whole number >= 1", "a number in (0, 1]") into what when what != NULL. -1 when
+// the range itself is malformed (a bug in an option table).
+int cli_in_range(const char *range, int whole, double x, char *what, size_t size);
 
 // Parses argv[1..argc) (argv[0] is the command name). Positional arguments go into
 // pos (up to maxpos, count in *npos). Returns 0 to run, 1 when --help was printed

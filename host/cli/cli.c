@@ -58,7 +58,7 @@ static void print_text_result(const char *out, const infl_import_text_result *r,
 }
 
 static int cmd_import(int argc, char **argv) {
-    common c = {.cmd = "infl import"};
+    common c = COMMON_INIT("infl import");
     infl_import_fmnist_options fo = infl_import_fmnist_options_default();
     infl_import_csv_options co = infl_import_csv_options_default();
     infl_import_text_options to = infl_import_text_options_default();
@@ -72,18 +72,18 @@ static int cmd_import(int argc, char **argv) {
         {"output", 'o', ARG_STR, &out, "FILE", "the dataset file to write (required)"},
         {"force", 'f', ARG_FLAG, &force, NULL, "overwrite the output if it exists"},
         {"dir", 0, ARG_STR, &dir, "DIR", "fashion-mnist: folder of the IDX .gz files (default /usr/share/datasets/fashion-mnist); text: folder of fortune files (default /usr/share/games/fortunes)"},
-        {"limit", 0, ARG_I64, &limit, "N", "fashion-mnist: keep the first N rows of each split; text: the first N documents"},
-        {"pool", 0, ARG_INT, &pool, "P", "fashion-mnist: average-pool PxP blocks: 1 (28x28), 2 (14x14), 4 (7x7)"},
-        {"flip-labels", 0, ARG_DOUBLE, &flip, "F", "fashion-mnist: replace a fraction F of training labels (recorded in /train/flipped)"},
+        {"limit", 0, ARG_I64, &limit, "N", "fashion-mnist: keep the first N rows of each split; text: the first N documents; 0: all (default)", ">=0"},
+        {"pool", 0, ARG_INT, &pool, "P", "fashion-mnist: average-pool PxP blocks: 1 (28x28), 2 (14x14), 4 (7x7)", "[1,4]"},
+        {"flip-labels", 0, ARG_DOUBLE, &flip, "F", "fashion-mnist: replace a fraction F of training labels (recorded in /train/flipped)", "[0,1]"},
         {"seed", 0, ARG_U64, &seed, "S", "seed for --flip-labels and --test-fraction (default 0)"},
         {"label", 0, ARG_STR, &co.label, "COL", "csv: the label column, by header name or 0-based index (required)"},
         {"delimiter", 0, ARG_STR, &delim, "C", "csv: field separator (default ',')"},
         {"no-header", 0, ARG_FLAG, &no_header, NULL, "csv: the first line is data, not column names"},
         {"regression", 0, ARG_FLAG, &co.regression, NULL, "csv: the label is a real target (y float32 [N,1])"},
-        {"test-fraction", 0, ARG_DOUBLE, &test_fraction, "F", "csv, text: put a seeded random share F of rows (documents) in /test (default: csv 0, text 0.1)"},
+        {"test-fraction", 0, ARG_DOUBLE, &test_fraction, "F", "csv, text: put a seeded random share F of rows (documents) in /test (default: csv 0, text 0.1)", "[0,1)"},
         {"sep", 0, ARG_STR, &sep, "S", "text: % (default: a line holding only %), line, paragraph, or any separator line's text"},
-        {"bpe", 0, ARG_INT, &bpe, "V", "text: learn a byte-level BPE tokenizer of V tokens on /train (default: bytes, V = 257)"},
-        {"max-len", 0, ARG_I64, &max_len, "N", "text: cut documents longer than N tokens (default: no limit)"},
+        {"bpe", 0, ARG_INT, &bpe, "V", "text: learn a byte-level BPE tokenizer of V > 257 tokens on /train; 0: bytes, V = 257 (default)", ">=0"},
+        {"max-len", 0, ARG_I64, &max_len, "N", "text: cut documents longer than N tokens; 0: no limit (default)", ">=0"},
         COMMON_OPTS(c),
     };
     cli_spec spec = {"infl import", "fashion-mnist|csv|text [FILES...] -o FILE.h5 [options]",
@@ -112,8 +112,6 @@ static int cmd_import(int argc, char **argv) {
     else if (strcmp(pos[0], "csv") == 0 && !co.label) why = "csv needs --label COL";
     else if (delim && strlen(delim) != 1) why = "--delimiter takes one character";
     else if (strcmp(pos[0], "text") == 0 && npos > 1 && dir) why = "text: give files or --dir, not both";
-    else if (strcmp(pos[0], "text") == 0 && (bpe < 0 || max_len < 0 || limit < 0))
-        why = "text: --bpe, --max-len and --limit take numbers >= 0";
     else if (strcmp(pos[0], "fashion-mnist") != 0 && strcmp(pos[0], "csv") != 0 && strcmp(pos[0], "text") != 0)
         why = "unknown source; expected fashion-mnist, csv or text";
     if (why) {
@@ -181,7 +179,7 @@ static infl_model_kind model_asked(int argc, char **argv) {
 }
 
 static int cmd_train(int argc, char **argv) {
-    common c = {.cmd = "infl train"};
+    common c = COMMON_INIT("infl train");
     infl_model_kind kind = model_asked(argc, argv);
     infl_train_options o = kind == INFL_MODEL_GPT ? infl_train_options_gpt_default() : infl_train_options_default();
     const char *out = NULL, *layers = NULL, *act = "relu", *loss = "softmax_ce", *optimizer = "auto", *model = "mlp";
@@ -196,26 +194,26 @@ static int cmd_train(int argc, char **argv) {
         {"activation", 0, ARG_STR, &act, "A", "mlp: relu | tanh | gelu (default relu)"},
         {"loss", 0, ARG_STR, &loss, "L", "mlp: softmax_ce | sigmoid_ce | mse (default softmax_ce)"},
         {"optimizer", 0, ARG_STR, &optimizer, "O", "mlp: auto | sgd | newton (auto: newton for a model without hidden layer); gpt: AdamW"},
-        {"heads", 0, ARG_INT, &o.heads, "H", "gpt: attention heads, dividing --dim (default 4)"},
-        {"dim", 0, ARG_INT, &o.dim, "C", "gpt: the residual stream's width (default 128)"},
-        {"context", 0, ARG_INT, &o.context, "T", "gpt: positions (EOT and T - 1 tokens read, T targets); longer documents are truncated (default 256)"},
-        {"epochs", 0, ARG_INT, &o.epochs, "N", "passes over the data (default 5; gpt 1)"},
-        {"batch", 0, ARG_INT, &o.batch, "N", "minibatch size: rows (default 128); gpt: documents (default 32)"},
-        {"lr", 0, ARG_DOUBLE, &o.lr, "R", "learning rate (default 0.1; gpt 1e-3)"},
-        {"momentum", 0, ARG_DOUBLE, &o.momentum, "M", "mlp: momentum (default 0.9)"},
-        {"wd", 0, ARG_DOUBLE, &o.weight_decay, "W", "mlp: weight decay, R(w) = mean loss + W/2 |w|^2 (default 1e-4); gpt: AdamW's decoupled decay of matrices and embeddings (default 0.1)"},
+        {"heads", 0, ARG_INT, &o.heads, "H", "gpt: attention heads, dividing --dim (default 4)", ">=1"},
+        {"dim", 0, ARG_INT, &o.dim, "C", "gpt: the residual stream's width (default 128)", ">=1"},
+        {"context", 0, ARG_INT, &o.context, "T", "gpt: positions (EOT and T - 1 tokens read, T targets); longer documents are truncated (default 256)", ">=2"},
+        {"epochs", 0, ARG_INT, &o.epochs, "N", "passes over the data (default 5; gpt 1)", ">=1"},
+        {"batch", 0, ARG_INT, &o.batch, "N", "minibatch size: rows (default 128); gpt: documents (default 32)", ">=1"},
+        {"lr", 0, ARG_DOUBLE, &o.lr, "R", "learning rate (default 0.1; gpt 1e-3)", ">0"},
+        {"momentum", 0, ARG_DOUBLE, &o.momentum, "M", "mlp: momentum (default 0.9)", "[0,1)"},
+        {"wd", 0, ARG_DOUBLE, &o.weight_decay, "W", "mlp: weight decay, R(w) = mean loss + W/2 |w|^2 (default 1e-4); gpt: AdamW's decoupled decay of matrices and embeddings (default 0.1)", ">=0"},
         {"schedule", 0, ARG_STR, &sched, "S", "constant | cosine learning rate (default constant; gpt cosine)"},
-        {"warmup", 0, ARG_INT, &o.warmup, "N", "steps of linear warm-up before the schedule (default 0; gpt 100)"},
-        {"beta1", 0, ARG_DOUBLE, &o.beta1, "B", "gpt: AdamW's first-moment decay (default 0.9)"},
-        {"beta2", 0, ARG_DOUBLE, &o.beta2, "B", "gpt: AdamW's second-moment decay (default 0.95)"},
-        {"adam-eps", 0, ARG_DOUBLE, &o.adam_eps, "E", "gpt: AdamW's epsilon (default 1e-8)"},
-        {"clip", 0, ARG_DOUBLE, &o.clip, "G", "gpt: clip the gradient's global norm to G; 0: never (default 1)"},
+        {"warmup", 0, ARG_INT, &o.warmup, "N", "steps of linear warm-up before the schedule (default 0; gpt 100)", ">=0"},
+        {"beta1", 0, ARG_DOUBLE, &o.beta1, "B", "gpt: AdamW's first-moment decay (default 0.9)", "[0,1)"},
+        {"beta2", 0, ARG_DOUBLE, &o.beta2, "B", "gpt: AdamW's second-moment decay (default 0.95)", "[0,1)"},
+        {"adam-eps", 0, ARG_DOUBLE, &o.adam_eps, "E", "gpt: AdamW's epsilon (default 1e-8)", ">0"},
+        {"clip", 0, ARG_DOUBLE, &o.clip, "G", "gpt: clip the gradient's global norm to G; 0: never (default 1)", ">=0"},
         {"seed", 0, ARG_U64, &o.seed, "S", "initialisation and shuffling (default 1)"},
-        {"checkpoint-every", 0, ARG_INT, &o.checkpoint_every, "N", "steps between checkpoints; 0: final only (default 500)"},
-        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows (documents) read at once (default: from --shard-mb)"},
-        {"shard-mb", 0, ARG_DOUBLE, &shard_mb, "MB", "memory budget of one shard (default 256)"},
-        {"tol", 0, ARG_DOUBLE, &o.tol, "T", "newton: stop at |grad R| <= T (default 1e-8)"},
-        {"max-iters", 0, ARG_INT, &o.max_iters, "N", "newton: iteration limit (default 100)"},
+        {"checkpoint-every", 0, ARG_INT, &o.checkpoint_every, "N", "steps between checkpoints; 0: final only (default 500)", ">=0"},
+        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows (documents) read at once (default: from --shard-mb)", ">=1"},
+        {"shard-mb", 0, ARG_DOUBLE, &shard_mb, "MB", "memory budget of one shard (default 256)", ">0"},
+        {"tol", 0, ARG_DOUBLE, &o.tol, "T", "newton: stop at |grad R| <= T (default 1e-8)", ">0"},
+        {"max-iters", 0, ARG_INT, &o.max_iters, "N", "newton: iteration limit (default 100)", ">=1"},
         COMMON_OPTS(c),
     };
     cli_spec spec = {"infl train", "--data FILE:/split [--model mlp --layers W,W,.. | --model gpt] -o run.h5 [options]",
@@ -301,7 +299,7 @@ static int cmd_train(int argc, char **argv) {
 // ---- eval ----
 
 static int cmd_eval(int argc, char **argv) {
-    common c = {.cmd = "infl eval"};
+    common c = COMMON_INIT("infl eval");
     const char *run = NULL, *data = NULL, *ckpt = NULL;
     const cli_opt opts[] = {
         {"run", 0, ARG_STR, &run, "FILE", "the run file (required)"},
@@ -340,15 +338,15 @@ static int cmd_eval(int argc, char **argv) {
 // ---- generate ----
 
 static int cmd_generate(int argc, char **argv) {
-    common c = {.cmd = "infl generate"};
+    common c = COMMON_INIT("infl generate");
     infl_generate_options o = infl_generate_options_default();
     const cli_opt opts[] = {
         {"run", 0, ARG_STR, &o.run, "FILE", "a gpt run file (required)"},
         {"prompt", 0, ARG_STR, &o.prompt, "TEXT", "the text to continue (default: none, a new document)"},
         {"checkpoint", 0, ARG_STR, &o.checkpoint, "NAME", "final (default), a checkpoint name or step"},
-        {"tokens", 0, ARG_INT, &o.tokens, "N", "most tokens to generate (default 200; stops at end-of-text)"},
-        {"temperature", 0, ARG_DOUBLE, &o.temperature, "T", "softmax temperature; 0: greedy (default 0.8)"},
-        {"top-k", 0, ARG_INT, &o.top_k, "K", "sample among the K most likely tokens; 0: all (default 40)"},
+        {"tokens", 0, ARG_INT, &o.tokens, "N", "most tokens to generate (default 200; stops at end-of-text)", ">=1"},
+        {"temperature", 0, ARG_DOUBLE, &o.temperature, "T", "softmax temperature; 0: greedy (default 0.8)", ">=0"},
+        {"top-k", 0, ARG_INT, &o.top_k, "K", "sample among the K most likely tokens; 0: all (default 40)", ">=0"},
         {"seed", 0, ARG_U64, &o.seed, "S", "the sampling's seed (default 0)"},
         COMMON_OPTS(c),
     };
@@ -380,7 +378,7 @@ static int cmd_generate(int argc, char **argv) {
 // ---- info ----
 
 static int cmd_info(int argc, char **argv) {
-    common c = {.cmd = "infl info"};
+    common c = COMMON_INIT("infl info");
     const cli_opt opts[] = {COMMON_OPTS(c)};
     cli_spec spec = {"infl info", "[FILE]",
                      "Describes an infl file (format, splits, shapes, layers, checkpoints, attributes); without a\n"
@@ -417,8 +415,10 @@ static const struct {
     {"fit", cmd_fit, "fit EK-FAC factors of a checkpoint (for rank --method ekfac)"},
     {"index", cmd_index, "project every training example's gradient once (TRAK, LoGra), for rank --index"},
     {"lds", cmd_lds, "linear datamodeling score of methods' scores, by retraining on subsets"},
+    {"debug", cmd_debug, "remove the opponents of misclassified examples, retrain, compare with random removal"},
     {"compare", cmd_compare, "how two scores files agree: Pearson, Spearman, top-k overlap per query"},
     {"loo", cmd_loo, "check influence functions against leave-one-out retraining (convex models)"},
+    {"shapley", cmd_shapley, "Data Shapley values of training rows (tmc, gshapley, knn, exact), removal curves"},
     {"synth", cmd_synth, "write a synthetic class-structured dataset of any size"},
     {"bench", cmd_bench, "time every phase of attribution against this machine's own ceilings"},
     {"info", cmd_info, "describe a file, or the build and backends"},

@@ -3,6 +3,9 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cliutil.h"
+#include "core/internal.h"
+
+#include "core/internal.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -50,6 +53,7 @@ infl_ctx *open_ctx(common *c) {
     infl_ctx_options o = infl_ctx_options_default();
     o.backend = c->backend;
     o.threads = c->threads;
+    o.deterministic = c->deterministic;
     infl_ctx *ctx = NULL;
     infl_status st = infl_ctx_create(&o, &ctx);
     if (st != INFL_OK) {
@@ -169,4 +173,12 @@ void put_csv(FILE *f, const char *v) {
         fputc(*p, f);
     }
     fputc('"', f);
+}
+
+infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
+    for (int i = 0; i < n; i++) {
+        char tmp[4200];
+        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
+    }
+    return INFL_OK;
 }

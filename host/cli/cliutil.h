@@ -14,6 +14,7 @@
 typedef struct {
     const char *backend;
     int threads;
+    int deterministic;  // -1: not given (the library's default)
     int quiet;
     int progress;
     int verbose;
@@ -22,9 +23,15 @@ typedef struct {
     int printed;
 } common;
 
+// A command's common options before parsing: nothing given.
+#define COMMON_INIT(name) {.cmd = (name), .deterministic = -1}
+
 #define COMMON_OPTS(c)                                                                                     \
     {"backend", 0, ARG_STR, &(c).backend, "B", "auto | cpu | cuda[:N] (default: $INFL_BACKEND, else auto)"}, \
-        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)"},                            \
+        {"threads", 0, ARG_INT, &(c).threads, "N", "CPU threads (default: all)", ">=1"},                     \
+        {"deterministic", 0, ARG_INT, &(c).deterministic, "0|1",                                             \
+         "1: the same bits at every --threads; 0: GEMMs on OpenBLAS's threads (default; $INFL_DETERMINISTIC)", \
+         "[0,1]"},                                                                                           \
         {"quiet", 'q', ARG_FLAG, &(c).quiet, NULL, "print only results and errors"},                         \
         {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"},   \
         {"verbose", 'v', ARG_FLAG, &(c).verbose, NULL, "say how the work was done (e.g. each layer's scoring form)"}
@@ -45,6 +52,9 @@ void put_csv(FILE *f, const char *v);
 // Writes v as a JSON string, with its quotes and escapes; bytes that are not UTF-8
 // become U+FFFD.
 void put_json(FILE *f, const char *v);
+// INFL_E_EXISTS (naming it) when one of the n output paths (NULL entries skipped)
+// exists and !force: checked before the work, so a long run does not end refused.
+infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force);
 // Prints a usage error and returns 2.
 int usage_error(const char *cmd, const char *msg);
 // Ends the progress line when one is open.
@@ -71,6 +81,10 @@ int cmd_index(int argc, char **argv);
 // cmd_lds.c
 int cmd_lds(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+// cmd_debug.c
+int cmd_debug(int argc, char **argv);
+// cmd_shapley.c
+int cmd_shapley(int argc, char **argv);
 // cmd_bench.c
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

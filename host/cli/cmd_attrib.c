@@ -13,47 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attrib_args.h"
 #include "cliutil.h"
 #include "cmd_rank_lm.h"
 #include "core/internal.h"
 #include "render.h"
 #include "store/store.h"
 
-// ---- options shared by rank, self and loo ----
+// ---- options shared by rank, self, loo and debug (attrib_args.h) ----
 
-typedef struct {
-    infl_rank_options o;
-    const char *method, *hessian, *solver, *damping;
-    double shard_mb;
-} attrib_args;
-
-#define ATTRIB_OPTS(A)                                                                                                 \
-    {"run", 0, ARG_STR, &(A).o.run, "FILE", "the run file (required)"},                                                \
-        {"train", 0, ARG_STR, &(A).o.train, "FILE:/split", "training data (default: the data the run was trained on)"}, \
-        {"checkpoint", 0, ARG_STR, &(A).o.checkpoint, "NAME", "graddot, gradcos, if: final (default), a name or step; ekfac: the factors' own"},  \
-        {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
-        {"hessian", 0, ARG_STR, &(A).hessian, "H",                                                                   \
-         "if, sgd-influence: exact (R-operator, default) or ggn (Gauss-Newton)"},                                    \
-        {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
-        {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
-         "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \
-         "0.1 x mean eigenvalue per layer) or a value; trak, if with --index: auto, auto:F (F x mean eigenvalue) "     \
-         "or a value"},                                                             \
-        {"factors", 0, ARG_STR, &(A).o.factors, "FILE", "ekfac, kfac, diagonal: the factors from infl fit"},          \
-        {"hessian-samples", 0, ARG_I64, &(A).o.hessian_samples, "K", "if: H from the first K train rows (default all)"}, \
-        {"cg-iters", 0, ARG_INT, &(A).o.cg_iters, "N", "cg: iteration limit (default 100)"},                             \
-        {"cg-tol", 0, ARG_DOUBLE, &(A).o.cg_tol, "T", "cg: relative residual (default 1e-6)"},                           \
-        {"lissa-depth", 0, ARG_INT, &(A).o.lissa_depth, "N", "lissa: recursion depth (default 1000)"},                   \
-        {"lissa-scale", 0, ARG_DOUBLE, &(A).o.lissa_scale, "S", "lissa: scale, above H's largest eigenvalue (default 10)"}, \
-        {"lissa-repeats", 0, ARG_INT, &(A).o.lissa_repeats, "R", "lissa: repeats averaged (default 1)"},                 \
-        {"seed", 0, ARG_U64, &(A).o.seed, "S", "lissa batches, loo samples (default 0)"},                                 \
-        {"shard", 0, ARG_I64, &(A).o.shard_rows, "ROWS", "train rows read at once (default: from --shard-mb)"},          \
-        {"shard-mb", 0, ARG_DOUBLE, &(A).shard_mb, "MB", "memory budget of one shard (default 64)"},             \
-        {"index", 0, ARG_STR, &(A).o.index, "FILE[,FILE]",                                                           \
-         "score from gradient indexes (infl index): graddot, gradcos, tracin, trak, if; several: TRAK's ensemble"}
-
-// Resolves the text options into the enum fields. Returns 0 or a usage exit code.
-static int resolve(attrib_args *A, const char *cmd) {
+int attrib_args_resolve(attrib_args *A, const char *cmd) {
     infl_rank_options *o = &A->o;
     if (!o->run && !o->index) return usage_error(cmd, "no run file (--run run.h5) or index (--index index.h5)");
     if (A->method) {
@@ -65,15 +34,30 @@ static int resolve(attrib_args *A, const char *cmd) {
         else if (!strcmp(A->method, "kfac")) o->method = INFL_METHOD_KFAC;
         else if (!strcmp(A->method, "diagonal")) o->method = INFL_METHOD_DIAGONAL;
         else if (!strcmp(A->method, "trak")) o->method = INFL_METHOD_TRAK;
+        else if (!strcmp(A->method, "representer")) o->method = INFL_METHOD_REPRESENTER;
         else if (!strcmp(A->method, "sgd-influence")) o->method = INFL_METHOD_SGD_INFLUENCE;
         else
-            return usage_error(
-                cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal, trak or sgd-influence");
+            return usage_error(cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal, trak, "
+                                    "representer or sgd-influence");
     }
     if (o->method == INFL_METHOD_TRAK && !o->index) return usage_error(cmd, "--method trak scores from a gradient index: give --index FILE (infl index)");
     bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
+    bool rp = o->method == INFL_METHOD_REPRESENTER;
+    if (!rp && (A->repr_lambda || A->repr_class))
+        return usage_error(cmd, "--representer-lambda and --representer-class go with --method representer");
+    if (A->repr_lambda) {
+        char *end = NULL;
+        o->representer_lambda = strtod(A->repr_lambda, &end);
+        if (!*A->repr_lambda || *end || !(o->representer_lambda > 0) || !isfinite(o->representer_lambda))
+            return usage_error(cmd, "--representer-lambda: expected λ > 0 (the weight of |W|^2 in the fine-tune)");
+    }
+    if (A->repr_class) {
+        if (!strcmp(A->repr_class, "predicted")) o->representer_class = 0;
+        else if (!strcmp(A->repr_class, "true")) o->representer_class = 1;
+        else if (!strcmp(A->repr_class, "loss")) o->representer_class = 2;
+        else return usage_error(cmd, "--representer-class: expected predicted, true or loss");
+    }
     if (!ek && o->factors) return usage_error(cmd, "--factors goes with --method ekfac, kfac or diagonal");
-    if (o->query_rank < 0) return usage_error(cmd, "--query-rank: expected a rank >= 1");
     if (!ek && o->query_rank) return usage_error(cmd, "--query-rank goes with --method ekfac, kfac or diagonal");
     if (ek && !o->factors) return usage_error(cmd, "--method ekfac, kfac and diagonal need --factors FILE (infl fit)");
     // the projected kernels of trak and if --index take auto damping too
@@ -108,9 +92,6 @@ static int resolve(attrib_args *A, const char *cmd) {
         else return usage_error(cmd, "--solver: expected direct, cg or lissa");
     }
     o->shard_mb = A->shard_mb;
-    if (o->shard_rows < 0) return usage_error(cmd, "--shard: expected a number of rows >= 1");
-    if (!(o->shard_mb > 0)) return usage_error(cmd, "--shard-mb: expected a value > 0");
-    if (o->hessian_samples < 0) return usage_error(cmd, "--hessian-samples: expected 0 (all) or more");
     return 0;
 }
 
@@ -122,9 +103,11 @@ static infl_status train_ref(infl_ctx *ctx, const infl_rank_options *o, char *bu
     }
     infl_run *r;
     FORWARD_IF_ERROR(store_run_open(ctx, o->run, &r));
-    snprintf(buf, size, "%s", store_run_data(r));
+    const char *data = NULL;
+    infl_status st = store_run_find_data(ctx, r, &data);
+    if (st == INFL_OK) snprintf(buf, size, "%s", data);
     store_run_close(r);
-    return INFL_OK;
+    return st;
 }
 
 static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {
@@ -169,15 +152,6 @@ static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
     else snprintf(buf, size, "%d", (int)c);
 }
 
-// Refuses existing outputs (NULL entries skipped) before the work, not after it.
-static infl_status refuse_existing(infl_ctx *ctx, const char *const *paths, int n, int force) {
-    for (int i = 0; i < n; i++) {
-        char tmp[4200];
-        if (paths[i]) FORWARD_IF_ERROR(infl_out_begin(ctx, paths[i], force, tmp, sizeof tmp));
-    }
-    return INFL_OK;
-}
-
 // ---- rank ----
 
 typedef struct {
@@ -220,6 +194,14 @@ static int write_text_outputs(common *c, infl_ctx *ctx, const infl_rank_result *
                 fprintf(fp, ", \"pred\": ");
                 put_json(fp, qp);
                 fprintf(fp, ", \"loss\": %.6g, ", r->query_loss[q]);
+                if (r->query_class) {
+                    // representer: the class whose fine-tuned logit the scores split, and that logit
+                    char qc[64];
+                    class_text(query, r->query_class[q], qc, sizeof qc);
+                    fprintf(fp, "\"class\": ");
+                    put_json(fp, qc);
+                    fprintf(fp, ", \"logit\": %.9g, ", r->query_logit[q]);
+                }
             }
             for (int side = 0; side < 2; side++) {
                 const int64_t *idx = side ? r->bottom_index : r->top_index;
@@ -277,9 +259,10 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
     }
     int h = ti->image_shape[0], w = ti->image_shape[1], ch = ti->image_shape[2];
     hdr[0] = "query";
+    int rp = o->method == INFL_METHOD_REPRESENTER && o->representer_class != 2;  // a class's logit
     for (int j = 0; j < kp; j++) {
-        hdr[1 + j] = "proponents (help)";
-        hdr[1 + kp + j] = "opponents (hurt)";
+        hdr[1 + j] = rp ? "excitatory (raise its logit)" : "proponents (help)";
+        hdr[1 + kp + j] = rp ? "inhibitory (lower it)" : "opponents (hurt)";
     }
     for (int q = 0; q < r->M; q++) {
         infl_tile *t = tiles + (size_t)q * cols;
@@ -288,7 +271,14 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
         class_text(query, r->query_pred[q], qp, sizeof qp);
         int right = r->query_label[q] == r->query_pred[q];
         snprintf(cap[(size_t)q * cols][0], 40, "#%" PRId64 " %.20s", r->query_begin + q, ql);
-        snprintf(cap[(size_t)q * cols][1], 40, "%s %.20s", right ? "ok:" : "predicted", qp);
+        if (rp) {
+            // the class whose logit the scores split, as the second line
+            char qc[64];
+            class_text(query, r->query_class[q], qc, sizeof qc);
+            snprintf(cap[(size_t)q * cols][1], 40, "%s %.16s", right ? "ok, logit of" : "logit of", qc);
+        } else {
+            snprintf(cap[(size_t)q * cols][1], 40, "%s %.20s", right ? "ok:" : "predicted", qp);
+        }
         t[0] = (infl_tile){qx + (size_t)q * ti->d, h, w, ch, cap[(size_t)q * cols][0], cap[(size_t)q * cols][1],
                            right ? 0x2E9E4Fu : 0xD62728u};
         for (int side = 0; side < 2; side++)
@@ -311,6 +301,20 @@ static infl_status write_png(infl_ctx *ctx, const char *path, int force, const i
     return st;
 }
 
+// Representer points: how the fine-tuned last layer came out and how close it stays to the run's.
+static void print_repr_fit(const infl_representer_fit *f) {
+    printf("representer: last layer fine-tuned with lambda %.3g in %.2f s (%d Newton iterations, %d CG steps), "
+           "|grad| %.2e (W within %.1e of sum_i alpha_i f_i')\n",
+           f->lambda, f->seconds, f->iters, f->cg_iters, f->grad_norm, f->decomposition_bound);
+    printf("representer: fine-tuned vs the run's logits: Pearson %.6f over the train split, accuracy %.2f%% -> "
+           "%.2f%%",
+           f->train_pearson, 100 * f->train_acc_before, 100 * f->train_acc_after);
+    if (!isnan(f->query_pearson))
+        printf("; queries: Pearson %.6f, accuracy %.2f%% -> %.2f%%", f->query_pearson, 100 * f->query_acc_before,
+               100 * f->query_acc_after);
+    printf("\n");
+}
+
 // Prints the table of one query: proponents beside opponents.
 static void print_query(const infl_rank_result *r, const infl_rank_options *o, infl_split *query, int q,
                         rowinfo *top, rowinfo *bot) {
@@ -319,7 +323,21 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
     class_text(query, r->query_pred[q], qp, sizeof qp);
     printf("\nquery %" PRId64 ": label %s, predicted %s%s, loss %.4g\n", r->query_begin + q, ql, qp,
            r->query_label[q] >= 0 && r->query_label[q] != r->query_pred[q] ? " (wrong)" : "", r->query_loss[q]);
-    printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    if (r->query_class && o->representer_class == 2) {
+        // representer for the loss: the scores split −∂ℓ/∂Φ · Φ at the fine-tuned layer
+        printf("  -dl/dlogits . logits at the fine-tuned layer, %.6g, is the sum of the scores over the training set\n",
+               r->query_logit[q]);
+        printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    } else if (r->query_class) {
+        // representer: the scores split the fine-tuned logit of one class
+        char qc[64];
+        class_text(query, r->query_class[q], qc, sizeof qc);
+        printf("  the fine-tuned logit of %s, %.6g, is the sum of the scores over the training set\n", qc,
+               r->query_logit[q]);
+        printf("  %3s  %-36s  %-36s\n", "", "excitatory (raise that logit)", "inhibitory (lower it)");
+    } else {
+        printf("  %3s  %-36s  %-36s\n", "", "proponents (lower the loss)", "opponents (raise the loss)");
+    }
     printf("  %3s  %8s %-14s %12s  %8s %-14s %12s\n", "#", "train", "label", "score", "train", "label", "score");
     for (int j = 0; j < r->k; j++) {
         size_t at = (size_t)q * r->k + j, oi = (size_t)q * o->top + j;
@@ -329,11 +347,11 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
 }
 
 int cmd_rank(int argc, char **argv) {
-    common c = {.cmd = "infl rank"};
+    common c = COMMON_INIT("infl rank");
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
-               *queries = NULL, *prefilter = NULL, *sgd_variant = NULL;
+               *queries = NULL, *prefilter = NULL, *knn_features = NULL, *sgd_variant = NULL;
     int spans = 0;
     A.o.complete_tokens = 20;
     const cli_opt opts[] = {
@@ -345,24 +363,28 @@ int cmd_rank(int argc, char **argv) {
          "gpt: the completion measured (default: the model's greedy completion of --gen-tokens)"},
         {"queries", 0, ARG_STR, &queries, "FILE.jsonl",
          "gpt: several queries, one {\"prompt\": ..., \"completion\": ...} a line (completion optional)"},
-        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)"},
+        {"gen-tokens", 0, ARG_INT, &A.o.complete_tokens, "N", "gpt: tokens of a greedy completion (default 20)", ">=1"},
         {"tokens", 0, ARG_FLAG, &spans, NULL, "gpt: mark each document's most influential tokens in the table"},
         {"html", 0, ARG_STR, &html, "FILE", "gpt: a report with every token shaded by its share of the score"},
-        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K",
-         "gpt: score each query only against its K most similar training documents by BM25 over tokens"},
+        {"prefilter", 0, ARG_STR, &prefilter, "bm25:K|knn:K",
+         "score each query only against its K candidates: bm25 (gpt) the most similar training documents by BM25 "
+         "over tokens; knn (mlp, FastIF) the nearest training rows by squared Euclidean distance"},
+        {"knn-features", 0, ARG_STR, &knn_features, "F",
+         "--prefilter knn's space: inputs (default) or penultimate (the last layer's inputs at the checkpoint)"},
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
-         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank"},
+         "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank", ">=1"},
         {"method", 'm', ARG_STR, &A.method, "M",
-         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal, trak (with --index) or sgd-influence"},
+         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal, representer, sgd-influence; trak (with "
+         "--index)"},
         {"sgd-variant", 0, ARG_STR, &sgd_variant, "V",
          "sgd-influence: replay (default: every step at its own weights, replayed from the seed) or checkpoints "
          "(each step at the nearest checkpoint's weights: no replay, no per-step memory, approximate)"},
         {"sgd-segment", 0, ARG_INT, &A.o.sgd_segment, "K",
          "sgd-influence, replay: steps whose weights are held at once (K x the parameters; default about "
-         "sqrt(steps) within 256 MiB)"},
+         "sqrt(steps) within 256 MiB)", ">=1"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
-         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix"},
-        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)"},
+         "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix", ">=1"},
+        {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)", ">=1"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write a scores HDF5 (/topk, /bottomk)"},
         {"save-scores", 0, ARG_FLAG, &A.o.save_scores, NULL, "with -o: also the full matrix /scores [M, N]"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write the rankings as CSV"},
@@ -378,18 +400,22 @@ int cmd_rank(int argc, char **argv) {
                      "  score(q, z) = grad L_q' (H + lambda I)^-1 grad l_z   (if; H = I for graddot)\n"
                      "  tracin: sum over checkpoints of lr_c grad L_q(w_c)' grad l_z(w_c)\n"
                      "  ekfac, kfac, diagonal: H from the factors of infl fit, (H + lambda I)^-1 in their eigenbasis\n"
+                     "  representer: the last layer fine-tuned to the optimum of (1/n) sum l_i + lambda |W|^2 (bias\n"
+                     "    folded in), then score = alpha_zc (f_z' f_q + 1), alpha_z = -(1/(2 lambda n)) dl_z/dlogits:\n"
+                     "    z's exact part of the query's fine-tuned logit of class c (--representer-class)\n"
                      "  sgd-influence (Hara et al. 2019, with momentum): the run's SGD steps replayed backwards with\n"
                      "    minibatch Hessian-vector products; N x the change of L_q had z been left out of its batches\n"
                      "    (an MLP trained by SGD; its training options and seed, recorded in the run, fix the batches)\n"
                      "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
-                     "about score/N). Train indices are rows of the train split.\n"
+                     "about score/N); representer: positive = excitatory (raises the class's logit). Train indices\n"
+                     "are rows of the train split.\n"
                      "A gpt run: a query is log p(completion | prompt) (the completion's tokens carry the loss) or a\n"
                      "document's whole loss; each reported document's score splits over its tokens (--tokens, --html).",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query && !prompt && !queries)
         return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end], or --prompt TEXT for a gpt)");
@@ -398,12 +424,18 @@ int cmd_rank(int argc, char **argv) {
     if (completion && !prompt) return usage_error(spec.cmd, "--completion goes with --prompt");
     if (prefilter) {
         char *end = NULL;
-        long k = strncmp(prefilter, "bm25:", 5) == 0 ? strtol(prefilter + 5, &end, 10) : -1;
-        if (k < 1 || k > 1 << 30 || !end || *end)
-            return usage_error(spec.cmd, "--prefilter: expected bm25:K with K >= 1 (e.g. bm25:500)");
-        A.o.prefilter_bm25 = (int)k;
+        int bm25 = strncmp(prefilter, "bm25:", 5) == 0, knn = strncmp(prefilter, "knn:", 4) == 0;
+        long k = bm25 || knn ? strtol(prefilter + (bm25 ? 5 : 4), &end, 10) : -1;
+        if (k < 1 || k > 1 << 30 || !end || *end || end == prefilter + (bm25 ? 5 : 4))
+            return usage_error(spec.cmd, "--prefilter: expected bm25:K or knn:K with K >= 1 (e.g. knn:1000)");
+        *(bm25 ? &A.o.prefilter_bm25 : &A.o.prefilter_knn) = (int)k;
     }
-    if (A.o.rerank < 0) return usage_error(spec.cmd, "--rerank: expected K >= 1");
+    if (knn_features) {
+        if (!A.o.prefilter_knn) return usage_error(spec.cmd, "--knn-features goes with --prefilter knn:K");
+        if (strcmp(knn_features, "inputs") && strcmp(knn_features, "penultimate"))
+            return usage_error(spec.cmd, "--knn-features: expected inputs or penultimate");
+        A.o.knn_features = strcmp(knn_features, "penultimate") == 0;
+    }
     if (sgd_variant) {
         if (!strcmp(sgd_variant, "replay")) A.o.sgd_variant = 0;
         else if (!strcmp(sgd_variant, "checkpoints")) A.o.sgd_variant = 1;
@@ -411,9 +443,6 @@ int cmd_rank(int argc, char **argv) {
     }
     if ((sgd_variant || A.o.sgd_segment) && A.o.method != INFL_METHOD_SGD_INFLUENCE)
         return usage_error(spec.cmd, "--sgd-variant and --sgd-segment go with --method sgd-influence");
-    if (A.o.sgd_segment < 0) return usage_error(spec.cmd, "--sgd-segment: expected a number of steps >= 1");
-    if (A.o.complete_tokens < 1) return usage_error(spec.cmd, "--gen-tokens: expected at least 1");
-    if (A.o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -520,8 +549,14 @@ int cmd_rank(int argc, char **argv) {
                 else st = row_label(ctx, train, idx, ri->x, ri->label, sizeof ri->label);
             }
     if (st == INFL_OK) {
-        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring\n",
+        printf("%s: %d queries, %" PRId64 " training examples, %d checkpoint(s); %.2f s preparing, %.2f s scoring",
                infl_method_name(A.o.method), r->M, r->N, r->checkpoints, r->seconds_prepare, r->seconds_score);
+        if (A.o.prefilter_knn)
+            printf(" (of which %.2f s the k-NN search; each query's %d nearest by its %s, %" PRId64
+                   " distinct candidates scored)",
+                   r->seconds_prefilter, A.o.prefilter_knn, A.o.knn_features ? "penultimate activations" : "inputs",
+                   r->candidates);
+        printf("\n");
         if (r->layers > 0) {
             printf("curvature per layer: damping");
             for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_damping[l]);
@@ -529,6 +564,7 @@ int cmd_rank(int argc, char **argv) {
             for (int l = 0; l < r->layers; l++) printf("%s %.3g", l ? "," : "", r->layer_mean_eigenvalue[l]);
             printf("; the run's weight decay %g is added to every eigenvalue too\n", r->weight_decay);
         }
+        if (r->query_class) print_repr_fit(&r->representer);
         if (A.o.query_rank > 0)
             printf("query rank %d: the rank-%d factors keep %.2f%% of the preconditioned queries' squared norm "
                    "(mean over queries and layers)\n",
@@ -573,7 +609,7 @@ int cmd_rank(int argc, char **argv) {
 // ---- self ----
 
 int cmd_self(int argc, char **argv) {
-    common c = {.cmd = "infl self"};
+    common c = COMMON_INIT("infl self");
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL;
@@ -581,8 +617,9 @@ int cmd_self(int argc, char **argv) {
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
         {"method", 'm', ARG_STR, &A.method, "M",
-         "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors)"},
-        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)"},
+         "tracin (default), graddot, if (with --solver direct), ekfac, kfac or diagonal (with --factors), "
+         "representer; trak (with --index)"},
+        {"top", 'k', ARG_INT, &top, "K", "examples to list, highest self-influence first (default 20)", ">=0"},
         {"output", 'o', ARG_STR, &A.o.output, "FILE", "write /self and /self_order to an HDF5 file"},
         {"csv", 0, ARG_STR, &csv, "FILE", "write rank,train_index,label,self_influence for every example"},
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite outputs that exist"},
@@ -592,14 +629,16 @@ int cmd_self(int argc, char **argv) {
                      "Self-influence of every training example, grad l_z' (H + lambda I)^-1 grad l_z (tracin: sum of\n"
                      "lr_c |grad l_z(w_c)|^2): mislabelled or atypical examples pull hardest on themselves. When the\n"
                      "data record flipped labels (/train/flipped, from infl import --flip-labels), prints the share\n"
-                     "of them found among the top 5%, 10% and 20%.",
+                     "of them found among the top 5%, 10% and 20%. representer: alpha_z,y_z (|f_z|^2 + 1), z's part\n"
+                     "of its own label's logit at the fine-tuned last layer.",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
-    if (top < 0) return usage_error(spec.cmd, "--top: expected 0 or more");
+    if (A.repr_class)
+        return usage_error(spec.cmd, "--representer-class is rank's: self scores each example's own label");
     if (A.o.method == INFL_METHOD_IF && !A.solver) A.o.solver = 0;
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -633,6 +672,7 @@ int cmd_self(int argc, char **argv) {
         int64_t begin = store_split_info(train)->begin;
         printf("self-influence by %s of %" PRId64 " training examples (%.2f s)\n", infl_method_name(A.o.method), r->N,
                r->seconds);
+        if (A.o.method == INFL_METHOD_REPRESENTER) print_repr_fit(&r->representer);
         if (r->has_flipped)
             printf("flipped labels: %" PRId64 " (%.1f%%); found in the top 5%%: %.1f%%, top 10%%: %.1f%%, top 20%%: "
                    "%.1f%% (random: 5, 10, 20%%)\n",
@@ -680,7 +720,7 @@ int cmd_self(int argc, char **argv) {
 // ---- loo ----
 
 int cmd_loo(int argc, char **argv) {
-    common c = {.cmd = "infl loo"};
+    common c = COMMON_INIT("infl loo");
     attrib_args A = {.o = infl_rank_options_default()};
     A.o.damping = 0;
     A.o.solver = 0;
@@ -690,10 +730,10 @@ int cmd_loo(int argc, char **argv) {
     const cli_opt opts[] = {
         ATTRIB_OPTS(A),
         {"query", 0, ARG_STR, &A.o.query, "FILE:/split[a:b]", "the queries (required)"},
-        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)"},
-        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)"},
-        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)"},
-        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)"},
+        {"remove-top", 0, ARG_INT, &lo.remove_top, "N", "per query, remove the N highest-scored (default 20)", ">=0"},
+        {"remove-bottom", 0, ARG_INT, &lo.remove_bottom, "N", "... the N lowest-scored (default 20)", ">=0"},
+        {"remove-random", 0, ARG_INT, &lo.remove_random, "N", "... N more at random (--seed; default 20)", ">=0"},
+        {"tol", 0, ARG_DOUBLE, &lo.tol, "T", "retraining: gradient-norm target (default 1e-10)", ">0"},
         {"png", 0, ARG_STR, &png, "FILE", "scatter plot of predicted against actual loss changes"},
         {"force", 'f', ARG_FLAG, &A.o.force, NULL, "overwrite the picture if it exists"},
         COMMON_OPTS(c),
@@ -708,7 +748,7 @@ int cmd_loo(int argc, char **argv) {
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     A.method = "if";
-    int u = resolve(&A, spec.cmd);
+    int u = attrib_args_resolve(&A, spec.cmd);
     if (u) return u;
     if (!A.o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[begin:end])");
     infl_ctx *ctx = open_ctx(&c);

@@ -36,20 +36,20 @@ static const char *digits(char *buf, size_t size, int64_t v) {
 // ---- synth ----
 
 int cmd_synth(int argc, char **argv) {
-    common c = {.cmd = "infl synth"};
+    common c = COMMON_INIT("infl synth");
     infl_synth_options o = infl_synth_options_default();
     const char *out = NULL;
     const cli_opt opts[] = {
         {"output", 'o', ARG_STR, &out, "FILE", "the dataset file to write (required)"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "overwrite the output if it exists"},
-        {"n", 0, ARG_I64, &o.n, "N", "rows of /train (default 60000)"},
-        {"d", 0, ARG_I64, &o.d, "D", "features per row (default 784)"},
-        {"classes", 0, ARG_INT, &o.classes, "K", "class labels 0..K-1 (default 10)"},
-        {"test", 0, ARG_I64, &o.test, "T", "rows of /test; 0: no /test (default 100)"},
+        {"n", 0, ARG_I64, &o.n, "N", "rows of /train (default 60000)", ">=1"},
+        {"d", 0, ARG_I64, &o.d, "D", "features per row (default 784)", ">=1"},
+        {"classes", 0, ARG_INT, &o.classes, "K", "class labels 0..K-1 (default 10)", ">=2"},
+        {"test", 0, ARG_I64, &o.test, "T", "rows of /test; 0: no /test (default 100)", ">=0"},
         {"seed", 0, ARG_U64, &o.seed, "S", "seed of the generator (default 1)"},
         {"separation", 0, ARG_DOUBLE, &o.separation, "S",
-         "distance between class means in noise standard deviations (default 4)"},
-        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows generated and written at once (default: 64 MiB of x)"},
+         "distance between class means in noise standard deviations (default 4)", ">=0"},
+        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows generated and written at once (default: 64 MiB of x)", ">=1"},
         COMMON_OPTS(c),
     };
     cli_spec spec = {"infl synth", "-o FILE.h5 [--n N] [--d D] [--classes K] [--test T] [--seed S] [options]",
@@ -63,11 +63,6 @@ int cmd_synth(int argc, char **argv) {
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 0, &npos);
     if (!out) return usage_error(spec.cmd, "no output file (-o FILE.h5)");
-    if (o.n < 1) return usage_error(spec.cmd, "--n: expected at least 1 row");
-    if (o.d < 1) return usage_error(spec.cmd, "--d: expected at least 1 feature");
-    if (o.classes < 2) return usage_error(spec.cmd, "--classes: expected at least 2");
-    if (o.test < 0) return usage_error(spec.cmd, "--test: expected 0 or more rows");
-    if (o.shard_rows < 0) return usage_error(spec.cmd, "--shard: expected 1 or more rows");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     double t0 = infl_now();
@@ -216,25 +211,25 @@ static void print_json(FILE *f, const infl_bench_report *r, double rss_mb) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    common c = {.cmd = "infl bench"};
+    common c = COMMON_INIT("infl bench");
     infl_bench_options o = infl_bench_options_default();
     const char *model = NULL, *json = NULL;
     int force = 0;
     const cli_opt opts[] = {
         {"model", 0, ARG_STR, &model, "W,W,..", "MLP widths from input to output (default 784,256,128,10)"},
-        {"n", 0, ARG_I64, &o.n, "N", "training rows (default 60000; with --data: its first N, 0 = all)"},
-        {"queries", 0, ARG_INT, &o.queries, "M", "queries (default 100)"},
-        {"reps", 0, ARG_INT, &o.reps, "R", "timed repetitions per phase after a warm-up; the median is reported (default 3)"},
+        {"n", 0, ARG_I64, &o.n, "N", "training rows (default 60000; with --data: its first N, 0 = all)", ">=0"},
+        {"queries", 0, ARG_INT, &o.queries, "M", "queries (default 100)", ">=1"},
+        {"reps", 0, ARG_INT, &o.reps, "R", "timed repetitions per phase after a warm-up; the median is reported (default 3)", "[1,64]"},
         {"json", 0, ARG_STR, &json, "FILE", "also write the results as JSON"},
         {"force", 'f', ARG_FLAG, &force, NULL, "overwrite the JSON file if it exists"},
         {"data", 0, ARG_STR, &o.data, "FILE",
          "a dataset file with /train and /test (default: synthesise N rows in a temporary file)"},
-        {"checkpoints", 0, ARG_INT, &o.checkpoints, "C", "checkpoints TracIn sums over (default 5)"},
-        {"rows", 0, ARG_I64, &o.rows, "R", "training rows of the in-memory phases (default min(N, 8192))"},
-        {"hessian-samples", 0, ARG_I64, &o.hessian_samples, "N", "rows of the GGN the IF preconditioning uses (default 1000)"},
-        {"cg-iters", 0, ARG_INT, &o.cg_iters, "N", "CG iterations of the IF preconditioning (default 10)"},
-        {"query-rank", 0, ARG_INT, &o.query_rank, "R", "rank of the EK-FAC low-rank query phases (default 32)"},
-        {"top", 'k', ARG_INT, &o.top, "K", "k of the top-k merge and of the streamed rank (default 10)"},
+        {"checkpoints", 0, ARG_INT, &o.checkpoints, "C", "checkpoints TracIn sums over (default 5)", ">=1"},
+        {"rows", 0, ARG_I64, &o.rows, "R", "training rows of the in-memory phases (default min(N, 8192))", ">=1"},
+        {"hessian-samples", 0, ARG_I64, &o.hessian_samples, "N", "rows of the GGN the IF preconditioning uses (default 1000)", ">=1"},
+        {"cg-iters", 0, ARG_INT, &o.cg_iters, "N", "CG iterations of the IF preconditioning (default 10)", ">=1"},
+        {"query-rank", 0, ARG_INT, &o.query_rank, "R", "rank of the EK-FAC low-rank query phases (default 32)", ">=1"},
+        {"top", 'k', ARG_INT, &o.top, "K", "k of the top-k merge and of the streamed rank (default 10)", ">=1"},
         {"seed", 0, ARG_U64, &o.seed, "S", "weights and synthetic data (default 1)"},
         {"phases", 0, ARG_STR, &o.phases, "LIST", "comma-separated phases to run (default all)"},
         {"workdir", 0, ARG_STR, &o.workdir, "DIR", "temporary files (default $TMPDIR, else /tmp)"},
@@ -267,14 +262,6 @@ int cmd_bench(int argc, char **argv) {
     if (model && parse_widths(model, o.widths, &o.nlayers) != 0)
         return usage_error(spec.cmd, "--model: expected 2 to 17 comma-separated widths >= 1, e.g. 784,256,128,10");
     if (o.n < 0 || (o.n == 0 && !o.data && !o.run)) return usage_error(spec.cmd, "--n: expected at least 1 training row");
-    if (o.queries < 1) return usage_error(spec.cmd, "--queries: expected at least 1");
-    if (o.reps < 1 || o.reps > 64) return usage_error(spec.cmd, "--reps: expected 1 to 64");
-    if (o.checkpoints < 1) return usage_error(spec.cmd, "--checkpoints: expected at least 1");
-    if (o.rows < 0) return usage_error(spec.cmd, "--rows: expected 1 or more");
-    if (o.cg_iters < 1) return usage_error(spec.cmd, "--cg-iters: expected at least 1");
-    if (o.query_rank < 1) return usage_error(spec.cmd, "--query-rank: expected at least 1");
-    if (o.hessian_samples < 1) return usage_error(spec.cmd, "--hessian-samples: expected at least 1");
-    if (o.top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     char tmp[4200];

@@ -11,7 +11,7 @@
 #include "cliutil.h"
 
 int cmd_fit(int argc, char **argv) {
-    common c = {.cmd = "infl fit"};
+    common c = COMMON_INIT("infl fit");
     infl_fit_options o = infl_fit_options_default();
     const char *out = NULL, *strategy = NULL, *fisher = NULL;
     const cli_opt opts[] = {
@@ -21,9 +21,9 @@ int cmd_fit(int argc, char **argv) {
         {"strategy", 0, ARG_STR, &strategy, "S", "ekfac (default), kfac, diagonal or identity"},
         {"fisher", 0, ARG_STR, &fisher, "F", "true (labels sampled from the model, default) or empirical"},
         {"seed", 0, ARG_U64, &o.seed, "S", "seed of the sampled labels (default 0)"},
-        {"samples", 0, ARG_INT, &o.samples, "K", "true Fisher: labels drawn per example (default 1)"},
-        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows read at once (default: from --shard-mb)"},
-        {"shard-mb", 0, ARG_DOUBLE, &o.shard_mb, "MB", "memory budget of one shard (default 64)"},
+        {"samples", 0, ARG_INT, &o.samples, "K", "true Fisher: labels drawn per example (default 1)", ">=1"},
+        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows read at once (default: from --shard-mb)", ">=1"},
+        {"shard-mb", 0, ARG_DOUBLE, &o.shard_mb, "MB", "memory budget of one shard (default 64)", ">0"},
         {"output", 'o', ARG_STR, &out, "FILE", "the factors file to write (required)"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "overwrite the output if it exists"},
         COMMON_OPTS(c),
@@ -56,11 +56,8 @@ int cmd_fit(int argc, char **argv) {
         else if (!strcmp(fisher, "empirical")) o.fisher_empirical = 1;
         else return usage_error(spec.cmd, "--fisher: expected true or empirical");
     }
-    if (o.samples < 1) return usage_error(spec.cmd, "--samples: expected at least 1");
     if (o.samples > 1 && o.fisher_empirical)
         return usage_error(spec.cmd, "--samples draws labels for the true Fisher; --fisher empirical uses the data's");
-    if (o.shard_rows < 0) return usage_error(spec.cmd, "--shard: expected a number of rows >= 1");
-    if (!(o.shard_mb > 0)) return usage_error(spec.cmd, "--shard-mb: expected a value > 0");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     infl_fit_report r;

@@ -19,12 +19,12 @@ int cmd_index(int argc, char **argv) {
         {"train", 0, ARG_STR, &o.train, "FILE:/split", "training data (default: the data the run was trained on)"},
         {"checkpoints", 0, ARG_STR, &o.checkpoints, "LIST", "all (default), or names/steps, comma-separated (final: the last)"},
         {"projection", 0, ARG_STR, &proj, "P", "rademacher (default), gaussian, or kron (LoGra's, per layer)"},
-        {"dim", 0, ARG_INT, &o.dim, "K", "rademacher, gaussian: the projected width (default 2048)"},
+        {"dim", 0, ARG_INT, &o.dim, "K", "rademacher, gaussian: the projected width (default 2048)", ">=1"},
         {"kron", 0, ARG_STR, &kron, "OxI", "kron: each layer's k_out x k_in (default 32x32; capped per layer)"},
         {"seed", 0, ARG_U64, &o.seed, "S", "the projection's seed (default 0)"},
         {"dtype", 0, ARG_STR, &dtype, "T", "float16 (default) or float32"},
-        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows read at once (default: from --shard-mb)"},
-        {"shard-mb", 0, ARG_DOUBLE, &o.shard_mb, "MB", "memory budget of one shard (default 64)"},
+        {"shard", 0, ARG_I64, &o.shard_rows, "ROWS", "rows read at once (default: from --shard-mb)", ">=1"},
+        {"shard-mb", 0, ARG_DOUBLE, &o.shard_mb, "MB", "memory budget of one shard (default 64)", ">0"},
         {"output", 'o', ARG_STR, &out, "FILE", "the index to write (required)"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "overwrite the output; start afresh over a partial one of other settings"},
         COMMON_OPTS(c),
@@ -59,14 +59,11 @@ int cmd_index(int argc, char **argv) {
             return usage_error(spec.cmd, "--kron: expected OUTxIN, two whole numbers >= 1 (e.g. 32x32)");
         if (o.projection != INFL_PROJ_KRON) return usage_error(spec.cmd, "--kron goes with --projection kron");
     }
-    if (o.dim < 1) return usage_error(spec.cmd, "--dim: expected a width >= 1");
     if (dtype) {
         if (!strcmp(dtype, "float16")) o.float16 = 1;
         else if (!strcmp(dtype, "float32")) o.float16 = 0;
         else return usage_error(spec.cmd, "--dtype: expected float16 or float32");
     }
-    if (o.shard_rows < 0) return usage_error(spec.cmd, "--shard: expected a number of rows >= 1");
-    if (!(o.shard_mb > 0)) return usage_error(spec.cmd, "--shard-mb: expected a value > 0");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     infl_index_report r;

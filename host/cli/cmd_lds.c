@@ -12,19 +12,19 @@
 #include "cliutil.h"
 
 int cmd_lds(int argc, char **argv) {
-    common c = {.cmd = "infl lds"};
+    common c = COMMON_INIT("infl lds");
     infl_lds_options o = infl_lds_options_default();
     const char *output = NULL;
     const cli_opt opts[] = {
         {"run", 0, ARG_STR, &o.run, "FILE", "the run whose training is repeated on subsets (required)"},
         {"query", 0, ARG_STR, &o.query, "FILE:/split[a:b]", "the queries the scores were made for (required)"},
         {"state", 0, ARG_STR, &o.state, "FILE", "state file of the retrained outputs (required); an interrupted run resumes, more --models extend it"},
-        {"models", 0, ARG_INT, &o.models, "K", "subsets, one model each (default 20)"},
-        {"fraction", 0, ARG_DOUBLE, &o.fraction, "A", "share of the training rows in a subset (default 0.5)"},
+        {"models", 0, ARG_INT, &o.models, "K", "subsets, one model each (default 20)", ">=2"},
+        {"fraction", 0, ARG_DOUBLE, &o.fraction, "A", "share of the training rows in a subset (default 0.5)", "(0,1)"},
         {"seed", 0, ARG_U64, &o.seed, "S", "subsets and the models' initialisations (default 0)"},
         {"output", 0, ARG_STR, &output, "O",
          "loss (default) or margin of each query (an MLP's classes; a GPT's output is the loss)"},
-        {"epochs", 0, ARG_INT, &o.epochs, "E", "epochs per model (default: the run's own)"},
+        {"epochs", 0, ARG_INT, &o.epochs, "E", "epochs per model (default: the run's own)", ">=1"},
         {"force", 'f', ARG_FLAG, &o.force, NULL, "start the state file afresh"},
         COMMON_OPTS(c),
     };
@@ -43,9 +43,6 @@ int cmd_lds(int argc, char **argv) {
     if (!o.run) return usage_error(spec.cmd, "no run file (--run run.h5)");
     if (!o.query) return usage_error(spec.cmd, "no queries (--query FILE:/split[a:b])");
     if (!o.state) return usage_error(spec.cmd, "no state file (--state lds.h5)");
-    if (o.models < 2) return usage_error(spec.cmd, "--models: expected at least 2");
-    if (!(o.fraction > 0 && o.fraction < 1)) return usage_error(spec.cmd, "--fraction: expected a value in (0, 1)");
-    if (o.epochs < 0) return usage_error(spec.cmd, "--epochs: expected at least 1");
     if (output) {
         if (!strcmp(output, "loss")) o.output_margin = 0;
         else if (!strcmp(output, "margin")) o.output_margin = 1;
@@ -80,10 +77,10 @@ int cmd_lds(int argc, char **argv) {
 // ---- compare ----
 
 int cmd_compare(int argc, char **argv) {
-    common c = {.cmd = "infl compare"};
+    common c = COMMON_INIT("infl compare");
     int top = 10, per_query = 0;
     const cli_opt opts[] = {
-        {"top", 'k', ARG_INT, &top, "K", "overlap of the top-K proponents and opponents (default 10)"},
+        {"top", 'k', ARG_INT, &top, "K", "overlap of the top-K proponents and opponents (default 10)", ">=1"},
         {"per-query", 0, ARG_FLAG, &per_query, NULL, "a line per query, not only the means"},
         COMMON_OPTS(c),
     };
@@ -96,7 +93,6 @@ int cmd_compare(int argc, char **argv) {
     int npos;
     PARSE_OR_RETURN(spec, argc, argv, pos, 2, &npos);
     if (npos != 2) return usage_error(spec.cmd, "expected two scores files");
-    if (top < 1) return usage_error(spec.cmd, "--top: expected at least 1");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
     infl_compare_result *r = NULL;

@@ -437,17 +437,24 @@ static int make_ticks(double lo, double hi, double step, double *t, char (*s)[24
     return n;
 }
 
-static infl_status scatter_geom_compute(infl_ctx *ctx, const double *x, const double *y, int n, int diagonal,
+static infl_status scatter_geom_compute(infl_ctx *ctx, const infl_series *sr, int ns, int diagonal,
                                         const char *xlabel, const char *ylabel, const char *title,
                                         const char *subtitle, scatter_geom *g) {
-    RETURN_IF(ctx, n < 1 || !x || !y, INFL_E_ARG, "scatter plot: no points given (n = %d)", n);
+    RETURN_IF(ctx, ns < 1 || !sr, INFL_E_ARG, "plot: no series given (%d)", ns);
     double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-    int finite = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(x[i]) || !isfinite(y[i])) continue;
-        finite++;
-        xmin = fmin(xmin, x[i]), xmax = fmax(xmax, x[i]);
-        ymin = fmin(ymin, y[i]), ymax = fmax(ymax, y[i]);
+    int finite = 0, n = 0;
+    for (int s = 0; s < ns; s++) {
+        const double *x = sr[s].x, *y = sr[s].y;
+        RETURN_IF(ctx, sr[s].n < 1 || !x || !y, INFL_E_ARG, "scatter plot: no points given (n = %d)", sr[s].n);
+        RETURN_IF(ctx, sr[s].colour > 0xFFFFFFu, INFL_E_ARG, "plot: series %d: colour 0x%X is not 0xRRGGBB", s,
+                  sr[s].colour);
+        n += sr[s].n;
+        for (int i = 0; i < sr[s].n; i++) {
+            if (!isfinite(x[i]) || !isfinite(y[i])) continue;
+            finite++;
+            xmin = fmin(xmin, x[i]), xmax = fmax(xmax, x[i]);
+            ymin = fmin(ymin, y[i]), ymax = fmax(ymax, y[i]);
+        }
     }
     RETURN_IF(ctx, finite == 0, INFL_E_ARG, "scatter plot: none of the %d points has finite coordinates", n);
     if (diagonal) {
@@ -488,7 +495,8 @@ infl_status infl_scatter_place(infl_ctx *ctx, const double *x, const double *y, 
                                const char *ylabel, const char *title, const char *subtitle, int diagonal,
                                infl_scatter_layout *out) {
     scatter_geom g;
-    FORWARD_IF_ERROR(scatter_geom_compute(ctx, x, y, n, diagonal, xlabel, ylabel, title, subtitle, &g));
+    infl_series one = {.x = x, .y = y, .n = n, .points = 1};
+    FORWARD_IF_ERROR(scatter_geom_compute(ctx, &one, 1, diagonal, xlabel, ylabel, title, subtitle, &g));
     *out = g.l;
     return INFL_OK;
 }
@@ -504,9 +512,8 @@ static void text_centred_clamped(gdImagePtr im, gdFontPtr f, int cx, int y, cons
     text_centred(im, f, cx, y, s, maxc, colour);
 }
 
-static void scatter_draw(gdImagePtr im, const scatter_geom *g, const double *x, const double *y, int n,
-                         const char *xlabel, const char *ylabel, const char *title, const char *subtitle,
-                         int diagonal) {
+static void scatter_draw(gdImagePtr im, const scatter_geom *g, const infl_series *sr, int ns, const char *xlabel,
+                         const char *ylabel, const char *title, const char *subtitle, int diagonal) {
     const infl_scatter_layout *l = &g->l;
     gdFontPtr fsmall = gdFontGetSmall(), fmb = gdFontGetMediumBold(), flarge = gdFontGetLarge();
     gdImageFilledRectangle(im, 0, 0, INFL_SCATTER_W - 1, INFL_SCATTER_H - 1, RGB(C_BACKGROUND));
@@ -556,14 +563,65 @@ static void scatter_draw(gdImagePtr im, const scatter_geom *g, const double *x, 
                         infl_scatter_py(l, b), gdAntiAliased);
         }
     }
-    int pc = gdTrueColorAlpha(C_POINT_R, C_POINT_G, C_POINT_B, C_POINT_ALPHA);
     gdImageAlphaBlending(im, 1);
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(x[i]) || !isfinite(y[i])) continue;
-        gdImageFilledEllipse(im, infl_scatter_px(l, x[i]), infl_scatter_py(l, y[i]), POINT_DIAMETER,
-                             POINT_DIAMETER, pc);
+    for (int s = 0; s < ns; s++) {
+        const double *x = sr[s].x, *y = sr[s].y;
+        uint32_t c = sr[s].colour;
+        if (sr[s].points) {  // a scatter: partly transparent, so that overlaps show darker
+            int pc = c ? gdTrueColorAlpha(c >> 16, c >> 8 & 0xFF, c & 0xFF, C_POINT_ALPHA)
+                       : gdTrueColorAlpha(C_POINT_R, C_POINT_G, C_POINT_B, C_POINT_ALPHA);
+            for (int i = 0; i < sr[s].n; i++) {
+                if (!isfinite(x[i]) || !isfinite(y[i])) continue;
+                gdImageFilledEllipse(im, infl_scatter_px(l, x[i]), infl_scatter_py(l, y[i]), POINT_DIAMETER,
+                                     POINT_DIAMETER, pc);
+            }
+            continue;
+        }
+        // a line through the finite points in their order, a marker on each
+        gdImageSetThickness(im, 2);
+        for (int i = 1; i < sr[s].n; i++) {
+            if (!isfinite(x[i - 1]) || !isfinite(y[i - 1]) || !isfinite(x[i]) || !isfinite(y[i])) continue;
+            gdImageLine(im, infl_scatter_px(l, x[i - 1]), infl_scatter_py(l, y[i - 1]), infl_scatter_px(l, x[i]),
+                        infl_scatter_py(l, y[i]), RGB(c));
+        }
+        gdImageSetThickness(im, 1);
+        for (int i = 0; i < sr[s].n; i++)
+            if (isfinite(x[i]) && isfinite(y[i]))
+                gdImageFilledEllipse(im, infl_scatter_px(l, x[i]), infl_scatter_py(l, y[i]), POINT_DIAMETER,
+                                     POINT_DIAMETER, RGB(c));
     }
     gdImageSetClip(im, 0, 0, INFL_SCATTER_W - 1, INFL_SCATTER_H - 1);
+
+    // the legend: the labelled series, in the corner of the plot area with the fewest points under it
+    gdFontPtr fleg = gdFontGetSmall();
+    int nlab = 0, wmax = 0;
+    for (int s = 0; s < ns; s++)
+        if (nonempty(sr[s].label)) {
+            nlab++;
+            wmax = textlen(sr[s].label) > wmax ? textlen(sr[s].label) : wmax;
+        }
+    int bw = 44 + wmax * fleg->w, bh = nlab * (fleg->h + 4) + 12, best = -1, corner = 0;
+    for (int k = 0; k < 4 && nlab > 0; k++) {
+        int x0 = k & 1 ? l->px1 - bw : l->px0, y0 = k & 2 ? l->py1 - bh : l->py0, under = 0;
+        for (int s = 0; s < ns; s++)
+            for (int i = 0; i < sr[s].n; i++) {
+                if (!isfinite(sr[s].x[i]) || !isfinite(sr[s].y[i])) continue;
+                int px = infl_scatter_px(l, sr[s].x[i]), py = infl_scatter_py(l, sr[s].y[i]);
+                under += px >= x0 && px <= x0 + bw && py >= y0 && py <= y0 + bh;
+            }
+        if (best < 0 || under < best) best = under, corner = k;
+    }
+    int ly = (corner & 2 ? l->py1 - bh : l->py0) + 8;
+    for (int s = 0; s < ns; s++) {
+        if (!nonempty(sr[s].label)) continue;
+        int lx = (corner & 1 ? l->px1 - bw : l->px0) + 10, w = textlen(sr[s].label) * fleg->w;
+        gdImageFilledRectangle(im, lx - 4, ly - 2, lx + 26 + w + 4, ly + fleg->h + 1, RGB(C_BACKGROUND));
+        gdImageSetThickness(im, 2);
+        gdImageLine(im, lx, ly + fleg->h / 2, lx + 20, ly + fleg->h / 2, RGB(sr[s].colour));
+        gdImageSetThickness(im, 1);
+        gdImageString(im, fleg, lx + 26, ly, (unsigned char *)sr[s].label, RGB(C_TEXT));
+        ly += fleg->h + 4;
+    }
 
     // the frame last, over grid ends and point edges
     gdImageRectangle(im, l->px0, l->py0, l->px1, l->py1, RGB(C_AXIS));
@@ -572,8 +630,15 @@ static void scatter_draw(gdImagePtr im, const scatter_geom *g, const double *x, 
 infl_status infl_png_scatter(infl_ctx *ctx, const char *path, int force, const double *x, const double *y, int n,
                              const char *xlabel, const char *ylabel, const char *title, const char *subtitle,
                              int diagonal) {
+    infl_series one = {.x = x, .y = y, .n = n, .points = 1};
+    return infl_png_plot(ctx, path, force, &one, 1, xlabel, ylabel, title, subtitle, diagonal);
+}
+
+infl_status infl_png_plot(infl_ctx *ctx, const char *path, int force, const infl_series *sr, int ns,
+                          const char *xlabel, const char *ylabel, const char *title, const char *subtitle,
+                          int diagonal) {
     scatter_geom g;
-    FORWARD_IF_ERROR(scatter_geom_compute(ctx, x, y, n, diagonal, xlabel, ylabel, title, subtitle, &g));
+    FORWARD_IF_ERROR(scatter_geom_compute(ctx, sr, ns, diagonal, xlabel, ylabel, title, subtitle, &g));
     gdImagePtr im = NULL;
     char *tmp = NULL;
     infl_status rc;
@@ -581,7 +646,7 @@ infl_status infl_png_scatter(infl_ctx *ctx, const char *path, int force, const d
     im = gdImageCreateTrueColor(INFL_SCATTER_W, INFL_SCATTER_H);
     GOTO_IF(ctx, !im, INFL_E_NOMEM, "%s: libgd cannot allocate a %d x %d picture", path, INFL_SCATTER_W,
             INFL_SCATTER_H);
-    scatter_draw(im, &g, x, y, n, xlabel, ylabel, title, subtitle, diagonal);
+    scatter_draw(im, &g, sr, ns, xlabel, ylabel, title, subtitle, diagonal);
     rc = png_finish(ctx, im, path, tmp);
 done:
     if (im) gdImageDestroy(im);

@@ -1,7 +1,8 @@
 /*
  * render.h — pictures for people: a contact sheet of image tiles with captions (the
- * query beside its proponents and opponents) and a scatter plot (one estimator's
- * scores against another's). PNG through libgd, text in libgd's built-in fonts.
+ * query beside its proponents and opponents) and a plot of series on shared axes: a
+ * scatter plot (one estimator's scores against another's) or lines (Data Shapley's
+ * removal curves). PNG through libgd, text in libgd's built-in fonts.
  * Part of the CLI layer (infl_cli); the library proper knows nothing of pictures.
  *
  * Both writers validate their arguments (INFL_E_ARG), refuse an existing output
@@ -77,6 +78,25 @@ infl_status infl_sheet_place(infl_ctx *ctx, const infl_tile *tiles, int rows, in
 infl_status infl_png_scatter(infl_ctx *ctx, const char *path, int force, const double *x, const double *y, int n,
                              const char *xlabel, const char *ylabel, const char *title, const char *subtitle,
                              int diagonal);
+
+// One series of a plot: n points (x[i], y[i]) (x, y are (n,)), drawn as partly
+// transparent points (points = 1: a scatter; colour 0 is the scatter's blue) or as a
+// line through them in their order with a marker on each (points = 0), in colour
+// 0xRRGGBB; a labelled series gets a legend entry (top left of the plot area).
+typedef struct {
+    const double *x, *y;
+    int n;
+    const char *label;  // may be NULL: no legend entry
+    uint32_t colour;
+    int points;
+} infl_series;
+
+// Writes a PNG plot of ns series on shared axes, as infl_png_scatter does for one
+// (which is this with one series of points). Same validation and errors; a series
+// with no points or a colour above 0xFFFFFF is INFL_E_ARG.
+infl_status infl_png_plot(infl_ctx *ctx, const char *path, int force, const infl_series *s, int ns,
+                          const char *xlabel, const char *ylabel, const char *title, const char *subtitle,
+                          int diagonal);
 
 #define INFL_SCATTER_W 720
 #define INFL_SCATTER_H 560

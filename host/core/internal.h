@@ -23,6 +23,7 @@ struct infl_ctx {
     infl_progress_fn progress;
     void *progress_user;
     const volatile int *cancel;
+    int deterministic;              // CPU GEMMs give the same bits at every thread count (infl_ctx_options)
 };
 
 // ---- errors ----
@@ -93,5 +94,9 @@ infl_status infl_out_begin(infl_ctx *ctx, const char *path, int force, char *tmp
 infl_status infl_out_commit(infl_ctx *ctx, const char *tmp, const char *path);
 // Removes tmp, ignoring errors (for failure paths).
 void infl_out_abort(const char *tmp);
+
+// The length of the file part of a data reference "FILE:/split[...]": up to its last
+// ":/" (paths may hold ':'), or the whole text when it has none (core/util.c).
+size_t infl_dataref_file_len(const char *ref);
 
 #endif

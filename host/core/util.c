@@ -75,13 +75,18 @@ static int parse_i64(const char *s, const char *e, int64_t *out) {
     return 0;
 }
 
+size_t infl_dataref_file_len(const char *ref) {
+    const char *sep = NULL;
+    for (const char *p = ref; (p = strstr(p, ":/")) != NULL; p++) sep = p;
+    return sep ? (size_t)(sep - ref) : strlen(ref);
+}
+
 infl_status infl_dataref_parse(infl_ctx *ctx, const char *text, infl_dataref *out) {
     RETURN_IF(ctx, !text || !*text, INFL_E_ARG, "empty data reference; expected FILE:/split[begin:end]");
     memset(out, 0, sizeof *out);
     out->end = -1;
     // The split starts at the last ":/" so that paths may hold ':'.
-    const char *sep = NULL;
-    for (const char *p = text; (p = strstr(p, ":/")) != NULL; p++) sep = p;
+    const char *sep = text[infl_dataref_file_len(text)] ? text + infl_dataref_file_len(text) : NULL;
     RETURN_IF(ctx, !sep, INFL_E_ARG,
               "data reference '%s': expected FILE:/split with an optional [begin:end], e.g. fmnist.h5:/test[0:16]",
               text);

@@ -1,5 +1,5 @@
 /*
- * cpu_backend.c — the CPU backend: OpenBLAS for GEMMs, OpenMP loops for the rest.
+ * cpu_backend.c — the CPU backend: OpenBLAS for GEMMs (cpu_gemm.c), OpenMP loops for the rest.
  * It is the reference oracle every CUDA primitive is tested against, so each function
  * is the plain loop of what it computes. The transformer primitives (the GPT's layers)
  * are in cpu_nn.c.
@@ -16,6 +16,7 @@
 #include "core/mathfn.h"
 #include "core/projgen.h"
 #include "core/spec.h"
+#include "cpu_gemm.h"
 #include "cpu_nn.h"
 
 // ---- lifecycle ----
@@ -36,8 +37,12 @@ static infl_status cpu_init(infl_ctx *ctx, const char *spec, int threads, void *
     c->threads = threads > 0 ? threads : omp_get_max_threads();
     char *cfg = openblas_get_config();
     int par = openblas_get_parallel();  // 0 sequential, 1 pthreads, 2 OpenMP
-    snprintf(desc, desc_size, "cpu (%s; %s; %d threads)", cfg ? cfg : "OpenBLAS",
-             par == 2 ? "OpenMP BLAS" : par == 1 ? "pthreads BLAS" : "sequential BLAS", c->threads);
+    // Deterministic GEMMs (cpu_gemm.c) call OpenBLAS from inside OpenMP loops: its
+    // OpenMP build then runs single-threaded by itself; a pthreads build must be told.
+    if (ctx->deterministic && par == 1) openblas_set_num_threads(1);
+    snprintf(desc, desc_size, "cpu (%s; %s; %d threads%s)", cfg ? cfg : "OpenBLAS",
+             par == 2 ? "OpenMP BLAS" : par == 1 ? "pthreads BLAS" : "sequential BLAS", c->threads,
+             ctx->deterministic ? "; deterministic" : "");
     *be = c;
     return INFL_OK;
 }
@@ -69,17 +74,6 @@ static infl_status cpu_fill(infl_ctx *ctx, float *x, float v, size_t n) {
     (void)ctx;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) x[i] = v;
-    return INFL_OK;
-}
-
-// ---- BLAS ----
-
-static infl_status cpu_sgemm(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
-                             const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    RETURN_IF(ctx, m < 0 || n < 0 || k < 0, INFL_E_ARG, "sgemm: negative size (%d, %d, %d)", m, n, k);
-    if (m == 0 || n == 0) return INFL_OK;
-    cblas_sgemm(CblasRowMajor, ta == INFL_T ? CblasTrans : CblasNoTrans, tb == INFL_T ? CblasTrans : CblasNoTrans,
-                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return INFL_OK;
 }
 
@@ -294,7 +288,9 @@ static infl_status cpu_sample_labels(infl_ctx *ctx, infl_loss loss, const float 
 static infl_status cpu_syevd(infl_ctx *ctx, double *A, double *w, int n) {
     // Row-major A is its own transpose (symmetric); LAPACK's column-major eigenvectors
     // in columns are, read row-major, eigenvectors in rows.
+    int serial = infl_blas_serial_begin(ctx);
     lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, A, (lapack_int)n, w);
+    infl_blas_serial_end(ctx, serial);
     RETURN_IF(ctx, info < 0, INFL_E_INTERNAL, "dsyevd: argument %d is invalid", (int)-info);
     RETURN_IF(ctx, info > 0, INFL_E_NUMERIC, "dsyevd: the eigendecomposition of a %d x %d matrix did not converge "
               "(NaN or Inf in it?)", n, n);
@@ -309,8 +305,10 @@ static infl_status cpu_syevd_top(infl_ctx *ctx, double *A, double *w, int n, int
     lapack_int m = 0;
     // column-major on the row-major symmetric A (its own transpose); eigenvector j is
     // column j of Z (leading dimension n), i.e. n contiguous values: row j row-major
+    int serial = infl_blas_serial_begin(ctx);
     lapack_int info = LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', (lapack_int)n, A, (lapack_int)n, 0.0, 0.0,
                                      (lapack_int)(n - k + 1), (lapack_int)n, 0.0, &m, w, Z, (lapack_int)n, isuppz);
+    infl_blas_serial_end(ctx, serial);
     infl_status rc = INFL_OK;
     if (info < 0) rc = infl_seterr(ctx, INFL_E_INTERNAL, "dsyevr: argument %d is invalid", (int)-info);
     else if (info > 0 || m != k)

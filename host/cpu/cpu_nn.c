@@ -1,10 +1,11 @@
 /*
  * cpu_nn.c — the CPU backend's transformer primitives, the GPT's layers as plain
- * loops (llm.c's train_gpt2.c style): strided-batched GEMM, LayerNorm forward and
- * backward, the causal softmax of attention and its backward, token and position
- * embeddings and their scatter-add, the softmax cross-entropy over a vocabulary, AdamW
- * and a row gather. They fill the slots of the same names in host/backend.h (table in
- * cpu_backend.c) and are the oracle that cuda/nn_kernels.cu is tested against.
+ * loops (llm.c's train_gpt2.c style): LayerNorm forward and backward, the causal
+ * softmax of attention and its backward, token and position embeddings and their
+ * scatter-add, the softmax cross-entropy over a vocabulary, AdamW and a row gather
+ * (the strided-batched GEMM is in cpu_gemm.c). They fill the slots of the same names
+ * in host/backend.h (table in cpu_backend.c) and are the oracle that
+ * cuda/nn_kernels.cu is tested against.
  *
  * Reductions (LayerNorm statistics and dw/db, softmax sums, the cross-entropy's
  * logsumexp) accumulate in float64. Every result is computed in a fixed order that
@@ -13,51 +14,11 @@
  */
 #include "cpu_nn.h"
 
-#include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 // Work (elements) below which a loop stays on one thread.
 #define PAR_MIN 65536
-
-// ---- strided-batched GEMM ----
-
-// Two ways to run a batch: one GEMM after the other, each on all of OpenBLAS's threads,
-// or the batch spread over OpenMP threads with each GEMM on one thread (OpenBLAS's
-// OpenMP build runs single-threaded inside a parallel region). Measured on 2 cores
-// (OpenBLAS 0.3.21 OpenMP build, OMP_WAIT_POLICY=passive as the CLI and tests run;
-// medians of 9), sequential vs batch-parallel, (m, n, k) × count:
-//   (64, 64, 32) × 48      0.23 ms vs 0.24 ms
-//   (128, 128, 64) × 48    7.3 ms  vs 1.0 ms
-//   (256, 256, 64) × 48    12.2 ms vs 3.8 ms
-//   (256, 256, 64) × 2     0.22 ms vs 0.13 ms
-//   (1024, 1024, 64) × 8   14.2 ms vs 7.9 ms
-//   (1024, 1024, 64) × 2   2.1 ms  vs 1.8 ms
-//   (1024, 1024, 64) × 1   1.0 ms  vs 1.7 ms (one GEMM: BLAS's threads do help)
-// BLAS's threads wake and join on every call, which costs as much as a small multiply.
-// So the batch is spread over the threads whenever it has at least one matrix per
-// thread, or its matrices are small (below BATCH_SMALL multiply-adds, where BLAS's
-// threading does not pay even on a machine with more cores than matrices); otherwise
-// (a few large matrices, more cores) each GEMM gets all the threads.
-#define BATCH_SMALL ((int64_t)256 * 256 * 64)
-
-infl_status cpu_sgemm_batched(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
-                              const float *A, int lda, int64_t sA, const float *B, int ldb, int64_t sB, float beta,
-                              float *C, int ldc, int64_t sC, int count) {
-    RETURN_IF(ctx, m < 0 || n < 0 || k < 0 || count < 0, INFL_E_ARG,
-              "sgemm_batched: negative size (%d, %d, %d) or count %d", m, n, k, count);
-    if (m == 0 || n == 0 || count == 0) return INFL_OK;
-    CBLAS_TRANSPOSE opA = ta == INFL_T ? CblasTrans : CblasNoTrans, opB = tb == INFL_T ? CblasTrans : CblasNoTrans;
-    int64_t work = (int64_t)m * n * (k ? k : 1);
-    int spread = count > 1 && (count >= omp_get_max_threads() || work < BATCH_SMALL);
-    // C_i (m, n) = alpha op(A_i) op(B_i) + beta C_i, for each matrix i of the batch
-#pragma omp parallel for schedule(static) if (spread)
-    for (int i = 0; i < count; i++)
-        cblas_sgemm(CblasRowMajor, opA, opB, m, n, k, alpha, A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC,
-                    ldc);
-    return INFL_OK;
-}
 
 // ---- LayerNorm ----
 

@@ -1,6 +1,6 @@
 /*
  * cpu_nn.h — the CPU backend's transformer primitives (cpu_nn.c), for the table in
- * cpu_backend.c: strided-batched GEMM, LayerNorm, causal softmax, embeddings, the
+ * cpu_backend.c: LayerNorm, causal softmax, embeddings, the
  * vocabulary cross-entropy, AdamW and a row gather. Internal to host/cpu/; the
  * contracts are the slots of the same names in host/backend.h.
  */
@@ -9,9 +9,6 @@
 
 #include "backend.h"
 
-infl_status cpu_sgemm_batched(infl_ctx *ctx, infl_trans ta, infl_trans tb, int m, int n, int k, float alpha,
-                              const float *A, int lda, int64_t sA, const float *B, int ldb, int64_t sB, float beta,
-                              float *C, int ldc, int64_t sC, int count);
 infl_status cpu_layernorm_forward(infl_ctx *ctx, float *out, float *mean, float *rstd, const float *x,
                                   const float *w, const float *b, int N, int C, float eps);
 infl_status cpu_layernorm_backward(infl_ctx *ctx, float *dx, float *dw, float *db, const float *dout,

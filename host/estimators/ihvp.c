@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "core/rng.h"
 #include "ihvp.h"
 
@@ -128,7 +129,9 @@ static infl_status solve_direct(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_opt
             GOTO_IF(ctx, !isfinite(H[i]), INFL_E_NUMERIC, "the Hessian has a non-finite entry (row %zu, column %zu)", i / P,
                     i % P);
         // H is symmetric: its row-major and column-major layouts are the same matrix
+        int serial = infl_blas_serial_begin(ctx);
         lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)P, H, (lapack_int)P);
+        infl_blas_serial_end(ctx, serial);
         GOTO_IF(ctx, info > 0, INFL_E_NUMERIC,
                 "the Hessian plus damping (λ = %g) is not positive definite (Cholesky failed at column %d of %zu); "
                 NOT_PD_ADVICE, o->damping, (int)info, P);
@@ -140,7 +143,9 @@ static infl_status solve_direct(infl_ctx *ctx, infl_hvp *op, const infl_ihvp_opt
     // G (nv, P) row-major is P × nv column-major: one right-hand side per column
     CHECK(be->download(ctx, hHV, G, (size_t)nv * P * sizeof(float)));
     for (size_t i = 0; i < (size_t)nv * P; i++) Bh[i] = hHV[i];
+    int serial = infl_blas_serial_begin(ctx);
     lapack_int info = LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', (lapack_int)P, nv, Lf, (lapack_int)P, Bh, (lapack_int)P);
+    infl_blas_serial_end(ctx, serial);
     GOTO_IF(ctx, info != 0, INFL_E_INTERNAL, "dpotrs failed (info %d)", (int)info);
     for (size_t i = 0; i < (size_t)nv * P; i++) {
         GOTO_IF(ctx, !isfinite(Bh[i]) || fabs(Bh[i]) > 3.0e38, INFL_E_NUMERIC,

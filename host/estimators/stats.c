@@ -22,6 +22,20 @@ double stats_pearson(const double *x, const double *y, int64_t n) {
     return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
 }
 
+void stats_corr_add(stats_corr *s, double x, double y) {
+    s->n += 1;
+    double dx = x - s->mx, dy = y - s->my;
+    s->mx += dx / s->n;
+    s->my += dy / s->n;
+    s->cxx += dx * (x - s->mx);
+    s->cyy += dy * (y - s->my);
+    s->cxy += dx * (y - s->my);
+}
+
+double stats_corr_pearson(const stats_corr *s) {
+    return s->cxx > 0 && s->cyy > 0 ? s->cxy / sqrt(s->cxx * s->cyy) : NAN;
+}
+
 static int by_value(const void *a, const void *b) {
     const stats_pair *x = a, *y = b;
     if (x->v != y->v) return x->v < y->v ? -1 : 1;

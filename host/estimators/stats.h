@@ -14,6 +14,14 @@ typedef struct {
 
 // Pearson correlation of x and y (n); NaN when either is constant.
 double stats_pearson(const double *x, const double *y, int64_t n);
+// Pearson correlation accumulated a pair at a time, in one pass over data that is never
+// held (Welford's co-moments: stable where the sums of squares would cancel).
+typedef struct {
+    double n, mx, my, cxx, cyy, cxy;
+} stats_corr;
+void stats_corr_add(stats_corr *s, double x, double y);
+// NaN when either side is constant (or no pair was added).
+double stats_corr_pearson(const stats_corr *s);
 // Ranks of x (n) into r, ties sharing their mean rank (0-based). tmp (n) is scratch;
 // on return it holds the values in ascending order, ties by index (tmp[j].i: the
 // index of the j-th smallest).

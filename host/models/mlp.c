@@ -251,6 +251,8 @@ infl_status infl_mlp_model_create(infl_ctx *ctx, const infl_model_spec *spec, in
     infl_model_init_layers(m, 0);
     m->tokens = 0;
     m->outputs = spec->mlp.widths[spec->mlp.L];
+    m->logits_layer = m->nlayers - 1;  // z_L = W_L a_{L-1} + b_L, read by the loss
+    m->out_loss = spec->mlp.loss;
     *out = m;
     return INFL_OK;
 }

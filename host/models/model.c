@@ -36,6 +36,7 @@ void infl_model_init_layers(infl_model *m, int head) {
     }
     m->lsize = at;
     m->wd = infl_spec_objective_wd(&m->spec);
+    m->logits_layer = -1;  // an implementation whose last layer reads out the logits sets it
 }
 
 infl_status infl_model_work_create(infl_ctx *ctx, const infl_model *m, int maxB, infl_model_work **out) {

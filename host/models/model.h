@@ -129,7 +129,11 @@ struct infl_model {
     double wd;                       // weight decay that is part of the objective's Hessian
     const infl_tokenizer *tokenizer; // the tokenizer of the model's documents when known (a GPT run's,
                                      // borrowed; set by whoever opens the run): check_data refuses
-                                     // documents tokenized otherwise
+                                     // documents tokenized otherwise    // The output head, for methods that refit it (representer points): the layer whose output z (one
+    // row per example) is the logits the loss `out_loss` reads directly, ℓ(z); -1 when there is none
+    // (the GPT's head is tied to its token embedding and reads token rows).
+    int logits_layer;
+    infl_loss out_loss;
 };
 
 // Creates the model a spec describes (MLP or GPT). head: the GPT's tied output head

@@ -45,7 +45,7 @@ infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, i
     *n_used = 0;
     for (int64_t row0 = 0; row0 < n; row0 += S) {
         int64_t len = row0 + S <= n ? S : n - row0, kept = len;
-        if (o->subset_fraction > 0) {
+        if (infl_subset_active(o)) {
             kept = 0;
             for (int64_t r = 0; r < len; r++) kept += infl_subset_keeps(o, begin + row0 + r);
         }
@@ -59,7 +59,7 @@ infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, i
 
 int64_t infl_subset_compact(const infl_train_options *o, int64_t index0, int64_t len, int narrays,
                             void *const *arrays, const size_t *row_bytes) {
-    if (!(o->subset_fraction > 0)) return len;
+    if (!infl_subset_active(o)) return len;
     int64_t m = 0;
     for (int64_t r = 0; r < len; r++) {
         if (!infl_subset_keeps(o, index0 + r)) continue;
@@ -199,63 +199,4 @@ infl_status infl_sgd_step(infl_ctx *ctx, const infl_model *m, infl_model_work *m
         FORWARD_IF_ERROR(ctx->be->fill(ctx, G, 0.0f, m->nparams));
     }
     return ctx->be->sgd_step(ctx, W, V, G, (float)lr, (float)mu, (float)m->wd, m->nparams);
-}
-
-// ---- the recorded training options ----
-
-infl_status infl_train_options_of_run(infl_ctx *ctx, infl_run *run, const char *purpose, infl_train_options *t) {
-    const infl_model_spec *ms = store_run_spec(run);
-    if (ms->kind == INFL_MODEL_GPT) {
-        const infl_gpt_spec *g = &ms->gpt;
-        *t = infl_train_options_gpt_default();
-        t->nlayers = g->n_layer;
-        t->heads = g->n_head;
-        t->dim = g->dim;
-        t->context = g->context;
-        t->weight_decay = g->wd;
-    } else {
-        const infl_mlp_spec *s = &ms->mlp;
-        *t = infl_train_options_default();
-        t->nlayers = s->L;
-        for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
-        t->activation = s->act;
-        t->loss = s->loss;
-        t->weight_decay = s->wd;
-    }
-    t->data = store_run_data(run);
-    t->seed = store_run_seed(run);
-    double v;
-    char buf[32];
-    RETURN_IF(ctx, !store_run_get_f64(run, "train_epochs", &v), INFL_E_FORMAT,
-              "%s: the run has no recorded training options (train_epochs ...): it was written by an older infl; "
-              "train it again to use %s",
-              store_run_path(run), purpose);
-    RETURN_IF(ctx, !(v >= 1 && v <= 1e6), INFL_E_FORMAT, "%s: attribute train_epochs is %g; expected 1 to 1000000",
-              store_run_path(run), v);
-    t->epochs = (int)v;
-    const char *opt = store_run_optimizer(run);
-    t->optimizer = strcmp(opt, "newton") == 0 ? INFL_OPT_NEWTON : strcmp(opt, "sgd") == 0 ? INFL_OPT_SGD : INFL_OPT_AUTO;
-    if (store_run_get_f64(run, "train_shard_rows", &v) && v >= 0 && v < 9e15) t->shard_rows = (int64_t)v;
-    if (store_run_get_f64(run, "train_shard_mb", &v) && v > 0) t->shard_mb = v;
-    if (store_run_get_f64(run, "train_batch", &v) && v >= 1 && v <= 1e9) t->batch = (int)v;
-    if (store_run_get_f64(run, "train_lr", &v)) t->lr = v;
-    if (store_run_get_f64(run, "train_momentum", &v)) t->momentum = v;
-    if (store_run_get_f64(run, "train_tol", &v)) t->tol = v;
-    if (store_run_get_f64(run, "train_max_iters", &v)) t->max_iters = (int)v;
-    if (store_run_get_f64(run, "train_warmup", &v) && v >= 0 && v <= 1e9) t->warmup = (int)v;
-    if (store_run_get_str(run, "train_schedule", buf, sizeof buf))
-        t->schedule = strcmp(buf, "cosine") == 0 ? INFL_SCHED_COSINE : INFL_SCHED_CONSTANT;
-    // AdamW's (the GPT's trainer records them)
-    if (store_run_get_f64(run, "train_beta1", &v)) t->beta1 = v;
-    if (store_run_get_f64(run, "train_beta2", &v)) t->beta2 = v;
-    if (store_run_get_f64(run, "train_adam_eps", &v)) t->adam_eps = v;
-    if (store_run_get_f64(run, "train_clip", &v)) t->clip = v;
-    // a run trained on a seeded subset (infl lds's models)
-    if (store_run_get_f64(run, "subset_fraction", &v) && v > 0 && v <= 1) {
-        t->subset_fraction = v;
-        if (store_run_get_str(run, "subset_seed", buf, sizeof buf)) t->subset_seed = strtoull(buf, NULL, 10);
-        if (store_run_get_f64(run, "subset_draw", &v)) t->subset_draw = (int)v;
-    }
-    t->checkpoint_every = 0;
-    return INFL_OK;
 }

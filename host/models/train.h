@@ -103,12 +103,6 @@ void infl_sgd_shape(const infl_train_options *o, int64_t n, int64_t d, int64_t k
 infl_status infl_sgd_step(infl_ctx *ctx, const infl_model *m, infl_model_work *mw, float *W, float *V, float *G,
                           const infl_batch *bt, int divisor, double lr, double mu);
 
-// The training options recorded in a run (the model's spec, data, seed, epochs, batch,
-// rate and schedule, momentum, shards, warm-up, subset; checkpoint_every 0): what
-// `infl lds` trains again and sgd-influence replays. INFL_E_FORMAT naming the run and
-// the missing attribute when the run records none (an older infl); `purpose` ends
-// the advice ("train it again to use PURPOSE").
-infl_status infl_train_options_of_run(infl_ctx *ctx, infl_run *run, const char *purpose, infl_train_options *t);
 
 // ---- the trainers: plan (check the options, make the spec), then run ----
 
@@ -139,8 +133,22 @@ infl_status infl_gpt_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *spli
 // ---- convex optimiser (L = 1), float64 ----
 
 // Whether row `index` of a split (absolute within the split) is in the seeded subset
-// of the training options (always when subset_fraction is 0).
+// of the training options (always when subset_fraction is 0) and not excluded.
+// Whether the options train on part of the split only: a seeded subset or excluded rows.
+static inline int infl_subset_active(const infl_train_options *o) {
+    return o->subset_fraction > 0 || o->nexclude > 0;
+}
 static inline int infl_subset_keeps(const infl_train_options *o, int64_t index) {
+    if (o->nexclude > 0) {
+        // the excluded rows (ascending): a binary search
+        int64_t lo = 0, hi = o->nexclude;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (o->exclude[mid] < index) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo < o->nexclude && o->exclude[lo] == index) return 0;
+    }
     return !(o->subset_fraction > 0) ||
            infl_rng_uniform(o->subset_seed, INFL_RNG_SUBSET, (uint64_t)index, (uint32_t)o->subset_draw) <
                o->subset_fraction;
@@ -165,6 +173,16 @@ typedef struct {
     // Optional: train on the subset of these training options only (rows outside get
     // weight 0 and the mean runs over the rows kept).
     const infl_train_options *subset;
+    // Precondition Newton-CG by the Hessian's diagonal blocks at the start (convex.c): fewer CG
+    // steps where the features are correlated and wd is small (ignored with chol).
+    int precondition;
+    // Optional: the rows come from here instead of the split's x (the split still gives their count,
+    // the kind of targets and the names in errors): x (n, widths[0]) of rows [row0, row0 + n) of the
+    // split's range with their labels y (n) or real targets yf (n, widths[1]), as store_split_read
+    // fills them (e.g. a network's features of its rows: representer points). read_user is passed.
+    infl_status (*read_rows)(infl_ctx *ctx, void *read_user, int64_t row0, int64_t n, float *x, int32_t *y,
+                             float *yf);
+    void *read_user;
 } infl_convex_options;
 
 typedef struct {
@@ -183,6 +201,21 @@ typedef struct {
 infl_status infl_convex_fit(infl_ctx *ctx, infl_split *split, const infl_mlp_spec *spec,
                             const int64_t *exclude, int64_t nexclude, const infl_convex_options *o,
                             double *w, infl_convex_report *rep);
+
+// Rows held in memory, float64 (infl_convex_fit_rows): the caller's, borrowed.
+typedef struct {
+    int64_t n;         // rows
+    const double *x;   // (n, D) row-major
+    const int32_t *y;  // (n) class labels (softmax_ce, sigmoid_ce), or NULL
+    const double *yf;  // (n, K) real targets (mse), or NULL
+} infl_convex_rows;
+
+// The same minimisation on rows in memory, every row weighted 1/n (no exclusion, no
+// subset, no shards: o->shard_rows and o->subset are ignored). Nothing is read from a
+// file, nothing but ctx's detail and progress is shared, so calls on distinct contexts
+// may run in parallel. Labels are checked against the model's classes (INFL_E_VALUE).
+infl_status infl_convex_fit_rows(infl_ctx *ctx, const infl_convex_rows *rows, const infl_mlp_spec *spec,
+                                 const infl_convex_options *o, double *w, infl_convex_report *rep);
 
 // H (P × P, float64, row-major = column-major: it is symmetric) = ∇²R(w) of a
 // one-layer model on the split's rows: (1/n) Σ_i H_out(z_i) ⊗ x̃_i x̃_iᵀ + wd I,

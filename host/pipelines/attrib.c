@@ -42,6 +42,7 @@ const char *infl_method_name(infl_method m) {
     case INFL_METHOD_EKFAC: return "ekfac";
     case INFL_METHOD_KFAC: return "kfac";
     case INFL_METHOD_DIAGONAL: return "diagonal";
+    case INFL_METHOD_REPRESENTER: return "representer";
     case INFL_METHOD_TRAK: return "trak";
     case INFL_METHOD_SGD_INFLUENCE: return "sgd-influence";
     }
@@ -163,6 +164,8 @@ void attrib_close(attrib *a) {
     infl_be_free(ctx, a->X2);
     ekfac_pre_free(ctx, a->pre);
     infl_factors_free(a->fac);
+    if (a->repr) repr_free(ctx, a->repr);
+    free(a->repr);
     if (a->m) infl_model_work_free(ctx, a->m, a->work);
     infl_model_free(a->m);
     free(a->ck);
@@ -183,9 +186,12 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     infl_status rc = INFL_OK;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
     RETURN_IF(ctx,
-              (unsigned)o->method > INFL_METHOD_DIAGONAL && o->method != INFL_METHOD_TRAK &&
+              (unsigned)o->method > INFL_METHOD_REPRESENTER && o->method != INFL_METHOD_TRAK &&
                   o->method != INFL_METHOD_SGD_INFLUENCE,
               INFL_E_ARG, "unknown method %d", (int)o->method);
+    RETURN_IF(ctx, o->method == INFL_METHOD_REPRESENTER && (unsigned)o->representer_class > 2, INFL_E_ARG,
+              "--representer-class %d: expected 0 (the predicted class), 1 (the query's label) or 2 (the loss)",
+              o->representer_class);
     RETURN_IF(ctx, (unsigned)o->score_form > 2, INFL_E_ARG,
               "score form %d: expected 0 (auto), 1 (token rows) or 2 (documents' gradients)", o->score_form);
     if (attrib_is_ekfac(o->method)) {
@@ -202,6 +208,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->m->tokenizer = store_run_tokenizer(a->run);
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
+    if (o->method == INFL_METHOD_REPRESENTER) CHECK(repr_check(ctx, a->m, o->run, o->representer_lambda, &a->repr_lambda));
     GOTO_IF(ctx, o->method == INFL_METHOD_SGD_INFLUENCE && a->m->spec.kind != INFL_MODEL_MLP, INFL_E_UNSUPPORTED,
             "%s: a %s run: sgd-influence replays the MLP's SGD trainer (a gpt is trained by AdamW); use --method "
             "tracin or ekfac",
@@ -215,9 +222,8 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->P = a->m->nparams;
     CHECK(pick_checkpoints(ctx, a, o));
 
-    const char *train = o->train && *o->train ? o->train : store_run_data(a->run);
-    GOTO_IF(ctx, !train || !*train, INFL_E_ARG, "%s: the run names no training data; give --train FILE:/split",
-            o->run);
+    const char *train = o->train;
+    if (!train || !*train) CHECK(store_run_find_data(ctx, a->run, &train));
     infl_dataref ref;
     CHECK(infl_dataref_parse(ctx, train, &ref));
     CHECK(store_split_open(ctx, &ref, &a->train));
@@ -247,6 +253,15 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
         GOTO_IF(ctx, qi->n > 100000, INFL_E_ARG,
                 "%" PRId64 " queries at once; rank at most 100000 (run several ranges)", qi->n);
         a->M = (int)qi->n;
+        if (o->nquery_rows > 0) {
+            // a list of the range's rows (infl debug's misclassified examples)
+            GOTO_IF(ctx, a->tokens || !o->query_rows, INFL_E_ARG, "query rows: a list of rows serves mlp runs");
+            for (int q = 0; q < o->nquery_rows; q++)
+                GOTO_IF(ctx, o->query_rows[q] < 0 || o->query_rows[q] >= qi->n, INFL_E_ARG,
+                        "query row %" PRId64 " is outside %s (rows 0 to %" PRId64 ")", o->query_rows[q], o->query,
+                        qi->n - 1);
+            a->M = o->nquery_rows;
+        }
     }
     // every checkpoint's weights resident on the backend: each shard is read once
     a->Wd = calloc((size_t)a->nck, sizeof(float *));
@@ -361,6 +376,33 @@ infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence)
     return INFL_OK;
 }
 
+infl_status attrib_read_rows(infl_ctx *ctx, attrib *a, infl_split *split, const int64_t *rows, int64_t n, float *x,
+                             int32_t *y, float *yf) {
+    int64_t kt = a->Kt;
+    for (int64_t i = 0; i < n;) {
+        // a run of consecutive rows is one read
+        int64_t j = i + 1;
+        while (j < n && rows[j] == rows[j - 1] + 1) j++;
+        FORWARD_IF_ERROR(store_split_read(ctx, split, rows[i], j - i, x + (size_t)i * a->D, y ? y + i : NULL,
+                                          yf ? yf + (size_t)i * kt : NULL));
+        if (y) FORWARD_IF_ERROR(infl_model_check_labels(ctx, a->m, split, y + i, rows[i], j - i));
+        i = j;
+    }
+    return INFL_OK;
+}
+
+infl_status attrib_read_queries(infl_ctx *ctx, attrib *a, float *x, int32_t *y, float *yf) {
+    if (a->o->nquery_rows > 0) return attrib_read_rows(ctx, a, a->query, a->o->query_rows, a->M, x, y, yf);
+    FORWARD_IF_ERROR(store_split_read(ctx, a->query, 0, a->M, x, y, yf));
+    return y ? infl_model_check_labels(ctx, a->m, a->query, y, 0, a->M) : INFL_OK;
+}
+
+infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a) {
+    a->repr = infl_calloc(ctx, 1, sizeof *a->repr, "the representer layer");
+    if (!a->repr) return INFL_E_NOMEM;
+    return repr_fit(ctx, a->repr, a->m, a->Wd[0], a->train, a->repr_lambda, a->o->shard_rows, a->o->shard_mb, a->B);
+}
+
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
     return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
 }
@@ -444,6 +486,10 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "gen_tokens", (double)o->complete_tokens));
     }
     if (o->prefilter_bm25) FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "prefilter_bm25", (double)o->prefilter_bm25));
+    if (o->prefilter_knn) {
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "prefilter_knn", (double)o->prefilter_knn));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "knn_features", o->knn_features ? "penultimate" : "inputs"));
+    }
     if (o->rerank) FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "rerank", (double)o->rerank));
     FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "infl_version_string", INFL_VERSION_STRING));
     for (int c = 0; c < a->nck && strlen(buf) < sizeof buf - 40; c++)
@@ -463,6 +509,14 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "sgd_variant", o->sgd_variant ? "checkpoints" : "replay"));
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "sign", "n x (loss without z - loss): positive = proponent"));
     }
+    if (a->repr) {
+        // the fine-tune's settings; its quality is written when the scores are (attrib_write_repr_fit)
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "representer_lambda", a->repr_lambda));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "representer_class",
+                                               o->representer_class == 2   ? "loss"
+                                               : o->representer_class == 1 ? "true"
+                                                                           : "predicted"));
+    }
     if (a->pre) {
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "factors", o->factors));
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "strategy", a->fac->strategy));
@@ -479,6 +533,20 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
         FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "mean_eigenvalue", mean));
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "query_rank", (double)o->query_rank));
     }
+    return INFL_OK;
+}
+
+infl_status attrib_write_repr_fit(infl_ctx *ctx, infl_scw *w, const infl_representer_fit *f) {
+    const struct {
+        const char *name;
+        double v;
+    } at[] = {{"representer_grad_norm", f->grad_norm},          {"representer_decomposition_bound", f->decomposition_bound},
+              {"representer_train_pearson", f->train_pearson},  {"representer_train_acc_before", f->train_acc_before},
+              {"representer_train_acc_after", f->train_acc_after}, {"representer_query_pearson", f->query_pearson},
+              {"representer_query_acc_before", f->query_acc_before}, {"representer_query_acc_after", f->query_acc_after},
+              {"representer_seconds", f->seconds}};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+        FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, at[i].name, at[i].v));
     return INFL_OK;
 }
 

@@ -9,6 +9,7 @@
 #define INFL_ATTRIB_H
 
 #include "estimators/ekfac.h"
+#include "estimators/representer.h"
 #include "estimators/score.h"
 #include "models/model.h"
 #include "sched/reader.h"
@@ -62,6 +63,9 @@ typedef struct {
     float *RF[INFL_MAX_LINEAR];      // (d_in + bias, M rl) right factors
     float *X1, *X2;                  // (B, M max rl) low-rank score blocks
     double energy;
+    // representer: the fine-tuned logits layer (attrib_repr_fit) and its λ
+    repr_layer *repr;
+    double repr_lambda;
     // scoring buffers for sub-batches of B train rows
     int B;
     infl_model_work *work;
@@ -97,6 +101,16 @@ infl_status attrib_lm_queries(infl_ctx *ctx, attrib *a);
 // shard is then one sub-batch either way).
 infl_status attrib_alloc_scoring(infl_ctx *ctx, attrib *a, int M, int influence);
 int64_t attrib_shard_rows(const attrib *a);
+// Host rows (n) of a rows split (within its range, ascending or not), read a run of
+// consecutive rows at a time: x (n, a->D), y (n) class labels (checked against the
+// model) or yf (n, a->Kt) real targets; y and yf may be NULL.
+infl_status attrib_read_rows(infl_ctx *ctx, attrib *a, infl_split *split, const int64_t *rows, int64_t n, float *x,
+                             int32_t *y, float *yf);
+// The M queries of a rows split (the range, or o->query_rows of it) into host x, y, yf.
+infl_status attrib_read_queries(infl_ctx *ctx, attrib *a, float *x, int32_t *y, float *yf);
+// Representer points: fine-tunes the logits layer at the checkpoint on the train split (a->repr;
+// after attrib_alloc_scoring, whose sub-batch size it shares).
+infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a);
 // Forward and backward of a batch at checkpoint c: per-example factors in work.
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work);
 // Per-example squared gradient norms of the last backward (host out (b)), times wgt,
@@ -112,6 +126,9 @@ infl_status attrib_solve(infl_ctx *ctx, attrib *a, const float *G, float *X, int
 // Writes the attributes of a scores file: method, inputs, checkpoints, and the
 // method's parameters (for ekfac the damping and mean eigenvalue per layer).
 infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_options *o, const attrib *a);
+
+// Representer points: the fine-tune's quality (f) as attributes of a scores file.
+infl_status attrib_write_repr_fit(infl_ctx *ctx, infl_scw *w, const infl_representer_fit *f);
 
 // Receives each shard's score block (M, n) with leading dimension ld; col0 is the
 // shard's first row within the split's range.
@@ -162,8 +179,8 @@ typedef struct {
     const double *zn;
 } attrib_listed;
 typedef infl_status (*attrib_list_fn)(infl_ctx *ctx, void *user, const attrib_listed *L);
-// Scores the n listed documents (rows within the split's range, ascending) against the
-// prepared queries, a sub-batch at a time, handing each to fn (candidates.c).
+// Scores the n listed documents or rows (within the split's range, ascending) against
+// the prepared queries, a sub-batch at a time, handing each to fn (candidates.c).
 infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int64_t n, int rows_only,
                               attrib_list_fn fn, void *user);
 // Per query q the rows cand[q K .. q K + K) (−1: none) are its candidates: scores them
@@ -171,6 +188,12 @@ infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int
 infl_status attrib_rank_candidates(infl_ctx *ctx, attrib *a, const int64_t *cand, int K, infl_rank_result *res);
 // cand (M, K): each query's K most similar train documents by BM25 over tokens.
 infl_status attrib_bm25_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand);
+// cand (M, K): each query's K nearest train rows (FastIF) by squared Euclidean distance
+// of the inputs or, with o->knn_features, the penultimate activations at the last
+// checkpoint used (estimators/knn.h), the train split streamed once. Rows models only.
+infl_status attrib_knn_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand);
+// The candidates of the prefilter the options ask for (bm25 or knn): cand (M, K).
+infl_status attrib_prefilter_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand);
 // Language models: the per-token shares of every reported document (shares.c).
 infl_status attrib_token_shares(infl_ctx *ctx, attrib *a, infl_rank_result *res);
 

@@ -80,8 +80,8 @@ infl_status bench_lm_open(infl_ctx *ctx, bench_fix *f, const infl_bench_options 
     snprintf(f->factors, sizeof f->factors, "%s/infl-bench-%ld.factors.h5", dir, (long)getpid());
 
     // the train documents (the first n) and the queries
-    const char *data = o->data && *o->data ? o->data : store_run_data(f->lrun);
-    RETURN_IF(ctx, !data || !*data, INFL_E_ARG, "%s: the run names no training data; give --data FILE:/split", o->run);
+    const char *data = o->data;
+    if (!data || !*data) FORWARD_IF_ERROR(store_run_find_data(ctx, f->lrun, &data));
     char base[4200];
     snprintf(base, sizeof base, strchr(data, ':') ? "%s" : "%s:/train", data);
     infl_dataref ref;

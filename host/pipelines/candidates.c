@@ -1,10 +1,13 @@
 /*
- * candidates.c — scoring a list of training documents rather than the whole split
- * (attrib.h): the documents are read one by one, gathered into sub-batches and scored
- * as rank.c scores a streamed sub-batch. It serves Grosse et al.'s search-space
- * reduction — `--prefilter bm25:K` (each query against its K most similar documents
- * by BM25 over tokens) and `--rerank K` (every document at --query-rank r first, then
- * the best K of each side again at full rank) — and the token shares (shares.c).
+ * candidates.c — scoring a list of training examples rather than the whole split
+ * (attrib.h): the listed documents (or rows) are read, gathered into sub-batches and
+ * scored as rank.c scores a streamed sub-batch. It serves the search-space
+ * reductions: `--prefilter bm25:K` (Grosse et al. 2023: each query against its K most
+ * similar documents by BM25 over tokens), `--prefilter knn:K` (FastIF, Guo et al.
+ * 2020: each query against its K nearest training rows by exact k-NN in the inputs or
+ * the penultimate activations) and `--rerank K` (every document at --query-rank r
+ * first, then the best K of each side again at full rank) — one candidate path for all
+ * three — and the token shares (shares.c).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -14,29 +17,63 @@
 #include "attrib.h"
 #include "backend.h"
 #include "estimators/bm25.h"
+#include "estimators/knn.h"
+
+// A sub-batch of b listed examples, rows[0..b) within the split's range, read into the
+// model's view bt: a language model's documents (host tokens), or rows uploaded into the
+// stage's first buffers.
+static infl_status read_listed(infl_ctx *ctx, attrib *a, const int64_t *rows, int b, int32_t *tok, int32_t *len,
+                               float *hx, int32_t *hy, float *hyf, infl_batch *bt) {
+    const int64_t begin = store_split_info(a->train)->begin;
+    int T = a->ctxT;
+    if (a->tokens) {
+        for (int i = 0; i < b; i++)
+            FORWARD_IF_ERROR(store_split_read_docs(ctx, a->train, rows[i], 1, T, 0, tok + (size_t)i * T, len + i, NULL));
+        *bt = (infl_batch){.b = b, .index0 = begin + rows[0], .tok = tok, .T = T, .len = len};
+        return INFL_OK;
+    }
+    FORWARD_IF_ERROR(attrib_read_rows(ctx, a, a->train, rows, b, hx, hy, hyf));
+    const infl_backend *be = ctx->be;
+    FORWARD_IF_ERROR(be->upload(ctx, a->st.x[0], hx, (size_t)b * a->D * sizeof(float)));
+    if (hy) FORWARD_IF_ERROR(be->upload(ctx, a->st.y[0], hy, (size_t)b * sizeof(int32_t)));
+    if (hyf) FORWARD_IF_ERROR(be->upload(ctx, a->st.yf[0], hyf, (size_t)b * a->Kt * sizeof(float)));
+    *bt = (infl_batch){.b = b, .index0 = begin + rows[0], .x = a->st.x[0], .y = hy ? a->st.y[0] : NULL,
+                       .yf = hyf ? a->st.yf[0] : NULL};
+    return INFL_OK;
+}
 
 infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int64_t n, int rows_only,
                               attrib_list_fn fn, void *user) {
     const infl_backend *be = ctx->be;
     int M = a->M, T = a->ctxT, B = a->B;
-    const int64_t begin = store_split_info(a->train)->begin;
     infl_status rc = INFL_OK;
-    int32_t *tok = infl_malloc(ctx, (size_t)B * T * sizeof(int32_t), "listed documents");
-    int32_t *len = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "listed documents");
-    float *hS = infl_malloc(ctx, (size_t)M * attrib_max_rows(a) * sizeof(float), "listed scores");
-    float *hT = infl_malloc(ctx, (size_t)M * attrib_max_rows(a) * sizeof(float), "listed scores");
-    double *zn = infl_malloc(ctx, (size_t)B * sizeof(double), "listed norms");
-    GOTO_NOMEM_IF(!tok || !len || !hS || !hT || !zn);
+    int32_t *tok = NULL, *len = NULL, *hy = NULL;
+    float *hx = NULL, *hyf = NULL, *hS = NULL, *hT = NULL;
+    double *zn = NULL;
+    if (a->tokens) {
+        tok = infl_malloc(ctx, (size_t)B * T * sizeof(int32_t), "listed documents");
+        len = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "listed documents");
+        GOTO_NOMEM_IF(!tok || !len);
+    } else {
+        hx = infl_malloc(ctx, (size_t)B * a->D * sizeof(float), "listed rows");
+        GOTO_NOMEM_IF(!hx);
+        if (a->Kt) hyf = infl_malloc(ctx, (size_t)B * a->Kt * sizeof(float), "listed targets");
+        else hy = infl_malloc(ctx, (size_t)B * sizeof(int32_t), "listed labels");
+        GOTO_NOMEM_IF(!hyf && !hy);
+    }
+    hS = infl_malloc(ctx, (size_t)M * attrib_max_rows(a) * sizeof(float), "listed scores");
+    hT = infl_malloc(ctx, (size_t)M * attrib_max_rows(a) * sizeof(float), "listed scores");
+    zn = infl_malloc(ctx, (size_t)B * sizeof(double), "listed norms");
+    GOTO_NOMEM_IF(!hS || !hT || !zn);
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         int b = n - i0 < B ? (int)(n - i0) : B;
         GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted");
-        for (int i = 0; i < b; i++)
-            CHECK(store_split_read_docs(ctx, a->train, rows[i0 + i], 1, T, 0, tok + (size_t)i * T, len + i, NULL));
-        infl_batch bt = {.b = b, .index0 = begin + rows[i0], .tok = tok, .T = T, .len = len};
+        infl_batch bt;
+        CHECK(read_listed(ctx, a, rows + i0, b, tok, len, hx, hy, hyf, &bt));
         CHECK(be->fill(ctx, a->Sd, 0.0f, (size_t)M * b));
         for (int c = 0; c < a->nck; c++) {
             CHECK(attrib_factors(ctx, a, c, &bt, a->work));
-            if (c == 0) CHECK(be->fill(ctx, a->R, 0.0f, (size_t)M * a->work->rows));
+            if (c == 0 && a->tokens) CHECK(be->fill(ctx, a->R, 0.0f, (size_t)M * a->work->rows));
             if (a->o->method == INFL_METHOD_GRADCOS) CHECK(attrib_sqnorms(ctx, a, a->work, b, 1.0, zn, 0));
             CHECK(attrib_score_block(ctx, a, c, b, rows_only));
         }
@@ -59,6 +96,9 @@ infl_status attrib_score_list(infl_ctx *ctx, attrib *a, const int64_t *rows, int
 done:
     free(tok);
     free(len);
+    free(hx);
+    free(hy);
+    free(hyf);
     free(hS);
     free(hT);
     free(zn);
@@ -122,6 +162,7 @@ infl_status attrib_rank_candidates(infl_ctx *ctx, attrib *a, const int64_t *cand
     for (int64_t i = 0; i < nu; i++)
         if (w == 0 || u[i] != u[w - 1]) u[w++] = u[i];
     nu = w;
+    res->candidates = nu;
     S = infl_malloc(ctx, (size_t)M * (nu ? nu : 1) * sizeof(float), "candidate scores");
     GOTO_NOMEM_IF(!S);
     cand_state cs = {.M = M, .K = K, .cand = cand, .urow = u, .nu = nu, .S = S};
@@ -172,4 +213,79 @@ done:
     free(ql);
     free(sc);
     return rc;
+}
+
+// ---- FastIF: the K nearest training rows ----
+
+typedef struct {
+    attrib *a;
+    knn *kn;
+    int pen;  // the penultimate activations (else the inputs)
+} knn_stream;
+
+// The features of a batch on the backend: its inputs, or the last layer's inputs after a
+// forward pass at the last checkpoint used (the seam's A of that layer).
+static infl_status knn_features(infl_ctx *ctx, attrib *a, int pen, const infl_batch *bt, infl_model_work *w,
+                                const float **F) {
+    if (!pen) {
+        *F = bt->x;
+        return INFL_OK;
+    }
+    FORWARD_IF_ERROR(infl_model_forward(ctx, a->m, a->Wd[a->nck - 1], bt, w));
+    *F = w->A[a->L - 1];
+    return INFL_OK;
+}
+
+static infl_status knn_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
+    knn_stream *ks = user;
+    const float *F;
+    FORWARD_IF_ERROR(knn_features(ctx, ks->a, ks->pen, bt, ks->a->work, &F));
+    return knn_push(ctx, ks->kn, F, bt->b, sh->row0 + r0);
+}
+
+infl_status attrib_knn_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand) {
+    const infl_rank_options *o = a->o;
+    RETURN_IF(ctx, a->tokens, INFL_E_ARG,
+              "--prefilter knn finds the nearest rows of an mlp run's features; for a gpt's documents use bm25:K");
+    RETURN_IF(ctx, K < 1 || K > a->N, INFL_E_ARG,
+              "--prefilter knn:%d: expected 1 to %" PRId64 " (the training examples)", K, a->N);
+    RETURN_IF(ctx, (unsigned)o->knn_features > 1, INFL_E_ARG, "--knn-features: expected inputs or penultimate");
+    const infl_backend *be = ctx->be;
+    int M = a->M, pen = o->knn_features == 1;
+    int d = pen ? a->m->layer[a->L - 1].d_in : (int)a->D;
+    infl_status rc = INFL_OK;
+    float *hx = NULL, *qX = NULL;
+    infl_model_work *qw = NULL;
+    knn *kn = NULL;
+    // the queries' features
+    hx = infl_malloc(ctx, (size_t)M * a->D * sizeof(float), "the queries");
+    GOTO_NOMEM_IF(!hx);
+    CHECK(attrib_read_queries(ctx, a, hx, NULL, NULL));
+    CHECK(infl_be_alloc_f(ctx, &qX, (size_t)M * a->D, "the queries"));
+    CHECK(be->upload(ctx, qX, hx, (size_t)M * a->D * sizeof(float)));
+    const float *QF = qX;
+    if (pen) {
+        CHECK(infl_model_work_create(ctx, a->m, M, &qw));
+        infl_batch qb = {.b = M, .x = qX};
+        CHECK(knn_features(ctx, a, 1, &qb, qw, &QF));
+    }
+    CHECK(knn_create(ctx, &kn, QF, M, d, K, a->B));
+    // the train split streamed once past them
+    knn_stream ks = {.a = a, .kn = kn, .pen = pen};
+    infl_stream_fns fns = {.batch = knn_batch, .user = &ks};
+    char info[64];
+    snprintf(info, sizeof info, "k = %d, %s", K, pen ? "penultimate" : "inputs");
+    CHECK(infl_stage_stream(ctx, &a->st, a->train, attrib_shard_rows(a), 0, 0, &fns, "knn", info, NULL));
+    knn_result(kn, cand, NULL, NULL);
+done:
+    knn_free(ctx, kn);
+    infl_model_work_free(ctx, a->m, qw);
+    infl_be_free(ctx, qX);
+    free(hx);
+    return rc;
+}
+
+infl_status attrib_prefilter_candidates(infl_ctx *ctx, attrib *a, int K, int64_t *cand) {
+    if (a->o->prefilter_knn) return attrib_knn_candidates(ctx, a, K, cand);
+    return attrib_bm25_candidates(ctx, a, K, cand);
 }

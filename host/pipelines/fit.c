@@ -303,8 +303,8 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     f->seed = o->seed;
     f->samples = o->fisher_empirical ? 1 : (o->samples > 1 ? o->samples : 1);
 
-    const char *data = o->data && *o->data ? o->data : store_run_data(run);
-    GOTO_IF(ctx, !data || !*data, INFL_E_ARG, "%s: the run names no training data; give --data FILE:/split", o->run);
+    const char *data = o->data;
+    if (!data || !*data) CHECK(store_run_find_data(ctx, run, &data));
     snprintf(f->data, sizeof f->data, "%s", data);
     if (o->strategy == INFL_STRATEGY_IDENTITY) {
         for (int l = 0; l < L; l++) {

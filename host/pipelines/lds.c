@@ -31,6 +31,7 @@
 #include "models/train.h"
 #include "store/store.h"
 #include "estimators/stats.h"
+#include "retrain.h"
 
 infl_lds_options infl_lds_options_default(void) {
     infl_lds_options o;
@@ -53,19 +54,58 @@ void infl_lds_result_free(infl_lds_result *r) {
 
 // ---- retraining ----
 
-// The run's recorded training options, for training again on a subset.
-static infl_status training_options(infl_ctx *ctx, infl_run *run, const infl_lds_options *o, infl_train_options *t) {
-    FORWARD_IF_ERROR(infl_train_options_of_run(ctx, run, "lds", t));
-    if (o->epochs > 0) t->epochs = o->epochs;
-    t->subset_fraction = o->fraction;
-    t->subset_seed = o->seed;
-    t->subset_draw = 0;
+infl_status retrain_options(infl_ctx *ctx, infl_run *run, int epochs, infl_train_options *t) {
+    const infl_model_spec *ms = store_run_spec(run);
+    if (ms->kind == INFL_MODEL_GPT) {
+        const infl_gpt_spec *g = &ms->gpt;
+        *t = infl_train_options_gpt_default();
+        t->nlayers = g->n_layer;
+        t->heads = g->n_head;
+        t->dim = g->dim;
+        t->context = g->context;
+        t->weight_decay = g->wd;
+    } else {
+        const infl_mlp_spec *s = &ms->mlp;
+        *t = infl_train_options_default();
+        t->nlayers = s->L;
+        for (int l = 0; l <= s->L; l++) t->widths[l] = s->widths[l];
+        t->activation = s->act;
+        t->loss = s->loss;
+        t->weight_decay = s->wd;
+    }
+    FORWARD_IF_ERROR(store_run_find_data(ctx, run, &t->data));
+    double v;
+    char sched[32];
+    RETURN_IF(ctx, !store_run_get_f64(run, "train_epochs", &v), INFL_E_FORMAT,
+              "%s: the run has no recorded training options (train_epochs ...): it was written by an older infl; "
+              "train it again to use lds",
+              store_run_path(run));
+    RETURN_IF(ctx, epochs <= 0 && !(v >= 1 && v <= 1e6), INFL_E_FORMAT,
+              "%s: attribute train_epochs is %g; expected 1 to 1000000", store_run_path(run), v);
+    t->epochs = epochs > 0 ? epochs : (int)v;
+    const char *opt = store_run_optimizer(run);
+    t->optimizer = strcmp(opt, "newton") == 0 ? INFL_OPT_NEWTON : strcmp(opt, "sgd") == 0 ? INFL_OPT_SGD : INFL_OPT_AUTO;
+    if (store_run_get_f64(run, "train_shard_rows", &v) && v >= 0 && v < 9e15) t->shard_rows = (int64_t)v;
+    if (store_run_get_f64(run, "train_shard_mb", &v) && v > 0) t->shard_mb = v;
+    if (store_run_get_f64(run, "train_batch", &v) && v >= 1 && v <= 1e9) t->batch = (int)v;
+    if (store_run_get_f64(run, "train_lr", &v)) t->lr = v;
+    if (store_run_get_f64(run, "train_momentum", &v)) t->momentum = v;
+    if (store_run_get_f64(run, "train_tol", &v)) t->tol = v;
+    if (store_run_get_f64(run, "train_max_iters", &v)) t->max_iters = (int)v;
+    if (store_run_get_f64(run, "train_warmup", &v) && v >= 0 && v <= 1e9) t->warmup = (int)v;
+    if (store_run_get_str(run, "train_schedule", sched, sizeof sched))
+        t->schedule = strcmp(sched, "cosine") == 0 ? INFL_SCHED_COSINE : INFL_SCHED_CONSTANT;
+    // AdamW's (the GPT's trainer records them)
+    if (store_run_get_f64(run, "train_beta1", &v)) t->beta1 = v;
+    if (store_run_get_f64(run, "train_beta2", &v)) t->beta2 = v;
+    if (store_run_get_f64(run, "train_adam_eps", &v)) t->adam_eps = v;
+    if (store_run_get_f64(run, "train_clip", &v)) t->clip = v;
+    t->checkpoint_every = 0;
     t->force = 1;
     return INFL_OK;
 }
 
-// The queries' outputs (M) at the final weights of an MLP run: loss or margin.
-static infl_status mlp_query_outputs(infl_ctx *ctx, const char *run_path, const float *qx, const int32_t *qy,
+infl_status retrain_mlp_outputs(infl_ctx *ctx, const char *run_path, const float *qx, const int32_t *qy,
                                      const float *qyf, int M, int64_t D, int64_t kt, int margin, double *out) {
     const infl_backend *be = ctx->be;
     infl_run *run = NULL;
@@ -192,8 +232,8 @@ static int same_file(const char *a, const char *b) {
     return realpath(a, pa) && realpath(b, pb) && strcmp(pa, pb) == 0;
 }
 
-// Removes the model file of a state and what a killed trainer left beside it.
-static void remove_model_files(const char *model) {
+// (retrain.h)
+void retrain_remove_files(const char *model) {
     unlink(model);
     char pat[4300];
     snprintf(pat, sizeof pat, "%s.tmp.*", model);
@@ -268,7 +308,9 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     GOTO_IF(ctx, o->output_margin && ms->mlp.loss == INFL_LOSS_MSE, INFL_E_ARG,
             "--output margin needs class labels; this model's loss is mse (use --output loss)");
     infl_train_options to;
-    CHECK(training_options(ctx, run, o, &to));
+    CHECK(retrain_options(ctx, run, o->epochs, &to));
+    to.subset_fraction = o->fraction;
+    to.subset_seed = o->seed;
     infl_dataref ref;
     CHECK(infl_dataref_parse(ctx, to.data, &ref));
     CHECK(store_split_open(ctx, &ref, &train));
@@ -350,7 +392,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     else CHECK(store_lds_write(ctx, o->state, &st));
     // one model file per state: a killed run's leftovers are removed when it resumes
     snprintf(tmprun, sizeof tmprun, "%s.model.h5", o->state);
-    remove_model_files(tmprun);
+    retrain_remove_files(tmprun);
 
     double t0 = infl_now();
     int have = 0;
@@ -372,8 +414,8 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
         CHECK(rc);
         double *out_k = st.outputs + (size_t)k * M;
         rc = gpt ? gpt_query_outputs(ctx, tmprun, qs, out_k)
-                 : mlp_query_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, out_k);
-        remove_model_files(tmprun);
+                 : retrain_mlp_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, out_k);
+        retrain_remove_files(tmprun);
         CHECK(rc);
         st.done[k] = 1;
         CHECK(store_lds_write(ctx, o->state, &st));
@@ -442,7 +484,7 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     *out = res;
     res = NULL;
 done:
-    if (tmprun[0]) remove_model_files(tmprun);
+    if (tmprun[0]) retrain_remove_files(tmprun);
     store_scores_close(sc);
     store_split_close(qs);
     store_split_close(train);

@@ -13,6 +13,7 @@
 
 #include <lapacke.h>
 
+#include "backend.h"
 #include "core/rng.h"
 #include "models/train.h"
 #include "attrib.h"
@@ -155,7 +156,9 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
         H = infl_malloc(ctx, P * P * sizeof(double), "the Hessian at the optimum");
         GOTO_NOMEM_IF(!H);
         CHECK(infl_convex_hessian(ctx, train, &spec, &co, w0, H));
+        int serial = infl_blas_serial_begin(ctx);
         lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)P, H, (lapack_int)P);
+        infl_blas_serial_end(ctx, serial);
         GOTO_IF(ctx, info != 0, INFL_E_NUMERIC, "the Hessian at the optimum is not positive definite (dpotrf %d)",
                 (int)info);
         co.chol = H;

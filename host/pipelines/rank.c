@@ -16,6 +16,10 @@
  *    (DESIGN.md, EK-FAC scores): S[q, z] += Σ_l δ_lᵀ V_q,l ã_l, one GEMM
  *    (b, d_out)·(d_out, d_in) and a row dot per query and layer (or, with
  *    --query-rank, the low-rank contraction); train gradients are never formed.
+ *  - representer: the ghost dot product of the logits layer alone, with the query's
+ *    output gradient replaced by the one-hot e_c of the class scored and the train
+ *    row's taken at the fine-tuned layer (estimators/representer.h), weighted by
+ *    −1/(2λn): α_{z,c} (f_qᵀ f_z + 1).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -29,6 +33,61 @@
 #include "sgdinf.h"
 
 // ---- queries ----
+
+// Representer points, after the queries' factors and predictions: the class each query is
+// scored for (the fine-tuned prediction, or its label) and that class's fine-tuned logit, how
+// close the fine-tuned logits of the queries stay to the run's, and the signed one-hot e_c in
+// place of the queries' output gradients of the logits layer (a->qD), so that the ghost
+// product scores α_{z,c} f̃_zᵀ f̃_q (for the loss, −∂ℓ_q/∂Φ_q in place of e_c).
+static infl_status repr_queries(infl_ctx *ctx, attrib *a, const infl_model_work *qw, const int32_t *hy,
+                                infl_rank_result *res) {
+    const repr_layer *r = a->repr;
+    int M = a->M, K = r->K, d = r->d;
+    infl_status rc = INFL_OK;
+    float *f = infl_malloc(ctx, (size_t)M * d * sizeof(float), "query features");
+    float *E = infl_calloc(ctx, (size_t)M * K, sizeof(float), "query classes");
+    double *Z = infl_malloc(ctx, (size_t)M * K * sizeof(double), "query logits");
+    double *Z0 = infl_malloc(ctx, (size_t)M * K * sizeof(double), "query logits");
+    res->query_class = infl_malloc(ctx, (size_t)M * sizeof(int32_t), "query classes");
+    res->query_logit = infl_malloc(ctx, (size_t)M * sizeof(double), "query logits");
+    GOTO_NOMEM_IF(!f || !E || !Z || !Z0 || !res->query_class || !res->query_logit);
+    CHECK(ctx->be->download(ctx, f, qw->A[r->l], (size_t)M * d * sizeof(float)));
+    repr_logits(Z, r, r->W, f, M);
+    repr_logits(Z0, r, r->W0, f, M);
+    int64_t right0 = 0, right1 = 0;
+    for (int q = 0; q < M; q++) {
+        int p1 = repr_argmax(r, Z + (size_t)q * K), p0 = repr_argmax(r, Z0 + (size_t)q * K);
+        int c = a->o->representer_class ? hy[q] : p1;
+        double *zq = Z + (size_t)q * K;
+        res->query_class[q] = c;
+        if (a->o->representer_class == 2) {
+            // every class, weighted by −∂ℓ_q/∂Φ_q at the label
+            double g[K];
+            repr_loss_grad(g, r, zq, c);
+            res->query_logit[q] = 0;
+            for (int k = 0; k < K; k++) {
+                E[(size_t)q * K + k] = (float)-g[k];
+                res->query_logit[q] -= g[k] * zq[k];
+            }
+        } else {
+            res->query_logit[q] = repr_class_sign(r, c) * zq[repr_class_col(r, c)];
+            E[(size_t)q * K + repr_class_col(r, c)] = (float)repr_class_sign(r, c);
+        }
+        right0 += p0 == hy[q];
+        right1 += p1 == hy[q];
+    }
+    res->representer = r->fit;
+    res->representer.query_pearson = stats_pearson(Z0, Z, (int64_t)M * K);
+    res->representer.query_acc_before = (double)right0 / M;
+    res->representer.query_acc_after = (double)right1 / M;
+    CHECK(ctx->be->upload(ctx, a->qD[r->l], E, (size_t)M * K * sizeof(float)));
+done:
+    free(f);
+    free(E);
+    free(Z);
+    free(Z0);
+    return rc;
+}
 
 // Reads the queries and prepares their state: ghost factors per checkpoint and layer
 // (graddot, gradcos, tracin) or the preconditioned gradients V (if); their labels,
@@ -67,8 +126,7 @@ infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q) {
         GOTO_NOMEM_IF(!q->hy);
         CHECK(be->alloc(ctx, (size_t)M * sizeof(int32_t), (void **)&q->qy));
     }
-    CHECK(store_split_read(ctx, a->query, 0, M, hx, q->hy, q->hyf));
-    if (q->hy) CHECK(infl_model_check_labels(ctx, a->m, a->query, q->hy, 0, M));
+    CHECK(attrib_read_queries(ctx, a, hx, q->hy, q->hyf));
     CHECK(infl_be_alloc_f(ctx, &q->qX, (size_t)M * a->D, "the queries"));
     CHECK(be->upload(ctx, q->qX, hx, (size_t)M * a->D * sizeof(float)));
     if (q->hy) CHECK(be->upload(ctx, q->qy, q->hy, (size_t)M * sizeof(int32_t)));
@@ -164,6 +222,7 @@ infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         res->query_label[q] = hy ? hy[q] : -1;
         res->query_pred[q] = hp[q];
     }
+    if (a->repr) CHECK(repr_queries(ctx, a, qw, hy, res));
 
     if (influence) {
         // V = (H + λI)⁻¹ G_Q: query gradients, then the solver
@@ -326,6 +385,8 @@ void infl_rank_result_free(infl_rank_result *r) {
     free(r->layer_damping);
     free(r->layer_mean_eigenvalue);
     free(r->layer_path);
+    free(r->query_class);
+    free(r->query_logit);
     for (int q = 0; q < r->M; q++) {
         if (r->query_prompt) free(r->query_prompt[q]);
         if (r->query_completion) free(r->query_completion[q]);
@@ -360,6 +421,17 @@ typedef struct {
     void *user;
 } rank_stream;
 
+// Representer points: the sub-batch's output gradients at the fine-tuned layer (and the
+// fine-tune's train statistics), then a->Sd (M, b) = −1/(2λn) (E_Q G_Zᵀ) ∘ (F_Q F_Zᵀ + 1).
+static infl_status repr_score_block(infl_ctx *ctx, attrib *a, const infl_batch *bt, int b) {
+    repr_layer *r = a->repr;
+    const infl_linear *ly = &a->m->layer[r->l];
+    FORWARD_IF_ERROR(repr_train_block(ctx, r, a->work, bt->y, b));
+    a->flops += 4.0 * b * (double)r->d * r->K + score_ghost_flops(ly, a->M, b);
+    return score_ghost_layer(ctx, a->Sd, a->T1, a->T2, ly, a->qD[r->l], a->qA[r->l], r->G, a->work->A[r->l], a->M, b,
+                             (float)repr_alpha_scale(r));
+}
+
 static infl_status rank_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
     (void)sh;
     rank_stream *rs = user;
@@ -372,7 +444,10 @@ static infl_status rank_batch(infl_ctx *ctx, void *user, const infl_shard *sh, i
         if (c == 0 && a->tokens) FORWARD_IF_ERROR(ctx->be->fill(ctx, a->R, 0.0f, (size_t)M * a->work->rows));
         a->flops += infl_model_fb_flops(a->m, a->work->rows);
         if (o->method == INFL_METHOD_GRADCOS) FORWARD_IF_ERROR(attrib_sqnorms(ctx, a, a->work, b, 1.0, rs->zn, 0));
-        FORWARD_IF_ERROR(attrib_score_block(ctx, a, c, b, 0));
+        if (a->repr)
+            FORWARD_IF_ERROR(repr_score_block(ctx, a, bt, b));
+        else
+            FORWARD_IF_ERROR(attrib_score_block(ctx, a, c, b, 0));
     }
     FORWARD_IF_ERROR(attrib_sum_rows(ctx, a, b));
     FORWARD_IF_ERROR(ctx->be->download(ctx, rs->hsub, a->Sd, (size_t)M * b * sizeof(float)));
@@ -411,15 +486,19 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     *out = NULL;
     RETURN_IF(ctx, o->top < 1, INFL_E_ARG, "--top: expected at least 1, got %d", o->top);
     if (o->index && *o->index) return index_rank(ctx, o, block, user, out);
-    RETURN_IF(ctx, o->prefilter_bm25 < 0 || o->rerank < 0, INFL_E_ARG, "--prefilter bm25:K and --rerank K: expected K >= 1");
-    RETURN_IF(ctx, o->prefilter_bm25 && o->rerank, INFL_E_ARG, "give --prefilter or --rerank, not both");
-    RETURN_IF(ctx, (o->prefilter_bm25 || o->rerank) && o->save_scores, INFL_E_ARG,
-              "--save-scores writes every document's score; with --prefilter or --rerank only the candidates have one");
+    // the candidates per query of a prefilter (bm25 or knn), 0 for none
+    const int pre = o->prefilter_bm25 ? o->prefilter_bm25 : o->prefilter_knn;
+    const char *pre_name = o->prefilter_bm25 ? "bm25" : "knn";
+    RETURN_IF(ctx, o->prefilter_bm25 < 0 || o->prefilter_knn < 0 || o->rerank < 0, INFL_E_ARG,
+              "--prefilter bm25:K or knn:K and --rerank K: expected K >= 1");
+    RETURN_IF(ctx, o->prefilter_bm25 && o->prefilter_knn, INFL_E_ARG, "give one --prefilter, bm25 or knn");
+    RETURN_IF(ctx, pre && o->rerank, INFL_E_ARG, "give --prefilter or --rerank, not both");
+    RETURN_IF(ctx, (pre || o->rerank) && o->save_scores, INFL_E_ARG,
+              "--save-scores writes every example's score; with --prefilter or --rerank only the candidates have one");
     RETURN_IF(ctx, o->rerank && o->query_rank < 1, INFL_E_ARG,
               "--rerank K rescored the best K at full rank after a pass at --query-rank r: give --query-rank");
-    RETURN_IF(ctx, (o->prefilter_bm25 && o->prefilter_bm25 < o->top) || (o->rerank && o->rerank < o->top), INFL_E_ARG,
-              "--top %d is more than the %d candidates of each query", o->top,
-              o->prefilter_bm25 ? o->prefilter_bm25 : o->rerank);
+    RETURN_IF(ctx, (pre && pre < o->top) || (o->rerank && o->rerank < o->top), INFL_E_ARG,
+              "--top %d is more than the %d candidates of each query", o->top, pre ? pre : o->rerank);
     attrib a;
     infl_status rc = attrib_open(ctx, &a, o, 1);
     if (rc < 0) return rc;
@@ -432,7 +511,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     int M = a.M;
     GOTO_IF(ctx, o->top > a.N, INFL_E_ARG, "--top %d is larger than the %" PRId64 " training examples", o->top, a.N);
     GOTO_IF(ctx, (o->rerank || o->prefilter_bm25) && !a.tokens, INFL_E_ARG,
-            "%s: --prefilter and --rerank choose among documents: they serve language models (a gpt run)", o->run);
+            "%s: --prefilter bm25 and --rerank choose among documents: they serve language models (a gpt run); an "
+            "mlp's rows take --prefilter knn:K",
+            o->run);
+    GOTO_IF(ctx, o->prefilter_knn && a.tokens, INFL_E_ARG,
+            "%s: --prefilter knn finds the nearest rows of an mlp run's features; for a gpt's documents use bm25:K",
+            o->run);
+    GOTO_IF(ctx, pre > a.N, INFL_E_ARG, "--prefilter %s:%d: expected 1 to %" PRId64 " (the training %s)", pre_name,
+            pre, a.N, a.tokens ? "documents" : "examples");
     res = attrib_result_new(M, o->top);
     GOTO_IF(ctx, !res, INFL_E_NOMEM, "out of memory for the results");
     res->N = a.N;
@@ -470,6 +556,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         CHECK(infl_be_alloc_hint(ctx, (void **)&a.X2, n, what, hint));
     }
 
+    if (o->method == INFL_METHOD_REPRESENTER) CHECK(attrib_repr_fit(ctx, &a));
     double t0 = infl_now();
     CHECK(attrib_prepare_queries(ctx, &a, res));
     res->seconds_prepare = infl_now() - t0;
@@ -482,6 +569,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
 
     double t1 = infl_now();
     a.flops = 0;
+    res->candidates = a.N;
     if (o->method == INFL_METHOD_SGD_INFLUENCE) {
         // every training row's score at once (the steps' contributions add up), then as one block
         hblock = malloc((size_t)M * a.N * sizeof(float));
@@ -495,7 +583,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         if (scw && o->save_scores) CHECK(store_scores_write_block(ctx, scw, hblock, (int)a.N, (int)a.N, 0));
         res->seconds_score = infl_now() - t1;
         res->flops = a.flops;
-    } else if (!o->prefilter_bm25) {
+    } else if (!pre) {
         // the train split streamed past (stage.h); the score download is the only synchronisation
         int64_t S = attrib_shard_rows(&a);
         hblock = malloc((size_t)M * S * sizeof(float));
@@ -520,14 +608,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         res->seconds_wait = wait_s;
         res->flops = a.flops;
     }
-    if (o->prefilter_bm25) {
-        // each query against its K most similar documents only
+    if (pre) {
+        // each query against its K candidates only: the most similar documents (bm25) or nearest rows (knn)
         double t2 = infl_now();
-        int K = o->prefilter_bm25;
-        cand = infl_malloc(ctx, (size_t)M * K * sizeof(int64_t), "candidates");
+        cand = infl_malloc(ctx, (size_t)M * pre * sizeof(int64_t), "candidates");
         GOTO_NOMEM_IF(!cand);
-        CHECK(attrib_bm25_candidates(ctx, &a, K, cand));
-        CHECK(attrib_rank_candidates(ctx, &a, cand, K, res));
+        CHECK(attrib_prefilter_candidates(ctx, &a, pre, cand));
+        res->seconds_prefilter = infl_now() - t2;
+        CHECK(attrib_rank_candidates(ctx, &a, cand, pre, res));
         res->seconds_score = infl_now() - t2;
     } else if (o->rerank) {
         // the best K of each side at rank r, again at full rank
@@ -567,6 +655,14 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
             a.qprompt[q] = a.qcompletion[q] = NULL;
         }
         if (o->token_shares) CHECK(attrib_token_shares(ctx, &a, res));
+    }
+    if (a.repr) {
+        // the train statistics came with the scoring pass (--prefilter and --rerank serve gpt runs only)
+        repr_finish_train(a.repr);
+        res->representer.train_pearson = a.repr->fit.train_pearson;
+        res->representer.train_acc_before = a.repr->fit.train_acc_before;
+        res->representer.train_acc_after = a.repr->fit.train_acc_after;
+        if (scw) CHECK(attrib_write_repr_fit(ctx, scw, &res->representer));
     }
     if (scw) {
         CHECK(store_scores_write_topk(ctx, scw, res->top_index, res->top_score, res->bottom_index,

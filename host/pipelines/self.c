@@ -8,6 +8,9 @@
  *            gradient δ ãᵀ is u vᵀ with u = Q_Sᵀ δ, v = Q_Aᵀ ã, so the score is
  *            Σ_ij u_i² v_j² / (Λ_ij + wd + λ) = rowdot((u^∘2) Inv, v^∘2) per layer
  *            (kfac and diagonal likewise)
+ *   representer  α_{z,y_z} (|f_z|² + 1): z's part of its own label's logit at the
+ *            fine-tuned last layer (estimators/representer.h); for softmax_ce
+ *            (1 − p_{y_z}) |f̃_z|² / (2λn) ≥ 0, large where the layer fits z worst
  * With /train/flipped in the data, reports the share of flipped labels found among
  * the top 5%, 10% and 20% by self-influence.
  */
@@ -95,7 +98,10 @@ static infl_status self_batch(infl_ctx *ctx, void *user, const infl_shard *sh, i
     float *d = ss->d, *DQ = ss->DQ, *AQ = ss->AQ;
     for (int c = 0; c < a->nck; c++) {
         FORWARD_IF_ERROR(attrib_factors(ctx, a, c, bt, a->work));
-        if (a->pre && a->tokens) {
+        if (a->repr) {
+            FORWARD_IF_ERROR(repr_train_block(ctx, a->repr, a->work, bt->y, b));
+            FORWARD_IF_ERROR(repr_self_block(ctx, a->repr, a->work, sh->y + r0, b, acc));
+        } else if (a->pre && a->tokens) {
             // documents: each one's rotated gradient R = Σ_t (Q_Sᵀ δ_t)(Q_Aᵀ ã_t)ᵀ, then
             // Σ_ij R_ij² / (Λ_ij + wd + λ): R squared against the inverse, a chunk at a time
             for (int l = 0; l < a->L; l++) {
@@ -225,6 +231,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
         a.B = cap < 1 ? 1 : cap < 1024 ? (int)cap : 1024;
     }
     CHECK(attrib_alloc_scoring(ctx, &a, 0, 0));
+    if (o->method == INFL_METHOD_REPRESENTER) CHECK(attrib_repr_fit(ctx, &a));
     acc = infl_malloc(ctx, (size_t)a.B * sizeof(double), "self-influence");
     GOTO_NOMEM_IF(!acc);
     if (influence) {
@@ -259,12 +266,17 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     r->has_flipped = store_split_info(a.train)->has_flipped;
     if (r->has_flipped) CHECK(flipped_recall(ctx, &a, r));
     r->seconds = infl_now() - t0;
+    if (a.repr) {
+        repr_finish_train(a.repr);
+        r->representer = a.repr->fit;
+    }
     // indices reported within the split, like rank's
     for (int64_t i = 0; i < a.N; i++) r->order[i] += begin;
     if (o->output) {
         CHECK(store_scores_create(ctx, o->output, o->force, 1, 0, a.N, 0, &scw));
         CHECK(attrib_write_attrs(ctx, scw, o, &a));
         CHECK(store_scores_write_self(ctx, scw, r->self, r->order, a.N));
+        if (a.repr) CHECK(attrib_write_repr_fit(ctx, scw, &r->representer));
         rc = store_scores_commit(ctx, scw);
         scw = NULL;
         CHECK(rc);

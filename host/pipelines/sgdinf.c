@@ -49,6 +49,7 @@
 #include "backend.h"
 #include "models/mlp.h"
 #include "models/train.h"
+#include "retrain.h"
 #include "sgdinf.h"
 
 // ---- the replay: the trainer's batches and steps again ----
@@ -95,8 +96,8 @@ static void replay_free(infl_ctx *ctx, replay *rp) {
     memset(rp, 0, sizeof *rp);
 }
 
-// The run's training options, checked for a replay: an MLP trained by SGD whose last
-// checkpoint is its last step. Errors name the run and what is missing.
+// The run's training options, checked for a replay: an MLP trained by SGD, with its
+// options recorded (retrain.h), its seed and subset. Errors name the run and what is missing.
 static infl_status replay_options(infl_ctx *ctx, infl_run *run, infl_train_options *to) {
     const char *path = store_run_path(run);
     const infl_model_spec *ms = store_run_spec(run);
@@ -104,18 +105,30 @@ static infl_status replay_options(infl_ctx *ctx, infl_run *run, infl_train_optio
               "%s: a %s run: sgd-influence replays the MLP's SGD trainer (a gpt is trained by AdamW); use "
               "--method tracin or ekfac",
               path, infl_model_kind_name(ms->kind));
-    FORWARD_IF_ERROR(infl_train_options_of_run(ctx, run, "sgd-influence", to));
     RETURN_IF(ctx, strcmp(store_run_optimizer(run), "sgd") != 0, INFL_E_UNSUPPORTED,
               "%s: the run was trained by %s, not SGD: it has no SGD trajectory to replay; train it with "
               "--optimizer sgd, or use --method if",
               path, *store_run_optimizer(run) ? store_run_optimizer(run) : "an unrecorded optimizer");
     double v;
-    RETURN_IF(ctx, !store_run_get_f64(run, "train_momentum", &v) || !store_run_get_f64(run, "train_batch", &v) ||
-                       !store_run_get_f64(run, "train_lr", &v),
-              INFL_E_FORMAT,
-              "%s: the run does not record the training options a replay needs (train_batch, train_lr, "
-              "train_momentum): it was written by an older infl; train it again to use sgd-influence",
-              path);
+    const char *need[] = {"train_epochs", "train_batch", "train_lr", "train_momentum", "train_schedule"};
+    for (int i = 0; i < 5; i++) {
+        char buf[32];
+        RETURN_IF(ctx, !store_run_get_f64(run, need[i], &v) && !store_run_get_str(run, need[i], buf, sizeof buf),
+                  INFL_E_FORMAT,
+                  "%s: the run does not record %s, which a replay of its training needs (with train_epochs, "
+                  "train_batch, train_lr, train_momentum, train_schedule): it was written by an older infl; train "
+                  "it again to use sgd-influence",
+                  path, need[i]);
+    }
+    FORWARD_IF_ERROR(retrain_options(ctx, run, 0, to));
+    to->seed = store_run_seed(run);
+    // a run trained on a seeded subset (lds's models) walks the subset's rows
+    char buf[32];
+    if (store_run_get_f64(run, "subset_fraction", &v) && v > 0 && v <= 1) {
+        to->subset_fraction = v;
+        if (store_run_get_str(run, "subset_seed", buf, sizeof buf)) to->subset_seed = strtoull(buf, NULL, 10);
+        if (store_run_get_f64(run, "subset_draw", &v)) to->subset_draw = (int)v;
+    }
     return INFL_OK;
 }
 
@@ -328,7 +341,9 @@ infl_status infl_sgd_counterfactual(infl_ctx *ctx, const char *run_path, const i
     CHECK(store_run_open(ctx, run_path, &run));
     CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
     infl_dataref ref;
-    CHECK(infl_dataref_parse(ctx, store_run_data(run), &ref));
+    const char *data;
+    CHECK(store_run_find_data(ctx, run, &data));
+    CHECK(infl_dataref_parse(ctx, data, &ref));
     CHECK(store_split_open(ctx, &ref, &train));
     CHECK(infl_model_check_data(ctx, m, train));
     CHECK(replay_open(ctx, &rp, run, m, train));
@@ -429,6 +444,9 @@ static infl_status backward_segment(infl_ctx *ctx, sgdinf *g, int64_t t0, int64_
 }
 
 infl_status sgdinf_batch(infl_ctx *ctx, attrib *a, int *B) {
+    const infl_rank_options *o = a->o;
+    RETURN_IF(ctx, o->prefilter_bm25 || o->prefilter_knn || o->rerank || o->query_rank, INFL_E_ARG,
+              "sgd-influence scores every training row at once: --prefilter, --rerank and --query-rank do not apply");
     infl_train_options to;
     FORWARD_IF_ERROR(replay_options(ctx, a->run, &to));
     const infl_split_info *in = store_split_info(a->train);
@@ -446,9 +464,11 @@ infl_status sgdinf_scores(infl_ctx *ctx, attrib *a, float *S, infl_rank_result *
     RETURN_IF(ctx, (unsigned)o->sgd_variant > 1, INFL_E_ARG, "--sgd-variant: expected replay or checkpoints");
     RETURN_IF(ctx, o->sgd_segment < 0, INFL_E_ARG, "--sgd-segment: expected 0 (automatic) or a number of steps");
     RETURN_IF(ctx, (unsigned)o->hessian > 1, INFL_E_ARG, "--hessian: expected exact or ggn");
-    RETURN_IF(ctx, o->train && *o->train && strcmp(o->train, store_run_data(a->run)) != 0, INFL_E_ARG,
-              "sgd-influence replays the run's training on its own data (%s); --train %s names other rows",
-              store_run_data(a->run), o->train);
+    const char *data;
+    FORWARD_IF_ERROR(store_run_find_data(ctx, a->run, &data));
+    RETURN_IF(ctx, o->train && *o->train && strcmp(o->train, data) != 0, INFL_E_ARG,
+              "sgd-influence replays the run's training on its own data (%s); --train %s names other rows", data,
+              o->train);
     sgdinf g;
     memset(&g, 0, sizeof g);
     g.a = a;

@@ -72,6 +72,10 @@ static infl_status check_common(infl_ctx *ctx, const infl_train_options *o) {
     RETURN_IF(ctx, !(o->subset_fraction >= 0 && o->subset_fraction <= 1), INFL_E_ARG,
               "subset fraction: expected a value in [0, 1]");
     RETURN_IF(ctx, o->checkpoint_every < 0, INFL_E_ARG, "--checkpoint-every: expected 0 (final only) or more");
+    RETURN_IF(ctx, o->nexclude < 0 || (o->nexclude > 0 && !o->exclude), INFL_E_ARG, "excluded rows: bad list");
+    for (int64_t i = 1; i < o->nexclude; i++)
+        RETURN_IF(ctx, o->exclude[i] <= o->exclude[i - 1], INFL_E_ARG,
+                  "excluded rows: expected ascending distinct rows (entry %lld)", (long long)i);
     RETURN_IF(ctx, o->warmup < 0, INFL_E_ARG, "--warmup: expected 0 or more steps");
     RETURN_IF(ctx, o->shard_rows < 0 || !(o->shard_mb > 0), INFL_E_ARG, "shard size: expected a positive value");
     return INFL_OK;
@@ -96,6 +100,7 @@ static infl_status record_options(infl_ctx *ctx, infl_runw *rw, const infl_train
         FORWARD_IF_ERROR(store_run_attr_str(ctx, rw, "subset_seed", sd));
         FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "subset_draw", o->subset_draw));
     }
+    if (o->nexclude > 0) FORWARD_IF_ERROR(store_run_write_rows(ctx, rw, "train_excluded", o->exclude, o->nexclude));
     return INFL_OK;
 }
 

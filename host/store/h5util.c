@@ -740,3 +740,20 @@ infl_status h5u_write_array(infl_ctx *ctx, const char *path, hid_t loc, const ch
     RETURN_IF(ctx, e < 0, INFL_E_IO, "%s: %s/%s: cannot write", path, where, name);
     return INFL_OK;
 }
+
+infl_status h5u_finish_infl(infl_ctx *ctx, const char *path, const char *tmp, hid_t f, infl_status rc) {
+    if (f >= 0 && H5Fclose(f) < 0 && rc == INFL_OK)
+        rc = infl_seterr(ctx, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);
+    if (rc == INFL_OK) return infl_out_commit(ctx, tmp, path);
+    infl_out_abort(tmp);
+    return rc;
+}
+
+infl_status h5u_is_infl(infl_ctx *ctx, const char *path, const char *format) {
+    h5u_lock();
+    hid_t f;
+    infl_status rc = h5u_open_infl(ctx, path, format, &f);
+    if (rc == INFL_OK) H5Fclose(f);
+    h5u_unlock();
+    return rc;
+}

@@ -85,6 +85,11 @@ infl_status h5u_open_infl(infl_ctx *ctx, const char *path, const char *want, hid
 // name `path`, the final name.
 infl_status h5u_create_infl(infl_ctx *ctx, const char *path, const char *tmp, const char *format,
                             hid_t *out);
+// Ends a file h5u_create_infl began: closes f (when >= 0), then with rc INFL_OK renames
+// tmp to path, else (or when closing fails) removes tmp. Returns the outcome.
+infl_status h5u_finish_infl(infl_ctx *ctx, const char *path, const char *tmp, hid_t f, infl_status rc);
+// INFL_OK when path is an infl file of this format (and version), else the error. Locks.
+infl_status h5u_is_infl(infl_ctx *ctx, const char *path, const char *format);
 
 // ---- attributes: reading ----
 

@@ -209,6 +209,9 @@ infl_status store_run_set_tokenizer(infl_ctx *ctx, infl_runw *w, const infl_toke
 // Root attributes of a run being written (the training options, e.g. "train_lr").
 infl_status store_run_attr_f64(infl_ctx *ctx, infl_runw *w, const char *name, double v);
 infl_status store_run_attr_str(infl_ctx *ctx, infl_runw *w, const char *name, const char *v);
+// Writes the int64 dataset /name [n] of a run being written (e.g. train_excluded, the
+// training rows left out).
+infl_status store_run_write_rows(infl_ctx *ctx, infl_runw *w, const char *name, const int64_t *rows, int64_t n);
 // Sets /checkpoints attribute `final` to the last checkpoint, closes, renames; frees w.
 infl_status store_run_commit(infl_ctx *ctx, infl_runw *w);
 void store_run_abort(infl_runw *w);  // accepts NULL
@@ -220,12 +223,17 @@ typedef struct infl_run infl_run;
 // sorted by step; a run without checkpoints is INFL_E_FORMAT.
 infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out);
 const infl_model_spec *store_run_spec(const infl_run *r);
-const char *store_run_data(const infl_run *r);  // the training data reference
+// The training data reference the run records (/model attribute data), its file found
+// from the current folder or, when relative and not there, from the run file's folder
+// (README, "File formats": data_from_run, then the path, then its file name).
+const char *store_run_data(const infl_run *r);
+// The same, for opening: INFL_E_IO naming every path tried when the file is nowhere,
+// INFL_E_ARG when the run records none.
+infl_status store_run_find_data(infl_ctx *ctx, const infl_run *r, const char **ref);
 // A gpt run's tokenizer (/model/tokenizer, checked against the spec's vocab and eot);
 // NULL for an mlp run.
 const infl_tokenizer *store_run_tokenizer(const infl_run *r);
 const char *store_run_optimizer(const infl_run *r);  // "sgd", "newton" (or "" when unrecorded)
-uint64_t store_run_seed(const infl_run *r);          // /model seed (initialisation, shuffles)
 int store_run_ncheckpoints(const infl_run *r);
 const infl_ckpt_info *store_run_checkpoint(const infl_run *r, int i);
 // Index of the checkpoint named `name`; NULL or "final" gives the one the `final`
@@ -235,6 +243,11 @@ infl_status store_run_find(infl_ctx *ctx, const infl_run *r, const char *name, i
 // checks every named tensor is there, float32 of its shape, and all finite.
 infl_status store_run_load(infl_ctx *ctx, infl_run *r, int i, float *params);
 const char *store_run_path(const infl_run *r);
+// /model attribute seed: the seed the run was trained with.
+uint64_t store_run_seed(const infl_run *r);
+// Reads the int64 dataset /name [n] (store_run_write_rows) into *rows (malloc'd, the
+// caller's); absent: *rows NULL and *n 0.
+infl_status store_run_read_rows(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows, int64_t *n);
 // Optional root attributes: 1 and the value when present, 0 when absent.
 int store_run_get_f64(infl_run *r, const char *name, double *v);
 int store_run_get_str(infl_run *r, const char *name, char *buf, size_t size);
@@ -408,6 +421,36 @@ infl_status store_lds_write(infl_ctx *ctx, const char *path, const infl_lds_stat
 infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s);
 // INFL_OK when path is an lds state file (format and version), else the error.
 infl_status store_lds_is_state(infl_ctx *ctx, const char *path);
+
+// ---- shapley state and values files ----
+
+// The state of `infl shapley` (tmc, gshapley; store_shapley.c): what makes its
+// permutations comparable (the fingerprint) and their running sums.
+typedef struct {
+    char fingerprint[2048];  // method, data, utility, model and their settings, seed
+    int64_t n;               // training rows
+    int64_t perms;           // permutations done (0 .. perms-1, keyed by their number)
+    int64_t truncated;       // marginal contributions truncated
+    double *sum, *sum2;      // (n) Σ and Σ² of each row's marginal contributions
+    int nsnap, cap;          // snapshots of the running means (for the convergence criterion)
+    int64_t *snap_perms;     // (cap)
+    double *snap_values;     // (cap, n)
+} infl_shapley_state;
+
+// Writes the whole state (temporary name, then rename; replaces an existing file).
+infl_status store_shapley_state_write(infl_ctx *ctx, const char *path, const infl_shapley_state *s);
+// Reads an existing state into s (fingerprint and n set by the caller, arrays allocated
+// for n and cap snapshots; older snapshots beyond cap are dropped): INFL_E_ARG when the
+// fingerprint differs, naming both.
+infl_status store_shapley_state_read(infl_ctx *ctx, const char *path, infl_shapley_state *s);
+// INFL_OK when path is a shapley state file, else the error.
+infl_status store_shapley_is_state(infl_ctx *ctx, const char *path);
+// Writes a values file (format "shapley"): /values, /se float64 [n], /index int64 [n]
+// (rows of the split), /label int32 [n], /order int64 [n] (rows of the split, the
+// lowest-valued first), /flipped when known, /curves/{fraction,high,low,random}; root
+// attributes: the settings (attrs: name = value pairs, nattrs of them) and the figures.
+infl_status store_shapley_write(infl_ctx *ctx, const char *path, int force, const infl_shapley_result *r,
+                                const char *const (*attrs)[2], int nattrs);
 
 // ---- inspection ----
 

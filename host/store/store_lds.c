@@ -32,15 +32,8 @@ infl_status store_lds_write(infl_ctx *ctx, const char *path, const infl_lds_stat
     CHECK(h5u_write_array(ctx, path, f, "", "outputs", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)s->models,
                           (hsize_t)s->M, s->outputs));
     CHECK(h5u_write_array(ctx, path, f, "", "done", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)s->models, 0, s->done));
-    herr_t e = H5Fclose(f);
-    f = H5I_INVALID_HID;
-    GOTO_IF(ctx, e < 0, INFL_E_IO, "%s: cannot finish writing %s", path, tmp);
-    rc = infl_out_commit(ctx, tmp, path);
-    h5u_unlock();
-    return rc;
 done:
-    if (f >= 0) H5Fclose(f);
-    infl_out_abort(tmp);
+    rc = h5u_finish_infl(ctx, path, tmp, f, rc);
     h5u_unlock();
     return rc;
 }
@@ -100,11 +93,4 @@ done:
     return rc;
 }
 
-infl_status store_lds_is_state(infl_ctx *ctx, const char *path) {
-    h5u_lock();
-    hid_t f;
-    infl_status rc = h5u_open_infl(ctx, path, "lds", &f);
-    if (rc == INFL_OK) H5Fclose(f);
-    h5u_unlock();
-    return rc;
-}
+infl_status store_lds_is_state(infl_ctx *ctx, const char *path) { return h5u_is_infl(ctx, path, "lds"); }

@@ -9,11 +9,14 @@
  * an MLP (files written before the GPT).
  */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700  // realpath
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "h5util.h"
 #include "store.h"
@@ -29,6 +32,52 @@ static const char *nonfinite_name(float v) {
 
 // Each public function that calls HDF5 is a thin wrapper holding the store lock
 // (h5u_lock, h5util.h) around its *_impl body.
+
+// ---- where the training data is: a relative path is found from the run file too ----
+
+// The folder of a path into dst ("." for a bare name).
+static void dir_of(char *dst, size_t size, const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dst, size, ".");
+    else if (slash == path) snprintf(dst, size, "/");
+    else snprintf(dst, size, "%.*s", (int)(slash - path), path);
+}
+
+// dst = the canonical absolute path `file` written relative to the canonical absolute
+// folder `dir` ("../data/x.h5"); -1 when it does not fit.
+static int relative_to(char *dst, size_t size, const char *file, const char *dir) {
+    // the longest folder of both: dir[0, common) is a folder of file
+    size_t common = 0, dl = strlen(dir);
+    if (strcmp(dir, "/") != 0)
+        for (size_t i = 1; i <= dl; i++)
+            if ((dir[i] == '/' || dir[i] == '\0') && strncmp(file, dir, i) == 0 && file[i] == '/') common = i;
+    // one ".." per folder of dir below it, then the rest of file
+    size_t at = 0;
+    if (strcmp(dir, "/") != 0)
+        for (const char *p = dir + common; *p; p++)
+            if (*p == '/') {
+                if (at + 4 > size) return -1;
+                memcpy(dst + at, "../", 3);
+                at += 3;
+            }
+    int n = snprintf(dst + at, size - at, "%s", file + common + 1);
+    return n < 0 || (size_t)n >= size - at ? -1 : 0;
+}
+
+// The attribute data_from_run of a new run: the file of data_ref relative to the run
+// file's folder (with the reference's split and range), so that the run finds its data
+// from any current folder; "" when data_ref is absolute or either path cannot be resolved.
+static void data_from_run(char *dst, size_t size, const char *run_path, const char *data_ref) {
+    dst[0] = '\0';
+    if (!data_ref || !*data_ref || data_ref[0] == '/') return;
+    size_t flen = infl_dataref_file_len(data_ref);
+    char file[4096], dir[4096], afile[PATH_MAX], adir[PATH_MAX], rel[4096];
+    if (flen >= sizeof file) return;
+    snprintf(file, sizeof file, "%.*s", (int)flen, data_ref);
+    dir_of(dir, sizeof dir, run_path);
+    if (!realpath(file, afile) || !realpath(dir, adir) || relative_to(rel, sizeof rel, afile, adir) != 0) return;
+    snprintf(dst, size, "%s%s", rel, data_ref + flen);
+}
 
 // ---- writing ----
 
@@ -96,6 +145,11 @@ static infl_status store_run_create_impl(infl_ctx *ctx, const char *path, int fo
         CHECK(h5u_wattr_f64(ctx, path, model, "/model", "weight_decay", g->wd));
     }
     CHECK(h5u_wattr_str(ctx, path, model, "/model", "data", data_ref ? data_ref : ""));
+    {
+        char rel[8300];
+        data_from_run(rel, sizeof rel, path, data_ref);
+        if (*rel) CHECK(h5u_wattr_str(ctx, path, model, "/model", "data_from_run", rel));
+    }
     CHECK(h5u_wattr_str(ctx, path, model, "/model", "optimizer", optimizer ? optimizer : ""));
     CHECK(h5u_wattr_u64(ctx, path, model, "/model", "seed", seed));
     w->ckpts = H5Gcreate2(w->file, "checkpoints", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -234,12 +288,53 @@ struct infl_run {
     int ntensors;
     infl_tensor *tensors;  // (ntensors)
     infl_tokenizer tok;    // gpt: /model/tokenizer
-    char data[4096];
+    char data[4096];       // the training data reference, its file found (resolve_data), else as recorded
+    char data_tried[8192]; // "" when found, else every path tried, for store_run_find_data
     char optimizer[64];
-    uint64_t seed;       // /model seed: initialisation and shuffles
+    uint64_t seed;
     int n, final_idx;
     infl_ckpt_info *ck;  // (n), sorted by step
 };
+
+// Finds the file of the run's recorded data reference r->data (from_run: the attribute
+// data_from_run, or ""). The rule (README, "File formats"): the path as recorded (absolute,
+// or from the current folder); for a relative one then, in the run file's folder, the path
+// of data_from_run, the path as recorded and its file name alone. The first that exists
+// replaces the file part of r->data; when none does, r->data stays as recorded and
+// r->data_tried lists them.
+static void resolve_data(infl_run *r, const char *from_run) {
+    r->data_tried[0] = '\0';
+    if (!r->data[0]) return;
+    size_t flen = infl_dataref_file_len(r->data);
+    char file[4096], dir[4096], cand[4][8300], rest[4096];
+    if (flen >= sizeof file) return;
+    snprintf(file, sizeof file, "%.*s", (int)flen, r->data);
+    snprintf(rest, sizeof rest, "%s", r->data + flen);
+    dir_of(dir, sizeof dir, r->path);
+    int nc = 0;
+    snprintf(cand[nc++], sizeof cand[0], "%s", file);
+    if (file[0] != '/') {
+        if (from_run && *from_run) snprintf(cand[nc++], sizeof cand[0], "%s/%.*s", dir, (int)infl_dataref_file_len(from_run), from_run);
+        snprintf(cand[nc++], sizeof cand[0], "%s/%s", dir, file);
+        const char *base = strrchr(file, '/');
+        if (base) snprintf(cand[nc++], sizeof cand[0], "%s/%s", dir, base + 1);
+    }
+    for (int i = 0; i < nc; i++)
+        if (access(cand[i], F_OK) == 0) {
+            char found[sizeof r->data];
+            int n = snprintf(found, sizeof found, "%s%s", cand[i], rest);
+            if (i > 0 && n > 0 && (size_t)n < sizeof found) memcpy(r->data, found, (size_t)n + 1);
+            return;
+        }
+    size_t at = 0;
+    for (int i = 0; i < nc && at < sizeof r->data_tried; i++) {
+        int dup = 0;
+        for (int j = 0; j < i; j++) dup |= strcmp(cand[i], cand[j]) == 0;
+        if (!dup)
+            at += (size_t)snprintf(r->data_tried + at, sizeof r->data_tried - at, "%s%s%s", at ? ", " : "", cand[i],
+                                   i == 0 ? (file[0] == '/' ? "" : " (from the current folder)") : "");
+    }
+}
 
 static int ckpt_cmp(const void *a, const void *b) {
     const infl_ckpt_info *x = a, *y = b;
@@ -310,6 +405,13 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     else
         CHECK(read_gpt(ctx, path, g, &sp->gpt));
     CHECK(h5u_attr_str(ctx, path, g, "/model", "data", r->data, sizeof r->data));
+    {
+        char from_run[4096] = "";
+        int hf = h5u_has_attr(g, "data_from_run");
+        GOTO_IF(ctx, hf < 0, INFL_E_FORMAT, "%s: /model: cannot read its attributes", path);
+        if (hf) CHECK(h5u_attr_str(ctx, path, g, "/model", "data_from_run", from_run, sizeof from_run));
+        resolve_data(r, from_run);
+    }
     CHECK(h5u_attr_str(ctx, path, g, "/model", "optimizer", opt, sizeof opt));
     snprintf(r->optimizer, sizeof r->optimizer, "%s", opt);
     CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
@@ -433,6 +535,15 @@ infl_status store_run_open(infl_ctx *ctx, const char *path, infl_run **out) {
 
 const infl_model_spec *store_run_spec(const infl_run *r) { return &r->spec; }
 const char *store_run_data(const infl_run *r) { return r->data; }
+infl_status store_run_find_data(infl_ctx *ctx, const infl_run *r, const char **ref) {
+    *ref = r->data;
+    RETURN_IF(ctx, !r->data[0], INFL_E_ARG, "%s: the run records no training data; give the data explicitly",
+              r->path);
+    RETURN_IF(ctx, r->data_tried[0], INFL_E_IO,
+              "%s: its training data %s is not found; tried %s; give the data explicitly (rank, self: --train)",
+              r->path, r->data, r->data_tried);
+    return INFL_OK;
+}
 const infl_tokenizer *store_run_tokenizer(const infl_run *r) {
     return r->spec.kind == INFL_MODEL_GPT ? &r->tok : NULL;
 }
@@ -611,4 +722,49 @@ int store_run_get_str(infl_run *r, const char *name, char *buf, size_t size) {
              h5u_attr_str(&scratch, r->path, r->file, "root", name, buf, size) == INFL_OK;
     h5u_unlock();
     return ok;
+}
+
+// ---- lists of rows (the training's excluded rows) ----
+
+infl_status store_run_write_rows(infl_ctx *ctx, infl_runw *w, const char *name, const int64_t *rows, int64_t n) {
+    h5u_lock();
+    infl_status rc = h5u_write_array(ctx, w->path, w->file, "", name, H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)n, 0,
+                                     rows);
+    h5u_unlock();
+    return rc;
+}
+
+static infl_status store_run_read_rows_impl(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows,
+                                            int64_t *n) {
+    *rows = NULL;
+    *n = 0;
+    int ty = h5u_obj_type(r->file, name);
+    if (ty == -1) return INFL_OK;
+    RETURN_IF(ctx, ty != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: expected an int64 dataset", r->path, name);
+    hid_t d = H5Dopen2(r->file, name, H5P_DEFAULT);
+    RETURN_IF(ctx, d < 0, INFL_E_FORMAT, "%s: /%s: cannot open", r->path, name);
+    h5u_dinfo info;
+    infl_status rc = INFL_OK;
+    GOTO_IF(ctx, h5u_dset_info(d, &info) < 0 || info.rank != 1, INFL_E_FORMAT, "%s: /%s: expected rank 1", r->path,
+            name);
+    *n = (int64_t)info.dims[0];
+    *rows = infl_malloc(ctx, (size_t)(*n > 0 ? *n : 1) * sizeof(int64_t), "a list of rows");
+    GOTO_NOMEM_IF(!*rows);
+    GOTO_IF(ctx, *n > 0 && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *rows) < 0, INFL_E_FORMAT,
+            "%s: /%s: cannot read it as int64", r->path, name);
+done:
+    H5Dclose(d);
+    if (rc < 0) {
+        free(*rows);
+        *rows = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+infl_status store_run_read_rows(infl_ctx *ctx, infl_run *r, const char *name, int64_t **rows, int64_t *n) {
+    h5u_lock();
+    infl_status rc = store_run_read_rows_impl(ctx, r, name, rows, n);
+    h5u_unlock();
+    return rc;
 }
