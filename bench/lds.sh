@@ -5,6 +5,10 @@
 # retrained outputs, so a second call trains nothing it already has. TRAK (infl index, rank --index) beside
 # them: 9 more runs of other seeds for its ensembles.
 #   bash bench/lds.sh OUTDIR [MODELS]        (default 50 models)
+# QUERIES=N (default 100) takes the first N test images. sgd-influence replays the 2,345
+# steps backwards with an HVP per query and step: about 20 s per query on 2 shared EPYC
+# cores at load 9, twice that at load 20 (bench/results/2026-11-30-sgdinf-cpu-epyc-2core.md), so 100 queries take
+# 35-70 min; its replay must run at the thread count the run was trained with (it checks).
 set -euo pipefail
 out=${1:?usage: bench/lds.sh OUTDIR [MODELS]}
 models=${2:-50}
@@ -12,7 +16,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 B=${INFL:-build/infl}
 [ -x $B ] || { echo "build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build" >&2; exit 1; }
-Q="$out/fmnist.h5:/test[0:100]"
+Q="$out/fmnist.h5:/test[0:${QUERIES:-100}]"
 t() { local s=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $s" | bc > "$out/.last_seconds"; }
 [ -f "$out/fmnist.h5" ] || $B import fashion-mnist -o "$out/fmnist.h5" -q
 [ -f "$out/run.h5" ] || $B train --data "$out/fmnist.h5:/train" --layers 784,256,128,10 --epochs 5 --batch 128 \
@@ -35,6 +39,7 @@ rank ekfac --method ekfac --factors "$out/ekfac.h5"
 rank kfac --method kfac --factors "$out/ekfac.h5"
 rank ekfac-r32 --method ekfac --factors "$out/ekfac.h5" --query-rank 32
 rank if-ggn-cg --method if --hessian ggn --solver cg --hessian-samples 1000 --damping 0.01 --cg-iters 30
+rank sgd-influence --method sgd-influence
 # TRAK over gradient indexes: 10 independently trained runs (seeds 1 to 10; seed 1 is run.h5), each indexed at its
 # final checkpoint by LoGra's Kronecker projection (32x32 per layer: k = 2368, float16), then TRAK over the first 1,
 # 5 and 10 (its ensembles), and TRAK-1 over all 5 checkpoints of run.h5
@@ -69,6 +74,6 @@ t $B lds --run "$out/run.h5" --query "$Q" --state "$out/lds_state.h5" --models "
   "$out"/s_tracin.h5 "$out"/s_graddot.h5 "$out"/s_ekfac.h5 "$out"/s_kfac.h5 "$out"/s_ekfac-r32.h5 \
   "$out"/s_if-ggn-cg.h5 "$out"/s_trak1.h5 "$out"/s_trak5.h5 "$out"/s_trak10.h5 "$out"/s_trak1-ck5.h5 \
   "$out"/s_trak10-d0.01.h5 "$out"/s_graddot-ix.h5 "$out"/s_if-ix.h5 \
-  "$out"/s_representer.h5 "$out"/s_representer-pred.h5 "$out"/s_representer-loss.h5 | tee "$out/lds.txt"
+  "$out"/s_representer.h5 "$out"/s_representer-pred.h5 "$out"/s_representer-loss.h5 "$out"/s_sgd-influence.h5 | tee "$out/lds.txt"
 echo "lds $(cat "$out/.last_seconds") s" >> "$out/times.txt"
 cat "$out/times.txt"

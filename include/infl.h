@@ -437,11 +437,15 @@ typedef enum {
     INFL_METHOD_DIAGONAL = 6, /* the same with the diagonal Fisher */
     INFL_METHOD_REPRESENTER = 7, /* representer points (Yeh et al. 2018): α_ic f̃_iᵀ f̃_q, the last layer fine-tuned
                                     to a stationary point of (1/n) Σ ℓ_i + λ |W̃|² (infl_rank_options) */
+    INFL_METHOD_SGD_INFLUENCE = 8, /* SGD-influence (Hara et al. 2019), with momentum: the run's SGD
+                                      trajectory replayed backwards; n × the change of the query's loss
+                                      had z been left out of its batches (rank options sgd_*) */
     INFL_METHOD_TRAK = 9,     /* TRAK over a gradient index (rank_options.index): φ_q (ΦᵀΦ + λI)⁻¹ φ_z ·
                                  mean(1 − p_z), averaged over checkpoints and runs */
 } infl_method;
 
-/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "representer", "trak"; "?" for others. */
+/* "graddot", "gradcos", "tracin", "if", "ekfac", "kfac", "diagonal", "representer", "sgd-influence", "trak";
+ * "?" for others. */
 const char *infl_method_name(infl_method m);
 
 typedef struct {
@@ -512,6 +516,14 @@ typedef struct {
     const int64_t *query_rows;/* optional (nquery_rows > 0): the queries are these rows of `query`'s range, in
                                  this order, instead of all of it (infl debug's misclassified examples) */
     int nquery_rows;
+    /* sgd-influence (an MLP run trained by SGD; `hessian` picks exact or Gauss-Newton minibatch HVPs) */
+    int sgd_variant;          /* 0 (default): every step at its own parameters, replayed from the seed (bit-exact
+                                 on the build, backend and thread count that trained the run; checked against
+                                 every checkpoint); 1: checkpoints only: each step at the parameters of the
+                                 nearest checkpoint (or the initial ones), no replay: no per-step memory, the
+                                 same minibatch HVPs, an approximation within each interval */
+    int sgd_segment;          /* steps whose parameters the full replay holds at once (memory: that many times
+                                 the parameters); 0 = automatic: about sqrt(steps), within 256 MiB */
 } infl_rank_options;
 
 /* Returns the defaults documented above. */
@@ -581,6 +593,12 @@ typedef struct {
     int32_t *query_class;     /* (M) the class scored (the fine-tuned prediction, or the label) */
     double *query_logit;      /* (M) the sum of the query's scores over the train split, float64: the class's fine-tuned
                                  logit (sigmoid_ce: −z for class 0); with representer_class 2, −∇_Φ ℓ_qᵀ Φ_q */
+    /* sgd-influence */
+    int64_t sgd_steps;        /* the run's SGD steps, each replayed backwards */
+    int sgd_segment;          /* steps whose parameters were held at once (full replay) */
+    double sgd_replay_dev;    /* full replay: the largest relative difference |w - w_c| / |w_c| between the
+                                 replayed weights and the run's checkpoints (0: bit-exact); NaN: not replayed */
+    double seconds_replay;    /* replaying the steps forwards (the rest of seconds_score is the backward pass) */
 } infl_rank_result;
 
 /* Ranks the training examples by their influence on each query (DESIGN.md, "The

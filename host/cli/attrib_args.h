@@ -18,7 +18,8 @@ typedef struct {
         {"train", 0, ARG_STR, &(A).o.train, "FILE:/split", "training data (default: the data the run was trained on)"}, \
         {"checkpoint", 0, ARG_STR, &(A).o.checkpoint, "NAME", "graddot, gradcos, if: final (default), a name or step; ekfac: the factors' own"},  \
         {"checkpoints", 0, ARG_STR, &(A).o.checkpoints, "LIST", "tracin: all (default) or names/steps, comma-separated"}, \
-        {"hessian", 0, ARG_STR, &(A).hessian, "H", "if: exact (R-operator, default) or ggn (Gauss-Newton)"},            \
+        {"hessian", 0, ARG_STR, &(A).hessian, "H",                                                                   \
+         "if, sgd-influence: exact (R-operator, default) or ggn (Gauss-Newton)"},                                    \
         {"solver", 0, ARG_STR, &(A).solver, "S", "if: direct (Cholesky, P <= 12000), cg (default) or lissa"},           \
         {"damping", 0, ARG_STR, &(A).damping, "L",                                                                   \
          "λ added to H on top of the run's weight decay; if: default 0.001; ekfac/kfac/diagonal: auto (default, "    \

@@ -35,9 +35,10 @@ int attrib_args_resolve(attrib_args *A, const char *cmd) {
         else if (!strcmp(A->method, "diagonal")) o->method = INFL_METHOD_DIAGONAL;
         else if (!strcmp(A->method, "trak")) o->method = INFL_METHOD_TRAK;
         else if (!strcmp(A->method, "representer")) o->method = INFL_METHOD_REPRESENTER;
+        else if (!strcmp(A->method, "sgd-influence")) o->method = INFL_METHOD_SGD_INFLUENCE;
         else
-            return usage_error(
-                cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal, trak or representer");
+            return usage_error(cmd, "--method: expected tracin, graddot, gradcos, if, ekfac, kfac, diagonal, trak, "
+                                    "representer or sgd-influence");
     }
     if (o->method == INFL_METHOD_TRAK && !o->index) return usage_error(cmd, "--method trak scores from a gradient index: give --index FILE (infl index)");
     bool ek = o->method >= INFL_METHOD_EKFAC && o->method <= INFL_METHOD_DIAGONAL;
@@ -350,7 +351,7 @@ int cmd_rank(int argc, char **argv) {
     attrib_args A = {.o = infl_rank_options_default()};
     A.shard_mb = A.o.shard_mb;
     const char *csv = NULL, *json = NULL, *png = NULL, *html = NULL, *prompt = NULL, *completion = NULL,
-               *queries = NULL, *prefilter = NULL, *knn_features = NULL;
+               *queries = NULL, *prefilter = NULL, *knn_features = NULL, *sgd_variant = NULL;
     int spans = 0;
     A.o.complete_tokens = 20;
     const cli_opt opts[] = {
@@ -373,7 +374,14 @@ int cmd_rank(int argc, char **argv) {
         {"rerank", 0, ARG_INT, &A.o.rerank, "K",
          "gpt, with --query-rank: score every document at that rank, then the best K of each side at full rank", ">=1"},
         {"method", 'm', ARG_STR, &A.method, "M",
-         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal, representer; trak (with --index)"},
+         "tracin (default), graddot, gradcos, if, ekfac, kfac, diagonal, representer, sgd-influence; trak (with "
+         "--index)"},
+        {"sgd-variant", 0, ARG_STR, &sgd_variant, "V",
+         "sgd-influence: replay (default: every step at its own weights, replayed from the seed) or checkpoints "
+         "(each step at the nearest checkpoint's weights: no replay, no per-step memory, approximate)"},
+        {"sgd-segment", 0, ARG_INT, &A.o.sgd_segment, "K",
+         "sgd-influence, replay: steps whose weights are held at once (K x the parameters; default about "
+         "sqrt(steps) within 256 MiB)", ">=1"},
         {"query-rank", 0, ARG_INT, &A.o.query_rank, "R",
          "ekfac, kfac, diagonal: score by the rank-R SVD of each preconditioned query matrix", ">=1"},
         {"top", 'k', ARG_INT, &A.o.top, "K", "proponents and opponents per query (default 10)", ">=1"},
@@ -395,6 +403,9 @@ int cmd_rank(int argc, char **argv) {
                      "  representer: the last layer fine-tuned to the optimum of (1/n) sum l_i + lambda |W|^2 (bias\n"
                      "    folded in), then score = alpha_zc (f_z' f_q + 1), alpha_z = -(1/(2 lambda n)) dl_z/dlogits:\n"
                      "    z's exact part of the query's fine-tuned logit of class c (--representer-class)\n"
+                     "  sgd-influence (Hara et al. 2019, with momentum): the run's SGD steps replayed backwards with\n"
+                     "    minibatch Hessian-vector products; N x the change of L_q had z been left out of its batches\n"
+                     "    (an MLP trained by SGD; its training options and seed, recorded in the run, fix the batches)\n"
                      "Positive = proponent: up-weighting z lowers the query's loss (removing it raises the loss by\n"
                      "about score/N); representer: positive = excitatory (raises the class's logit). Train indices\n"
                      "are rows of the train split.\n"
@@ -425,6 +436,13 @@ int cmd_rank(int argc, char **argv) {
             return usage_error(spec.cmd, "--knn-features: expected inputs or penultimate");
         A.o.knn_features = strcmp(knn_features, "penultimate") == 0;
     }
+    if (sgd_variant) {
+        if (!strcmp(sgd_variant, "replay")) A.o.sgd_variant = 0;
+        else if (!strcmp(sgd_variant, "checkpoints")) A.o.sgd_variant = 1;
+        else return usage_error(spec.cmd, "--sgd-variant: expected replay or checkpoints");
+    }
+    if ((sgd_variant || A.o.sgd_segment) && A.o.method != INFL_METHOD_SGD_INFLUENCE)
+        return usage_error(spec.cmd, "--sgd-variant and --sgd-segment go with --method sgd-influence");
     if (A.o.save_scores && !A.o.output) return usage_error(spec.cmd, "--save-scores goes with -o FILE");
     infl_ctx *ctx = open_ctx(&c);
     if (!ctx) return 1;
@@ -551,6 +569,15 @@ int cmd_rank(int argc, char **argv) {
             printf("query rank %d: the rank-%d factors keep %.2f%% of the preconditioned queries' squared norm "
                    "(mean over queries and layers)\n",
                    A.o.query_rank, A.o.query_rank, 100.0 * r->query_rank_energy);
+        if (A.o.method == INFL_METHOD_SGD_INFLUENCE) {
+            if (A.o.sgd_variant == 0)
+                printf("sgd-influence: %" PRId64 " steps replayed (%.2f s) and walked backwards, %d at a time; the "
+                       "replay matches the run's checkpoints to a relative %.2g\n",
+                       r->sgd_steps, r->seconds_replay, r->sgd_segment, r->sgd_replay_dev);
+            else
+                printf("sgd-influence: %" PRId64 " steps walked backwards, each at the nearest checkpoint's weights\n",
+                       r->sgd_steps);
+        }
         for (int q = 0; q < r->M; q++) print_query(r, &A.o, query, q, top, bot);
         rc = write_text_outputs(&c, ctx, r, &A.o, train, query, top, bot, csv, json, A.o.force);
         if (rc == 0 && png) {

@@ -38,6 +38,9 @@ typedef struct infl_hvp infl_hvp;
 // (widths, label kinds and ranges). On success *out owns the operator.
 infl_status infl_hvp_create(infl_ctx *ctx, const infl_mlp_spec *spec, const float *params, infl_split *split,
                             int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb, infl_hvp **out);
+// With split NULL: an operator on batches given to each call (infl_hvp_apply_batch),
+// of up to `samples` rows, at the parameters given with them (params may be NULL
+// here); infl_hvp_apply and apply_rows refuse it.
 // Frees the operator and its backend buffers. Accepts NULL.
 void infl_hvp_free(infl_ctx *ctx, infl_hvp *op);
 // Rows the Hessian averages over.
@@ -58,6 +61,13 @@ infl_status infl_hvp_apply(infl_ctx *ctx, infl_hvp *op, const float *V, float *H
 // empty or leaves [0, infl_hvp_rows).
 infl_status infl_hvp_apply_rows(infl_ctx *ctx, infl_hvp *op, int64_t row0, int64_t nrows, const float *V, float *HV,
                                 int nv);
+
+// HV (nv, P) = ((1/b) Σ_rows H_row + wd·I) V at params (backend, P floats) on the b
+// rows X (b, D) with labels y (b) or targets yf (b, K), all backend memory: the
+// minibatch Hessian of one SGD step (sgd-influence). Any operator may take it (a
+// split's forgets the shard it held); b at most the operator's shard rows.
+infl_status infl_hvp_apply_batch(infl_ctx *ctx, infl_hvp *op, const float *params, const float *X, const int32_t *y,
+                                 const float *yf, int b, const float *V, float *HV, int nv);
 
 // The direct solver's Cholesky factor of H + λI (P × P, float64, host), kept on the
 // operator so that later solves with the same λ skip the assembly: NULL when none is

@@ -150,13 +150,16 @@ infl_status infl_hvp_create(infl_ctx *ctx, const infl_mlp_spec *spec, const floa
                             int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb, infl_hvp **out) {
     *out = NULL;
     FORWARD_IF_ERROR(infl_mlp_spec_check(ctx, spec));
-    RETURN_IF(ctx, !params || !split, INFL_E_ARG, "Hessian-vector product: no parameters or no data");
+    RETURN_IF(ctx, split && !params, INFL_E_ARG, "Hessian-vector product: no parameters");
+    RETURN_IF(ctx, !split && samples < 1, INFL_E_ARG, "a batch Hessian-vector operator needs its largest batch (samples >= 1)");
     RETURN_IF(ctx, kind != INFL_HESS_EXACT && kind != INFL_HESS_GGN, INFL_E_ARG, "unknown Hessian kind %d",
               (int)kind);
     RETURN_IF(ctx, shard_rows < 0, INFL_E_ARG, "shard rows: expected 0 (automatic) or more, got %" PRId64,
               shard_rows);
-    FORWARD_IF_ERROR(infl_check_data_for_model(ctx, split, spec));
-    const infl_split_info *in = store_split_info(split);
+    if (split) FORWARD_IF_ERROR(infl_check_data_for_model(ctx, split, spec));
+    // a batch operator (no split): rows come with each call, up to `samples` of them
+    const infl_split_info batch_info = {.n = samples, .n_total = samples};
+    const infl_split_info *in = split ? store_split_info(split) : &batch_info;
     infl_status rc = INFL_OK;
     infl_hvp *op = infl_calloc(ctx, 1, sizeof *op, "the Hessian-vector operator");
     if (!op) return INFL_E_NOMEM;
@@ -171,14 +174,16 @@ infl_status infl_hvp_create(infl_ctx *ctx, const infl_mlp_spec *spec, const floa
     op->real_y = spec->loss == INFL_LOSS_MSE;
     op->second = kind == INFL_HESS_EXACT && spec->act != INFL_ACT_RELU && spec->L >= 2;
     int64_t ky = op->real_y ? op->K : 1;
-    op->S = shard_rows > 0 ? (shard_rows < op->n ? shard_rows : op->n)
-                           : infl_shard_rows(op->n, op->D + work_floats_per_row(spec), ky, 256.0, 1);
+    op->S = !split ? op->n
+            : shard_rows > 0 ? (shard_rows < op->n ? shard_rows : op->n)
+                             : infl_shard_rows(op->n, op->D + work_floats_per_row(spec), ky, 256.0, 1);
     GOTO_IF(ctx, op->S > INT32_MAX / 4, INFL_E_ARG, "shard of %" PRId64 " rows is too large", op->S);
     double data_bytes = 4.0 * (double)op->n * (double)(op->D + ky);
-    op->cached = cache_mb > 0 && data_bytes <= cache_mb * 1048576.0;
+    op->cached = split && cache_mb > 0 && data_bytes <= cache_mb * 1048576.0;
     const size_t S = (size_t)op->S, rows = op->cached ? (size_t)op->n : S;
 
-    // data buffers (backend) and staging (host)
+    // data buffers (backend) and staging (host); a batch operator's rows are the caller's
+    if (!split) goto buffers;
     CHECK(infl_be_alloc_f(ctx, &op->X, rows * op->D, "the Hessian's data rows"));
     if (op->real_y) {
         CHECK(infl_be_alloc_f(ctx, &op->yf, rows * op->K, "the Hessian's targets"));
@@ -195,6 +200,7 @@ infl_status infl_hvp_create(infl_ctx *ctx, const infl_mlp_spec *spec, const floa
         GOTO_NOMEM_IF(!op->hy);
     }
 
+buffers:
     // forward and R-pass buffers
     CHECK(infl_mlp_work_create(ctx, spec, (int)S, &op->work));
     int maxw = 0;
@@ -221,12 +227,34 @@ done:
 
 // ---- one shard ----
 
-// Makes rows [row0, row0 + len) (len <= S) resident and their forward state ready:
-// Z_l, A_l, and for the exact Hessian Δ_l and Φ_l. Skips what is already there.
-static infl_status prepare(infl_ctx *ctx, infl_hvp *op, int64_t row0, int64_t len) {
-    if (op->fwd_len == len && op->fwd_row0 == row0) return INFL_OK;
+// The forward state of B rows X, y, yf (backend) at op->params: Z_l, A_l, and for the
+// exact Hessian Δ_l and Φ_l.
+static infl_status prepare_rows(infl_ctx *ctx, infl_hvp *op, const float *X, const int32_t *y, const float *yf,
+                                int B) {
     const infl_backend *be = ctx->be;
     const infl_mlp_spec *s = &op->spec;
+    infl_mlp_work *w = op->work;
+    FORWARD_IF_ERROR(infl_mlp_forward(ctx, op->params, X, B, w));
+    if (op->kind == INFL_HESS_EXACT) {
+        // Δ_l for every layer (the δ terms of the exact R-pass)
+        FORWARD_IF_ERROR(infl_mlp_backward(ctx, op->params, y, yf, w, NULL, 0.0f));
+        if (op->second)
+            for (int l = 0; l < s->L - 1; l++) {
+                int d = s->widths[l + 1], dn = s->widths[l + 2];
+                // Φ_l (B, d) = φ''(Z_l) ∘ (Δ_{l+1} (B, dn) · W_{l+1} (dn, d))
+                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, B, d, dn, 1.0f, w->D[l + 1], dn,
+                                           op->params + infl_mlp_woff(s, l + 1), d, 0.0f, op->Phi[l], d));
+                FORWARD_IF_ERROR(be->act_second(ctx, s->act, op->Phi[l], op->Phi[l], w->Z[l], (size_t)B * d));
+            }
+    }
+    op->fwd_X = X;
+    return INFL_OK;
+}
+
+// Makes rows [row0, row0 + len) (len <= S) of the split resident and their forward
+// state ready (prepare_rows). Skips what is already there.
+static infl_status prepare(infl_ctx *ctx, infl_hvp *op, int64_t row0, int64_t len) {
+    if (op->fwd_len == len && op->fwd_row0 == row0) return INFL_OK;
     const float *X;
     const int32_t *y = NULL;
     const float *yf = NULL;
@@ -246,22 +274,7 @@ static infl_status prepare(infl_ctx *ctx, infl_hvp *op, int64_t row0, int64_t le
         y = op->y;
         yf = op->yf;
     }
-    int B = (int)len;
-    infl_mlp_work *w = op->work;
-    FORWARD_IF_ERROR(infl_mlp_forward(ctx, op->params, X, B, w));
-    if (op->kind == INFL_HESS_EXACT) {
-        // Δ_l for every layer (the δ terms of the exact R-pass)
-        FORWARD_IF_ERROR(infl_mlp_backward(ctx, op->params, y, yf, w, NULL, 0.0f));
-        if (op->second)
-            for (int l = 0; l < s->L - 1; l++) {
-                int d = s->widths[l + 1], dn = s->widths[l + 2];
-                // Φ_l (B, d) = φ''(Z_l) ∘ (Δ_{l+1} (B, dn) · W_{l+1} (dn, d))
-                FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_N, B, d, dn, 1.0f, w->D[l + 1], dn,
-                                           op->params + infl_mlp_woff(s, l + 1), d, 0.0f, op->Phi[l], d));
-                FORWARD_IF_ERROR(be->act_second(ctx, s->act, op->Phi[l], op->Phi[l], w->Z[l], (size_t)B * d));
-            }
-    }
-    op->fwd_X = X;
+    FORWARD_IF_ERROR(prepare_rows(ctx, op, X, y, yf, (int)len));
     op->fwd_row0 = row0;
     op->fwd_len = len;
     return INFL_OK;
@@ -354,5 +367,28 @@ infl_status infl_hvp_apply_rows(infl_ctx *ctx, infl_hvp *op, int64_t row0, int64
 }
 
 infl_status infl_hvp_apply(infl_ctx *ctx, infl_hvp *op, const float *V, float *HV, int nv) {
+    RETURN_IF(ctx, !op->split, INFL_E_ARG, "a batch Hessian-vector operator has no rows of its own (apply_batch)");
     return infl_hvp_apply_rows(ctx, op, 0, op->n, V, HV, nv);
+}
+
+// ---- batches given to each call ----
+
+infl_status infl_hvp_apply_batch(infl_ctx *ctx, infl_hvp *op, const float *params, const float *X, const int32_t *y,
+                                 const float *yf, int b, const float *V, float *HV, int nv) {
+    RETURN_IF(ctx, b < 1 || b > op->S, INFL_E_ARG, "a Hessian-vector product of %d rows; the operator holds 1 to %" PRId64,
+              b, op->S);
+    if (nv <= 0) return INFL_OK;
+    const size_t P = op->P, total = (size_t)nv * P;
+    op->params = params;
+    op->fwd_len = 0;  // the forward state below is the batch's, not a shard's of the split
+    FORWARD_IF_ERROR(ctx->be->fill(ctx, HV, 0.0f, total));
+    FORWARD_IF_ERROR(prepare_rows(ctx, op, X, y, yf, b));
+    op->fwd_len = b;
+    infl_status rc = INFL_OK;
+    const float scale = (float)(1.0 / (double)b);
+    for (int v = 0; v < nv && rc == INFL_OK; v++) rc = rpass(ctx, op, V + (size_t)v * P, HV + (size_t)v * P, scale);
+    op->fwd_len = 0;
+    FORWARD_IF_ERROR(rc);
+    if (op->spec.wd != 0) FORWARD_IF_ERROR(ctx->be->axpby(ctx, HV, V, (float)op->spec.wd, 1.0f, total));
+    return INFL_OK;
 }

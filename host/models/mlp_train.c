@@ -18,6 +18,7 @@
 
 #include "core/rng.h"
 #include "mlp.h"
+#include "model.h"
 #include "train.h"
 
 // ---- shared checks ----
@@ -75,34 +76,27 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
     const infl_backend *be = ctx->be;
     const infl_split_info *in = store_split_info(split);
     const int64_t n = in->n, d = in->d, k = in->y_kind == INFL_Y_REAL ? in->k : 0;
-    const int64_t S = o->shard_rows > 0 ? (o->shard_rows < n ? o->shard_rows : n)
-                                        : infl_shard_rows(n, d, k, o->shard_mb, o->batch);
-    const int64_t nshards = (n + S - 1) / S;
-    const int B = (int)(o->batch < S ? o->batch : S);
+    int64_t S;
+    int B;
+    infl_sgd_shape(o, n, d, k, &S, &B);
     const size_t np = infl_mlp_nparams(spec);
 
-    // Steps per epoch: ceil(len / B) for each shard (the last batch of a shard may be
-    // short), len counting the rows of the subset when there is one.
-    const int64_t begin = in->begin;
-    int64_t steps_per_epoch, n_used;
-    FORWARD_IF_ERROR(infl_train_epoch_steps(ctx, o, begin, n, S, B, &steps_per_epoch, &n_used));
-    const int64_t total = steps_per_epoch * o->epochs;
-
     infl_status rc = INFL_OK;
-    float *hx = NULL, *hyf = NULL, *bx = NULL, *byf = NULL, *hp = NULL;
-    int32_t *hy = NULL, *by = NULL;
-    int64_t *order = NULL, *perm = NULL;
-    float *dX = NULL, *dyf = NULL, *dW = NULL, *dV = NULL, *dG = NULL, *hloss = NULL;
-    int32_t *dy = NULL;
-    infl_mlp_work *work = NULL;
+    infl_sgd_walk wk;
+    infl_model *m = NULL;
+    infl_model_work *mw = NULL;
+    float *hx = NULL, *hyf = NULL, *bx = NULL, *byf = NULL, *hp = NULL, *hloss = NULL;
+    float *dX = NULL, *dyf = NULL, *dW = NULL, *dV = NULL, *dG = NULL;
+    int32_t *hy = NULL, *by = NULL, *dy = NULL;
+    // the walk over the minibatches (train.h): ceil(len / B) steps per shard and epoch
+    FORWARD_IF_ERROR(infl_sgd_walk_init(ctx, &wk, o, in->begin, n, S, B, 0));
+    const int64_t total = wk.total;
 
     hx = infl_malloc(ctx, (size_t)S * d * sizeof(float), "a training shard");
     bx = infl_malloc(ctx, (size_t)B * d * sizeof(float), "a minibatch");
     hp = infl_malloc(ctx, np * sizeof(float), "the parameters");
     hloss = infl_malloc(ctx, (size_t)B * sizeof(float), "batch losses");
-    order = infl_malloc(ctx, (size_t)nshards * sizeof(int64_t), "the shard order");
-    perm = infl_malloc(ctx, (size_t)S * sizeof(int64_t), "a shard permutation");
-    GOTO_NOMEM_IF(!hx || !bx || !hp || !hloss || !order || !perm);
+    GOTO_NOMEM_IF(!hx || !bx || !hp || !hloss);
     if (k) {
         hyf = infl_malloc(ctx, (size_t)S * k * sizeof(float), "shard targets");
         byf = infl_malloc(ctx, (size_t)B * k * sizeof(float), "batch targets");
@@ -118,87 +112,80 @@ static infl_status train_sgd(infl_ctx *ctx, const infl_train_options *o, const i
     CHECK(infl_be_alloc_f(ctx, &dW, np, "the parameters"));
     CHECK(infl_be_alloc_f(ctx, &dV, np, "the momentum"));
     CHECK(infl_be_alloc_f(ctx, &dG, np, "the gradient"));
-    CHECK(infl_mlp_work_create(ctx, spec, B, &work));
+    CHECK(infl_model_create(ctx, &(infl_model_spec){.kind = INFL_MODEL_MLP, .mlp = *spec}, 0, &m));
+    CHECK(infl_model_work_create(ctx, m, B, &mw));
 
     infl_mlp_init(spec, o->seed, 0, hp);
     CHECK(be->upload(ctx, dW, hp, np * sizeof(float)));
     CHECK(be->fill(ctx, dV, 0.0f, np));
 
     double t0 = infl_now();
-    int64_t step = 0, last_ckpt = 0;
+    int64_t last_ckpt = 0;
     double lr_sum = 0;  // Σ lr over the steps since the last checkpoint
     double epoch_loss = 0;
     int64_t epoch_seen = 0;
-    for (int ep = 0; ep < o->epochs; ep++) {
-        infl_train_permute(order, nshards, o->seed, (uint64_t)ep);
-        epoch_loss = 0;
-        epoch_seen = 0;
-        int64_t ep_rows = 0;  // rows of the shards visited before this one, this epoch
-        for (int64_t si = 0; si < nshards; si++) {
-            int64_t s = order[si], row0 = s * S, len = row0 + S <= n ? S : n - row0;
-            CHECK(store_split_read(ctx, split, row0, len, hx, hy, hyf));
-            if (hy) CHECK(infl_check_labels(ctx, split, spec, hy, row0, len));
-            // keep the subset's rows, in order, at the front of the shard
-            void *rows[3] = {hx, hy, hyf};
-            const size_t bytes[3] = {(size_t)d * sizeof(float), sizeof(int32_t), (size_t)k * sizeof(float)};
-            len = infl_subset_compact(o, begin + row0, len, 3, rows, bytes);
-            infl_train_permute(perm, len, o->seed, ((uint64_t)(ep + 1) << 32) | (uint64_t)s);
-            for (int64_t b0 = 0; b0 < len; b0 += B) {
-                GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
-                int nb = (int)(b0 + B <= len ? B : len - b0);
-                // gather the minibatch rows in shuffled order
-                for (int i = 0; i < nb; i++) {
-                    int64_t r = perm[b0 + i];
-                    memcpy(bx + (size_t)i * d, hx + (size_t)r * d, (size_t)d * sizeof(float));
-                    if (hy) by[i] = hy[r];
-                    if (hyf) memcpy(byf + (size_t)i * k, hyf + (size_t)r * k, (size_t)k * sizeof(float));
-                }
-                CHECK(be->upload(ctx, dX, bx, (size_t)nb * d * sizeof(float)));
-                if (hy) CHECK(be->upload(ctx, dy, by, (size_t)nb * sizeof(int32_t)));
-                if (hyf) CHECK(be->upload(ctx, dyf, byf, (size_t)nb * k * sizeof(float)));
+    int ep = -1;
+    while (infl_sgd_walk_next(&wk)) {
+        const int64_t step = wk.step;
+        GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED, "interrupted at step %" PRId64, step);
+        if (wk.ep != ep) {
+            ep = wk.ep;
+            epoch_loss = 0;
+            epoch_seen = 0;
+        }
+        if (wk.fresh) {
+            CHECK(store_split_read(ctx, split, wk.row0, wk.len, hx, hy, hyf));
+            if (hy) CHECK(infl_check_labels(ctx, split, spec, hy, wk.row0, wk.len));
+        }
+        int nb = wk.nb;
+        // gather the minibatch rows in shuffled order
+        for (int i = 0; i < nb; i++) {
+            int64_t r = infl_sgd_walk_row(&wk, i);
+            memcpy(bx + (size_t)i * d, hx + (size_t)r * d, (size_t)d * sizeof(float));
+            if (hy) by[i] = hy[r];
+            if (hyf) memcpy(byf + (size_t)i * k, hyf + (size_t)r * k, (size_t)k * sizeof(float));
+        }
+        CHECK(be->upload(ctx, dX, bx, (size_t)nb * d * sizeof(float)));
+        if (hy) CHECK(be->upload(ctx, dy, by, (size_t)nb * sizeof(int32_t)));
+        if (hyf) CHECK(be->upload(ctx, dyf, byf, (size_t)nb * k * sizeof(float)));
 
-                double lr = infl_train_lr(o, step, total);
-                CHECK(infl_mlp_forward(ctx, dW, dX, nb, work));
-                CHECK(infl_mlp_backward(ctx, dW, dy, dyf, work, dG, 1.0f / (float)nb));
-                CHECK(be->sgd_step(ctx, dW, dV, dG, (float)lr, (float)o->momentum, (float)spec->wd, np));
-                CHECK(be->download(ctx, hloss, work->loss, (size_t)nb * sizeof(float)));
-                double bl = 0;
-                for (int i = 0; i < nb; i++) bl += hloss[i];
-                GOTO_IF(ctx, !isfinite(bl), INFL_E_NUMERIC,
-                        "training diverged at step %" PRId64 " (epoch %d): the loss is %s; lower --lr", step + 1,
-                        ep + 1, isnan(bl) ? "NaN" : "infinite");
-                epoch_loss += bl;
-                epoch_seen += nb;
-                lr_sum += lr;
-                step++;
+        double lr = infl_train_lr(o, step, total);
+        infl_batch bt = {.b = nb, .x = dX, .y = dy, .yf = dyf};
+        CHECK(infl_sgd_step(ctx, m, mw, dW, dV, dG, &bt, nb, lr, o->momentum));
+        CHECK(be->download(ctx, hloss, mw->loss, (size_t)nb * sizeof(float)));
+        double bl = 0;
+        for (int i = 0; i < nb; i++) bl += hloss[i];
+        GOTO_IF(ctx, !isfinite(bl), INFL_E_NUMERIC,
+                "training diverged at step %" PRId64 " (epoch %d): the loss is %s; lower --lr", step + 1, ep + 1,
+                isnan(bl) ? "NaN" : "infinite");
+        epoch_loss += bl;
+        epoch_seen += nb;
+        lr_sum += lr;
 
-                bool last = step == total;
-                if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || last) {
-                    CHECK(be->download(ctx, hp, dW, np * sizeof(float)));
-                    double epoch = (double)ep + (double)(ep_rows + b0 + nb) / (double)n_used;
-                    if (last) epoch = o->epochs;
-                    CHECK(store_run_add_checkpoint(ctx, rw, step, epoch, lr_sum / (double)(step - last_ckpt), NAN,
-                                                   hp));
-                    rep->checkpoints++;
-                    last_ckpt = step;
-                    lr_sum = 0;
-                }
-                if ((step & 15) == 0 || last) {
-                    char info[96];
-                    snprintf(info, sizeof info, "epoch %d/%d  loss %.4f", ep + 1, o->epochs,
-                             epoch_loss / (double)epoch_seen);
-                    infl_progress(ctx, "train", (uint64_t)step, (uint64_t)total, info);
-                }
-            }
-            ep_rows += len;
+        bool last = step + 1 == total;
+        if ((o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0) || last) {
+            CHECK(be->download(ctx, hp, dW, np * sizeof(float)));
+            double epoch = (double)ep + (double)(wk.ep_rows + wk.b0 + nb) / (double)wk.n_used;
+            if (last) epoch = o->epochs;
+            CHECK(store_run_add_checkpoint(ctx, rw, step + 1, epoch, lr_sum / (double)(step + 1 - last_ckpt), NAN,
+                                           hp));
+            rep->checkpoints++;
+            last_ckpt = step + 1;
+            lr_sum = 0;
+        }
+        if (((step + 1) & 15) == 0 || last) {
+            char info[96];
+            snprintf(info, sizeof info, "epoch %d/%d  loss %.4f", ep + 1, o->epochs, epoch_loss / (double)epoch_seen);
+            infl_progress(ctx, "train", (uint64_t)(step + 1), (uint64_t)total, info);
         }
     }
     rep->seconds = infl_now() - t0;
-    rep->steps = step;
-    rep->examples_per_s = (double)n_used * o->epochs / rep->seconds;
+    rep->steps = total;
+    rep->examples_per_s = (double)wk.n_used * o->epochs / rep->seconds;
     rep->final_loss = epoch_loss / (double)epoch_seen;
     rep->grad_norm = NAN;
 done:
+    infl_sgd_walk_free(&wk);
     free(hx);
     free(hyf);
     free(hy);
@@ -207,15 +194,14 @@ done:
     free(by);
     free(hp);
     free(hloss);
-    free(order);
-    free(perm);
     infl_be_free(ctx, dX);
     infl_be_free(ctx, dy);
     infl_be_free(ctx, dyf);
     infl_be_free(ctx, dW);
     infl_be_free(ctx, dV);
     infl_be_free(ctx, dG);
-    infl_mlp_work_free(ctx, work);
+    if (m) infl_model_work_free(ctx, m, mw);
+    infl_model_free(m);
     return rc;
 }
 

@@ -107,7 +107,9 @@ typedef struct infl_model_iface {
     double (*fb_flops)(const infl_model *m, double rows);
     // Optional (NULL: none): the operator v -> H v of the training objective at params
     // on a split's rows (models/hvp.h), for exact influence functions. Models that fill
-    // it have a layer space equal to their parameter vector.
+    // it have a layer space equal to their parameter vector. split NULL: an operator on
+    // batches of up to `samples` rows given to each call (infl_hvp_apply_batch: the
+    // minibatch Hessians of sgd-influence).
     infl_status (*hvp_create)(infl_ctx *ctx, const infl_model *m, const float *params, infl_split *split,
                               int64_t samples, infl_hessian kind, int64_t shard_rows, double cache_mb,
                               infl_hvp **out);

@@ -8,8 +8,9 @@
 #define INFL_TRAIN_H
 
 #include "core/rng.h"
-#include "store/store.h"
 #include "core/spec.h"
+#include "models/model.h"
+#include "store/store.h"
 
 // Checks that a split can feed the model: x width = d_0; class labels for
 // softmax_ce / sigmoid_ce (and no more classes than outputs), real targets of width
@@ -48,6 +49,60 @@ infl_status infl_train_epoch_steps(infl_ctx *ctx, const infl_train_options *o, i
 // subset).
 int64_t infl_subset_compact(const infl_train_options *o, int64_t index0, int64_t len, int narrays,
                             void *const *arrays, const size_t *row_bytes);
+
+// ---- the SGD trainer's walk over its minibatches (train.c) ----
+//
+// Which rows each step of the MLP's SGD trainer takes, from the seed alone: epoch e
+// visits the shards in the order infl_train_permute(seed, e), keeps a shard's rows of
+// the subset (all without one), permutes them by infl_train_permute(seed, (e+1) << 32 |
+// shard) and takes batches of up to B of them in that order (the last of a shard may
+// be short; batches never cross shards). The trainer and its replay (sgd-influence)
+// walk the same way, so step t's batch is the same rows in both. Memory: the shard
+// order and two arrays of S entries.
+typedef struct {
+    const infl_train_options *o;
+    int64_t n, S, nshards, begin;  // the split's rows, rows per shard, shards, the range's first row
+    int B;
+    int64_t steps_per_epoch, total, n_used;
+    int64_t *order;                // (nshards) this epoch's shard order
+    int64_t *kept;                 // (S) the shard's rows in the subset (offsets within the shard)
+    int64_t *perm;                 // (S) their permutation
+    // the current step (after infl_sgd_walk_next returned 1)
+    int64_t step;                  // 0-based
+    int ep;                        // its epoch
+    int64_t si;                    // its shard's place in the epoch's order
+    int64_t row0, len;             // the shard: rows [row0, row0 + len) of the range
+    int64_t nkept;                 // rows of the shard in the subset
+    int64_t b0;                    // the batch: entries [b0, b0 + nb) of the shard's permutation
+    int nb;
+    int64_t ep_rows;               // rows (of the subset) in the shards visited before this one, this epoch
+    int fresh;                     // 1 when the shard differs from the previous step's (read it)
+    int started;
+} infl_sgd_walk;
+
+// Sets up the walk of a trainer with options o over n rows (the range starts at row
+// `begin` of its split) in shards of S rows and batches of up to B, before step
+// `start` (0: the first): infl_sgd_walk_next then gives step `start`. INFL_E_ARG when
+// the subset is empty or start is past the end.
+infl_status infl_sgd_walk_init(infl_ctx *ctx, infl_sgd_walk *w, const infl_train_options *o, int64_t begin,
+                               int64_t n, int64_t S, int B, int64_t start);
+// Moves to the next step: 1 and the step's fields set, or 0 after the last step.
+int infl_sgd_walk_next(infl_sgd_walk *w);
+// Row (offset within the current shard) of the step's i-th batch entry, i < nb.
+static inline int64_t infl_sgd_walk_row(const infl_sgd_walk *w, int i) { return w->kept[w->perm[w->b0 + i]]; }
+void infl_sgd_walk_free(infl_sgd_walk *w);
+// The shard rows and the batch size the MLP's SGD trainer uses for options o on a
+// split of n rows of d features (k: real-target width, 0 for labels).
+void infl_sgd_shape(const infl_train_options *o, int64_t n, int64_t d, int64_t k, int64_t *S, int *B);
+
+// One step of SGD with momentum through the model seam, as the trainer takes it: a
+// forward and a backward pass of the batch bt at W, G (nparams, backend) = (1/divisor)
+// Σ_i ∇ℓ_i (loss only), then V ← μ V + G + wd W, W ← W − lr V (be->sgd_step). The
+// trainer's divisor is bt->b; a counterfactual batch with examples left out keeps the
+// full batch's divisor. bt->b = 0 takes the step with G = 0. m's work mw holds bt->b rows.
+infl_status infl_sgd_step(infl_ctx *ctx, const infl_model *m, infl_model_work *mw, float *W, float *V, float *G,
+                          const infl_batch *bt, int divisor, double lr, double mu);
+
 
 // ---- the trainers: plan (check the options, make the spec), then run ----
 

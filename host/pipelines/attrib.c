@@ -44,6 +44,7 @@ const char *infl_method_name(infl_method m) {
     case INFL_METHOD_DIAGONAL: return "diagonal";
     case INFL_METHOD_REPRESENTER: return "representer";
     case INFL_METHOD_TRAK: return "trak";
+    case INFL_METHOD_SGD_INFLUENCE: return "sgd-influence";
     }
     return "?";
 }
@@ -51,12 +52,21 @@ const char *infl_method_name(infl_method m) {
 // ---- checkpoints ----
 
 // Fills a->ck / a->weight from the options: tracin takes all checkpoints (or a list)
-// weighted by lr; the others one checkpoint with weight 1.
+// weighted by lr; sgd-influence all of them (the queries' gradients at the last, the
+// checkpoints variant's parameters) with weight 1; the others one checkpoint with weight 1.
 static infl_status pick_checkpoints(infl_ctx *ctx, attrib *a, const infl_rank_options *o) {
     int n = store_run_ncheckpoints(a->run);
     a->ck = calloc((size_t)n, sizeof(int));
     a->weight = calloc((size_t)n, sizeof(double));
     RETURN_IF(ctx, !a->ck || !a->weight, INFL_E_NOMEM, "out of memory");
+    if (o->method == INFL_METHOD_SGD_INFLUENCE) {
+        for (int i = 0; i < n; i++) {
+            a->ck[i] = i;  // sorted by step (store_run_open)
+            a->weight[i] = 1.0;
+        }
+        a->nck = n;
+        return INFL_OK;
+    }
     if (o->method != INFL_METHOD_TRACIN && o->method != INFL_METHOD_TRAK) {
         // ekfac: the checkpoint the factors were fitted on, unless one is named
         const char *name = o->checkpoint;
@@ -175,8 +185,10 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->o = o;
     infl_status rc = INFL_OK;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
-    RETURN_IF(ctx, (unsigned)o->method > INFL_METHOD_REPRESENTER && o->method != INFL_METHOD_TRAK, INFL_E_ARG,
-              "unknown method %d", (int)o->method);
+    RETURN_IF(ctx,
+              (unsigned)o->method > INFL_METHOD_REPRESENTER && o->method != INFL_METHOD_TRAK &&
+                  o->method != INFL_METHOD_SGD_INFLUENCE,
+              INFL_E_ARG, "unknown method %d", (int)o->method);
     RETURN_IF(ctx, o->method == INFL_METHOD_REPRESENTER && (unsigned)o->representer_class > 2, INFL_E_ARG,
               "--representer-class %d: expected 0 (the predicted class), 1 (the query's label) or 2 (the loss)",
               o->representer_class);
@@ -197,6 +209,10 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->L = a->m->nlayers;
     if (o->method == INFL_METHOD_IF) CHECK(infl_model_need_hvp(ctx, a->m));
     if (o->method == INFL_METHOD_REPRESENTER) CHECK(repr_check(ctx, a->m, o->run, o->representer_lambda, &a->repr_lambda));
+    GOTO_IF(ctx, o->method == INFL_METHOD_SGD_INFLUENCE && a->m->spec.kind != INFL_MODEL_MLP, INFL_E_UNSUPPORTED,
+            "%s: a %s run: sgd-influence replays the MLP's SGD trainer (a gpt is trained by AdamW); use --method "
+            "tracin or ekfac",
+            o->run, infl_model_kind_of(a->m));
     a->tokens = a->m->tokens;
     if (a->tokens) a->ctxT = a->m->spec.gpt.context;
     GOTO_IF(ctx, !a->tokens && (o->ntext > 0 || o->token_shares), INFL_E_ARG,
@@ -487,6 +503,11 @@ infl_status attrib_write_attrs(infl_ctx *ctx, infl_scw *w, const infl_rank_optio
             store_scores_attr_str(ctx, w, "solver", o->solver == 0 ? "direct" : o->solver == 1 ? "cg" : "lissa"));
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "damping", o->damping));
         FORWARD_IF_ERROR(store_scores_attr_f64(ctx, w, "hessian_samples", (double)o->hessian_samples));
+    }
+    if (o->method == INFL_METHOD_SGD_INFLUENCE) {
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "hessian", o->hessian ? "ggn" : "exact"));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "sgd_variant", o->sgd_variant ? "checkpoints" : "replay"));
+        FORWARD_IF_ERROR(store_scores_attr_str(ctx, w, "sign", "n x (loss without z - loss): positive = proponent"));
     }
     if (a->repr) {
         // the fine-tune's settings; its quality is written when the scores are (attrib_write_repr_fit)

@@ -81,9 +81,12 @@ enum { ATTRIB_ROWS = 0, ATTRIB_DOCS = 1 };
 
 // The token rows of a sub-batch buffer (a->B examples of up to a->ctxT rows; B for T = 1).
 static inline int64_t attrib_max_rows(const attrib *a) { return (int64_t)a->B * (a->tokens ? a->ctxT : 1); }
-// Methods scored by contraction with preconditioned queries: if, ekfac, kfac, diagonal.
+// Methods scored by contraction with preconditioned queries: if, ekfac, kfac, diagonal;
+// and sgd-influence, whose query vectors are the adjoints r_t of every step (sgdinf.h).
 static inline int attrib_is_ekfac(infl_method m) { return m >= INFL_METHOD_EKFAC && m <= INFL_METHOD_DIAGONAL; }
-static inline int attrib_contracts(infl_method m) { return m == INFL_METHOD_IF || attrib_is_ekfac(m); }
+static inline int attrib_contracts(infl_method m) {
+    return m == INFL_METHOD_IF || attrib_is_ekfac(m) || m == INFL_METHOD_SGD_INFLUENCE;
+}
 // Opens the run and its model, picks checkpoints, opens the train split (and the
 // queries when need_query), uploads the checkpoints' weights. On failure everything
 // is closed.

@@ -451,8 +451,12 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     }
     for (int m = 0; m < o->nscores; m++) {
         CHECK(store_scores_open(ctx, o->scores[m], &sc));
-        snprintf(res->method[m], sizeof res->method[m], "%s",
-                 *store_scores_attr(sc, "method") ? store_scores_attr(sc, "method") : o->scores[m]);
+        // the method, and sgd-influence's variant when it is not the full replay
+        const char *variant = store_scores_attr(sc, "sgd_variant");
+        snprintf(res->method[m], sizeof res->method[m], "%s%s%s",
+                 *store_scores_attr(sc, "method") ? store_scores_attr(sc, "method") : o->scores[m],
+                 *variant && strcmp(variant, "replay") != 0 ? " " : "",
+                 *variant && strcmp(variant, "replay") != 0 ? variant : "");
         CHECK(predictions(ctx, sc, o->models, M, N, tbegin, cut, o->seed, pred));
         store_scores_close(sc);
         sc = NULL;

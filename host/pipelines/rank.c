@@ -30,6 +30,7 @@
 #include "attrib.h"
 #include "backend.h"
 #include "sched/topk.h"
+#include "sgdinf.h"
 
 // ---- queries ----
 
@@ -238,6 +239,8 @@ infl_status attrib_prepare_queries(infl_ctx *ctx, attrib *a, infl_rank_result *r
         CHECK(score_full_grads(ctx, G, tmp, a->m, qw, M));
         if (a->pre)
             CHECK(ekfac_precondition(ctx, a->V, a->pre, a->m, G, M));
+        else if (o->method == INFL_METHOD_SGD_INFLUENCE)  // the adjoint's start u_T = ∇L_q(w_T) (sgdinf.c)
+            CHECK(be->copy(ctx, a->V, G, (size_t)M * P * sizeof(float)));
         else
             CHECK(attrib_solve(ctx, a, G, a->V, M, 1, &op));
         if (a->lowrank) {
@@ -538,6 +541,8 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         a.B = (int)(8388608 / per < 1024 ? 8388608 / per : 1024);
         a.B = a.B < (a.tokens ? 1 : 16) ? (a.tokens ? 1 : 16) : a.B;
     }
+    // sgd-influence scores each step's batch: buffers of the trainer's batch
+    if (o->method == INFL_METHOD_SGD_INFLUENCE) CHECK(sgdinf_batch(ctx, &a, &a.B));
     attrib_choose_paths(&a);
     CHECK(attrib_alloc_scoring(ctx, &a, M, influence));
     if (a.lowrank) {
@@ -565,7 +570,20 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     double t1 = infl_now();
     a.flops = 0;
     res->candidates = a.N;
-    if (!pre) {
+    if (o->method == INFL_METHOD_SGD_INFLUENCE) {
+        // every training row's score at once (the steps' contributions add up), then as one block
+        hblock = malloc((size_t)M * a.N * sizeof(float));
+        GOTO_IF(ctx, !hblock, INFL_E_NOMEM,
+                "out of memory for the scores (%d queries x %" PRId64 " training rows, %.1f MiB); fewer queries at once",
+                M, a.N, (double)M * a.N * 4.0 / 1048576.0);
+        CHECK(sgdinf_scores(ctx, &a, hblock, res));
+        CHECK(infl_topk_create(ctx, M, o->top, &tk));
+        CHECK(infl_topk_push(ctx, tk, hblock, M, (int)a.N, (int)a.N, begin));
+        if (block) CHECK(block(ctx, user, hblock, M, (int)a.N, (int)a.N, 0));
+        if (scw && o->save_scores) CHECK(store_scores_write_block(ctx, scw, hblock, (int)a.N, (int)a.N, 0));
+        res->seconds_score = infl_now() - t1;
+        res->flops = a.flops;
+    } else if (!pre) {
         // the train split streamed past (stage.h); the score download is the only synchronisation
         int64_t S = attrib_shard_rows(&a);
         hblock = malloc((size_t)M * S * sizeof(float));

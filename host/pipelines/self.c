@@ -208,6 +208,9 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
             "self-influence by if needs --solver direct: one factorisation serves every example, where cg or "
             "lissa would solve once per training example");
     GOTO_IF(ctx, o->query_rank != 0, INFL_E_ARG, "--query-rank applies to rank, not self");
+    GOTO_IF(ctx, o->method == INFL_METHOD_SGD_INFLUENCE, INFL_E_UNSUPPORTED,
+            "self-influence by sgd-influence would carry one adjoint per training example through the whole "
+            "replay; use tracin, graddot or if");
     GOTO_IF(ctx, o->method == INFL_METHOD_GRADCOS, INFL_E_ARG,
             "self-influence by gradcos is 1 for every example; use tracin, graddot or if");
     bool influence = o->method == INFL_METHOD_IF;

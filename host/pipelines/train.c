@@ -91,6 +91,8 @@ static infl_status record_options(infl_ctx *ctx, infl_runw *rw, const infl_train
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_shard_rows", (double)o->shard_rows));
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_shard_mb", o->shard_mb));
     FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "train_warmup", o->warmup));
+    // the float operations' order depends on it (BLAS threads): a bit-exact replay runs where it trained
+    FORWARD_IF_ERROR(store_run_attr_str(ctx, rw, "train_backend", ctx->backend_desc));
     if (o->subset_fraction > 0) {
         FORWARD_IF_ERROR(store_run_attr_f64(ctx, rw, "subset_fraction", o->subset_fraction));
         char sd[32];

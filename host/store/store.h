@@ -323,7 +323,7 @@ typedef struct infl_scr infl_scr;
 // --save-scores?"). method, query and train are its attributes ("" when absent).
 infl_status store_scores_open(infl_ctx *ctx, const char *path, infl_scr **out);
 void store_scores_shape(const infl_scr *r, int *M, int64_t *N);
-const char *store_scores_attr(const infl_scr *r, const char *name);  // "method", "query", "train"
+const char *store_scores_attr(const infl_scr *r, const char *name);  // "method", "query", "train", "sgd_variant"
 // Reads columns [col0, col0 + n) of /scores into out (M, n).
 infl_status store_scores_read_cols(infl_ctx *ctx, infl_scr *r, int64_t col0, int64_t n, float *out);
 // Reads row q of /scores (N floats).

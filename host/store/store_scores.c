@@ -171,6 +171,7 @@ struct infl_scr {
     int M;
     int64_t N;
     char method[64], query[4096], train[4096];
+    char sgd_variant[32];  // sgd-influence: replay | checkpoints
 };
 
 static infl_status scr_open(infl_ctx *ctx, const char *path, infl_scr **out) {
@@ -191,10 +192,10 @@ static infl_status scr_open(infl_ctx *ctx, const char *path, infl_scr **out) {
     CHECK(h5u_claim(ctx, path, "/scores", "the number of queries M", (int64_t)di.dims[0], 1, INT_MAX));
     r->M = (int)di.dims[0];
     r->N = (int64_t)di.dims[1];
-    const char *names[3] = {"method", "query", "train"};
-    char *dst[3] = {r->method, r->query, r->train};
-    size_t sz[3] = {sizeof r->method, sizeof r->query, sizeof r->train};
-    for (int i = 0; i < 3; i++)
+    const char *names[4] = {"method", "query", "train", "sgd_variant"};
+    char *dst[4] = {r->method, r->query, r->train, r->sgd_variant};
+    size_t sz[4] = {sizeof r->method, sizeof r->query, sizeof r->train, sizeof r->sgd_variant};
+    for (int i = 0; i < 4; i++)
         if (h5u_has_attr(r->file, names[i]) == 1) CHECK(h5u_attr_str(ctx, path, r->file, "root", names[i], dst[i], sz[i]));
     *out = r;
     return INFL_OK;
@@ -220,6 +221,7 @@ const char *store_scores_attr(const infl_scr *r, const char *name) {
     if (!strcmp(name, "method")) return r->method;
     if (!strcmp(name, "query")) return r->query;
     if (!strcmp(name, "train")) return r->train;
+    if (!strcmp(name, "sgd_variant")) return r->sgd_variant;
     return "";
 }
 
