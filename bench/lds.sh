@@ -62,7 +62,6 @@ rank trak1 --method trak --index "$(ens 1)"
 rank trak5 --method trak --index "$(ens 5)"
 rank trak10 --method trak --index "$(ens 10)"
 rank trak1-ck5 --method trak --index "$out/trak/ix1-all.h5"
-rank trak10-d0.01 --method trak --index "$(ens 10)" --damping auto:0.01
 rank graddot-ix --method graddot --index "$out/trak/ix1.h5"
 rank if-ix --method if --index "$out/trak/ix1.h5"
 # representer points: each row's part of the query's true-class logit (what the loss reads), of the predicted
@@ -72,8 +71,7 @@ rank representer-pred --method representer
 rank representer-loss --method representer --representer-class loss
 t $B lds --run "$out/run.h5" --query "$Q" --state "$out/lds_state.h5" --models "$models" --fraction 0.5 --seed 1 \
   "$out"/s_tracin.h5 "$out"/s_graddot.h5 "$out"/s_ekfac.h5 "$out"/s_kfac.h5 "$out"/s_ekfac-r32.h5 \
-  "$out"/s_if-ggn-cg.h5 "$out"/s_trak1.h5 "$out"/s_trak5.h5 "$out"/s_trak10.h5 "$out"/s_trak1-ck5.h5 \
-  "$out"/s_trak10-d0.01.h5 "$out"/s_graddot-ix.h5 "$out"/s_if-ix.h5 \
+  "$out"/s_if-ggn-cg.h5 "$out"/s_trak1.h5 "$out"/s_trak5.h5 "$out"/s_trak10.h5 "$out"/s_trak1-ck5.h5 "$out"/s_graddot-ix.h5 "$out"/s_if-ix.h5 \
   "$out"/s_representer.h5 "$out"/s_representer-pred.h5 "$out"/s_representer-loss.h5 "$out"/s_sgd-influence.h5 | tee "$out/lds.txt"
 echo "lds $(cat "$out/.last_seconds") s" >> "$out/times.txt"
 cat "$out/times.txt"
