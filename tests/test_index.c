@@ -11,7 +11,8 @@
  *    linear model; the projected grad-dot's error shrinks as 1/√k;
  *  - an interrupted index resumes to the same rows as an uninterrupted one;
  *  - bad input: another run's index, k larger than the gradient, a truncated file;
- *  - float16 conversion (rounding to nearest even, subnormals, overflow);
+ *  - float16 conversion (rounding to nearest even, subnormals, overflow), and every half
+ *    pattern read back from a float16 index as the scalar conversion gives it;
  *  - the CUDA backend's index against the CPU's (skipped without a device).
  */
 #define _GNU_SOURCE
@@ -614,6 +615,85 @@ Test(index, float16_rounds_to_nearest_even) {
     cr_assert_eq(infl_f16_to_f32(infl_f32_to_f16(0x1.0p-26f)), 0.0f);
     // every half round-trips
     for (uint32_t h = 0; h < 0x7c00u; h++) cr_assert_eq(infl_f32_to_f16(infl_f16_to_f32((uint16_t)h)), h);
+}
+
+// The row conversions (F16C's where the CPU has them) give the scalar ones' bits: every half to
+// float, and floats of every exponent (ties, the subnormal range, overflow, NaN, Inf) to half, in
+// a count that is no multiple of the vector width.
+Test(index, float16_row_conversions_match_the_scalar_ones) {
+    uint16_t *h = malloc(65537 * sizeof(uint16_t));
+    float *f = malloc(65537 * sizeof(float));
+    for (uint32_t i = 0; i < 65537; i++) h[i] = (uint16_t)(i * 40503u);  // a permutation, then one more
+    infl_f16_to_f32_n(f, h, 65537);
+    for (uint32_t i = 0; i < 65537; i++) {
+        float want = infl_f16_to_f32(h[i]);
+        cr_assert(isnan(want) ? isnan(f[i]) : !memcmp(&f[i], &want, sizeof want), "half %#x: %a, expected %a", h[i],
+                  (double)f[i], (double)want);
+    }
+    uint64_t st = 7;
+    for (uint32_t i = 0; i < 65537; i++) {
+        uint32_t bits = (uint32_t)(tu_uniform(&st) * 4294967296.0);
+        if (i % 3 == 1) bits = (bits & 0x80000000u) | ((uint32_t)(100 + i % 50) << 23) | (bits & 0x7fffffu);  // near half's range
+        if (i % 3 == 2) bits = (bits & 0x80000000u) | ((uint32_t)(100 + i % 50) << 23) | (bits & 0x7fe000u) | 0x1000u;  // ties
+        memcpy(&f[i], &bits, sizeof bits);
+    }
+    f[0] = INFINITY;
+    f[1] = -NAN;
+    f[2] = 65520.0f;
+    f[3] = -0.0f;
+    infl_f32_to_f16_n(h, f, 65537);
+    for (uint32_t i = 0; i < 65537; i++) {
+        uint16_t want = infl_f32_to_f16(f[i]);
+        if (isnan(f[i])) cr_assert((h[i] & 0x7c00u) == 0x7c00u && (h[i] & 0x3ffu), "NaN -> %#x", h[i]);
+        else cr_assert_eq(h[i], want, "%a -> %#x, expected %#x", (double)f[i], h[i], want);
+    }
+    free(h);
+    free(f);
+}
+
+// A float16 index read back: every one of the 65536 half patterns stored (written through
+// the writer's rounding, which keeps halves exactly) reads as infl_f16_to_f32 of it, bit for bit
+// (the reader converts by a table; NaN payloads compared as NaN).
+Test(index, float16_rows_read_back_every_half) {
+    infl_ctx *ctx = tu_ctx();
+    infl_index_info *in = calloc(1, sizeof *in);
+    snprintf(in->run, sizeof in->run, "run.h5");
+    snprintf(in->data, sizeof in->data, "data.h5:/train");
+    snprintf(in->model, sizeof in->model, "test");
+    snprintf(in->projection, sizeof in->projection, "rademacher");
+    snprintf(in->target, sizeof in->target, "loss");
+    in->k = 1024;
+    in->N = 64;
+    in->float16 = 1;
+    in->nck = 1;
+    snprintf(in->ck[0].name, sizeof in->ck[0].name, "000100");
+    in->ck[0].step = 100;
+    in->ck[0].lr = 0.1;
+    float *phi = malloc(65536 * sizeof(float)), *back = malloc(65536 * sizeof(float)), q[64];
+    for (uint32_t h = 0; h < 65536; h++) phi[h] = infl_f16_to_f32((uint16_t)h);
+    for (int i = 0; i < 64; i++) q[i] = 1.0f;
+    const char *path = tu_path("halves.h5");
+    infl_ixw *w;
+    int64_t done;
+    cr_assert_eq(store_index_begin(ctx, path, 1, in, &w, &done), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_write(ctx, w, 0, 0, 64, phi, q), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ixr *r;
+    cr_assert_eq(store_index_open(ctx, path, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_read(ctx, r, 0, 0, 64, back, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    for (uint32_t h = 0; h < 65536; h++) {
+        if (isnan(phi[h])) {
+            cr_assert(isnan(back[h]), "half %#x: %a, expected NaN", h, (double)back[h]);
+            continue;
+        }
+        cr_assert(!memcmp(&back[h], &phi[h], sizeof(float)), "half %#x: %a, expected %a", h, (double)back[h],
+                  (double)phi[h]);
+    }
+    store_index_close_r(r);
+    free(phi);
+    free(back);
+    free(in);
+    infl_ctx_free(ctx);
 }
 
 // The same index built on the CUDA backend and on the CPU: rows within 1e-4 (relative).
