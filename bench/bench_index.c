@@ -32,7 +32,7 @@
  *     then another child ranks --queries M (graddot, top 10, no output) against it: the
  *     score phase (reading every row, float16 to float32, GEMM, top-k), its GEMM rate
  *     2·M·k·N / score seconds beside sgemm at (M × k)·(k × R) (R the rows per chunk
- *     index_rank.c reads: 4 Mi floats / k, within [64, 16384]), the rate the index is
+ *     index_rank.c reads: index_chunk_rows), the rate the index is
  *     read at (file bytes / score seconds) beside the read alone (store_index_read of
  *     every row in the same chunks, with the float16 conversion: what scoring costs
  *     before its GEMMs), and queries per second (M / the whole rank call).
@@ -208,13 +208,6 @@ static double proj_sgemm_ceiling(infl_ctx *ctx, const infl_mlp_spec *sp, const i
         }
     }
     return fl / t;
-}
-
-// The rows index_rank.c scores per chunk for an index of width k.
-static int index_chunk_rows(int k, int64_t N) {
-    int64_t R = 4194304 / k;
-    R = R < 64 ? 64 : R > 16384 ? 16384 : R;
-    return (int)(R > N ? N : R);
 }
 
 // ---- child processes: one build or one scoring, so that each one's peak memory is its own ----

@@ -10,6 +10,7 @@
  *    per-example gradients projected by the dense P; TRAK against a dense solve on a
  *    linear model; the projected grad-dot's error shrinks as 1/√k;
  *  - an interrupted index resumes to the same rows as an uninterrupted one;
+ *  - trak's and if's kernels over many chunks of rows (a diagonal kernel known exactly);
  *  - bad input: another run's index, k larger than the gradient, a truncated file;
  *  - float16 conversion (rounding to nearest even, subnormals, overflow), and every half
  *    pattern read back from a float16 index as the scalar conversion gives it;
@@ -652,24 +653,31 @@ Test(index, float16_row_conversions_match_the_scalar_ones) {
     free(f);
 }
 
-// A float16 index read back: every one of the 65536 half patterns stored (written through
-// the writer's rounding, which keeps halves exactly) reads as infl_f16_to_f32 of it, bit for bit
-// (the reader converts by a table; NaN payloads compared as NaN).
-Test(index, float16_rows_read_back_every_half) {
-    infl_ctx *ctx = tu_ctx();
+// The settings of an index written directly (store_index_begin): N rows of width k, float16, one
+// checkpoint (caller frees).
+static infl_index_info *bare_info(int k, int64_t N) {
     infl_index_info *in = calloc(1, sizeof *in);
     snprintf(in->run, sizeof in->run, "run.h5");
     snprintf(in->data, sizeof in->data, "data.h5:/train");
     snprintf(in->model, sizeof in->model, "test");
     snprintf(in->projection, sizeof in->projection, "rademacher");
     snprintf(in->target, sizeof in->target, "loss");
-    in->k = 1024;
-    in->N = 64;
+    in->k = k;
+    in->N = N;
     in->float16 = 1;
     in->nck = 1;
     snprintf(in->ck[0].name, sizeof in->ck[0].name, "000100");
     in->ck[0].step = 100;
     in->ck[0].lr = 0.1;
+    return in;
+}
+
+// A float16 index read back: every one of the 65536 half patterns stored (written through
+// the writer's rounding, which keeps halves exactly) reads as infl_f16_to_f32 of it, bit for bit
+// (the reader converts by a table; NaN payloads compared as NaN).
+Test(index, float16_rows_read_back_every_half) {
+    infl_ctx *ctx = tu_ctx();
+    infl_index_info *in = bare_info(1024, 64);
     float *phi = malloc(65536 * sizeof(float)), *back = malloc(65536 * sizeof(float)), q[64];
     for (uint32_t h = 0; h < 65536; h++) phi[h] = infl_f16_to_f32((uint16_t)h);
     for (int i = 0; i < 64; i++) q[i] = 1.0f;
@@ -693,6 +701,57 @@ Test(index, float16_rows_read_back_every_half) {
     store_index_close_r(r);
     free(phi);
     free(back);
+    free(in);
+    infl_ctx_free(ctx);
+}
+
+// TRAK's and if's kernels over an index longer than the rows one float GEMM of the kernel covers
+// (index_rank.c: chunks of index_chunk_rows, groups of chunks accumulated on the backend): row i is
+// c_i e_{i mod k}, so the kernel is diagonal and known exactly; a chunk dropped or counted twice at a
+// group's boundary changes every entry. Self-influence, trak: c_i² q_i / (K_jj + λ), K_jj = Σ c²
+// over the rows of j; if: (q_i c_i)² / (F_jj + λ), F_jj = Σ (q c)² / N.
+Test(index, kernels_over_many_chunks_are_exact) {
+    infl_ctx *ctx = tu_ctx();
+    int k = 512;
+    int64_t N = 4194304 / k + 3;  // past one group of the kernel's GEMMs
+    cr_assert_gt(N, 2 * index_chunk_rows(k, N), "several chunks");
+    infl_index_info *in = bare_info(k, N);
+    float *phi = calloc((size_t)N * k, sizeof(float)), *q = malloc((size_t)N * sizeof(float));
+    double *K = calloc((size_t)k, sizeof(double)), *F = calloc((size_t)k, sizeof(double));
+    for (int64_t i = 0; i < N; i++) {
+        double c = 1.0 + (double)(i % 7) / 8;
+        q[i] = (float)(0.5 + 0.25 * (double)(i % 3));
+        phi[i * k + i % k] = (float)c;
+        K[i % k] += c * c;
+        F[i % k] += c * c * q[i] * q[i] / (double)N;
+    }
+    const char *path = tu_path("diag.h5");
+    infl_ixw *w;
+    int64_t done;
+    cr_assert_eq(store_index_begin(ctx, path, 1, in, &w, &done), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_write(ctx, w, 0, 0, N, phi, q), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    for (int m = 0; m < 2; m++) {
+        infl_rank_options o = infl_rank_options_default();
+        o.index = path;
+        o.method = m ? INFL_METHOD_IF : INFL_METHOD_TRAK;
+        o.damping = 0.5;
+        infl_self_result r = {0};
+        char data[4416];
+        cr_assert_eq(index_self(ctx, &o, &r, data, sizeof data), INFL_OK, "%s", infl_ctx_error(ctx));
+        cr_assert_eq(r.N, N);
+        for (int64_t i = 0; i < N; i++) {
+            double c = 1.0 + (double)(i % 7) / 8, qi = 0.5 + 0.25 * (double)(i % 3);
+            double want = m ? c * c * qi * qi / (F[i % k] + 0.5) : c * c * qi / (K[i % k] + 0.5);
+            cr_assert(fabs(r.self[i] - want) <= 1e-5 * want, "%s row %ld: %g, expected %g", m ? "if" : "trak", (long)i,
+                      (double)r.self[i], want);
+        }
+        free(r.self);
+    }
+    free(phi);
+    free(q);
+    free(K);
+    free(F);
     free(in);
     infl_ctx_free(ctx);
 }
