@@ -41,10 +41,9 @@
  *     the same hidden layers (32-256-128-10), so that the data and the build stay small;
  *     scoring cost depends on N and k only. Its queries are that model's.
  *  Each build and each scoring runs in a fresh process (this program again): its peak
- *  resident memory (wait4's ru_maxrss) is printed beside its N, to see memory flat in N.
+ *  resident memory (VmHWM since its exec) is printed beside its N, to see memory flat in N.
  * The tables go to stdout last; --json writes the same figures.
  */
-#define _DEFAULT_SOURCE  // wait4
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
 #include <math.h>
@@ -212,6 +211,24 @@ static double proj_sgemm_ceiling(infl_ctx *ctx, const infl_mlp_spec *sp, const i
 
 // ---- child processes: one build or one scoring, so that each one's peak memory is its own ----
 
+// This process's peak resident memory in MB: VmHWM, the high-water mark of its memory since its exec
+// (getrusage's ru_maxrss, of its own or from wait4, also counts the parent's resident memory at the
+// fork, which exec folds in), else ru_maxrss.
+static double peak_mb(void) {
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
+    if (fp) fclose(fp);
+    if (kb < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = (double)ru.ru_maxrss;
+    }
+    return kb / 1024.0;
+}
+
 // build RESULT RUN TRAIN OUT PROJ DIM KOUT KIN FLOAT16: one infl_index; RESULT gets its report.
 // score RESULT INDEX QUERYFILE MLIST REPS: per M the medians of infl_rank (graddot, top 10),
 // then the median of reading the whole index alone.
@@ -284,14 +301,14 @@ static int child(int argc, char **argv) {
         fprintf(stderr, "bench_index: bad child arguments\n");
         return 2;
     }
+    fprintf(out, "peak %.1f\n", peak_mb());
     fclose(out);
     infl_ctx_free(ctx);
     return 0;
 }
 
-// Runs this program as a child with args (NULL-terminated after argv[0]); *rss_mb its peak
-// resident memory. Returns its exit status.
-static int run_child(char *const *args, double *rss_mb) {
+// Runs this program as a child with args (NULL-terminated after argv[0]). Returns its exit status.
+static int run_child(char *const *args) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) return -1;
@@ -300,10 +317,19 @@ static int run_child(char *const *args, double *rss_mb) {
         _exit(127);
     }
     int st = 0;
-    struct rusage ru;
-    if (wait4(pid, &st, 0, &ru) < 0) return -1;
-    *rss_mb = ru.ru_maxrss / 1024.0;
+    if (waitpid(pid, &st, 0) < 0) return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// "peak MB" in a child's result file, or 0.
+static double result_peak(const char *res) {
+    FILE *fp = fopen(res, "r");
+    char line[256];
+    double v = 0;
+    while (fp && fgets(line, sizeof line, fp))
+        if (!strncmp(line, "peak ", 5)) v = atof(line + 5);
+    if (fp) fclose(fp);
+    return v;
 }
 
 typedef struct {
@@ -324,7 +350,8 @@ static int child_build(const char *dir, const char *run, const char *train, cons
     snprintf(a[4], 32, "%d", io->float16);
     char *args[] = {"bench_index", "--child", "build", res, (char *)run, (char *)train, (char *)out,
                     a[0], a[1], a[2], a[3], a[4], NULL};
-    if (run_child(args, &f->rss_mb) != 0) return 1;
+    if (run_child(args) != 0) return 1;
+    f->rss_mb = result_peak(res);
     FILE *fp = fopen(res, "r");
     int ok = fp && fscanf(fp, "%lf %lf %lf %lf %lf %" SCNd64 " %d", &f->seconds, &f->wait, &f->flops_p, &f->flops_fb,
                           &f->bytes_ex, &f->N, &f->k) == 7;
@@ -343,13 +370,15 @@ static int child_score(const char *dir, const char *index, const char *data, con
     snprintf(res, sizeof res, "%s/score.txt", dir);
     snprintf(rp, sizeof rp, "%d", reps);
     char *args[] = {"bench_index", "--child", "score", res, (char *)index, (char *)data, (char *)qlist, rp, NULL};
-    if (run_child(args, rss_mb) != 0) return 1;
+    if (run_child(args) != 0) return 1;
+    *rss_mb = result_peak(res);
     FILE *fp = fopen(res, "r");
     if (!fp) return 1;
     *nq = 0;
     char line[256];
     while (fgets(line, sizeof line, fp)) {
         if (!strncmp(line, "read ", 5)) *read_s = atof(line + 5);
+        else if (!strncmp(line, "peak ", 5)) continue;
         else if (*nq < MAXQ && sscanf(line, "%d %lf %lf %lf %lf", &sf[*nq].M, &sf[*nq].total, &sf[*nq].prep,
                                       &sf[*nq].score, &sf[*nq].flops) == 5)
             (*nq)++;
