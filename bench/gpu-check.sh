@@ -67,6 +67,12 @@ $B bench --backend cuda --run "$g/gpt.h5" --n 2000 --json "$out/bench-gpt-attrib
   > "$out/bench-gpt-attrib-cuda.md" 2>&1
 echo "infl bench --run gpt cuda: exit $?" >> "$out/summary.txt"
 build-gpu/bench_rank --n 60000 --queries 100 --reps 3 --json "$out/bench_rank.json" > "$out/bench_rank.md" 2>&1
+# the gradient index on the GPU: building per projection beside the forward+backward alone and cuBLAS at
+# the projection's shapes, bytes per example, rank --index against 60,000 and 1,000,000 rows beside
+# cuBLAS at the scoring shapes and the read alone, peak memory (about 5 GB of /tmp for the big index)
+INFL_BACKEND=cuda timeout 420 build-gpu/bench_index --reps 2 --json "$out/bench_index-cuda.json" \
+  > "$out/bench_index-cuda.md" 2>&1
+echo "bench_index cuda: exit $?" >> "$out/summary.txt"
 # compute-sanitizer follows Criterion's forked test processes (--target-processes all)
 # and exits non-zero on any error it reports (--error-exitcode).
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)

@@ -10,8 +10,10 @@
  *    per-example gradients projected by the dense P; TRAK against a dense solve on a
  *    linear model; the projected grad-dot's error shrinks as 1/√k;
  *  - an interrupted index resumes to the same rows as an uninterrupted one;
+ *  - trak's and if's kernels over many chunks of rows (a diagonal kernel known exactly);
  *  - bad input: another run's index, k larger than the gradient, a truncated file;
- *  - float16 conversion (rounding to nearest even, subnormals, overflow);
+ *  - float16 conversion (rounding to nearest even, subnormals, overflow), and every half
+ *    pattern read back from a float16 index as the scalar conversion gives it;
  *  - the CUDA backend's index against the CPU's (skipped without a device).
  */
 #define _GNU_SOURCE
@@ -117,7 +119,7 @@ static void project_ref(infl_ctx *ctx, const infl_model *m, int kron, int ko, in
 
 Test(index, projection_blocks_agree_and_scale) {
     infl_ctx *ctx = tu_ctx();
-    int k = 300, n = 64;
+    int k = 303, n = 64;  // k no multiple of a counter's 4 (gaussian) or 128 (rademacher) entries
     for (int kind = 0; kind < 2; kind++) {
         float *a = malloc((size_t)n * k * sizeof(float)), *b = malloc((size_t)n * k * sizeof(float));
         float s = 1.0f / sqrtf((float)k);
@@ -127,8 +129,9 @@ Test(index, projection_blocks_agree_and_scale) {
         cr_assert_eq(ctx->be->proj_gen(ctx, b + (size_t)25 * k, kind, 5, 7, 125, n - 25, k, s), INFL_OK);
         cr_assert(memcmp(a, b, (size_t)n * k * sizeof(float)) == 0, "kind %d: blocks differ", kind);
         // the scalar entry function agrees with the block
-        for (int j = 0; j < k; j += 37)
-            cr_assert_eq(a[(size_t)3 * k + j], s * infl_proj_entry(kind, 5, 7, 103, (uint32_t)j));
+        for (int j = 0; j < k; j++)
+            cr_assert_eq(a[(size_t)3 * k + j], s * infl_proj_entry(kind, 5, 7, 103, (uint32_t)j), "kind %d row %d",
+                         kind, j);
         // (PᵀP)_ij = Σ_rows P_ri P_rj: near the identity, within a few 1/√k
         double maxoff = 0, maxdiag = 0;
         for (int i = 0; i < n; i++)
@@ -656,6 +659,143 @@ Test(index, float16_rounds_to_nearest_even) {
     cr_assert_eq(infl_f16_to_f32(infl_f32_to_f16(0x1.0p-26f)), 0.0f);
     // every half round-trips
     for (uint32_t h = 0; h < 0x7c00u; h++) cr_assert_eq(infl_f32_to_f16(infl_f16_to_f32((uint16_t)h)), h);
+}
+
+// The row conversions (F16C's where the CPU has them) give the scalar ones' bits: every half to
+// float, and floats of every exponent (ties, the subnormal range, overflow, NaN, Inf) to half, in
+// a count that is no multiple of the vector width.
+Test(index, float16_row_conversions_match_the_scalar_ones) {
+    uint16_t *h = malloc(65537 * sizeof(uint16_t));
+    float *f = malloc(65537 * sizeof(float));
+    for (uint32_t i = 0; i < 65537; i++) h[i] = (uint16_t)(i * 40503u);  // a permutation, then one more
+    infl_f16_to_f32_n(f, h, 65537);
+    for (uint32_t i = 0; i < 65537; i++) {
+        float want = infl_f16_to_f32(h[i]);
+        cr_assert(isnan(want) ? isnan(f[i]) : !memcmp(&f[i], &want, sizeof want), "half %#x: %a, expected %a", h[i],
+                  (double)f[i], (double)want);
+    }
+    uint64_t st = 7;
+    for (uint32_t i = 0; i < 65537; i++) {
+        uint32_t bits = (uint32_t)(tu_uniform(&st) * 4294967296.0);
+        if (i % 3 == 1) bits = (bits & 0x80000000u) | ((uint32_t)(100 + i % 50) << 23) | (bits & 0x7fffffu);  // near half's range
+        if (i % 3 == 2) bits = (bits & 0x80000000u) | ((uint32_t)(100 + i % 50) << 23) | (bits & 0x7fe000u) | 0x1000u;  // ties
+        memcpy(&f[i], &bits, sizeof bits);
+    }
+    f[0] = INFINITY;
+    f[1] = -NAN;
+    f[2] = 65520.0f;
+    f[3] = -0.0f;
+    infl_f32_to_f16_n(h, f, 65537);
+    for (uint32_t i = 0; i < 65537; i++) {
+        uint16_t want = infl_f32_to_f16(f[i]);
+        if (isnan(f[i])) cr_assert((h[i] & 0x7c00u) == 0x7c00u && (h[i] & 0x3ffu), "NaN -> %#x", h[i]);
+        else cr_assert_eq(h[i], want, "%a -> %#x, expected %#x", (double)f[i], h[i], want);
+    }
+    free(h);
+    free(f);
+}
+
+// The settings of an index written directly (store_index_begin): N rows of width k, float16, one
+// checkpoint (caller frees).
+static infl_index_info *bare_info(int k, int64_t N) {
+    infl_index_info *in = calloc(1, sizeof *in);
+    snprintf(in->run, sizeof in->run, "run.h5");
+    snprintf(in->data, sizeof in->data, "data.h5:/train");
+    snprintf(in->model, sizeof in->model, "test");
+    snprintf(in->projection, sizeof in->projection, "rademacher");
+    snprintf(in->target, sizeof in->target, "loss");
+    in->k = k;
+    in->N = N;
+    in->float16 = 1;
+    in->nck = 1;
+    snprintf(in->ck[0].name, sizeof in->ck[0].name, "000100");
+    in->ck[0].step = 100;
+    in->ck[0].lr = 0.1;
+    return in;
+}
+
+// A float16 index read back: every one of the 65536 half patterns stored (written through
+// the writer's rounding, which keeps halves exactly) reads as infl_f16_to_f32 of it, bit for bit
+// (the reader converts by a table; NaN payloads compared as NaN).
+Test(index, float16_rows_read_back_every_half) {
+    infl_ctx *ctx = tu_ctx();
+    infl_index_info *in = bare_info(1024, 64);
+    float *phi = malloc(65536 * sizeof(float)), *back = malloc(65536 * sizeof(float)), q[64];
+    for (uint32_t h = 0; h < 65536; h++) phi[h] = infl_f16_to_f32((uint16_t)h);
+    for (int i = 0; i < 64; i++) q[i] = 1.0f;
+    const char *path = tu_path("halves.h5");
+    infl_ixw *w;
+    int64_t done;
+    cr_assert_eq(store_index_begin(ctx, path, 1, in, &w, &done), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_write(ctx, w, 0, 0, 64, phi, q), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ixr *r;
+    cr_assert_eq(store_index_open(ctx, path, &r), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_read(ctx, r, 0, 0, 64, back, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    for (uint32_t h = 0; h < 65536; h++) {
+        if (isnan(phi[h])) {
+            cr_assert(isnan(back[h]), "half %#x: %a, expected NaN", h, (double)back[h]);
+            continue;
+        }
+        cr_assert(!memcmp(&back[h], &phi[h], sizeof(float)), "half %#x: %a, expected %a", h, (double)back[h],
+                  (double)phi[h]);
+    }
+    store_index_close_r(r);
+    free(phi);
+    free(back);
+    free(in);
+    infl_ctx_free(ctx);
+}
+
+// TRAK's and if's kernels over an index longer than the rows one float GEMM of the kernel covers
+// (index_rank.c: chunks of index_chunk_rows, groups of chunks accumulated on the backend): row i is
+// c_i e_{i mod k}, so the kernel is diagonal and known exactly; a chunk dropped or counted twice at a
+// group's boundary changes every entry. Self-influence, trak: c_i² q_i / (K_jj + λ), K_jj = Σ c²
+// over the rows of j; if: (q_i c_i)² / (F_jj + λ), F_jj = Σ (q c)² / N.
+Test(index, kernels_over_many_chunks_are_exact) {
+    infl_ctx *ctx = tu_ctx();
+    int k = 512;
+    int64_t N = 4194304 / k + 3;  // past one group of the kernel's GEMMs
+    cr_assert_gt(N, 2 * index_chunk_rows(k, N), "several chunks");
+    infl_index_info *in = bare_info(k, N);
+    float *phi = calloc((size_t)N * k, sizeof(float)), *q = malloc((size_t)N * sizeof(float));
+    double *K = calloc((size_t)k, sizeof(double)), *F = calloc((size_t)k, sizeof(double));
+    for (int64_t i = 0; i < N; i++) {
+        double c = 1.0 + (double)(i % 7) / 8;
+        q[i] = (float)(0.5 + 0.25 * (double)(i % 3));
+        phi[i * k + i % k] = (float)c;
+        K[i % k] += c * c;
+        F[i % k] += c * c * q[i] * q[i] / (double)N;
+    }
+    const char *path = tu_path("diag.h5");
+    infl_ixw *w;
+    int64_t done;
+    cr_assert_eq(store_index_begin(ctx, path, 1, in, &w, &done), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_write(ctx, w, 0, 0, N, phi, q), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(store_index_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    for (int m = 0; m < 2; m++) {
+        infl_rank_options o = infl_rank_options_default();
+        o.index = path;
+        o.method = m ? INFL_METHOD_IF : INFL_METHOD_TRAK;
+        o.damping = 0.5;
+        infl_self_result r = {0};
+        char data[4416];
+        cr_assert_eq(index_self(ctx, &o, &r, data, sizeof data), INFL_OK, "%s", infl_ctx_error(ctx));
+        cr_assert_eq(r.N, N);
+        for (int64_t i = 0; i < N; i++) {
+            double c = 1.0 + (double)(i % 7) / 8, qi = 0.5 + 0.25 * (double)(i % 3);
+            double want = m ? c * c * qi * qi / (F[i % k] + 0.5) : c * c * qi / (K[i % k] + 0.5);
+            cr_assert(fabs(r.self[i] - want) <= 1e-5 * want, "%s row %ld: %g, expected %g", m ? "if" : "trak", (long)i,
+                      (double)r.self[i], want);
+        }
+        free(r.self);
+    }
+    free(phi);
+    free(q);
+    free(K);
+    free(F);
+    free(in);
+    infl_ctx_free(ctx);
 }
 
 // The same index built on the CUDA backend and on the CPU: rows within 1e-4 (relative).

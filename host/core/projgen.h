@@ -21,6 +21,16 @@ enum { INFL_RNG_PROJECT = 9 };  // the counter stream of projections (rng.h's li
 
 typedef enum { INFL_PROJ_GAUSSIAN_ = 0, INFL_PROJ_RADEMACHER_ = 1 } infl_projgen_kind;
 
+// Gaussian rows 4 g + 2 pair and 4 g + 2 pair + 1 (e[0], e[1]) of a column from its counter's
+// words w of draw g: one Box-Muller pair (cos, sin), in double.
+static inline INFL_HD void infl_proj_gauss_pair(const infl_rng4 *w, int pair, float e[2]) {
+    double u1 = ((double)w->v[2 * pair] + 1.0) * 0x1.0p-32;  // (0, 1]
+    double u2 = (double)w->v[2 * pair + 1] * 0x1.0p-32;      // [0, 1)
+    double r = sqrt(-2.0 * log(u1)), t = 6.283185307179586 * u2;
+    e[0] = (float)(r * cos(t));
+    e[1] = (float)(r * sin(t));
+}
+
 // Entry (row j, column c) of projection matrix `mat`, before the 1/√k scale.
 static inline INFL_HD float infl_proj_entry(int kind, uint64_t seed, uint32_t mat, uint64_t c, uint32_t j) {
     uint64_t index = ((uint64_t)mat << 40) | c;
@@ -30,11 +40,9 @@ static inline INFL_HD float infl_proj_entry(int kind, uint64_t seed, uint32_t ma
         return bit ? 1.0f : -1.0f;
     }
     infl_rng4 w = infl_rng_words(seed, INFL_RNG_PROJECT, index, j >> 2);
-    int pair = (j >> 1) & 1;
-    double u1 = ((double)w.v[2 * pair] + 1.0) * 0x1.0p-32;  // (0, 1]
-    double u2 = (double)w.v[2 * pair + 1] * 0x1.0p-32;      // [0, 1)
-    double r = sqrt(-2.0 * log(u1)), t = 6.283185307179586 * u2;
-    return (float)(r * ((j & 1) ? sin(t) : cos(t)));
+    float e[2];
+    infl_proj_gauss_pair(&w, (j >> 1) & 1, e);
+    return e[j & 1];
 }
 
 #endif

@@ -262,14 +262,29 @@ static infl_status cpu_proj_gen(infl_ctx *ctx, float *out, int kind, uint64_t se
         float *o = out + (size_t)i * k;
         uint64_t index = ((uint64_t)mat << 40) | (c0 + (uint64_t)i);
         if (kind == INFL_PROJ_RADEMACHER_) {
-            // 128 entries per counter: the same bits as infl_proj_entry, drawn once
+            // 128 entries per counter: the same bits as infl_proj_entry, drawn once; a 0 bit sets the sign
+            // bit of ±scale (no branch: the bits are random, a branch on them mispredicts half the time)
+            uint32_t sbits;
+            memcpy(&sbits, &scale, sizeof sbits);
             for (int j0 = 0; j0 < k; j0 += 128) {
                 infl_rng4 w = infl_rng_words(seed, INFL_RNG_PROJECT, index, (uint32_t)(j0 >> 7));
                 int n = k - j0 < 128 ? k - j0 : 128;
-                for (int j = 0; j < n; j++) o[j0 + j] = ((w.v[j >> 5] >> (j & 31)) & 1u) ? scale : -scale;
+                for (int j = 0; j < n; j++) {
+                    uint32_t v = sbits ^ ((~(w.v[j >> 5] >> (j & 31)) & 1u) << 31);
+                    memcpy(&o[j0 + j], &v, sizeof v);
+                }
             }
         } else {
-            for (int j = 0; j < k; j++) o[j] = scale * infl_proj_entry(kind, seed, mat, c0 + (uint64_t)i, (uint32_t)j);
+            // 4 entries per counter, two Box-Muller pairs: the entries of infl_proj_entry, each counter and pair once
+            for (int j0 = 0; j0 < k; j0 += 4) {
+                infl_rng4 w = infl_rng_words(seed, INFL_RNG_PROJECT, index, (uint32_t)(j0 >> 2));
+                for (int j = j0; j < k && j < j0 + 4; j += 2) {
+                    float e[2];
+                    infl_proj_gauss_pair(&w, (j >> 1) & 1, e);
+                    o[j] = scale * e[0];
+                    if (j + 1 < k) o[j + 1] = scale * e[1];
+                }
+            }
         }
     }
     return INFL_OK;

@@ -202,6 +202,8 @@ infl_status index_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_f
                        infl_rank_result **out);
 // index_self: r->N and r->self; data (size) gets the indexed training data reference.
 infl_status index_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_result *r, char *data, size_t size);
+// The index rows they read and score per chunk, for an index of width k and N rows.
+int index_chunk_rows(int k, int64_t N);
 
 // infl_rank with an optional block callback.
 infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,

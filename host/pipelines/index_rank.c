@@ -32,6 +32,11 @@ int index_has_margin(const infl_model *m);
 void index_margin_rows(float *phi, float *q, const float *loss, int b, int k, int margin);
 
 #define IX_MAX_FILES 64
+// Rows per chunk (index_chunk_rows): about 1 MiB of float32 φ, so that a chunk stays in cache through
+// its passes (read, float16 conversion, row factors, upload, the GEMM's packing): 16x the rows made
+// scoring 1.6-3.5x slower on the CPU (bench_index).
+#define IX_CHUNK_FLOATS 262144
+#define IX_KERNEL_FLOATS 4194304  // the kernel's float GEMMs (trak, if): about 4 Mi entries of φ each
 
 // The preconditioner of one checkpoint: per block [b0, b0 + bn) of φ, Vt (bn, bn) backend (rows
 // the eigenvectors) and d (bn) = 1/(w + λ) backend.
@@ -152,10 +157,13 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
     GOTO_IF(ctx, mb > 8192, INFL_E_ARG,
             "%s: --method %s inverts a %d x %d kernel: at most 8192 (an index of smaller --dim, or a kron index)",
             store_index_path(f->r), infl_method_name(o->method), mb, mb);
-    // K_b (bn, bn) = Σ over row chunks of Φ_bᵀ Φ_b (float GEMMs, added in float64 per chunk)
+    // K_b (bn, bn) = Σ over groups of G row chunks of Φ_bᵀ Φ_b: float GEMMs accumulated on the backend over
+    // about IX_KERNEL_FLOATS entries of φ (G chunks), added in float64 per group
     size_t kk = 0;
     for (int b = 0; b < p->nb; b++) kk += (size_t)p->bn[b] * p->bn[b];
-    CHECK(infl_be_alloc_hint(ctx, (void **)&K, (size_t)mb * mb * sizeof(float), "a kernel block", NULL));
+    int G = (int)(IX_KERNEL_FLOATS / k / s->R), g = 0;
+    G = G < 1 ? 1 : G;
+    CHECK(infl_be_alloc_hint(ctx, (void **)&K, kk * sizeof(float), "the kernel", NULL));
     hK = infl_malloc(ctx, (size_t)mb * mb * sizeof(float), "a kernel block");
     dK = infl_calloc(ctx, kk, sizeof(double), "the kernel");
     GOTO_NOMEM_IF(!hK || !dK);
@@ -168,14 +176,16 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
         rc = ix_load(s, f, c, r0, n);
         if (rc < 0) break;
         size_t at = 0;
+        bool first = g == 0, last = ++g == G || r0 + n >= s->N;
         for (int b = 0; b < p->nb && rc == INFL_OK; b++) {
             int bn = p->bn[b];
-            rc = be->sgemm(ctx, INFL_T, INFL_N, bn, bn, n, 1.0f, s->dphi + p->b0[b], k, s->dphi + p->b0[b], k, 0.0f, K,
-                           bn);
-            if (rc == INFL_OK) rc = be->download(ctx, hK, K, (size_t)bn * bn * sizeof(float));
-            for (size_t i = 0; rc == INFL_OK && i < (size_t)bn * bn; i++) dK[at + i] += hK[i];
+            rc = be->sgemm(ctx, INFL_T, INFL_N, bn, bn, n, 1.0f, s->dphi + p->b0[b], k, s->dphi + p->b0[b], k,
+                           first ? 0.0f : 1.0f, K + at, bn);
+            if (rc == INFL_OK && last) rc = be->download(ctx, hK, K + at, (size_t)bn * bn * sizeof(float));
+            for (size_t i = 0; rc == INFL_OK && last && i < (size_t)bn * bn; i++) dK[at + i] += hK[i];
             at += (size_t)bn * bn;
         }
+        if (last) g = 0;
         if (rc == INFL_OK && infl_cancelled(ctx)) rc = infl_seterr(ctx, INFL_E_INTERRUPTED, "interrupted");
         if (rc < 0) break;
         infl_progress(ctx, "kernel", (uint64_t)(r0 + n), (uint64_t)s->N, infl_method_name(o->method));
@@ -460,6 +470,12 @@ done:
     return rc;
 }
 
+int index_chunk_rows(int k, int64_t N) {
+    int64_t R = IX_CHUNK_FLOATS / k;
+    R = R < 64 ? 64 : R > 16384 ? 16384 : R;
+    return (int)(R > N ? N : R);
+}
+
 // Opens the index files of o->index and checks that they index the same training rows.
 static infl_status ix_open(infl_ctx *ctx, ix_state *s, const infl_rank_options *o) {
     memset(s, 0, sizeof *s);
@@ -502,9 +518,7 @@ static infl_status ix_open(infl_ctx *ctx, ix_state *s, const infl_rank_options *
               "or one index",
               s->nf);
     s->N = s->f[0].in->N;
-    int64_t R = (int64_t)(4194304 / kmax);
-    s->R = (int)(R < 64 ? 64 : R > 16384 ? 16384 : R);
-    if (s->R > s->N) s->R = (int)s->N;
+    s->R = index_chunk_rows(kmax, s->N);
     s->hphi = infl_malloc(ctx, (size_t)s->R * kmax * sizeof(float), "index rows");
     s->hq = infl_malloc(ctx, (size_t)s->R * sizeof(float), "index rows");
     s->qbar = infl_malloc(ctx, (size_t)s->R * sizeof(double), "index rows");

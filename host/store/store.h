@@ -397,6 +397,9 @@ infl_status store_index_run(infl_ctx *ctx, const char *list, char *run, size_t r
 // float32 <-> IEEE half (round to nearest even; values beyond ±65504 become ±Inf).
 uint16_t infl_f32_to_f16(float f);
 float infl_f16_to_f32(uint16_t h);
+// The same over n values: out (n) = each of in (n) converted (F16C's instructions where the CPU has them).
+void infl_f32_to_f16_n(uint16_t *out, const float *in, size_t n);
+void infl_f16_to_f32_n(float *out, const uint16_t *in, size_t n);
 
 // ---- lds state files ----
 
