@@ -85,8 +85,8 @@ infl_status store_lds_read(infl_ctx *ctx, const char *path, infl_lds_state *s) {
         hid_t d = H5Dopen2(f, names[i], H5P_DEFAULT);
         h5u_dinfo di;
         // a state of fewer models grows: its rows fill the first ones (model k is keyed by k)
-        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.dims[0] == (hsize_t)models &&
-                 (i == 1 || (di.rank == 2 && di.dims[1] == (hsize_t)s->M));
+        int ok = d >= 0 && h5u_dset_info(d, &di) >= 0 && di.rank == (i ? 1 : 2) && di.dims[0] == (hsize_t)models &&
+                 (i == 1 || di.dims[1] == (hsize_t)s->M);
         herr_t e = ok ? H5Dread(d, i ? H5T_NATIVE_INT32 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                 i ? (void *)s->done : (void *)s->outputs)
                       : -1;

@@ -47,7 +47,7 @@ void fz_out_free(fz_out *o);
 // fields: GROUP (parent, name), DATASET (parent, name, type, space, layout, data),
 // ATTRIBUTE (object, name, type, space, data), LINK (parent, name, kind, target) and
 // NAMED TYPE (parent, name, type). Names come from a dictionary of infl's schema or are
-// literal; sizes and dimensions are LEB128 varints; data are raw bytes, a constant from
+// literal; sizes and dimensions (always three, whatever the rank) are LEB128 varints; data are raw bytes, a constant from
 // a table of hostile values (0, -1, 2^31 - 1, NaN, Inf, 1e30, ...), a ramp, or nothing
 // (the fill value). So every input is a well-formed HDF5 file, written through the HDF5
 // API, whose contents are what the fuzzer chose: what is fuzzed is what infl does with
@@ -79,7 +79,9 @@ FILE *fz_sink(size_t cap);
 void fz_before(infl_ctx *ctx);
 void fz_after(infl_ctx *ctx, infl_status rc, const char *call);
 // When every handle is closed: no HDF5 object of any file may stay open (else abort: a
-// leaked handle, which also keeps the file open).
+// leaked handle, which also keeps the file open), nor more dataspace, datatype or
+// property-list ids than after fz_ctx's warm-up (a leaked id: HDF5 memory that
+// LeakSanitizer cannot tell from libhdf5's own, lsan.supp).
 void fz_check_closed(const char *after);
 
 // The settings of the lds state the seed generator writes and the lds harness reads

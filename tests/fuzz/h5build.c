@@ -174,9 +174,13 @@ static void read_name(fz_in *in, char *buf, size_t size) {
     if (len == 0 || strcmp(buf, ".") == 0) snprintf(buf, size, "_");
 }
 
-// A dataspace: scalar, 1 to 3 dimensions, or null; at most 2^max_log2 elements.
+// A dataspace: scalar, 1 to 3 dimensions, or null; at most 2^max_log2 elements. Three
+// dimensions are always read, the unused ones too, so that a mutated rank keeps the
+// program's layout (rank 1 [4] becomes rank 2 [4, 1], a byte away from [4, 3]).
 static hid_t read_space(fz_in *in, int max_log2, int *rank, hsize_t *dims, uint64_t *nelem) {
     int r = fz_u8(in) % 5;
+    uint64_t max = (uint64_t)1 << max_log2, all[3];
+    for (int i = 0; i < 3; i++) all[i] = fz_var(in);
     *nelem = 1;
     *rank = r == 4 ? -1 : r;
     if (r == 0) return H5Screate(H5S_SCALAR);
@@ -184,9 +188,8 @@ static hid_t read_space(fz_in *in, int max_log2, int *rank, hsize_t *dims, uint6
         *nelem = 0;
         return H5Screate(H5S_NULL);
     }
-    uint64_t max = (uint64_t)1 << max_log2;
     for (int i = 0; i < r; i++) {
-        uint64_t d = fz_var(in);
+        uint64_t d = all[i];
         if (d > max) d = max;
         if (d && *nelem > max / d) d = max / *nelem;  // keep the product under the cap
         dims[i] = d;
@@ -459,7 +462,6 @@ int h5b_build(const char *path, const uint8_t *prog, size_t n) {
 typedef struct {
     fz_out *o;
     int nobjs, ngroups;
-    int err;
 } encoder;
 
 static void put_name(fz_out *o, const char *name) {
@@ -505,22 +507,23 @@ static int put_type(fz_out *o, hid_t t) {
     return 1;
 }
 
-// The space of s (rank, dims); *n its elements.
+// The space of s (rank, three dimensions: the unused ones 1); *n its elements.
 static void put_space(fz_out *o, hid_t s, uint64_t *n) {
     *n = 1;
     H5S_class_t sc = H5Sget_simple_extent_type(s);
     int rank = sc == H5S_SIMPLE ? H5Sget_simple_extent_ndims(s) : 0;
-    if (sc == H5S_NULL || rank > 3) {
-        fz_put_u8(o, 4);
-        *n = 0;
-        return;
-    }
     hsize_t dims[H5S_MAX_RANK];
-    H5Sget_simple_extent_dims(s, dims, NULL);
+    if (sc == H5S_NULL || rank > 3) {
+        rank = 4;  // null (or more dimensions than the builder makes)
+        *n = 0;
+    } else {
+        H5Sget_simple_extent_dims(s, dims, NULL);
+    }
     fz_put_u8(o, (uint8_t)rank);
-    for (int i = 0; i < rank; i++) {
-        fz_put_var(o, dims[i]);
-        *n *= dims[i];
+    for (int i = 0; i < 3; i++) {
+        hsize_t d = i < rank && rank < 4 ? dims[i] : 1;
+        fz_put_var(o, d);
+        if (i < rank && rank < 4) *n *= d;
     }
 }
 
@@ -632,10 +635,10 @@ static void put_group(encoder *E, hid_t g, int gidx) {
 int h5b_encode(const char *path, fz_out *o) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return -1;
-    encoder E = {o, 1, 1, 0};
+    encoder E = {o, 1, 1};
     fz_put_u8(o, 0);  // file flags: the default format
     put_attrs(&E, f);  // root: object 0 (E.nobjs - 1)
     put_group(&E, f, 0);
     H5Fclose(f);
-    return E.err;
+    return 0;
 }
