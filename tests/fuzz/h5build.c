@@ -273,12 +273,37 @@ static hid_t read_data(fz_in *in, hid_t t, int vstr, int vlen, uint64_t n, void 
     return cls == H5T_INTEGER ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE;
 }
 
-static void free_data(hid_t mt, void *buf, char **strs, uint64_t n) {
-    if (strs)
-        for (uint64_t i = 0; i < n; i++) free(strs[i]);
-    free(strs);
-    free(buf);
-    if (mt >= 0 && mt != H5T_NATIVE_INT64 && mt != H5T_NATIVE_DOUBLE) H5Tclose(mt);
+// A typed value of the program: its type, space and data (what a dataset and an
+// attribute are made of).
+typedef struct {
+    hid_t t, s, mt;  // type, space, memory type to write with (invalid: nothing to write)
+    int rank;
+    hsize_t dims[3];
+    uint64_t n;      // elements
+    void *buf;
+    char **strs;     // (n) variable-length strings
+} value;
+
+// Type, space (at most 2^max_log2 elements), a dataset's layout byte when `layout` is
+// not NULL, then the data.
+static void read_value(fz_in *in, int max_log2, int *layout, value *v) {
+    int vstr, vlen;
+    v->t = read_type(in, &vstr, &vlen);
+    v->s = read_space(in, max_log2, &v->rank, v->dims, &v->n);
+    if (layout) *layout = fz_u8(in) % N_LAYOUTS;
+    v->mt = read_data(in, v->t, vstr, vlen, v->n, &v->buf, &v->strs);
+}
+
+static const void *value_data(const value *v) { return v->strs ? (void *)v->strs : v->buf; }
+
+static void value_free(value *v) {
+    if (v->strs)
+        for (uint64_t i = 0; i < v->n; i++) free(v->strs[i]);
+    free(v->strs);
+    free(v->buf);
+    if (v->mt >= 0 && v->mt != H5T_NATIVE_INT64 && v->mt != H5T_NATIVE_DOUBLE) H5Tclose(v->mt);
+    if (v->s >= 0) H5Sclose(v->s);
+    if (v->t >= 0) H5Tclose(v->t);
 }
 
 // ---- the builder ----
@@ -313,71 +338,55 @@ static void op_dataset(fz_in *in, builder *b) {
     int parent = pick_group(in, b);
     char name[80];
     read_name(in, name, sizeof name);
-    int vstr, vlen, rank;
-    hsize_t dims[3];
-    uint64_t n;
-    hid_t t = read_type(in, &vstr, &vlen);
-    hid_t s = read_space(in, MAX_ELEMS_LOG2, &rank, dims, &n);
-    int layout = fz_u8(in) % N_LAYOUTS;
-    void *buf;
-    char **strs;
-    hid_t mt = read_data(in, t, vstr, vlen, n, &buf, &strs);
+    int layout;
+    value v;
+    read_value(in, MAX_ELEMS_LOG2, &layout, &v);
+    const int rank = v.rank, chunked = rank > 0 && (layout == LAYOUT_CHUNK || layout == LAYOUT_DEFLATE);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), d = H5I_INVALID_HID;
     hid_t pg = H5Gopen2(b->file, b->objs[parent].path, H5P_DEFAULT);
-    if (t < 0 || s < 0 || dcpl < 0 || pg < 0 || b->nobjs >= MAX_OBJS) goto done;
-    if (rank > 0 && (layout == LAYOUT_CHUNK || layout == LAYOUT_DEFLATE)) {
+    if (v.t < 0 || v.s < 0 || dcpl < 0 || pg < 0 || b->nobjs >= MAX_OBJS) goto done;
+    if (chunked) {
         // extendible in every dimension, as infl's documents are; chunks of up to 64
         hsize_t chunk[3], maxd[3];
         for (int i = 0; i < rank; i++) {
-            chunk[i] = dims[i] == 0 ? 1 : dims[i] < 64 ? dims[i] : 64;
+            chunk[i] = v.dims[i] == 0 ? 1 : v.dims[i] < 64 ? v.dims[i] : 64;
             maxd[i] = H5S_UNLIMITED;
         }
-        H5Sset_extent_simple(s, rank, dims, maxd);
+        H5Sset_extent_simple(v.s, rank, v.dims, maxd);
         H5Pset_chunk(dcpl, rank, chunk);
         if (layout == LAYOUT_DEFLATE) H5Pset_deflate(dcpl, 1);
     } else if (layout == LAYOUT_COMPACT) {
         H5Pset_layout(dcpl, H5D_COMPACT);
     }
-    d = H5Dcreate2(pg, name, t, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (d < 0 && rank > 0 && (layout == LAYOUT_CHUNK || layout == LAYOUT_DEFLATE)) {
+    d = H5Dcreate2(pg, name, v.t, v.s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (d < 0 && chunked) {
         hsize_t one[3] = {1, 1, 1};  // the chunk was too large for its type: chunks of one element
         H5Pset_chunk(dcpl, rank, one);
-        d = H5Dcreate2(pg, name, t, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        d = H5Dcreate2(pg, name, v.t, v.s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     }
     if (d < 0) goto done;
     add_obj(b, parent, name, 0);
-    if (mt >= 0) H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, strs ? (void *)strs : buf);
+    if (v.mt >= 0) H5Dwrite(d, v.mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, value_data(&v));
 done:
-    free_data(mt, buf, strs, n);
+    value_free(&v);
     if (d >= 0) H5Dclose(d);
     if (pg >= 0) H5Gclose(pg);
     if (dcpl >= 0) H5Pclose(dcpl);
-    if (s >= 0) H5Sclose(s);
-    if (t >= 0) H5Tclose(t);
 }
 
 static void op_attr(fz_in *in, builder *b) {
     int target = (int)(fz_var(in) % (uint64_t)b->nobjs);
     char name[80];
     read_name(in, name, sizeof name);
-    int vstr, vlen, rank;
-    hsize_t dims[3];
-    uint64_t n;
-    hid_t t = read_type(in, &vstr, &vlen);
-    hid_t s = read_space(in, 12, &rank, dims, &n);  // 4,096 elements at most
-    void *buf;
-    char **strs;
-    hid_t mt = read_data(in, t, vstr, vlen, n, &buf, &strs);
+    value v;
+    read_value(in, 12, NULL, &v);  // 4,096 elements at most
     hid_t o = H5Oopen(b->file, b->objs[target].path, H5P_DEFAULT), a = H5I_INVALID_HID;
-    if (t < 0 || s < 0 || o < 0 || n > MAX_ATTR_ELEMS) goto done;
-    a = H5Acreate2(o, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
-    if (a >= 0 && mt >= 0) H5Awrite(a, mt, strs ? (void *)strs : buf);
-done:
-    free_data(mt, buf, strs, n);
+    if (v.t >= 0 && v.s >= 0 && o >= 0 && v.n <= MAX_ATTR_ELEMS)
+        a = H5Acreate2(o, name, v.t, v.s, H5P_DEFAULT, H5P_DEFAULT);
+    if (a >= 0 && v.mt >= 0) H5Awrite(a, v.mt, value_data(&v));
+    value_free(&v);
     if (a >= 0) H5Aclose(a);
     if (o >= 0) H5Oclose(o);
-    if (s >= 0) H5Sclose(s);
-    if (t >= 0) H5Tclose(t);
 }
 
 static void op_link(fz_in *in, builder *b) {

@@ -52,7 +52,7 @@ run_one() {
   local d=$out/$h
   mkdir -p "$d/corpus" "$d/found" "$d/ours" "$d/hdf5"
   nice -n 10 "$bin" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
-    -max_total_time=$((minutes * 60)) -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+    -max_total_time="$(awk "BEGIN { print int($minutes * 60) }")" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -artifact_prefix="$d/found/" "$d/corpus" "$seeds" >"$d/run.log" 2>&1 || true
   for f in "$d"/found/*; do
     [ -f "$f" ] || continue
@@ -67,7 +67,7 @@ run_one() {
     else
       report=$(cat "$f.txt")
     fi
-    first=$(grep -E '^ +#[0-9]+ ' <<<"$report" | grep -oE 'libhdf5[^ )]*|/host/[^ :]*|/tests/fuzz/[^ :]*' |
+    first=$(grep -E '^ +#[0-9]+ ' <<<"$report" | grep -oE 'libhdf5[^ )]*|/host/[^ :]+\.[ch]:|/tests/fuzz/[^ :]+\.[ch]:' |
       head -1 || true)
     case "$first" in
       libhdf5*) mv "$f" "$f.txt" "$d/hdf5/" ;;
@@ -91,7 +91,7 @@ for h in "${hs[@]}"; do
   # fork mode's progress lines: "#EXECS: cov: ... exec/s: R ..."
   last=$(grep -E '^#[0-9]+: cov' "$d/run.log" | tail -1 || true)
   execs=$(sed -E 's/^#([0-9]+):.*/\1/' <<<"$last")
-  rate=$(grep -oE 'exec/s: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
+  rate=$(grep -oE 'exec/s:? [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
   corpus=$(find "$d/corpus" -type f | wc -l)
   ours=$(find "$d/ours" -type f ! -name '*.txt' | wc -l)
   hdf5=$(find "$d/hdf5" -type f ! -name '*.txt' | wc -l)
