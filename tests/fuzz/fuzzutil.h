@@ -57,8 +57,11 @@ void fz_out_free(fz_out *o);
 // refused to create it.
 int h5b_build(const char *path, const uint8_t *prog, size_t n);
 // Appends to o the program that rebuilds the HDF5 file `path` (groups, datasets with
-// their types, shapes, layouts and data, attributes); 0 on success.
-int h5b_encode(const char *path, fz_out *o);
+// their types, shapes, layouts and data, attributes); with reshape = k >= 0, its k-th
+// dataset gets one more dimension, of 3, and no data (a hostile variant: a reader that
+// checks the length but not the rank reads past its buffer). Returns the number of
+// datasets, or -1 when the file cannot be opened.
+int h5b_encode(const char *path, int reshape, fz_out *o);
 
 // ---- the harnesses' process ----
 

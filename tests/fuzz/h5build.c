@@ -471,6 +471,8 @@ int h5b_build(const char *path, const uint8_t *prog, size_t n) {
 typedef struct {
     fz_out *o;
     int nobjs, ngroups;
+    int ndsets;   // datasets encoded so far
+    int reshape;  // the index of the dataset to reshape, or -1
 } encoder;
 
 static void put_name(fz_out *o, const char *name) {
@@ -534,6 +536,17 @@ static void put_space(fz_out *o, hid_t s, uint64_t *n) {
         fz_put_var(o, d);
         if (i < rank && rank < 4) *n *= d;
     }
+}
+
+// The space of s with one more dimension, of 3 (scalar: [3]; three dimensions: as is).
+static void put_reshaped(fz_out *o, hid_t s) {
+    hsize_t dims[H5S_MAX_RANK] = {1, 1, 1};
+    int rank = H5Sget_simple_extent_type(s) == H5S_SIMPLE ? H5Sget_simple_extent_ndims(s) : 0;
+    if (rank > 3) rank = 3;
+    if (rank > 0) H5Sget_simple_extent_dims(s, dims, NULL);
+    if (rank < 3) dims[rank++] = 3;
+    fz_put_u8(o, (uint8_t)rank);
+    for (int i = 0; i < 3; i++) fz_put_var(o, i < rank ? dims[i] : 1);
 }
 
 // The data of a dataset (attr < 0) or an attribute (dset < 0), raw, or DATA_NONE.
@@ -624,8 +637,13 @@ static void put_group(encoder *E, hid_t g, int gidx) {
             fz_put_var(E->o, (uint64_t)gidx);
             put_name(E->o, name);
             int typed = put_type(E->o, t);
-            uint64_t nel;
-            put_space(E->o, s, &nel);
+            uint64_t nel = 0;
+            if (E->ndsets++ == E->reshape) {
+                put_reshaped(E->o, s);
+                typed = 0;  // its data no longer fit: the fill value
+            } else {
+                put_space(E->o, s, &nel);
+            }
             H5D_layout_t lay = H5Pget_layout(dcpl);
             fz_put_u8(E->o, lay == H5D_CHUNKED ? (H5Pget_nfilters(dcpl) > 0 ? LAYOUT_DEFLATE : LAYOUT_CHUNK)
                             : lay == H5D_COMPACT ? LAYOUT_COMPACT
@@ -641,13 +659,13 @@ static void put_group(encoder *E, hid_t g, int gidx) {
     }
 }
 
-int h5b_encode(const char *path, fz_out *o) {
+int h5b_encode(const char *path, int reshape, fz_out *o) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return -1;
-    encoder E = {o, 1, 1};
-    fz_put_u8(o, 0);  // file flags: the default format
+    encoder E = {o, 1, 1, 0, reshape};
+    fz_put_u8(o, 0);   // file flags: the default format
     put_attrs(&E, f);  // root: object 0 (E.nobjs - 1)
     put_group(&E, f, 0);
     H5Fclose(f);
-    return 0;
+    return E.ndsets;
 }

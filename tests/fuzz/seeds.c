@@ -7,8 +7,9 @@
  * and a tiny GPT, fits EK-FAC factors, ranks with the full score matrix and writes an
  * lds state; then writes each harness's inputs: options bytes and the text or IDX
  * files, and for the HDF5 harnesses a header and the builder's program of each file
- * (h5b_encode). OUTDIR/<harness>/ holds them; OUTDIR/raw/<harness>/ the HDF5 files as
- * they are, for the raw harnesses of the long run.
+ * (h5b_encode) with its variants, one dataset reshaped each. OUTDIR/<harness>/ holds
+ * them; OUTDIR/raw/<harness>/ the HDF5 files as they are, for the raw harnesses of the
+ * long run.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -77,11 +78,23 @@ static uint8_t *slurp(const char *path, size_t *n) {
     return b;
 }
 
-// An HDF5 harness's seed: header then the program that rebuilds file; and the raw file.
-static void h5seed(const char *harness, const char *name, const uint8_t *hdr, size_t nh, const char *file) {
+#define MAX_VARIANTS 32  // reshaped variants of a file (h5b_encode)
+
+// An HDF5 harness's seed: header then the program that rebuilds file, and with
+// `variants` one seed per dataset (up to MAX_VARIANTS) that reshapes it; and the raw file.
+static void h5seed(const char *harness, const char *name, const uint8_t *hdr, size_t nh, const char *file,
+                   int variants) {
     fz_out prog = {0};
-    if (h5b_encode(file, &prog) != 0) die(file, NULL);
+    int nd = h5b_encode(file, -1, &prog);
+    if (nd < 0) die(file, NULL);
     seed(harness, name, hdr, nh, prog.p, prog.n);
+    for (int k = 0; variants && k < nd && k < MAX_VARIANTS; k++) {
+        char vname[128];
+        snprintf(vname, sizeof vname, "%s-reshape-%d", name, k);
+        prog.n = 0;
+        h5b_encode(file, k, &prog);
+        seed(harness, vname, hdr, nh, prog.p, prog.n);
+    }
     fz_out_free(&prog);
     size_t n;
     uint8_t *raw = slurp(file, &n);
@@ -334,27 +347,27 @@ static void h5_seeds(void) {
     for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
         char name[64];
         snprintf(name, sizeof name, "%s-train", ds[i]);
-        h5seed("dataset", name, d0, 4, wpath(ds[i]));
+        h5seed("dataset", name, d0, 4, wpath(ds[i]), 1);
         snprintf(name, sizeof name, "%s-test", ds[i]);
-        h5seed("dataset", name, d1, 4, wpath(ds[i]));
+        h5seed("dataset", name, d1, 4, wpath(ds[i]), 0);
         snprintf(name, sizeof name, "%s-range", ds[i]);
-        h5seed("dataset", name, d2, 4, wpath(ds[i]));
+        h5seed("dataset", name, d2, 4, wpath(ds[i]), 0);
     }
     static const uint8_t r0[] = {0, 1};
-    h5seed("run", "mlp", r0, 2, wpath("run.h5"));
-    h5seed("run", "gpt", r0, 2, wpath("gpt.h5"));
+    h5seed("run", "mlp", r0, 2, wpath("run.h5"), 1);
+    h5seed("run", "gpt", r0, 2, wpath("gpt.h5"), 1);
     static const uint8_t z[] = {0};
-    h5seed("factors", "mlp", z, 1, wpath("factors.h5"));
-    h5seed("factors", "gpt", z, 1, wpath("gptfactors.h5"));
+    h5seed("factors", "mlp", z, 1, wpath("factors.h5"), 1);
+    h5seed("factors", "gpt", z, 1, wpath("gptfactors.h5"), 1);
     static const uint8_t s0[] = {5, 3};
-    h5seed("scores", "rank", s0, 2, wpath("scores.h5"));
-    h5seed("scores", "self", s0, 2, wpath("self.h5"));
+    h5seed("scores", "rank", s0, 2, wpath("scores.h5"), 1);
+    h5seed("scores", "self", s0, 2, wpath("self.h5"), 1);
     static const uint8_t l0[] = {3, 2};  // 4 models, 3 queries: the state's own
-    h5seed("lds", "state", l0, 2, wpath("lds.h5"));
+    h5seed("lds", "state", l0, 2, wpath("lds.h5"), 1);
     static const char *const all[] = {"fm.h5",  "fmflip.h5",  "csv.h5",     "csvreg.h5", "docs.h5", "docsbpe.h5",
                                       "run.h5", "gpt.h5",     "factors.h5", "gptfactors.h5", "scores.h5",
                                       "self.h5", "lds.h5"};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) h5seed("info", all[i], z, 1, wpath(all[i]));
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) h5seed("info", all[i], z, 1, wpath(all[i]), 0);
 }
 
 static void rm_work(void) {
