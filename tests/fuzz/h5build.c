@@ -10,7 +10,8 @@
  * too large) is skipped. Sizes are capped where writing them would be the builder's
  * cost rather than the reader's: a dataset's data is written only up to 2^16
  * elements (a larger one, up to 2^48 elements, is left to its fill value), an
- * attribute holds at most 4,096.
+ * attribute holds at most 4,096 elements and 1 MiB (libhdf5 allocates a new
+ * attribute's whole value: a 4 GiB string attribute in dense storage is 4 GiB).
  */
 #define _POSIX_C_SOURCE 200809L  // strdup
 #include <hdf5.h>
@@ -26,6 +27,7 @@
 #define MAX_WRITE_ELEMS (1 << 16)
 #define MAX_WRITE_BYTES (1 << 21)
 #define MAX_ATTR_ELEMS 4096
+#define MAX_ATTR_BYTES (1 << 20)  // libhdf5 allocates an attribute's whole value when it creates it
 #define MAX_ELEMS_LOG2 48     // a dataset's shape holds at most 2^48 elements
 #define MAX_LINKS 16
 // Links to a group (soft or hard) can make the tree a graph with cycles. `infl info`
@@ -381,7 +383,8 @@ static void op_attr(fz_in *in, builder *b) {
     value v;
     read_value(in, 12, NULL, &v);  // 4,096 elements at most
     hid_t o = H5Oopen(b->file, b->objs[target].path, H5P_DEFAULT), a = H5I_INVALID_HID;
-    if (v.t >= 0 && v.s >= 0 && o >= 0 && v.n <= MAX_ATTR_ELEMS)
+    size_t size = v.t >= 0 ? H5Tget_size(v.t) : 0;
+    if (v.t >= 0 && v.s >= 0 && o >= 0 && v.n <= MAX_ATTR_ELEMS && size <= MAX_ATTR_BYTES / (v.n ? v.n : 1))
         a = H5Acreate2(o, name, v.t, v.s, H5P_DEFAULT, H5P_DEFAULT);
     if (a >= 0 && v.mt >= 0) H5Awrite(a, v.mt, value_data(&v));
     value_free(&v);
