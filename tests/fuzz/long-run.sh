@@ -16,8 +16,9 @@
 # files by itself: heap overflows, use-after-free in H5A/H5O/H5C). The stack looked at
 # is the one that allocated the memory at fault when ASan reports one (our buffer that
 # libhdf5 overran in H5Dread is ours), else the fault's. Read hdf5/ too: a wrong
-# argument of ours can crash inside libhdf5. Last, a table: minutes, executions,
-# executions per second, corpus, findings per harness.
+# argument of ours can crash inside libhdf5. An input that does not fail when replayed
+# alone goes to flaky/. Last, a table: minutes, executions, mean executions per second,
+# corpus, findings per harness.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 minutes=${1:?usage: long-run.sh MINUTES [HARNESS...]}
@@ -50,7 +51,7 @@ run_one() {
   seeds=$out/seeds/${h#raw-}
   [ "${h#raw-}" != "$h" ] && seeds=$out/seeds/raw/${h#raw-}
   local d=$out/$h
-  mkdir -p "$d/corpus" "$d/found" "$d/ours" "$d/hdf5"
+  mkdir -p "$d/corpus" "$d/found" "$d/ours" "$d/hdf5" "$d/flaky"
   nice -n 10 "$bin" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
     -max_total_time="$(awk "BEGIN { print int($minutes * 60) }")" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -artifact_prefix="$d/found/" "$d/corpus" "$seeds" >"$d/run.log" 2>&1 || true
@@ -69,6 +70,10 @@ run_one() {
     fi
     first=$(grep -E '^ +#[0-9]+ ' <<<"$report" | grep -oE 'libhdf5[^ )]*|/host/[^ :]+\.[ch]:|/tests/fuzz/[^ :]+\.[ch]:' |
       head -1 || true)
+    if ! grep -qE 'ERROR|runtime error|^fuzz: ' "$f.txt"; then
+      mv "$f" "$f.txt" "$d/flaky/"  # no failure when replayed alone (libhdf5's state of the run)
+      continue
+    fi
     case "$first" in
       libhdf5*) mv "$f" "$f.txt" "$d/hdf5/" ;;
       *) mv "$f" "$f.txt" "$d/ours/" ;;
@@ -85,15 +90,18 @@ for h in "${hs[@]}"; do
 done
 wait
 
-printf '| harness | minutes | executions | exec/s | corpus | ours | libhdf5 |\n|---|---|---|---|---|---|---|\n'
+printf '| harness | minutes | executions | exec/s | corpus | ours | libhdf5 | flaky |\n|---|---|---|---|---|---|---|---|\n'
 for h in "${hs[@]}"; do
   d=$out/$h
-  # fork mode's progress lines: "#EXECS: cov: ... exec/s: R ..."
+  # fork mode's progress lines: "#EXECS: cov: ... exec/s R ... time: Ss ..."; the mean rate
   last=$(grep -E '^#[0-9]+: cov' "$d/run.log" | tail -1 || true)
   execs=$(sed -E 's/^#([0-9]+):.*/\1/' <<<"$last")
-  rate=$(grep -oE 'exec/s:? [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
+  secs=$(grep -oE ' time: [0-9]+s' <<<"$last" | grep -oE '[0-9]+' || true)
+  rate=$([ -n "$execs" ] && [ -n "$secs" ] && [ "$secs" -gt 0 ] && echo $((execs / secs)) || echo '?')
   corpus=$(find "$d/corpus" -type f | wc -l)
   ours=$(find "$d/ours" -type f ! -name '*.txt' | wc -l)
   hdf5=$(find "$d/hdf5" -type f ! -name '*.txt' | wc -l)
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$h" "$minutes" "${execs:-?}" "${rate:-?}" "$corpus" "$ours" "$hdf5"
+  flaky=$(find "$d/flaky" -type f ! -name '*.txt' | wc -l)
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$h" "$minutes" "${execs:-?}" "${rate:-?}" "$corpus" "$ours" \
+    "$hdf5" "$flaky"
 done
