@@ -81,14 +81,31 @@ run_one() {
   done
 }
 
+# the temporary files of harness processes that crashed (atexit did not run), and
+# libomp's registration files of those processes, under /dev/shm (fuzzutil.c, fz_tmp)
+clean_tmp() {
+  local f p
+  for f in /dev/shm/infl-fuzz-* /dev/shm/__KMP_REGISTERED_LIB_*; do
+    [ -e "$f" ] || continue
+    p=$(basename "$f" | grep -oE '[0-9]+' | head -1)
+    [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null && rm -f "$f"
+  done
+  return 0
+}
+trap clean_tmp EXIT
+
 # two at a time
 i=0
 for h in "${hs[@]}"; do
   run_one "$h" &
   i=$((i + 1))
-  if [ $((i % 2)) -eq 0 ]; then wait; fi
+  if [ $((i % 2)) -eq 0 ]; then
+    wait
+    clean_tmp
+  fi
 done
 wait
+clean_tmp
 
 printf '| harness | minutes | executions | exec/s | corpus | ours | libhdf5 | flaky |\n|---|---|---|---|---|---|---|---|\n'
 for h in "${hs[@]}"; do
