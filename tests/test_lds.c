@@ -11,6 +11,8 @@
  *  - infl compare: identical, negated and mismatched scores files;
  *  - bad input: a scores file without /scores or for other queries, a state file
  *    of other settings, a run without training options;
+ *  - a state file whose /done is not 1-D is refused, not read past the caller's array
+ *    (found by fuzzing, tests/fuzz);
  *  - GPT runs: a GPT trained on a seeded subset of documents is, bit for bit, the GPT
  *    trained on that subset written out as its own documents (one shard), and sees
  *    only the subset's documents in several shards; lds on a GPT records each
@@ -720,4 +722,41 @@ Test(lds, subsets_are_of_one_size) {
                 cr_assert_eq(kept, want, "n %lld, fraction %g, draw %d: %lld rows kept", (long long)n, fr[b], draw,
                              (long long)kept);
             }
+}
+
+// Fuzzing (tests/fuzz, fuzz_lds): /done of the right length but 2-D ([models, 3]) was
+// read whole into the caller's `models` flags, past their end (ASan: heap overflow).
+Test(lds, state_with_2d_done_is_refused) {
+    infl_ctx *ctx = tu_ctx();
+    const char *path = tu_path("state.h5");
+    infl_lds_state s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.run, sizeof s.run, "r.h5");
+    snprintf(s.query, sizeof s.query, "q.h5:/test[0:2]");
+    snprintf(s.fingerprint, sizeof s.fingerprint, "fp");
+    s.models = 2, s.M = 2, s.epochs = 1, s.fraction = 0.5, s.seed = 3;
+    double out[4] = {0, 1, 2, 3};
+    int32_t done[2] = {1, 0};
+    s.outputs = out, s.done = done;
+    cr_assert_eq(store_lds_write(ctx, path, &s), INFL_OK, "%s", infl_ctx_error(ctx));
+    // /done replaced by int32 [2, 3]
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    cr_assert(H5Ldelete(f, "done", H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {2, 3};
+    int32_t big[6] = {1, 1, 1, 1, 1, 1};
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t d = H5Dcreate2(f, "done", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, big) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Fclose(f);
+    int32_t *flags = calloc(2, sizeof *flags);  // exactly models flags, so ASan sees an overrun
+    double back[4];
+    s.outputs = back, s.done = flags;
+    cr_assert_eq(store_lds_read(ctx, path, &s), INFL_E_FORMAT, "%s", infl_ctx_error(ctx));
+    cr_assert(strstr(infl_ctx_error(ctx), "/done"), "%s", infl_ctx_error(ctx));
+    free(flags);
+    infl_ctx_free(ctx);
 }

@@ -341,6 +341,22 @@ Test(tok, bpe_encode_matches_learner) {
     infl_ctx_free(ctx);
 }
 
+// Fuzzing (tests/fuzz, fuzz_text): `import text --bpe` whose documents all go to /test
+// learns on no documents, with no text at all (NULL); the learner offset that NULL
+// (undefined behaviour: clang's UBSan stops there; gcc's does not check NULL + 0).
+// No documents learn no merges.
+Test(tok, bpe_no_documents) {
+    infl_ctx *ctx = tu_ctx();
+    infl_tokenizer t;
+    tok_learn_stats st;
+    cr_assert_eq(tok_learn_bpe(ctx, NULL, NULL, 0, 300, 2, &t, &st), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(t.n_merges, 0);
+    cr_assert_eq(t.vocab, INFL_TOK_BASE_VOCAB);
+    cr_assert_eq(st.tokens_before, 0);
+    store_tok_clear(&t);
+    infl_ctx_free(ctx);
+}
+
 Test(tok, check_and_store_round_trip) {
     infl_ctx *ctx = tu_ctx();
     int32_t m[6] = {'a', 'b', 257, 'c', 'x', 258};

@@ -255,7 +255,7 @@ infl_status tok_learn_bpe(infl_ctx *ctx, const uint8_t *text, const int64_t *off
     GOTO_IF(ctx, pmap_init(&L.map, 1 << 16) < 0, INFL_E_NOMEM, "out of memory for the BPE pair table");
 
     // the bytes, linked within each document, and every adjacent pair counted
-    const uint8_t *base = text + (ndocs > 0 ? offsets[0] : 0);
+    const uint8_t *base = ndocs > 0 ? text + offsets[0] : text;  // no documents: text may be NULL
     for (int64_t d = 0; d < ndocs; d++) {
         int32_t b = (int32_t)(offsets[d] - offsets[0]), e = (int32_t)(offsets[d + 1] - offsets[0]);
         for (int32_t i = b; i < e; i++) {

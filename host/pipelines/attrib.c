@@ -5,6 +5,7 @@
  * gradients and the inverse-Hessian solve of influence functions, and the attributes
  * of scores files.
  */
+#define _POSIX_C_SOURCE 200809L  // strtok_r
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>

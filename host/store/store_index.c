@@ -17,6 +17,7 @@
 #include "store_private.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define INFL_F16C 1
 #endif
@@ -73,9 +74,20 @@ __attribute__((target("avx,f16c"))) static size_t f16_to_f32_x86(float *out, con
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
     return i;
 }
+// CPUID leaf 1: ECX bit 29 F16C, bit 28 AVX, bit 27 OSXSAVE; and the OS saves the YMM state
+// (XCR0 bits 1 and 2). (gcc's __builtin_cpu_supports knows "f16c", clang 14's does not.)
 static int have_f16c(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    static int known = -1;
+    if (known >= 0) return known;
+    unsigned a, b, c, d;
+    int ok = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1) && (c >> 28 & 1) && (c >> 27 & 1);
+    if (ok) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        ok = (lo & 6u) == 6u;
+    }
+    known = ok;
+    return known;
 }
 #endif
 
