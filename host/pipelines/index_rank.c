@@ -18,6 +18,7 @@
  * given damping, or with damping_auto 0.1 × the mean eigenvalue (per block). Signs as
  * DESIGN.md: positive = proponent.
  */
+#define _POSIX_C_SOURCE 200809L  // strtok_r
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
