@@ -512,3 +512,29 @@ Test(hostile, scores_matrix_not_stored) {
     cr_assert_null(r);
     infl_ctx_free(ctx);
 }
+
+// A Shapley state whose `snapshots` attribute claims a million snapshots of 2,000 rows
+// (16 GB) while the file holds one: refused, naming the dataset, before allocating.
+Test(hostile, shapley_state_claims_snapshots) {
+    const char *path = tu_path("sh.h5");
+    infl_ctx *ctx = tu_ctx();
+    enum { n = 2000 };
+    static double sum[n], sum2[n], snapv[n], rs[n], rs2[n], rv[n];
+    int64_t snapp[1] = {10}, rp[1];
+    infl_shapley_state s = {.n = n, .perms = 10, .sum = sum, .sum2 = sum2, .nsnap = 1, .cap = 1,
+                            .snap_perms = snapp, .snap_values = snapv};
+    snprintf(s.fingerprint, sizeof s.fingerprint, "test");
+    ASSERT_OK(ctx, store_shapley_state_write(ctx, path, &s));
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    hid_t a = H5Aopen(f, "snapshots", H5P_DEFAULT);
+    int64_t claim = 1000000;
+    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &claim) >= 0);
+    H5Aclose(a);
+    H5Fclose(f);
+    cap_memory();
+    infl_shapley_state r = {.n = n, .sum = rs, .sum2 = rs2, .cap = 1, .snap_perms = rp, .snap_values = rv};
+    snprintf(r.fingerprint, sizeof r.fingerprint, "test");
+    ASSERT_ERR(ctx, store_shapley_state_read(ctx, path, &r), INFL_E_FORMAT, "/snap_perms");
+    infl_ctx_free(ctx);
+}

@@ -39,20 +39,33 @@ done:
     return rc;
 }
 
+// Opens dataset `name` of f (its shape checked against what is stored, h5u_open_dset) and
+// checks that it holds exactly `count` values: *out the open dataset.
+static infl_status open_exact(infl_ctx *ctx, const char *path, hid_t f, const char *name, hsize_t count, hid_t *out) {
+    char where[64];
+    snprintf(where, sizeof where, "/%s", name);
+    h5u_dinfo di;
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, path, f, name, where, "a dataset of the state", H5P_DEFAULT, h5u_mem_bytes(),
+                                   out, &di));
+    hsize_t have = 1;
+    for (int i = 0; i < di.rank; i++) have *= di.dims[i];
+    if (have != count) {
+        H5Dclose(*out);
+        *out = H5I_INVALID_HID;
+        return infl_seterr(ctx, INFL_E_FORMAT, "%s: /%s is %s: expected %llu values", path, name, di.desc,
+                           (unsigned long long)count);
+    }
+    return INFL_OK;
+}
+
 // Reads dataset `name` of f, which must hold exactly `count` values of mem_type.
 static infl_status read_exact(infl_ctx *ctx, const char *path, hid_t f, const char *name, hid_t mem_type,
                               hsize_t count, void *out) {
-    RETURN_IF(ctx, h5u_obj_type(f, name) != H5O_TYPE_DATASET, INFL_E_FORMAT, "%s: /%s: missing", path, name);
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    h5u_dinfo di;
-    hsize_t have = 0;
-    if (d >= 0 && h5u_dset_info(d, &di) >= 0) {
-        have = 1;
-        for (int i = 0; i < di.rank; i++) have *= di.dims[i];
-    }
-    herr_t e = d >= 0 && have == count ? H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) : -1;
-    if (d >= 0) H5Dclose(d);
-    RETURN_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: expected %llu values", path, name, (unsigned long long)count);
+    hid_t d;
+    FORWARD_IF_ERROR(open_exact(ctx, path, f, name, count, &d));
+    herr_t e = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    H5Dclose(d);
+    RETURN_IF(ctx, e < 0, INFL_E_FORMAT, "%s: /%s: cannot read %llu values", path, name, (unsigned long long)count);
     return INFL_OK;
 }
 
@@ -84,6 +97,12 @@ infl_status store_shapley_state_read(infl_ctx *ctx, const char *path, infl_shapl
     CHECK(read_exact(ctx, path, f, "sum2", H5T_NATIVE_DOUBLE, (hsize_t)n, s->sum2));
     s->nsnap = 0;
     if (nsnap > 0) {
+        // the sizes the attributes claim, against the datasets as stored, before allocating
+        hid_t d;
+        CHECK(open_exact(ctx, path, f, "snap_perms", (hsize_t)nsnap, &d));
+        H5Dclose(d);
+        CHECK(open_exact(ctx, path, f, "snap_values", (hsize_t)nsnap * (hsize_t)n, &d));
+        H5Dclose(d);
         sp = infl_malloc(ctx, (size_t)nsnap * sizeof(int64_t), "snapshots");
         sv = infl_malloc(ctx, (size_t)nsnap * n * sizeof(double), "snapshots");
         GOTO_NOMEM_IF(!sp || !sv);
@@ -99,8 +118,7 @@ done:
     free(sp);
     free(sv);
     if (f >= 0) H5Fclose(f);
-    h5u_unlock();
-    return rc;
+    return h5u_unlock_rc(ctx, rc);
 }
 
 infl_status store_shapley_is_state(infl_ctx *ctx, const char *path) {
