@@ -32,22 +32,18 @@
 #include "cudapair.h"
 
 // A small trained MLP on blobs (SGD, checkpoints every 5 steps), or with no hidden layer (Newton).
+static void small_run(infl_train_options *o, void *u) {
+    o->epochs = 2;
+    o->batch = 16;
+    o->lr = 0.05;
+    o->weight_decay = 1e-2;
+    o->checkpoint_every = 5;
+    o->seed = *(const uint64_t *)u;
+    if (o->nlayers == 1) o->optimizer = INFL_OPT_AUTO;  // convex: Newton to the optimum
+}
+
 static void make_run(const char *data, const char *run, int L, const int *w, uint64_t seed) {
-    infl_ctx *ctx = tu_ctx();
-    infl_train_options o = infl_train_options_default();
-    o.data = tu_ref(3, data, "train");
-    o.nlayers = L;
-    for (int l = 0; l <= L; l++) o.widths[l] = w[l];
-    o.epochs = 2;
-    o.batch = 16;
-    o.lr = 0.05;
-    o.weight_decay = 1e-2;
-    o.checkpoint_every = 5;
-    o.seed = seed;
-    o.force = 1;
-    if (L > 1) o.optimizer = INFL_OPT_SGD;
-    cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_ctx_free(ctx);
+    tu_train_mlp(data, run, L, w, small_run, &seed);
 }
 
 static infl_index_options ix_opts(const char *run, infl_projection p, int dim) {

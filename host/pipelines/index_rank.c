@@ -100,14 +100,14 @@ static void ix_close(ix_state *s) {
     infl_be_free(s->ctx, s->rsum);
 }
 
-// The rows' factor on the train side of checkpoint c: graddot, tracin, if: q_z (the loss's
-// gradient); gradcos: 1/|φ_z|; trak: 1 (q enters as the mean afterwards).
-static void ix_row_factors(const infl_rank_options *o, float *phi, const float *q, int n, int k) {
+// The rows' factor on the train side of checkpoint c for method m: graddot, tracin, if: q_z
+// (the loss's gradient); gradcos: 1/|φ_z|; trak: 1 (q enters as the mean afterwards).
+static void ix_row_factors(infl_method m, float *phi, const float *q, int n, int k) {
     for (int i = 0; i < n; i++) {
         float *p = phi + (size_t)i * k;
         double f = q[i];
-        if (o->method == INFL_METHOD_TRAK) f = 1.0;
-        if (o->method == INFL_METHOD_GRADCOS) {
+        if (m == INFL_METHOD_TRAK) f = 1.0;
+        if (m == INFL_METHOD_GRADCOS) {
             double s = 0;
             for (int j = 0; j < k; j++) s += (double)p[j] * p[j];
             f = s > 0 ? 1.0 / sqrt(s) : 0.0;
@@ -117,12 +117,12 @@ static void ix_row_factors(const infl_rank_options *o, float *phi, const float *
     }
 }
 
-// Reads rows [r0, r0 + n) of checkpoint c of file f, scaled by the method's row factors, into
+// Reads rows [r0, r0 + n) of checkpoint c of file f, scaled by method m's row factors, into
 // s->dphi (n, k) backend; q into s->hq.
-static infl_status ix_load(ix_state *s, ix_file *f, int c, int64_t r0, int n) {
+static infl_status ix_load(ix_state *s, ix_file *f, int c, int64_t r0, int n, infl_method m) {
     int k = f->in->k;
     FORWARD_IF_ERROR(store_index_read(s->ctx, f->r, f->ck[c], r0, n, s->hphi, s->hq));
-    ix_row_factors(s->o, s->hphi, s->hq, n, k);
+    ix_row_factors(m, s->hphi, s->hq, n, k);
     return s->ctx->be->upload(s->ctx, s->dphi, s->hphi, (size_t)n * k * sizeof(float));
 }
 
@@ -168,13 +168,11 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
     hK = infl_malloc(ctx, (size_t)mb * mb * sizeof(float), "a kernel block");
     dK = infl_calloc(ctx, kk, sizeof(double), "the kernel");
     GOTO_NOMEM_IF(!hK || !dK);
-    infl_rank_options ro = *o;
-    ro.method = INFL_METHOD_GRADDOT;  // rows scaled by q (the loss's gradient) for if
-    const infl_rank_options *keep = s->o;
-    if (o->method == INFL_METHOD_IF) s->o = &ro;
+    // the kernel's rows: if's the loss's gradients (scaled by q, as graddot's), trak's the margins'
+    infl_method rows = o->method == INFL_METHOD_IF ? INFL_METHOD_GRADDOT : o->method;
     for (int64_t r0 = 0; r0 < s->N; r0 += s->R) {
         int n = (int)(s->N - r0 < s->R ? s->N - r0 : s->R);
-        rc = ix_load(s, f, c, r0, n);
+        rc = ix_load(s, f, c, r0, n, rows);
         if (rc < 0) break;
         size_t at = 0;
         bool first = g == 0, last = ++g == G || r0 + n >= s->N;
@@ -191,7 +189,6 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
         if (rc < 0) break;
         infl_progress(ctx, "kernel", (uint64_t)(r0 + n), (uint64_t)s->N, infl_method_name(o->method));
     }
-    s->o = keep;
     CHECK(rc);
     // per block: symmetrise, eigendecompose on the backend (float64), d = 1/(w + λ)
     size_t at = 0;
@@ -210,9 +207,12 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
         CHECK(be->syevd(ctx, dw, w, bn));
         CHECK(be->download(ctx, Kb, dw, (size_t)bn * bn * sizeof(double)));
         double *hw = infl_malloc(ctx, (size_t)bn * sizeof(double), "eigenvalues");
-        float *hf = hw ? infl_malloc(ctx, (size_t)bn * bn * sizeof(float), "eigenvectors") : NULL;
-        if (!hf) free(hw);
-        GOTO_NOMEM_IF(!hw || !hf);
+        float *hf = infl_malloc(ctx, (size_t)bn * bn * sizeof(float), "eigenvectors");
+        float *hd = infl_malloc(ctx, (size_t)bn * sizeof(float), "eigenvalues");
+        if (!hw || !hf || !hd) {
+            free(hw), free(hf), free(hd);
+            GOTO_NOMEM_IF(1);
+        }
         rc = be->download(ctx, hw, w, (size_t)bn * sizeof(double));
         double mean = 0;
         for (int i = 0; i < bn; i++) mean += hw[i] > 0 ? hw[i] : 0;
@@ -223,16 +223,15 @@ static infl_status ix_fit_pre(ix_state *s, ix_file *f, int c) {
         for (size_t i = 0; i < (size_t)bn * bn; i++) hf[i] = (float)Kb[i];
         for (int i = 0; i < bn; i++) {
             double e = (hw[i] > 0 ? hw[i] : 0) + lambda;
-            hw[i] = e > 0 ? 1.0 / e : 0.0;
+            hd[i] = e > 0 ? (float)(1.0 / e) : 0.0f;
         }
-        float *hd = (float *)hw;  // the float copy of d, in place
-        for (int i = 0; i < bn; i++) hd[i] = (float)hw[i];
         if (rc == INFL_OK) rc = infl_be_alloc_f(ctx, &p->Vt[b], (size_t)bn * bn, "eigenvectors");
         if (rc == INFL_OK) rc = infl_be_alloc_f(ctx, &p->d[b], (size_t)bn, "eigenvalues");
         if (rc == INFL_OK) rc = be->upload(ctx, p->Vt[b], hf, (size_t)bn * bn * sizeof(float));
         if (rc == INFL_OK) rc = be->upload(ctx, p->d[b], hd, (size_t)bn * sizeof(float));
         free(hw);
         free(hf);
+        free(hd);
         be->release(ctx, dw);
         be->release(ctx, w);
         dw = w = NULL;
@@ -569,7 +568,7 @@ static infl_status ix_score_chunk(ix_state *s, int64_t r0, int n, float *Sd, flo
         ix_file *f = &s->f[i];
         int k = f->in->k;
         for (int c = 0; c < f->nck; c++) {
-            FORWARD_IF_ERROR(ix_load(s, f, c, r0, n));
+            FORWARD_IF_ERROR(ix_load(s, f, c, r0, n, s->o->method));
             FORWARD_IF_ERROR(be->sgemm(ctx, INFL_N, INFL_T, M, n, k, 1.0f, f->psi[c], k, s->dphi, k, first ? 0.0f : 1.0f,
                                        Sd, n));
             first = 0;
@@ -755,7 +754,7 @@ infl_status index_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resu
             if (pre) CHECK(ix_fit_pre(&s, f, c));
             for (int64_t r0 = 0; r0 < s.N; r0 += s.R) {
                 int n = (int)(s.N - r0 < s.R ? s.N - r0 : s.R);
-                CHECK(ix_load(&s, f, c, r0, n));
+                CHECK(ix_load(&s, f, c, r0, n, o->method));
                 if (pre) {
                     CHECK(ctx->be->fill(ctx, sd, 0.0f, (size_t)n));
                     CHECK(ix_pre_apply(ctx, &f->pre[c], s.dphi, n, k, NULL, s.T, sd, 1.0f));
