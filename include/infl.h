@@ -138,6 +138,52 @@ void infl_ctx_set_progress(infl_ctx *ctx, infl_progress_fn fn, void *user);
  * The flag is read only (it may be a signal handler's volatile sig_atomic_t). */
 void infl_ctx_set_cancel(infl_ctx *ctx, const volatile int *flag);
 
+// ---- several processes (MPI) ----
+
+/* How the processes of one job talk, e.g. the ranks of `mpirun -np R infl rank ...`.
+ * The library never links MPI: whoever runs it on several processes fills this table
+ * (the infl CLI does, with MPI, when it is built with it) and sets it on every process's
+ * context with infl_ctx_set_comm. Then infl_rank, infl_self, infl_fit and infl_index
+ * split the training rows into `size` contiguous ranges (rank r: rows [r N / size,
+ * (r + 1) N / size) of the train split's range), each process streams its own and the
+ * results are combined: top-k lists merged, covariances and eigenvalue corrections
+ * summed in float64, self-influences and index rows gathered; infl_lds spreads its
+ * retrainings over the processes. Every process gets the same result; only rank 0 writes
+ * output files. A failure on one process ends the call on every process with that
+ * status and its detail ("rank R: ...").
+ *
+ * Every function is collective: every process calls it, in the same order. Each returns
+ * 0 on success and non-zero when the transport failed (the library then returns
+ * INFL_E_IO). Buffers are the caller's; sizes are bytes or element counts of any size. */
+typedef struct infl_comm {
+    int rank;    /* this process: 0 .. size - 1 */
+    int size;    /* processes in the job, >= 1 */
+    void *user;  /* passed to every function */
+    /* The status agreement. *status: in, this process's (0 or a negative infl_status);
+     * out, the job's: 0 when every process's was 0, else that of the failing process of
+     * lowest rank, whose detail (NUL-terminated, at most detail_size bytes) is then copied
+     * into `detail` on every other process, prefixed "rank R: ". Once an agreement has failed, every later call
+     * returns the same failure at once, without communicating: processes that stopped at
+     * different points stay in step. */
+    int (*agree)(void *user, int *status, char *detail, size_t detail_size);
+    /* Sums n values element-wise across the processes, in place, on every process. */
+    int (*sum_f64)(void *user, double *buf, size_t n);
+    int (*sum_i64)(void *user, int64_t *buf, size_t n);
+    /* Copies root's `bytes` bytes at buf into buf on every other process. */
+    int (*bcast)(void *user, void *buf, size_t bytes, int root);
+    /* Hands every process's `bytes` bytes at buf to root, one process at a time in rank
+     * order (root's own first when root is 0): on root, take(arg, from, block) is called
+     * for each; after take returns non-zero the rest are received but not taken, and
+     * gather returns that value. Elsewhere take is not called. */
+    int (*gather)(void *user, const void *buf, size_t bytes, int root,
+                  int (*take)(void *arg, int from, const void *block), void *arg);
+} infl_comm;
+
+/* Sets the communicator the context's work runs under (NULL: a single process, the
+ * default). The table is borrowed: it must outlive the context's use of it. A table of
+ * size 1 behaves as NULL. */
+void infl_ctx_set_comm(infl_ctx *ctx, const infl_comm *comm);
+
 // ---- data references ----
 
 /* A data reference is "FILE:/split" with an optional row range: "f.h5:/test[0:16]",

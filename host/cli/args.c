@@ -2,6 +2,7 @@
  * args.c — the long-option parser of the CLI (see args.h).
  */
 #include "args.h"
+#include "cliutil.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -94,7 +95,7 @@ bad:;
     const char *range = o->range ? o->range : o->kind == ARG_U64 ? ">=0" : NULL;
     if (cli_in_range(range, o->kind != ARG_DOUBLE, 0, what, sizeof what) < 0)
         snprintf(what, sizeof what, "a value (bad range '%s' in the option table)", range);
-    fprintf(stderr, "%s: --%s: expected %s, got '%s' (see %s --help)\n", s->cmd, o->name, what, v, s->cmd);
+    if (cli_root()) fprintf(stderr, "%s: --%s: expected %s, got '%s' (see %s --help)\n", s->cmd, o->name, what, v, s->cmd);
     return 2;
 }
 
@@ -105,7 +106,7 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int ma
         const char *a = argv[i];
         if (only_pos || a[0] != '-' || a[1] == '\0') {
             if (*npos >= maxpos) {
-                fprintf(stderr, "%s: unexpected argument '%s' (see %s --help)\n", s->cmd, a, s->cmd);
+                if (cli_root()) fprintf(stderr, "%s: unexpected argument '%s' (see %s --help)\n", s->cmd, a, s->cmd);
                 return 2;
             }
             pos[(*npos)++] = a;
@@ -133,12 +134,12 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int ma
                 if (s->opts[j].shortc == a[1]) o = &s->opts[j];
         }
         if (!o) {
-            fprintf(stderr, "%s: unknown option '%s' (see %s --help)\n", s->cmd, a, s->cmd);
+            if (cli_root()) fprintf(stderr, "%s: unknown option '%s' (see %s --help)\n", s->cmd, a, s->cmd);
             return 2;
         }
         if (o->kind == ARG_FLAG) {
             if (inline_val) {
-                fprintf(stderr, "%s: --%s takes no value\n", s->cmd, o->name);
+                if (cli_root()) fprintf(stderr, "%s: --%s takes no value\n", s->cmd, o->name);
                 return 2;
             }
             *(int *)o->dst = 1;
@@ -147,7 +148,7 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int ma
         const char *v = inline_val;
         if (!v) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "%s: --%s needs a value (%s)\n", s->cmd, o->name, o->metavar ? o->metavar : "");
+                if (cli_root()) fprintf(stderr, "%s: --%s needs a value (%s)\n", s->cmd, o->name, o->metavar ? o->metavar : "");
                 return 2;
             }
             v = argv[++i];

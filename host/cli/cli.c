@@ -401,6 +401,20 @@ static int cmd_info(int argc, char **argv) {
 
 // ---- dispatch ----
 
+// Under mpirun with two or more processes (cli_set_comm): whether the command runs across
+// them (rank, self, fit, index, lds); the others refuse (rank 0 says why).
+static int cli_mpi_command(const char *cmd) {
+    static const char *const across[] = {"rank", "self", "fit", "index", "lds"};
+    if (cli_job_size() == 1) return 1;
+    for (size_t i = 0; i < sizeof across / sizeof across[0]; i++)
+        if (strcmp(cmd, across[i]) == 0) return 1;
+    if (cli_root())
+        fprintf(stderr,
+                "infl %s: runs in one process; under mpirun (-np %d) infl runs rank, self, fit, index and lds\n", cmd,
+                cli_job_size());
+    return 0;
+}
+
 static const struct {
     const char *name;
     int (*fn)(int, char **);
@@ -452,6 +466,7 @@ int infl_cli_main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(cmd, commands[i].name) == 0) {
+            if (!cli_mpi_command(cmd)) return 2;
             cli_signals_install();
             int rc = commands[i].fn(argc - 1, argv + 1);
             cli_signals_restore();

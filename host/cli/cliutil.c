@@ -3,8 +3,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cliutil.h"
-#include "core/internal.h"
-
+#include "cli.h"
 #include "core/internal.h"
 
 #include <signal.h>
@@ -16,6 +15,11 @@
 
 static volatile sig_atomic_t g_interrupt;
 static volatile int g_cancel;
+static const infl_comm *g_comm;  // the job's processes (cli_set_comm), NULL: one
+
+void cli_set_comm(const infl_comm *comm) { g_comm = comm; }
+int cli_root(void) { return !g_comm || g_comm->rank == 0; }
+int cli_job_size(void) { return g_comm ? g_comm->size : 1; }
 
 // The first Ctrl-C or SIGTERM raises the cancel flag, which the library polls: the work
 // stops and leaves no output. A second one ends the process at once (the default
@@ -81,10 +85,17 @@ infl_ctx *open_ctx(common *c) {
     infl_ctx *ctx = NULL;
     infl_status st = infl_ctx_create(&o, &ctx);
     if (st != INFL_OK) {
-        fprintf(stderr, "%s: error: %s\n", c->cmd, ctx ? infl_ctx_error(ctx) : infl_status_str(st));
+        // (every process says it: it may be this one's alone)
+        const char *why = ctx ? infl_ctx_error(ctx) : infl_status_str(st);
+        if (g_comm)
+            fprintf(stderr, "%s: rank %d: error: %s\n", c->cmd, g_comm->rank, why);
+        else
+            fprintf(stderr, "%s: error: %s\n", c->cmd, why);
         infl_ctx_free(ctx);
         return NULL;
     }
+    infl_ctx_set_comm(ctx, g_comm);
+    if (!cli_root()) c->quiet = 1;  // rank 0 speaks for the job
     if (!c->quiet && (c->progress || isatty(2))) infl_ctx_set_progress(ctx, progress_cb, c);
     // What `auto` chose and why (e.g. no CUDA device): the library records it, the CLI
     // says it; otherwise the backend is named on a terminal unless it is the CPU asked for.
@@ -105,6 +116,7 @@ int fail(common *c, infl_ctx *ctx, infl_status st) {
     if (c->printed) fputc('\n', stderr);
     c->printed = 0;
     say_notes(c, ctx);
+    if (!cli_root()) return st == INFL_E_INTERRUPTED ? 130 : 1;  // rank 0 says the job's error
     if (st == INFL_E_INTERRUPTED) {
         fprintf(stderr, "%s: interrupted; no output was written\n", c->cmd);
         return 130;
@@ -123,7 +135,7 @@ int finish(common *c, infl_ctx *ctx, infl_status st) {
 }
 
 int usage_error(const char *cmd, const char *msg) {
-    fprintf(stderr, "%s: %s (see %s --help)\n", cmd, msg, cmd);
+    if (cli_root()) fprintf(stderr, "%s: %s (see %s --help)\n", cmd, msg, cmd);
     return 2;
 }
 

@@ -37,8 +37,14 @@ typedef struct {
         {"progress", 0, ARG_FLAG, &(c).progress, NULL, "show progress even when stderr is not a terminal"},   \
         {"verbose", 'v', ARG_FLAG, &(c).verbose, NULL, "say how the work was done (e.g. each layer's scoring form)"}
 
-// Creates the context the common options ask for, with progress and Ctrl-C wired;
-// prints the error and returns NULL on failure.
+// Whether this process prints and writes the outputs: rank 0 of an MPI job (cli_set_comm),
+// or the only process.
+int cli_root(void);
+// The job's processes: 1 but under mpirun.
+int cli_job_size(void);
+// Creates the context the common options ask for, with progress and Ctrl-C wired, and
+// the job's communicator (cli_set_comm) with --quiet on ranks other than 0; prints the
+// error and returns NULL on failure.
 infl_ctx *open_ctx(common *c);
 // Prints the context's notes (infl_ctx_notes: e.g. a stale temporary removed), one
 // "CMD: note" line each on stderr unless --quiet, and clears them.

@@ -499,6 +499,12 @@ int cmd_rank(int argc, char **argv) {
     infl_rank_result *r = NULL;
     infl_status st = infl_rank(ctx, &A.o, &r);
     end_progress(&c);
+    if (!cli_root()) {
+        // rank 0 reports and writes for the job
+        infl_rank_result_free(r);
+        lm_queries_free(&lq);
+        return finish(&c, ctx, st);
+    }
     if (st == INFL_OK && lm) {
         char tref[4096];
         st = train_ref(ctx, &A.o, tref, sizeof tref);
@@ -656,7 +662,10 @@ int cmd_self(int argc, char **argv) {
     infl_self_result *r = NULL;
     infl_status st = infl_self(ctx, &A.o, &r);
     end_progress(&c);
-    if (st < 0) return finish(&c, ctx, st);
+    if (st < 0 || !cli_root()) {  // rank 0 reports and writes for the job
+        infl_self_result_free(r);
+        return finish(&c, ctx, st);
+    }
     char tref[4096];
     infl_split *train = NULL;
     float *x = NULL;

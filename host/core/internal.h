@@ -25,6 +25,7 @@ struct infl_ctx {
     const volatile int *cancel;
     int deterministic;              // CPU GEMMs give the same bits at every thread count (infl_ctx_options)
     char notes[2048];               // what the library did that the caller may say (infl_ctx_notes)
+    const infl_comm *comm;          // the job's processes (infl_ctx_set_comm; core/comm.h), NULL: one
 };
 
 // ---- errors ----

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "core/comm.h"
 #include "estimators/ekfac.h"
 #include "estimators/score.h"
 #include "models/model.h"
@@ -186,7 +187,7 @@ static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA
     int64_t S = F->o->shard_rows > 0 ? (F->o->shard_rows < F->N ? F->o->shard_rows : F->N)
                                      : infl_shard_rows(F->N, width, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
     fit_stream fs = {.F = F, .pass = pass, .p = p, .hA = hA, .hS = hS, .hL = hL};
-    infl_stream_fns fns = {.batch = fit_batch, .shard = fit_shard, .user = &fs};
+    infl_stream_fns fns = {.batch = fit_batch, .shard = fit_shard, .user = &fs, .ranks = INFL_STREAM_SHARDS};
     double wait_s = 0;
     // the data's labels for the empirical Fisher; else the model samples them itself
     FORWARD_IF_ERROR(infl_stage_stream(F->ctx, &F->st, F->split, S, F->tokens ? F->ctxT : 0, F->o->fisher_empirical,
@@ -250,7 +251,38 @@ static void fitter_free(fitter *F) {
     store_split_close(F->split);
 }
 
+// Several processes (core/comm.h): each one's float64 sums of a pass (n values per layer in
+// sums[l]) added up on every process.
+static infl_status sum_layers(infl_ctx *ctx, const infl_model *m, double **sums, int what) {
+    for (int l = 0; l < m->nlayers; l++) {
+        size_t ni = (size_t)infl_linear_ni(&m->layer[l]), no = (size_t)m->layer[l].d_out;
+        size_t n = what == 'A' ? ni * ni : what == 'S' ? no * no : no * ni;
+        FORWARD_IF_ERROR(infl_comm_sum_f64(ctx, sums[l], n));
+    }
+    return INFL_OK;
+}
+
+// Rank 0's eigenbases and eigenvalues of every layer to every process: each process rotates
+// by the same bases in pass 2 whatever its LAPACK would give.
+static infl_status bcast_bases(infl_ctx *ctx, const infl_model *m, infl_factors *f) {
+    for (int l = 0; l < m->nlayers; l++) {
+        size_t ni = (size_t)infl_linear_ni(&m->layer[l]), no = (size_t)m->layer[l].d_out;
+        FORWARD_IF_ERROR(infl_comm_bcast(ctx, f->A_vecs[l], ni * ni * sizeof(double)));
+        FORWARD_IF_ERROR(infl_comm_bcast(ctx, f->A_vals[l], ni * sizeof(double)));
+        FORWARD_IF_ERROR(infl_comm_bcast(ctx, f->S_vecs[l], no * no * sizeof(double)));
+        FORWARD_IF_ERROR(infl_comm_bcast(ctx, f->S_vals[l], no * sizeof(double)));
+    }
+    return INFL_OK;
+}
+
+static infl_status fit_run(infl_ctx *ctx, const infl_fit_options *o, const char *out_path, infl_fit_report *rep);
+
 infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_path, infl_fit_report *rep) {
+    // every process leaves with the job's status (core/comm.h)
+    return infl_comm_sync(ctx, fit_run(ctx, o, out_path, rep));
+}
+
+static infl_status fit_run(infl_ctx *ctx, const infl_fit_options *o, const char *out_path, infl_fit_report *rep) {
     RETURN_IF(ctx, !o || !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
     RETURN_IF(ctx, !out_path || !*out_path, INFL_E_ARG, "no output file given (-o factors.h5)");
     RETURN_IF(ctx, (unsigned)o->strategy > INFL_STRATEGY_IDENTITY, INFL_E_ARG,
@@ -315,7 +347,8 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
             for (int i = 0; i < no; i++) f->S_vals[l][i] = 1;
             for (size_t i = 0; i < (size_t)ni * no; i++) f->lambda[l][i] = 1;
         }
-        CHECK(store_factors_write(ctx, out_path, o->force, f));
+        CHECK(infl_comm_sync(ctx, INFL_OK));
+        if (infl_comm_root(ctx)) CHECK(store_factors_write(ctx, out_path, o->force, f));  // rank 0 writes
         goto finish;
     }
     infl_dataref ref;
@@ -360,6 +393,10 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
             CHECK(be->fill(ctx, F.accS[l], 0.0f, no * no));
         }
         CHECK(fit_pass(&F, 1, NULL, f->A_vecs, f->S_vecs, NULL));
+        // every process's sums, then the bias column and the count
+        CHECK(sum_layers(ctx, m, f->A_vecs, 'A'));
+        CHECK(sum_layers(ctx, m, f->S_vecs, 'S'));
+        CHECK(infl_comm_sum_i64(ctx, &F.rows_seen, 1));
         for (int l = 0; l < L; l++) {
             // with a bias: the bias column of A mirrors its row; the corner counts the rows
             int din = m->layer[l].d_in, ni = infl_linear_ni(&m->layer[l]);
@@ -375,11 +412,12 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
         r.seconds_cov = infl_now() - t0;
         r.flops_cov = F.flops;
         double t1 = infl_now();
-        for (int l = 0; l < L; l++) {
+        for (int l = 0; l < L && infl_comm_root(ctx); l++) {
             int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
             CHECK(eig(ctx, f->A_vecs[l], f->A_vals[l], ni, (double)F.rows_seen, "A", l));
             CHECK(eig(ctx, f->S_vecs[l], f->S_vals[l], no, (double)F.rows_seen, "S", l));
         }
+        CHECK(bcast_bases(ctx, m, f));
         r.seconds_eig = infl_now() - t1;
     } else {
         for (int l = 0; l < L; l++) {
@@ -430,6 +468,7 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
             CHECK(be->fill(ctx, F.accL[l], 0.0f, n));
         }
         CHECK(fit_pass(&F, 2, pre, NULL, NULL, f->lambda));
+        CHECK(sum_layers(ctx, m, f->lambda, 'L'));
         for (int l = 0; l < L; l++) {
             int ni = infl_linear_ni(&m->layer[l]), no = m->layer[l].d_out;
             size_t n = (size_t)no * ni;
@@ -451,7 +490,8 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
                     m->layer[l].name, i);
     }
     r.seconds_wait = F.wait;
-    CHECK(store_factors_write(ctx, out_path, o->force, f));
+    CHECK(infl_comm_sync(ctx, INFL_OK));  // rank 0 writes once every process has done its part
+    if (infl_comm_root(ctx)) CHECK(store_factors_write(ctx, out_path, o->force, f));
 finish:
     if (rep) *rep = r;
 done:

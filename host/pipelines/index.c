@@ -16,6 +16,7 @@
 
 #include "attrib.h"
 #include "backend.h"
+#include "core/comm.h"
 #include "estimators/project.h"
 
 const char *infl_projection_name(infl_projection p) {
@@ -59,16 +60,31 @@ void index_margin_rows(float *phi, float *q, const float *loss, int b, int k, in
     }
 }
 
+// Several processes (core/comm.h) gather each shard's rows to rank 0, which writes them: a
+// shard's block is its head, then per checkpoint its rows' φ (S, k) and q (S).
+typedef struct {
+    int64_t row0, n;  // the shard's first row (within the streamed range) and rows; n = 0: none
+} index_head;
+
 typedef struct {
     attrib *a;
     infl_proj *p;
-    infl_ixw *w;
+    infl_ixw *w;        // rank 0's writer (NULL elsewhere)
     int64_t row_base;   // rows of the index before the streamed range (a resumed call)
     int k, margin;
     float *phi;         // (B, k) backend
     float *hphi, *hq, *hl;  // (B, k), (B), (B) host
+    index_head *blk;    // several processes: a shard's block (head, then S rows per checkpoint); else NULL
+    int64_t S;          // its rows
+    int64_t done0;      // rank 0's rows written, the prefix a resumed call starts after
     double flops_p, flops_fb;
 } index_stream;
+
+// Checkpoint c's φ (S, k) and q (S) in a shard's block.
+static float *blk_phi(const index_stream *is, const index_head *h, int c) {
+    return (float *)(h + 1) + (size_t)c * is->S * (is->k + 1);
+}
+static float *blk_q(const index_stream *is, const index_head *h, int c) { return blk_phi(is, h, c) + is->S * is->k; }
 
 static infl_status index_batch(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt) {
     index_stream *is = user;
@@ -87,7 +103,13 @@ static infl_status index_batch(infl_ctx *ctx, void *user, const infl_shard *sh, 
                       "checkpoint may have diverged",
                       bt->index0 + (int64_t)(i / k), store_run_checkpoint(a->run, a->ck[c])->name);
         index_margin_rows(is->hphi, is->hq, is->hl, b, k, is->margin);
-        FORWARD_IF_ERROR(store_index_write(ctx, is->w, c, row, b, is->hphi, is->hq));
+        if (is->blk) {
+            // kept for the step's gather
+            memcpy(blk_phi(is, is->blk, c) + (size_t)r0 * k, is->hphi, (size_t)b * k * sizeof(float));
+            memcpy(blk_q(is, is->blk, c) + r0, is->hq, (size_t)b * sizeof(float));
+        } else {
+            FORWARD_IF_ERROR(store_index_write(ctx, is->w, c, row, b, is->hphi, is->hq));
+        }
         is->flops_fb += infl_model_fb_flops(a->m, a->work->rows);
         is->flops_p += proj_flops(is->p, a->m, b, a->work->rows);
     }
@@ -96,7 +118,29 @@ static infl_status index_batch(infl_ctx *ctx, void *user, const infl_shard *sh, 
 
 static infl_status index_shard(infl_ctx *ctx, void *user, const infl_shard *sh) {
     index_stream *is = user;
+    if (is->blk) return INFL_OK;  // the step writes
     return store_index_mark(ctx, is->w, is->row_base + sh->row0 + sh->n);
+}
+
+// On rank 0: a process's shard block into the index.
+static infl_status index_take(infl_ctx *ctx, void *user, int from, const void *blk) {
+    index_stream *is = user;
+    const index_head *h = blk;
+    if (h->n == 0) return INFL_OK;
+    for (int c = 0; c < is->a->nck; c++)
+        FORWARD_IF_ERROR(store_index_write(ctx, is->w, c, is->row_base + h->row0, h->n, blk_phi(is, h, c),
+                                           blk_q(is, h, c)));
+    if (from == 0) is->done0 = h->row0 + h->n;
+    return INFL_OK;
+}
+
+// A step: every process's shard to rank 0, which writes them and marks its own prefix done.
+static infl_status index_step(infl_ctx *ctx, void *user, const infl_shard *sh) {
+    index_stream *is = user;
+    *is->blk = (index_head){sh ? sh->row0 : 0, sh ? sh->n : 0};
+    size_t bytes = sizeof(index_head) + (size_t)is->a->nck * is->S * (is->k + 1) * sizeof(float);
+    FORWARD_IF_ERROR(infl_comm_gather(ctx, is->blk, bytes, index_take, is));
+    return is->w ? store_index_mark(ctx, is->w, is->row_base + is->done0) : INFL_OK;
 }
 
 // The index's settings from the options, the open run and its checkpoints.
@@ -140,7 +184,16 @@ static infl_status index_tail_ref(infl_ctx *ctx, const char *train, int64_t skip
     return INFL_OK;
 }
 
+static infl_status index_run(infl_ctx *ctx, const infl_index_options *o, const char *out_path,
+                             infl_index_report *rep);
+
 infl_status infl_index(infl_ctx *ctx, const infl_index_options *o, const char *out_path, infl_index_report *rep) {
+    // every process leaves with the job's status (core/comm.h)
+    return infl_comm_sync(ctx, index_run(ctx, o, out_path, rep));
+}
+
+static infl_status index_run(infl_ctx *ctx, const infl_index_options *o, const char *out_path,
+                             infl_index_report *rep) {
     memset(rep, 0, sizeof *rep);
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
     RETURN_IF(ctx, !out_path || !*out_path, INFL_E_ARG, "no output given (-o index.h5)");
@@ -162,6 +215,7 @@ infl_status infl_index(infl_ctx *ctx, const infl_index_options *o, const char *o
     infl_index_info *in = NULL;
     infl_split *tail = NULL;
     float *phi = NULL, *hphi = NULL, *hq = NULL, *hl = NULL;
+    index_head *blk = NULL;
     const char *train = o->train && *o->train ? o->train : store_run_data(a.run);
 
     // sub-batches of up to 1024 examples (a language model's within its token budget)
@@ -177,7 +231,9 @@ infl_status infl_index(infl_ctx *ctx, const infl_index_options *o, const char *o
         a.B = B;
     }
     CHECK(index_info_fill(ctx, &a, o, train, p, in));
-    CHECK(store_index_begin(ctx, out_path, o->force, in, &w, &rows_done));
+    // rank 0 writes (and finds where a partial file stops)
+    if (infl_comm_root(ctx)) CHECK(store_index_begin(ctx, out_path, o->force, in, &w, &rows_done));
+    CHECK(infl_comm_bcast(ctx, &rows_done, sizeof rows_done));
     rep->resumed_rows = rows_done;
     rep->N = a.N;
     rep->k = proj_dim(p);
@@ -201,20 +257,37 @@ infl_status infl_index(infl_ctx *ctx, const infl_index_options *o, const char *o
         hq = infl_malloc(ctx, (size_t)a.B * sizeof(float), "margins");
         hl = infl_malloc(ctx, (size_t)a.B * sizeof(float), "losses");
         GOTO_NOMEM_IF(!hphi || !hq || !hl);
+        int64_t S = attrib_shard_rows(&a);
+        if (infl_comm_size(ctx) > 1) {
+            // a shard's rows held for the gather: within --shard-mb too (at least a sub-batch)
+            double mb = o->shard_mb > 0 ? o->shard_mb : 64;
+            int64_t cap = (int64_t)(mb * 1048576.0 / (4.0 * a.nck * (k + 1.0)));
+            cap = cap < a.B ? a.B : cap;
+            S = S < cap ? S : cap;
+            char what[128];
+            snprintf(what, sizeof what, "a shard's projected gradients (%" PRId64 " rows x %d checkpoints x %d)", S,
+                     a.nck, k);
+            blk = infl_malloc(ctx, sizeof(index_head) + (size_t)a.nck * S * (k + 1) * sizeof(float), what);
+            GOTO_NOMEM_IF(!blk);
+        }
         index_stream is = {.a = &a, .p = p, .w = w, .row_base = rows_done, .k = k, .margin = index_has_margin(a.m),
-                           .phi = phi, .hphi = hphi, .hq = hq, .hl = hl};
-        infl_stream_fns fns = {.batch = index_batch, .shard = index_shard, .user = &is};
+                           .phi = phi, .hphi = hphi, .hq = hq, .hl = hl, .blk = blk, .S = S};
+        infl_stream_fns fns = {.batch = index_batch, .shard = index_shard, .user = &is, .ranks = INFL_STREAM_ROWS,
+                               .step = blk ? index_step : NULL};
         char info[96];
         snprintf(info, sizeof info, "%s, k %d, %d checkpoint%s", infl_projection_name(o->projection), k, a.nck,
                  a.nck > 1 ? "s" : "");
-        CHECK(infl_stage_stream(ctx, &a.st, a.train, attrib_shard_rows(&a), a.tokens ? a.ctxT : 0, 1, &fns, "index",
-                                info, &rep->seconds_wait));
+        CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "index", info,
+                                &rep->seconds_wait));
         rep->flops_project = is.flops_p;
         rep->flops_fb = is.flops_fb;
     }
-    rc = store_index_commit(ctx, w);
-    w = NULL;
-    CHECK(rc);
+    CHECK(infl_comm_sync(ctx, INFL_OK));  // rank 0 commits once every process has done its part
+    if (w) {
+        rc = store_index_commit(ctx, w);
+        w = NULL;
+        CHECK(rc);
+    }
     rep->seconds = infl_now() - t0;
 done:
     store_index_close(w);  // keeps out_path.partial to resume from
@@ -224,6 +297,7 @@ done:
     free(hphi);
     free(hq);
     free(hl);
+    free(blk);
     free(in);
     attrib_close(&a);
     return rc;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "core/comm.h"
 #include "core/rng.h"
 #include "models/mlp.h"
 #include "models/model.h"
@@ -275,7 +276,37 @@ static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_op
     return rc;
 }
 
+// Several processes (core/comm.h): each round, every process's model (its index, or −1 for
+// none) and its outputs (M) go to rank 0, into the state.
+typedef struct {
+    int64_t k;
+} lds_head;
+
+static infl_status lds_take(infl_ctx *ctx, void *user, int from, const void *blk) {
+    (void)ctx;
+    (void)from;
+    infl_lds_state *st = user;
+    lds_head h;
+    memcpy(&h, blk, sizeof h);
+    if (h.k < 0) return INFL_OK;
+    memcpy(st->outputs + (size_t)h.k * st->M, (const char *)blk + sizeof h, (size_t)st->M * sizeof(double));
+    st->done[h.k] = 1;
+    return INFL_OK;
+}
+
+static infl_status lds_run(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out);
+
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out) {
+    // every process leaves with the job's status (core/comm.h)
+    infl_status rc = infl_comm_sync(ctx, lds_run(ctx, o, out));
+    if (rc < 0) {
+        infl_lds_result_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static infl_status lds_run(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out) {
     *out = NULL;
     RETURN_IF(ctx, !o->run || !*o->run, INFL_E_ARG, "no run file given (--run run.h5)");
     RETURN_IF(ctx, !o->query || !*o->query, INFL_E_ARG, "no queries given (--query FILE:/split[a:b])");
@@ -295,6 +326,8 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     int32_t *qy = NULL;
     double *pred = NULL, *cut = NULL, *ra = NULL, *rb = NULL, *col = NULL, *tru = NULL;
     stats_pair *idx = NULL;
+    int *pend = NULL;
+    lds_head *blk = NULL;
     char tmprun[4200] = "";
     infl_status rc = INFL_OK;
 
@@ -382,49 +415,70 @@ infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result *
     st.outputs = infl_calloc(ctx, (size_t)o->models * M, sizeof(double), "the outputs");
     st.done = infl_calloc(ctx, (size_t)o->models, sizeof(int32_t), "the state");
     GOTO_NOMEM_IF(!st.outputs || !st.done);
-    if (access(o->state, F_OK) == 0 && o->force) {
-        // --force starts a state file afresh, but never overwrites another kind of file
-        rc = store_lds_is_state(ctx, o->state);
-        GOTO_IF(ctx, rc < 0, INFL_E_EXISTS, "%s exists and is not an lds state file; --force replaces only those",
-                o->state);
+    if (infl_comm_root(ctx)) {  // rank 0 keeps the state
+        if (access(o->state, F_OK) == 0 && o->force) {
+            // --force starts a state file afresh, but never overwrites another kind of file
+            rc = store_lds_is_state(ctx, o->state);
+            GOTO_IF(ctx, rc < 0, INFL_E_EXISTS, "%s exists and is not an lds state file; --force replaces only those",
+                    o->state);
+        }
+        if (!o->force && access(o->state, F_OK) == 0) CHECK(store_lds_read(ctx, o->state, &st));
+        else CHECK(store_lds_write(ctx, o->state, &st));
     }
-    if (!o->force && access(o->state, F_OK) == 0) CHECK(store_lds_read(ctx, o->state, &st));
-    else CHECK(store_lds_write(ctx, o->state, &st));
-    // one model file per state: a killed run's leftovers are removed when it resumes
-    snprintf(tmprun, sizeof tmprun, "%s.model.h5", o->state);
+    CHECK(infl_comm_bcast(ctx, st.done, (size_t)o->models * sizeof(int32_t)));
+    // one model file per state (and process): a killed run's leftovers are removed when it resumes
+    if (infl_comm_size(ctx) > 1)
+        snprintf(tmprun, sizeof tmprun, "%s.model.%d.h5", o->state, infl_comm_rank(ctx));
+    else
+        snprintf(tmprun, sizeof tmprun, "%s.model.h5", o->state);
     retrain_remove_files(tmprun);
 
+    // the models still to train, in rounds: in round j process r trains pend[j R + r], then
+    // every process's outputs go to rank 0, which writes the state
     double t0 = infl_now();
-    int have = 0;
-    for (int k = 0; k < o->models; k++) have += st.done[k] != 0;
+    const int R = infl_comm_size(ctx), me = infl_comm_rank(ctx);
+    int have = 0, npend = 0;
+    pend = infl_malloc(ctx, (size_t)o->models * sizeof(int), "the models to train");
+    blk = infl_malloc(ctx, sizeof(lds_head) + (size_t)M * sizeof(double), "a model's outputs");
+    GOTO_NOMEM_IF(!pend || !blk);
     for (int k = 0; k < o->models; k++) {
-        if (st.done[k]) continue;
+        if (st.done[k]) have++;
+        else pend[npend++] = k;
+    }
+    for (int j0 = 0; j0 < npend; j0 += R) {
+        int k = j0 + me < npend ? pend[j0 + me] : -1;
         char info[96];
-        snprintf(info, sizeof info, "training model %d of %d on a %.0f%% subset", k + 1, o->models,
-                 100 * o->fraction);
+        snprintf(info, sizeof info, "training model %d of %d on a %.0f%% subset", (k >= 0 ? k : pend[j0]) + 1,
+                 o->models, 100 * o->fraction);
         infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);
-        infl_train_options tk = to;
-        tk.subset_draw = k;
-        tk.subset_fraction = cut[k];  // exactly round(fraction · N) rows
-        tk.seed = o->seed * 1000003ull + (uint64_t)k + 1;  // another initialisation and order per model
-        infl_progress_fn saved = ctx->progress;  // the trainer's progress would replace ours
-        ctx->progress = NULL;
-        rc = infl_train(ctx, &tk, tmprun, NULL);
-        ctx->progress = saved;
-        CHECK(rc);
-        double *out_k = st.outputs + (size_t)k * M;
-        rc = gpt ? gpt_query_outputs(ctx, tmprun, qs, out_k)
-                 : retrain_mlp_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, out_k);
-        retrain_remove_files(tmprun);
-        CHECK(rc);
-        st.done[k] = 1;
-        CHECK(store_lds_write(ctx, o->state, &st));
-        res->trained_now++;
-        have++;
+        if (k >= 0) {
+            infl_train_options tk = to;
+            tk.subset_draw = k;
+            tk.subset_fraction = cut[k];  // exactly round(fraction · N) rows
+            tk.seed = o->seed * 1000003ull + (uint64_t)k + 1;  // another initialisation and order per model
+            infl_progress_fn saved = ctx->progress;  // the trainer's progress would replace ours
+            ctx->progress = NULL;
+            rc = infl_train(ctx, &tk, tmprun, NULL);
+            ctx->progress = saved;
+            CHECK(rc);
+            double *out_k = (double *)(blk + 1);
+            rc = gpt ? gpt_query_outputs(ctx, tmprun, qs, out_k)
+                     : retrain_mlp_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, out_k);
+            retrain_remove_files(tmprun);
+            CHECK(rc);
+        }
+        blk->k = k;
+        CHECK(infl_comm_gather(ctx, blk, sizeof(lds_head) + (size_t)M * sizeof(double), lds_take, &st));
+        if (infl_comm_root(ctx)) CHECK(store_lds_write(ctx, o->state, &st));
+        int n = npend - j0 < R ? npend - j0 : R;
+        res->trained_now += n;
+        have += n;
         infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);
         GOTO_IF(ctx, infl_cancelled(ctx), INFL_E_INTERRUPTED,
                 "interrupted after %d of %d models; run the same command again to go on", have, o->models);
     }
+    // every model's outputs (rank 0 holds them) to every process
+    CHECK(infl_comm_bcast(ctx, st.outputs, (size_t)o->models * M * sizeof(double)));
     res->seconds_train = infl_now() - t0;
     res->models = o->models;
     res->M = M;
@@ -502,6 +556,8 @@ done:
     free(col);
     free(tru);
     free(idx);
+    free(pend);
+    free(blk);
     infl_lds_result_free(res);
     return rc;
 }

@@ -29,6 +29,7 @@
 
 #include "attrib.h"
 #include "backend.h"
+#include "core/comm.h"
 #include "sched/topk.h"
 #include "sgdinf.h"
 
@@ -408,10 +409,16 @@ void infl_rank_result_free(infl_rank_result *r) {
 }
 
 // The streamed scoring (infl_stage_stream): each sub-batch's block into the shard's
-// host block, each shard's block into the top-k, the block callback and the file.
+// host block, each shard's block into the top-k (this process's rows), and at each step
+// every process's block to rank 0 for the block callback and the file (core/comm.h).
+typedef struct {
+    int64_t col0, n;  // the block's first row within the split's range, and its rows (0: none)
+} rank_head;
+
 typedef struct {
     attrib *a;
     int64_t S;        // rows of a shard's host block
+    rank_head *head;  // host: the head of a step's block, hblock right after it
     float *hblock;    // (M, S) host
     float *hsub;      // (M, B) a sub-batch's download
     double *zn;       // (B) gradcos norms
@@ -468,23 +475,54 @@ static infl_status rank_batch(infl_ctx *ctx, void *user, const infl_shard *sh, i
 static infl_status rank_shard(infl_ctx *ctx, void *user, const infl_shard *sh) {
     rank_stream *rs = user;
     attrib *a = rs->a;
-    int M = a->M;
     const int64_t begin = store_split_info(a->train)->begin;
-    FORWARD_IF_ERROR(infl_topk_push(ctx, rs->tk, rs->hblock, M, (int)sh->n, (int)rs->S, begin + sh->row0));
-    if (rs->block) FORWARD_IF_ERROR(rs->block(ctx, rs->user, rs->hblock, M, (int)sh->n, (int)rs->S, sh->row0));
-    if (rs->scw && a->o->save_scores)
-        FORWARD_IF_ERROR(store_scores_write_block(ctx, rs->scw, rs->hblock, (int)sh->n, (int)rs->S, sh->row0));
+    return infl_topk_push(ctx, rs->tk, rs->hblock, a->M, (int)sh->n, (int)rs->S, begin + sh->row0);
+}
+
+// On rank 0, a process's block of a step: to the block callback and the file.
+static infl_status rank_take(infl_ctx *ctx, void *user, int from, const void *blk) {
+    (void)from;
+    rank_stream *rs = user;
+    rank_head h;
+    memcpy(&h, blk, sizeof h);
+    const float *S = (const float *)((const char *)blk + sizeof h);
+    if (h.n == 0) return INFL_OK;
+    if (rs->block) FORWARD_IF_ERROR(rs->block(ctx, rs->user, S, rs->a->M, (int)h.n, (int)rs->S, h.col0));
+    if (rs->scw) FORWARD_IF_ERROR(store_scores_write_block(ctx, rs->scw, S, (int)h.n, (int)rs->S, h.col0));
     return INFL_OK;
 }
 
+// A step (with the block callback or --save-scores): every process's shard block to rank 0.
+static infl_status rank_step(infl_ctx *ctx, void *user, const infl_shard *sh) {
+    rank_stream *rs = user;
+    *rs->head = (rank_head){sh ? sh->row0 : 0, sh ? sh->n : 0};
+    return infl_comm_gather(ctx, rs->head, sizeof(rank_head) + (size_t)rs->a->M * rs->S * sizeof(float), rank_take,
+                            rs);
+}
+
 infl_status infl_rank(infl_ctx *ctx, const infl_rank_options *o, infl_rank_result **out) {
-    return attrib_rank(ctx, o, NULL, NULL, out);
+    // every process leaves with the job's status (core/comm.h)
+    infl_status rc = infl_comm_sync(ctx, attrib_rank(ctx, o, NULL, NULL, out));
+    if (rc < 0) {
+        infl_rank_result_free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_fn block, void *user,
                         infl_rank_result **out) {
     *out = NULL;
     RETURN_IF(ctx, o->top < 1, INFL_E_ARG, "--top: expected at least 1, got %d", o->top);
+    RETURN_IF(ctx,
+              infl_comm_size(ctx) > 1 && ((o->index && *o->index) || o->prefilter_bm25 || o->prefilter_knn ||
+                                          o->rerank || o->method == INFL_METHOD_SGD_INFLUENCE ||
+                                          o->method == INFL_METHOD_REPRESENTER),
+              INFL_E_UNSUPPORTED,
+              "across processes (mpirun -np %d), rank streams the training rows by tracin, graddot, gradcos, if, "
+              "ekfac, kfac or diagonal; --index, --prefilter, --rerank, sgd-influence and representer run in one "
+              "process",
+              infl_comm_size(ctx));
     if (o->index && *o->index) return index_rank(ctx, o, block, user, out);
     // the candidates per query of a prefilter (bm25 or knn), 0 for none
     const int pre = o->prefilter_bm25 ? o->prefilter_bm25 : o->prefilter_knn;
@@ -506,6 +544,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     infl_topk *tk = NULL;
     infl_scw *scw = NULL;
     float *hblock = NULL, *hsub = NULL;
+    rank_head *head = NULL;
     double *zn = NULL;
     int64_t *cand = NULL;
     int M = a.M;
@@ -561,7 +600,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     CHECK(attrib_prepare_queries(ctx, &a, res));
     res->seconds_prepare = infl_now() - t0;
 
-    if (o->output) {
+    if (o->output && infl_comm_root(ctx)) {  // rank 0 writes
         CHECK(store_scores_create(ctx, o->output, o->force, M, o->top, a.N, o->save_scores, &scw));
         CHECK(attrib_write_attrs(ctx, scw, o, &a));
     }
@@ -586,7 +625,9 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
     } else if (!pre) {
         // the train split streamed past (stage.h); the score download is the only synchronisation
         int64_t S = attrib_shard_rows(&a);
-        hblock = malloc((size_t)M * S * sizeof(float));
+        // the block follows its head: one buffer for a step's gather
+        head = malloc(sizeof(rank_head) + (size_t)M * S * sizeof(float));
+        hblock = head ? (float *)(head + 1) : NULL;
         GOTO_IF(ctx, !hblock, INFL_E_NOMEM,
                 "out of memory for a shard's score block (%d queries x %" PRId64 " train rows, %.1f MiB); to fit: a "
                 "smaller --shard-mb or --shard, or fewer queries",
@@ -597,15 +638,18 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         GOTO_NOMEM_IF(!hblock || !hsub || !zn);
         // --rerank keeps the best K of each side for the second pass
         CHECK(infl_topk_create(ctx, M, o->rerank > o->top ? o->rerank : o->top, &tk));
-        rank_stream rs = {.a = &a, .S = S, .hblock = hblock, .hsub = hsub, .zn = zn, .tk = tk, .scw = scw,
-                          .block = block, .user = user};
-        infl_stream_fns fns = {.batch = rank_batch, .shard = rank_shard, .user = &rs};
+        rank_stream rs = {.a = &a, .S = S, .head = head, .hblock = hblock, .hsub = hsub, .zn = zn, .tk = tk,
+                          .scw = o->save_scores ? scw : NULL, .block = block, .user = user};
+        infl_stream_fns fns = {.batch = rank_batch, .shard = rank_shard, .user = &rs, .ranks = INFL_STREAM_ROWS,
+                               .step = block || o->save_scores ? rank_step : NULL};
         char info[64];
         snprintf(info, sizeof info, "%s, %d queries", infl_method_name(o->method), M);
         double wait_s = 0;
         CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "rank", info, &wait_s));
+        CHECK(infl_topk_reduce(ctx, tk));  // every process's rows' top-k merged
         res->seconds_score = infl_now() - t1;
         res->seconds_wait = wait_s;
+        CHECK(infl_comm_sum_f64(ctx, &a.flops, 1));  // the job's
         res->flops = a.flops;
     }
     if (pre) {
@@ -664,6 +708,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         res->representer.train_acc_after = a.repr->fit.train_acc_after;
         if (scw) CHECK(attrib_write_repr_fit(ctx, scw, &res->representer));
     }
+    CHECK(infl_comm_sync(ctx, INFL_OK));  // the file is committed only when every process has done its part
     if (scw) {
         CHECK(store_scores_write_topk(ctx, scw, res->top_index, res->top_score, res->bottom_index,
                                       res->bottom_score));
@@ -677,7 +722,10 @@ done:
     store_scores_abort(scw);
     infl_topk_free(tk);
     free(cand);
-    free(hblock);
+    if (head)
+        free(head);
+    else
+        free(hblock);
     infl_be_host_free(ctx, hsub);
     free(zn);
     infl_rank_result_free(res);

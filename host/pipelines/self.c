@@ -21,6 +21,7 @@
 
 #include "attrib.h"
 #include "backend.h"
+#include "core/comm.h"
 #include "estimators/ihvp.h"
 
 void infl_self_result_free(infl_self_result *r) {
@@ -192,8 +193,57 @@ done:
     return rc;
 }
 
+// Several processes (core/comm.h): each one's rows of self (N) to rank 0, then all of them
+// to every process. A gathered block: its first row and rows, then the values.
+typedef struct {
+    int64_t row0, n;
+} self_head;
+
+static infl_status self_take(infl_ctx *ctx, void *user, int from, const void *blk) {
+    (void)ctx;
+    (void)from;
+    float *self = user;
+    self_head h;
+    memcpy(&h, blk, sizeof h);
+    memcpy(self + h.row0, (const char *)blk + sizeof h, (size_t)h.n * sizeof(float));
+    return INFL_OK;
+}
+
+static infl_status self_gather(infl_ctx *ctx, float *self, int64_t N) {
+    if (infl_comm_size(ctx) == 1) return INFL_OK;
+    int64_t b, e, widest;
+    FORWARD_IF_ERROR(infl_comm_range(ctx, N, 1, "self-influence", &b, &e, &widest));
+    size_t bytes = sizeof(self_head) + (size_t)widest * sizeof(float);
+    char *buf = infl_malloc(ctx, bytes, "self-influences to gather");
+    if (!buf) return INFL_E_NOMEM;
+    self_head h = {b, e - b};
+    memcpy(buf, &h, sizeof h);
+    memcpy(buf + sizeof h, self + b, (size_t)(e - b) * sizeof(float));
+    infl_status rc = infl_comm_gather(ctx, buf, bytes, self_take, self);
+    free(buf);
+    if (rc == INFL_OK) rc = infl_comm_bcast(ctx, self, (size_t)N * sizeof(float));
+    return rc;
+}
+
+static infl_status self_run(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out);
+
 infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out) {
+    // every process leaves with the job's status (core/comm.h)
+    infl_status rc = infl_comm_sync(ctx, self_run(ctx, o, out));
+    if (rc < 0) {
+        infl_self_result_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static infl_status self_run(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out) {
     *out = NULL;
+    RETURN_IF(ctx, infl_comm_size(ctx) > 1 && ((o->index && *o->index) || o->method == INFL_METHOD_REPRESENTER),
+              INFL_E_UNSUPPORTED,
+              "across processes (mpirun -np %d), self streams the training rows by tracin, graddot, if, ekfac, kfac "
+              "or diagonal; --index and representer run in one process",
+              infl_comm_size(ctx));
     if (o->index && *o->index) return self_from_index(ctx, o, out);
     attrib a;
     infl_status rc = attrib_open(ctx, &a, o, 0);
@@ -259,9 +309,10 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     int64_t S = attrib_shard_rows(&a);
     self_stream ss = {.a = &a, .r = r, .acc = acc, .G = G, .X = X, .tmp = tmp, .d = d, .DQ = DQ, .AQ = AQ, .T = T,
                       .op = &op};
-    infl_stream_fns fns = {.batch = self_batch, .shard = NULL, .user = &ss};
+    infl_stream_fns fns = {.batch = self_batch, .shard = NULL, .user = &ss, .ranks = INFL_STREAM_ROWS};
     CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "self", infl_method_name(o->method),
                             NULL));
+    CHECK(self_gather(ctx, r->self, a.N));
     CHECK(sort_order(ctx, r->self, a.N, r->order));
     r->has_flipped = store_split_info(a.train)->has_flipped;
     if (r->has_flipped) CHECK(flipped_recall(ctx, &a, r));
@@ -272,7 +323,8 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     }
     // indices reported within the split, like rank's
     for (int64_t i = 0; i < a.N; i++) r->order[i] += begin;
-    if (o->output) {
+    CHECK(infl_comm_sync(ctx, INFL_OK));  // rank 0 writes once every process has done its part
+    if (o->output && infl_comm_root(ctx)) {
         CHECK(store_scores_create(ctx, o->output, o->force, 1, 0, a.N, 0, &scw));
         CHECK(attrib_write_attrs(ctx, scw, o, &a));
         CHECK(store_scores_write_self(ctx, scw, r->self, r->order, a.N));

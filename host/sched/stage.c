@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "core/comm.h"
 
 infl_status infl_stage_alloc(infl_ctx *ctx, infl_stage *st, const infl_split *split, const infl_model *model,
                              int B, int64_t D, int64_t Kt, int64_t yf_width) {
@@ -120,11 +121,21 @@ infl_status infl_stage_stream(infl_ctx *ctx, infl_stage *st, infl_split *split, 
     const infl_split_info *in = store_split_info(split);
     infl_reader *rd = NULL;
     infl_status rc = INFL_OK;
+    // this process's rows [b, e) of the range, and the steps every process takes: the most
+    // shards any process has
+    int64_t b = 0, e = in->n, steps = 0, step = 0;
+    if (fn->ranks) {
+        // every process starts here: a failure before it (another process's) ends the work now
+        CHECK(infl_comm_sync(ctx, INFL_OK));
+        int64_t unit = fn->ranks == INFL_STREAM_SHARDS ? shard_rows : 1, widest;
+        CHECK(infl_comm_range(ctx, in->n, unit, store_split_ref(split), &b, &e, &widest));
+        steps = unit > 1 ? widest : (widest + shard_rows - 1) / shard_rows;
+    }
     if (T > 0)
-        CHECK(infl_reader_start_docs(ctx, split, shard_rows, 2, 0, -1, T, infl_be_host_alloc_hook,
+        CHECK(infl_reader_start_docs(ctx, split, shard_rows, 2, b, e, T, infl_be_host_alloc_hook,
                                      infl_be_host_free_hook, ctx, &rd));
     else
-        CHECK(infl_reader_start(ctx, split, shard_rows, 2, 0, -1, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx,
+        CHECK(infl_reader_start(ctx, split, shard_rows, 2, b, e, infl_be_host_alloc_hook, infl_be_host_free_hook, ctx,
                                 &rd));
     int64_t done_rows = 0;
     for (;;) {
@@ -143,10 +154,14 @@ infl_status infl_stage_stream(infl_ctx *ctx, infl_stage *st, infl_split *split, 
             CHECK(fn->batch(ctx, fn->user, sh, r0, &bt));
         }
         if (fn->shard) CHECK(fn->shard(ctx, fn->user, sh));
+        if (fn->step) CHECK(fn->step(ctx, fn->user, sh));
+        step++;
         done_rows += sh->n;
         infl_reader_release(rd, sh);
-        infl_progress(ctx, what, (uint64_t)done_rows, (uint64_t)in->n, info);
+        infl_progress(ctx, what, (uint64_t)done_rows, (uint64_t)(e - b), info);
     }
+    // the steps of processes with more shards than this one's
+    for (; fn->step && step < steps; step++) CHECK(fn->step(ctx, fn->user, NULL));
     if (wait_s) {
         double read_s = 0;
         infl_reader_stats(rd, &read_s, wait_s);

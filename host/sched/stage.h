@@ -77,17 +77,29 @@ infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0
 // What a pipeline does with the stream: batch for every sub-batch (bt: the model's view of
 // it, labels as asked; r0 its first row within the shard), then shard once the shard's
 // sub-batches are done (may be NULL); user is theirs.
+// Several processes (core/comm.h): with `ranks`, each process streams only its own range
+// of the rows (infl_comm_range; rows keep their numbers within the split's range):
+// INFL_STREAM_ROWS, rows [r N / R, (r + 1) N / R); INFL_STREAM_SHARDS, whole shards of the
+// single process's stream (its sums per shard are then the single process's, e.g. fit's
+// float accumulators; with fewer shards than processes some have none). step (may be
+// NULL) is then called after every shard's `shard` on every process the same number of
+// times, with NULL once its own shards are done: the place for a collective step per shard
+// (a gather of its results to rank 0). Without a communicator, step follows every shard.
+enum { INFL_STREAM_ALL = 0, INFL_STREAM_ROWS = 1, INFL_STREAM_SHARDS = 2 };
 typedef struct {
     infl_status (*batch)(infl_ctx *ctx, void *user, const infl_shard *sh, int64_t r0, const infl_batch *bt);
     infl_status (*shard)(infl_ctx *ctx, void *user, const infl_shard *sh);
     void *user;
+    int ranks;
+    infl_status (*step)(infl_ctx *ctx, void *user, const infl_shard *sh);
 } infl_stream_fns;
 
-// Streams the whole split through st: a reader thread (reader.h) with shards of
-// shard_rows rows in the backend's host memory (documents of T tokens when T > 0, rows
-// when T = 0), each shard's sub-batches double-buffered as above, the cancel flag looked
-// at between sub-batches, progress reported as `what` (with `info`) after every shard.
-// *wait_s (may be NULL) gets the seconds spent waiting for the reader.
+// Streams the whole split (with fn->ranks, this process's share of it) through st: a
+// reader thread (reader.h) with shards of shard_rows rows in the backend's host memory
+// (documents of T tokens when T > 0, rows when T = 0), each shard's sub-batches
+// double-buffered as above, the cancel flag looked at between sub-batches, progress
+// reported as `what` (with `info`) after every shard. *wait_s (may be NULL) gets the
+// seconds spent waiting for the reader.
 infl_status infl_stage_stream(infl_ctx *ctx, infl_stage *st, infl_split *split, int64_t shard_rows, int T, int labels,
                               const infl_stream_fns *fn, const char *what, const char *info, double *wait_s);
 

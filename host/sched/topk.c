@@ -10,6 +10,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "topk.h"
 
+#include "core/comm.h"
+
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -161,6 +163,72 @@ infl_status infl_topk_push(infl_ctx *ctx, infl_topk *t, const float *scores, int
     t->seen += nb;
     t->n = t->seen < k ? (int)t->seen : k;
     return INFL_OK;
+}
+
+// ---- across processes ----
+
+// Offers another top-k's heaps (src->n entries per query and side, from src->seen examples
+// none of which were pushed into t) to t's, as if they had been pushed.
+static void merge_heaps(infl_topk *t, const entry *top, const entry *bot, int n, int64_t seen) {
+    int k = t->k, n0 = t->n;
+    for (int q = 0; q < t->M; q++) {
+        entry *ht = t->top + (size_t)q * (size_t)k, *hb = t->bot + (size_t)q * (size_t)k;
+        int nt = n0, nbt = n0;
+        for (int j = 0; j < n; j++) {
+            offer(ht, &nt, k, top[(size_t)q * (size_t)k + j]);
+            offer(hb, &nbt, k, bot[(size_t)q * (size_t)k + j]);
+        }
+    }
+    t->seen += seen;
+    t->n = t->seen < k ? (int)t->seen : k;
+}
+
+// A top-k as bytes: seen, n, then both heaps (M, k) whole.
+typedef struct {
+    int64_t seen;
+    int64_t n;
+} topk_head;
+
+static infl_status take_topk(infl_ctx *ctx, void *user, int from, const void *block) {
+    (void)ctx;
+    infl_topk *t = user;
+    if (from == 0) return INFL_OK;  // rank 0's own heaps are t's
+    topk_head h;
+    memcpy(&h, block, sizeof h);
+    const entry *top = (const entry *)((const char *)block + sizeof h);
+    merge_heaps(t, top, top + (size_t)t->M * (size_t)t->k, (int)h.n, h.seen);
+    return INFL_OK;
+}
+
+// t as bytes into buf (sizeof(topk_head) + 2 heaps).
+static void pack(const infl_topk *t, char *buf) {
+    size_t heap = (size_t)t->M * (size_t)t->k * sizeof(entry);
+    topk_head h = {t->seen, t->n};
+    memcpy(buf, &h, sizeof h);
+    memcpy(buf + sizeof h, t->top, heap);
+    memcpy(buf + sizeof h + heap, t->bot, heap);
+}
+
+infl_status infl_topk_reduce(infl_ctx *ctx, infl_topk *t) {
+    if (infl_comm_size(ctx) == 1) return INFL_OK;
+    size_t heap = (size_t)t->M * (size_t)t->k * sizeof(entry), bytes = sizeof(topk_head) + 2 * heap;
+    char *buf = infl_malloc(ctx, bytes, "a top-k to merge across processes");
+    if (!buf) return INFL_E_NOMEM;
+    pack(t, buf);
+    infl_status rc = infl_comm_gather(ctx, buf, bytes, take_topk, t);
+    // rank 0's merged heaps to every process
+    if (rc == INFL_OK && infl_comm_root(ctx)) pack(t, buf);
+    if (rc == INFL_OK) rc = infl_comm_bcast(ctx, buf, bytes);
+    if (rc == INFL_OK) {
+        topk_head h;
+        memcpy(&h, buf, sizeof h);
+        t->seen = h.seen;
+        t->n = (int)h.n;
+        memcpy(t->top, buf + sizeof h, heap);
+        memcpy(t->bot, buf + sizeof h + heap, heap);
+    }
+    free(buf);
+    return rc;
 }
 
 // ---- results ----

@@ -36,6 +36,12 @@ void infl_topk_free(infl_topk *t);  // accepts NULL
 infl_status infl_topk_push(infl_ctx *ctx, infl_topk *t, const float *scores, int M, int nb, int ld,
                            int64_t index0);
 
+// Several processes (core/comm.h), each having pushed its own part of the examples:
+// collective; merges every process's top-k into one and gives it to every process, as if
+// every part had been pushed into each (the order is strict: the same top-k, ties and all).
+// The heaps cross as bytes: the processes share one binary and byte order.
+infl_status infl_topk_reduce(infl_ctx *ctx, infl_topk *t);
+
 // Query q's results, sorted: top by descending score, bottom by ascending score, ties
 // by the smaller index. Writes *count = min(k, examples pushed) entries into each
 // array that is not NULL (each must hold k entries). count may be NULL.
