@@ -6,6 +6,7 @@
 #include "comm.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 void infl_ctx_set_comm(infl_ctx *ctx, const infl_comm *comm) {
@@ -90,4 +91,38 @@ infl_status infl_comm_gather(infl_ctx *ctx, const void *buf, size_t bytes, infl_
     // take's own status (negative, its detail set) or the transport's
     if (e < 0) return (infl_status)e;
     return transport(ctx, e, "a gather");
+}
+
+// A block of infl_comm_gather_rows: its rows, then their bytes.
+typedef struct {
+    int64_t row0, n;
+} rows_head;
+
+typedef struct {
+    char *dst;
+    size_t width;
+} rows_arg;
+
+static infl_status take_rows(infl_ctx *ctx, void *user, int from, const void *block) {
+    (void)ctx;
+    (void)from;
+    rows_arg *r = user;
+    rows_head h;
+    memcpy(&h, block, sizeof h);
+    memcpy(r->dst + (size_t)h.row0 * r->width, (const char *)block + sizeof h, (size_t)h.n * r->width);
+    return INFL_OK;
+}
+
+infl_status infl_comm_gather_rows(infl_ctx *ctx, void *dst, size_t width, int64_t row0, int64_t n, int64_t most) {
+    if (!ctx->comm) return INFL_OK;
+    size_t bytes = sizeof(rows_head) + (size_t)most * width;
+    char *buf = infl_malloc(ctx, bytes, "rows to gather across processes");
+    if (!buf) return INFL_E_NOMEM;
+    rows_head h = {row0, n};
+    memcpy(buf, &h, sizeof h);
+    memcpy(buf + sizeof h, (const char *)dst + (size_t)row0 * width, (size_t)n * width);
+    rows_arg r = {dst, width};
+    infl_status rc = infl_comm_gather(ctx, buf, bytes, take_rows, &r);
+    free(buf);
+    return rc;
 }

@@ -52,4 +52,9 @@ typedef infl_status (*infl_comm_take_fn)(infl_ctx *ctx, void *user, int from, co
 // process at a time in rank order (its own first). take is called on rank 0 only.
 infl_status infl_comm_gather(infl_ctx *ctx, const void *buf, size_t bytes, infl_comm_take_fn take, void *user);
 
+// After an agreement: every process's rows [row0, row0 + n) of dst (rows of `width` bytes,
+// n <= most on every process) into rank 0's dst at the same rows (a gather of most rows
+// each). Without a communicator the rows are where they belong already.
+infl_status infl_comm_gather_rows(infl_ctx *ctx, void *dst, size_t width, int64_t row0, int64_t n, int64_t most);
+
 #endif

@@ -276,24 +276,6 @@ static infl_status fingerprint(infl_ctx *ctx, infl_run *run, const infl_train_op
     return rc;
 }
 
-// Several processes (core/comm.h): each round, every process's model (its index, or −1 for
-// none) and its outputs (M) go to rank 0, into the state.
-typedef struct {
-    int64_t k;
-} lds_head;
-
-static infl_status lds_take(infl_ctx *ctx, void *user, int from, const void *blk) {
-    (void)ctx;
-    (void)from;
-    infl_lds_state *st = user;
-    lds_head h;
-    memcpy(&h, blk, sizeof h);
-    if (h.k < 0) return INFL_OK;
-    memcpy(st->outputs + (size_t)h.k * st->M, (const char *)blk + sizeof h, (size_t)st->M * sizeof(double));
-    st->done[h.k] = 1;
-    return INFL_OK;
-}
-
 static infl_status lds_run(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out);
 
 infl_status infl_lds(infl_ctx *ctx, const infl_lds_options *o, infl_lds_result **out) {
@@ -327,7 +309,6 @@ static infl_status lds_run(infl_ctx *ctx, const infl_lds_options *o, infl_lds_re
     double *pred = NULL, *cut = NULL, *ra = NULL, *rb = NULL, *col = NULL, *tru = NULL;
     stats_pair *idx = NULL;
     int *pend = NULL;
-    lds_head *blk = NULL;
     char tmprun[4200] = "";
     infl_status rc = INFL_OK;
 
@@ -439,8 +420,7 @@ static infl_status lds_run(infl_ctx *ctx, const infl_lds_options *o, infl_lds_re
     const int R = infl_comm_size(ctx), me = infl_comm_rank(ctx);
     int have = 0, npend = 0;
     pend = infl_malloc(ctx, (size_t)o->models * sizeof(int), "the models to train");
-    blk = infl_malloc(ctx, sizeof(lds_head) + (size_t)M * sizeof(double), "a model's outputs");
-    GOTO_NOMEM_IF(!pend || !blk);
+    GOTO_NOMEM_IF(!pend);
     for (int k = 0; k < o->models; k++) {
         if (st.done[k]) have++;
         else pend[npend++] = k;
@@ -461,16 +441,17 @@ static infl_status lds_run(infl_ctx *ctx, const infl_lds_options *o, infl_lds_re
             rc = infl_train(ctx, &tk, tmprun, NULL);
             ctx->progress = saved;
             CHECK(rc);
-            double *out_k = (double *)(blk + 1);
+            double *out_k = st.outputs + (size_t)k * M;
             rc = gpt ? gpt_query_outputs(ctx, tmprun, qs, out_k)
                      : retrain_mlp_outputs(ctx, tmprun, qx, qy, qyf, M, qi->d, kt, o->output_margin, out_k);
             retrain_remove_files(tmprun);
             CHECK(rc);
         }
-        blk->k = k;
-        CHECK(infl_comm_gather(ctx, blk, sizeof(lds_head) + (size_t)M * sizeof(double), lds_take, &st));
-        if (infl_comm_root(ctx)) CHECK(store_lds_write(ctx, o->state, &st));
+        // every process's model of the round (its row of outputs) to rank 0: all of them are done
+        CHECK(infl_comm_gather_rows(ctx, st.outputs, (size_t)M * sizeof(double), k >= 0 ? k : 0, k >= 0, 1));
         int n = npend - j0 < R ? npend - j0 : R;
+        for (int i = 0; i < n; i++) st.done[pend[j0 + i]] = 1;
+        if (infl_comm_root(ctx)) CHECK(store_lds_write(ctx, o->state, &st));
         res->trained_now += n;
         have += n;
         infl_progress(ctx, "lds", (uint64_t)have, (uint64_t)o->models, info);
@@ -557,7 +538,6 @@ done:
     free(tru);
     free(idx);
     free(pend);
-    free(blk);
     infl_lds_result_free(res);
     return rc;
 }

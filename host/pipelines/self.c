@@ -194,35 +194,13 @@ done:
 }
 
 // Several processes (core/comm.h): each one's rows of self (N) to rank 0, then all of them
-// to every process. A gathered block: its first row and rows, then the values.
-typedef struct {
-    int64_t row0, n;
-} self_head;
-
-static infl_status self_take(infl_ctx *ctx, void *user, int from, const void *blk) {
-    (void)ctx;
-    (void)from;
-    float *self = user;
-    self_head h;
-    memcpy(&h, blk, sizeof h);
-    memcpy(self + h.row0, (const char *)blk + sizeof h, (size_t)h.n * sizeof(float));
-    return INFL_OK;
-}
-
+// to every process.
 static infl_status self_gather(infl_ctx *ctx, float *self, int64_t N) {
     if (infl_comm_size(ctx) == 1) return INFL_OK;
     int64_t b, e, widest;
     FORWARD_IF_ERROR(infl_comm_range(ctx, N, 1, "self-influence", &b, &e, &widest));
-    size_t bytes = sizeof(self_head) + (size_t)widest * sizeof(float);
-    char *buf = infl_malloc(ctx, bytes, "self-influences to gather");
-    if (!buf) return INFL_E_NOMEM;
-    self_head h = {b, e - b};
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, self + b, (size_t)(e - b) * sizeof(float));
-    infl_status rc = infl_comm_gather(ctx, buf, bytes, self_take, self);
-    free(buf);
-    if (rc == INFL_OK) rc = infl_comm_bcast(ctx, self, (size_t)N * sizeof(float));
-    return rc;
+    FORWARD_IF_ERROR(infl_comm_gather_rows(ctx, self, sizeof(float), b, e - b, widest));
+    return infl_comm_bcast(ctx, self, (size_t)N * sizeof(float));
 }
 
 static infl_status self_run(infl_ctx *ctx, const infl_rank_options *o, infl_self_result **out);
