@@ -24,6 +24,7 @@
 #include "testutil.h"
 
 static const int W[] = {5, 7, 3};
+static char g_data[512], g_run[512], g_cap[512];
 
 static void small_run(infl_train_options *o, void *u) {
     (void)u;
@@ -38,37 +39,43 @@ static void small_run(infl_train_options *o, void *u) {
 // What to damage in the captured copy.
 typedef enum { CAP_OK, CAP_SHORT_D, CAP_NO_LAYER, CAP_NAN, CAP_BAD_OFFSETS } cap_fault;
 
-// Records every layer's A, Δ and the losses of split `sp` of data (all rows) at checkpoint
-// c of the run into the captured writer, through the seam (the CPU backend).
+// Records every layer's A, Δ and the losses of split `sp` of data (all of it: rows, or
+// documents of a GPT) at checkpoint c of the run into the captured writer, through the
+// seam (the CPU backend). The offsets and labels go with the first checkpoint.
 static void capture_split(infl_ctx *ctx, infl_run *run, int c, const char *ckname, const char *data, const char *sp,
                           infl_capw *w, cap_fault fault) {
     infl_model *m = NULL;
     cr_assert_eq(infl_model_create(ctx, store_run_spec(run), 0, &m), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_split *s = tu_open_split(ctx, tu_ref(0, data, sp));
     const infl_split_info *in = store_split_info(s);
-    int n = (int)in->n, d = (int)in->d;
-    float *x = malloc((size_t)n * d * sizeof(float)), *hp = malloc(m->nparams * sizeof(float));
-    int32_t *y = malloc((size_t)n * sizeof(int32_t));
-    cr_assert_eq(store_split_read(ctx, s, 0, n, x, y, NULL), INFL_OK);
+    int n = (int)in->n, d = (int)in->d, T = m->tokens ? m->spec.gpt.context : 0;
+    float *x = malloc(((size_t)n * d + 1) * sizeof(float)), *hp = malloc(m->nparams * sizeof(float));
+    int32_t *y = malloc((size_t)n * sizeof(int32_t)), *tok = malloc(((size_t)n * T + 1) * sizeof(int32_t));
+    int32_t *len = malloc((size_t)n * sizeof(int32_t));
+    if (T)
+        cr_assert_eq(store_split_read_docs(ctx, s, 0, n, T, 0, tok, len, y), INFL_OK);
+    else
+        cr_assert_eq(store_split_read(ctx, s, 0, n, x, y, NULL), INFL_OK);
     cr_assert_eq(store_run_load(ctx, run, c, hp), INFL_OK);
-    float *dx = tu_upload(ctx, x, (size_t)n * d * sizeof(float)), *dp = tu_upload(ctx, hp, m->nparams * sizeof(float));
+    float *dx = tu_upload(ctx, x, ((size_t)n * d + 1) * sizeof(float)), *dp = tu_upload(ctx, hp, m->nparams * sizeof(float));
     int32_t *dy = tu_upload(ctx, y, (size_t)n * sizeof(int32_t));
     infl_model_work *work = NULL;
     cr_assert_eq(infl_model_work_create(ctx, m, n, &work), INFL_OK);
-    infl_batch bt = {.b = n, .index0 = 0, .x = dx, .y = dy};
+    infl_batch bt = T ? (infl_batch){.b = n, .tok = tok, .T = T, .len = len} : (infl_batch){.b = n, .x = dx, .y = dy};
     cr_assert_eq(infl_model_factors(ctx, m, dp, &bt, work), INFL_OK, "%s", infl_ctx_error(ctx));
+    int R = work->rows;
     char rel[256];
     for (int l = 0; l < m->nlayers; l++) {
         int din = m->layer[l].d_in, dout = m->layer[l].d_out;
-        float *A = malloc((size_t)n * din * sizeof(float)), *D = malloc((size_t)n * dout * sizeof(float));
-        cr_assert_eq(ctx->be->download(ctx, A, work->A[l], (size_t)n * din * sizeof(float)), INFL_OK);
-        cr_assert_eq(ctx->be->download(ctx, D, work->D[l], (size_t)n * dout * sizeof(float)), INFL_OK);
+        float *A = malloc((size_t)R * din * sizeof(float)), *D = malloc((size_t)R * dout * sizeof(float));
+        cr_assert_eq(ctx->be->download(ctx, A, work->A[l], (size_t)R * din * sizeof(float)), INFL_OK);
+        cr_assert_eq(ctx->be->download(ctx, D, work->D[l], (size_t)R * dout * sizeof(float)), INFL_OK);
         if (fault == CAP_NAN && l == 1) A[3 * din + 1] = NAN;
         if (!(fault == CAP_NO_LAYER && l == 1)) {
             snprintf(rel, sizeof rel, "checkpoints/%s/%s/layer%d/A", ckname, sp, l);
-            cr_assert_eq(store_captured_put(ctx, w, rel, 0, n, din, A), INFL_OK, "%s", infl_ctx_error(ctx));
+            cr_assert_eq(store_captured_put(ctx, w, rel, 0, R, din, A), INFL_OK, "%s", infl_ctx_error(ctx));
             snprintf(rel, sizeof rel, "checkpoints/%s/%s/layer%d/D", ckname, sp, l);
-            int nd = fault == CAP_SHORT_D && l == 0 ? n - 1 : n;
+            int nd = fault == CAP_SHORT_D && l == 0 ? R - 1 : R;
             cr_assert_eq(store_captured_put(ctx, w, rel, 0, nd, dout, D), INFL_OK, "%s", infl_ctx_error(ctx));
         }
         free(A);
@@ -80,7 +87,7 @@ static void capture_split(infl_ctx *ctx, infl_run *run, int c, const char *cknam
     cr_assert_eq(store_captured_put(ctx, w, rel, 0, n, 0, loss), INFL_OK);
     if (c == 0) {
         int64_t *offs = malloc(((size_t)n + 1) * sizeof(int64_t));
-        for (int i = 0; i <= n; i++) offs[i] = i + (fault == CAP_BAD_OFFSETS ? 1 : 0);
+        for (int i = 0; i <= n; i++) offs[i] = work->row_off[i] + (fault == CAP_BAD_OFFSETS ? 1 : 0);
         snprintf(rel, sizeof rel, "%s/offsets", sp);
         cr_assert_eq(store_captured_put(ctx, w, rel, 8, n + 1, 0, offs), INFL_OK);
         snprintf(rel, sizeof rel, "%s/y", sp);
@@ -94,36 +101,43 @@ static void capture_split(infl_ctx *ctx, infl_run *run, int c, const char *cknam
     infl_be_free(ctx, dy);
     free(x);
     free(y);
+    free(tok);
+    free(len);
     free(hp);
     store_split_close(s);
     infl_model_free(m);
 }
 
-// The run's captured twin: every checkpoint, splits train and test.
+// The run's captured twin: every checkpoint, splits train and test; the checkpoints' weights
+// as the captured layout has them (the layer space: each layer's W, then b).
 static void capture_run(const char *run_path, const char *data, const char *out, cap_fault fault) {
     infl_ctx *ctx = tu_ctx();
     infl_run *run = NULL;
     cr_assert_eq(store_run_open(ctx, run_path, &run), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_linear lin[INFL_MAX_LINEAR];
-    int L = infl_spec_linears(store_run_spec(run), 0, lin, INFL_MAX_LINEAR);
-    infl_captured_spec cs = {.L = L, .outputs = W[2], .tokens = 0, .wd = store_run_spec(run)->mlp.wd};
-    for (int l = 0; l < L; l++) {
-        cs.d_in[l] = lin[l].d_in;
-        cs.d_out[l] = lin[l].d_out;
-        cs.bias[l] = lin[l].bias;
-        snprintf(cs.names[l], sizeof cs.names[l], "%d", 2 * l);  // nn.Sequential's module names
+    infl_model *m = NULL;
+    cr_assert_eq(infl_model_create(ctx, store_run_spec(run), 0, &m), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_captured_spec cs = {.L = m->nlayers, .outputs = m->outputs, .tokens = m->tokens, .wd = m->wd};
+    for (int l = 0; l < m->nlayers; l++) {
+        cs.d_in[l] = m->layer[l].d_in;
+        cs.d_out[l] = m->layer[l].d_out;
+        cs.bias[l] = m->layer[l].bias;
+        snprintf(cs.names[l], sizeof cs.names[l], "%s", m->layer[l].name);
     }
     infl_capw *w = NULL;
     cr_assert_eq(store_captured_create(ctx, out, 1, &cs, &w), INFL_OK, "%s", infl_ctx_error(ctx));
     int nck = store_run_ncheckpoints(run);
-    size_t P = infl_spec_nparams(store_run_spec(run));
-    float *hp = malloc(P * sizeof(float));
+    float *hp = malloc(m->nparams * sizeof(float)), *ls = malloc(m->lsize * sizeof(float));
     for (int c = 0; c < nck; c++) {
         const infl_ckpt_info *ci = store_run_checkpoint(run, c);
         char name[32];
         cr_assert_eq(store_run_load(ctx, run, c, hp), INFL_OK);
-        // the MLP's layout (W_l then b_l per layer) is the captured one's too
-        cr_assert_eq(store_captured_checkpoint(ctx, w, ci->step, ci->epoch, ci->lr, hp, name, sizeof name), INFL_OK,
+        for (int l = 0; l < m->nlayers; l++) {
+            const infl_linear *ly = &m->layer[l];
+            memcpy(ls + m->loff[l], hp + ly->w_off, (size_t)ly->d_out * ly->d_in * sizeof(float));
+            if (ly->bias)
+                memcpy(ls + m->loff[l] + (size_t)ly->d_out * ly->d_in, hp + ly->b_off, (size_t)ly->d_out * sizeof(float));
+        }
+        cr_assert_eq(store_captured_checkpoint(ctx, w, ci->step, ci->epoch, ci->lr, ls, name, sizeof name), INFL_OK,
                      "%s", infl_ctx_error(ctx));
         cr_assert_str_eq(name, ci->name);
         capture_split(ctx, run, c, name, data, "train", w, fault);
@@ -131,11 +145,11 @@ static void capture_run(const char *run_path, const char *data, const char *out,
     }
     cr_assert_eq(store_captured_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
     free(hp);
+    free(ls);
+    infl_model_free(m);
     store_run_close(run);
     infl_ctx_free(ctx);
 }
-
-static char g_data[512], g_run[512], g_cap[512];
 
 static void setup(void) {
     snprintf(g_data, sizeof g_data, "%s", tu_path("blobs.h5"));
@@ -161,6 +175,14 @@ static infl_rank_options rank_opts(int captured, infl_method method, const char 
     return o;
 }
 
+// 1 when example z is among a query's k entries (from q0) with score v (to float precision),
+// or v ties with the last entry kept.
+static int tied(const int64_t *idx, const float *score, int q0, int k, int64_t z, float v, double scale) {
+    for (int j = q0; j < q0 + k; j++)
+        if (idx[j] == z && fabs(score[j] - v) <= 1e-5 * scale) return 1;
+    return fabs(score[q0 + k - 1] - v) <= 1e-5 * scale;  // tied with the last kept: either may be cut
+}
+
 // The same top-k and bottom-k indices, scores within float precision of their scale.
 static void same_rank(const infl_rank_result *a, const infl_rank_result *b, const char *what) {
     cr_assert_eq(a->M, b->M);
@@ -168,9 +190,14 @@ static void same_rank(const infl_rank_result *a, const infl_rank_result *b, cons
     for (int i = 0; i < a->M * a->k; i++) {
         int q0 = (i / a->k) * a->k;  // the query's largest scores of either sign set its scale
         double scale = fabs(a->top_score[q0]) + fabs(a->bottom_score[q0]) + 1e-12;
-        cr_assert_eq(a->top_index[i], b->top_index[i], "%s: proponent %d: %ld vs %ld", what, i, (long)a->top_index[i],
-                     (long)b->top_index[i]);
-        cr_assert_eq(a->bottom_index[i], b->bottom_index[i], "%s: opponent %d", what, i);
+        // the same example, or one whose score ties with it (a corpus may repeat a document)
+        cr_assert(a->top_index[i] == b->top_index[i] || tied(b->top_index, b->top_score, q0, a->k, a->top_index[i],
+                                                              a->top_score[i], scale),
+                  "%s: proponent %d: %ld vs %ld", what, i, (long)a->top_index[i], (long)b->top_index[i]);
+        cr_assert(a->bottom_index[i] == b->bottom_index[i] ||
+                      tied(b->bottom_index, b->bottom_score, q0, a->k, a->bottom_index[i], a->bottom_score[i], scale),
+                  "%s: opponent %d: %ld vs %ld (%g vs %g, scale %g)", what, i, (long)a->bottom_index[i],
+                  (long)b->bottom_index[i], a->bottom_score[i], b->bottom_score[i], scale);
         cr_assert(fabs(a->top_score[i] - b->top_score[i]) <= 1e-5 * scale, "%s: score %d: %g vs %g", what, i,
                   a->top_score[i], b->top_score[i]);
         cr_assert(fabs(a->bottom_score[i] - b->bottom_score[i]) <= 1e-5 * scale, "%s: score %d", what, i);
@@ -276,4 +303,48 @@ Test(captured, bad_captures_are_named, .init = setup) {
     bad_capture(CAP_NO_LAYER, INFL_E_FORMAT, "layer1/A: missing");
     bad_capture(CAP_NAN, INFL_E_VALUE, "NaN");
     bad_capture(CAP_BAD_OFFSETS, INFL_E_FORMAT, "offsets[0]");
+}
+
+// A language model's capture: infl's GPT recorded per token row (several rows an example)
+// ranks its documents as the GPT run does.
+Test(captured, token_rows_of_a_gpt_rank_as_the_run) {
+    const char *txt = tu_path("c.txt");
+    snprintf(g_data, sizeof g_data, "%s", tu_path("docs.h5"));
+    snprintf(g_run, sizeof g_run, "%s", tu_path("gpt.h5"));
+    snprintf(g_cap, sizeof g_cap, "%s", tu_path("gcap.h5"));
+    FILE *f = fopen(txt, "w");
+    const char *words[] = {"cat", "dog ran far", "sun", "tea is hot", "it is late at night again"};
+    uint64_t st = 3;
+    for (int i = 0; i < 40; i++) fprintf(f, "%s %s\n", words[(int)(tu_uniform(&st) * 5)], words[i % 5]);
+    fclose(f);
+    tu_import_lines(txt, g_data, 0, 0.25);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options o = infl_train_options_gpt_default();
+    o.data = tu_ref(0, g_data, "train");
+    o.nlayers = 1;
+    o.heads = 2;
+    o.dim = 8;
+    o.context = 16;
+    o.epochs = 2;
+    o.batch = 8;
+    o.checkpoint_every = 3;
+    o.force = 1;
+    cr_assert_eq(infl_train(ctx, &o, g_run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+    capture_run(g_run, g_data, g_cap, CAP_OK);
+    rank_both(INFL_METHOD_TRACIN, NULL, NULL, "gpt tracin");
+    rank_both(INFL_METHOD_GRADCOS, NULL, NULL, "gpt gradcos");
+    ctx = tu_ctx();
+    char fr[600], fc[600];
+    snprintf(fr, sizeof fr, "%s", tu_path("fr.h5"));
+    snprintf(fc, sizeof fc, "%s", tu_path("fc.h5"));
+    infl_fit_options fo = infl_fit_options_default();
+    fo.fisher_empirical = 1;
+    fo.force = 1;
+    fo.run = g_run;
+    cr_assert_eq(infl_fit(ctx, &fo, fr, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    fo.run = g_cap;
+    cr_assert_eq(infl_fit(ctx, &fo, fc, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+    rank_both(INFL_METHOD_EKFAC, fr, fc, "gpt ekfac");
 }

@@ -56,7 +56,8 @@ typedef struct {
     float *accS[INFL_MAX_LINEAR];   // (dout, dout)
     float *accL[INFL_MAX_LINEAR];   // (dout, ni) pass 2
     float *DQ, *AQ;                 // (rows, max dout), (rows, max ni): rows = B, or B · context for documents
-    int tokens, ctxT;               // a language model: documents of token rows, read in ctxT tokens
+    int tokens, ctxT;               // examples of token rows: at most ctxT of them (a gpt's context, a
+    int docs;                       // captured model's longest example); docs: documents the model reads
     int64_t rows_seen;              // pass 1: token rows (examples for T = 1), the covariances' count
     float *Gd;                      // (Bm, max dout·ni) documents' rotated gradients (pass 2, documents)
     int Bm;
@@ -186,14 +187,14 @@ static infl_status fit_shard(infl_ctx *ctx, void *user, const infl_shard *sh) {
 // rotation p (identity bases for diagonal: p NULL means Q = I). Sub-batches are double-
 // buffered; nothing waits on the host until flush's downloads, once a shard.
 static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA, double **hS, double **hL) {
-    int64_t width = F->tokens ? (int64_t)F->ctxT + 2 : F->D;
+    int64_t width = F->docs ? (int64_t)F->ctxT + 2 : F->D;
     int64_t S = F->o->shard_rows > 0 ? (F->o->shard_rows < F->N ? F->o->shard_rows : F->N)
                                      : infl_shard_rows(F->N, width, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
     fit_stream fs = {.F = F, .pass = pass, .p = p, .hA = hA, .hS = hS, .hL = hL};
     infl_stream_fns fns = {.batch = fit_batch, .shard = fit_shard, .user = &fs};
     double wait_s = 0;
     // the data's labels for the empirical Fisher; else the model samples them itself
-    FORWARD_IF_ERROR(infl_stage_stream(F->ctx, &F->st, F->split, S, F->tokens ? F->ctxT : 0, F->o->fisher_empirical,
+    FORWARD_IF_ERROR(infl_stage_stream(F->ctx, &F->st, F->split, S, F->docs ? F->ctxT : 0, F->o->fisher_empirical,
                                        &fns, pass == 1 ? "fit: covariances" : "fit: eigenvalue correction",
                                        ekfac_strategy_name(F->o->strategy), &wait_s));
     F->wait += wait_s;
@@ -287,7 +288,8 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     m->tokenizer = store_run_tokenizer(run);
     F.m = m;
     F.tokens = m->tokens;
-    if (F.tokens) F.ctxT = m->spec.gpt.context;
+    F.docs = F.tokens && m->spec.kind == INFL_MODEL_GPT;
+    if (F.docs) F.ctxT = m->spec.gpt.context;
     const int L = m->nlayers;
     int ck;
     CHECK(store_run_find(ctx, run, o->checkpoint, &ck));
@@ -328,6 +330,7 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     CHECK(store_split_open(ctx, &ref, &F.split));
     CHECK(infl_model_check_data(ctx, m, F.split));
     const infl_split_info *si = store_split_info(F.split);
+    if (F.tokens && !F.docs) F.ctxT = si->max_len > 0 ? (int)si->max_len : 1;  // captured token rows
     F.N = si->n;
     F.D = si->d;
     F.Kt = si->y_kind == INFL_Y_REAL ? si->k : 0;

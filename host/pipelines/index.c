@@ -207,7 +207,7 @@ infl_status infl_index(infl_ctx *ctx, const infl_index_options *o, const char *o
         char info[96];
         snprintf(info, sizeof info, "%s, k %d, %d checkpoint%s", infl_projection_name(o->projection), k, a.nck,
                  a.nck > 1 ? "s" : "");
-        CHECK(infl_stage_stream(ctx, &a.st, a.train, attrib_shard_rows(&a), a.tokens ? a.ctxT : 0, 1, &fns, "index",
+        CHECK(infl_stage_stream(ctx, &a.st, a.train, attrib_shard_rows(&a), a.docs ? a.ctxT : 0, 1, &fns, "index",
                                 info, &rep->seconds_wait));
         rep->flops_project = is.flops_p;
         rep->flops_fb = is.flops_fb;

@@ -260,7 +260,7 @@ infl_status infl_self(infl_ctx *ctx, const infl_rank_options *o, infl_self_resul
     self_stream ss = {.a = &a, .r = r, .acc = acc, .G = G, .X = X, .tmp = tmp, .d = d, .DQ = DQ, .AQ = AQ, .T = T,
                       .op = &op};
     infl_stream_fns fns = {.batch = self_batch, .shard = NULL, .user = &ss};
-    CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "self", infl_method_name(o->method),
+    CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.docs ? a.ctxT : 0, 1, &fns, "self", infl_method_name(o->method),
                             NULL));
     CHECK(sort_order(ctx, r->self, a.N, r->order));
     r->has_flipped = store_split_info(a.train)->has_flipped;
