@@ -348,3 +348,24 @@ Test(captured, token_rows_of_a_gpt_rank_as_the_run) {
     infl_ctx_free(ctx);
     rank_both(INFL_METHOD_EKFAC, fr, fc, "gpt ekfac");
 }
+
+// From the command line: info describes the capture, rank and self run on it alone (the run
+// file is its own training data), and what a capture cannot serve says why.
+Test(captured, command_line, .init = setup) {
+    const char *info[] = {"infl", "info", g_cap, NULL};
+    cr_assert_eq(tu_cli(info), 0, "%s", tu_err());
+    cr_assert(strstr(tu_out(), "captured") && strstr(tu_out(), "layer1") && strstr(tu_out(), "split /train") &&
+                  strstr(tu_out(), "token rows"),
+              "%s", tu_out());
+    char q[700], out[600];
+    snprintf(q, sizeof q, "%s:/test[0:3]", g_cap);
+    snprintf(out, sizeof out, "%s", tu_path("scores.h5"));
+    const char *rank[] = {"infl", "rank", "--run", g_cap, "--query", q, "--method", "tracin", "--top", "3", "-o", out, NULL};
+    cr_assert_eq(tu_cli(rank), 0, "%s", tu_err());
+    cr_assert(tu_exists(out));
+    const char *self[] = {"infl", "self", "--run", g_cap, "--method", "graddot", NULL};
+    cr_assert_eq(tu_cli(self), 0, "%s", tu_err());
+    const char *bad[] = {"infl", "rank", "--run", g_cap, "--query", q, "--method", "if", NULL};
+    cr_assert_neq(tu_cli(bad), 0);
+    cr_assert(strstr(tu_err(), "captured"), "%s", tu_err());
+}
