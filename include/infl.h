@@ -254,7 +254,9 @@ typedef enum { INFL_SCHED_CONSTANT = 0, INFL_SCHED_COSINE = 1 } infl_schedule;
 typedef enum { INFL_OPT_AUTO = 0, INFL_OPT_SGD = 1, INFL_OPT_NEWTON = 2 } infl_optimizer;
 /* The models infl trains and explains: an MLP on feature rows, or a GPT (GPT-2's
  * architecture) on token documents (infl import text). */
-typedef enum { INFL_MODEL_MLP = 0, INFL_MODEL_GPT = 1 } infl_model_kind;
+/* mlp and gpt are trained by infl; captured is a model whose layer inputs and output
+   gradients were recorded elsewhere (PyTorch: python/infl/torch.py) in a `captured` file. */
+typedef enum { INFL_MODEL_MLP = 0, INFL_MODEL_GPT = 1, INFL_MODEL_CAPTURED = 2 } infl_model_kind;
 
 #define INFL_MAX_LAYERS 16
 

@@ -405,7 +405,9 @@ infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a) {
 }
 
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
-    return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
+    infl_batch b = *bt;
+    b.ckpt = store_run_checkpoint(a->run, a->ck[c])->name;  // whose capture a captured model reads
+    return infl_model_factors(ctx, a->m, a->Wd[c], &b, work);
 }
 
 // Per-example squared gradient norms of the last backward into host out (b), multiplied

@@ -49,6 +49,7 @@ typedef struct {
     int B;
     int draws;                      // labels per example (1 for the empirical Fisher)
     float *W;                       // checkpoint weights (backend)
+    const char *ckpt;               // its name (a captured model reads that checkpoint's capture)
     infl_model_work *work;
     infl_stage st;                  // double-buffered sub-batches (stage.h)
     float *accA[INFL_MAX_LINEAR];   // (ni, ni) pass 1; rows < din and, with a bias, row din (column sums)
@@ -68,8 +69,11 @@ static uint64_t draw_seed(uint64_t seed, int draw) { return seed ^ ((uint64_t)dr
 
 // Forward (draw 0 only) and backward of a batch at sampled targets (keyed by seed,
 // draw and example index) or at the data's (empirical Fisher): the factors in F->work.
-static infl_status fit_factors(fitter *F, const infl_batch *bt, int draw) {
+static infl_status fit_factors(fitter *F, const infl_batch *bt0, int draw) {
     infl_ctx *ctx = F->ctx;
+    infl_batch b = *bt0;
+    b.ckpt = F->ckpt;
+    const infl_batch *bt = &b;
     if (draw == 0) {
         FORWARD_IF_ERROR(infl_model_forward(ctx, F->m, F->W, bt, F->work));
         F->flops += infl_model_fb_flops(F->m, F->work->rows) / 2;
@@ -291,6 +295,7 @@ infl_status infl_fit(infl_ctx *ctx, const infl_fit_options *o, const char *out_p
     hp = infl_malloc(ctx, P * sizeof(float), "the parameters");
     GOTO_NOMEM_IF(!hp);
     CHECK(store_run_load(ctx, run, ck, hp));
+    F.ckpt = store_run_checkpoint(run, ck)->name;
     CHECK(infl_be_alloc_f(ctx, &F.W, P, "checkpoint weights"));
     CHECK(be->upload(ctx, F.W, hp, P * sizeof(float)));
     CHECK(infl_factors_alloc(ctx, L, m->layer, &f));

@@ -131,7 +131,7 @@ infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q) {
     CHECK(be->upload(ctx, q->qX, hx, (size_t)M * a->D * sizeof(float)));
     if (q->hy) CHECK(be->upload(ctx, q->qy, q->hy, (size_t)M * sizeof(int32_t)));
     if (q->hyf) CHECK(be->upload(ctx, q->qyf, q->hyf, (size_t)M * kt * sizeof(float)));
-    q->bt = (infl_batch){.b = M, .index0 = qi->begin, .x = q->qX, .y = q->qy, .yf = q->qyf};
+    q->bt = (infl_batch){.b = M, .index0 = qi->begin, .x = q->qX, .y = q->qy, .yf = q->qyf, .split = a->query};
 done:
     free(hx);
     if (rc < 0) attrib_qbatch_free(ctx, q);
