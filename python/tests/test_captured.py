@@ -236,7 +236,7 @@ def mlp_case(mlp_files):
     return mlp_files
 
 
-def ghost_scores(path, checkpoints, query_split="test"):
+def ghost_scores(path, checkpoints, tracin, query_split="test"):
     """TracIn (lr-weighted sum over checkpoints) or grad-dot scores [M, N] from a captured
     file, by the ghost dot product Σ_l (δ_q·δ_z)(ã_q·ã_z) in float64: the format's meaning
     (D the gradient of each example's own loss, lr TracIn's weight), read with h5py alone."""
@@ -245,7 +245,7 @@ def ghost_scores(path, checkpoints, query_split="test"):
         S = 0
         for name in checkpoints:
             g = f["checkpoints"][name]
-            lr = g.attrs["lr"] if len(checkpoints) > 1 else 1.0
+            lr = g.attrs["lr"] if tracin else 1.0
             for l in range(len(bias)):
                 def fac(split):
                     A = g["%s/layer%d/A" % (split, l)][:].astype(np.float64)
@@ -264,7 +264,7 @@ def test_captured_content_scores_as_infl_ranks_the_run(mlp_files, method):
     c = mlp_files["cap"]
     with h5py.File(c, "r") as f:
         names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
-    S = ghost_scores(c, names)
+    S = ghost_scores(c, names, method == "tracin")
     ref = scores(mlp_files, "g-%s.h5" % method, "rank", "--run", mlp_files["run"], "--train",
                  mlp_files["data"] + ":/train", "--query", mlp_files["data"] + ":/test", "--method", method,
                  "--top", 4)

@@ -76,7 +76,7 @@ def test_torch_captured_scores_as_infl_ranks_the_run(torch_capture, method):
     c = torch_capture["tcap"]
     with h5py.File(c, "r") as f:
         names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
-    S = ghost_scores(c, names)
+    S = ghost_scores(c, names, method == "tracin")
     ref = scores(torch_capture, "t-%s.h5" % method, "rank", "--run", torch_capture["run"], "--train",
                  torch_capture["data"] + ":/train", "--query", torch_capture["data"] + ":/test", "--method",
                  method, "--top", 4)
@@ -273,7 +273,8 @@ def gpt_files(tmp_path_factory):
     txt.write_text(TEXT + "\n")
     infl("import", "text", str(txt), "--sep", "paragraph", "--test-fraction", 0.25, "--seed", 1, "-o", docs, "-q")
     infl("train", "--model", "gpt", "--data", docs + ":/train", "--layers", 2, "--heads", 2, "--dim", 16,
-         "--context", 16, "--epochs", 2, "--batch", 8, "--lr", 3e-3, "--warmup", 2, "-o", run, "-q")
+         "--context", 16, "--epochs", 2, "--batch", 8, "--lr", 3e-3, "--warmup", 2, "--checkpoint-every", 4, "-o", run,
+         "-q")
     return {"dir": d, "docs": docs, "run": run}
 
 
@@ -289,3 +290,99 @@ def test_export_gpt_reproduces_infl_eval(gpt_files):
         assert m, out
         assert abs(per_token - float(m.group(1))) <= 6e-5, (per_token, out)
         assert "truncated" in out  # some documents are longer than the context: lm_batch cuts them as infl does
+
+
+@pytest.fixture(scope="module")
+def gpt_capture(gpt_files):
+    """The GPT run exported at every checkpoint and captured through the hooks with token
+    rows (documents padded per batch of 5, the padding masked out), its four linear layers
+    per block (the tied head left out, as infl's own GPT attribution does)."""
+    run, docs, d = gpt_files["run"], gpt_files["docs"], gpt_files["dir"]
+    path = str(d / "gptcap.h5")
+    with h5py.File(run, "r") as f:
+        c = f["checkpoints"]
+        cks = [(k, float(c[k].attrs["lr"]), int(c[k].attrs["step"]), float(c[k].attrs["epoch"])) for k in c]
+    net = it.export_run(run)
+    splits = {}
+    for split in ("train", "test"):
+        ds = cap.read_documents(docs + ":/" + split)
+        splits[split] = [it.lm_batch(ds["docs"][i:i + 5], net.context, ds["eot"]) for i in range(0, len(ds["docs"]), 5)]
+    it.capture(net, lambda out, b: it.token_ce(out, b[1]), splits, path,
+               checkpoints=[(it.export_run(run, k).state_dict(), lr, step, ep) for k, lr, step, ep in cks],
+               modules=lambda name, m: name != "lm_head", mask=lambda b: b[2])
+    with h5py.File(path, "r") as f:
+        assert f["model"].attrs["tokens"] == 1 and len(f["model/names"]) == 8
+        assert f["test/offsets"][-1] == sum(min(len(x) + 1, net.context) for x in cap.read_documents(docs + ":/test")["docs"])
+    return dict(gpt_files, cap=path)
+
+
+# What the C side does not do yet on a captured file of token rows (xfail, not skip: they
+# run, and pass once it does): rank's document queries go through the GPT's tokenizer, and
+# self and fit stop on an arithmetic exception (SIGFPE) in attrib_alloc_scoring and fit.
+C_SIDE_GAPS = ("holds no tokenizer", "failed (-8)")
+
+
+@pytest.mark.parametrize("method", ["tracin", "graddot", "self-graddot", "self-tracin", "ekfac"])
+def test_cli_on_captured_gpt_equals_gpt_run(gpt_capture, method):
+    """infl ranks the captured GPT as it ranks the GPT run itself."""
+    run, docs, c, d = gpt_capture["run"], gpt_capture["docs"], gpt_capture["cap"], gpt_capture["dir"]
+    captured_supported(c)
+    cmd = "self" if method.startswith("self") else "rank"
+    meth = method.split("-")[-1]
+    try:
+        extra_r, extra_c = [], []
+        if meth == "ekfac":
+            fr, fc = str(d / "gfr.h5"), str(d / "gfc.h5")
+            infl("fit", "--run", run, "--data", docs + ":/train", "--fisher", "empirical", "-o", fr, "--force", "-q")
+            infl("fit", "--run", c, "--data", c + ":/train", "--fisher", "empirical", "-o", fc, "--force", "-q")
+            extra_r, extra_c = ["--factors", fr], ["--factors", fc]
+        q_r = ["--query", docs + ":/test", "--top", 3] if cmd == "rank" else []
+        q_c = ["--query", c + ":/test", "--top", 3] if cmd == "rank" else []
+        a = scores(gpt_capture, "gr-%s.h5" % method, cmd, "--run", run, "--train", docs + ":/train", "--method", meth,
+                   *q_r, *extra_r)
+        b = scores(gpt_capture, "gc-%s.h5" % method, cmd, "--run", c, "--train", c + ":/train", "--method", meth,
+                   *q_c, *extra_c)
+    except AssertionError as e:
+        gap = [g for g in C_SIDE_GAPS if g in str(e)]
+        if gap:
+            pytest.xfail("infl's captured model does not serve token rows here yet (%s)" % gap[0])
+        raise
+    assert_same(a, b)
+
+
+def doc_gradient_scores(path, checkpoints, tracin):
+    """TracIn or grad-dot scores [M, N] from a captured file of token rows: each example's
+    gradient per layer Σ_t δ_t ã_tᵀ over its rows (offsets), dotted in float64."""
+    with h5py.File(path, "r") as f:
+        bias = f["model"].attrs["bias"]
+        S = 0
+        for name in checkpoints:
+            g = f["checkpoints"][name]
+            lr = g.attrs["lr"] if tracin else 1.0
+            for l in range(len(bias)):
+                def grads(split):
+                    off = f[split + "/offsets"][:]
+                    A = g["%s/layer%d/A" % (split, l)][:].astype(np.float64)
+                    if bias[l]:
+                        A = np.hstack([A, np.ones((A.shape[0], 1))])
+                    D = g["%s/layer%d/D" % (split, l)][:].astype(np.float64)
+                    return np.stack([(D[off[i]:off[i + 1]].T @ A[off[i]:off[i + 1]]).ravel() for i in range(len(off) - 1)])
+                S = S + lr * grads("test") @ grads("train").T
+        return S
+
+
+@pytest.mark.parametrize("method", ["tracin", "graddot"])
+def test_captured_gpt_content_scores_as_infl_ranks_the_gpt_run(gpt_capture, method):
+    """Without infl's captured reader: document gradients formed from the torch-captured
+    token rows equal infl's own ranking of the GPT run (top-k exactly, scores to 1e-4)."""
+    c = gpt_capture["cap"]
+    with h5py.File(c, "r") as f:
+        names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
+    S = doc_gradient_scores(c, names, method == "tracin")
+    ref = scores(gpt_capture, "gd-%s.h5" % method, "rank", "--run", gpt_capture["run"], "--train",
+                 gpt_capture["docs"] + ":/train", "--query", gpt_capture["docs"] + ":/test", "--method", method,
+                 "--top", 3)
+    order = np.argsort(-S, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(order, ref["topk/index"])
+    np.testing.assert_allclose(np.take_along_axis(S, order, axis=1), ref["topk/score"], rtol=1e-4,
+                               atol=1e-4 * np.abs(S).max())
