@@ -236,10 +236,10 @@ def mlp_case(mlp_files):
     return mlp_files
 
 
-def ghost_scores(path, checkpoints, tracin, query_split="test"):
-    """TracIn (lr-weighted sum over checkpoints) or grad-dot scores [M, N] from a captured
-    file, by the ghost dot product Σ_l (δ_q·δ_z)(ã_q·ã_z) in float64: the format's meaning
-    (D the gradient of each example's own loss, lr TracIn's weight), read with h5py alone."""
+def numpy_scores(path, checkpoints, tracin):
+    """TracIn (lr-weighted over the checkpoints) or grad-dot scores [M, N] of /test against
+    /train from a captured file, in float64 with h5py alone: each example's gradient per
+    layer Σ_t δ_t ã_tᵀ over its rows (offsets; one row without tokens), dotted."""
     with h5py.File(path, "r") as f:
         bias = f["model"].attrs["bias"]
         S = 0
@@ -247,31 +247,39 @@ def ghost_scores(path, checkpoints, tracin, query_split="test"):
             g = f["checkpoints"][name]
             lr = g.attrs["lr"] if tracin else 1.0
             for l in range(len(bias)):
-                def fac(split):
+                def grads(split):
+                    off = f[split + "/offsets"][:]
                     A = g["%s/layer%d/A" % (split, l)][:].astype(np.float64)
                     if bias[l]:
                         A = np.hstack([A, np.ones((A.shape[0], 1))])
-                    return A, g["%s/layer%d/D" % (split, l)][:].astype(np.float64)
-                (Aq, Dq), (Az, Dz) = fac(query_split), fac("train")
-                S = S + lr * (Dq @ Dz.T) * (Aq @ Az.T)
+                    D = g["%s/layer%d/D" % (split, l)][:].astype(np.float64)
+                    return np.stack([(D[off[i]:off[i + 1]].T @ A[off[i]:off[i + 1]]).ravel()
+                                     for i in range(len(off) - 1)])
+                S = S + lr * grads("test") @ grads("train").T
         return S
+
+
+def assert_numpy_scores_rank_as_infl(case, tag, cap_path, score_fn, method, run, train, query, top):
+    """Scores [M, N] that score_fn(cap_path, checkpoint names, tracin) forms from a captured
+    file with NumPy alone equal `infl rank` of the run (top-k indices exactly, scores to 1e-4):
+    the format's meaning (D each example's own loss gradient, lr TracIn's weight)."""
+    with h5py.File(cap_path, "r") as f:
+        names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
+    S = score_fn(cap_path, names, method == "tracin")
+    ref = scores(case, "%s-%s.h5" % (tag, method), "rank", "--run", run, "--train", train, "--query", query,
+                 "--method", method, "--top", top)
+    order = np.argsort(-S, axis=1, kind="stable")[:, :top]
+    np.testing.assert_array_equal(order, ref["topk/index"])
+    top_scores = np.take_along_axis(S, order, axis=1)
+    np.testing.assert_allclose(top_scores, ref["topk/score"], rtol=1e-4, atol=1e-4 * np.abs(S).max())
 
 
 @pytest.mark.parametrize("method", ["tracin", "graddot"])
 def test_captured_content_scores_as_infl_ranks_the_run(mlp_files, method):
-    """Without infl's captured reader: scores formed from the captured file's A and D by
-    NumPy equal infl's own ranking of the run (top-k indices exactly, scores to 1e-4)."""
-    c = mlp_files["cap"]
-    with h5py.File(c, "r") as f:
-        names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
-    S = ghost_scores(c, names, method == "tracin")
-    ref = scores(mlp_files, "g-%s.h5" % method, "rank", "--run", mlp_files["run"], "--train",
-                 mlp_files["data"] + ":/train", "--query", mlp_files["data"] + ":/test", "--method", method,
-                 "--top", 4)
-    order = np.argsort(-S, axis=1, kind="stable")[:, :4]
-    np.testing.assert_array_equal(order, ref["topk/index"])
-    top = np.take_along_axis(S, order, axis=1)
-    np.testing.assert_allclose(top, ref["topk/score"], rtol=1e-4, atol=1e-4 * np.abs(S).max())
+    """Without infl's captured reader: scores formed from the NumPy reference's captured
+    file equal infl's own ranking of the run."""
+    assert_numpy_scores_rank_as_infl(mlp_files, "g", mlp_files["cap"], numpy_scores, method, mlp_files["run"],
+                                     mlp_files["data"] + ":/train", mlp_files["data"] + ":/test", 4)
 
 
 def scores(case, name, *args):

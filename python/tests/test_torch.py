@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed (CI has no t
 h5py = pytest.importorskip("h5py", reason="h5py is not installed (Debian: python3-h5py)")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_captured import (INFL, assert_same, captured_supported, ghost_scores, infl, mlp_files,  # noqa: E402,F401
-                           scores)
+from test_captured import (INFL, assert_numpy_scores_rank_as_infl, assert_same, captured_supported,  # noqa: E402,F401
+                           infl, mlp_files, numpy_scores, scores)
 
 from infl import captured as cap  # noqa: E402
 from infl import torch as it  # noqa: E402
@@ -73,17 +73,9 @@ def test_capture_equals_numpy_reference(torch_capture):
 
 @pytest.mark.parametrize("method", ["tracin", "graddot"])
 def test_torch_captured_scores_as_infl_ranks_the_run(torch_capture, method):
-    c = torch_capture["tcap"]
-    with h5py.File(c, "r") as f:
-        names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
-    S = ghost_scores(c, names, method == "tracin")
-    ref = scores(torch_capture, "t-%s.h5" % method, "rank", "--run", torch_capture["run"], "--train",
-                 torch_capture["data"] + ":/train", "--query", torch_capture["data"] + ":/test", "--method",
-                 method, "--top", 4)
-    order = np.argsort(-S, axis=1, kind="stable")[:, :4]
-    np.testing.assert_array_equal(order, ref["topk/index"])
-    np.testing.assert_allclose(np.take_along_axis(S, order, axis=1), ref["topk/score"], rtol=1e-4,
-                               atol=1e-4 * np.abs(S).max())
+    t = torch_capture
+    assert_numpy_scores_rank_as_infl(t, "t", t["tcap"], numpy_scores, method, t["run"], t["data"] + ":/train",
+                                     t["data"] + ":/test", 4)
 
 
 @pytest.mark.parametrize("method", ["tracin", "graddot", "gradcos", "ekfac", "kfac", "self-tracin"])
@@ -350,39 +342,10 @@ def test_cli_on_captured_gpt_equals_gpt_run(gpt_capture, method):
     assert_same(a, b)
 
 
-def doc_gradient_scores(path, checkpoints, tracin):
-    """TracIn or grad-dot scores [M, N] from a captured file of token rows: each example's
-    gradient per layer Σ_t δ_t ã_tᵀ over its rows (offsets), dotted in float64."""
-    with h5py.File(path, "r") as f:
-        bias = f["model"].attrs["bias"]
-        S = 0
-        for name in checkpoints:
-            g = f["checkpoints"][name]
-            lr = g.attrs["lr"] if tracin else 1.0
-            for l in range(len(bias)):
-                def grads(split):
-                    off = f[split + "/offsets"][:]
-                    A = g["%s/layer%d/A" % (split, l)][:].astype(np.float64)
-                    if bias[l]:
-                        A = np.hstack([A, np.ones((A.shape[0], 1))])
-                    D = g["%s/layer%d/D" % (split, l)][:].astype(np.float64)
-                    return np.stack([(D[off[i]:off[i + 1]].T @ A[off[i]:off[i + 1]]).ravel() for i in range(len(off) - 1)])
-                S = S + lr * grads("test") @ grads("train").T
-        return S
-
-
 @pytest.mark.parametrize("method", ["tracin", "graddot"])
 def test_captured_gpt_content_scores_as_infl_ranks_the_gpt_run(gpt_capture, method):
     """Without infl's captured reader: document gradients formed from the torch-captured
-    token rows equal infl's own ranking of the GPT run (top-k exactly, scores to 1e-4)."""
-    c = gpt_capture["cap"]
-    with h5py.File(c, "r") as f:
-        names = sorted(f["checkpoints"]) if method == "tracin" else [f["checkpoints"].attrs["final"]]
-    S = doc_gradient_scores(c, names, method == "tracin")
-    ref = scores(gpt_capture, "gd-%s.h5" % method, "rank", "--run", gpt_capture["run"], "--train",
-                 gpt_capture["docs"] + ":/train", "--query", gpt_capture["docs"] + ":/test", "--method", method,
-                 "--top", 3)
-    order = np.argsort(-S, axis=1, kind="stable")[:, :3]
-    np.testing.assert_array_equal(order, ref["topk/index"])
-    np.testing.assert_allclose(np.take_along_axis(S, order, axis=1), ref["topk/score"], rtol=1e-4,
-                               atol=1e-4 * np.abs(S).max())
+    token rows equal infl's own ranking of the GPT run."""
+    g = gpt_capture
+    assert_numpy_scores_rank_as_infl(g, "gd", g["cap"], numpy_scores, method, g["run"], g["docs"] + ":/train",
+                                     g["docs"] + ":/test", 3)
