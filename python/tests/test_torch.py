@@ -308,12 +308,6 @@ def gpt_capture(gpt_files):
     return dict(gpt_files, cap=path)
 
 
-# What the C side does not do yet on a captured file of token rows (xfail, not skip: they
-# run, and pass once it does): rank's document queries go through the GPT's tokenizer, and
-# self and fit stop on an arithmetic exception (SIGFPE) in attrib_alloc_scoring and fit.
-C_SIDE_GAPS = ("holds no tokenizer", "failed (-8)")
-
-
 @pytest.mark.parametrize("method", ["tracin", "graddot", "self-graddot", "self-tracin", "ekfac"])
 def test_cli_on_captured_gpt_equals_gpt_run(gpt_capture, method):
     """infl ranks the captured GPT as it ranks the GPT run itself."""
@@ -321,24 +315,18 @@ def test_cli_on_captured_gpt_equals_gpt_run(gpt_capture, method):
     captured_supported(c)
     cmd = "self" if method.startswith("self") else "rank"
     meth = method.split("-")[-1]
-    try:
-        extra_r, extra_c = [], []
-        if meth == "ekfac":
-            fr, fc = str(d / "gfr.h5"), str(d / "gfc.h5")
-            infl("fit", "--run", run, "--data", docs + ":/train", "--fisher", "empirical", "-o", fr, "--force", "-q")
-            infl("fit", "--run", c, "--data", c + ":/train", "--fisher", "empirical", "-o", fc, "--force", "-q")
-            extra_r, extra_c = ["--factors", fr], ["--factors", fc]
-        q_r = ["--query", docs + ":/test", "--top", 3] if cmd == "rank" else []
-        q_c = ["--query", c + ":/test", "--top", 3] if cmd == "rank" else []
-        a = scores(gpt_capture, "gr-%s.h5" % method, cmd, "--run", run, "--train", docs + ":/train", "--method", meth,
-                   *q_r, *extra_r)
-        b = scores(gpt_capture, "gc-%s.h5" % method, cmd, "--run", c, "--train", c + ":/train", "--method", meth,
-                   *q_c, *extra_c)
-    except AssertionError as e:
-        gap = [g for g in C_SIDE_GAPS if g in str(e)]
-        if gap:
-            pytest.xfail("infl's captured model does not serve token rows here yet (%s)" % gap[0])
-        raise
+    extra_r, extra_c = [], []
+    if meth == "ekfac":
+        fr, fc = str(d / "gfr.h5"), str(d / "gfc.h5")
+        infl("fit", "--run", run, "--data", docs + ":/train", "--fisher", "empirical", "-o", fr, "--force", "-q")
+        infl("fit", "--run", c, "--data", c + ":/train", "--fisher", "empirical", "-o", fc, "--force", "-q")
+        extra_r, extra_c = ["--factors", fr], ["--factors", fc]
+    q_r = ["--query", docs + ":/test", "--top", 3] if cmd == "rank" else []
+    q_c = ["--query", c + ":/test", "--top", 3] if cmd == "rank" else []
+    a = scores(gpt_capture, "gr-%s.h5" % method, cmd, "--run", run, "--train", docs + ":/train", "--method", meth,
+               *q_r, *extra_r)
+    b = scores(gpt_capture, "gc-%s.h5" % method, cmd, "--run", c, "--train", c + ":/train", "--method", meth,
+               *q_c, *extra_c)
     assert_same(a, b)
 
 
