@@ -38,6 +38,7 @@ headers=$(find "$prefix/include" -type f | wc -l)
 echo "installed: libinfl.so.$version (SONAME $soname), libinfl.a, include/infl.h, bin/infl, infl.pc, lib/cmake/infl"
 
 # ---- exports: exactly the functions infl.h declares ----
+# (The linker's own __bss_start, _edata, _end, which some links export, are not ours.)
 # Declarations from the preprocessed header: drop brace blocks (struct and enum bodies),
 # split into statements, drop typedefs; a statement's first `infl_xxx(` is a function.
 "$cc" -E -P -x c "$prefix/include/infl.h" -o "$work/infl.i"
@@ -45,7 +46,7 @@ perl -0777 -ne '
   1 while s/\{[^{}]*\}//gs;
   for my $st (split /;/) { next if $st =~ /^\s*typedef\b/; print "$1\n" if $st =~ /\b(infl_\w+)\s*\(/; }
 ' "$work/infl.i" | sort -u >"$work/declared"
-nm -D --defined-only "$lib/libinfl.so.$version" | awk '$2 ~ /^[TWDBRVi]$/ {print $3}' | sed 's/@.*//' | sort -u >"$work/exported"
+nm -D --defined-only "$lib/libinfl.so.$version" | awk '$2 ~ /^[TWDBRVi]$/ && $3 !~ /^(__bss_start|_edata|_end|_init|_fini)$/ {print $3}' | sed 's/@.*//' | sort -u >"$work/exported"
 ndecl=$(wc -l <"$work/declared")
 [ "$ndecl" -ge 50 ] || fail "only $ndecl functions parsed from infl.h"
 if ! diff -u "$work/declared" "$work/exported" >"$work/exports.diff"; then
