@@ -27,6 +27,12 @@
 extern "C" {
 #endif
 
+/* libinfl.so is built with hidden visibility: what this header declares is its whole
+ * exported interface (checked by tests/install_test.sh), the rest stays inside. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 // ---- version ----
 
 #define INFL_VERSION_MAJOR 0
@@ -904,6 +910,10 @@ void infl_shapley_result_free(infl_shapley_result *r);  /* accepts NULL */
 /* Writes a human-readable description of an infl file (format, splits, shapes,
  * layers, checkpoints, attributes) to `out`. */
 infl_status infl_info(infl_ctx *ctx, const char *path, FILE *out);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }
