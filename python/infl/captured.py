@@ -105,6 +105,8 @@ class CapturedWriter:
     outputs: the model's output width (classes or vocabulary; 0 unknown).
     tokens: 1 when an example has several token rows, 0 when each example is one row.
     source, loss: free text (what the model is; which per-example loss D is the gradient of).
+    weight_decay: the L2 term (wd/2)|w|^2 of the training objective, if any (infl adds it to
+        the curvature's eigenvalues, as for its own MLP); 0 = none.
     force: overwrite an existing file. The file is written to PATH.tmp.PID and renamed to
     path by close(); abort() (or an exception inside a `with` block) removes it.
 
@@ -117,7 +119,8 @@ class CapturedWriter:
                 w.append("train", A_list, D_list, loss)
     """
 
-    def __init__(self, path, layers, outputs=0, tokens=0, source="", loss="", force=False, compression=None):
+    def __init__(self, path, layers, outputs=0, tokens=0, source="", loss="", force=False, compression=None,
+                 weight_decay=0.0):
         self.path = os.fspath(path)
         self.layers = []
         names = set()
@@ -138,6 +141,9 @@ class CapturedWriter:
             self.layers.append((name, int(d_in), int(d_out), 1 if bias else 0))
         if tokens not in (0, 1):
             raise ValueError("%s: tokens is %r; expected 0 (one row per example) or 1 (token rows)" % (self.path, tokens))
+        if not (float(weight_decay) >= 0 and np.isfinite(weight_decay)):
+            raise ValueError("%s: weight_decay is %r; expected a finite value >= 0 (the objective's (wd/2)|w|^2)"
+                             % (self.path, weight_decay))
         if int(outputs) != outputs or outputs < 0:
             raise ValueError("%s: outputs is %r; expected an integer >= 0" % (self.path, outputs))
         self.tokens = int(tokens)
@@ -158,6 +164,7 @@ class CapturedWriter:
             m.attrs["bias"] = np.array([x[3] for x in self.layers], dtype=np.int32)
             m.attrs["outputs"] = np.int32(outputs)
             m.attrs["tokens"] = np.int32(self.tokens)
+            m.attrs["weight_decay"] = np.float64(weight_decay)
             m.attrs["source"] = str(source)
             m.attrs["loss"] = str(loss)
             m.create_dataset("names", data=[x[0] for x in self.layers], dtype=h5py.string_dtype())
@@ -685,7 +692,7 @@ def captured_from_run(out, run, data, checkpoints=None, batch=256, sample_fisher
     splits = {name: read_split(ref) for name, ref in data.items()}
     desc = "numpy reference of the infl run %s: %s %s %s" % (os.path.basename(os.fspath(run)), "-".join(map(str, widths)), act, loss)
     rng = np.random.default_rng(seed)
-    with CapturedWriter(out, layers, outputs=widths[-1], tokens=0, source=desc,
+    with CapturedWriter(out, layers, outputs=widths[-1], tokens=0, source=desc, weight_decay=r["weight_decay"],
                         loss="%s of each example (infl's)" % loss, force=force) as w:
         for name, s in splits.items():
             y = s["y"] if s["y"] is not None and s["y"].ndim == 1 else None

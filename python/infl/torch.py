@@ -202,7 +202,7 @@ def _state_of(state):
 
 def capture(model, loss_fn, splits, path, *, checkpoints=None, modules=None, tokens="auto", forward=None,
             mask=None, labels=None, sample_fisher=False, seed=0, outputs=None, source=None, loss=None,
-            force=False):
+            weight_decay=0.0, force=False):
     """Captures a model's per-example layer inputs and output gradients into `path`.
 
     model: an nn.Module, put in eval mode for the capture (dropout off, BatchNorm on its
@@ -232,6 +232,8 @@ def capture(model, loss_fn, splits, path, *, checkpoints=None, modules=None, tok
         the output, at the mask's positions), written as Ds so that `infl fit` uses the true
         Fisher; or a callable (out, batch, generator) -> [B] giving the sampled losses.
     outputs: the output width recorded (default: the last captured layer's d_out).
+    weight_decay: the training objective's L2 weight ((wd/2)|w|^2 over the weights), recorded
+        for EK-FAC's curvature; 0 = none.
     Returns path. Memory: one batch's activations and gradients at a time.
     """
     layers = linear_layers(model, modules)
@@ -281,7 +283,7 @@ def capture(model, loss_fn, splits, path, *, checkpoints=None, modules=None, tok
                         writer = _cap.CapturedWriter(
                             path, [(n, *_dims(m), 1 if m.bias is not None else 0) for n, m in layers],
                             outputs=outputs if outputs is not None else _dims(layers[-1][1])[1], tokens=tokens,
-                            source=source or _describe(model), force=force,
+                            source=source or _describe(model), force=force, weight_decay=weight_decay,
                             loss=loss or getattr(loss_fn, "__name__", "per-example loss") + " of each example (summed over its tokens)")
                         for s in splits:
                             writer.add_split(s)

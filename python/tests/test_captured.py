@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 
 from infl import captured as cap  # noqa: E402
 
-INFL = os.environ.get("INFL_BIN", os.path.join(ROOT, "build", "infl"))
+INFL = os.environ.get("INFL_BIN") or os.environ.get("INFL_CLI") or os.path.join(ROOT, "build", "infl")
 
 
 # ---- the NumPy reference MLP: gradients against central finite differences ----
@@ -217,15 +217,15 @@ def captured_supported(path):
 
 @pytest.fixture(scope="module")
 def mlp_files(tmp_path_factory):
-    """A tiny infl MLP run (no weight decay: a captured model has none, and EK-FAC adds the
-    run's to every eigenvalue) and its captured twin written through the NumPy reference."""
+    """A tiny infl MLP run with weight decay (EK-FAC adds it to every eigenvalue: the capture
+    records it) and its captured twin written through the NumPy reference."""
     if not os.access(INFL, os.X_OK):
         pytest.skip("no infl binary at %s (set INFL_BIN)" % INFL)
     d = tmp_path_factory.mktemp("mlp")
     data, run, capf = str(d / "syn.h5"), str(d / "run.h5"), str(d / "cap.h5")
     infl("synth", "-o", data, "--n", 64, "--d", 6, "--classes", 3, "--test", 5, "--seed", 3, "-q")
     infl("train", "--data", data + ":/train", "--layers", "6,5,4,3", "--activation", "tanh", "--epochs", 2,
-         "--batch", 16, "--lr", 0.2, "--wd", 0, "--checkpoint-every", 3, "--seed", 2, "-o", run, "-q")
+         "--batch", 16, "--lr", 0.2, "--wd", 0.01, "--checkpoint-every", 3, "--seed", 2, "-o", run, "-q")
     cap.captured_from_run(capf, run, {"train": data + ":/train", "test": data + ":/test"})
     return {"dir": d, "data": data, "run": run, "cap": capf}
 
@@ -330,3 +330,23 @@ def test_cli_fit_rank_captured_equals_run(mlp_case, strategy):
          "--force", "-q")
     assert_same(*both(mlp_case, "rank", strategy, ("--factors", fr), ("--factors", fc)))
     assert_same(*both(mlp_case, "self", strategy, ("--factors", fr), ("--factors", fc)))
+
+
+def test_python_ekfac_on_a_capture_equals_the_cli(mlp_case):
+    """From Python (infl.Context over libinfl.so): EK-FAC factors fitted on the captured file
+    rank its queries as `infl rank` does, and as the run itself ranks them."""
+    import infl as api
+    c, d = mlp_case["cap"], mlp_case["dir"]
+    fc = str(d / "py-fc.h5")
+    with api.Context(backend="cpu") as ctx:
+        ctx.fit(run=c, out=fc, fisher="empirical", force=True)
+        r = ctx.rank(run=c, query=c + ":/test", method="ekfac", factors=fc, top=4)
+    cli = scores(mlp_case, "py-cli.h5", "rank", "--run", c, "--query", c + ":/test", "--method", "ekfac",
+                 "--factors", fc, "--top", 4)
+    np.testing.assert_array_equal(r.proponents, cli["topk/index"])
+    np.testing.assert_array_equal(r.opponents, cli["bottomk/index"])
+    np.testing.assert_allclose(r.proponent_scores, cli["topk/score"], rtol=1e-6)
+    with pytest.raises(api.InflError) as e:
+        with api.Context(backend="cpu") as ctx:
+            ctx.fit(run=c, out=str(d / "py-true.h5"), force=True)  # the true Fisher: no Ds captured
+    assert e.value.status == "INFL_E_UNSUPPORTED" and "--fisher empirical" in e.value.detail
