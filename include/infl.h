@@ -344,7 +344,7 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *opts, const char
 typedef struct {
     int64_t n;          /* examples evaluated (documents for a gpt) */
     double loss;        /* mean loss (no weight-decay term); gpt: per token (nats) */
-    double accuracy;    /* share correct; NaN for mse and gpt */
+    double accuracy;    /* share correct; NaN for mse, gpt and captured (the loss recorded with the capture) */
     int64_t tokens;     /* gpt: positions with a loss (each document's tokens and its end) */
     double perplexity;  /* gpt: exp(loss per token); NaN for an mlp */
     int64_t truncated;  /* gpt: documents longer than the context, truncated */

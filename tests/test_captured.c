@@ -365,6 +365,17 @@ Test(captured, command_line, .init = setup) {
     cr_assert(tu_exists(out));
     const char *self[] = {"infl", "self", "--run", g_cap, "--method", "graddot", NULL};
     cr_assert_eq(tu_cli(self), 0, "%s", tu_err());
+    // eval: the mean of the captured losses is the run's own mean loss
+    char dref[700], cref[700];
+    snprintf(dref, sizeof dref, "%s:/test", g_data);
+    snprintf(cref, sizeof cref, "%s:/test", g_cap);
+    const char *ev0[] = {"infl", "eval", "--run", g_run, "--data", dref, NULL};
+    cr_assert_eq(tu_cli(ev0), 0, "%s", tu_err());
+    double l0 = atof(strstr(tu_out(), "loss ") + 5);
+    const char *ev1[] = {"infl", "eval", "--run", g_cap, "--data", cref, NULL};
+    cr_assert_eq(tu_cli(ev1), 0, "%s", tu_err());
+    double l1 = atof(strstr(tu_out(), "loss ") + 5);
+    cr_assert(l0 > 0 && fabs(l0 - l1) <= 1e-4 * l0, "eval: run %g, capture %g", l0, l1);
     const char *bad[] = {"infl", "rank", "--run", g_cap, "--query", q, "--method", "if", NULL};
     cr_assert_neq(tu_cli(bad), 0);
     cr_assert(strstr(tu_err(), "captured"), "%s", tu_err());
