@@ -308,29 +308,11 @@ Test(captured, bad_captures_are_named, .init = setup) {
 // A language model's capture: infl's GPT recorded per token row (several rows an example)
 // ranks its documents as the GPT run does.
 Test(captured, token_rows_of_a_gpt_rank_as_the_run) {
-    const char *txt = tu_path("c.txt");
     snprintf(g_data, sizeof g_data, "%s", tu_path("docs.h5"));
     snprintf(g_run, sizeof g_run, "%s", tu_path("gpt.h5"));
     snprintf(g_cap, sizeof g_cap, "%s", tu_path("gcap.h5"));
-    FILE *f = fopen(txt, "w");
-    const char *words[] = {"cat", "dog ran far", "sun", "tea is hot", "it is late at night again"};
-    uint64_t st = 3;
-    for (int i = 0; i < 40; i++) fprintf(f, "%s %s\n", words[(int)(tu_uniform(&st) * 5)], words[i % 5]);
-    fclose(f);
-    tu_import_lines(txt, g_data, 0, 0.25);
-    infl_ctx *ctx = tu_ctx();
-    infl_train_options o = infl_train_options_gpt_default();
-    o.data = tu_ref(0, g_data, "train");
-    o.nlayers = 1;
-    o.heads = 2;
-    o.dim = 8;
-    o.context = 16;
-    o.epochs = 2;
-    o.batch = 8;
-    o.checkpoint_every = 3;
-    o.force = 1;
-    cr_assert_eq(infl_train(ctx, &o, g_run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_ctx_free(ctx);
+    tu_tiny_gpt(g_data, g_run, 0.25, 2, 3);
+    infl_ctx *ctx;
     capture_run(g_run, g_data, g_cap, CAP_OK);
     rank_both(INFL_METHOD_TRACIN, NULL, NULL, "gpt tracin");
     rank_both(INFL_METHOD_GRADCOS, NULL, NULL, "gpt gradcos");

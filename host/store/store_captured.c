@@ -96,16 +96,7 @@ infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref
             "%s: /%s/offsets: an example of %" PRId64 " rows, but /model says tokens = 0 (one row per example)", path,
             sp, max_len);
 
-    infl_split_info *in = &s->info;
-    in->kind = INFL_SPLIT_CAPTURED;
-    in->n_total = n;
-    in->begin = b;
-    in->n = e - b;
-    in->d = 0;
-    in->y_kind = INFL_Y_CLASS;
-    in->k = 1;
-    in->max_len = max_len;
-    in->tokens = oe - ob;
+    store_split_set_ragged(&s->info, INFL_SPLIT_CAPTURED, n, b, e, max_len, oe - ob);
 done:
     free(v);
     return rc;

@@ -91,6 +91,10 @@ infl_status store_docs_finish(infl_ctx *ctx, infl_dsw *w);
 // Closes a writer split's documents ids; < 0 when a close failed.
 int store_docs_wclose(dsw_split *sp);
 
+// The info of a ragged split (documents, captured examples): kind, N, the range [b, e), its
+// longest example and the token rows of the range; no features (d = 0), class labels.
+void store_split_set_ragged(infl_split_info *in, infl_split_kind kind, int64_t n, int64_t b, int64_t e,
+                            int64_t max_len, int64_t tokens);
 // store_captured.c: a split of a `captured` file, whose group s->group is open.
 infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref *ref);
 // Class labels of examples [r0, r0 + nrows) (absolute rows) into y; zeros when none were captured.
