@@ -27,6 +27,12 @@
 extern "C" {
 #endif
 
+/* libinfl.so is built with hidden visibility: what this header declares is its whole
+ * exported interface (checked by tests/install_test.sh), the rest stays inside. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 // ---- version ----
 
 #define INFL_VERSION_MAJOR 0
@@ -300,7 +306,9 @@ typedef enum { INFL_SCHED_CONSTANT = 0, INFL_SCHED_COSINE = 1 } infl_schedule;
 typedef enum { INFL_OPT_AUTO = 0, INFL_OPT_SGD = 1, INFL_OPT_NEWTON = 2 } infl_optimizer;
 /* The models infl trains and explains: an MLP on feature rows, or a GPT (GPT-2's
  * architecture) on token documents (infl import text). */
-typedef enum { INFL_MODEL_MLP = 0, INFL_MODEL_GPT = 1 } infl_model_kind;
+/* mlp and gpt are trained by infl; captured is a model whose layer inputs and output
+   gradients were recorded elsewhere (PyTorch: python/infl/torch.py) in a `captured` file. */
+typedef enum { INFL_MODEL_MLP = 0, INFL_MODEL_GPT = 1, INFL_MODEL_CAPTURED = 2 } infl_model_kind;
 
 #define INFL_MAX_LAYERS 16
 
@@ -382,7 +390,7 @@ infl_status infl_train(infl_ctx *ctx, const infl_train_options *opts, const char
 typedef struct {
     int64_t n;          /* examples evaluated (documents for a gpt) */
     double loss;        /* mean loss (no weight-decay term); gpt: per token (nats) */
-    double accuracy;    /* share correct; NaN for mse and gpt */
+    double accuracy;    /* share correct; NaN for mse, gpt and captured (the loss recorded with the capture) */
     int64_t tokens;     /* gpt: positions with a loss (each document's tokens and its end) */
     double perplexity;  /* gpt: exp(loss per token); NaN for an mlp */
     int64_t truncated;  /* gpt: documents longer than the context, truncated */
@@ -948,6 +956,10 @@ void infl_shapley_result_free(infl_shapley_result *r);  /* accepts NULL */
 /* Writes a human-readable description of an infl file (format, splits, shapes,
  * layers, checkpoints, attributes) to `out`. */
 infl_status infl_info(infl_ctx *ctx, const char *path, FILE *out);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -217,25 +217,11 @@ Test(index, projection_equals_materialised_gradient) {
 }
 
 Test(index, projection_of_documents_equals_materialised_gradient) {
-    const char *txt = tu_path("c.txt"), *data = tu_path("docs.h5"), *run = tu_path("gpt.h5");
-    FILE *f = fopen(txt, "w");
-    const char *words[] = {"cat", "dog ran far", "sun", "tea is hot", "it is late at night again"};
-    uint64_t st = 3;
-    for (int i = 0; i < 40; i++) fprintf(f, "%s %s\n", words[(int)(tu_uniform(&st) * 5)], words[i % 5]);
-    fclose(f);
-    tu_import_lines(txt, data, 0, 0.2);
-    infl_ctx *ctx = tu_ctx();
-    infl_train_options o = infl_train_options_gpt_default();
-    o.data = tu_ref(0, data, "train");
-    o.nlayers = 1;
-    o.heads = 2;
-    o.dim = 8;
-    o.context = 16;
-    o.epochs = 1;
-    o.batch = 8;
-    o.force = 1;
-    cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
-    infl_ctx_free(ctx);
+    char data[4096], run[4096];
+    snprintf(data, sizeof data, "%s", tu_path("docs.h5"));
+    snprintf(run, sizeof run, "%s", tu_path("gpt.h5"));
+    tu_tiny_gpt(data, run, 0.2, 1, 0);
+    infl_ctx *ctx;
     check_projection(run, tu_ref(0, data, "test[0:4]"), INFL_PROJ_RADEMACHER, 40, 0, 0);
     check_projection(run, tu_ref(0, data, "test[0:4]"), INFL_PROJ_KRON, 0, 3, 5);
     // ranked from an index: each reported document's token shares add up to its score

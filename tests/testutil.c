@@ -296,6 +296,31 @@ void tu_import_lines(const char *txt, const char *out, int bpe, double test_frac
     infl_ctx_free(ctx);
 }
 
+void tu_tiny_gpt(const char *data, const char *run, double test_fraction, int epochs, int every) {
+    char txt[4096];
+    snprintf(txt, sizeof txt, "%s.txt", data);
+    FILE *f = fopen(txt, "w");
+    cr_assert_not_null(f);
+    const char *words[] = {"cat", "dog ran far", "sun", "tea is hot", "it is late at night again"};
+    uint64_t st = 3;
+    for (int i = 0; i < 40; i++) fprintf(f, "%s %s\n", words[(int)(tu_uniform(&st) * 5)], words[i % 5]);
+    fclose(f);
+    tu_import_lines(txt, data, 0, test_fraction);
+    infl_ctx *ctx = tu_ctx();
+    infl_train_options o = infl_train_options_gpt_default();
+    o.data = tu_ref(3, data, "train");
+    o.nlayers = 1;
+    o.heads = 2;
+    o.dim = 8;
+    o.context = 16;
+    o.epochs = epochs;
+    o.batch = 8;
+    o.checkpoint_every = every;
+    o.force = 1;
+    cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_ctx_free(ctx);
+}
+
 void tu_train_mlp(const char *data, const char *run, int L, const int *w, void (*tweak)(infl_train_options *o, void *u),
                   void *u) {
     infl_ctx *ctx = tu_ctx();

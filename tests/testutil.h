@@ -71,3 +71,7 @@ void tu_train_mlp(const char *data, const char *run, int L, const int *w, void (
 // Imports the text file txt, one document a line, into the documents file out: the bytes
 // tokenizer (or BPE of bpe tokens), test_fraction of the documents in /test.
 void tu_import_lines(const char *txt, const char *out, int bpe, double test_fraction);
+// A tiny corpus of 40 short lines of five phrases (some repeated) into the documents file
+// data (test_fraction of them in /test), and a GPT of one block (2 heads, dim 8,
+// context 16) trained on it for `epochs` with a checkpoint every `every` steps (0: the end).
+void tu_tiny_gpt(const char *data, const char *run, double test_fraction, int epochs, int every);

@@ -322,7 +322,7 @@ static void print_query(const infl_rank_result *r, const infl_rank_options *o, i
     class_text(query, r->query_label[q], ql, sizeof ql);
     class_text(query, r->query_pred[q], qp, sizeof qp);
     printf("\nquery %" PRId64 ": label %s, predicted %s%s, loss %.4g\n", r->query_begin + q, ql, qp,
-           r->query_label[q] >= 0 && r->query_label[q] != r->query_pred[q] ? " (wrong)" : "", r->query_loss[q]);
+           r->query_label[q] >= 0 && r->query_pred[q] >= 0 && r->query_label[q] != r->query_pred[q] ? " (wrong)" : "", r->query_loss[q]);
     if (r->query_class && o->representer_class == 2) {
         // representer for the loss: the scores split −∂ℓ/∂Φ · Φ at the fine-tuned layer
         printf("  -dl/dlogits . logits at the fine-tuned layer, %.6g, is the sum of the scores over the training set\n",

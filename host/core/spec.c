@@ -113,17 +113,46 @@ infl_status infl_gpt_spec_check(infl_ctx *ctx, const infl_gpt_spec *s) {
     return INFL_OK;
 }
 
+// ---- a captured model ----
+
+infl_status infl_captured_spec_check(infl_ctx *ctx, const infl_captured_spec *s) {
+    RETURN_IF(ctx, s->L < 1 || s->L > INFL_MAX_LINEAR, INFL_E_ARG, "layers: expected 1 to %d captured layers, got %d",
+              INFL_MAX_LINEAR, s->L);
+    for (int l = 0; l < s->L; l++) {
+        RETURN_IF(ctx, s->d_in[l] < 1 || s->d_in[l] > (1 << 24) || s->d_out[l] < 1 || s->d_out[l] > (1 << 24),
+                  INFL_E_ARG, "layer %d (%s): d_in %d, d_out %d; expected 1 to 16777216 each", l, s->names[l],
+                  s->d_in[l], s->d_out[l]);
+        RETURN_IF(ctx, s->bias[l] != 0 && s->bias[l] != 1, INFL_E_ARG, "layer %d (%s): bias %d; expected 0 or 1", l,
+                  s->names[l], s->bias[l]);
+        RETURN_IF(ctx, !s->names[l][0], INFL_E_ARG, "layer %d: an empty name", l);
+    }
+    RETURN_IF(ctx, s->outputs < 0, INFL_E_ARG, "outputs: expected >= 0, got %d", s->outputs);
+    RETURN_IF(ctx, s->tokens != 0 && s->tokens != 1, INFL_E_ARG, "tokens: expected 0 or 1, got %d", s->tokens);
+    RETURN_IF(ctx, !(s->wd >= 0) || !isfinite(s->wd), INFL_E_ARG, "weight decay: expected a finite value >= 0");
+    return INFL_OK;
+}
+
+size_t infl_captured_woff(const infl_captured_spec *s, int l) {
+    size_t at = 0;
+    for (int i = 0; i < l; i++) at += (size_t)s->d_out[i] * (size_t)(s->d_in[i] + s->bias[i]);
+    return at;
+}
+
 // ---- any model ----
 
-const char *infl_model_kind_name(infl_model_kind k) { return k == INFL_MODEL_GPT ? "gpt" : k == INFL_MODEL_MLP ? "mlp" : "?"; }
+const char *infl_model_kind_name(infl_model_kind k) {
+    return k == INFL_MODEL_GPT ? "gpt" : k == INFL_MODEL_MLP ? "mlp" : k == INFL_MODEL_CAPTURED ? "captured" : "?";
+}
 
 int infl_model_kind_parse(const char *name, infl_model_kind *out) {
     if (name && strcmp(name, "mlp") == 0) return *out = INFL_MODEL_MLP, 0;
     if (name && strcmp(name, "gpt") == 0) return *out = INFL_MODEL_GPT, 0;
+    if (name && strcmp(name, "captured") == 0) return *out = INFL_MODEL_CAPTURED, 0;
     return -1;
 }
 
 size_t infl_spec_nparams(const infl_model_spec *s) {
+    if (s->kind == INFL_MODEL_CAPTURED) return infl_captured_woff(&s->cap, s->cap.L);
     return s->kind == INFL_MODEL_GPT ? infl_gpt_layout_of(&s->gpt).total : infl_mlp_nparams(&s->mlp);
 }
 
@@ -143,6 +172,17 @@ static int add_tensor(infl_tensor *out, int max, int n, const char *name, int ra
 int infl_spec_tensors(const infl_model_spec *s, infl_tensor *out, int max) {
     int n = 0;
     char name[48];
+    if (s->kind == INFL_MODEL_CAPTURED) {
+        const infl_captured_spec *c = &s->cap;
+        for (int l = 0; l < c->L; l++) {
+            size_t w = infl_captured_woff(c, l);
+            snprintf(name, sizeof name, "W%d", l);
+            n = add_tensor(out, max, n, name, 2, c->d_out[l], c->d_in[l], w);
+            snprintf(name, sizeof name, "b%d", l);
+            if (c->bias[l]) n = add_tensor(out, max, n, name, 1, c->d_out[l], 0, w + (size_t)c->d_out[l] * c->d_in[l]);
+        }
+        return n;
+    }
     if (s->kind == INFL_MODEL_MLP) {
         const infl_mlp_spec *m = &s->mlp;
         for (int l = 0; l < m->L; l++) {
@@ -200,6 +240,15 @@ static int add_linear(infl_linear *out, int max, int n, const char *name, int di
 int infl_spec_linears(const infl_model_spec *s, int head, infl_linear *out, int max) {
     int n = 0;
     char name[48];
+    if (s->kind == INFL_MODEL_CAPTURED) {
+        const infl_captured_spec *c = &s->cap;
+        for (int l = 0; l < c->L; l++) {
+            size_t w = infl_captured_woff(c, l);
+            n = add_linear(out, max, n, c->names[l], c->d_in[l], c->d_out[l], c->bias[l], w,
+                           w + (size_t)c->d_out[l] * c->d_in[l]);
+        }
+        return n;
+    }
     if (s->kind == INFL_MODEL_MLP) {
         const infl_mlp_spec *m = &s->mlp;
         for (int l = 0; l < m->L; l++) {
@@ -229,13 +278,24 @@ int infl_spec_linears(const infl_model_spec *s, int head, infl_linear *out, int 
 
 infl_status infl_spec_check(infl_ctx *ctx, const infl_model_spec *s) {
     if (s->kind == INFL_MODEL_GPT) return infl_gpt_spec_check(ctx, &s->gpt);
-    RETURN_IF(ctx, s->kind != INFL_MODEL_MLP, INFL_E_ARG, "model kind %d: expected mlp or gpt", (int)s->kind);
+    if (s->kind == INFL_MODEL_CAPTURED) return infl_captured_spec_check(ctx, &s->cap);
+    RETURN_IF(ctx, s->kind != INFL_MODEL_MLP, INFL_E_ARG, "model kind %d: expected mlp, gpt or captured", (int)s->kind);
     return infl_mlp_spec_check(ctx, &s->mlp);
 }
 
-double infl_spec_objective_wd(const infl_model_spec *s) { return s->kind == INFL_MODEL_MLP ? s->mlp.wd : 0.0; }
+double infl_spec_objective_wd(const infl_model_spec *s) {
+    return s->kind == INFL_MODEL_MLP ? s->mlp.wd : s->kind == INFL_MODEL_CAPTURED ? s->cap.wd : 0.0;
+}
 
 void infl_spec_describe(const infl_model_spec *s, char *buf, size_t size) {
+    if (s->kind == INFL_MODEL_CAPTURED) {
+        const infl_captured_spec *c = &s->cap;
+        size_t np = infl_spec_nparams(s);
+        snprintf(buf, size, "captured, %d linear layers (%s %dx%d ... %s %dx%d), %zu parameters%s", c->L, c->names[0],
+                 c->d_out[0], c->d_in[0], c->names[c->L - 1], c->d_out[c->L - 1], c->d_in[c->L - 1], np,
+                 c->tokens ? ", token rows" : "");
+        return;
+    }
     if (s->kind == INFL_MODEL_GPT) {
         const infl_gpt_spec *g = &s->gpt;
         snprintf(buf, size, "gpt %d layers, %d heads, dim %d, context %d, vocab %d", g->n_layer, g->n_head, g->dim,

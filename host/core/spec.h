@@ -51,10 +51,27 @@ typedef struct {
     double wd;      // AdamW's decoupled weight decay (of the matrices); not a term of the loss
 } infl_gpt_spec;
 
+// A captured model (models/captured.c, the `captured` file of store/store.h): only its
+// attributed linear layers are known, in the order they were captured. Its parameter
+// vector is the layer space: per layer W (d_out, d_in) row-major, then b (d_out) with a
+// bias (tensors "W{l}", "b{l}" of a checkpoint).
+typedef struct {
+    int L;                            // layers
+    int d_in[INFL_MAX_LINEAR];
+    int d_out[INFL_MAX_LINEAR];
+    int bias[INFL_MAX_LINEAR];        // 1: the layer adds a bias
+    char names[INFL_MAX_LINEAR][48];  // the modules' names ("0", "transformer.h.0.attn.c_attn")
+    int outputs;                      // the model's output width (classes, vocabulary); 0 unknown
+    int tokens;                       // 1: an example is several token rows; 0: one row
+    double wd;                        // weight decay that is part of the training objective (L2 of every
+                                      // captured weight: (wd/2)|w|²); 0 unknown or none
+} infl_captured_spec;
+
 typedef struct {
     infl_model_kind kind;
     infl_mlp_spec mlp;  // kind MLP
     infl_gpt_spec gpt;  // kind GPT
+    infl_captured_spec cap;  // kind CAPTURED
 } infl_model_spec;
 
 // A named parameter tensor: rank 1 or 2, (dims[0]) or (dims[0], dims[1]) row-major at
@@ -114,6 +131,14 @@ infl_gpt_layout infl_gpt_layout_of(const infl_gpt_spec *s);
 // vocabulary 2..1048576, 0 <= eot < vocabulary, wd >= 0 and finite. INFL_E_ARG with a detail.
 infl_status infl_gpt_spec_check(infl_ctx *ctx, const infl_gpt_spec *s);
 
+// ---- a captured model ----
+
+// Validates a spec: 1 to INFL_MAX_LINEAR layers, widths 1 to 2^24, bias 0 or 1, names
+// non-empty, outputs >= 0, tokens 0 or 1. INFL_E_ARG with a detail.
+infl_status infl_captured_spec_check(infl_ctx *ctx, const infl_captured_spec *s);
+// Offsets of layer l's W and b in the parameter vector (the layer space).
+size_t infl_captured_woff(const infl_captured_spec *s, int l);
+
 // ---- any model ----
 
 const char *infl_model_kind_name(infl_model_kind k);  // "mlp" | "gpt"
@@ -125,7 +150,8 @@ int infl_spec_tensors(const infl_model_spec *s, infl_tensor *out, int max);
 // The spec's own check (mlp or gpt).
 infl_status infl_spec_check(infl_ctx *ctx, const infl_model_spec *s);
 // Weight decay that is part of the training objective R(w) (so of its Hessian): the
-// MLP's wd; 0 for the GPT (AdamW's decay is decoupled, not a loss term).
+// MLP's wd, a captured model's recorded one; 0 for the GPT (AdamW's decay is decoupled,
+// not a loss term).
 double infl_spec_objective_wd(const infl_model_spec *s);
 // The attributed linear layers of a model into out (at most max); returns how many.
 // MLP: every layer ("layer0", ...). GPT: per block h{i}.attn.c_attn, h{i}.attn.c_proj,

@@ -10,6 +10,7 @@
 
 infl_status infl_mlp_model_create(infl_ctx *ctx, const infl_model_spec *spec, infl_model **out);
 infl_status infl_gpt_model_create(infl_ctx *ctx, const infl_model_spec *spec, int head, infl_model **out);
+infl_status infl_captured_model_create(infl_ctx *ctx, const infl_model_spec *spec, infl_model **out);
 
 infl_status infl_model_create(infl_ctx *ctx, const infl_model_spec *spec, int head, infl_model **out) {
     *out = NULL;
@@ -17,8 +18,9 @@ infl_status infl_model_create(infl_ctx *ctx, const infl_model_spec *spec, int he
     switch (spec->kind) {
     case INFL_MODEL_MLP: return infl_mlp_model_create(ctx, spec, out);
     case INFL_MODEL_GPT: return infl_gpt_model_create(ctx, spec, head, out);
+    case INFL_MODEL_CAPTURED: return infl_captured_model_create(ctx, spec, out);
     }
-    return infl_seterr(ctx, INFL_E_ARG, "model kind %d: expected mlp or gpt", (int)spec->kind);
+    return infl_seterr(ctx, INFL_E_ARG, "model kind %d: expected mlp, gpt or captured", (int)spec->kind);
 }
 
 void infl_model_free(infl_model *m) {

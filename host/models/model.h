@@ -19,7 +19,8 @@
  *
  * Written ggml-style: an implementation fills a `static const infl_model_iface` and a
  * context (`impl`); infl_model_* below are thin wrappers. Implementations: the MLP
- * (models/mlp.c), the GPT (models/gpt.c). Models that can also give Hessian-vector
+ * (models/mlp.c), the GPT (models/gpt.c), and a model captured from PyTorch
+ * (models/captured.c: A and Δ read from a `captured` file, not computed). Models that can also give Hessian-vector
  * products (the MLP) fill the optional hvp_create slot and serve exact influence
  * functions; every other estimator needs only the layers and the batch function.
  */
@@ -49,6 +50,10 @@ typedef struct {
     const int32_t *loss_range;  // (b, 2) host or NULL: example i's loss is the sum over the token
                                 // positions [lo, hi) only (position t predicts token t; t = len the
                                 // EOT): a completion's tokens after its prompt. NULL: every position
+    // captured examples (models/captured.c), which the model reads itself: the split they come
+    // from and the checkpoint whose capture to read (its name in the run); ignored by others
+    const infl_split *split;
+    const char *ckpt;
 } infl_batch;
 
 // The targets of a backward pass.
@@ -136,7 +141,7 @@ struct infl_model {
     infl_loss out_loss;
 };
 
-// Creates the model a spec describes (MLP or GPT). head: the GPT's tied output head
+// Creates the model a spec describes (MLP, GPT or captured). head: the GPT's tied output head
 // is attributed too (ignored by the MLP). *out owns it (infl_model_free).
 infl_status infl_model_create(infl_ctx *ctx, const infl_model_spec *spec, int head, infl_model **out);
 void infl_model_free(infl_model *m);  // accepts NULL

@@ -215,9 +215,10 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
             "tracin or ekfac",
             o->run, infl_model_kind_of(a->m));
     a->tokens = a->m->tokens;
-    if (a->tokens) a->ctxT = a->m->spec.gpt.context;
-    GOTO_IF(ctx, !a->tokens && (o->ntext > 0 || o->token_shares), INFL_E_ARG,
-            "%s: a %s model: %s for language models (a gpt run)", o->run, infl_model_kind_of(a->m),
+    a->docs = a->tokens && a->m->spec.kind == INFL_MODEL_GPT;
+    if (a->docs) a->ctxT = a->m->spec.gpt.context;
+    GOTO_IF(ctx, !a->docs && (o->ntext > 0 || o->token_shares), INFL_E_ARG,
+            "%s: a %s model: %s for language models trained by infl (a gpt run)", o->run, infl_model_kind_of(a->m),
             o->ntext > 0 ? "text queries (--prompt, --completion) are" : "token shares (--tokens, --html) are");
     if (a->fac) CHECK(ekfac_check_shape(ctx, a->fac, o->factors, a->m));
     a->P = a->m->nparams;
@@ -233,8 +234,9 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->N = ti->n;
     a->D = ti->d;
     a->Kt = ti->y_kind == INFL_Y_REAL ? ti->k : 0;
+    if (a->tokens && !a->docs) a->ctxT = (int)ti->max_len;  // captured: its longest example's rows
     if (a->tokens) {
-        a->zrows = ti->n > 0 ? (double)ti->tokens / (double)ti->n + 1.0 : 1.0;
+        a->zrows = ti->n > 0 ? (double)ti->tokens / (double)ti->n + (a->docs ? 1.0 : 0.0) : 1.0;
         a->zrows = a->zrows < a->ctxT ? a->zrows : a->ctxT;
     }
     if (need_query && o->ntext > 0) {
@@ -254,6 +256,13 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
         GOTO_IF(ctx, qi->n > 100000, INFL_E_ARG,
                 "%" PRId64 " queries at once; rank at most 100000 (run several ranges)", qi->n);
         a->M = (int)qi->n;
+        if (a->tokens && !a->docs) {
+            // captured token rows: the queries' own, and the longest example of either split
+            GOTO_IF(ctx, qi->tokens > INT32_MAX, INFL_E_ARG, "%s: %" PRId64 " token rows of queries; at most %d",
+                    o->query, qi->tokens, INT32_MAX);
+            a->RQ = (int)qi->tokens;
+            if (qi->max_len > a->ctxT) a->ctxT = (int)qi->max_len;
+        }
         if (o->nquery_rows > 0) {
             // a list of the range's rows (infl debug's misclassified examples)
             GOTO_IF(ctx, a->tokens || !o->query_rows, INFL_E_ARG, "query rows: a list of rows serves mlp runs");
@@ -287,7 +296,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     }
     free(hp);
     CHECK(rc);
-    if (need_query && a->tokens) CHECK(attrib_lm_queries(ctx, a));
+    if (need_query && a->docs) CHECK(attrib_lm_queries(ctx, a));
     if (a->fac) {
         // the model's shape, the method's strategy, the damping
         CHECK(ekfac_pre_create(ctx, a->fac, o->factors, a->m, o->method, o->damping, o->damping_auto, &a->pre));
@@ -405,7 +414,9 @@ infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a) {
 }
 
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
-    return infl_model_factors(ctx, a->m, a->Wd[c], bt, work);
+    infl_batch b = *bt;
+    b.ckpt = store_run_checkpoint(a->run, a->ck[c])->name;  // whose capture a captured model reads
+    return infl_model_factors(ctx, a->m, a->Wd[c], &b, work);
 }
 
 // Per-example squared gradient norms of the last backward into host out (b), multiplied
@@ -464,7 +475,7 @@ int64_t attrib_shard_rows(const attrib *a) {
     const infl_rank_options *o = a->o;
     if (o->shard_rows > 0) return o->shard_rows < a->N ? o->shard_rows : a->N;
     // x rows (a document's tokens, length and label) and the host score block (M floats a row) share the budget
-    int64_t width = a->tokens ? (int64_t)a->ctxT + 2 : a->D;
+    int64_t width = a->docs ? (int64_t)a->ctxT + 2 : a->D;
     return infl_shard_rows(a->N, width + a->M, a->Kt, o->shard_mb > 0 ? o->shard_mb : 64, a->B);
 }
 

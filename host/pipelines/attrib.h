@@ -35,7 +35,9 @@ typedef struct {
     int M;           // queries
     // language models (m->tokens): examples of T_i token rows
     int tokens;      // the model's examples are token sequences
-    int ctxT;        // tokens read per document (the model's context)
+    int docs;        // ... given as documents whose tokens the model reads (a gpt; not a captured model,
+                     // whose examples' token rows are read from its file)
+    int ctxT;        // tokens read per document (the model's context); a captured model's longest example
     double zrows;    // mean token rows of a train document (the layer paths' FLOP counts)
     // the queries as documents, host: tokens (M, ctxT), lengths, loss ranges (M, 2) (a
     // completion's positions; NULL: every position), and their texts for the report

@@ -50,13 +50,15 @@ typedef struct {
     int B;
     int draws;                      // labels per example (1 for the empirical Fisher)
     float *W;                       // checkpoint weights (backend)
+    const char *ckpt;               // its name (a captured model reads that checkpoint's capture)
     infl_model_work *work;
     infl_stage st;                  // double-buffered sub-batches (stage.h)
     float *accA[INFL_MAX_LINEAR];   // (ni, ni) pass 1; rows < din and, with a bias, row din (column sums)
     float *accS[INFL_MAX_LINEAR];   // (dout, dout)
     float *accL[INFL_MAX_LINEAR];   // (dout, ni) pass 2
     float *DQ, *AQ;                 // (rows, max dout), (rows, max ni): rows = B, or B · context for documents
-    int tokens, ctxT;               // a language model: documents of token rows, read in ctxT tokens
+    int tokens, ctxT;               // examples of token rows: at most ctxT of them (a gpt's context, a
+    int docs;                       // captured model's longest example); docs: documents the model reads
     int64_t rows_seen;              // pass 1: token rows (examples for T = 1), the covariances' count
     float *Gd;                      // (Bm, max dout·ni) documents' rotated gradients (pass 2, documents)
     int Bm;
@@ -69,8 +71,11 @@ static uint64_t draw_seed(uint64_t seed, int draw) { return seed ^ ((uint64_t)dr
 
 // Forward (draw 0 only) and backward of a batch at sampled targets (keyed by seed,
 // draw and example index) or at the data's (empirical Fisher): the factors in F->work.
-static infl_status fit_factors(fitter *F, const infl_batch *bt, int draw) {
+static infl_status fit_factors(fitter *F, const infl_batch *bt0, int draw) {
     infl_ctx *ctx = F->ctx;
+    infl_batch b = *bt0;
+    b.ckpt = F->ckpt;
+    const infl_batch *bt = &b;
     if (draw == 0) {
         FORWARD_IF_ERROR(infl_model_forward(ctx, F->m, F->W, bt, F->work));
         F->flops += infl_model_fb_flops(F->m, F->work->rows) / 2;
@@ -183,14 +188,14 @@ static infl_status fit_shard(infl_ctx *ctx, void *user, const infl_shard *sh) {
 // rotation p (identity bases for diagonal: p NULL means Q = I). Sub-batches are double-
 // buffered; nothing waits on the host until flush's downloads, once a shard.
 static infl_status fit_pass(fitter *F, int pass, const ekfac_pre *p, double **hA, double **hS, double **hL) {
-    int64_t width = F->tokens ? (int64_t)F->ctxT + 2 : F->D;
+    int64_t width = F->docs ? (int64_t)F->ctxT + 2 : F->D;
     int64_t S = F->o->shard_rows > 0 ? (F->o->shard_rows < F->N ? F->o->shard_rows : F->N)
                                      : infl_shard_rows(F->N, width, F->Kt, F->o->shard_mb > 0 ? F->o->shard_mb : 64, F->B);
     fit_stream fs = {.F = F, .pass = pass, .p = p, .hA = hA, .hS = hS, .hL = hL};
     infl_stream_fns fns = {.batch = fit_batch, .shard = fit_shard, .user = &fs, .ranks = INFL_STREAM_SHARDS};
     double wait_s = 0;
     // the data's labels for the empirical Fisher; else the model samples them itself
-    FORWARD_IF_ERROR(infl_stage_stream(F->ctx, &F->st, F->split, S, F->tokens ? F->ctxT : 0, F->o->fisher_empirical,
+    FORWARD_IF_ERROR(infl_stage_stream(F->ctx, &F->st, F->split, S, F->docs ? F->ctxT : 0, F->o->fisher_empirical,
                                        &fns, pass == 1 ? "fit: covariances" : "fit: eigenvalue correction",
                                        ekfac_strategy_name(F->o->strategy), &wait_s));
     F->wait += wait_s;
@@ -315,7 +320,8 @@ static infl_status fit_run(infl_ctx *ctx, const infl_fit_options *o, const char 
     m->tokenizer = store_run_tokenizer(run);
     F.m = m;
     F.tokens = m->tokens;
-    if (F.tokens) F.ctxT = m->spec.gpt.context;
+    F.docs = F.tokens && m->spec.kind == INFL_MODEL_GPT;
+    if (F.docs) F.ctxT = m->spec.gpt.context;
     const int L = m->nlayers;
     int ck;
     CHECK(store_run_find(ctx, run, o->checkpoint, &ck));
@@ -323,6 +329,7 @@ static infl_status fit_run(infl_ctx *ctx, const infl_fit_options *o, const char 
     hp = infl_malloc(ctx, P * sizeof(float), "the parameters");
     GOTO_NOMEM_IF(!hp);
     CHECK(store_run_load(ctx, run, ck, hp));
+    F.ckpt = store_run_checkpoint(run, ck)->name;
     CHECK(infl_be_alloc_f(ctx, &F.W, P, "checkpoint weights"));
     CHECK(be->upload(ctx, F.W, hp, P * sizeof(float)));
     CHECK(infl_factors_alloc(ctx, L, m->layer, &f));
@@ -356,6 +363,7 @@ static infl_status fit_run(infl_ctx *ctx, const infl_fit_options *o, const char 
     CHECK(store_split_open(ctx, &ref, &F.split));
     CHECK(infl_model_check_data(ctx, m, F.split));
     const infl_split_info *si = store_split_info(F.split);
+    if (F.tokens && !F.docs) F.ctxT = si->max_len > 0 ? (int)si->max_len : 1;  // captured token rows
     F.N = si->n;
     F.D = si->d;
     F.Kt = si->y_kind == INFL_Y_REAL ? si->k : 0;

@@ -85,7 +85,7 @@ infl_status infl_generate(infl_ctx *ctx, const infl_generate_options *o, infl_ge
     CHECK(store_run_open(ctx, o->run, &run));
     const infl_model_spec *ms = store_run_spec(run);
     GOTO_IF(ctx, ms->kind != INFL_MODEL_GPT, INFL_E_ARG,
-            "%s: an %s run; infl generate continues the text of a gpt run (infl train --model gpt)", o->run,
+            "%s: a %s run; infl generate continues the text of a gpt run (infl train --model gpt)", o->run,
             infl_model_kind_name(ms->kind));
     const infl_gpt_spec *s = &ms->gpt;
     int ci;

@@ -277,7 +277,7 @@ static infl_status index_run(infl_ctx *ctx, const infl_index_options *o, const c
         char info[96];
         snprintf(info, sizeof info, "%s, k %d, %d checkpoint%s", infl_projection_name(o->projection), k, a.nck,
                  a.nck > 1 ? "s" : "");
-        CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "index", info,
+        CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.docs ? a.ctxT : 0, 1, &fns, "index", info,
                                 &rep->seconds_wait));
         rep->flops_project = is.flops_p;
         rep->flops_fb = is.flops_fb;

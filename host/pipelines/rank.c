@@ -110,7 +110,7 @@ infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q) {
     infl_status rc = INFL_OK;
     float *hx = NULL;
     memset(q, 0, sizeof *q);
-    if (a->tokens) {
+    if (a->docs) {
         // documents (lmquery.c): the model reads their tokens on the host
         q->bt = (infl_batch){.b = M, .index0 = qi ? qi->begin : 0, .tok = a->qtok, .T = a->ctxT, .len = a->qlen,
                              .loss_range = a->qrange};
@@ -132,7 +132,7 @@ infl_status attrib_query_batch(infl_ctx *ctx, attrib *a, attrib_qbatch *q) {
     CHECK(be->upload(ctx, q->qX, hx, (size_t)M * a->D * sizeof(float)));
     if (q->hy) CHECK(be->upload(ctx, q->qy, q->hy, (size_t)M * sizeof(int32_t)));
     if (q->hyf) CHECK(be->upload(ctx, q->qyf, q->hyf, (size_t)M * kt * sizeof(float)));
-    q->bt = (infl_batch){.b = M, .index0 = qi->begin, .x = q->qX, .y = q->qy, .yf = q->qyf};
+    q->bt = (infl_batch){.b = M, .index0 = qi->begin, .x = q->qX, .y = q->qy, .yf = q->qyf, .split = a->query};
 done:
     free(hx);
     if (rc < 0) attrib_qbatch_free(ctx, q);
@@ -645,7 +645,7 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         char info[64];
         snprintf(info, sizeof info, "%s, %d queries", infl_method_name(o->method), M);
         double wait_s = 0;
-        CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "rank", info, &wait_s));
+        CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.docs ? a.ctxT : 0, 1, &fns, "rank", info, &wait_s));
         CHECK(infl_topk_reduce(ctx, tk));  // every process's rows' top-k merged
         res->seconds_score = infl_now() - t1;
         res->seconds_wait = wait_s;
@@ -687,12 +687,15 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         attrib_result_topk(res, tk, o->top);
     }
     if (a.tokens) {
-        res->query_prompt = calloc((size_t)M, sizeof(char *));
-        res->query_completion = calloc((size_t)M, sizeof(char *));
         res->layer_path = calloc((size_t)a.L, sizeof(int));
-        GOTO_IF(ctx, !res->query_prompt || !res->query_completion || !res->layer_path, INFL_E_NOMEM, "out of memory");
+        GOTO_IF(ctx, !res->layer_path, INFL_E_NOMEM, "out of memory");
         res->layer_paths = a.L;
         for (int l = 0; l < a.L; l++) res->layer_path[l] = a.path[l];
+    }
+    if (a.docs) {
+        res->query_prompt = calloc((size_t)M, sizeof(char *));
+        res->query_completion = calloc((size_t)M, sizeof(char *));
+        GOTO_IF(ctx, !res->query_prompt || !res->query_completion, INFL_E_NOMEM, "out of memory");
         for (int q = 0; q < M; q++) {
             res->query_prompt[q] = a.qprompt[q];
             res->query_completion[q] = a.qcompletion[q];

@@ -288,7 +288,7 @@ static infl_status self_run(infl_ctx *ctx, const infl_rank_options *o, infl_self
     self_stream ss = {.a = &a, .r = r, .acc = acc, .G = G, .X = X, .tmp = tmp, .d = d, .DQ = DQ, .AQ = AQ, .T = T,
                       .op = &op};
     infl_stream_fns fns = {.batch = self_batch, .shard = NULL, .user = &ss, .ranks = INFL_STREAM_ROWS};
-    CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.tokens ? a.ctxT : 0, 1, &fns, "self", infl_method_name(o->method),
+    CHECK(infl_stage_stream(ctx, &a.st, a.train, S, a.docs ? a.ctxT : 0, 1, &fns, "self", infl_method_name(o->method),
                             NULL));
     CHECK(self_gather(ctx, r->self, a.N));
     CHECK(sort_order(ctx, r->self, a.N, r->order));

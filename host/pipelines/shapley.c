@@ -105,7 +105,9 @@ static infl_status open_split(infl_ctx *ctx, const char *ref_text, const char *w
     const infl_split_info *in = store_split_info(*out);
     RETURN_IF(ctx, in->kind != INFL_SPLIT_ROWS || in->y_kind != INFL_Y_CLASS, INFL_E_ARG,
               "%s (%s): shapley values rows with class labels; this split holds %s", ref_text, what,
-              in->kind != INFL_SPLIT_ROWS ? "documents" : "real targets");
+              in->kind == INFL_SPLIT_DOCS       ? "documents"
+              : in->kind == INFL_SPLIT_CAPTURED ? "captured gradients, not features"
+                                                : "real targets");
     return INFL_OK;
 }
 

@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "models/model.h"
@@ -154,6 +155,29 @@ done:
     return rc;
 }
 
+// A captured model's mean loss over a split at checkpoint ci: the losses recorded with the
+// capture, read a block at a time (no forward pass: the model ran elsewhere).
+static infl_status captured_eval(infl_ctx *ctx, infl_run *run, int ci, infl_split *split, infl_eval_result *res) {
+    const infl_split_info *in = store_split_info(split);
+    const char *ck = store_run_checkpoint(run, ci)->name;
+    enum { BLOCK = 65536 };
+    float *v = infl_malloc(ctx, BLOCK * sizeof(float), "captured losses");
+    if (!v) return INFL_E_NOMEM;
+    double sum = 0;
+    infl_status rc = INFL_OK;
+    for (int64_t r = 0; r < in->n && rc == INFL_OK; r += BLOCK) {
+        int64_t n = in->n - r < BLOCK ? in->n - r : BLOCK;
+        rc = store_captured_loss(ctx, split, ck, r, n, v);
+        for (int64_t i = 0; rc == INFL_OK && i < n; i++) sum += v[i];
+    }
+    free(v);
+    res->n = in->n;
+    res->loss = in->n ? sum / (double)in->n : NAN;
+    res->accuracy = NAN;  // no predictions were captured
+    res->perplexity = NAN;
+    return rc;
+}
+
 infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoint, const char *data,
                       infl_eval_result *res) {
     memset(res, 0, sizeof *res);
@@ -170,7 +194,9 @@ infl_status infl_eval(infl_ctx *ctx, const char *run_path, const char *checkpoin
     CHECK(infl_model_create(ctx, store_run_spec(run), 0, &m));
     m->tokenizer = store_run_tokenizer(run);
     CHECK(infl_model_check_data(ctx, m, split));
-    if (m->spec.kind == INFL_MODEL_GPT)
+    if (m->spec.kind == INFL_MODEL_CAPTURED)
+        CHECK(captured_eval(ctx, run, ci, split, res));
+    else if (m->spec.kind == INFL_MODEL_GPT)
         CHECK(infl_gpt_eval(ctx, run, ci, split, res));
     else
         CHECK(infl_mlp_eval(ctx, run, ci, split, res));

@@ -99,6 +99,7 @@ infl_batch infl_stage_batch(const infl_stage *st, int cur, int b, int64_t index0
     memset(&bt, 0, sizeof bt);
     bt.b = b;
     bt.index0 = index0;
+    bt.split = st->split;  // a captured model reads its rows there
     if (st->sh && st->sh->tok) {
         int64_t r0 = st->put_r0[cur];
         bt.T = st->sh->T;

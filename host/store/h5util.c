@@ -454,6 +454,12 @@ infl_status h5u_check_format(infl_ctx *ctx, const char *path, hid_t file, const 
     return INFL_OK;
 }
 
+int h5u_format_is(infl_ctx *ctx, const char *path, hid_t file, const char *format) {
+    char fmt[64];
+    return h5u_has_attr(file, "infl_format") == 1 &&
+           h5u_attr_str(ctx, path, file, "root", "infl_format", fmt, sizeof fmt) == INFL_OK && strcmp(fmt, format) == 0;
+}
+
 infl_status h5u_open_infl(infl_ctx *ctx, const char *path, const char *want, hid_t *out) {
     hid_t f;
     FORWARD_IF_ERROR(h5u_open_ro(ctx, path, &f));

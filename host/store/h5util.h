@@ -118,6 +118,9 @@ infl_status h5u_open_ro(infl_ctx *ctx, const char *path, hid_t *out);
 infl_status h5u_check_format(infl_ctx *ctx, const char *path, hid_t file, const char *want);
 // h5u_open_ro + h5u_check_format; on failure the file is closed.
 infl_status h5u_open_infl(infl_ctx *ctx, const char *path, const char *want, hid_t *out);
+// 1 when the open file's root attribute infl_format reads `format`, else 0 (absent, other,
+// unreadable: h5u_check_format then says which).
+int h5u_format_is(infl_ctx *ctx, const char *path, hid_t file, const char *format);
 // Creates (truncates) `tmp` and writes infl_format = format, infl_version. Messages
 // name `path`, the final name.
 infl_status h5u_create_infl(infl_ctx *ctx, const char *path, const char *tmp, const char *format,

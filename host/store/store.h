@@ -56,7 +56,8 @@ int store_tok_same(const infl_tokenizer *a, const infl_tokenizer *b);
 typedef enum { INFL_Y_CLASS = 0, INFL_Y_REAL = 1 } infl_ykind;
 
 // What a split holds: rows (x float32 [N, D], y) or documents (tokens, offsets, y).
-typedef enum { INFL_SPLIT_ROWS = 0, INFL_SPLIT_DOCS = 1 } infl_split_kind;
+// A split of a `captured` file (below) holds examples whose layer factors were captured.
+typedef enum { INFL_SPLIT_ROWS = 0, INFL_SPLIT_DOCS = 1, INFL_SPLIT_CAPTURED = 2 } infl_split_kind;
 
 typedef struct {
     int64_t n;            // rows in the selected range
@@ -128,6 +129,48 @@ void store_split_class_name(const infl_split *s, int i, char *buf, size_t size);
 const char *store_split_ref(const infl_split *s);
 const char *store_split_path(const infl_split *s);
 void store_split_close(infl_split *s);  // accepts NULL
+
+// ---- captured files (store_captured.c; the format: README "File formats", python/infl/captured.py) ----
+// A model trained elsewhere, recorded per example: root infl_format "captured"; /model
+// (kind captured, d_in/d_out/bias int32 [L], outputs, tokens, /model/names [L]); checkpoints
+// /checkpoints/NNNNNN (step, epoch, lr; the layers' weights W{l} [d_out, d_in], b{l}) as in a
+// run; per split /NAME/offsets int64 [N+1] (example i's token rows), optional y int32 [N] and
+// flipped; per checkpoint and split /checkpoints/C/NAME/loss float32 [N] and layer{l}/A float32
+// [R, d_in], layer{l}/D [R, d_out] (δ of the example's own loss), optional layer{l}/Ds (δ at
+// targets sampled from the model). store_split_open opens NAME of such a file as a split of
+// kind INFL_SPLIT_CAPTURED (d = 0; max_len its longest example, tokens its rows), checking
+// the offsets; the reads below check shapes and values as they go.
+typedef enum { INFL_CAP_A = 0, INFL_CAP_D = 1, INFL_CAP_DS = 2 } infl_captured_part;
+// The file's layers (NULL unless a captured split). Owned by the split.
+const infl_captured_spec *store_split_captured(const infl_split *s);
+// offs (nrows + 1): the token rows (of the whole split) of examples [row, row + nrows) of the range.
+infl_status store_captured_offsets(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows, int64_t *offs);
+// Token rows [r0, r0 + nrows) (of the whole split) of layer l's A (nrows, d_in), D or Ds
+// (nrows, d_out) at checkpoint ckpt into out; INFL_E_FORMAT when absent, INFL_E_SHAPE when
+// not [R, width], INFL_E_VALUE naming the row and column of a non-finite value.
+infl_status store_captured_read(infl_ctx *ctx, infl_split *s, const char *ckpt, int layer, infl_captured_part part,
+                                int64_t r0, int64_t nrows, float *out);
+// Examples [row, row + nrows) of the range's losses at ckpt into loss (nrows).
+infl_status store_captured_loss(infl_ctx *ctx, infl_split *s, const char *ckpt, int64_t row, int64_t nrows,
+                                float *loss);
+// 1 when the split's capture at ckpt has Δ at sampled targets (Ds).
+int store_captured_has_sampled(infl_split *s, const char *ckpt);
+
+// The writer (tests and tools; python/infl/captured.py writes the same from NumPy): whole
+// datasets at once, to a temporary name renamed by commit.
+typedef struct infl_capw infl_capw;
+infl_status store_captured_create(infl_ctx *ctx, const char *path, int force, const infl_captured_spec *spec,
+                                  infl_capw **out);
+// A checkpoint step (its name, "%06d", into name) with its lr, epoch and the layers' weights
+// (params: the layer space, infl_captured_woff); the last one written is /checkpoints' final.
+infl_status store_captured_checkpoint(infl_ctx *ctx, infl_capw *w, int64_t step, double epoch, double lr,
+                                      const float *params, char *name, size_t nsize);
+// Dataset `rel` ("train/offsets", "checkpoints/000010/train/layer0/A"), [rows, cols] (cols 0:
+// 1-D) of float32 (is_int 0), int32 (4) or int64 (8), groups made as needed.
+infl_status store_captured_put(infl_ctx *ctx, infl_capw *w, const char *rel, int is_int, int64_t rows, int64_t cols,
+                               const void *data);
+infl_status store_captured_commit(infl_ctx *ctx, infl_capw *w);  // closes, renames, frees
+void store_captured_abort(infl_capw *w);                           // removes the temporary; accepts NULL
 
 // ---- dataset files: writing ----
 

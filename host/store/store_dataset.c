@@ -79,8 +79,8 @@ static const char *nonfinite_name(float v) {
 }
 
 // Checks a (nrows, w) block read from rows r0.. of `where` is finite.
-static infl_status check_finite(infl_ctx *ctx, const char *path, const char *where, const float *v, int64_t r0,
-                                int64_t nrows, int64_t w) {
+infl_status store_check_finite(infl_ctx *ctx, const char *path, const char *where, const float *v, int64_t r0,
+                               int64_t nrows, int64_t w) {
     size_t total = (size_t)nrows * (size_t)w;
     for (size_t i = 0; i < total; i++)
         if (!isfinite(v[i]))
@@ -185,7 +185,10 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     else
         snprintf(s->ref, sizeof s->ref, "%s:/%s", path, sp);
 
-    CHECK(h5u_open_infl(ctx, path, "dataset", &s->file));
+    // a `captured` file's splits hold examples' captured factors (store_captured.c)
+    CHECK(h5u_open_ro(ctx, path, &s->file));
+    const int captured = h5u_format_is(ctx, path, s->file, "captured");
+    CHECK(h5u_check_format(ctx, path, s->file, captured ? "captured" : "dataset"));
     int ty = h5u_obj_type(s->file, sp);
     GOTO_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /%s: cannot read the link", path, sp);
     if (ty != H5O_TYPE_GROUP) {
@@ -196,6 +199,11 @@ static infl_status store_split_open_impl(infl_ctx *ctx, const infl_dataref *ref,
     s->group = H5Gopen2(s->file, sp, H5P_DEFAULT);
     GOTO_IF(ctx, s->group < 0, INFL_E_FORMAT, "%s: /%s: cannot open the group", path, sp);
 
+    if (captured) {
+        CHECK(read_classes(ctx, s));
+        CHECK(store_captured_open(ctx, s, ref));
+        goto done;
+    }
     // a `tokens` dataset makes it a documents split (store_docs.c)
     ty = h5u_obj_type(s->group, "tokens");
     GOTO_IF(ctx, ty == -2, INFL_E_FORMAT, "%s: /%s/tokens: cannot read the link", path, sp);
@@ -283,10 +291,11 @@ static infl_status store_split_read_impl(infl_ctx *ctx, infl_split *s, int64_t r
     if (nrows == 0) return INFL_OK;
     int64_t r0 = in->begin + row;
     char where[300];
+    if (in->kind == INFL_SPLIT_CAPTURED) return y ? store_captured_labels(ctx, s, r0, nrows, y) : INFL_OK;
     if (x) {
         snprintf(where, sizeof where, "/%s/x", sp);
         FORWARD_IF_ERROR(store_rows_io(ctx, path, s->x, where, H5T_NATIVE_FLOAT, r0, nrows, in->d, x, 0));
-        FORWARD_IF_ERROR(check_finite(ctx, path, where, x, r0, nrows, in->d));
+        FORWARD_IF_ERROR(store_check_finite(ctx, path, where, x, r0, nrows, in->d));
     }
     snprintf(where, sizeof where, "/%s/y", sp);
     if (y) {
@@ -302,7 +311,7 @@ static infl_status store_split_read_impl(infl_ctx *ctx, infl_split *s, int64_t r
     }
     if (yf) {
         FORWARD_IF_ERROR(store_rows_io(ctx, path, s->y, where, H5T_NATIVE_FLOAT, r0, nrows, in->k, yf, 0));
-        FORWARD_IF_ERROR(check_finite(ctx, path, where, yf, r0, nrows, in->k));
+        FORWARD_IF_ERROR(store_check_finite(ctx, path, where, yf, r0, nrows, in->k));
     }
     return INFL_OK;
 }
@@ -361,6 +370,7 @@ static void store_split_close_impl(infl_split *s) {
     close_if(s->group, H5Gclose);
     close_if(s->file, H5Fclose);
     free(s->names);
+    free(s->cap);
     free(s);
 }
 

@@ -311,15 +311,19 @@ static infl_status describe_split(infl_ctx *ctx, FILE *out, const char *path, hi
     FORWARD_IF_ERROR(store_split_open(ctx, &ref, &s));
     const infl_split_info *in = store_split_info(s);
     fprintf(out, "split /%s\n", name);
-    const int docs = in->kind == INFL_SPLIT_DOCS;
-    if (docs) {
+    const int docs = in->kind == INFL_SPLIT_DOCS, cap = in->kind == INFL_SPLIT_CAPTURED;
+    if (cap) {
+        kv(out, "  ", "examples", "%" PRId64 " captured", in->n_total);
+        kv(out, "  ", "token rows", "%" PRId64 " (%.1f per example; the longest %" PRId64 ")", in->tokens,
+           in->n_total ? (double)in->tokens / (double)in->n_total : 0.0, in->max_len);
+    } else if (docs) {
         kv(out, "  ", "documents", "%" PRId64, in->n_total);
         kv(out, "  ", "tokens", "%" PRId64 " (%.1f per document; the longest %" PRId64 ")", in->tokens,
            in->n_total ? (double)in->tokens / (double)in->n_total : 0.0, in->max_len);
     } else {
         kv(out, "  ", "rows", "%" PRId64, in->n_total);
     }
-    if (docs)
+    if (docs || cap)
         ;
     else if (in->has_image)
         kv(out, "  ", "features", "%" PRId64 " (image %d x %d x %d)", in->d, in->image_shape[0], in->image_shape[1],
@@ -347,6 +351,7 @@ static infl_status describe_split(infl_ctx *ctx, FILE *out, const char *path, hi
         for (int i = 0; i < n && at < sizeof extra; i++) {
             if (strcmp(names[i], "x") == 0 || strcmp(names[i], "y") == 0) continue;
             if (docs && (strcmp(names[i], "tokens") == 0 || strcmp(names[i], "offsets") == 0)) continue;
+            if (cap && strcmp(names[i], "offsets") == 0) continue;
             char desc[200] = "group";
             if (h5u_obj_type(g, names[i]) == H5O_TYPE_DATASET) {
                 hid_t d = H5Dopen2(g, names[i], H5P_DEFAULT);
@@ -427,7 +432,19 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
     FORWARD_IF_ERROR(store_run_open(ctx, path, &r));
     const infl_model_spec *ms = store_run_spec(r);
     kv(out, "", "model", "%s", infl_model_kind_name(ms->kind));
-    if (ms->kind == INFL_MODEL_MLP) {
+    if (ms->kind == INFL_MODEL_CAPTURED) {
+        // a model trained elsewhere: its captured linear layers
+        const infl_captured_spec *c = &ms->cap;
+        kv(out, "", "layers", "%d captured (%zu parameters)%s", c->L, infl_spec_nparams(ms),
+           c->tokens ? ", examples of token rows" : "");
+        for (int l = 0; l < c->L; l++) {
+            char key[64];
+            snprintf(key, sizeof key, "layer%d", l);
+            kv(out, "  ", key, "%s: %d -> %d%s", c->names[l], c->d_in[l], c->d_out[l], c->bias[l] ? " (bias)" : "");
+        }
+        if (c->outputs) kv(out, "", "outputs", "%d", c->outputs);
+        kv(out, "", "weight decay", "%g", c->wd);
+    } else if (ms->kind == INFL_MODEL_MLP) {
         const infl_mlp_spec *sp = &ms->mlp;
         char buf[512];
         size_t at = 0;
@@ -456,7 +473,8 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
         if (h5u_attr_u64(NULL, path, model, "/model", "seed", &seed) == INFL_OK) kv(out, "", "seed", "%" PRIu64, seed);
         static const char *const skip[] = {"kind",    "layers", "activation", "loss",  "weight_decay", "data",
                                            "optimizer", "seed", "n_layer",    "n_head", "dim",          "context",
-                                           "vocab",  "eot",    NULL};
+                                           "vocab",  "eot",    "d_in",      "d_out", "bias",       "outputs",
+                                           "tokens", NULL};
         print_attrs(out, model, "", skip);
         H5Gclose(model);
     }
@@ -493,6 +511,20 @@ static infl_status describe_run(infl_ctx *ctx, FILE *out, const char *path, hid_
     return INFL_OK;
 }
 
+// A captured file's splits: its top-level groups other than /model and /checkpoints.
+static infl_status describe_captured_splits(infl_ctx *ctx, FILE *out, const char *path, hid_t file) {
+    char **names = NULL;
+    int n = 0;
+    FORWARD_IF_ERROR(h5u_list(ctx, path, file, "/", &names, &n));
+    infl_status rc = INFL_OK;
+    for (int i = 0; i < n && rc == INFL_OK; i++)
+        if (h5u_obj_type(file, names[i]) == H5O_TYPE_GROUP && strcmp(names[i], "model") != 0 &&
+            strcmp(names[i], "checkpoints") != 0)
+            rc = describe_split(ctx, out, path, file, names[i]);
+    h5u_list_free(names, n);
+    return rc;
+}
+
 // ---- entry ----
 
 // The body; store_describe holds the store lock (h5u_lock, h5util.h) around it.
@@ -525,11 +557,12 @@ static infl_status store_describe_impl(infl_ctx *ctx, const char *path, FILE *ou
         rc = print_tree(ctx, out, f);
         goto done;
     }
-    if (strcmp(fmt, "dataset") != 0 && strcmp(fmt, "run") != 0) {
+    if (strcmp(fmt, "dataset") != 0 && strcmp(fmt, "run") != 0 && strcmp(fmt, "captured") != 0) {
         rc = print_tree(ctx, out, f);
         goto done;
     }
     rc = strcmp(fmt, "dataset") == 0 ? describe_dataset(ctx, out, path, f) : describe_run(ctx, out, path, f);
+    if (rc == INFL_OK && strcmp(fmt, "captured") == 0) rc = describe_captured_splits(ctx, out, path, f);
     if (rc < 0 && rc != INFL_E_INTERRUPTED) {
         // The structured view failed: show what is there, and still report why.
         fprintf(out, "(cannot describe it as a %s: %s)\n", fmt, ctx ? ctx->detail : "");

@@ -30,6 +30,19 @@ static infl_status read_offset(infl_ctx *ctx, infl_split *s, int64_t i, int64_t 
     return store_rows_io(ctx, s->path, s->offsets, where, H5T_NATIVE_INT64, i, 1, 0, v, 0);
 }
 
+void store_split_set_ragged(infl_split_info *in, infl_split_kind kind, int64_t n, int64_t b, int64_t e,
+                            int64_t max_len, int64_t tokens) {
+    in->kind = kind;
+    in->n_total = n;
+    in->begin = b;
+    in->n = e - b;
+    in->d = 0;
+    in->y_kind = INFL_Y_CLASS;
+    in->k = 1;
+    in->max_len = max_len;
+    in->tokens = tokens;
+}
+
 infl_status store_docs_open(infl_ctx *ctx, infl_split *s, const infl_dataref *ref) {
     const char *path = s->path, *sp = s->split;
     infl_status rc = INFL_OK;
@@ -83,17 +96,8 @@ infl_status store_docs_open(infl_ctx *ctx, infl_split *s, const infl_dataref *re
             path, sp, b, ob, e, oe, s->T);
     CHECK(store_tok_read(ctx, path, s->file, "tokenizer", &s->tok));
 
-    infl_split_info *in = &s->info;
-    in->kind = INFL_SPLIT_DOCS;
-    in->n_total = n;
-    in->begin = b;
-    in->n = e - b;
-    in->d = 0;
-    in->y_kind = INFL_Y_CLASS;
-    in->k = 1;
-    in->max_len = max_len;
-    in->tokens = oe - ob;
-    in->vocab = s->tok.vocab;
+    store_split_set_ragged(&s->info, INFL_SPLIT_DOCS, n, b, e, max_len, oe - ob);
+    s->info.vocab = s->tok.vocab;
 done:
     if (dapl >= 0) H5Pclose(dapl);
     return rc;

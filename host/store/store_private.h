@@ -32,6 +32,9 @@ struct infl_split {
     size_t offs_cap;
     int32_t *scratch;       // scratch (scratch_cap) for a token range
     size_t scratch_cap;
+    // captured splits (store_captured.c): offsets as above, y optional
+    infl_captured_spec *cap;  // the file's /model layers
+    int64_t rows_total;       // token rows of the whole split (offsets[N])
 };
 
 // ---- a dataset file being written ----
@@ -87,6 +90,19 @@ void store_docs_close(infl_split *s);  // closes the documents ids, frees the sc
 infl_status store_docs_finish(infl_ctx *ctx, infl_dsw *w);
 // Closes a writer split's documents ids; < 0 when a close failed.
 int store_docs_wclose(dsw_split *sp);
+
+// The info of a ragged split (documents, captured examples): kind, N, the range [b, e), its
+// longest example and the token rows of the range; no features (d = 0), class labels.
+void store_split_set_ragged(infl_split_info *in, infl_split_kind kind, int64_t n, int64_t b, int64_t e,
+                            int64_t max_len, int64_t tokens);
+// store_captured.c: a split of a `captured` file, whose group s->group is open.
+infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref *ref);
+// Class labels of examples [r0, r0 + nrows) (absolute rows) into y; zeros when none were captured.
+infl_status store_captured_labels(infl_ctx *ctx, infl_split *s, int64_t r0, int64_t nrows, int32_t *y);
+// Checks a (nrows, w) float block read from rows r0.. of `where` is finite (INFL_E_VALUE naming
+// the row and column).
+infl_status store_check_finite(infl_ctx *ctx, const char *path, const char *where, const float *v, int64_t r0,
+                               int64_t nrows, int64_t w);
 
 // ---- tokenizer groups (store_tok.c) ----
 // Callers hold the store lock (h5util.h), as every store function that calls HDF5 does.

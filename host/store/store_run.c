@@ -287,6 +287,7 @@ struct infl_run {
     infl_tokenizer tok;    // gpt: /model/tokenizer
     char data[4096];       // the training data reference, its file found (resolve_data), else as recorded
     char data_tried[8192]; // "" when found, else every path tried, for store_run_find_data
+    int captured;          // a `captured` file (its infl_format), not a `run`
     char optimizer[64];
     uint64_t seed;
     int n, final_idx;
@@ -380,6 +381,55 @@ static infl_status read_gpt(infl_ctx *ctx, const char *path, hid_t g, infl_gpt_s
     return h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd);
 }
 
+// A captured model (the `captured` file, store.h): its layers from /model's d_in, d_out,
+// bias and the dataset /model/names.
+static infl_status read_captured(infl_ctx *ctx, const char *path, hid_t g, infl_captured_spec *sp) {
+    int64_t v[INFL_MAX_LINEAR];
+    int n = 0, nl = 0;
+    const char *what[3] = {"d_in", "d_out", "bias"};
+    int *dst[3] = {sp->d_in, sp->d_out, sp->bias};
+    for (int k = 0; k < 3; k++) {
+        FORWARD_IF_ERROR(h5u_attr_ints(ctx, path, g, "/model", what[k], 1, INFL_MAX_LINEAR, v, &n));
+        RETURN_IF(ctx, k > 0 && n != nl, INFL_E_FORMAT, "%s: /model attribute %s has %d entries but d_in has %d", path,
+                  what[k], n, nl);
+        nl = n;
+        for (int l = 0; l < n; l++) {
+            RETURN_IF(ctx, v[l] < (k == 2 ? 0 : 1) || v[l] > (k == 2 ? 1 : 1 << 24), INFL_E_FORMAT,
+                      "%s: /model attribute %s: entry %d is %" PRId64 "; expected %s", path, what[k], l, v[l],
+                      k == 2 ? "0 or 1" : "1 to 16777216");
+            dst[k][l] = (int)v[l];
+        }
+    }
+    sp->L = nl;
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "outputs", 0, 1 << 24, &sp->outputs));
+    FORWARD_IF_ERROR(model_int(ctx, path, g, "tokens", 0, 1, &sp->tokens));
+    sp->wd = 0;
+    int has = h5u_has_attr(g, "weight_decay");
+    RETURN_IF(ctx, has < 0, INFL_E_FORMAT, "%s: /model: cannot read its attributes", path);
+    if (has) FORWARD_IF_ERROR(h5u_attr_f64(ctx, path, g, "/model", "weight_decay", &sp->wd));
+    hid_t d;
+    h5u_dinfo di;
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, path, g, "names", "/model/names", "a 1-D string array", H5P_DEFAULT,
+                                   h5u_mem_bytes(), &d, &di));
+    char(*names)[64] = infl_calloc(ctx, INFL_MAX_LINEAR, sizeof *names, "the layer names");
+    int64_t count = 0;
+    infl_status rc = names ? h5u_read_strings(ctx, path, d, "/model/names", names, INFL_MAX_LINEAR, &count)
+                           : INFL_E_NOMEM;
+    H5Dclose(d);
+    if (rc == INFL_OK && count != nl)
+        rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: /model/names has %" PRId64 " names but /model/d_in %d layers", path,
+                         count, nl);
+    for (int l = 0; rc == INFL_OK && l < nl; l++) {
+        if (strlen(names[l]) >= sizeof sp->names[l] || !names[l][0])
+            rc = infl_seterr(ctx, INFL_E_FORMAT, "%s: /model/names entry %d ('%s'): expected 1 to %zu bytes", path, l,
+                             names[l], sizeof sp->names[l] - 1);
+        else
+            snprintf(sp->names[l], sizeof sp->names[l], "%s", names[l]);
+    }
+    free(names);
+    return rc;
+}
+
 static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     const char *path = r->path;
     int ty = h5u_obj_type(r->file, "model");
@@ -395,8 +445,16 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     int has = h5u_has_attr(g, "kind");
     GOTO_IF(ctx, has < 0, INFL_E_FORMAT, "%s: /model: cannot read its attributes", path);
     if (has) CHECK(h5u_attr_str(ctx, path, g, "/model", "kind", kind, sizeof kind));
-    GOTO_IF(ctx, infl_model_kind_parse(kind, &sp->kind) != 0, INFL_E_FORMAT,
-            "%s: /model attribute kind is '%s', expected mlp or gpt", path, kind);
+    GOTO_IF(ctx, infl_model_kind_parse(kind, &sp->kind) != 0 || (sp->kind == INFL_MODEL_CAPTURED) != r->captured,
+            INFL_E_FORMAT, "%s: /model attribute kind is '%s', expected %s", path, kind,
+            r->captured ? "captured (the file's infl_format is captured)" : "mlp or gpt");
+    if (sp->kind == INFL_MODEL_CAPTURED) {
+        // gradients captured elsewhere: the file is its own training data (/train)
+        CHECK(read_captured(ctx, path, g, &sp->cap));
+        snprintf(r->data, sizeof r->data, "%.4080s:/train", path);
+        snprintf(r->optimizer, sizeof r->optimizer, "unknown (captured)");
+        goto checked;
+    }
     if (sp->kind == INFL_MODEL_MLP)
         CHECK(read_mlp(ctx, path, g, &sp->mlp));
     else
@@ -413,6 +471,7 @@ static infl_status read_model(infl_ctx *ctx, infl_run *r) {
     snprintf(r->optimizer, sizeof r->optimizer, "%s", opt);
     CHECK(h5u_attr_u64(ctx, path, g, "/model", "seed", &seed));
     r->seed = seed;
+checked:
     if (infl_spec_check(ctx, sp) < 0) {
         infl_errprefix(ctx, "%s: /model", path);
         rc = INFL_E_FORMAT;
@@ -513,7 +572,10 @@ static infl_status store_run_open_impl(infl_ctx *ctx, const char *path, infl_run
     r->file = H5I_INVALID_HID;
     snprintf(r->path, sizeof r->path, "%s", path);
     infl_status rc = INFL_OK;
-    CHECK(h5u_open_infl(ctx, path, "run", &r->file));
+    // a `captured` file (gradients recorded elsewhere) is a run too: its model and checkpoints
+    CHECK(h5u_open_ro(ctx, path, &r->file));
+    r->captured = h5u_format_is(ctx, path, r->file, "captured");
+    CHECK(h5u_check_format(ctx, path, r->file, r->captured ? "captured" : "run"));
     CHECK(read_model(ctx, r));
     CHECK(read_checkpoint_list(ctx, r));
     // the model's size, which callers allocate, is believed only once the final

@@ -282,6 +282,8 @@ static void text_seeds(infl_ctx *ctx) {
 
 // ---- runs, factors, scores, lds ----
 
+static void captured_seed(infl_ctx *ctx);
+
 static void model_seeds(infl_ctx *ctx) {
     char data[4400];
     snprintf(data, sizeof data, "%s:/train", wpath("fm.h5"));
@@ -352,6 +354,46 @@ static void model_seeds(infl_ctx *ctx) {
     io.dim = 16;
     io.float16 = 0;
     if (infl_index(ctx, &io, wpath("gptindex.h5"), &(infl_index_report){0}) < 0) die("index a GPT", ctx);
+    captured_seed(ctx);
+}
+
+// A captured file of two layers (the second without a bias), examples of 1 to 3 token rows,
+// two checkpoints, Ds at the first: what python/infl/torch.py writes, with made-up values.
+static void captured_seed(infl_ctx *ctx) {
+    infl_captured_spec cs = {.L = 2, .d_in = {4, 5}, .d_out = {5, 3}, .bias = {1, 0}, .outputs = 3, .tokens = 1};
+    snprintf(cs.names[0], sizeof cs.names[0], "fc1");
+    snprintf(cs.names[1], sizeof cs.names[1], "transformer.h.0.mlp.c_proj");
+    infl_capw *w = NULL;
+    if (store_captured_create(ctx, wpath("captured.h5"), 1, &cs, &w) < 0) die("captured", ctx);
+    float p[64], v[64];
+    int64_t offs[2][7] = {{0, 1, 3, 6, 7, 9, 10}, {0, 2, 3, 5, 0, 0, 0}};
+    int32_t y[6] = {0, 2, 1, 1, 0, 2};
+    for (int i = 0; i < 64; i++) p[i] = v[i] = 0.125f * (float)(i % 13) - 0.5f;
+    const char *sp[2] = {"train", "test"};
+    int ns[2] = {6, 3};
+    char rel[128], name[32];
+    for (int s = 0; s < 2; s++) {
+        snprintf(rel, sizeof rel, "%s/offsets", sp[s]);
+        if (store_captured_put(ctx, w, rel, 8, ns[s] + 1, 0, offs[s]) < 0) die("captured", ctx);
+        snprintf(rel, sizeof rel, "%s/y", sp[s]);
+        if (store_captured_put(ctx, w, rel, 4, ns[s], 0, y) < 0) die("captured", ctx);
+    }
+    for (int c = 0; c < 2; c++) {
+        if (store_captured_checkpoint(ctx, w, 10 * (c + 1), c + 1, 0.1, p, name, sizeof name) < 0) die("captured", ctx);
+        for (int s = 0; s < 2; s++) {
+            int64_t R = offs[s][ns[s]];
+            snprintf(rel, sizeof rel, "checkpoints/%s/%s/loss", name, sp[s]);
+            if (store_captured_put(ctx, w, rel, 0, ns[s], 0, v) < 0) die("captured", ctx);
+            for (int l = 0; l < 2; l++)
+                for (int part = 0; part < (c == 0 ? 3 : 2); part++) {
+                    static const char *const pn[] = {"A", "D", "Ds"};
+                    snprintf(rel, sizeof rel, "checkpoints/%s/%s/layer%d/%s", name, sp[s], l, pn[part]);
+                    if (store_captured_put(ctx, w, rel, 0, R, part ? cs.d_out[l] : cs.d_in[l], v) < 0)
+                        die("captured", ctx);
+                }
+        }
+    }
+    if (store_captured_commit(ctx, w) < 0) die("captured", ctx);
 }
 
 static void h5_seeds(void) {
@@ -380,9 +422,13 @@ static void h5_seeds(void) {
     static const uint8_t x0[] = {1, 5};
     h5seed("index", "kron", x0, 2, wpath("index.h5"), 1);
     h5seed("index", "gpt", x0, 2, wpath("gptindex.h5"), 1);
+    static const uint8_t c0[] = {0, 1, 4}, c1[] = {1, 0, 3};
+    h5seed("captured", "train", c0, 3, wpath("captured.h5"), 1);
+    h5seed("captured", "test", c1, 3, wpath("captured.h5"), 0);
+    h5seed("run", "captured", r0, 2, wpath("captured.h5"), 0);
     static const char *const all[] = {"fm.h5",  "fmflip.h5",  "csv.h5",     "csvreg.h5", "docs.h5", "docsbpe.h5",
                                       "run.h5", "gpt.h5",     "factors.h5", "gptfactors.h5", "scores.h5",
-                                      "self.h5", "lds.h5", "index.h5"};
+                                      "self.h5", "lds.h5", "index.h5", "captured.h5"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) h5seed("info", all[i], z, 1, wpath(all[i]), 0);
 }
 
@@ -406,7 +452,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(work)) die("cannot make a work folder", NULL);
     atexit(rm_work);
     static const char *const harnesses[] = {"idx", "csv", "text", "tok", "dataset", "run", "factors", "scores",
-                                            "lds", "index", "info"};
+                                            "lds", "index", "info", "captured"};
     mkdirs("raw", NULL);
     for (size_t i = 0; i < sizeof harnesses / sizeof harnesses[0]; i++) {
         mkdirs(harnesses[i], NULL);
