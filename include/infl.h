@@ -161,28 +161,38 @@ void infl_ctx_set_cancel(infl_ctx *ctx, const volatile int *flag);
  * Every function is collective: every process calls it, in the same order. Each returns
  * 0 on success and non-zero when the transport failed (the library then returns
  * INFL_E_IO). Buffers are the caller's; sizes are bytes or element counts of any size. */
-typedef struct infl_comm {
+/* The functions of the table (see infl_comm below for what each does). */
+typedef int (*infl_comm_agree_fn)(void *user, int *status, char *detail, size_t detail_size);
+typedef int (*infl_comm_sum_f64_fn)(void *user, double *buf, size_t n);
+typedef int (*infl_comm_sum_i64_fn)(void *user, int64_t *buf, size_t n);
+typedef int (*infl_comm_bcast_fn)(void *user, void *buf, size_t bytes, int root);
+/* What root does with each process's block in a gather (arg is the gather's). */
+typedef int (*infl_comm_take_fn)(void *arg, int from, const void *block);
+typedef int (*infl_comm_gather_fn)(void *user, const void *buf, size_t bytes, int root,
+                                   infl_comm_take_fn take, void *arg);
+
+typedef struct {
     int rank;    /* this process: 0 .. size - 1 */
     int size;    /* processes in the job, >= 1 */
     void *user;  /* passed to every function */
     /* The status agreement. *status: in, this process's (0 or a negative infl_status);
      * out, the job's: 0 when every process's was 0, else that of the failing process of
      * lowest rank, whose detail (NUL-terminated, at most detail_size bytes) is then copied
-     * into `detail` on every other process, prefixed "rank R: ". Once an agreement has failed, every later call
-     * returns the same failure at once, without communicating: processes that stopped at
-     * different points stay in step. */
-    int (*agree)(void *user, int *status, char *detail, size_t detail_size);
+     * into `detail` on every other process, prefixed "rank R: ". Once an agreement has
+     * failed, every later call returns the same failure at once, without communicating:
+     * processes that stopped at different points stay in step. */
+    infl_comm_agree_fn agree;
     /* Sums n values element-wise across the processes, in place, on every process. */
-    int (*sum_f64)(void *user, double *buf, size_t n);
-    int (*sum_i64)(void *user, int64_t *buf, size_t n);
+    infl_comm_sum_f64_fn sum_f64;
+    infl_comm_sum_i64_fn sum_i64;
     /* Copies root's `bytes` bytes at buf into buf on every other process. */
-    int (*bcast)(void *user, void *buf, size_t bytes, int root);
+    infl_comm_bcast_fn bcast;
     /* Hands every process's `bytes` bytes at buf to root, one process at a time in rank
      * order (root's own first when root is 0): on root, take(arg, from, block) is called
      * for each; after take returns non-zero the rest are received but not taken, and
-     * gather returns that value. Elsewhere take is not called. */
-    int (*gather)(void *user, const void *buf, size_t bytes, int root,
-                  int (*take)(void *arg, int from, const void *block), void *arg);
+     * gather returns that value (another non-zero one when the transport failed).
+     * Elsewhere take is not called. */
+    infl_comm_gather_fn gather;
 } infl_comm;
 
 /* Sets the communicator the context's work runs under (NULL: a single process, the

@@ -74,16 +74,16 @@ infl_status infl_comm_bcast(infl_ctx *ctx, void *buf, size_t bytes) {
 
 typedef struct {
     infl_ctx *ctx;
-    infl_comm_take_fn take;
+    infl_comm_taker take;
     void *user;
-} take_arg;
+} take_arg;  // the library's taker behind the table's infl_comm_take_fn
 
 static int take_one(void *arg, int from, const void *block) {
     take_arg *t = arg;
     return t->take(t->ctx, t->user, from, block);
 }
 
-infl_status infl_comm_gather(infl_ctx *ctx, const void *buf, size_t bytes, infl_comm_take_fn take, void *user) {
+infl_status infl_comm_gather(infl_ctx *ctx, const void *buf, size_t bytes, infl_comm_taker take, void *user) {
     FORWARD_IF_ERROR(infl_comm_sync(ctx, INFL_OK));
     if (!ctx->comm) return take(ctx, user, 0, buf);
     take_arg t = {ctx, take, user};

@@ -47,10 +47,10 @@ infl_status infl_comm_bcast(infl_ctx *ctx, void *buf, size_t bytes);
 
 // What rank 0 does with each process's block in a gather: `from` the process, block its
 // bytes; a failure stops the taking (the rest is received and dropped).
-typedef infl_status (*infl_comm_take_fn)(infl_ctx *ctx, void *user, int from, const void *block);
+typedef infl_status (*infl_comm_taker)(infl_ctx *ctx, void *user, int from, const void *block);
 // After an agreement: every process's `bytes` bytes to rank 0, which takes them one
 // process at a time in rank order (its own first). take is called on rank 0 only.
-infl_status infl_comm_gather(infl_ctx *ctx, const void *buf, size_t bytes, infl_comm_take_fn take, void *user);
+infl_status infl_comm_gather(infl_ctx *ctx, const void *buf, size_t bytes, infl_comm_taker take, void *user);
 
 // After an agreement: every process's rows [row0, row0 + n) of dst (rows of `width` bytes,
 // n <= most on every process) into rank 0's dst at the same rows (a gather of most rows

@@ -83,8 +83,18 @@ ENUMS = {
 }
 
 infl_progress_fn = CFUNCTYPE(None, c_void_p, c_char_p, c_uint64, c_uint64, c_char_p)
+infl_comm_agree_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_int), c_char_p, c_size_t)
+infl_comm_sum_f64_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_double), c_size_t)
+infl_comm_sum_i64_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_int64), c_size_t)
+infl_comm_bcast_fn = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int)
+infl_comm_take_fn = CFUNCTYPE(c_int, c_void_p, c_int, c_void_p)
+infl_comm_gather_fn = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int, infl_comm_take_fn, c_void_p)
 
 class infl_ctx_options(Structure):
+    pass
+
+
+class infl_comm(Structure):
     pass
 
 
@@ -204,6 +214,16 @@ infl_ctx_options._fields_ = [
     ('backend', c_char_p),
     ('threads', c_int),
     ('deterministic', c_int),
+]
+infl_comm._fields_ = [
+    ('rank', c_int),
+    ('size', c_int),
+    ('user', c_void_p),
+    ('agree', infl_comm_agree_fn),
+    ('sum_f64', infl_comm_sum_f64_fn),
+    ('sum_i64', infl_comm_sum_i64_fn),
+    ('bcast', infl_comm_bcast_fn),
+    ('gather', infl_comm_gather_fn),
 ]
 infl_dataref._fields_ = [
     ('path', (c_char * 4096)),
@@ -642,7 +662,7 @@ infl_shapley_result._fields_ = [
     ('seconds_curves', c_double),
 ]
 
-STRUCTS = [infl_ctx_options, infl_dataref, infl_import_fmnist_options, infl_import_csv_options, infl_import_text_options, infl_import_text_result, infl_train_options, infl_train_report, infl_eval_result, infl_generate_options, infl_generate_result, infl_index_options, infl_index_report, infl_rank_options, infl_token_shares, infl_representer_fit, infl_rank_result, infl_self_result, infl_loo_options, infl_loo_result, infl_fit_options, infl_fit_report, infl_lds_options, infl_lds_result, infl_debug_options, infl_debug_result, infl_compare_result, infl_shapley_options, infl_shapley_result]
+STRUCTS = [infl_ctx_options, infl_comm, infl_dataref, infl_import_fmnist_options, infl_import_csv_options, infl_import_text_options, infl_import_text_result, infl_train_options, infl_train_report, infl_eval_result, infl_generate_options, infl_generate_result, infl_index_options, infl_index_report, infl_rank_options, infl_token_shares, infl_representer_fit, infl_rank_result, infl_self_result, infl_loo_options, infl_loo_result, infl_fit_options, infl_fit_report, infl_lds_options, infl_lds_result, infl_debug_options, infl_debug_result, infl_compare_result, infl_shapley_options, infl_shapley_result]
 
 # function -> (restype, argtypes)
 FUNCTIONS = {
@@ -661,6 +681,7 @@ FUNCTIONS = {
     'infl_ctx_clear_notes': (None, [c_void_p]),
     'infl_ctx_set_progress': (None, [c_void_p, infl_progress_fn, c_void_p]),
     'infl_ctx_set_cancel': (None, [c_void_p, POINTER(c_int)]),
+    'infl_ctx_set_comm': (None, [c_void_p, POINTER(infl_comm)]),
     'infl_dataref_parse': (c_int, [c_void_p, c_char_p, POINTER(infl_dataref)]),
     'infl_import_fmnist_options_default': (infl_import_fmnist_options, []),
     'infl_import_fashion_mnist': (c_int, [c_void_p, POINTER(infl_import_fmnist_options), c_char_p]),

@@ -126,8 +126,7 @@ static int recv_all(void *buf, size_t bytes, int from) {
 
 // Root receives one process's block at a time into one buffer: its memory is one block,
 // whatever the number of processes.
-static int mpi_gather(void *user, const void *buf, size_t bytes, int root,
-                      int (*take)(void *arg, int from, const void *block), void *arg) {
+static int mpi_gather(void *user, const void *buf, size_t bytes, int root, infl_comm_take_fn take, void *arg) {
     (void)user;
     if (g_comm.rank != root) return send_all(buf, bytes, root);
     char *tmp = malloc(bytes ? bytes : 1);
