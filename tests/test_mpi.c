@@ -169,6 +169,19 @@ TestSuite(mpi, .init = setup, .timeout = 120);
 Test(mpi, rank_tracin_and_scores) {
     make_run();
     across("rank --run run.h5 --query d.h5:/test[0:5] --top 4 --shard 8 --save-scores -o %s", "tracin.h5");
+    // within a range of rows: the processes split rows [5, 58), indices stay rows of the split
+    across("rank --run run.h5 --train d.h5:/train[5:58] --query d.h5:/test[0:5] --top 4 --shard 8 -o %s",
+           "range.h5");
+    hid_t f = H5Fopen(tu_path("np3-range.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/topk/index", H5P_DEFAULT);
+    int64_t idx[20];
+    cr_assert(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, idx) >= 0);
+    int64_t lo = idx[0], hi = idx[0];
+    for (int i = 0; i < 20; i++) lo = idx[i] < lo ? idx[i] : lo, hi = idx[i] > hi ? idx[i] : hi;
+    cr_assert(lo >= 5 && hi < 58 && hi >= 40, "top-k rows %lld..%lld: expected rows of [5, 58), some of rank 2's",
+              (long long)lo, (long long)hi);
+    H5Dclose(d);
+    H5Fclose(f);
 }
 
 Test(mpi, rank_ekfac) {
