@@ -392,6 +392,8 @@ static int cmd_info(int argc, char **argv) {
     infl_status st = INFL_OK;
     if (npos == 0) {
         fputs(infl_build_info(), stdout);
+        const char *exe = cli_exe_build();
+        printf("processes  %s\n", exe ? exe : "one (built without MPI: apt-get install libopenmpi-dev openmpi-bin, rebuild)");
         printf("backend    %s\n", infl_ctx_backend(ctx));
     } else {
         st = infl_info(ctx, pos[0], stdout);
@@ -447,7 +449,9 @@ static void main_help(FILE *out) {
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(out,
             "\ncommon options: --backend auto|cpu|cuda[:N] (or $INFL_BACKEND), --threads N, --quiet, --progress\n"
-            "data references: FILE:/split with an optional row range, e.g. fmnist.h5:/test[0:16]\n");
+            "data references: FILE:/split with an optional row range, e.g. fmnist.h5:/test[0:16]\n"
+            "a PyTorch model: capture its gradients with python/infl/torch.py, then --run cap.h5 (infl info cap.h5)\n"
+            "many processes (a build with MPI, infl info says): mpirun -np R infl rank|self|fit|index|lds ...\n");
 }
 
 int infl_cli_main(int argc, char **argv) {

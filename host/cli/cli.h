@@ -16,5 +16,8 @@ int infl_cli_main(int argc, char **argv);
 // across the processes (the library's contexts get it); other commands refuse; only rank 0
 // prints progress, notes and errors and writes outputs.
 void cli_set_comm(const infl_comm *comm);
+// What the executable was built with beyond the library (main.c: "MPI (Open MPI v4.1.4)"), for
+// infl info; NULL (the default): nothing.
+void cli_set_exe_build(const char *what);
 
 #endif

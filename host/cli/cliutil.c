@@ -18,6 +18,9 @@ static volatile int g_cancel;
 static const infl_comm *g_comm;  // the job's processes (cli_set_comm), NULL: one
 
 void cli_set_comm(const infl_comm *comm) { g_comm = comm; }
+static const char *g_exe_build;  // cli_set_exe_build
+void cli_set_exe_build(const char *what) { g_exe_build = what; }
+const char *cli_exe_build(void) { return g_exe_build; }
 int cli_root(void) { return !g_comm || g_comm->rank == 0; }
 int cli_job_size(void) { return g_comm ? g_comm->size : 1; }
 

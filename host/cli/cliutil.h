@@ -42,6 +42,8 @@ typedef struct {
 int cli_root(void);
 // The job's processes: 1 but under mpirun.
 int cli_job_size(void);
+// cli_set_exe_build's text (cli.h), or NULL.
+const char *cli_exe_build(void);
 // Creates the context the common options ask for, with progress and Ctrl-C wired, and
 // the job's communicator (cli_set_comm) with --quiet on ranks other than 0; prints the
 // error and returns NULL on failure.

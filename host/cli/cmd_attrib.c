@@ -410,7 +410,9 @@ int cmd_rank(int argc, char **argv) {
                      "about score/N); representer: positive = excitatory (raises the class's logit). Train indices\n"
                      "are rows of the train split.\n"
                      "A gpt run: a query is log p(completion | prompt) (the completion's tokens carry the loss) or a\n"
-                     "document's whole loss; each reported document's score splits over its tokens (--tokens, --html).",
+                     "document's whole loss; each reported document's score splits over its tokens (--tokens, --html).\n"
+                     "A captured file (a PyTorch model's layer gradients, python/infl/torch.py) is a run and its own\n"
+                     "data: --run cap.h5 --query cap.h5:/test (tracin, graddot, gradcos, ekfac, kfac, diagonal).",
                      opts, (int)(sizeof opts / sizeof opts[0])};
     const char *pos[1];
     int npos;

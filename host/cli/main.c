@@ -26,6 +26,7 @@ int main(int argc, char **argv) {
 #ifdef INFL_HAVE_MPI
     // under mpirun: the job's processes (host/cli/mpi), after the re-execution above
     if (cli_mpi_init(&argc, &argv) != 0) return 1;
+    cli_set_exe_build(cli_mpi_describe());
     return cli_mpi_finish(infl_cli_main(argc, argv));
 #else
     return infl_cli_main(argc, argv);

@@ -198,3 +198,14 @@ int cli_mpi_finish(int rc) {
     MPI_Finalize();
     return rc;
 }
+
+const char *cli_mpi_describe(void) {
+    static char buf[320];
+    if (buf[0]) return buf;
+    char ver[MPI_MAX_LIBRARY_VERSION_STRING] = "";
+    int len = 0;
+    MPI_Get_library_version(ver, &len);  // callable before MPI_Init
+    ver[strcspn(ver, ",\n")] = '\0';     // "Open MPI v4.1.4"
+    snprintf(buf, sizeof buf, "MPI (%s): mpirun -np R infl rank|self|fit|index|lds", ver[0] ? ver : "?");
+    return buf;
+}

@@ -18,4 +18,8 @@ int cli_mpi_init(int *argc, char ***argv);
 // this process exits with. Without MPI returns rc.
 int cli_mpi_finish(int rc);
 
+// "MPI (Open MPI v4.1.4, ...): mpirun -np R infl rank|self|fit|index|lds": what infl info says
+// of the build (a static string).
+const char *cli_mpi_describe(void);
+
 #endif
