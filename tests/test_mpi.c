@@ -6,6 +6,7 @@
  * rows, a row only rank 1 reads that is NaN (rank 1 fails at its second shard), an output
  * rank 0 refuses, a command that runs in one process only — every process exits non-zero,
  * rank 0 says the error, and nothing is left under the output's name.
+ * A capture (models/captured.c) splits the same way (rank, fit).
  * Skips when the build has no MPI (INFL_MPI) or mpiexec cannot run.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -189,6 +190,18 @@ Test(mpi, rank_ekfac) {
     cr_assert_eq(job(0, "fit --run run.h5 -o f.h5", "fit.log"), 0, "%s", tu_read_file(tu_path("fit.log"), NULL));
     across("rank --run run.h5 --method ekfac --factors f.h5 --query d.h5:/test[0:5] --top 4 --shard 8 -o %s",
            "ekfac.h5");
+}
+
+// A PyTorch model's capture (here: the run recorded through the seam, tu_capture_run): each
+// process reads its own examples' rows of the captured file.
+Test(mpi, captured) {
+    make_run();
+    char run[4096], data[4096];
+    snprintf(run, sizeof run, "%s", tu_path("run.h5"));
+    snprintf(data, sizeof data, "%s", tu_path("d.h5"));
+    tu_capture_run(run, data, tu_path("cap.h5"), TU_CAP_OK);
+    across("rank --run cap.h5 --query cap.h5:/test[0:5] --top 4 --shard 8 -o %s", "cap-tracin.h5");
+    across("fit --run cap.h5 --fisher empirical --shard 7 -o %s", "cap-factors.h5");
 }
 
 Test(mpi, fit) {

@@ -13,6 +13,8 @@
 
 #include "backend.h"
 #include "cli/cli.h"
+#include "models/model.h"
+#include "store/store.h"
 
 static char g_dir[512];
 
@@ -334,3 +336,119 @@ void tu_train_mlp(const char *data, const char *run, int L, const int *w, void (
     cr_assert_eq(infl_train(ctx, &o, run, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
 }
+
+// ---- captures (store/store_captured.c) of infl's own runs ----
+
+
+// Records every layer's A, Δ and the losses of split `sp` of data (all of it: rows, or
+// documents of a GPT) at checkpoint c of the run into the captured writer, through the
+// seam (the CPU backend). The offsets and labels go with the first checkpoint.
+static void capture_split(infl_ctx *ctx, infl_run *run, int c, const char *ckname, const char *data, const char *sp,
+                          infl_capw *w, tu_cap_fault fault) {
+    infl_model *m = NULL;
+    cr_assert_eq(infl_model_create(ctx, store_run_spec(run), 0, &m), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_split *s = tu_open_split(ctx, tu_ref(0, data, sp));
+    const infl_split_info *in = store_split_info(s);
+    int n = (int)in->n, d = (int)in->d, T = m->tokens ? m->spec.gpt.context : 0;
+    float *x = malloc(((size_t)n * d + 1) * sizeof(float)), *hp = malloc(m->nparams * sizeof(float));
+    int32_t *y = malloc((size_t)n * sizeof(int32_t)), *tok = malloc(((size_t)n * T + 1) * sizeof(int32_t));
+    int32_t *len = malloc((size_t)n * sizeof(int32_t));
+    if (T)
+        cr_assert_eq(store_split_read_docs(ctx, s, 0, n, T, 0, tok, len, y), INFL_OK);
+    else
+        cr_assert_eq(store_split_read(ctx, s, 0, n, x, y, NULL), INFL_OK);
+    cr_assert_eq(store_run_load(ctx, run, c, hp), INFL_OK);
+    float *dx = tu_upload(ctx, x, ((size_t)n * d + 1) * sizeof(float)), *dp = tu_upload(ctx, hp, m->nparams * sizeof(float));
+    int32_t *dy = tu_upload(ctx, y, (size_t)n * sizeof(int32_t));
+    infl_model_work *work = NULL;
+    cr_assert_eq(infl_model_work_create(ctx, m, n, &work), INFL_OK);
+    infl_batch bt = T ? (infl_batch){.b = n, .tok = tok, .T = T, .len = len} : (infl_batch){.b = n, .x = dx, .y = dy};
+    cr_assert_eq(infl_model_factors(ctx, m, dp, &bt, work), INFL_OK, "%s", infl_ctx_error(ctx));
+    int R = work->rows;
+    char rel[256];
+    for (int l = 0; l < m->nlayers; l++) {
+        int din = m->layer[l].d_in, dout = m->layer[l].d_out;
+        float *A = malloc((size_t)R * din * sizeof(float)), *D = malloc((size_t)R * dout * sizeof(float));
+        cr_assert_eq(ctx->be->download(ctx, A, work->A[l], (size_t)R * din * sizeof(float)), INFL_OK);
+        cr_assert_eq(ctx->be->download(ctx, D, work->D[l], (size_t)R * dout * sizeof(float)), INFL_OK);
+        if (fault == TU_CAP_NAN && l == 1) A[3 * din + 1] = NAN;
+        if (!(fault == TU_CAP_NO_LAYER && l == 1)) {
+            snprintf(rel, sizeof rel, "checkpoints/%s/%s/layer%d/A", ckname, sp, l);
+            cr_assert_eq(store_captured_put(ctx, w, rel, 0, R, din, A), INFL_OK, "%s", infl_ctx_error(ctx));
+            snprintf(rel, sizeof rel, "checkpoints/%s/%s/layer%d/D", ckname, sp, l);
+            int nd = fault == TU_CAP_SHORT_D && l == 0 ? R - 1 : R;
+            cr_assert_eq(store_captured_put(ctx, w, rel, 0, nd, dout, D), INFL_OK, "%s", infl_ctx_error(ctx));
+        }
+        free(A);
+        free(D);
+    }
+    float *loss = malloc((size_t)n * sizeof(float));
+    cr_assert_eq(ctx->be->download(ctx, loss, work->loss, (size_t)n * sizeof(float)), INFL_OK);
+    snprintf(rel, sizeof rel, "checkpoints/%s/%s/loss", ckname, sp);
+    cr_assert_eq(store_captured_put(ctx, w, rel, 0, n, 0, loss), INFL_OK);
+    if (c == 0) {
+        int64_t *offs = malloc(((size_t)n + 1) * sizeof(int64_t));
+        for (int i = 0; i <= n; i++) offs[i] = work->row_off[i] + (fault == TU_CAP_BAD_OFFSETS ? 1 : 0);
+        snprintf(rel, sizeof rel, "%s/offsets", sp);
+        cr_assert_eq(store_captured_put(ctx, w, rel, 8, n + 1, 0, offs), INFL_OK);
+        snprintf(rel, sizeof rel, "%s/y", sp);
+        cr_assert_eq(store_captured_put(ctx, w, rel, 4, n, 0, y), INFL_OK);
+        free(offs);
+    }
+    free(loss);
+    infl_model_work_free(ctx, m, work);
+    infl_be_free(ctx, dx);
+    infl_be_free(ctx, dp);
+    infl_be_free(ctx, dy);
+    free(x);
+    free(y);
+    free(tok);
+    free(len);
+    free(hp);
+    store_split_close(s);
+    infl_model_free(m);
+}
+
+// The run's captured twin: every checkpoint, splits train and test; the checkpoints' weights
+// as the captured layout has them (the layer space: each layer's W, then b).
+void tu_capture_run(const char *run_path, const char *data, const char *out, tu_cap_fault fault) {
+    infl_ctx *ctx = tu_ctx();
+    infl_run *run = NULL;
+    cr_assert_eq(store_run_open(ctx, run_path, &run), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_model *m = NULL;
+    cr_assert_eq(infl_model_create(ctx, store_run_spec(run), 0, &m), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_captured_spec cs = {.L = m->nlayers, .outputs = m->outputs, .tokens = m->tokens, .wd = m->wd};
+    for (int l = 0; l < m->nlayers; l++) {
+        cs.d_in[l] = m->layer[l].d_in;
+        cs.d_out[l] = m->layer[l].d_out;
+        cs.bias[l] = m->layer[l].bias;
+        snprintf(cs.names[l], sizeof cs.names[l], "%s", m->layer[l].name);
+    }
+    infl_capw *w = NULL;
+    cr_assert_eq(store_captured_create(ctx, out, 1, &cs, &w), INFL_OK, "%s", infl_ctx_error(ctx));
+    int nck = store_run_ncheckpoints(run);
+    float *hp = malloc(m->nparams * sizeof(float)), *ls = malloc(m->lsize * sizeof(float));
+    for (int c = 0; c < nck; c++) {
+        const infl_ckpt_info *ci = store_run_checkpoint(run, c);
+        char name[32];
+        cr_assert_eq(store_run_load(ctx, run, c, hp), INFL_OK);
+        for (int l = 0; l < m->nlayers; l++) {
+            const infl_linear *ly = &m->layer[l];
+            memcpy(ls + m->loff[l], hp + ly->w_off, (size_t)ly->d_out * ly->d_in * sizeof(float));
+            if (ly->bias)
+                memcpy(ls + m->loff[l] + (size_t)ly->d_out * ly->d_in, hp + ly->b_off, (size_t)ly->d_out * sizeof(float));
+        }
+        cr_assert_eq(store_captured_checkpoint(ctx, w, ci->step, ci->epoch, ci->lr, ls, name, sizeof name), INFL_OK,
+                     "%s", infl_ctx_error(ctx));
+        cr_assert_str_eq(name, ci->name);
+        capture_split(ctx, run, c, name, data, "train", w, fault);
+        capture_split(ctx, run, c, name, data, "test", w, TU_CAP_OK);
+    }
+    cr_assert_eq(store_captured_commit(ctx, w), INFL_OK, "%s", infl_ctx_error(ctx));
+    free(hp);
+    free(ls);
+    infl_model_free(m);
+    store_run_close(run);
+    infl_ctx_free(ctx);
+}
+

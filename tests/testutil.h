@@ -45,6 +45,14 @@ double tu_ref_dact(infl_activation a, double z);
 double tu_ref_example(const infl_mlp_spec *s, const double *w, const double *x, int y, const double *yf, double *g,
                       double *delta);
 
+// A damage to put in a capture (tu_capture_run): none, layer 0's D one row short, layer 1
+// missing, a NaN in layer 1's A, offsets from 1.
+typedef enum { TU_CAP_OK, TU_CAP_SHORT_D, TU_CAP_NO_LAYER, TU_CAP_NAN, TU_CAP_BAD_OFFSETS } tu_cap_fault;
+// The run's captured twin out (what python/infl/torch.py records from PyTorch): every
+// checkpoint's layer inputs, output gradients and losses of data's /train (with `fault`) and
+// /test, recorded through the seam on the CPU, and the layers' weights in the captured layout.
+void tu_capture_run(const char *run, const char *data, const char *out, tu_cap_fault fault);
+
 #endif
 
 // "file:/split" in one of 4 rotating buffers (slot 0..3): data references for options.
