@@ -149,10 +149,11 @@ void infl_ctx_set_cancel(infl_ctx *ctx, const volatile int *flag);
 /* How the processes of one job talk, e.g. the ranks of `mpirun -np R infl rank ...`.
  * The library never links MPI: whoever runs it on several processes fills this table
  * (the infl CLI does, with MPI, when it is built with it) and sets it on every process's
- * context with infl_ctx_set_comm. Then infl_rank, infl_self, infl_fit and infl_index
- * split the training rows into `size` contiguous ranges (rank r: rows [r N / size,
- * (r + 1) N / size) of the train split's range), each process streams its own and the
- * results are combined: top-k lists merged, covariances and eigenvalue corrections
+ * context with infl_ctx_set_comm. Then infl_rank, infl_self and infl_index split the
+ * training rows into `size` contiguous ranges (rank r: rows [r N / size, (r + 1) N / size)
+ * of the train split's range) and infl_fit deals out whole shards of the one-process
+ * stream (so its float32 per-shard sums are the same; with fewer shards than processes
+ * some get none); each process streams its own and the results are combined: top-k lists merged, covariances and eigenvalue corrections
  * summed in float64, self-influences and index rows gathered; infl_lds spreads its
  * retrainings over the processes. Every process gets the same result; only rank 0 writes
  * output files. A failure on one process ends the call on every process with that

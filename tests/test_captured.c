@@ -188,6 +188,33 @@ Test(captured, bad_captures_are_named, .init = setup) {
     bad_capture(TU_CAP_NO_LAYER, INFL_E_FORMAT, "layer1/A: missing");
     bad_capture(TU_CAP_NAN, INFL_E_VALUE, "NaN");
     bad_capture(TU_CAP_BAD_OFFSETS, INFL_E_FORMAT, "offsets[0]");
+    bad_capture(TU_CAP_EMPTY_EXAMPLE, INFL_E_FORMAT, "tokens = 0");
+}
+
+// A capture without labels ranks as well; its labels read as -1 (none), not class 0.
+Test(captured, no_labels, .init = setup) {
+    char nol[600];
+    snprintf(nol, sizeof nol, "%s", tu_path("nolabels.h5"));
+    tu_capture_run(g_run, g_data, nol, TU_CAP_NO_LABELS);
+    infl_ctx *ctx = tu_ctx();
+    infl_split *s = tu_open_split(ctx, tu_ref(0, nol, "train"));
+    int32_t y[3];
+    cr_assert_eq(store_split_read(ctx, s, 0, 3, NULL, y, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert(y[0] == -1 && y[1] == -1 && y[2] == -1, "labels %d %d %d", y[0], y[1], y[2]);
+    store_split_close(s);
+    infl_rank_options o = rank_opts(1, INFL_METHOD_GRADDOT, NULL);
+    char tr[700];
+    snprintf(tr, sizeof tr, "%s:/train", nol);
+    o.run = nol;
+    o.train = tr;
+    infl_rank_result *r0 = NULL, *r1 = NULL;
+    cr_assert_eq(infl_rank(ctx, &o, &r0), INFL_OK, "%s", infl_ctx_error(ctx));
+    o = rank_opts(1, INFL_METHOD_GRADDOT, NULL);
+    cr_assert_eq(infl_rank(ctx, &o, &r1), INFL_OK, "%s", infl_ctx_error(ctx));
+    same_rank(r0, r1, "no labels");
+    infl_rank_result_free(r0);
+    infl_rank_result_free(r1);
+    infl_ctx_free(ctx);
 }
 
 // A language model's capture: infl's GPT recorded per token row (several rows an example)

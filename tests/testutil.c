@@ -389,10 +389,12 @@ static void capture_split(infl_ctx *ctx, infl_run *run, int c, const char *cknam
     if (c == 0) {
         int64_t *offs = malloc(((size_t)n + 1) * sizeof(int64_t));
         for (int i = 0; i <= n; i++) offs[i] = work->row_off[i] + (fault == TU_CAP_BAD_OFFSETS ? 1 : 0);
+        if (fault == TU_CAP_EMPTY_EXAMPLE)
+            for (int i = 2; i <= n; i++) offs[i]--;  // example 1 of no row, the others of one
         snprintf(rel, sizeof rel, "%s/offsets", sp);
         cr_assert_eq(store_captured_put(ctx, w, rel, 8, n + 1, 0, offs), INFL_OK);
         snprintf(rel, sizeof rel, "%s/y", sp);
-        cr_assert_eq(store_captured_put(ctx, w, rel, 4, n, 0, y), INFL_OK);
+        if (fault != TU_CAP_NO_LABELS) cr_assert_eq(store_captured_put(ctx, w, rel, 4, n, 0, y), INFL_OK);
         free(offs);
     }
     free(loss);

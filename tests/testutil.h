@@ -46,8 +46,17 @@ double tu_ref_example(const infl_mlp_spec *s, const double *w, const double *x, 
                       double *delta);
 
 // A damage to put in a capture (tu_capture_run): none, layer 0's D one row short, layer 1
-// missing, a NaN in layer 1's A, offsets from 1.
-typedef enum { TU_CAP_OK, TU_CAP_SHORT_D, TU_CAP_NO_LAYER, TU_CAP_NAN, TU_CAP_BAD_OFFSETS } tu_cap_fault;
+// missing, a NaN in layer 1's A, offsets from 1, an example of no row in a capture of one
+// row per example; or no labels (valid: they read as -1).
+typedef enum {
+    TU_CAP_OK,
+    TU_CAP_SHORT_D,
+    TU_CAP_NO_LAYER,
+    TU_CAP_NAN,
+    TU_CAP_BAD_OFFSETS,
+    TU_CAP_EMPTY_EXAMPLE,
+    TU_CAP_NO_LABELS
+} tu_cap_fault;
 // The run's captured twin out (what python/infl/torch.py records from PyTorch): every
 // checkpoint's layer inputs, output gradients and losses of data's /train (with `fault`) and
 // /test, recorded through the seam on the CPU, and the layers' weights in the captured layout.

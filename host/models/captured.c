@@ -48,12 +48,13 @@ static infl_status cap_check_data(infl_ctx *ctx, const infl_model *m, const infl
     return INFL_OK;
 }
 
-static void cap_free_buffers(infl_ctx *ctx, const infl_model *m, cap_work *s) {
+static void cap_free_buffers(infl_ctx *ctx, const infl_model *m, cap_work *s, infl_model_work *w) {
     for (int l = 0; l < m->nlayers; l++) {
         infl_be_free(ctx, s->A[l]);
         infl_be_free(ctx, s->D[l]);
         s->A[l] = s->D[l] = NULL;
     }
+    for (int l = 0; l < m->nlayers && w; l++) w->A[l] = w->D[l] = NULL;
     free(s->host);
     s->host = NULL;
     s->cap_rows = 0;
@@ -63,7 +64,7 @@ static void cap_free_buffers(infl_ctx *ctx, const infl_model *m, cap_work *s) {
 static infl_status cap_reserve(infl_ctx *ctx, const infl_model *m, infl_model_work *w, int64_t rows) {
     cap_work *s = w->impl;
     if (rows <= s->cap_rows) return INFL_OK;
-    cap_free_buffers(ctx, m, s);
+    cap_free_buffers(ctx, m, s, w);
     int64_t width = infl_model_max_in(m) > infl_model_max_out(m) ? infl_model_max_in(m) : infl_model_max_out(m);
     s->host = infl_malloc(ctx, (size_t)rows * (size_t)width * sizeof(float), "captured rows");
     if (!s->host) return INFL_E_NOMEM;
@@ -100,8 +101,8 @@ static infl_status cap_work_create(infl_ctx *ctx, const infl_model *m, infl_mode
     s->offs = infl_malloc(ctx, ((size_t)w->maxB + 1) * sizeof(int64_t), "row offsets");
     if (!s->hloss || !s->offs) return INFL_E_NOMEM;
     FORWARD_IF_ERROR(infl_be_alloc_f(ctx, &w->loss, (size_t)w->maxB, "losses"));
-    // one row per example, or as many as a batch brings (grown then)
-    return cap_reserve(ctx, m, w, m->tokens ? (int64_t)w->maxB * 16 : w->maxB);
+    // one row per example; token rows: as many as the first batch brings (grown as needed)
+    return m->tokens ? INFL_OK : cap_reserve(ctx, m, w, w->maxB);
 }
 
 // Reads layer l's part (A, D or Ds) of the last forward's rows onto the backend.

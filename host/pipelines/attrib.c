@@ -234,7 +234,7 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
     a->N = ti->n;
     a->D = ti->d;
     a->Kt = ti->y_kind == INFL_Y_REAL ? ti->k : 0;
-    if (a->tokens && !a->docs) a->ctxT = (int)ti->max_len;  // captured: its longest example's rows
+    if (a->tokens && !a->docs) a->ctxT = ti->max_len > 0 ? (int)ti->max_len : 1;  // captured: its longest example
     if (a->tokens) {
         a->zrows = ti->n > 0 ? (double)ti->tokens / (double)ti->n + (a->docs ? 1.0 : 0.0) : 1.0;
         a->zrows = a->zrows < a->ctxT ? a->zrows : a->ctxT;
@@ -265,7 +265,8 @@ infl_status attrib_open(infl_ctx *ctx, attrib *a, const infl_rank_options *o, in
         }
         if (o->nquery_rows > 0) {
             // a list of the range's rows (infl debug's misclassified examples)
-            GOTO_IF(ctx, a->tokens || !o->query_rows, INFL_E_ARG, "query rows: a list of rows serves mlp runs");
+            GOTO_IF(ctx, a->m->spec.kind != INFL_MODEL_MLP || !o->query_rows, INFL_E_ARG,
+                    "query rows: a list of rows serves mlp runs");
             for (int q = 0; q < o->nquery_rows; q++)
                 GOTO_IF(ctx, o->query_rows[q] < 0 || o->query_rows[q] >= qi->n, INFL_E_ARG,
                         "query row %" PRId64 " is outside %s (rows 0 to %" PRId64 ")", o->query_rows[q], o->query,

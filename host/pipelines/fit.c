@@ -321,6 +321,9 @@ static infl_status fit_run(infl_ctx *ctx, const infl_fit_options *o, const char 
     F.m = m;
     F.tokens = m->tokens;
     F.docs = F.tokens && m->spec.kind == INFL_MODEL_GPT;
+    GOTO_IF(ctx, m->spec.kind == INFL_MODEL_CAPTURED && !o->fisher_empirical && F.draws > 1, INFL_E_ARG,
+            "%s: --samples %d: a capture holds one draw of sampled targets (layer{l}/Ds); expected --samples 1",
+            o->run, F.draws);
     if (F.docs) F.ctxT = m->spec.gpt.context;
     const int L = m->nlayers;
     int ck;

@@ -14,6 +14,7 @@
 #include <lapacke.h>
 
 #include "backend.h"
+#include "core/comm.h"
 #include "core/rng.h"
 #include "models/train.h"
 #include "attrib.h"
@@ -76,6 +77,8 @@ infl_status infl_loo(infl_ctx *ctx, const infl_rank_options *opts, const infl_lo
     o.method = INFL_METHOD_IF;
     o.output = NULL;
     o.save_scores = 0;
+    RETURN_IF(ctx, infl_comm_size(ctx) > 1, INFL_E_UNSUPPORTED,
+              "infl_loo runs in one process (it retrains); %d processes share this context", infl_comm_size(ctx));
     RETURN_IF(ctx, lo->remove_top < 0 || lo->remove_bottom < 0 || lo->remove_random < 0, INFL_E_ARG,
               "the numbers of examples to remove must be >= 0");
     RETURN_IF(ctx, lo->remove_top + lo->remove_bottom + lo->remove_random < 2, INFL_E_ARG,

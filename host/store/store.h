@@ -139,7 +139,8 @@ void store_split_close(infl_split *s);  // accepts NULL
 // [R, d_in], layer{l}/D [R, d_out] (δ of the example's own loss), optional layer{l}/Ds (δ at
 // targets sampled from the model). store_split_open opens NAME of such a file as a split of
 // kind INFL_SPLIT_CAPTURED (d = 0; max_len its longest example, tokens its rows), checking
-// the offsets; the reads below check shapes and values as they go.
+// the offsets (one row per example unless /model says tokens); the reads below check shapes
+// and values as they go. Its labels (store_split_read's y) are -1 when none were captured.
 typedef enum { INFL_CAP_A = 0, INFL_CAP_D = 1, INFL_CAP_DS = 2 } infl_captured_part;
 // The file's layers (NULL unless a captured split). Owned by the split.
 const infl_captured_spec *store_split_captured(const infl_split *s);

@@ -65,7 +65,7 @@ infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref
     s->info.has_flipped = ty == H5O_TYPE_DATASET;
 
     // every offset, a block at a time: from 0, non-decreasing; the longest example
-    int64_t b = ref->begin, e = ref->end < 0 ? n : ref->end, max_len = 0, ob = 0, oe = 0;
+    int64_t b = ref->begin, e = ref->end < 0 ? n : ref->end, max_len = 0, min_len = INT64_MAX, ob = 0, oe = 0;
     GOTO_IF(ctx, b < 0 || e > n || b > n, INFL_E_ARG,
             "%s: examples [%" PRId64 ":%" PRId64 "] lie outside /%s, which has N = %" PRId64 " examples", s->ref, b, e,
             sp, n);
@@ -85,6 +85,7 @@ infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref
                     ": expected non-decreasing offsets (example i's rows are offsets[i] to offsets[i+1])",
                     path, sp, i + j + 1, v[j + 1], i + j, v[j]);
             if (v[j + 1] - v[j] > max_len) max_len = v[j + 1] - v[j];
+            if (v[j + 1] - v[j] < min_len) min_len = v[j + 1] - v[j];
             if (i + j == b) ob = v[j];
             if (i + j + 1 == e) oe = v[j + 1];
         }
@@ -92,9 +93,11 @@ infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref
     s->rows_total = v[(n - 1) % OFFS_BLOCK + 1];
     GOTO_IF(ctx, max_len > INT32_MAX, INFL_E_FORMAT, "%s: /%s/offsets: an example of %" PRId64 " rows; at most %d",
             path, sp, max_len, INT32_MAX);
-    GOTO_IF(ctx, !s->cap->tokens && max_len != 1, INFL_E_FORMAT,
+    GOTO_IF(ctx, !s->cap->tokens && (max_len != 1 || min_len != 1), INFL_E_FORMAT,
             "%s: /%s/offsets: an example of %" PRId64 " rows, but /model says tokens = 0 (one row per example)", path,
-            sp, max_len);
+            sp, max_len != 1 ? max_len : min_len);
+    GOTO_IF(ctx, max_len < 1, INFL_E_FORMAT, "%s: /%s/offsets: no example has a token row (nothing was captured)",
+            path, sp);
 
     store_split_set_ragged(&s->info, INFL_SPLIT_CAPTURED, n, b, e, max_len, oe - ob);
 done:
@@ -108,12 +111,17 @@ const infl_captured_spec *store_split_captured(const infl_split *s) {
 
 infl_status store_captured_labels(infl_ctx *ctx, infl_split *s, int64_t r0, int64_t nrows, int32_t *y) {
     if (s->y < 0) {
-        memset(y, 0, (size_t)nrows * sizeof *y);  // no labels captured
+        for (int64_t i = 0; i < nrows; i++) y[i] = -1;  // no labels captured
         return INFL_OK;
     }
     char where[300];
     snprintf(where, sizeof where, "/%s/y", s->split);
-    return store_rows_io(ctx, s->path, s->y, where, H5T_NATIVE_INT32, r0, nrows, 0, y, 0);
+    FORWARD_IF_ERROR(store_rows_io(ctx, s->path, s->y, where, H5T_NATIVE_INT32, r0, nrows, 0, y, 0));
+    for (int64_t i = 0; i < nrows; i++)
+        RETURN_IF(ctx, y[i] < 0 || (s->info.n_classes > 0 && y[i] >= s->info.n_classes), INFL_E_VALUE,
+                  "%s: %s row %" PRId64 ": label %" PRId32 "; expected 0 to %d", s->path, where, r0 + i, y[i],
+                  s->info.n_classes > 0 ? s->info.n_classes - 1 : INT32_MAX);
+    return INFL_OK;
 }
 
 static infl_status store_captured_offsets_impl(infl_ctx *ctx, infl_split *s, int64_t row, int64_t nrows,
@@ -124,7 +132,10 @@ static infl_status store_captured_offsets_impl(infl_ctx *ctx, infl_split *s, int
               s->info.n);
     FORWARD_IF_ERROR(read_offsets(ctx, s, s->info.begin + row, nrows, offs));
     for (int64_t i = 0; i < nrows; i++)
-        RETURN_IF(ctx, offs[i + 1] < offs[i] || offs[i] < 0 || offs[i + 1] > s->rows_total, INFL_E_FORMAT,
+        RETURN_IF(ctx,
+                  offs[i + 1] < offs[i] || offs[i] < 0 || offs[i + 1] > s->rows_total ||
+                      (!s->cap->tokens && offs[i + 1] - offs[i] != 1),
+                  INFL_E_FORMAT,
                   "%s: /%s/offsets[%" PRId64 "] changed since the file was opened", s->path, s->split,
                   s->info.begin + row + i);
     return INFL_OK;
@@ -152,7 +163,8 @@ static infl_status open_member(infl_ctx *ctx, infl_split *s, const char *ckpt, c
               "every checkpoint a command reads)",
               s->path, where, expected, s->split);
     h5u_dinfo di;
-    FORWARD_IF_ERROR(h5u_open_dset(ctx, s->path, s->file, rel, where, expected, H5P_DEFAULT, h5u_mem_bytes(), out, &di));
+    // read a sub-batch of rows at a time: bounded by what the file stores, not by memory
+    FORWARD_IF_ERROR(h5u_open_dset(ctx, s->path, s->file, rel, where, expected, H5P_DEFAULT, UINT64_MAX, out, &di));
     int ok = h5u_is_f32(&di) && di.rank == (width ? 2 : 1) && (int64_t)di.dims[0] == rows &&
              (!width || (int64_t)di.dims[1] == width);
     if (!ok) {

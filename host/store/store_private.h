@@ -97,7 +97,8 @@ void store_split_set_ragged(infl_split_info *in, infl_split_kind kind, int64_t n
                             int64_t max_len, int64_t tokens);
 // store_captured.c: a split of a `captured` file, whose group s->group is open.
 infl_status store_captured_open(infl_ctx *ctx, infl_split *s, const infl_dataref *ref);
-// Class labels of examples [r0, r0 + nrows) (absolute rows) into y; zeros when none were captured.
+// Class labels of examples [r0, r0 + nrows) (absolute rows) into y, checked (>= 0, below the
+// file's /classes count); -1 each when none were captured.
 infl_status store_captured_labels(infl_ctx *ctx, infl_split *s, int64_t r0, int64_t nrows, int32_t *y);
 // Checks a (nrows, w) float block read from rows r0.. of `where` is finite (INFL_E_VALUE naming
 // the row and column).
