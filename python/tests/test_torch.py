@@ -49,7 +49,7 @@ def torch_capture(mlp_files):
            for c in run["checkpoints"]]
     path = str(mlp_files["dir"] / "torchcap.h5")
     it.capture(model, ce_loss, {"train": batches_of(tr["x"], tr["y"], 7), "test": batches_of(te["x"], te["y"], 7)},
-               path, checkpoints=cks, labels=lambda b: b[1], force=True)
+               path, checkpoints=cks, labels=lambda b: b[1], weight_decay=run["weight_decay"], force=True)
     return dict(mlp_files, tcap=path)
 
 
