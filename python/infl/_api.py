@@ -473,7 +473,46 @@ class Context:
         self._call(self._lib.infl_index, ctypes.byref(o), _bytes(out, "index: out"), ctypes.byref(rep))
         return _scalars(rep)
 
+    def compare(self, a, b, k=10):
+        """How two scores files with full matrices (rank(..., save_scores=True, output=...))
+        agree, query by query (infl_compare): a dict with NumPy float64 arrays [M] 'pearson',
+        'spearman', 'top_overlap', 'bottom_overlap' (share of the k proponents/opponents in
+        common), their means, and 'method_a', 'method_b'."""
+        res = ctypes.POINTER(C.infl_compare_result)()
+        self._call(self._lib.infl_compare, _bytes(a, "compare: a"), _bytes(b, "compare: b"), int(k),
+                   ctypes.byref(res))
+        try:
+            r = res.contents
+            out = {name: _copy(getattr(r, name), (r.M,), np.float64)
+                   for name in ("pearson", "spearman", "top_overlap", "bottom_overlap")}
+            out.update(M=r.M, N=r.N, k=r.k, mean_pearson=r.mean_pearson, mean_spearman=r.mean_spearman,
+                       mean_top=r.mean_top, mean_bottom=r.mean_bottom, method_a=r.method_a.decode(),
+                       method_b=r.method_b.decode())
+        finally:
+            self._lib.infl_compare_result_free(res)
+        return out
+
     # ---- data and models ----
+    def generate(self, run, prompt="", *, tokens=200, temperature=0.8, top_k=40, seed=0, checkpoint=None):
+        """A GPT run's seeded completion of `prompt` (infl_generate): a dict with 'completion'
+        (str; bytes that are not UTF-8, e.g. cut inside a character, are replaced), 'bytes'
+        (the completion as generated), 'prompt_tokens', 'tokens' (generated) and 'ended' (the
+        model ended the document).
+        temperature 0 is greedy."""
+        o = self._lib.infl_generate_options_default()
+        o.run, o.checkpoint = _bytes(run, "generate: run"), _bytes(checkpoint, "generate: checkpoint")
+        o.prompt = _bytes(prompt, "generate: prompt")
+        o.tokens, o.temperature, o.top_k, o.seed = int(tokens), float(temperature), int(top_k), int(seed)
+        res = ctypes.POINTER(C.infl_generate_result)()
+        self._call(self._lib.infl_generate, ctypes.byref(o), ctypes.byref(res))
+        try:
+            r = res.contents
+            raw = ctypes.string_at(r.completion, r.length)
+            return {"completion": raw.decode("utf-8", errors="replace"), "bytes": raw,
+                    "prompt_tokens": r.prompt_tokens, "tokens": r.tokens, "ended": bool(r.ended)}
+        finally:
+            self._lib.infl_generate_result_free(res)
+
     def import_fashion_mnist(self, out, *, dir=None, limit=0, pool=1, flip_labels=0.0, seed=0, force=False):
         """Imports Debian's Fashion-MNIST IDX files (dir: default
         /usr/share/datasets/fashion-mnist) into a dataset file `out` (infl_import_fashion_mnist):
