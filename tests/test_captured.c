@@ -241,6 +241,31 @@ Test(captured, token_rows_of_a_gpt_rank_as_the_run) {
     cr_assert_eq(infl_fit(ctx, &fo, fc, NULL), INFL_OK, "%s", infl_ctx_error(ctx));
     infl_ctx_free(ctx);
     rank_both(INFL_METHOD_EKFAC, fr, fc, "gpt ekfac");
+    // a gradient index of the capture ranks as the run's (one projection of the same gradients)
+    ctx = tu_ctx();
+    char ir[600], ic[600];
+    snprintf(ir, sizeof ir, "%s", tu_path("ir.h5"));
+    snprintf(ic, sizeof ic, "%s", tu_path("ic.h5"));
+    infl_index_options io = infl_index_options_default();
+    io.dim = 24;
+    io.float16 = 0;
+    io.force = 1;
+    io.run = g_run;
+    cr_assert_eq(infl_index(ctx, &io, ir, &(infl_index_report){0}), INFL_OK, "%s", infl_ctx_error(ctx));
+    io.run = g_cap;
+    cr_assert_eq(infl_index(ctx, &io, ic, &(infl_index_report){0}), INFL_OK, "%s", infl_ctx_error(ctx));
+    infl_rank_options o0 = rank_opts(0, INFL_METHOD_TRACIN, NULL), o1 = rank_opts(1, INFL_METHOD_TRACIN, NULL);
+    o0.index = ir;
+    o1.index = ic;
+    o0.run = o1.run = NULL;
+    infl_rank_result *r0 = NULL, *r1 = NULL;
+    cr_assert_eq(infl_rank(ctx, &o0, &r0), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_eq(infl_rank(ctx, &o1, &r1), INFL_OK, "%s", infl_ctx_error(ctx));
+    cr_assert_null(r1->query_prompt);  // token rows of a capture carry no text
+    same_rank(r0, r1, "gpt index tracin");
+    infl_rank_result_free(r0);
+    infl_rank_result_free(r1);
+    infl_ctx_free(ctx);
 }
 
 // From the command line: info describes the capture, rank and self run on it alone (the run

@@ -116,31 +116,6 @@ static infl_status open_split(infl_ctx *ctx, const char *ref, infl_split **s) {
     return store_split_open(ctx, &d, s);
 }
 
-// Label of row `idx` (index within the split) as text: class name, number or value.
-static infl_status row_label(infl_ctx *ctx, infl_split *s, int64_t idx, float *x, char *buf, size_t size) {
-    const infl_split_info *in = store_split_info(s);
-    int32_t y = 0;
-    if (in->kind == INFL_SPLIT_DOCS) {
-        int32_t len;
-        FORWARD_IF_ERROR(store_split_read_docs(ctx, s, idx - in->begin, 1, 0, 0, NULL, &len, &y));
-        store_split_class_name(s, y, buf, size);
-        if (!buf[0]) snprintf(buf, size, "%d", (int)y);
-        return INFL_OK;
-    }
-    float yf[64];
-    float *pyf = in->y_kind == INFL_Y_REAL && in->k <= 64 ? yf : NULL;
-    FORWARD_IF_ERROR(store_split_read(ctx, s, idx - in->begin, 1, x, in->y_kind == INFL_Y_CLASS ? &y : NULL, pyf));
-    if (in->y_kind == INFL_Y_CLASS) {
-        char name[64];
-        store_split_class_name(s, y, name, sizeof name);
-        if (name[0]) snprintf(buf, size, "%s", name);
-        else snprintf(buf, size, "%d", (int)y);
-    } else {
-        snprintf(buf, size, "%.4g", pyf ? pyf[0] : NAN);
-    }
-    return INFL_OK;
-}
-
 static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
     if (c < 0) {
         snprintf(buf, size, "-");
@@ -150,6 +125,27 @@ static void class_text(infl_split *s, int32_t c, char *buf, size_t size) {
     store_split_class_name(s, c, name, sizeof name);
     if (name[0]) snprintf(buf, size, "%s", name);
     else snprintf(buf, size, "%d", (int)c);
+}
+
+// Label of row `idx` (index within the split) as text: class name, number or value.
+static infl_status row_label(infl_ctx *ctx, infl_split *s, int64_t idx, float *x, char *buf, size_t size) {
+    const infl_split_info *in = store_split_info(s);
+    int32_t y = 0;
+    if (in->kind == INFL_SPLIT_DOCS) {
+        int32_t len;
+        FORWARD_IF_ERROR(store_split_read_docs(ctx, s, idx - in->begin, 1, 0, 0, NULL, &len, &y));
+        class_text(s, y, buf, size);
+        return INFL_OK;
+    }
+    float yf[64];
+    float *pyf = in->y_kind == INFL_Y_REAL && in->k <= 64 ? yf : NULL;
+    FORWARD_IF_ERROR(store_split_read(ctx, s, idx - in->begin, 1, x, in->y_kind == INFL_Y_CLASS ? &y : NULL, pyf));
+    if (in->y_kind == INFL_Y_CLASS) {
+        class_text(s, y, buf, size);  // "-" for none (a capture without labels)
+    } else {
+        snprintf(buf, size, "%.4g", pyf ? pyf[0] : NAN);
+    }
+    return INFL_OK;
 }
 
 // ---- rank ----

@@ -414,6 +414,19 @@ infl_status attrib_repr_fit(infl_ctx *ctx, attrib *a) {
     return repr_fit(ctx, a->repr, a->m, a->Wd[0], a->train, a->repr_lambda, a->o->shard_rows, a->o->shard_mb, a->B);
 }
 
+infl_status attrib_give_query_texts(infl_ctx *ctx, attrib *a, infl_rank_result *res) {
+    if (!a->docs) return INFL_OK;  // a captured model's token rows have no text here
+    res->query_prompt = calloc((size_t)a->M, sizeof(char *));
+    res->query_completion = calloc((size_t)a->M, sizeof(char *));
+    RETURN_IF(ctx, !res->query_prompt || !res->query_completion, INFL_E_NOMEM, "out of memory for the queries' texts");
+    for (int q = 0; q < a->M; q++) {
+        res->query_prompt[q] = a->qprompt[q];
+        res->query_completion[q] = a->qcompletion[q];
+        a->qprompt[q] = a->qcompletion[q] = NULL;
+    }
+    return INFL_OK;
+}
+
 infl_status attrib_factors(infl_ctx *ctx, attrib *a, int c, const infl_batch *bt, infl_model_work *work) {
     infl_batch b = *bt;
     b.ckpt = store_run_checkpoint(a->run, a->ck[c])->name;  // whose capture a captured model reads

@@ -97,6 +97,9 @@ void attrib_close(attrib *a);
 // Language models: the queries as documents (a->qtok, qlen, qrange, qprompt,
 // qcompletion, RQ) from the query split's documents or the text queries (lmquery.c).
 infl_status attrib_lm_queries(infl_ctx *ctx, attrib *a);
+// Hands the queries' texts (a->qprompt, a->qcompletion: M of each) to the result, for the
+// report; nothing unless the queries are documents a language model reads (a->docs).
+infl_status attrib_give_query_texts(infl_ctx *ctx, attrib *a, infl_rank_result *res);
 // Scoring buffers for M queries (M = 0: none), with the contraction block of
 // influence-function scoring when `influence`. Sub-batches of a->B rows (1024 unless
 // set before; at most --shard rows, which does not change how rows are batched: a

@@ -443,17 +443,7 @@ static infl_status ix_queries(ix_state *s, ix_file *f, int first, infl_rank_resu
         }
         res->query_begin = a.query ? store_split_info(a.query)->begin : 0;
         res->weight_decay = a.m->wd;
-        if (a.tokens) {
-            // the queries' texts (given, greedy, or the documents'), for the report
-            res->query_prompt = calloc((size_t)M, sizeof(char *));
-            res->query_completion = calloc((size_t)M, sizeof(char *));
-            GOTO_IF(ctx, !res->query_prompt || !res->query_completion, INFL_E_NOMEM, "out of memory");
-            for (int q = 0; q < M; q++) {
-                res->query_prompt[q] = a.qprompt[q];
-                res->query_completion[q] = a.qcompletion[q];
-                a.qprompt[q] = a.qcompletion[q] = NULL;
-            }
-        }
+        CHECK(attrib_give_query_texts(ctx, &a, res));
     }
 done:
     free(hp);

@@ -692,17 +692,8 @@ infl_status attrib_rank(infl_ctx *ctx, const infl_rank_options *o, attrib_block_
         res->layer_paths = a.L;
         for (int l = 0; l < a.L; l++) res->layer_path[l] = a.path[l];
     }
-    if (a.docs) {
-        res->query_prompt = calloc((size_t)M, sizeof(char *));
-        res->query_completion = calloc((size_t)M, sizeof(char *));
-        GOTO_IF(ctx, !res->query_prompt || !res->query_completion, INFL_E_NOMEM, "out of memory");
-        for (int q = 0; q < M; q++) {
-            res->query_prompt[q] = a.qprompt[q];
-            res->query_completion[q] = a.qcompletion[q];
-            a.qprompt[q] = a.qcompletion[q] = NULL;
-        }
-        if (o->token_shares) CHECK(attrib_token_shares(ctx, &a, res));
-    }
+    CHECK(attrib_give_query_texts(ctx, &a, res));
+    if (a.docs && o->token_shares) CHECK(attrib_token_shares(ctx, &a, res));
     if (a.repr) {
         // the train statistics came with the scoring pass (--prefilter and --rerank serve gpt runs only)
         repr_finish_train(a.repr);
